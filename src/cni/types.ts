@@ -74,10 +74,24 @@ export interface IpamConf {
   [key: string]: unknown;
 }
 
+/** One entry of the portMappings capability (CONVENTIONS.md). */
+export interface PortMapping {
+  hostPort: number;
+  containerPort: number;
+  protocol?: string;
+  hostIP?: string;
+  [key: string]: unknown;
+}
+
 export interface RuntimeConfig {
   ips?: string[];
   mac?: string;
   dns?: CniDns;
+  portMappings?: PortMapping[];
+  /** Same shape as IpamConf.ranges. */
+  ipRanges?: IpamRangeConf[][];
+  /** ingressRate, ingressBurst, egressRate, egressBurst: bits per second and bits. */
+  bandwidth?: Record<string, unknown>;
   [key: string]: unknown;
 }
 
@@ -93,8 +107,9 @@ export interface NetConf {
   /** Normalised to lower-camel keys ("ips", "mac", "dns", "portMappings") whatever case the runtime used. */
   runtimeConfig?: RuntimeConfig;
   prevResult?: CniResult;
-  /** GC only: attachments the runtime still uses. */
+  /** GC only: attachments the runtime still uses. parseNetConf fills it from "cni.dev/attachments" (the spec's name) when only that is sent. */
   "cni.dev/valid-attachments"?: CniAttachment[];
+  "cni.dev/attachments"?: CniAttachment[];
   [key: string]: unknown;
 }
 
@@ -144,6 +159,8 @@ export const ErrorCode = {
   Kernel: 101,
   /** podnet: a delegated plugin failed. */
   Delegate: 102,
+  /** podnet: a requested IP address is already allocated to another attachment. */
+  AddressInUse: 103,
   /** podnet: an internal error. */
   Internal: 999,
 } as const;

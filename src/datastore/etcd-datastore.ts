@@ -1,0 +1,305 @@
+// The Datastore on etcd v3, through the etcd3 client.
+//
+// Keys (all under one prefix, default /podnet/):
+//   config                   JSON ClusterConfig
+//   nodes/<name>             JSON NodeRecord
+//   subnets/<a.b.c.d-len>    owner node name: the allocation claim; a key exists at most once, so two nodes never share a subnet
+//   alive/<name>             lease id; attached to the node's liveness lease, so it vanishes when the lease expires
+//   acks/<leaving>/<acker>   time the acker withdrew its routes to the leaving node
+//
+// Every multi-key change is one etcd transaction guarded by compare clauses, and the whole state is read in one
+// range request, so each snapshot is consistent at a single revision.
+
+import { Etcd3, type Lease, type IOptions } from "etcd3";
+import {
+  NodeRemovedError,
+  SubnetsExhaustedError,
+  type ClusterConfig,
+  type ClusterSnapshot,
+  type Datastore,
+  type DatastoreWatch,
+  type LeavingReason,
+  type NodeLease,
+  type NodeRecord,
+  type NodeRegistrationRequest,
+  type NodeView,
+  type WatchListener,
+} from "./datastore.ts";
+import { isIpv4, parseIpv4Cidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
+
+export interface EtcdDatastoreOptions {
+  endpoints: string[];
+  /** Key prefix; default "/podnet/". Tests use a unique one per case. */
+  prefix?: string;
+  /** Per-request deadline in ms; default 3000, so a dead etcd is noticed quickly and retried by the caller. */
+  requestTimeoutMs?: number;
+  /** How many times registerNode retries after losing an allocation race; default 50. */
+  maxRegistrationAttempts?: number;
+}
+
+export class EtcdDatastore implements Datastore {
+  readonly client: Etcd3;
+  private readonly prefix: string;
+  private readonly maxAttempts: number;
+
+  constructor(opts: EtcdDatastoreOptions) {
+    this.prefix = opts.prefix ?? "/podnet/";
+    this.maxAttempts = opts.maxRegistrationAttempts ?? 50;
+    const timeout = opts.requestTimeoutMs ?? 3000;
+    const clientOptions: IOptions = {
+      hosts: opts.endpoints,
+      dialTimeout: timeout,
+      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+    };
+    this.client = new Etcd3(clientOptions);
+  }
+
+  private key(...parts: string[]): string {
+    return this.prefix + parts.join("/");
+  }
+
+  async ensureClusterConfig(defaults: ClusterConfig): Promise<ClusterConfig> {
+    validateClusterConfig(defaults);
+    const configKey = this.key("config");
+    await this.client.if(configKey, "Create", "==", 0).then(this.client.put(configKey).value(JSON.stringify(defaults))).commit();
+    const stored = await this.client.get(configKey).string();
+    if (stored === null) throw new Error("cluster config vanished right after it was written");
+    return parseClusterConfig(stored);
+  }
+
+  async snapshot(): Promise<ClusterSnapshot> {
+    const response = await this.client.getAll().prefix(this.prefix).exec();
+    const revision = Number(response.header.revision);
+    let config: ClusterConfig | undefined;
+    const records = new Map<string, { record: NodeRecord; revision: number }>();
+    const alive = new Set<string>();
+    const acks = new Map<string, string[]>();
+    for (const kv of response.kvs) {
+      const rest = kv.key.toString().slice(this.prefix.length);
+      const value = kv.value.toString();
+      const [kind, first, second] = rest.split("/");
+      if (kind === "config" && first === undefined) config = parseClusterConfig(value);
+      else if (kind === "nodes" && first !== undefined) records.set(first, { record: parseNodeRecord(value), revision: Number(kv.mod_revision) });
+      else if (kind === "alive" && first !== undefined) alive.add(first);
+      else if (kind === "acks" && first !== undefined && second !== undefined) acks.set(first, [...(acks.get(first) ?? []), second]);
+    }
+    const nodes: NodeView[] = [...records.values()]
+      .map(({ record, revision: rev }) => ({ ...record, alive: alive.has(record.name), revision: rev, acks: (acks.get(record.name) ?? []).sort() }))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return { revision, config, nodes };
+  }
+
+  async registerNode(request: NodeRegistrationRequest): Promise<NodeLease> {
+    if (!isValidNodeName(request.name)) throw new Error(`invalid node name ${JSON.stringify(request.name)}`);
+    if (!isIpv4(request.nodeIp)) throw new Error(`invalid node IP ${JSON.stringify(request.nodeIp)}`);
+    const configText = await this.client.get(this.key("config")).string();
+    if (configText === null) throw new Error("no cluster config in the datastore; call ensureClusterConfig first");
+    const config = parseClusterConfig(configText);
+    const cluster = parseIpv4Cidr(config.clusterCidr);
+
+    const lease = this.client.lease(config.nodeLeaseTtlSeconds, { autoKeepAlive: true });
+    let leaseId: string;
+    try {
+      leaseId = await lease.grant();
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    const nodeKey = this.key("nodes", request.name);
+    const aliveKey = this.key("alive", request.name);
+
+    try {
+      for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
+        const existing = await this.client.get(nodeKey).exec();
+        const kv = existing.kvs[0];
+        let record: NodeRecord;
+        if (kv) {
+          const previous = parseNodeRecord(kv.value.toString());
+          if (previous.phase === "leaving" && previous.leavingReason === "removed") throw new NodeRemovedError(request.name);
+          record = {
+            name: request.name,
+            nodeIp: request.nodeIp,
+            podSubnet: previous.podSubnet,
+            backendData: request.backendData ?? {},
+            phase: "active",
+          };
+          const claimKey = this.key("subnets", subnetKey(record.podSubnet));
+          const result = await this.client
+            .if(nodeKey, "Mod", "==", Number(kv.mod_revision))
+            .and(claimKey, "Value", "==", request.name)
+            .then(
+              this.client.put(nodeKey).value(JSON.stringify(record)),
+              this.client.put(aliveKey).value(leaseId).lease(leaseId),
+              // A revived node starts a fresh removal cycle should it leave again.
+              this.client.delete().prefix(this.key("acks", request.name) + "/"),
+            )
+            .commit();
+          if (result.succeeded) return new EtcdNodeLease(record, lease);
+          continue;
+        }
+        const claims = await this.client.getAll().prefix(this.key("subnets") + "/").keys();
+        const taken = new Set(claims.map((k) => subnetFromKey(k.slice(this.key("subnets").length + 1))));
+        let subnet: string | undefined;
+        if (attempt === 0 && request.preferredSubnet && !taken.has(request.preferredSubnet)
+          && subnetIndex(cluster, config.subnetLength, request.preferredSubnet) !== undefined) {
+          subnet = request.preferredSubnet;
+        } else {
+          subnet = pickFreeSubnet(cluster, config.subnetLength, taken, attempt);
+        }
+        if (subnet === undefined) throw new SubnetsExhaustedError(config.clusterCidr, config.subnetLength);
+        record = { name: request.name, nodeIp: request.nodeIp, podSubnet: subnet, backendData: request.backendData ?? {}, phase: "active" };
+        const claimKey = this.key("subnets", subnetKey(subnet));
+        const result = await this.client
+          .if(nodeKey, "Create", "==", 0)
+          .and(claimKey, "Create", "==", 0)
+          .then(
+            this.client.put(claimKey).value(request.name),
+            this.client.put(nodeKey).value(JSON.stringify(record)),
+            this.client.put(aliveKey).value(leaseId).lease(leaseId),
+          )
+          .commit();
+        if (result.succeeded) return new EtcdNodeLease(record, lease);
+      }
+      throw new Error(`could not register node ${request.name} after ${this.maxAttempts} attempts (allocation contention)`);
+    } catch (err) {
+      await lease.revoke().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async markNodeLeaving(name: string, reason: LeavingReason, expectedRevision?: number): Promise<boolean> {
+    const nodeKey = this.key("nodes", name);
+    const existing = await this.client.get(nodeKey).exec();
+    const kv = existing.kvs[0];
+    if (!kv) return false;
+    const revision = Number(kv.mod_revision);
+    if (expectedRevision !== undefined && revision !== expectedRevision) return false;
+    const record = parseNodeRecord(kv.value.toString());
+    if (record.phase === "leaving" && (record.leavingReason === reason || record.leavingReason === "removed")) return true;
+    const leaving: NodeRecord = { ...record, phase: "leaving", leavingReason: reason, leavingSince: new Date().toISOString() };
+    const result = await this.client.if(nodeKey, "Mod", "==", revision).then(this.client.put(nodeKey).value(JSON.stringify(leaving))).commit();
+    return result.succeeded;
+  }
+
+  async ackNodeLeaving(leaving: string, acker: string): Promise<void> {
+    const nodeKey = this.key("nodes", leaving);
+    await this.client
+      .if(nodeKey, "Create", ">", 0)
+      .then(this.client.put(this.key("acks", leaving, acker)).value(new Date().toISOString()))
+      .commit();
+  }
+
+  async finalizeNodeRemoval(name: string, expectedRevision: number): Promise<boolean> {
+    const nodeKey = this.key("nodes", name);
+    const existing = await this.client.get(nodeKey).exec();
+    const kv = existing.kvs[0];
+    if (!kv || Number(kv.mod_revision) !== expectedRevision) return false;
+    const record = parseNodeRecord(kv.value.toString());
+    if (record.phase !== "leaving") return false;
+    const claimKey = this.key("subnets", subnetKey(record.podSubnet));
+    const result = await this.client
+      .if(nodeKey, "Mod", "==", expectedRevision)
+      .and(claimKey, "Value", "==", name)
+      .then(
+        this.client.delete().key(nodeKey),
+        this.client.delete().key(claimKey),
+        this.client.delete().key(this.key("alive", name)),
+        this.client.delete().prefix(this.key("acks", name) + "/"),
+      )
+      .commit();
+    return result.succeeded;
+  }
+
+  async watch(listener: WatchListener): Promise<DatastoreWatch> {
+    const watcher = await this.client.watch().prefix(this.prefix).create();
+    watcher.on("put", () => listener.onChange());
+    watcher.on("delete", () => listener.onChange());
+    watcher.on("connected", () => {
+      listener.onConnection?.(true);
+      // Events may have been missed while the stream was down.
+      listener.onChange();
+    });
+    watcher.on("disconnected", () => listener.onConnection?.(false));
+    watcher.on("error", () => listener.onConnection?.(false));
+    return { close: () => watcher.cancel() };
+  }
+
+  async close(): Promise<void> {
+    this.client.close();
+  }
+}
+
+class EtcdNodeLease implements NodeLease {
+  private lostListeners: ((reason: Error) => void)[] = [];
+  private lost: Error | undefined;
+
+  constructor(
+    readonly node: NodeRecord,
+    private readonly lease: Lease,
+  ) {
+    lease.on("lost", (err) => {
+      this.lost = err;
+      for (const listener of this.lostListeners) listener(err);
+    });
+  }
+
+  onLost(listener: (reason: Error) => void): void {
+    if (this.lost) listener(this.lost);
+    else this.lostListeners.push(listener);
+  }
+
+  release(): void {
+    this.lease.release();
+  }
+}
+
+/** Subnets as key segments: "10.244.1.0/24" → "10.244.1.0-24" (a slash would split the key). */
+export function subnetKey(subnet: string): string {
+  return subnet.replace("/", "-");
+}
+
+function subnetFromKey(key: string): string {
+  return key.replace("-", "/");
+}
+
+export function isValidNodeName(name: string): boolean {
+  return /^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$/.test(name);
+}
+
+export function validateClusterConfig(config: ClusterConfig): void {
+  const cluster = parseIpv4Cidr(config.clusterCidr);
+  subnetCount(cluster, config.subnetLength);
+  if (typeof config.backend !== "string" || config.backend === "") throw new Error("cluster config: backend must be a non-empty string");
+  if (!Number.isInteger(config.nodeLeaseTtlSeconds) || config.nodeLeaseTtlSeconds < 2) {
+    throw new Error("cluster config: nodeLeaseTtlSeconds must be an integer of at least 2");
+  }
+}
+
+function parseClusterConfig(text: string): ClusterConfig {
+  const raw = JSON.parse(text) as Partial<ClusterConfig>;
+  const config: ClusterConfig = {
+    clusterCidr: String(raw.clusterCidr),
+    subnetLength: Number(raw.subnetLength),
+    backend: String(raw.backend),
+    nodeLeaseTtlSeconds: Number(raw.nodeLeaseTtlSeconds ?? 20),
+  };
+  validateClusterConfig(config);
+  return config;
+}
+
+function parseNodeRecord(text: string): NodeRecord {
+  const raw = JSON.parse(text) as Partial<NodeRecord>;
+  if (typeof raw.name !== "string" || typeof raw.nodeIp !== "string" || typeof raw.podSubnet !== "string") {
+    throw new Error(`malformed node record: ${text}`);
+  }
+  const record: NodeRecord = {
+    name: raw.name,
+    nodeIp: raw.nodeIp,
+    podSubnet: raw.podSubnet,
+    backendData: raw.backendData ?? {},
+    phase: raw.phase === "leaving" ? "leaving" : "active",
+  };
+  if (raw.leavingReason) record.leavingReason = raw.leavingReason;
+  if (raw.leavingSince) record.leavingSince = raw.leavingSince;
+  return record;
+}

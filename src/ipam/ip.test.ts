@@ -1,0 +1,185 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import fc from "fast-check";
+import {
+  addToIp,
+  broadcastOf,
+  canonicalIpText,
+  cidrContains,
+  cidrsOverlap,
+  compareIp,
+  formatCidr,
+  formatIp,
+  lastAddressOf,
+  networkOf,
+  parseCidr,
+  parseIp,
+  sizeOf,
+  unmapIpv4,
+  type IpAddress,
+} from "./ip.ts";
+
+const ipv4 = fc.bigInt({ min: 0n, max: (1n << 32n) - 1n }).map((value): IpAddress => ({ family: 4, value }));
+const ipv6 = fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }).map((value): IpAddress => ({ family: 6, value }));
+// Sparse v6 addresses exercise zero-run compression far more often than uniform ones.
+const sparseIpv6 = fc
+  .array(fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff })), { minLength: 8, maxLength: 8 })
+  .map((groups): IpAddress => ({ family: 6, value: groups.reduce((acc, g) => (acc << 16n) | BigInt(g), 0n) }));
+const anyIp = fc.oneof(ipv4, ipv6, sparseIpv6);
+
+describe("parseIp / formatIp", () => {
+  it("parses and formats IPv4", () => {
+    assert.deepEqual(parseIp("10.244.1.7"), { family: 4, value: 0x0af40107n });
+    assert.equal(formatIp({ family: 4, value: 0x0af40107n }), "10.244.1.7");
+    assert.equal(formatIp(parseIp("0.0.0.0")), "0.0.0.0");
+    assert.equal(formatIp(parseIp("255.255.255.255")), "255.255.255.255");
+  });
+
+  it("formats IPv6 canonically (RFC 5952)", () => {
+    const cases: Array<[string, string]> = [
+      ["2001:DB8:0:0:0:0:0:1", "2001:db8::1"],
+      ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"], // first of two equal runs
+      ["2001:db8:0:1:0:0:0:1", "2001:db8:0:1::1"], // longest run wins
+      ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"], // a single zero group is not compressed
+      ["0:0:0:0:0:0:0:0", "::"],
+      ["0:0:0:0:0:0:0:1", "::1"],
+      ["1:0:0:0:0:0:0:0", "1::"],
+      ["fd00:0010::0001", "fd00:10::1"],
+      ["::ffff:10.1.2.3", "::ffff:10.1.2.3"],
+      ["::FFFF:a01:203", "::ffff:10.1.2.3"],
+      ["64:ff9b::192.0.2.33", "64:ff9b::c000:221"],
+      ["::192.0.2.33", "::c000:221"],
+    ];
+    for (const [input, expected] of cases) assert.equal(canonicalIpText(input), expected, input);
+  });
+
+  it("rejects garbage with a message naming the input", () => {
+    const bad = [
+      "",
+      "   ",
+      "10.0.0",
+      "10.0.0.0.1",
+      "10.0.0.256",
+      "010.0.0.1",
+      "10.0.0.-1",
+      "10.0.0.1/24",
+      "a.b.c.d",
+      "1:2:3:4:5:6:7",
+      "1:2:3:4:5:6:7:8:9",
+      "1::2::3",
+      "12345::",
+      "fe80::1%eth0",
+      ":1:2:3:4:5:6:7",
+      "1:2:3:4:5:6:7:8::",
+      "::ffff:1.2.3",
+      "1:2:3:4:5:6:7:1.2.3.4",
+      "g::1",
+    ];
+    for (const text of bad) {
+      assert.throws(() => parseIp(text), (error: Error) => error.message.includes(JSON.stringify(text)), text);
+    }
+  });
+
+  it("round-trips: parse(format(x)) = x and format is a fixed point", () => {
+    fc.assert(
+      fc.property(anyIp, (ip) => {
+        const text = formatIp(ip);
+        assert.deepEqual(parseIp(text), ip);
+        assert.equal(formatIp(parseIp(text)), text);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("accepts every uncompressed, upper-case spelling of an IPv6 address", () => {
+    fc.assert(
+      fc.property(sparseIpv6, (ip) => {
+        const groups: string[] = [];
+        for (let shift = 112n; shift >= 0n; shift -= 16n) groups.push(((ip.value >> shift) & 0xffffn).toString(16).padStart(4, "0"));
+        assert.deepEqual(parseIp(groups.join(":").toUpperCase()), ip);
+      }),
+    );
+  });
+
+  it("never emits '::' for a lone zero group, and never twice", () => {
+    fc.assert(
+      fc.property(sparseIpv6, (ip) => {
+        const text = formatIp(ip);
+        assert.ok(text.split("::").length <= 2);
+        if (text.includes("::")) {
+          const explicit = text === "::" ? 0 : text.split("::").flatMap((side) => (side ? side.split(":") : [])).length;
+          assert.ok(8 - explicit >= 2 || text.startsWith("::ffff:"), text);
+        }
+      }),
+    );
+  });
+
+  it("unmaps IPv4-mapped addresses only on request", () => {
+    const mapped = parseIp("::ffff:192.168.0.1");
+    assert.equal(mapped.family, 6);
+    assert.deepEqual(unmapIpv4(mapped), parseIp("192.168.0.1"));
+    assert.deepEqual(unmapIpv4(parseIp("2001:db8::1")), parseIp("2001:db8::1"));
+    assert.equal(cidrContains(parseCidr("192.168.0.0/16"), mapped), false);
+  });
+});
+
+describe("CIDR maths", () => {
+  it("parses prefixes and rejects bad ones", () => {
+    assert.deepEqual(parseCidr("10.0.0.5/24"), { address: parseIp("10.0.0.5"), prefix: 24 });
+    assert.equal(formatCidr(parseCidr("2001:DB8::/32")), "2001:db8::/32");
+    for (const bad of ["10.0.0.0", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/", "10.0.0.0/024", "::/129", "x/8", "10.0.0.0/8/8"]) {
+      assert.throws(() => parseCidr(bad), /invalid CIDR/, bad);
+    }
+  });
+
+  it("computes network, broadcast, last address and size", () => {
+    const v4 = parseCidr("10.244.1.77/24");
+    assert.equal(formatIp(networkOf(v4)), "10.244.1.0");
+    assert.equal(formatIp(broadcastOf(v4)!), "10.244.1.255");
+    assert.equal(sizeOf(v4), 256n);
+    const v6 = parseCidr("fd00:1::99/64");
+    assert.equal(formatIp(networkOf(v6)), "fd00:1::");
+    assert.equal(formatIp(lastAddressOf(v6)), "fd00:1::ffff:ffff:ffff:ffff");
+    assert.equal(broadcastOf(v6), undefined);
+    assert.equal(sizeOf(parseCidr("0.0.0.0/0")), 1n << 32n);
+    assert.equal(sizeOf(parseCidr("10.0.0.1/32")), 1n);
+  });
+
+  it("contains exactly the addresses between network and last", () => {
+    fc.assert(
+      fc.property(ipv4, fc.integer({ min: 0, max: 32 }), ipv4, (base, prefix, probe) => {
+        const cidr = { address: base, prefix };
+        const inside = compareIp(networkOf(cidr), probe) <= 0 && compareIp(probe, lastAddressOf(cidr)) <= 0;
+        assert.equal(cidrContains(cidr, probe), inside);
+        assert.ok(cidrContains(cidr, base));
+      }),
+    );
+  });
+
+  it("detects overlap", () => {
+    assert.ok(cidrsOverlap(parseCidr("10.0.0.0/8"), parseCidr("10.1.0.0/16")));
+    assert.ok(cidrsOverlap(parseCidr("10.1.0.0/16"), parseCidr("10.0.0.0/8")));
+    assert.ok(!cidrsOverlap(parseCidr("10.0.0.0/24"), parseCidr("10.0.1.0/24")));
+    assert.ok(!cidrsOverlap(parseCidr("0.0.0.0/0"), parseCidr("::/0")));
+  });
+});
+
+describe("addToIp / compareIp", () => {
+  it("adds offsets and refuses to leave the address space", () => {
+    assert.equal(formatIp(addToIp(parseIp("10.0.0.255"), 1n)), "10.0.1.0");
+    assert.equal(formatIp(addToIp(parseIp("::1"), -1n)), "::");
+    assert.throws(() => addToIp(parseIp("255.255.255.255"), 1n), RangeError);
+    assert.throws(() => addToIp(parseIp("0.0.0.0"), -1n), RangeError);
+  });
+
+  it("orders IPv4 before IPv6 and numerically within a family", () => {
+    assert.ok(compareIp(parseIp("255.255.255.255"), parseIp("::")) < 0);
+    assert.ok(compareIp(parseIp("10.0.0.2"), parseIp("10.0.0.10")) < 0);
+    fc.assert(
+      fc.property(anyIp, anyIp, (a, b) => {
+        assert.equal(Math.sign(compareIp(a, b)), -Math.sign(compareIp(b, a)));
+        assert.equal(compareIp(a, b) === 0, a.family === b.family && a.value === b.value);
+      }),
+    );
+  });
+});

@@ -1,0 +1,55 @@
+// nftables through the `nft` command. A script is applied with `nft -f FILE`, which nft
+// runs as one atomic transaction. The script goes through a temporary file rather than
+// stdin because nft cannot always open /dev/stdin when it is a Node child-process pipe.
+// spawnSync works the same under Node and Bun.
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
+
+export class NftError extends Error {
+  readonly stderr: string;
+  readonly exitCode: number | null;
+  constructor(what: string, exitCode: number | null, stderr: string) {
+    super(`${what} failed (exit ${exitCode ?? "signal"}): ${stderr.trim() || "no output"}`);
+    this.name = "NftError";
+    this.stderr = stderr;
+    this.exitCode = exitCode;
+  }
+}
+
+/** The command line for `nft ARGS`, entered into `netnsPath` through nsenter when given. */
+function nftCommand(args: string[], netnsPath?: string): [string, string[]] {
+  if (netnsPath === undefined) return ["nft", args];
+  return ["nsenter", [`--net=${netnsPath}`, "nft", ...args]];
+}
+
+function runCommand(args: string[], netnsPath?: string): { status: number | null; stdout: string; stderr: string } {
+  const [command, argv] = nftCommand(args, netnsPath);
+  const run = spawnSync(command, argv, { encoding: "utf8" });
+  if (run.error) throw new NftError(`${command} ${argv.join(" ")}`, null, run.error.message);
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+}
+
+/** Applies an nft script atomically; throws NftError carrying nft's stderr. */
+export function runNft(script: string, netnsPath?: string): void {
+  const file = join(tmpdir(), `podnet-nft-${process.pid}-${randomBytes(6).toString("hex")}.nft`);
+  writeFileSync(file, script, { mode: 0o600, flag: "wx" });
+  try {
+    const run = runCommand(["-f", file], netnsPath);
+    if (run.status !== 0) throw new NftError(`nft -f${netnsPath ? ` (in ${netnsPath})` : ""}`, run.status, run.stderr);
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
+/** The text of `nft list table FAMILY NAME`, or undefined if the table does not exist. */
+export function nftListTable(family: NftFamily, name: string, netnsPath?: string): string | undefined {
+  const run = runCommand(["list", "table", family, name], netnsPath);
+  if (run.status === 0) return run.stdout;
+  if (/No such file or directory/.test(run.stderr)) return undefined;
+  throw new NftError(`nft list table ${family} ${name}`, run.status, run.stderr);
+}

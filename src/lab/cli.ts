@@ -1,0 +1,203 @@
+// `podnet lab …`: argument parsing and output for the lab's subcommands. The work happens in lab.ts.
+
+import { DEFAULT_STATE_ROOT, type NetworkMode } from "./lab-state.ts";
+import { DEFAULT_TARGET, labCheck, labDown, labExec, labRun, labStatus, labUp, loadLab, type LabTarget } from "./lab.ts";
+import { MAX_NODES, MAX_PODS_PER_NODE, validateLabId } from "./topology.ts";
+
+export const LAB_USAGE = `usage: podnet lab [up|status|run|exec|check|down] [options]
+
+  (no subcommand)          bring up the default lab if it is not up, then run the check
+  up                       build the cluster: switch, etcd, nodes with agents, pods
+  status                   nodes, subnets, pods and every node's routes
+  check                    connectivity matrix; exits 1 on any failure
+  run POD -- CMD [ARG…]    start a long-lived process in POD's network namespace
+  exec NAME -- CMD [ARG…]  run a command in a pod's or host's namespace (node1, external, control-plane, switch)
+  down                     remove everything the lab created
+
+options:
+  --nodes N                nodes (1-${MAX_NODES}, default 3)
+  --pods-per-node M        pods on each node (0-${MAX_PODS_PER_NODE}, default 2)
+  --network podnet|reference
+                           podnet: podnet's agent and plugin (default);
+                           reference: static routes and the reference bridge/host-local plugins
+  --id ID                  lab id, a-z0-9, up to 6 characters (default "${DEFAULT_TARGET.id}"); names start pnl-ID-
+  --state-root DIR         where lab state lives (default ${DEFAULT_STATE_ROOT})
+  --ready-timeout SECONDS  how long a node may stay NotReady during up (default 30)
+`;
+
+export type LabSubcommand = "default" | "up" | "status" | "run" | "exec" | "check" | "down" | "help";
+
+export interface LabArgs {
+  command: LabSubcommand;
+  target: LabTarget;
+  nodes: number;
+  podsPerNode: number;
+  network: NetworkMode;
+  readyTimeoutMs: number;
+  /** run/exec: the pod or host name. */
+  name?: string;
+  /** run/exec: the command after "--". */
+  commandLine: string[];
+}
+
+const SUBCOMMANDS: readonly LabSubcommand[] = ["up", "status", "run", "exec", "check", "down", "help"];
+
+export function parseLabArgs(argv: readonly string[]): LabArgs {
+  const dashDash = argv.indexOf("--");
+  const head = dashDash === -1 ? [...argv] : argv.slice(0, dashDash);
+  const tail = dashDash === -1 ? [] : argv.slice(dashDash + 1);
+  const args: LabArgs = {
+    command: "default",
+    target: { ...DEFAULT_TARGET },
+    nodes: 3,
+    podsPerNode: 2,
+    network: "podnet",
+    readyTimeoutMs: 30_000,
+    commandLine: tail,
+  };
+  const positional: string[] = [];
+  for (let i = 0; i < head.length; i++) {
+    const arg = head[i]!;
+    const value = (): string => {
+      const v = head[i + 1];
+      if (v === undefined || v.startsWith("--")) throw new UsageError(`${arg} needs a value`);
+      i++;
+      return v;
+    };
+    switch (arg) {
+      case "--nodes":
+        args.nodes = integer(arg, value());
+        break;
+      case "--pods-per-node":
+        args.podsPerNode = integer(arg, value());
+        break;
+      case "--network": {
+        const v = value();
+        if (v !== "podnet" && v !== "reference") throw new UsageError(`--network must be podnet or reference, got "${v}"`);
+        args.network = v;
+        break;
+      }
+      case "--id": {
+        const v = value();
+        const problem = validateLabId(v);
+        if (problem) throw new UsageError(problem);
+        args.target.id = v;
+        break;
+      }
+      case "--state-root":
+        args.target.stateRoot = value();
+        break;
+      case "--ready-timeout": {
+        const v = Number(value());
+        if (!Number.isFinite(v) || v <= 0) throw new UsageError(`--ready-timeout must be a positive number of seconds`);
+        args.readyTimeoutMs = v * 1000;
+        break;
+      }
+      case "-h":
+      case "--help":
+        args.command = "help";
+        break;
+      default:
+        if (arg.startsWith("-")) throw new UsageError(`unknown option ${arg}`);
+        positional.push(arg);
+    }
+  }
+  if (args.command === "help") return args;
+  const [sub, ...restPositional] = positional;
+  if (sub !== undefined) {
+    if (!(SUBCOMMANDS as readonly string[]).includes(sub)) throw new UsageError(`unknown lab command "${sub}"`);
+    args.command = sub as LabSubcommand;
+  }
+  if (args.command === "run" || args.command === "exec") {
+    const [name, ...inline] = restPositional;
+    if (name === undefined) throw new UsageError(`lab ${args.command} needs a ${args.command === "run" ? "pod" : "pod or host"} name`);
+    args.name = name;
+    if (dashDash === -1) args.commandLine = inline;
+    else if (inline.length > 0) throw new UsageError(`unexpected ${inline.join(" ")} before --`);
+    if (args.commandLine.length === 0) throw new UsageError(`lab ${args.command} needs a command: podnet lab ${args.command} ${name} -- CMD [ARG…]`);
+  } else if (restPositional.length > 0 || tail.length > 0) {
+    throw new UsageError(`unexpected arguments: ${[...restPositional, ...tail].join(" ")}`);
+  }
+  return args;
+}
+
+export class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function integer(option: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n)) throw new UsageError(`${option} must be an integer, got "${text}"`);
+  return n;
+}
+
+const print = (line: string): void => {
+  process.stdout.write(line + "\n");
+};
+
+export async function runLabCommand(argv: string[]): Promise<number> {
+  let args: LabArgs;
+  try {
+    args = parseLabArgs(argv);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`podnet lab: ${error.message}\n${LAB_USAGE}`);
+      return 2;
+    }
+    throw error;
+  }
+  try {
+    return await dispatch(args);
+  } catch (error) {
+    process.stderr.write(`podnet lab ${args.command === "default" ? "" : args.command}: ${(error as Error).message}\n`);
+    if (args.command === "up" || args.command === "default") {
+      process.stderr.write(`the half-built lab is kept for inspection; remove it with: podnet lab down${idFlag(args.target)}\n`);
+    }
+    return 1;
+  }
+}
+
+function idFlag(target: LabTarget): string {
+  return (target.id === DEFAULT_TARGET.id ? "" : ` --id ${target.id}`) + (target.stateRoot === DEFAULT_STATE_ROOT ? "" : ` --state-root ${target.stateRoot}`);
+}
+
+async function dispatch(args: LabArgs): Promise<number> {
+  const upOptions = { ...args.target, nodes: args.nodes, podsPerNode: args.podsPerNode, network: args.network, readyTimeoutMs: args.readyTimeoutMs, log: print };
+  switch (args.command) {
+    case "help":
+      process.stdout.write(LAB_USAGE);
+      return 0;
+    case "up":
+      await labUp(upOptions);
+      return 0;
+    case "default": {
+      const existing = loadLab(args.target);
+      if (existing?.data.phase === "up") print(`lab ${args.target.id} is already up`);
+      else await labUp(upOptions);
+      const { report, text } = await labCheck(args.target);
+      process.stdout.write("\n" + text);
+      print(`the lab stays up: podnet lab status | exec POD -- CMD | down${idFlag(args.target)}`);
+      return report.ok ? 0 : 1;
+    }
+    case "check": {
+      const { report, text } = await labCheck(args.target);
+      process.stdout.write(text);
+      return report.ok ? 0 : 1;
+    }
+    case "status":
+      process.stdout.write(await labStatus(args.target));
+      return 0;
+    case "down": {
+      const { problems } = await labDown(args.target, print);
+      for (const p of problems) process.stderr.write(`warning: ${p}\n`);
+      return problems.some((p) => p.startsWith("namespaces still present") || p.startsWith("netns ")) ? 1 : 0;
+    }
+    case "run": {
+      const record = labRun(args.target, args.name!, args.commandLine);
+      print(`started pid ${record.pid} in ${args.name} (log ${record.log})`);
+      return 0;
+    }
+    case "exec":
+      return labExec(args.target, args.name!, args.commandLine);
+  }
+}

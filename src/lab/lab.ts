@@ -1,0 +1,367 @@
+// The lab's lifecycle: up builds the underlay, etcd, the nodes (agents) and the pods, recording each
+// thing before it exists; down undoes exactly what the state file records, in reverse; status, run,
+// exec and check work on a lab that is up.
+
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startEtcd } from "../datastore/etcd-server.ts";
+import { formatReport, runCheck, type CheckPod, type CheckReport } from "./check.ts";
+import { inNetns, runCommand } from "./command.ts";
+import { conflistSubnet } from "./conflist.ts";
+import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
+import { configureReferenceNode, startAgent } from "./node-network.ts";
+import { addPod, findConfList, removePod, waitForConfList } from "./pod-runtime.ts";
+import {
+  isRecordedProcessAlive,
+  netnsInode,
+  pidsInNamespaces,
+  processStartTime,
+  sleep,
+  spawnDetached,
+  stopPids,
+  stopRecordedProcess,
+} from "./processes.ts";
+import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, labPrefix, planLab, underlayHosts, type LabPlan } from "./topology.ts";
+import { createSwitch, createUnderlayHost, deleteNetns, listNetns } from "./underlay.ts";
+
+export interface LabTarget {
+  id: string;
+  stateRoot: string;
+}
+
+export interface UpOptions extends LabTarget {
+  nodes: number;
+  podsPerNode: number;
+  network: NetworkMode;
+  /** How long a node may stay NotReady (no conflist) before up fails. */
+  readyTimeoutMs: number;
+  log: (line: string) => void;
+}
+
+export const DEFAULT_TARGET: LabTarget = { id: "lab", stateRoot: DEFAULT_STATE_ROOT };
+const PROBE_SERVER = fileURLToPath(new URL("./probe-server.mjs", import.meta.url));
+
+export function loadLab(target: LabTarget): LabState | undefined {
+  return LabState.load(labDir(target.stateRoot, target.id));
+}
+
+function requireLab(target: LabTarget): LabState {
+  const state = loadLab(target);
+  if (!state) throw new Error(`no lab "${target.id}" (in ${target.stateRoot}); start one with: podnet lab up`);
+  return state;
+}
+
+function planOf(state: LabState): LabPlan {
+  return planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode });
+}
+
+export async function labUp(opts: UpOptions): Promise<LabState> {
+  const started = performance.now();
+  const plan = planLab({ id: opts.id, nodes: opts.nodes, podsPerNode: opts.podsPerNode });
+  const dir = labDir(opts.stateRoot, opts.id);
+  const existing = LabState.load(dir);
+  if (existing) {
+    throw new Error(`lab "${opts.id}" already exists (${existing.data.phase === "up" ? "up" : "half built"}); run: podnet lab down${opts.id === DEFAULT_TARGET.id ? "" : ` --id ${opts.id}`}`);
+  }
+  const strays = (await listNetns()).filter((n) => n.startsWith(plan.prefix));
+  if (strays.length > 0) {
+    throw new Error(`namespaces named like lab "${opts.id}" exist but no lab records them: ${strays.join(" ")}\nremove them with: ip netns delete NAME`);
+  }
+  const step = (text: string): void => opts.log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)}s] ${text}`);
+  const state = LabState.create(dir, { id: opts.id, nodes: opts.nodes, podsPerNode: opts.podsPerNode, network: opts.network });
+  mkdirSync(join(dir, "logs"), { recursive: true });
+  step(`lab ${opts.id}: ${opts.nodes} nodes × ${opts.podsPerNode} pods, ${opts.network} network, state in ${dir}`);
+
+  await createSwitch(state, plan);
+  step(`switch    ${plan.switchNetns} (bridge ${plan.switchBridge}, underlay 192.168.1.0/24)`);
+  for (const host of underlayHosts(plan)) {
+    await createUnderlayHost(state, plan, host);
+    step(`${host.role === "node" ? "node" : "host"}      ${host.name.padEnd(13)} ${host.ip.padEnd(15)} netns ${host.netns}`);
+  }
+
+  const etcdRecord = state.recordProcess({
+    role: "etcd",
+    netns: plan.controlPlane.netns,
+    argv: ["etcd"],
+    log: join(dir, "etcd", "lab.log"),
+  });
+  const etcd = await startEtcd({
+    dataDir: join(dir, "etcd"),
+    name: "lab",
+    host: CONTROL_PLANE_IP,
+    netns: plan.controlPlane.netns,
+    clientPort: ETCD_CLIENT_PORT,
+    detached: true,
+  });
+  etcdRecord.pid = etcd.pid;
+  etcdRecord.startTime = processStartTime(etcd.pid);
+  state.save();
+  step(`etcd      ${etcd.endpoints.join(",")} in ${plan.controlPlane.netns} (pid ${etcd.pid})`);
+
+  const externalProbe = startProbeServer(state, "external", plan.external.netns);
+
+  const nodes: NodeRecord[] = plan.nodes.map((host) => {
+    const nodeDir = join(dir, "nodes", host.name);
+    const node: NodeRecord = { name: host.name, netns: host.netns, ip: host.ip, cniConfDir: join(nodeDir, "net.d"), ipamDataDir: join(nodeDir, "ipam") };
+    mkdirSync(node.cniConfDir, { recursive: true });
+    mkdirSync(node.ipamDataDir, { recursive: true });
+    state.recordNode(node);
+    return node;
+  });
+  const agents = new Map<string, ProcessRecord>();
+  for (const node of nodes) {
+    if (opts.network === "podnet") {
+      const agent = startAgent(state, node);
+      agents.set(node.name, agent);
+      step(`agent     ${node.name} pid ${agent.pid} (log ${agent.log})`);
+    } else {
+      await configureReferenceNode(plan, node);
+      step(`static    ${node.name}: routes, masquerade, reference conflist`);
+    }
+  }
+
+  const lists = await Promise.all(
+    nodes.map(async (node) => {
+      const list = await waitForConfList(node, opts.readyTimeoutMs, () => describeAgent(agents.get(node.name)));
+      step(`ready     ${node.name} subnet ${conflistSubnet(list) ?? "?"}`);
+      return [node.name, list] as const;
+    }),
+  );
+  const listByNode = new Map(lists);
+
+  // Pods on different nodes are set up in parallel, as independent kubelets would; on one node, one after another.
+  await Promise.all(
+    nodes.map(async (node) => {
+      for (const pod of plan.pods.filter((p) => p.node === node.name)) {
+        const list = listByNode.get(node.name);
+        if (!list) throw new Error(`no conflist for ${node.name}`);
+        const t0 = performance.now();
+        const record = await addPod(state, pod, list);
+        step(`pod       ${pod.name.padEnd(13)} ${(record.ip ?? "?").padEnd(15)} on ${node.name} (ADD ${Math.round(performance.now() - t0)} ms)`);
+      }
+    }),
+  );
+
+  const probes = [externalProbe, ...plan.pods.map((pod) => startProbeServer(state, pod.name, pod.netns))];
+  await waitForProbes(state, probes);
+  step(`probes    ${probes.length} probe servers listening on :${PROBE_PORT}`);
+
+  state.data.phase = "up";
+  state.save();
+  step(`lab ${opts.id} is up — podnet lab status | check | down${opts.id === DEFAULT_TARGET.id ? "" : ` --id ${opts.id}`}`);
+  return state;
+}
+
+function readyFile(state: LabState, name: string): string {
+  return join(state.dir, "logs", `probe-${name}.ready`);
+}
+
+function startProbeServer(state: LabState, name: string, netns: string): ProcessRecord {
+  const ready = readyFile(state, name);
+  rmSync(ready, { force: true });
+  const record = state.recordProcess({
+    role: `probe ${name}`,
+    netns,
+    argv: inNetns(netns, [process.execPath, PROBE_SERVER, name, String(PROBE_PORT), ready]),
+    log: join(state.dir, "logs", `probe-${name}.log`),
+  });
+  spawnDetached(record);
+  state.save();
+  return record;
+}
+
+async function waitForProbes(state: LabState, probes: readonly ProcessRecord[]): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (const probe of probes) {
+    const name = probe.role.replace(/^probe /, "");
+    while (!existsSync(readyFile(state, name))) {
+      if (!isRecordedProcessAlive(probe)) throw new Error(`probe server ${name} exited: ${tail(probe.log)}`);
+      if (Date.now() > deadline) throw new Error(`probe server ${name} did not start listening; see ${probe.log}`);
+      await sleep(20);
+    }
+  }
+}
+
+function describeAgent(agent: ProcessRecord | undefined): string {
+  if (!agent) return "";
+  const alive = isRecordedProcessAlive(agent) ? "is running" : "has exited";
+  return `agent (pid ${agent.pid ?? "?"}) ${alive}; last lines of ${agent.log}:\n${tail(agent.log)}`;
+}
+
+function tail(path: string, lines = 15): string {
+  try {
+    return readFileSync(path, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+export interface DownReport {
+  found: boolean;
+  problems: string[];
+}
+
+/** Remove everything the lab recorded, in reverse order of creation, and then its state directory. */
+export async function labDown(target: LabTarget, log: (line: string) => void): Promise<DownReport> {
+  const dir = labDir(target.stateRoot, target.id);
+  const state = LabState.load(dir);
+  const prefix = labPrefix(target.id);
+  if (!state) {
+    const strays = (await listNetns()).filter((n) => n.startsWith(prefix));
+    const problems = strays.length > 0 ? [`namespaces named like lab "${target.id}" but not recorded by it were left alone: ${strays.join(" ")}`] : [];
+    if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
+    log(`no lab "${target.id}" in ${target.stateRoot}`);
+    return { found: false, problems };
+  }
+  const problems: string[] = [];
+  const podNamespaces = new Set(state.data.pods.map((p) => p.netns));
+  const inPods = (r: ProcessRecord): boolean => podNamespaces.has(r.netns);
+
+  // Pods first, as a kubelet would: stop their processes, CNI DEL, delete the netns.
+  await Promise.all(state.data.processes.filter(inPods).map((r) => stopRecordedProcess(r)));
+  await stopPids(pidsInNamespaces(inodesOf([...podNamespaces])));
+  for (const pod of [...state.data.pods]) {
+    try {
+      problems.push(...(await removePod(state, pod.name)));
+      log(`pod       ${pod.name} deleted`);
+    } catch (error) {
+      problems.push(`pod ${pod.name}: ${(error as Error).message}`);
+    }
+  }
+
+  // Then everything else that runs: probes, agents, etcd last so agents never see it vanish first.
+  const rest = state.data.processes.filter((r) => !inPods(r));
+  const etcd = rest.filter((r) => r.role === "etcd");
+  await Promise.all(rest.filter((r) => r.role !== "etcd").map((r) => stopRecordedProcess(r)));
+  for (const r of etcd) await stopRecordedProcess(r, 10_000);
+  const leftovers = pidsInNamespaces(inodesOf(state.data.namespaces));
+  if (leftovers.length > 0) log(`stopping  ${leftovers.length} unrecorded process(es) in lab namespaces: ${leftovers.join(" ")}`);
+  await stopPids(leftovers);
+  log(`processes stopped (${state.data.processes.length} recorded)`);
+
+  for (const name of [...state.data.namespaces].reverse()) {
+    if (netnsInode(name) === undefined) continue;
+    try {
+      await deleteNetns(name);
+    } catch (error) {
+      problems.push(`netns ${name}: ${(error as Error).message}`);
+    }
+  }
+  log(`netns     ${state.data.namespaces.length} namespaces deleted`);
+  const remaining = (await listNetns()).filter((n) => state.data.namespaces.includes(n));
+  if (remaining.length > 0) {
+    problems.push(`namespaces still present: ${remaining.join(" ")}`);
+    log(`kept      ${dir} because namespaces remain`);
+  } else {
+    rmSync(dir, { recursive: true, force: true });
+    log(`removed   ${dir}`);
+  }
+  return { found: true, problems };
+}
+
+function inodesOf(namespaces: readonly string[]): Set<number> {
+  const inodes = new Set<number>();
+  for (const name of namespaces) {
+    const inode = netnsInode(name);
+    if (inode !== undefined) inodes.add(inode);
+  }
+  return inodes;
+}
+
+export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; text: string }> {
+  const state = requireLab(target);
+  if (state.data.phase !== "up") throw new Error(`lab "${target.id}" is not fully up; run podnet lab down, then up`);
+  const pods: CheckPod[] = state.data.pods
+    .filter((p): p is PodRecord & { ip: string } => p.ip !== undefined)
+    .map((p) => ({ name: p.name, node: p.node, netns: p.netns, ip: p.ip }));
+  const nodeIps = new Map(state.data.nodeRecords.map((n) => [n.name, n.ip]));
+  const report = await runCheck(pods, nodeIps, EXTERNAL_IP, opts);
+  const labels = new Map(pods.map((p) => [p.name, `${p.ip}@${p.node}`]));
+  return { report, text: formatReport(report, labels) };
+}
+
+export async function labStatus(target: LabTarget): Promise<string> {
+  const state = requireLab(target);
+  const plan = planOf(state);
+  const lines: string[] = [];
+  const etcd = state.data.processes.find((p) => p.role === "etcd");
+  lines.push(`lab ${state.data.id}: ${state.data.phase}, ${state.data.network} network, created ${state.data.createdAt}, state ${state.dir}`);
+  lines.push(`etcd ${`http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
+  lines.push(`external ${EXTERNAL_IP} in ${plan.external.netns}`);
+  lines.push("");
+  lines.push(`${"NODE".padEnd(8)} ${"IP".padEnd(14)} ${"SUBNET".padEnd(16)} ${"STATUS".padEnd(9)} AGENT`);
+  for (const node of state.data.nodeRecords) {
+    let subnet = "-";
+    let ready = "NotReady";
+    try {
+      const found = findConfList(node.cniConfDir);
+      if (found) {
+        subnet = conflistSubnet(found.list) ?? "?";
+        ready = "Ready";
+      }
+    } catch (error) {
+      ready = `bad conflist: ${(error as Error).message}`;
+    }
+    const agent = state.data.processes.find((p) => p.role === `agent ${node.name}`);
+    const agentText = state.data.network === "reference" ? "(static)" : agent && isRecordedProcessAlive(agent) ? `pid ${agent.pid}` : "NOT running";
+    lines.push(`${node.name.padEnd(8)} ${node.ip.padEnd(14)} ${subnet.padEnd(16)} ${ready.padEnd(9)} ${agentText}`);
+  }
+  lines.push("");
+  lines.push(`${"POD".padEnd(14)} ${"IP".padEnd(14)} ${"NODE".padEnd(8)} PROCESSES`);
+  for (const pod of state.data.pods) {
+    const procs = state.data.processes.filter((p) => p.netns === pod.netns);
+    const procText = procs.map((p) => `${p.role.split(" ")[0]}:${isRecordedProcessAlive(p) ? p.pid : "exited"}`).join(" ");
+    lines.push(`${pod.name.padEnd(14)} ${(pod.ip ?? "-").padEnd(14)} ${pod.node.padEnd(8)} ${procText}`);
+  }
+  for (const node of state.data.nodeRecords) {
+    lines.push("");
+    lines.push(`routes on ${node.name}:`);
+    const routes = await runCommand(["ip", "-n", node.netns, "-4", "route", "show"]);
+    const text = routes.code === 0 ? routes.stdout.trimEnd() : `(ip failed: ${routes.stderr.trim()})`;
+    lines.push(...text.split("\n").map((l) => `  ${l}`));
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Where `lab exec` and `lab run` may run things: a pod, or an underlay host by its short name. */
+export function resolveTarget(state: LabState, name: string): { netns: string; isPod: boolean } {
+  const pod = state.pod(name);
+  if (pod) return { netns: pod.netns, isPod: true };
+  const plan = planOf(state);
+  const host = underlayHosts(plan).find((h) => h.name === name);
+  if (host) return { netns: host.netns, isPod: false };
+  if (name === "switch") return { netns: plan.switchNetns, isPod: false };
+  const known = [...state.data.pods.map((p) => p.name), ...underlayHosts(plan).map((h) => h.name), "switch"];
+  throw new Error(`no pod or host "${name}" in lab ${state.data.id}; known: ${known.join(", ")}`);
+}
+
+/** Run a command in a pod's (or host's) namespace with the terminal attached; resolves to its exit code. */
+export async function labExec(target: LabTarget, name: string, command: readonly string[]): Promise<number> {
+  const state = requireLab(target);
+  const { netns } = resolveTarget(state, name);
+  const [file, ...args] = inNetns(netns, command);
+  return new Promise((resolve, reject) => {
+    const child = spawn(file!, args, { stdio: "inherit" });
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
+}
+
+/** Start a long-lived process in a pod, sharing its netns with the pod's other processes (as with a pause container). */
+export function labRun(target: LabTarget, podName: string, command: readonly string[]): ProcessRecord {
+  const state = requireLab(target);
+  const pod = state.pod(podName);
+  if (!pod) throw new Error(`no pod "${podName}" in lab ${state.data.id}`);
+  const n = state.data.processes.filter((p) => p.netns === pod.netns).length + 1;
+  const record = state.recordProcess({
+    role: `run ${pod.name} #${n}`,
+    netns: pod.netns,
+    argv: inNetns(pod.netns, command),
+    log: join(state.dir, "logs", `run-${pod.name}-${n}.log`),
+  });
+  spawnDetached(record);
+  state.save();
+  return record;
+}

@@ -1,0 +1,82 @@
+// What makes a lab node Ready: normally podnet's own agent, which leases a subnet from etcd, programs
+// host-gw routes and masquerading, and writes the conflist. The "reference" network instead has the lab
+// configure each node statically around the reference bridge + host-local plugins, as a baseline to
+// compare podnet with (and to exercise the lab without the agent).
+
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { inNetns, runChecked } from "./command.ts";
+import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
+import { spawnDetached } from "./processes.ts";
+import { REPO_ROOT } from "./pod-runtime.ts";
+import { CLUSTER_CIDR, etcdEndpoint, type LabPlan } from "./topology.ts";
+import { ipBatch } from "./underlay.ts";
+
+export function agentArgv(node: NodeRecord): string[] {
+  return inNetns(node.netns, [
+    process.execPath,
+    join(REPO_ROOT, "bin/podnet.js"),
+    "agent",
+    "--name", node.name,
+    "--node-ip", node.ip,
+    "--etcd", etcdEndpoint(),
+    "--cni-conf-dir", node.cniConfDir,
+    "--ipam-data-dir", node.ipamDataDir,
+  ]);
+}
+
+/** Start the node's agent inside its namespace, recorded before it is spawned. */
+export function startAgent(state: LabState, node: NodeRecord): ProcessRecord {
+  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node), log: join(state.dir, "logs", `agent-${node.name}.log`) });
+  spawnDetached(record);
+  state.save();
+  return record;
+}
+
+/** The reference network's static subnet for node i (1-based): 10.244.i.0/24. */
+export function referenceSubnet(nodeIndex: number): string {
+  return `10.244.${nodeIndex}.0/24`;
+}
+
+export function referenceConfList(subnet: string, ipamDataDir: string): object {
+  return {
+    cniVersion: "1.0.0",
+    name: "lab-reference",
+    plugins: [
+      {
+        type: "bridge",
+        bridge: "cni0",
+        isGateway: true,
+        // The bridge plugin's ipMasq would also NAT pod traffic to other nodes; masquerading is set up below instead.
+        ipMasq: false,
+        ipam: { type: "host-local", ranges: [[{ subnet }]], routes: [{ dst: "0.0.0.0/0" }], dataDir: ipamDataDir },
+      },
+    ],
+  };
+}
+
+/** Routes to every other node's subnet, masquerading out of the cluster CIDR, then the conflist (last: it means Ready). */
+export async function configureReferenceNode(plan: LabPlan, node: NodeRecord): Promise<void> {
+  const routes = plan.nodes
+    .map((other, i) => ({ other, subnet: referenceSubnet(i + 1) }))
+    .filter(({ other }) => other.name !== node.name)
+    .map(({ other, subnet }) => `route replace ${subnet} via ${other.ip}`);
+  if (routes.length > 0) await ipBatch(node.netns, routes);
+  const ruleset = `table ip podnet-lab {
+  chain postrouting {
+    type nat hook postrouting priority srcnat;
+    ip saddr ${CLUSTER_CIDR} ip daddr != ${CLUSTER_CIDR} masquerade
+  }
+}
+`;
+  await runChecked(inNetns(node.netns, ["nft", "-f", "-"]), { input: ruleset });
+  const index = plan.nodes.findIndex((n) => n.name === node.name);
+  writeConfListAtomically(node.cniConfDir, "10-lab-reference.conflist", referenceConfList(referenceSubnet(index + 1), node.ipamDataDir));
+}
+
+function writeConfListAtomically(dir: string, name: string, list: object): void {
+  mkdirSync(dir, { recursive: true });
+  const tmp = join(dir, `.${name}.tmp`);
+  writeFileSync(tmp, JSON.stringify(list, null, 2) + "\n");
+  renameSync(tmp, join(dir, name));
+}

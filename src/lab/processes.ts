@@ -1,0 +1,126 @@
+// Long-lived lab processes (etcd, agents, probe servers, `lab run`): started detached so they outlive
+// the `podnet lab …` command that started them, logged to files, and identified by PID *and* kernel
+// start time so that `lab down` never signals a process that merely reused a PID.
+
+import { spawn } from "node:child_process";
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import type { ProcessRecord } from "./lab-state.ts";
+
+/** Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot. */
+export function processStartTime(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // The command name (field 2) may contain spaces and parentheses; the fields after it are plain.
+  const afterName = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const value = Number(afterName[19]);
+  return Number.isFinite(value) ? value : undefined;
+}
+
+export function isRecordedProcessAlive(record: ProcessRecord): boolean {
+  if (record.pid === undefined) return false;
+  const startTime = processStartTime(record.pid);
+  if (startTime === undefined) return false;
+  if (isZombie(record.pid)) return false;
+  return record.startTime === undefined || record.startTime === startTime;
+}
+
+/**
+ * Start argv detached with stdout and stderr appended to record.log; fills in record.pid and startTime.
+ * argv is usually `ip netns exec NS …`, which execs in place, so the PID is the program's own.
+ */
+export function spawnDetached(record: ProcessRecord, env: NodeJS.ProcessEnv = process.env): ProcessRecord {
+  const [file, ...args] = record.argv;
+  if (file === undefined) throw new Error("spawnDetached: empty argv");
+  const logFd = openSync(record.log, "a");
+  try {
+    const child = spawn(file, args, { stdio: ["ignore", logFd, logFd], detached: true, env });
+    if (child.pid === undefined) throw new Error(`could not start ${file}`);
+    child.on("error", () => {});
+    child.unref();
+    record.pid = child.pid;
+    record.startTime = processStartTime(child.pid);
+  } finally {
+    closeSync(logFd);
+  }
+  return record;
+}
+
+/** SIGTERM, then SIGKILL after graceMs; resolves once the process is gone. Only ever the recorded process. */
+export async function stopRecordedProcess(record: ProcessRecord, graceMs = 3000): Promise<void> {
+  if (!isRecordedProcessAlive(record) || record.pid === undefined) return;
+  await stopPid(record.pid, graceMs);
+}
+
+async function stopPid(pid: number, graceMs: number): Promise<void> {
+  const gone = (): boolean => processStartTime(pid) === undefined || isZombie(pid);
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (!gone() && Date.now() < deadline) await sleep(20);
+  if (gone()) return;
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    return;
+  }
+  const killDeadline = Date.now() + 3000;
+  while (!gone() && Date.now() < killDeadline) await sleep(20);
+}
+
+/** The nsfs inode of a named namespace (/run/netns/NAME), or undefined when it does not exist. */
+export function netnsInode(name: string): number | undefined {
+  try {
+    return statSync(`/run/netns/${name}`).ino;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * PIDs of every process whose network namespace is one of `inodes`. The lab's namespaces are its own,
+ * so anything living in one was started by the lab (or from a `lab exec` shell inside it); `lab down`
+ * uses this to catch a process whose PID a crash kept it from recording.
+ */
+export function pidsInNamespaces(inodes: ReadonlySet<number>): number[] {
+  const found: number[] = [];
+  if (inodes.size === 0) return found;
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === process.pid) continue;
+    let link: string;
+    try {
+      link = readlinkSync(`/proc/${pid}/ns/net`);
+    } catch {
+      continue;
+    }
+    const match = /^net:\[(\d+)\]$/.exec(link);
+    if (match && inodes.has(Number(match[1]))) found.push(pid);
+  }
+  return found;
+}
+
+/** Stop processes found by pidsInNamespaces, all at once. */
+export async function stopPids(pids: readonly number[], graceMs = 2000): Promise<void> {
+  await Promise.all(pids.map((pid) => stopPid(pid, graceMs)));
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return true;
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

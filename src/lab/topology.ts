@@ -1,0 +1,134 @@
+// The lab's shape as plain data: which namespaces, links, addresses and pods a lab of N nodes has.
+// Pure, so the naming rules (unique lab prefix, 15-character link names, one underlay) are testable
+// without root; underlay.ts and lab.ts turn a plan into kernel state.
+
+export const UNDERLAY_PREFIX_LENGTH = 24;
+export const UNDERLAY_NETWORK = "192.168.1.0";
+export const CONTROL_PLANE_IP = "192.168.1.10";
+export const EXTERNAL_IP = "192.168.1.200";
+export const FIRST_NODE_HOST = 11;
+export const CLUSTER_CIDR = "10.244.0.0/16";
+export const ETCD_CLIENT_PORT = 2379;
+/** The TCP port of every probe server (pods and the external host). */
+export const PROBE_PORT = 7007;
+
+/** Nodes take .11 upwards and must stay below the external host at .200. */
+export const MAX_NODES = 100;
+/** A node's /24 leaves room for about 250 pods; more than this makes the check matrix unreadable anyway. */
+export const MAX_PODS_PER_NODE = 50;
+/** Link names are at most 15 bytes (IFNAMSIZ - 1); "pnl-<id>-n100" must fit. */
+export const MAX_LAB_ID_LENGTH = 6;
+const LAB_ID_PATTERN = /^[a-z0-9]+$/;
+const LINK_NAME_MAX = 15;
+
+export interface LabOptions {
+  id: string;
+  nodes: number;
+  podsPerNode: number;
+}
+
+/** A host on the underlay switch: a namespace with one veth (uplink) into the switch namespace. */
+export interface UnderlayHost {
+  role: "control-plane" | "external" | "node";
+  /** Short name used on the command line: "node1", "external", "control-plane". */
+  name: string;
+  netns: string;
+  ip: string;
+  /** The uplink's name inside the host namespace. */
+  uplink: string;
+  /** The uplink's peer, a port of the switch bridge, in the switch namespace. */
+  switchPort: string;
+}
+
+export interface PodPlan {
+  name: string;
+  node: string;
+  netns: string;
+  /** The CNI container ID the runtime passes in CNI_CONTAINERID. */
+  containerId: string;
+}
+
+export interface LabPlan {
+  id: string;
+  /** Every namespace and every link the lab names starts with this. */
+  prefix: string;
+  switchNetns: string;
+  switchBridge: string;
+  controlPlane: UnderlayHost;
+  external: UnderlayHost;
+  nodes: UnderlayHost[];
+  pods: PodPlan[];
+}
+
+export function validateLabId(id: string): string | undefined {
+  if (id.length === 0 || id.length > MAX_LAB_ID_LENGTH || !LAB_ID_PATTERN.test(id)) {
+    return `lab id must be 1-${MAX_LAB_ID_LENGTH} characters of a-z and 0-9, got "${id}"`;
+  }
+  return undefined;
+}
+
+export function labPrefix(id: string): string {
+  return `pnl-${id}-`;
+}
+
+export function planLab(opts: LabOptions): LabPlan {
+  const idProblem = validateLabId(opts.id);
+  if (idProblem) throw new RangeError(idProblem);
+  if (!Number.isInteger(opts.nodes) || opts.nodes < 1 || opts.nodes > MAX_NODES) {
+    throw new RangeError(`--nodes must be an integer from 1 to ${MAX_NODES}, got ${opts.nodes}`);
+  }
+  if (!Number.isInteger(opts.podsPerNode) || opts.podsPerNode < 0 || opts.podsPerNode > MAX_PODS_PER_NODE) {
+    throw new RangeError(`--pods-per-node must be an integer from 0 to ${MAX_PODS_PER_NODE}, got ${opts.podsPerNode}`);
+  }
+  const prefix = labPrefix(opts.id);
+  const host = (role: UnderlayHost["role"], name: string, ip: string, portSuffix: string): UnderlayHost => ({
+    role,
+    name,
+    netns: `${prefix}${name}`,
+    ip,
+    uplink: "eth0",
+    switchPort: linkName(prefix, portSuffix),
+  });
+  const nodes: UnderlayHost[] = [];
+  for (let i = 1; i <= opts.nodes; i++) nodes.push(host("node", nodeName(i), underlayIp(FIRST_NODE_HOST + i - 1), `n${i}`));
+  const pods: PodPlan[] = [];
+  for (const node of nodes) {
+    for (let j = 1; j <= opts.podsPerNode; j++) {
+      const name = `${node.name}-pod${j}`;
+      pods.push({ name, node: node.name, netns: `${prefix}${name}`, containerId: `${prefix}${name}` });
+    }
+  }
+  return {
+    id: opts.id,
+    prefix,
+    switchNetns: `${prefix}switch`,
+    switchBridge: linkName(prefix, "br"),
+    controlPlane: host("control-plane", "control-plane", CONTROL_PLANE_IP, "cp"),
+    external: host("external", "external", EXTERNAL_IP, "ext"),
+    nodes,
+    pods,
+  };
+}
+
+export function nodeName(index: number): string {
+  return `node${index}`;
+}
+
+/** The underlay host address .host, e.g. 192.168.1.11. */
+export function underlayIp(hostPart: number): string {
+  return `192.168.1.${hostPart}`;
+}
+
+export function underlayHosts(plan: LabPlan): UnderlayHost[] {
+  return [plan.controlPlane, plan.external, ...plan.nodes];
+}
+
+export function etcdEndpoint(): string {
+  return `http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`;
+}
+
+function linkName(prefix: string, suffix: string): string {
+  const name = `${prefix}${suffix}`;
+  if (Buffer.byteLength(name) > LINK_NAME_MAX) throw new RangeError(`link name ${name} is longer than ${LINK_NAME_MAX} bytes`);
+  return name;
+}
