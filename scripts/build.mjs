@@ -23,7 +23,7 @@ if (!existsSync(bun)) {
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 for (const { entry, name } of plugins) {
-  const args = ["build", "--compile", "--minify", "--bytecode", "--target=bun-linux-x64", join(root, entry), "--outfile", join(out, name)];
+  const args = ["build", "--compile", "--minify", "--target=bun-linux-x64", join(root, entry), "--outfile", join(out, name)];
   const run = spawnSync(bun, args, { cwd: root, encoding: "utf8" });
   if (run.status !== 0) {
     console.error(`build: ${name} failed\n${run.stdout}${run.stderr}`);

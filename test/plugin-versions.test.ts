@@ -1,6 +1,7 @@
 // Results take the shape of the cniVersion the config asks for.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { PluginError } from "../src/runtime/cni-driver.ts";
 import { podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
 import { cleanupAll } from "./helpers/netns.ts";
 
@@ -31,7 +32,12 @@ for (const cniVersion of ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]) {
       if (cniVersion.startsWith("0.")) assert.equal(ip.version, "4", "0.3.x and 0.4.0 results carry ips[].version");
       else assert.equal(ip.version, undefined, "1.x results have no ips[].version");
       assert.deepEqual(Object.keys(result).sort().filter((k) => !["cniVersion", "interfaces", "ips", "routes", "dns"].includes(k)), []);
-      if (cniVersion !== "0.3.0") await net.check(pod.attachment, result);
+      if (cniVersion.startsWith("0.3.")) {
+        // CHECK arrived in 0.4.0: an older config asking for it is an incompatible version.
+        await assert.rejects(net.check(pod.attachment, result), (err: unknown) => err instanceof PluginError && err.code === 1);
+      } else {
+        await net.check(pod.attachment, result);
+      }
     } finally {
       await net.del(pod.attachment, result);
     }

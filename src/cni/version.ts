@@ -95,9 +95,9 @@ export function convertResult(result: CniResult, toVersion: string): object {
       withoutUndefined({
         // Only IPv6 addresses contain a colon, so the family needs no full parse.
         ...(legacy ? { version: ip.address.includes(":") ? "6" : "4" } : {}),
-        interface: ip.interface,
         address: ip.address,
         gateway: ip.gateway,
+        interface: ip.interface,
       }),
     ),
     routes: result.routes?.map((route) =>

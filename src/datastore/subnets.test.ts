@@ -12,7 +12,7 @@ describe("subnet maths", () => {
 
   it("rejects malformed input and host bits", () => {
     for (const bad of ["10.244.0.0", "10.244.0.0/33", "10.244.1.0/16", "256.0.0.0/8", "10.0.0/8", "a.b.c.d/8"]) {
-      assert.throws(() => parseIpv4Cidr(bad), undefined, bad);
+      assert.throws(() => parseIpv4Cidr(bad), Error, bad);
     }
   });
 

@@ -67,6 +67,12 @@ function belongsTo(r: Reservation, containerId: string, ifname: string): boolean
 export class DiskStore implements IpamStore {
   private lockDepth = 0;
   private tempCounter = 0;
+  /**
+   * The reservations as read while the current lock is held. Every writer holds the lock, so
+   * nothing else can change them until it is released; this saves re-reading every file for
+   * each range set of one ADD.
+   */
+  private snapshot: Reservation[] | undefined;
 
   private constructor(
     readonly dir: string,
@@ -116,6 +122,7 @@ export class DiskStore implements IpamStore {
         return fn();
       } finally {
         this.lockDepth = 0;
+        this.snapshot = undefined;
         try {
           flock(fd, LOCK_UN);
         } catch {
@@ -133,9 +140,11 @@ export class DiskStore implements IpamStore {
       this.io(`reserve ${ip}`, () => {
         const path = join(this.dir, ip);
         if (existsSync(path)) return false;
-        const temp = this.writeTemp(formatReservationContent(r.containerId, r.ifname));
+        const content = formatReservationContent(r.containerId, r.ifname);
+        const temp = this.writeTemp(content);
         try {
           linkSync(temp, path);
+          this.snapshot?.push({ ip, ...parseReservationContent(content), rangeSetId: this.rangeSetOf(ip) });
           return true;
         } catch (error) {
           if (errnoCode(error) === "EEXIST") return false;
@@ -191,25 +200,30 @@ export class DiskStore implements IpamStore {
   }
 
   list(): Reservation[] {
-    return this.withLock(() =>
-      this.io("list", () => {
-        const reservations: Reservation[] = [];
-        for (const name of readdirSync(this.dir)) {
-          const ip = tryParseIp(name);
-          if (!ip || name.startsWith(TEMP_PREFIX)) continue;
-          let content: string;
-          try {
-            content = readFileSync(join(this.dir, name), "utf8");
-          } catch (error) {
-            if (errnoCode(error) === "ENOENT" || errnoCode(error) === "EISDIR") continue;
-            throw error;
-          }
-          const text = formatIp(ip);
-          reservations.push({ ip: text, ...parseReservationContent(content), rangeSetId: this.rangeSetOf(text) });
+    return this.withLock(() => {
+      this.snapshot ??= this.readAll();
+      return this.snapshot.map((r) => ({ ...r }));
+    });
+  }
+
+  private readAll(): Reservation[] {
+    return this.io("list", () => {
+      const reservations: Reservation[] = [];
+      for (const name of readdirSync(this.dir)) {
+        const ip = tryParseIp(name);
+        if (!ip || name.startsWith(TEMP_PREFIX)) continue;
+        let content: string;
+        try {
+          content = readFileSync(join(this.dir, name), "utf8");
+        } catch (error) {
+          if (errnoCode(error) === "ENOENT" || errnoCode(error) === "EISDIR") continue;
+          throw error;
         }
-        return reservations;
-      }),
-    );
+        const text = formatIp(ip);
+        reservations.push({ ip: text, ...parseReservationContent(content), rangeSetId: this.rangeSetOf(text) });
+      }
+      return reservations;
+    });
   }
 
   release(ip: string): void {
@@ -217,6 +231,7 @@ export class DiskStore implements IpamStore {
     const text = formatIp(address);
     this.withLock(() =>
       this.io(`release ${text}`, () => {
+        if (this.snapshot) this.snapshot = this.snapshot.filter((r) => r.ip !== text);
         if (this.unlinkIfPresent(text)) return;
         // A file written by another tool may spell the address differently (e.g. "10.0.0.7 " or upper-case hex).
         for (const name of readdirSync(this.dir)) {

@@ -18,4 +18,4 @@ const handlers: PluginHandlers = {
   },
 };
 
-process.exit(await runPlugin(handlers, "podnet-ipam"));
+void runPlugin(handlers, "podnet-ipam").then((code) => process.exit(code));

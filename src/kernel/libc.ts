@@ -5,7 +5,9 @@
 // Each backend is loaded lazily on first use. A static `import "bun:ffi"` would fail under
 // Node, and a static import of koffi would pull a native addon into the Bun binary.
 import { createRequire } from "node:module";
+import { realpathSync } from "node:fs";
 import { constants as osConstants } from "node:os";
+import { join } from "node:path";
 
 export const LOCK_SH = 1;
 export const LOCK_EX = 2;
@@ -55,9 +57,42 @@ interface LibcBackend {
 
 const LIBC_PATH = "libc.so.6";
 
+/**
+ * Places to resolve "koffi" from: this module's own file first, then the main script, then
+ * the working directory. The module's location is read from a stack trace rather than from
+ * `import.meta.url`: Bun 1.3.0 emits `--bytecode` bundles as CommonJS, and an `import.meta`
+ * anywhere in the bundle, even on a branch Bun never takes, makes the binary fail to start.
+ */
+function koffiSearchBases(): string[] {
+  const bases: string[] = [];
+  // The first frame is this function: "at koffiSearchBases (file:///…/libc.ts:70:20)", or a
+  // plain path when the module was loaded as CommonJS.
+  const ownFile = /\s\(?((?:file:\/\/)?\/[^\s()]+?):\d+:\d+\)?\s*$/m.exec(new Error().stack ?? "")?.[1];
+  if (ownFile) bases.push(ownFile);
+  const mainScript = process.argv[1];
+  if (mainScript) {
+    try {
+      bases.push(realpathSync(mainScript));
+    } catch {
+      // The main script may be gone or virtual; the other bases remain.
+    }
+  }
+  bases.push(join(process.cwd(), "noop.js"));
+  return bases;
+}
+
 function loadKoffiBackend(): LibcBackend {
   type Koffi = typeof import("koffi");
-  const koffi = createRequire(import.meta.url)("koffi") as Koffi;
+  let koffi: Koffi | undefined;
+  for (const base of koffiSearchBases()) {
+    try {
+      koffi = createRequire(base)("koffi") as Koffi;
+      break;
+    } catch {
+      // Try the next base.
+    }
+  }
+  if (!koffi) throw new Error("podnet kernel: cannot load koffi, the FFI addon that the Node backend needs (npm ci)");
   const lib = koffi.load(LIBC_PATH);
   // `void *` parameters receive typed arrays in place, so recv() fills the caller's buffer directly.
   const socket = lib.func("int socket(int domain, int type, int protocol)");

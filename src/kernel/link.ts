@@ -16,6 +16,7 @@ import {
   encodeAttrs,
   encodeIfInfoMsg,
   IFINFOMSG_LEN,
+  ipToBytes,
   macToBytes,
   nested,
   readCString,
@@ -187,6 +188,54 @@ export function setLinkMtu(nl: NetlinkSocket, index: number, mtu: number): void 
   nl.request(
     { type: RTM_NEWLINK, flags: 0, header: encodeIfInfoMsg({ family: AF_UNSPEC, index }), attrs: [attr(IFLA_MTU, u32(mtu))] },
     `set link #${index} mtu ${mtu}`,
+  );
+}
+
+const IFLA_VXLAN_ID = 1;
+const IFLA_VXLAN_LINK = 3;
+const IFLA_VXLAN_LOCAL = 4;
+const IFLA_VXLAN_LEARNING = 7;
+const IFLA_VXLAN_PORT = 15;
+const IFLA_VXLAN_LOCAL6 = 17;
+/** The IANA VXLAN port. Linux's own default (8472) predates the assignment. */
+export const VXLAN_PORT = 4789;
+
+export interface VxlanOptions {
+  name: string;
+  vni: number;
+  /** The underlay source address; its family decides IPv4 or IPv6 encapsulation. */
+  localIp?: string;
+  /** The underlay link to send on. */
+  underlayIndex?: number;
+  port?: number;
+  mtu?: number;
+  mac?: string;
+}
+
+/**
+ * Creates a VXLAN device with learning off: remote MACs come from FDB entries the agent
+ * writes, never from flooding. Left down; the caller brings it up once configured.
+ */
+export function createVxlan(nl: NetlinkSocket, opts: VxlanOptions): void {
+  const data: AttrSpec[] = [attr(IFLA_VXLAN_ID, u32(opts.vni)), attr(IFLA_VXLAN_LEARNING, u8(0))];
+  // IFLA_VXLAN_PORT is the one attribute here in network byte order.
+  const port = new Uint8Array(2);
+  new DataView(port.buffer).setUint16(0, opts.port ?? VXLAN_PORT, false);
+  data.push(attr(IFLA_VXLAN_PORT, port));
+  if (opts.localIp !== undefined) {
+    const local = ipToBytes(opts.localIp);
+    data.push(attr(local.byteLength === 4 ? IFLA_VXLAN_LOCAL : IFLA_VXLAN_LOCAL6, local));
+  }
+  if (opts.underlayIndex !== undefined) data.push(attr(IFLA_VXLAN_LINK, u32(opts.underlayIndex)));
+  const attrs: AttrSpec[] = [
+    attr(IFLA_IFNAME, cstring(opts.name)),
+    nested(IFLA_LINKINFO, [attr(IFLA_INFO_KIND, cstring("vxlan")), nested(IFLA_INFO_DATA, data)]),
+  ];
+  if (opts.mtu !== undefined) attrs.push(attr(IFLA_MTU, u32(opts.mtu)));
+  if (opts.mac !== undefined) attrs.push(attr(IFLA_ADDRESS, macToBytes(opts.mac)));
+  nl.request(
+    { type: RTM_NEWLINK, flags: NLM_F_CREATE | NLM_F_EXCL, header: encodeIfInfoMsg({ family: AF_UNSPEC }), attrs },
+    `create vxlan ${opts.name} id ${opts.vni}`,
   );
 }
 

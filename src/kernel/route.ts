@@ -35,6 +35,7 @@ const RTAX_MTU = 2;
 const RTAX_ADVMSS = 8;
 const RTN_UNICAST = 1;
 const RTM_F_CLONED = 0x200;
+const RTNH_F_ONLINK = 0x4;
 
 export const RT_TABLE_UNSPEC = 0;
 export const RT_TABLE_MAIN = 254;
@@ -65,12 +66,15 @@ export interface RouteSpec {
   advmss?: number;
   /** Inferred from `dst` when absent. */
   family?: 4 | 6;
+  /** Take the gateway as directly reachable on `oifIndex` even without a matching subnet (VXLAN overlays). */
+  onlink?: boolean;
 }
 
 function describe(verb: string, r: RouteSpec): string {
   let text = `${verb} route ${r.dst}`;
   if (r.gw) text += ` via ${r.gw}`;
   if (r.oifIndex !== undefined) text += ` dev #${r.oifIndex}`;
+  if (r.onlink) text += " onlink";
   if (r.table !== undefined && r.table !== RT_TABLE_MAIN) text += ` table ${r.table}`;
   if (r.metric !== undefined) text += ` metric ${r.metric}`;
   return text;
@@ -108,6 +112,7 @@ function routeMessage(r: RouteSpec, forDelete: boolean): { header: Uint8Array; a
     protocol: forDelete ? (r.protocol ?? 0) : (r.protocol ?? RTPROT_BOOT),
     scope: forDelete ? (r.scope ?? RT_SCOPE_NOWHERE) : (r.scope ?? (r.gw ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK)),
     type: forDelete ? 0 : RTN_UNICAST,
+    flags: !forDelete && r.onlink ? RTNH_F_ONLINK : 0,
   });
   return { header, attrs };
 }
@@ -161,6 +166,7 @@ export function listRoutes(nl: NetlinkSocket, filter: { family: 4 | 6; table?: n
     };
     const gw = attrs.get(RTA_GATEWAY);
     if (gw) route.gw = bytesToIp(gw);
+    if (header.flags & RTNH_F_ONLINK) route.onlink = true;
     const oif = attrs.get(RTA_OIF);
     if (oif) route.oifIndex = readU32(oif);
     const priority = attrs.get(RTA_PRIORITY);

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startEtcd } from "../datastore/etcd-server.ts";
-import { formatReport, runCheck, type CheckPod, type CheckReport } from "./check.ts";
+import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
 import { inNetns, runCommand } from "./command.ts";
 import { conflistSubnet } from "./conflist.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
@@ -81,13 +81,15 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     step(`${host.role === "node" ? "node" : "host"}      ${host.name.padEnd(13)} ${host.ip.padEnd(15)} netns ${host.netns}`);
   }
 
+  // etcd and the agents start together: an agent's start-up (seconds of Node and TypeScript loading) then
+  // overlaps etcd's, and an agent that finds etcd not yet serving simply retries.
   const etcdRecord = state.recordProcess({
     role: "etcd",
     netns: plan.controlPlane.netns,
-    argv: ["etcd"],
+    argv: inNetns(plan.controlPlane.netns, ["etcd", "--name", "lab"]),
     log: join(dir, "etcd", "lab.log"),
   });
-  const etcd = await startEtcd({
+  const etcdStarting = startEtcd({
     dataDir: join(dir, "etcd"),
     name: "lab",
     host: CONTROL_PLANE_IP,
@@ -95,12 +97,8 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     clientPort: ETCD_CLIENT_PORT,
     detached: true,
   });
-  etcdRecord.pid = etcd.pid;
-  etcdRecord.startTime = processStartTime(etcd.pid);
-  state.save();
-  step(`etcd      ${etcd.endpoints.join(",")} in ${plan.controlPlane.netns} (pid ${etcd.pid})`);
-
-  const externalProbe = startProbeServer(state, "external", plan.external.netns);
+  // If up fails before etcd is awaited, the rejection is reported there, not as an unhandled one.
+  etcdStarting.catch(() => {});
 
   const nodes: NodeRecord[] = plan.nodes.map((host) => {
     const nodeDir = join(dir, "nodes", host.name);
@@ -111,40 +109,42 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     return node;
   });
   const agents = new Map<string, ProcessRecord>();
-  for (const node of nodes) {
-    if (opts.network === "podnet") {
+  if (opts.network === "podnet") {
+    for (const node of nodes) {
       const agent = startAgent(state, node);
       agents.set(node.name, agent);
       step(`agent     ${node.name} pid ${agent.pid} (log ${agent.log})`);
-    } else {
+    }
+  }
+  const probes = [startProbeServer(state, "external", plan.external.netns)];
+
+  const etcd = await etcdStarting;
+  etcdRecord.pid = etcd.pid;
+  etcdRecord.startTime = processStartTime(etcd.pid);
+  state.save();
+  step(`etcd      ${etcd.endpoints.join(",")} in ${plan.controlPlane.netns} (pid ${etcd.pid})`);
+
+  if (opts.network === "reference") {
+    for (const node of nodes) {
       await configureReferenceNode(plan, node);
       step(`static    ${node.name}: routes, masquerade, reference conflist`);
     }
   }
 
-  const lists = await Promise.all(
+  // Each node creates its pods as soon as it is Ready, as its kubelet would: nodes in parallel, pods on one
+  // node one after another. A pod's probe server starts right after its ADD.
+  await Promise.all(
     nodes.map(async (node) => {
       const list = await waitForConfList(node, opts.readyTimeoutMs, () => describeAgent(agents.get(node.name)));
       step(`ready     ${node.name} subnet ${conflistSubnet(list) ?? "?"}`);
-      return [node.name, list] as const;
-    }),
-  );
-  const listByNode = new Map(lists);
-
-  // Pods on different nodes are set up in parallel, as independent kubelets would; on one node, one after another.
-  await Promise.all(
-    nodes.map(async (node) => {
       for (const pod of plan.pods.filter((p) => p.node === node.name)) {
-        const list = listByNode.get(node.name);
-        if (!list) throw new Error(`no conflist for ${node.name}`);
         const t0 = performance.now();
         const record = await addPod(state, pod, list);
         step(`pod       ${pod.name.padEnd(13)} ${(record.ip ?? "?").padEnd(15)} on ${node.name} (ADD ${Math.round(performance.now() - t0)} ms)`);
+        probes.push(startProbeServer(state, pod.name, pod.netns));
       }
     }),
   );
-
-  const probes = [externalProbe, ...plan.pods.map((pod) => startProbeServer(state, pod.name, pod.netns))];
   await waitForProbes(state, probes);
   step(`probes    ${probes.length} probe servers listening on :${PROBE_PORT}`);
 
@@ -167,7 +167,7 @@ function startProbeServer(state: LabState, name: string, netns: string): Process
     argv: inNetns(netns, [process.execPath, PROBE_SERVER, name, String(PROBE_PORT), ready]),
     log: join(state.dir, "logs", `probe-${name}.log`),
   });
-  spawnDetached(record);
+  spawnDetached(record, probeEnv());
   state.save();
   return record;
 }
@@ -270,10 +270,15 @@ function inodesOf(namespaces: readonly string[]): Set<number> {
   return inodes;
 }
 
+/** Pods by node, then by number (node2-pod1 before node10-pod1), whatever order they were created in. */
+function podsInOrder(state: LabState): PodRecord[] {
+  return [...state.data.pods].sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
+}
+
 export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; text: string }> {
   const state = requireLab(target);
   if (state.data.phase !== "up") throw new Error(`lab "${target.id}" is not fully up; run podnet lab down, then up`);
-  const pods: CheckPod[] = state.data.pods
+  const pods: CheckPod[] = podsInOrder(state)
     .filter((p): p is PodRecord & { ip: string } => p.ip !== undefined)
     .map((p) => ({ name: p.name, node: p.node, netns: p.netns, ip: p.ip }));
   const nodeIps = new Map(state.data.nodeRecords.map((n) => [n.name, n.ip]));
@@ -310,7 +315,7 @@ export async function labStatus(target: LabTarget): Promise<string> {
   }
   lines.push("");
   lines.push(`${"POD".padEnd(14)} ${"IP".padEnd(14)} ${"NODE".padEnd(8)} PROCESSES`);
-  for (const pod of state.data.pods) {
+  for (const pod of podsInOrder(state)) {
     const procs = state.data.processes.filter((p) => p.netns === pod.netns);
     const procText = procs.map((p) => `${p.role.split(" ")[0]}:${isRecordedProcessAlive(p) ? p.pid : "exited"}`).join(" ");
     lines.push(`${pod.name.padEnd(14)} ${(pod.ip ?? "-").padEnd(14)} ${pod.node.padEnd(8)} ${procText}`);

@@ -1,7 +1,6 @@
 // The podnet bridge plugin: ADD, DEL, CHECK, STATUS and GC for a pod attached to the node's bridge.
 // It runs in the node's network namespace (the runtime's); the pod's namespace is only ever
 // entered through netlink sockets opened inside it, never by moving this thread.
-import { createHash } from "node:crypto";
 import { closeSync } from "node:fs";
 import { execPlugin } from "../cni/delegate.ts";
 import type { PluginContext, PluginHandlers } from "../cni/skel.ts";
@@ -24,7 +23,7 @@ import { addRoute, listRoutes } from "../kernel/route.ts";
 import { getSysctl, setSysctl } from "../kernel/sysctl.ts";
 import { parseBridgeConf, type BridgeConf } from "./config.ts";
 import { addMasquerade, removeMasquerade } from "./masquerade.ts";
-import { hostVethName, isHostVethName } from "./names.ts";
+import { hostVethName, isHostVethName, stableMac } from "./names.ts";
 
 const IPV4_DEFAULT = "0.0.0.0/0";
 const IPV6_DEFAULT = "::/0";
@@ -37,11 +36,9 @@ function prefixOf(cidr: string): string {
   return cidr.split("/")[1] ?? (isV6(cidr) ? "128" : "32");
 }
 
-/** A stable, locally administered MAC for the bridge, so it does not take on a port's MAC and stale pods' ARP caches. */
+/** The bridge gets a fixed MAC so it never takes on a port's MAC and leaves pods' ARP caches stale. */
 function bridgeMac(bridge: string): string {
-  const bytes = createHash("sha256").update(`podnet-bridge/${bridge}`).digest();
-  const octets = [0x02, ...bytes.subarray(0, 5)];
-  return octets.map((b) => b.toString(16).padStart(2, "0")).join(":");
+  return stableMac(`podnet-bridge/${bridge}`);
 }
 
 /** IPAM, in-process for podnet's own type, otherwise exec'd from CNI_PATH as the spec describes. */

@@ -2,4 +2,4 @@
 import { runPlugin } from "../cni/skel.ts";
 import { bridgePlugin } from "./bridge.ts";
 
-process.exit(await runPlugin(bridgePlugin, "podnet bridge plugin"));
+void runPlugin(bridgePlugin, "podnet bridge plugin").then((code) => process.exit(code));

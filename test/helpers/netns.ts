@@ -58,6 +58,7 @@ export class Netns {
     return (JSON.parse(out) as { ifname: string }[]).map((l) => l.ifname);
   }
 
+  /** Addresses of a link in CIDR form, IPv6 link-local ones included. */
   addresses(dev: string): string[] {
     const out = this.ip("-j", "addr", "show", "dev", dev);
     const [link] = JSON.parse(out) as { addr_info: { local: string; prefixlen: number }[] }[];

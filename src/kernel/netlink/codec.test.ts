@@ -193,6 +193,33 @@ describe("messages", () => {
     assert.throws(() => parseMessages(bad), /bad message length/);
   });
 
+  it("never reads outside a malformed datagram: it parses or throws a netlink error", () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 200 }), (bytes) => {
+        let messages;
+        try {
+          messages = parseMessages(bytes);
+        } catch (error) {
+          assert.match(String(error), /netlink: bad message length/);
+          return;
+        }
+        let covered = 0;
+        for (const m of messages) {
+          covered += 16 + m.payload.byteLength;
+          parseAttrs(m.payload);
+          if (m.type === NLMSG_ERROR) {
+            try {
+              decodeError(m);
+            } catch (error) {
+              assert.match(String(error), /netlink: NLMSG_ERROR too short/);
+            }
+          }
+        }
+        assert.ok(covered <= bytes.byteLength);
+      }),
+    );
+  });
+
   it("decodes NLMSG_ERROR: ACK, errno and extended-ack text", () => {
     const echoedHeader = rawMessage(RTM_NEWROUTE, 5, 31, []);
     const ack = parseMessages(Uint8Array.from(rawMessage(NLMSG_ERROR, 0, 31, [0, 0, 0, 0, ...echoedHeader])))[0]!;
@@ -200,7 +227,8 @@ describe("messages", () => {
 
     const minus17 = [0xef, 0xff, 0xff, 0xff];
     const text = Array.from(encodeAttrs([attr(1, cstring("Nexthop has invalid gateway"))]));
-    const nack = parseMessages(Uint8Array.from(rawMessage(NLMSG_ERROR, NLM_F_ACK_TLVS | 0x100, 32, [...minus17, ...echoedHeader, ...text])))[0]!;
+    const echoedNack = rawMessage(RTM_NEWROUTE, 5, 32, []);
+    const nack = parseMessages(Uint8Array.from(rawMessage(NLMSG_ERROR, NLM_F_ACK_TLVS | 0x100, 32, [...minus17, ...echoedNack, ...text])))[0]!;
     assert.deepEqual(decodeError(nack), { errno: 17, seq: 32, extMessage: "Nexthop has invalid gateway" });
   });
 });

@@ -374,7 +374,7 @@ export function decodeError(msg: NlMessage): NlError {
   const error = view.getInt32(0, true);
   const echoedLength = view.getUint32(4, true);
   const seq = view.getUint32(12, true);
-  const result: NlError = { errno: -error, seq };
+  const result: NlError = { errno: error === 0 ? 0 : -error, seq };
   if (msg.flags & NLM_F_ACK_TLVS) {
     const echoed = msg.flags & NLM_F_CAPPED ? NLMSG_HDRLEN : echoedLength;
     const tlvStart = 4 + align4(echoed);

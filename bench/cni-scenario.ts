@@ -1,0 +1,124 @@
+// One benchmark scenario: a fresh node namespace, 100 pods ADDed and then DELeted through the
+// shared CNI driver, either one at a time or several at once. Each operation is timed around
+// CniNetwork.add/del, so both plugins pay exactly the same driver, nsenter and exec costs.
+// A scenario also checks that the plugin did its job (distinct addresses on ADD, nothing left
+// after DEL): timing a plugin that leaks or fails would be meaningless.
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { CniNetwork, type Attachment } from "../src/runtime/cni-driver.ts";
+import { Netns, tempDir } from "../test/helpers/netns.ts";
+import { BENCH_BRIDGE, BENCH_NETWORK, type BenchSide } from "./cni-sides.ts";
+
+export type Mode = "sequential" | "concurrent";
+
+export interface ScenarioResult {
+  side: BenchSide["name"];
+  mode: Mode;
+  addMs: number[];
+  delMs: number[];
+  addWallMs: number;
+  delWallMs: number;
+}
+
+export interface ScenarioOptions {
+  mode: Mode;
+  concurrency: number;
+  /** Replaces the side's CNI_PATH, e.g. with a directory of measuring wrappers in front. */
+  cniPath?: string[];
+  /** Extra environment for the plugins; none in timed runs. */
+  env?: Record<string, string>;
+}
+
+/** Pod namespaces shared by every scenario; each scenario must leave them as it found them. */
+export class PodPool {
+  private constructor(readonly pods: Netns[]) {}
+
+  static create(count: number): PodPool {
+    const pods: Netns[] = [];
+    for (let i = 0; i < count; i++) pods.push(Netns.create("bp"));
+    return new PodPool(pods);
+  }
+
+  attachments(tag: string): Attachment[] {
+    return this.pods.map((pod, i) => ({ containerId: `${tag}-${i}`, netns: pod.path, ifname: "eth0" }));
+  }
+
+  delete(): void {
+    for (const pod of this.pods) pod.delete();
+  }
+}
+
+/** Runs fn over items with at most `limit` in flight, like a runtime starting a burst of pods. */
+async function forEachLimited<T>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      await fn(items[index] as T, index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+function addressOf(result: Record<string, unknown>): string {
+  const ips = result.ips as { address?: string }[] | undefined;
+  const address = ips?.[0]?.address;
+  if (!address) throw new Error(`ADD result has no address: ${JSON.stringify(result)}`);
+  return address;
+}
+
+function reservedAddresses(dataDir: string): string[] {
+  const dir = join(dataDir, BENCH_NETWORK);
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((name) => /^[0-9a-f.:]+$/.test(name) && /[.:]/.test(name));
+}
+
+function strayLinks(node: Netns): string[] {
+  return node.links().filter((name) => name !== "lo" && name !== BENCH_BRIDGE);
+}
+
+export async function runScenario(side: BenchSide, pods: PodPool, tag: string, opts: ScenarioOptions): Promise<ScenarioResult> {
+  const node = Netns.create("bn");
+  const dataDir = tempDir("bench-ipam");
+  try {
+    const network = new CniNetwork(side.confList(dataDir), {
+      cniPath: opts.cniPath ?? side.cniPath,
+      nodeNetns: node.path,
+      ...(opts.env ? { env: opts.env } : {}),
+    });
+    const attachments = pods.attachments(tag);
+    const limit = opts.mode === "sequential" ? 1 : opts.concurrency;
+    const results: Record<string, unknown>[] = [];
+    const addMs: number[] = [];
+    const delMs: number[] = [];
+
+    const addStart = performance.now();
+    await forEachLimited(attachments, limit, async (att, i) => {
+      const started = performance.now();
+      results[i] = await network.add(att);
+      addMs.push(performance.now() - started);
+    });
+    const addWallMs = performance.now() - addStart;
+
+    const addresses = results.map(addressOf);
+    if (new Set(addresses).size !== attachments.length) throw new Error(`${side.name} ${opts.mode}: ADD gave duplicate addresses`);
+
+    const delStart = performance.now();
+    await forEachLimited(attachments, limit, async (att, i) => {
+      const started = performance.now();
+      await network.del(att, results[i]);
+      delMs.push(performance.now() - started);
+    });
+    const delWallMs = performance.now() - delStart;
+
+    const leftLinks = strayLinks(node);
+    const leftReservations = reservedAddresses(dataDir);
+    if (leftLinks.length > 0 || leftReservations.length > 0) {
+      throw new Error(`${side.name} ${opts.mode}: DEL left links [${leftLinks.join(", ")}] and reservations [${leftReservations.join(", ")}]`);
+    }
+    return { side: side.name, mode: opts.mode, addMs, delMs, addWallMs, delWallMs };
+  } finally {
+    node.delete();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}

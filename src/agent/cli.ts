@@ -1,0 +1,262 @@
+// `podnet agent …` and `podnet node …`: flag parsing and wiring only; the work is in agent.ts and the datastore.
+
+import { hostname } from "node:os";
+import { parseArgs } from "node:util";
+import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
+import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
+import { missingAcks } from "../datastore/node-lifecycle.ts";
+import { isIpv4 } from "../datastore/subnets.ts";
+import { NodeAgent } from "./agent.ts";
+import type { Backend } from "./backend.ts";
+import { HostGwBackend } from "./host-gw-backend.ts";
+import { NftMasquerade } from "./masquerade.ts";
+import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
+import { NetlinkRouteTable } from "./route-table.ts";
+
+const AGENT_USAGE = `usage: podnet agent --node-ip IP --etcd URL[,URL…] [options]
+
+Runs in the node's network namespace: registers the node, leases its pod subnet, programs routes to
+every other node, masquerades pod traffic leaving the cluster, and writes the CNI conflist when ready.
+
+  --name NAME              node name (default: the host name)
+  --node-ip IP             this node's underlay IP, the gateway peers route our pod subnet through
+  --etcd URLS              etcd client URLs, comma-separated
+  --etcd-prefix PREFIX     key prefix in etcd (default /podnet/)
+  --cni-conf-dir DIR       where to write 10-podnet.conflist (default /etc/cni/net.d)
+  --ipam-data-dir DIR      IPAM state dir written into the conflist (default /var/lib/cni/podnet)
+  --bridge NAME            pod bridge (default cni0)
+  --mtu N                  pod MTU (default 1500)
+  --listen ADDR            health and metrics: HOST:PORT, /path/to/socket, or "none" (default 127.0.0.1:9650)
+  --resync-interval-ms N   kernel resync period (default 500)
+  --datastore-refresh-ms N full datastore re-read period without events (default 10000)
+  cluster settings, used only if the cluster has none yet:
+  --cluster-cidr CIDR      (default ${DEFAULT_CLUSTER_CONFIG.clusterCidr})
+  --subnet-length N        (default ${DEFAULT_CLUSTER_CONFIG.subnetLength})
+  --backend NAME           (default ${DEFAULT_CLUSTER_CONFIG.backend})
+  --lease-ttl SECONDS      liveness lease TTL = grace period before a silent node is removed (default ${DEFAULT_CLUSTER_CONFIG.nodeLeaseTtlSeconds})
+`;
+
+const NODE_USAGE = `usage: podnet node list --etcd URLS [--etcd-prefix P]
+       podnet node remove NAME --etcd URLS [--etcd-prefix P] [--timeout SECONDS]
+
+remove marks the node leaving; every live node withdraws its routes to it and acknowledges; then the
+record is deleted and its subnet freed. It waits up to --timeout (default 30) for that; if the wait
+runs out the removal stays in progress and the agents complete it.
+`;
+
+function log(message: string): void {
+  process.stderr.write(`${new Date().toISOString()} podnet-agent: ${message}\n`);
+}
+
+function positiveInt(name: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0) throw new UsageError(`--${name} must be a positive integer, got ${JSON.stringify(text)}`);
+  return value;
+}
+
+class UsageError extends Error {}
+
+function splitEndpoints(text: string | undefined): string[] {
+  const endpoints = (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  if (endpoints.length === 0) throw new UsageError("--etcd is required");
+  return endpoints;
+}
+
+export async function runAgentCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      options: {
+        name: { type: "string" },
+        "node-ip": { type: "string" },
+        etcd: { type: "string" },
+        "etcd-prefix": { type: "string" },
+        "cni-conf-dir": { type: "string" },
+        "ipam-data-dir": { type: "string" },
+        bridge: { type: "string" },
+        mtu: { type: "string" },
+        listen: { type: "string" },
+        "resync-interval-ms": { type: "string" },
+        "datastore-refresh-ms": { type: "string" },
+        "cluster-cidr": { type: "string" },
+        "subnet-length": { type: "string" },
+        backend: { type: "string" },
+        "lease-ttl": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`podnet agent: ${(err as Error).message}\n${AGENT_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(AGENT_USAGE);
+    return 0;
+  }
+
+  let agent: NodeAgent;
+  let metrics: AgentMetrics;
+  let listen: string;
+  try {
+    const nodeIp = values["node-ip"];
+    if (!nodeIp || !isIpv4(nodeIp)) throw new UsageError("--node-ip must be an IPv4 address");
+    const clusterDefaults: ClusterConfig = {
+      clusterCidr: values["cluster-cidr"] ?? DEFAULT_CLUSTER_CONFIG.clusterCidr,
+      subnetLength: positiveInt("subnet-length", values["subnet-length"], DEFAULT_CLUSTER_CONFIG.subnetLength),
+      backend: values.backend ?? DEFAULT_CLUSTER_CONFIG.backend,
+      nodeLeaseTtlSeconds: positiveInt("lease-ttl", values["lease-ttl"], DEFAULT_CLUSTER_CONFIG.nodeLeaseTtlSeconds),
+    };
+    const datastore = new EtcdDatastore({ endpoints: splitEndpoints(values.etcd), prefix: values["etcd-prefix"] ?? "/podnet/" });
+    metrics = new AgentMetrics();
+    listen = values.listen ?? "127.0.0.1:9650";
+    agent = new NodeAgent(
+      {
+        name: values.name ?? hostname(),
+        nodeIp,
+        cniConfDir: values["cni-conf-dir"] ?? "/etc/cni/net.d",
+        ipamDataDir: values["ipam-data-dir"] ?? "/var/lib/cni/podnet",
+        bridge: values.bridge ?? "cni0",
+        mtu: positiveInt("mtu", values.mtu, 1500),
+        clusterDefaults,
+        resyncIntervalMs: positiveInt("resync-interval-ms", values["resync-interval-ms"], 500),
+        datastoreRefreshMs: positiveInt("datastore-refresh-ms", values["datastore-refresh-ms"], 10_000),
+        log,
+      },
+      { datastore, createBackend, masquerade: new NftMasquerade(), metrics },
+    );
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`podnet agent: ${err.message}\n${AGENT_USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const stop = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    log(`${signal}: stopping; routes, masquerading and conflist stay in place for running pods`);
+    stop.abort();
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+  const server = listen === "none" ? undefined : await serveHealthAndMetrics(listen, metrics, () => agent.health());
+  if (server) log(`health and metrics on ${listen}`);
+  try {
+    // Both ends are orderly: stopped by a signal, or this node was removed from the cluster (logged by the agent).
+    await agent.run(stop.signal);
+    return 0;
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+    await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+  }
+}
+
+let routeTable: NetlinkRouteTable | undefined;
+
+function createBackend(name: string): Backend {
+  switch (name) {
+    case "host-gw":
+      routeTable ??= new NetlinkRouteTable();
+      return new HostGwBackend(routeTable);
+    default:
+      throw new Error(`unknown backend ${JSON.stringify(name)} in the cluster config (this agent knows: host-gw)`);
+  }
+}
+
+export async function runNodeCommand(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        etcd: { type: "string" },
+        "etcd-prefix": { type: "string" },
+        timeout: { type: "string" },
+        json: { type: "boolean" },
+        help: { type: "boolean", short: "h" },
+      },
+      allowPositionals: true,
+      strict: true,
+    });
+  } catch (err) {
+    process.stderr.write(`podnet node: ${(err as Error).message}\n${NODE_USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [verb, name, ...extra] = positionals;
+  if (values.help) {
+    process.stdout.write(NODE_USAGE);
+    return 0;
+  }
+  let endpoints: string[];
+  let timeoutSeconds: number;
+  try {
+    endpoints = splitEndpoints(values.etcd);
+    timeoutSeconds = positiveInt("timeout", values.timeout, 30);
+    if (verb === "remove" && (!name || extra.length > 0)) throw new UsageError("node remove takes exactly one NAME");
+    if (verb === "list" && name !== undefined) throw new UsageError("node list takes no arguments");
+    if (verb !== "remove" && verb !== "list") throw new UsageError(`unknown node command ${JSON.stringify(verb ?? "")}`);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`podnet node: ${err.message}\n${NODE_USAGE}`);
+      return 2;
+    }
+    throw err;
+  }
+
+  const datastore = new EtcdDatastore({ endpoints, prefix: values["etcd-prefix"] ?? "/podnet/" });
+  try {
+    if (verb === "list") {
+      const snapshot = await datastore.snapshot();
+      if (values.json) {
+        process.stdout.write(`${JSON.stringify(snapshot, null, 2)}\n`);
+        return 0;
+      }
+      process.stdout.write(`${"NAME".padEnd(16)} ${"NODE IP".padEnd(15)} ${"POD SUBNET".padEnd(18)} ${"PHASE".padEnd(8)} ALIVE\n`);
+      for (const n of snapshot.nodes) {
+        const phase = n.phase === "leaving" ? `leaving(${n.leavingReason ?? "?"})` : n.phase;
+        process.stdout.write(`${n.name.padEnd(16)} ${n.nodeIp.padEnd(15)} ${n.podSubnet.padEnd(18)} ${phase.padEnd(8)} ${n.alive ? "yes" : "no"}\n`);
+      }
+      return 0;
+    }
+    return await removeNode(datastore, name!, timeoutSeconds);
+  } catch (err) {
+    process.stderr.write(`podnet node ${verb}: ${(err as Error).message}\n`);
+    return 1;
+  } finally {
+    await datastore.close();
+  }
+}
+
+async function removeNode(datastore: EtcdDatastore, name: string, timeoutSeconds: number): Promise<number> {
+  let snapshot = await datastore.snapshot();
+  const node = snapshot.nodes.find((n) => n.name === name);
+  if (!node) {
+    process.stderr.write(`podnet node remove: no node named ${name}\n`);
+    return 1;
+  }
+  if (node.phase !== "leaving" || node.leavingReason !== "removed") {
+    if (!(await datastore.markNodeLeaving(name, "removed"))) throw new Error(`node ${name} changed while being marked; try again`);
+  }
+  process.stdout.write(`node ${name} (${node.podSubnet}) marked leaving; waiting for peers to withdraw their routes\n`);
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  for (;;) {
+    snapshot = await datastore.snapshot();
+    const current = snapshot.nodes.find((n) => n.name === name);
+    if (!current) {
+      process.stdout.write(`node ${name} removed; subnet ${node.podSubnet} is free\n`);
+      return 0;
+    }
+    const missing = missingAcks(snapshot, current);
+    if (missing.length === 0 && (await datastore.finalizeNodeRemoval(name, current.revision))) continue;
+    if (Date.now() > deadline) {
+      process.stderr.write(`podnet node remove: timed out; still waiting for ${missing.join(", ") || "a final update"} (the agents will complete the removal)\n`);
+      return 1;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,0 +1,82 @@
+// Prometheus metrics and the health endpoint of the agent. One registry per agent, so tests can run several.
+
+import { createServer, type Server } from "node:http";
+import { rmSync } from "node:fs";
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly routesProgrammed = new Gauge({ name: "podnet_agent_routes_programmed", help: "Routes to peer pod subnets the agent holds in the kernel", registers: [this.registry] });
+  readonly routeChanges = new Counter({ name: "podnet_agent_route_changes_total", help: "Route changes made, by operation", labelNames: ["op"], registers: [this.registry] });
+  readonly routeConflicts = new Gauge({ name: "podnet_agent_route_conflicts", help: "Peer subnets left unrouted because a route made by someone else covers them", registers: [this.registry] });
+  readonly kernelErrors = new Counter({ name: "podnet_agent_kernel_errors_total", help: "Kernel requests that failed (retried at the next resync)", registers: [this.registry] });
+  readonly datastoreErrors = new Counter({ name: "podnet_agent_datastore_errors_total", help: "Datastore requests that failed", labelNames: ["op"], registers: [this.registry] });
+  readonly datastoreConnected = new Gauge({ name: "podnet_agent_datastore_connected", help: "1 while the last datastore read succeeded", registers: [this.registry] });
+  readonly ready = new Gauge({ name: "podnet_agent_ready", help: "1 once the node is registered, routed and its conflist written", registers: [this.registry] });
+  readonly syncDuration = new Histogram({
+    name: "podnet_agent_sync_duration_seconds",
+    help: "Duration of one sync: reading the datastore, or reconciling the kernel",
+    labelNames: ["phase"],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: "podnet_agent_" });
+  }
+}
+
+export interface HealthReport {
+  ready: boolean;
+  [key: string]: unknown;
+}
+
+/**
+ * Serve GET /healthz (200 when ready, else 503, with a JSON report) and GET /metrics.
+ * `listen` is "HOST:PORT" or an absolute path for a unix socket.
+ */
+export async function serveHealthAndMetrics(listen: string, metrics: AgentMetrics, report: () => HealthReport): Promise<Server> {
+  const server = createServer((req, res) => {
+    const url = req.url ?? "/";
+    if (req.method === "GET" && (url === "/healthz" || url === "/health" || url === "/status")) {
+      const body = report();
+      res.writeHead(body.ready || url === "/status" ? 200 : 503, { "content-type": "application/json" });
+      res.end(`${JSON.stringify(body)}\n`);
+      return;
+    }
+    if (req.method === "GET" && url === "/metrics") {
+      metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { "content-type": metrics.registry.contentType });
+          res.end(text);
+        },
+        (err: unknown) => {
+          res.writeHead(500);
+          res.end(String(err));
+        },
+      );
+      return;
+    }
+    res.writeHead(404);
+    res.end("not found\n");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    if (listen.startsWith("/")) {
+      rmSync(listen, { force: true });
+      server.listen(listen, () => resolve());
+    } else {
+      const { host, port } = parseHostPort(listen);
+      server.listen(port, host, () => resolve());
+    }
+  });
+  return server;
+}
+
+export function parseHostPort(text: string): { host: string; port: number } {
+  const index = text.lastIndexOf(":");
+  const host = index > 0 ? text.slice(0, index).replace(/^\[|\]$/g, "") : "127.0.0.1";
+  const port = Number(index >= 0 ? text.slice(index + 1) : text);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad listen address ${JSON.stringify(text)} (want HOST:PORT or /path/to/socket)`);
+  return { host, port };
+}

@@ -1,0 +1,36 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { UsageError, parseLabArgs } from "./cli.ts";
+
+test("no arguments means the default lab: 3 nodes, 2 pods each, up then check", () => {
+  const args = parseLabArgs([]);
+  assert.equal(args.command, "default");
+  assert.equal(args.nodes, 3);
+  assert.equal(args.podsPerNode, 2);
+  assert.equal(args.network, "podnet");
+  assert.equal(args.target.id, "lab");
+});
+
+test("options are read wherever they stand", () => {
+  const args = parseLabArgs(["--nodes", "5", "up", "--pods-per-node", "3", "--id", "t1", "--network", "reference", "--ready-timeout", "2.5"]);
+  assert.equal(args.command, "up");
+  assert.equal(args.nodes, 5);
+  assert.equal(args.podsPerNode, 3);
+  assert.equal(args.target.id, "t1");
+  assert.equal(args.network, "reference");
+  assert.equal(args.readyTimeoutMs, 2500);
+});
+
+test("exec and run take a name and the command after --, options included", () => {
+  const exec = parseLabArgs(["exec", "node1-pod1", "--id", "x", "--", "ip", "--brief", "addr"]);
+  assert.equal(exec.name, "node1-pod1");
+  assert.deepEqual(exec.commandLine, ["ip", "--brief", "addr"]);
+  assert.equal(exec.target.id, "x");
+  assert.deepEqual(parseLabArgs(["run", "p", "sleep", "9"]).commandLine, ["sleep", "9"]);
+});
+
+test("mistakes are usage errors", () => {
+  for (const argv of [["bogus"], ["up", "--nodes"], ["up", "--nodes", "x"], ["--id", "UPPER"], ["exec"], ["exec", "p"], ["up", "extra"], ["--network", "flannel"], ["--frob"]]) {
+    assert.throws(() => parseLabArgs(argv), UsageError, argv.join(" "));
+  }
+});
