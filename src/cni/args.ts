@@ -8,7 +8,7 @@
 //
 // Two small leniencies over libcni: empty segments (a trailing ";") are skipped, and a
 // value may itself contain "=" (only the first one splits key from value).
-import { isIP } from "node:net";
+import { ipFamily } from "./ip-syntax.ts";
 import { CniError, ErrorCode, type CniArgs } from "./types.ts";
 
 const MAC_SYNTAX = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/;
@@ -49,7 +49,7 @@ function parseIgnoreUnknown(value: string | undefined): boolean {
 function parseIpList(value: string): string[] {
   const ips = value.split(",").map((ip) => ip.trim());
   for (const ip of ips) {
-    if (isIP(ip) === 0) throw new CniError(ErrorCode.InvalidEnv, `CNI_ARGS: IP=${value} contains an invalid address ${JSON.stringify(ip)}`);
+    if (ipFamily(ip) === 0) throw new CniError(ErrorCode.InvalidEnv, `CNI_ARGS: IP=${value} contains an invalid address ${JSON.stringify(ip)}`);
   }
   return ips;
 }

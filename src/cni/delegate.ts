@@ -16,8 +16,8 @@
 // IncompatibleVersion. Then, unless `versionFallback` is false, we ask it for VERSION and
 // retry once with the newest version both sides support that is older than the config's.
 // Results are read back into the 1.1 shape either way. STATUS and GC have no older
-// version to fall back to.
-import { spawnSync } from "node:child_process";
+// version to fall back to: a delegate whose VERSION shows it predates them is skipped, since
+// it has nothing to report or collect through those verbs.
 import { accessSync, constants, statSync } from "node:fs";
 import { join } from "node:path";
 import { validatePluginType } from "./config.ts";
@@ -43,6 +43,7 @@ export function execPlugin(type: string, opts: ExecPluginOptions): CniResult | u
   try {
     return runDelegate(type, binary, opts.command, opts.conf, opts.env, configVersion);
   } catch (err) {
+    if ((opts.command === "STATUS" || opts.command === "GC") && predatesVerb(type, binary, opts)) return undefined;
     const older = opts.versionFallback === false ? undefined : fallbackVersion(err, type, binary, opts, configVersion);
     if (older === undefined) throw err;
     return runDelegate(type, binary, opts.command, { ...opts.conf, cniVersion: older }, opts.env, older);
@@ -103,7 +104,9 @@ function invoke(type: string, binary: string, command: DelegateCommand | "VERSIO
   for (const [key, value] of Object.entries(env)) if (value !== undefined) childEnv[key] = value;
   childEnv.CNI_COMMAND = command;
 
-  const run = spawnSync(binary, [], {
+  // child_process is loaded on first use: only ADD/DEL with a delegated IPAM need it, and loading
+  // it up front would add to every plugin start.
+  const run = process.getBuiltinModule("node:child_process").spawnSync(binary, [], {
     env: childEnv,
     input: JSON.stringify(conf),
     // The spec wants the delegate's stderr on ours.
@@ -132,6 +135,21 @@ function parseJson(text: string): unknown {
     return JSON.parse(text);
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * True when the delegate's VERSION answer shows it is older than `command` (STATUS and GC came
+ * with 1.1.0). Such a plugin cannot take part: Debian's host-local 1.1.1 answers either verb with
+ * "missing containerID", which says nothing about the node. Asked only after a failure, so the
+ * common case costs no extra exec.
+ */
+function predatesVerb(type: string, binary: string, opts: ExecPluginOptions): boolean {
+  const minimum = minimumVersionFor(opts.command);
+  try {
+    return !readVersions(type, binary, opts.env, minimum).supportedVersions.some((v) => isWellFormedVersion(v) && compareVersions(v, minimum) >= 0);
+  } catch {
+    return false;
   }
 }
 

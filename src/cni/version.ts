@@ -8,7 +8,7 @@
 //   1.0.0                no ips[].version
 //   1.1.0                adds interfaces[].{mtu, socketPath, pciID} and
 //                        routes[].{mtu, advmss, priority, table, scope}
-import { isIP } from "node:net";
+import { ipFamily } from "./ip-syntax.ts";
 import { JsonFields, withoutUndefined } from "./json-fields.ts";
 import {
   CURRENT_VERSION,
@@ -161,7 +161,7 @@ function readIp(fields: JsonFields, legacy: boolean, interfaceCount: number | un
   const family = cidrFamily(address);
   if (family === 0) fields.fail("address", "an address in CIDR notation");
   const gateway = fields.string("gateway");
-  if (gateway !== undefined && gateway !== "" && isIP(gateway) === 0) fields.fail("gateway", "an IP address");
+  if (gateway !== undefined && gateway !== "" && ipFamily(gateway) === 0) fields.fail("gateway", "an IP address");
   const index = fields.unsigned("interface");
   // An IPAM result has neither interfaces nor indexes; a full result must point inside its list.
   if (index !== undefined && interfaceCount !== undefined && index >= interfaceCount) {
@@ -178,7 +178,7 @@ function readRoute(fields: JsonFields): CniRoute {
   const dst = fields.requiredString("dst");
   if (cidrFamily(dst) === 0) fields.fail("dst", "a destination in CIDR notation");
   const gw = fields.string("gw");
-  if (gw !== undefined && gw !== "" && isIP(gw) === 0) fields.fail("gw", "an IP address");
+  if (gw !== undefined && gw !== "" && ipFamily(gw) === 0) fields.fail("gw", "an IP address");
   return withoutUndefined({
     dst,
     gw: gw || undefined,
@@ -213,7 +213,7 @@ function copyDns(dns: CniDns): CniDns {
 export function cidrFamily(cidr: string): 0 | 4 | 6 {
   const slash = cidr.indexOf("/");
   if (slash < 0) return 0;
-  const family = isIP(cidr.slice(0, slash));
+  const family = ipFamily(cidr.slice(0, slash));
   const prefix = cidr.slice(slash + 1);
   if ((family !== 4 && family !== 6) || !/^\d{1,3}$/.test(prefix)) return 0;
   return Number(prefix) <= (family === 4 ? 32 : 128) ? family : 0;

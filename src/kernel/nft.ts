@@ -1,9 +1,9 @@
 // nftables through the `nft` command. A script is applied with `nft -f FILE`, which nft
 // runs as one atomic transaction. The script goes through a temporary file rather than
 // stdin because nft cannot always open /dev/stdin when it is a Node child-process pipe.
-// spawnSync works the same under Node and Bun.
-import { spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+// spawnSync works the same under Node and Bun. child_process is loaded on first use, and the
+// temp name needs no crypto: both would otherwise add to every start of the plugin, which
+// calls nft only for ipMasq.
 import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -29,14 +29,16 @@ function nftCommand(args: string[], netnsPath?: string): [string, string[]] {
 
 function runCommand(args: string[], netnsPath?: string): { status: number | null; stdout: string; stderr: string } {
   const [command, argv] = nftCommand(args, netnsPath);
-  const run = spawnSync(command, argv, { encoding: "utf8" });
+  const run = process.getBuiltinModule("node:child_process").spawnSync(command, argv, { encoding: "utf8" });
   if (run.error) throw new NftError(`${command} ${argv.join(" ")}`, null, run.error.message);
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
+let nftFileCounter = 0;
+
 /** Applies an nft script atomically; throws NftError carrying nft's stderr. */
 export function runNft(script: string, netnsPath?: string): void {
-  const file = join(tmpdir(), `podnet-nft-${process.pid}-${randomBytes(6).toString("hex")}.nft`);
+  const file = join(tmpdir(), `podnet-nft-${process.pid}-${Date.now().toString(36)}-${(nftFileCounter++).toString(36)}.nft`);
   writeFileSync(file, script, { mode: 0o600, flag: "wx" });
   try {
     const run = runCommand(["-f", file], netnsPath);
