@@ -23,7 +23,10 @@ if (!existsSync(bun)) {
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
 for (const { entry, name } of plugins) {
-  const args = ["build", "--compile", "--minify", "--target=bun-linux-x64", join(root, entry), "--outfile", join(out, name)];
+  // A plugin must not read .env or bunfig.toml from whatever directory the runtime runs it in.
+  // --bytecode ships JavaScriptCore bytecode instead of source: no parsing or compiling at start,
+  // which measured 5-8 ms less per invocation (README, "Design").
+  const args = ["build", "--compile", "--bytecode", "--minify", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", "--target=bun-linux-x64", join(root, entry), "--outfile", join(out, name)];
   const run = spawnSync(bun, args, { cwd: root, encoding: "utf8" });
   if (run.status !== 0) {
     console.error(`build: ${name} failed\n${run.stdout}${run.stderr}`);
