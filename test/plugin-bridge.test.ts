@@ -235,6 +235,27 @@ describe("failure safety", () => {
     assert.deepEqual(node.hostVeths(), []);
     assert.deepEqual(node.reservations(), []);
   });
+
+  test("a kernel refusal late in ADD is code 101 with the errno, and undoes only that attachment", async () => {
+    const net = node.network(podnetConfList({ dataDir: node.dataDir }));
+    const pod = node.pod();
+    const first = await net.add(pod.attachment);
+    // A second interface in the same pod: its default route collides with eth0's (EEXIST),
+    // after IPAM reserved and the veth was made.
+    const second = { ...pod.attachment, ifname: "net1" };
+    await assert.rejects(net.add(second), (err: unknown) => {
+      assert.ok(err instanceof PluginError);
+      assert.equal(err.code, 101, err.message);
+      assert.match(err.details ?? "", /EEXIST/);
+      return true;
+    });
+    assert.deepEqual(node.reservations(), [ipOf(first)], "only the first attachment's address is held");
+    assert.equal(node.hostVeths().length, 1, "only the first attachment's veth is left");
+    assert.deepEqual(pod.ns.links().sort(), ["eth0", "lo"]);
+    await net.del(pod.attachment, first);
+    assert.deepEqual(node.hostVeths(), []);
+    assert.deepEqual(node.reservations(), []);
+  });
 });
 
 describe("ipMasq", () => {
