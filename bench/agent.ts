@@ -23,6 +23,7 @@ import { subnetAt, parseIpv4Cidr, formatIpv4, parseIpv4 } from "../src/datastore
 import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";
 import { listRoutes, RT_TABLE_MAIN } from "../src/kernel/route.ts";
 import { PODNET_ROUTE_PROTOCOL } from "../src/agent/route-plan.ts";
+import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 const CP_IP = "192.168.255.254";
@@ -97,7 +98,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     const logFd = openSync(join(dir, "agent.log"), "a");
     agent = spawn(
       "ip",
-      ["netns", "exec", nodeNs, process.execPath, join(REPO, "bin/podnet.js"), "agent", "--name", "self", "--node-ip", NODE_IP,
+      ["netns", "exec", nodeNs, process.execPath, ...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent", "--name", "self", "--node-ip", NODE_IP,
         "--etcd", etcd.endpoints.join(","), "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--listen", socket],
       { stdio: ["ignore", logFd, logFd], env },
     );
@@ -141,7 +142,18 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     }
     latencies.sort((a, b) => a - b);
 
-    // 3. Memory, after all of the above.
+    // 3. Memory, after all of the above, with the agent's own view of where it goes.
+    const metricsText = await httpGet(socket, "/metrics");
+    const metric = (name: string, labels = "") => {
+      const line = metricsText.split("\n").find((l) => l.startsWith(`podnet_agent_${name}${labels} `));
+      return line ? Number(line.split(" ")[1]) / 1048576 : NaN;
+    };
+    const heap = {
+      heapUsedMiB: round(metric("nodejs_heap_size_used_bytes")),
+      heapTotalMiB: round(metric("nodejs_heap_size_total_bytes")),
+      externalMiB: round(metric("nodejs_external_memory_bytes")),
+    };
+    if (process.env.PODNET_BENCH_HEAP_SPACES) process.stdout.write(metricsText.split("\n").filter((l) => (l.startsWith("podnet_agent_nodejs_heap_space_size_") || /sync_duration_seconds_(sum|count)|route_changes_total/.test(l))).join("\n") + "\n");
     const procStatus = readFileSync(`/proc/${agent.pid}/status`, "utf8");
     const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(procStatus)?.[1] ?? NaN);
     const result = {
@@ -153,6 +165,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
       changeLatencyMs: { p50: round(percentile(latencies, 0.5)), p99: round(percentile(latencies, 0.99)), max: round(latencies.at(-1) ?? NaN), samples: latencies.length },
       agentRssMiB: round(kib("VmRSS") / 1024),
       agentPeakRssMiB: round(kib("VmHWM") / 1024),
+      ...heap,
     };
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     else {
@@ -164,6 +177,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
           `  first write → all ${peers.length} routes in the kernel: ${result.recordsToAllRoutesMs} ms   (target < 1000)`,
           `  one change → kernel, p50 / p99 / max:       ${result.changeLatencyMs.p50} / ${result.changeLatencyMs.p99} / ${result.changeLatencyMs.max} ms over ${latencies.length}   (target p50 < 100)`,
           `  agent RSS now / peak:                       ${result.agentRssMiB} / ${result.agentPeakRssMiB} MiB   (target < 80)`,
+          `  agent V8 heap used / total, external:       ${heap.heapUsedMiB} / ${heap.heapTotalMiB}, ${heap.externalMiB} MiB`,
           "",
         ].join("\n"),
       );
@@ -177,6 +191,18 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     await etcd.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function httpGet(socket: string, path: string): Promise<string> {
+  return new Promise((resolvePromise, reject) => {
+    const req = request({ socketPath: socket, path, timeout: 2000 }, (res) => {
+      let body = "";
+      res.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      res.on("end", () => resolvePromise(body));
+    });
+    req.on("error", reject);
+    req.end();
+  });
 }
 
 function status(socket: string): Promise<{ ready?: boolean }> {

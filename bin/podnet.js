@@ -1,8 +1,30 @@
-#!/usr/bin/env node
-// The podnet command runs the TypeScript sources through tsx, so a checkout needs no separate compile step
-// for the CLI; only the CNI plugins are compiled (npm run build) because a runtime execs them per pod.
-import { register } from "tsx/esm/api";
+#!/usr/bin/env -S node --max-semi-space-size=1
+// The podnet command. After `npm run build` it runs the bundle dist/cli/podnet.mjs, on plain Node.
+// Without a bundle, or when a source file is newer than it, it runs the TypeScript sources through
+// tsx instead, so an edit is never hidden behind a stale build. The V8 flag on the first line is
+// AGENT_NODE_FLAGS (src/agent/node-flags.ts), for a long-lived agent started by hand.
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
-register();
-const { main } = await import("../src/cli/podnet.ts");
+const root = fileURLToPath(new URL("..", import.meta.url));
+const bundle = join(root, "dist/cli/podnet.mjs");
+
+function newestSourceMtime(dir) {
+  let newest = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const path = join(dir, entry.name);
+    newest = Math.max(newest, entry.isDirectory() ? newestSourceMtime(path) : statSync(path).mtimeMs);
+  }
+  return newest;
+}
+
+let main;
+if (existsSync(bundle) && statSync(bundle).mtimeMs >= newestSourceMtime(join(root, "src"))) {
+  ({ main } = await import(pathToFileURL(bundle).href));
+} else {
+  const { register } = await import("tsx/esm/api");
+  register();
+  ({ main } = await import("../src/cli/podnet.ts"));
+}
 process.exitCode = await main(process.argv.slice(2));

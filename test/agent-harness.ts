@@ -2,6 +2,7 @@
 // running etcd at 192.168.1.10, and node namespaces 192.168.1.11, .12, … each running a real
 // `podnet agent` process. Everything carries a unique prefix and is removed by destroy().
 
+import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.ts";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
@@ -93,7 +94,7 @@ export class AgentCluster {
         "ip",
         [
           "netns", "exec", node.netns,
-          process.execPath, join(REPO, "bin/podnet.js"), "agent",
+          process.execPath, ...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent",
           "--name", node.name,
           "--node-ip", node.ip,
           "--etcd", this.etcdUrls,

@@ -42,6 +42,45 @@ describe("etcd datastore, single member", () => {
     }
   });
 
+  it("with a watch open, snapshots follow other clients' changes and always show this client's own writes", async () => {
+    const prefix = uniquePrefix();
+    const watching = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
+    const other = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
+    let changes = 0;
+    const watch = await watching.watch({ onChange: () => changes++ });
+    try {
+      await watching.ensureClusterConfig(config);
+      const own = await watching.registerNode({ name: "self", nodeIp: "192.168.1.10" });
+      // Read-your-writes: right after its own write, even before the watch event arrives.
+      assert.deepEqual((await watching.snapshot()).nodes.map((n) => n.name), ["self"]);
+      const peer = await other.registerNode({ name: "peer", nodeIp: "192.168.1.11" });
+      const deadline = Date.now() + 5000;
+      let names: string[] = [];
+      while (Date.now() < deadline) {
+        names = (await watching.snapshot()).nodes.map((n) => n.name);
+        if (names.length === 2) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.deepEqual(names, ["peer", "self"]);
+      assert.ok(changes > 0, "the watch reported the changes");
+      assert.ok(await other.markNodeLeaving("peer", "removed"));
+      while (Date.now() < deadline) {
+        const view = (await watching.snapshot()).nodes.find((n) => n.name === "peer");
+        if (view?.phase === "leaving") break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const fromMirror = await watching.snapshot();
+      const fresh = await watching.snapshot({ fresh: true });
+      assert.deepEqual(fromMirror.nodes, fresh.nodes, "the mirror matches a full read");
+      own.release();
+      peer.release();
+    } finally {
+      await watch.close();
+      await watching.close();
+      await other.close();
+    }
+  });
+
   it("20 agents registering at once get 20 distinct subnets inside the cluster CIDR", async () => {
     const prefix = uniquePrefix();
     const setup = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });

@@ -59,6 +59,8 @@ export class NodeAgent {
   private lastRead = 0;
   private removedByOperator = false;
   private ready = false;
+  private masqueradeOk = false;
+  private masqueradeInFlight = false;
   private datastoreHealthy = true;
   private lastDatastoreError = "";
   private lastDatastoreErrorLog = 0;
@@ -77,10 +79,15 @@ export class NodeAgent {
     const onAbort = () => this.wake?.();
     stop.addEventListener("abort", onAbort);
     // The kernel is resynced on its own timer, so a datastore call stuck in retries never delays repairs.
-    const kernelTimer = setInterval(() => this.syncKernel(), this.opts.resyncIntervalMs);
+    // Masquerading is checked on the timer only: it depends on the cluster CIDR, not on the node list.
+    const kernelTimer = setInterval(() => {
+      this.syncKernel();
+      void this.syncMasquerade();
+    }, this.opts.resyncIntervalMs);
     try {
       while (!stop.aborted) {
         const fresh = await this.syncDatastore();
+        if (!this.masqueradeOk && this.config) await this.syncMasquerade();
         if (fresh && this.snapshot) {
           // Apply a fresh snapshot at once rather than at the next tick: this is the change latency.
           const kernelOk = this.syncKernel();
@@ -142,11 +149,13 @@ export class NodeAgent {
         });
       }
       let fresh = false;
-      if (this.dirty || now - this.lastRead >= this.opts.datastoreRefreshMs) {
+      const periodic = now - this.lastRead >= this.opts.datastoreRefreshMs;
+      if (this.dirty || periodic) {
         op = "snapshot";
         this.dirty = false;
         const started = performance.now();
-        this.snapshot = await this.deps.datastore.snapshot();
+        // Watch events are served from the datastore's mirror; the periodic re-read goes to the store itself.
+        this.snapshot = await this.deps.datastore.snapshot({ fresh: periodic });
         this.deps.metrics.syncDuration.observe({ phase: "datastore" }, (performance.now() - started) / 1000);
         this.lastRead = now;
         fresh = true;
@@ -217,18 +226,11 @@ export class NodeAgent {
       this.deps.metrics.kernelErrors.inc();
       this.logThrottled(`route sync failed: ${errorText(err)}`);
     }
-    try {
-      if (this.deps.masquerade.ensure(this.config.clusterCidr)) this.opts.log(`masquerade for ${this.config.clusterCidr} installed (nftables table ip podnet)`);
-    } catch (err) {
-      ok = false;
-      this.deps.metrics.kernelErrors.inc();
-      this.logThrottled(`masquerade failed: ${errorText(err)}`);
-    }
     this.deps.metrics.syncDuration.observe({ phase: "kernel" }, (performance.now() - started) / 1000);
     this.lastKernelSync = Date.now();
-    // Ready once the first full sync succeeded; afterwards the conflist stays even if a later sync fails,
-    // since running pods and new ones on this node are still served.
-    if (ok || this.ready) {
+    // Ready once routes and masquerading were both in place once; afterwards the conflist stays even if
+    // a later sync fails, since running pods and new ones on this node are still served.
+    if ((ok && this.masqueradeOk) || this.ready) {
       const conflist = buildConflist({ podSubnet: this.node.podSubnet, bridge: this.opts.bridge, mtu: this.opts.mtu, ipamDataDir: this.opts.ipamDataDir });
       try {
         if (ensureConflist(this.opts.cniConfDir, conflist)) this.opts.log(`conflist written to ${this.opts.cniConfDir} (pod subnet ${this.node.podSubnet}); node ready`);
@@ -240,6 +242,24 @@ export class NodeAgent {
       }
     }
     return ok;
+  }
+
+  /** Make sure the masquerade table is in place; one check at a time, without blocking the loop. */
+  private async syncMasquerade(): Promise<void> {
+    if (!this.config || this.masqueradeInFlight) return;
+    this.masqueradeInFlight = true;
+    try {
+      if (await this.deps.masquerade.ensure(this.config.clusterCidr)) this.opts.log(`masquerade for ${this.config.clusterCidr} installed (nftables table ip podnet)`);
+      const first = !this.masqueradeOk;
+      this.masqueradeOk = true;
+      // Routes may have been ready before masquerading was: become ready now rather than at the next tick.
+      if (first && !this.ready) this.syncKernel();
+    } catch (err) {
+      this.deps.metrics.kernelErrors.inc();
+      this.logThrottled(`masquerade failed: ${errorText(err)}`);
+    } finally {
+      this.masqueradeInFlight = false;
+    }
   }
 
   private checkOwnRecord(snapshot: ClusterSnapshot): AgentExit | undefined {

@@ -88,7 +88,12 @@ export interface WatchListener {
 export interface Datastore {
   /** Store `defaults` if no cluster config exists yet, then return the stored config (first writer wins). */
   ensureClusterConfig(defaults: ClusterConfig): Promise<ClusterConfig>;
-  snapshot(): Promise<ClusterSnapshot>;
+  /**
+   * The whole cluster state at one revision. While a watch is open the backend may answer from a
+   * local mirror that the watch keeps current (never older than this client's own last write);
+   * `fresh: true` always reads the backing store, as a guard against a missed event.
+   */
+  snapshot(options?: { fresh?: boolean }): Promise<ClusterSnapshot>;
   /**
    * Register or re-register a node: a node that still has a record keeps its subnet (and an expired,
    * not yet removed node is revived); a new node gets a free subnet, allocated transactionally.

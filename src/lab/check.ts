@@ -4,8 +4,9 @@
 // "right pod, and no NAT" between pods and "masqueraded to the node IP" on the way out.
 // Planning and judging are pure; only runProbes touches namespaces.
 
-import { fileURLToPath } from "node:url";
+import { join } from "node:path";
 import { inNetns, runCommand } from "./command.ts";
+import { REPO_ROOT } from "./pod-runtime.ts";
 import { PROBE_PORT } from "./topology.ts";
 
 export type ProbeKind = "pod" | "lo" | "external";
@@ -81,7 +82,7 @@ export function judge(from: string, target: CheckTarget, outcome: ProbeOutcome |
   return { ...cell, ok: true };
 }
 
-const PROBE_CLIENT = fileURLToPath(new URL("./probe-client.mjs", import.meta.url));
+const PROBE_CLIENT = join(REPO_ROOT, "src/lab/probe-client.mjs");
 
 /** Run one probe client per source pod (a few at a time) and judge every answer. */
 export async function runCheck(

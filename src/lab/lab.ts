@@ -5,14 +5,13 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { startEtcd } from "../datastore/etcd-server.ts";
 import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
 import { inNetns, runCommand } from "./command.ts";
 import { conflistSubnet } from "./conflist.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { configureReferenceNode, startAgent } from "./node-network.ts";
-import { addPod, findConfList, removePod, waitForConfList } from "./pod-runtime.ts";
+import { addPod, findConfList, REPO_ROOT, removePod, waitForConfList } from "./pod-runtime.ts";
 import {
   isRecordedProcessAlive,
   netnsInode,
@@ -41,7 +40,7 @@ export interface UpOptions extends LabTarget {
 }
 
 export const DEFAULT_TARGET: LabTarget = { id: "lab", stateRoot: DEFAULT_STATE_ROOT };
-const PROBE_SERVER = fileURLToPath(new URL("./probe-server.mjs", import.meta.url));
+const PROBE_SERVER = join(REPO_ROOT, "src/lab/probe-server.mjs");
 
 export function loadLab(target: LabTarget): LabState | undefined {
   return LabState.load(labDir(target.stateRoot, target.id));

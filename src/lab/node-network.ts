@@ -5,6 +5,7 @@
 
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { AGENT_NODE_FLAGS } from "../agent/node-flags.ts";
 import { inNetns, runChecked } from "./command.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
 import { spawnDetached } from "./processes.ts";
@@ -15,6 +16,7 @@ import { ipBatch } from "./underlay.ts";
 export function agentArgv(node: NodeRecord): string[] {
   return inNetns(node.netns, [
     process.execPath,
+    ...AGENT_NODE_FLAGS,
     join(REPO_ROOT, "bin/podnet.js"),
     "agent",
     "--name", node.name,
