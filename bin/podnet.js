@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --lite-mode
 // The podnet command. After `npm run build` it runs the bundle dist/cli/podnet.mjs, on plain Node.
 // Without a bundle, or when a source file is newer than it, it runs the TypeScript sources through
 // tsx instead, so an edit is never hidden behind a stale build. The V8 flag on the first line is
