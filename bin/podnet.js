@@ -1,8 +1,9 @@
-#!/usr/bin/env -S node --max-semi-space-size=1 --lite-mode
+#!/usr/bin/env -S node --max-semi-space-size=1
 // The podnet command. After `npm run build` it runs the bundle dist/cli/podnet.mjs, on plain Node.
 // Without a bundle, or when a source file is newer than it, it runs the TypeScript sources through
-// tsx instead, so an edit is never hidden behind a stale build. The V8 flag on the first line is
-// AGENT_NODE_FLAGS (src/agent/node-flags.ts), for a long-lived agent started by hand.
+// tsx instead, so an edit is never hidden behind a stale build. The V8 flag on the first line is one
+// of AGENT_NODE_FLAGS (src/agent/node-flags.ts); the other, --lite-mode, makes V8 print a warning on
+// every start, so only agent launches (lab, tests, bench, src/agent/README.md) add it.
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";

@@ -5,5 +5,7 @@
 //                            and feedback of etcd3, grpc-js and prom-client), while the change latency
 //                            stays far under its target (p50 ~22 ms against 100 ms).
 // Node reads these only at start, so whoever starts the agent passes them: the lab, the tests and the
-// bench import this list, and bin/podnet.js's first line carries the same flags for `podnet agent`.
+// bench import this list. bin/podnet.js's first line carries only the semi-space flag: --lite-mode
+// makes V8 warn on stderr at every start ("disabling flag --expose_wasm"), which is noise for the
+// other subcommands. Start a hand-run agent as src/agent/README.md shows.
 export const AGENT_NODE_FLAGS: readonly string[] = ["--max-semi-space-size=1", "--lite-mode"];
