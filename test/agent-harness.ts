@@ -124,6 +124,19 @@ export class AgentCluster {
     return json.map((r) => `${r.dst} via ${r.gateway ?? "-"}`).sort();
   }
 
+  /** GET a path of the agent's health and metrics server. */
+  get(node: TestNode, path: string): Promise<{ status: number; body: string }> {
+    return new Promise((resolvePromise, reject) => {
+      const req = request({ socketPath: node.socket, path, timeout: 2000 }, (res) => {
+        let body = "";
+        res.on("data", (chunk: Buffer) => (body += chunk.toString()));
+        res.on("end", () => resolvePromise({ status: res.statusCode ?? 0, body }));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  }
+
   async health(node: TestNode): Promise<{ ready: boolean; podSubnet: string | null; [key: string]: unknown }> {
     return new Promise((resolvePromise, reject) => {
       const req = request({ socketPath: node.socket, path: "/status", timeout: 2000 }, (res) => {

@@ -6,9 +6,22 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { CniNetwork, PluginError } from "../src/runtime/cni-driver.ts";
 import { AgentCluster, ETCD_URL, ip, waitFor, type TestNode } from "./agent-harness.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
+
+/** CNI STATUS of the node's network, run as a runtime would: the agent's conflist, our plugins, inside the node. */
+async function cniStatus(node: TestNode): Promise<number> {
+  const net = CniNetwork.fromFile(join(node.confDir, "10-podnet.conflist"), { cniPath: [join(REPO, "dist/cni")], nodeNetns: `/run/netns/${node.netns}` });
+  try {
+    await net.status();
+    return 0;
+  } catch (err) {
+    if (err instanceof PluginError && err.code !== undefined) return err.code;
+    throw err;
+  }
+}
 
 describe("podnet agent, host-gw, three nodes", () => {
   const cluster = new AgentCluster();
@@ -44,7 +57,20 @@ describe("podnet agent, host-gw, three nodes", () => {
       assert.equal(conflist.plugins[0].ipMasq, false);
       assert.deepEqual(conflist.plugins[0].ipam.ranges, [[{ subnet: subnets.get(node.name) }]]);
       assert.deepEqual(readdirSync(node.confDir), ["10-podnet.conflist"], "no temporary files left behind");
+      assert.equal(await cniStatus(node), 0, "STATUS is ready once the agent is");
     }
+  });
+
+  it("serves /healthz and Prometheus metrics", async () => {
+    const healthz = await cluster.get(n1, "/healthz");
+    assert.equal(healthz.status, 200);
+    const metrics = await cluster.get(n1, "/metrics");
+    assert.equal(metrics.status, 200);
+    assert.match(metrics.body, /^podnet_agent_routes_programmed 2$/m);
+    assert.match(metrics.body, /^podnet_agent_ready 1$/m);
+    assert.match(metrics.body, /^podnet_agent_sync_duration_seconds_count\{phase="kernel"\} [1-9]/m);
+    assert.match(metrics.body, /^podnet_agent_sync_duration_seconds_count\{phase="datastore"\} [1-9]/m);
+    assert.match(metrics.body, /^# TYPE podnet_agent_datastore_errors_total counter$/m);
   });
 
   it("masquerades only pod traffic leaving the cluster CIDR", () => {
@@ -107,8 +133,21 @@ describe("podnet agent, host-gw, three nodes", () => {
     await new Promise((r) => setTimeout(r, 1500));
     for (const node of cluster.nodes) assert.deepEqual(cluster.routes(node), expectedRoutes(node, cluster.nodes), "no flapping while etcd is down");
     await waitFor(async () => (await cluster.health(n1)).datastoreConnected === false, 15_000, describeNode(n1));
+    await waitFor(async () => /podnet_agent_datastore_errors_total\{op="[a-z]+"\} [1-9]/.test((await cluster.get(n1, "/metrics")).body), 10_000, describeNode(n1));
+
+    // An agent restarted during the outage cannot know the cluster: its node is NotReady, although
+    // the conflist of its earlier run stays for the pods already running.
+    await cluster.stopAgent(n2, "SIGTERM");
+    cluster.startAgent(n2);
+    await waitFor(async () => (await cluster.health(n2).catch(() => undefined))?.ready === false, 10_000, describeNode(n2));
+    assert.equal(await cniStatus(n2), 50, "STATUS is NotReady until the restarted agent has synced");
+    assert.equal((await cluster.get(n2, "/healthz")).status, 503);
+    assert.deepEqual(cluster.routes(n2), expectedRoutes(n2, cluster.nodes), "the routes stay meanwhile");
 
     await cluster.startEtcd();
+    await waitFor(async () => (await cluster.health(n2)).ready === true, 30_000, describeNode(n2), 100);
+    assert.equal(await cniStatus(n2), 0);
+    assert.equal((await cluster.get(n2, "/healthz")).status, 200);
     for (const node of cluster.nodes) {
       await waitFor(async () => (await cluster.health(node)).datastoreConnected === true, 30_000, describeNode(node), 100);
     }

@@ -1,6 +1,8 @@
 // The podnet plugin against the real kernel: pods in their own namespaces on a node namespace.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { PluginError } from "../src/runtime/cni-driver.ts";
 import { ipOf, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
 import { cleanupAll } from "./helpers/netns.ts";
@@ -202,6 +204,18 @@ describe("IPAM through the plugin", () => {
     await fullNet.status();
     assert.equal(node.reservations("podnet-full").length, 0);
     assert.deepEqual(node.hostVeths(), [], "GC removed the veths of attachments that are not valid");
+  });
+
+  test("STATUS is NotReady (50) while the node agent's ready file is missing", async () => {
+    const readyFile = join(node.dataDir, "agent.ready");
+    const net = node.network(podnetConfList({ dataDir: node.dataDir, extra: { readyFile } }));
+    await assert.rejects(net.status(), (err: unknown) => err instanceof PluginError && err.code === 50 && /agent\.ready/.test(err.details));
+    writeFileSync(readyFile, "");
+    await net.status();
+    rmSync(readyFile);
+    await assert.rejects(net.status(), (err: unknown) => err instanceof PluginError && err.code === 50);
+    const relative = node.network(podnetConfList({ dataDir: node.dataDir, extra: { readyFile: "agent.ready" } }));
+    await assert.rejects(relative.status(), (err: unknown) => err instanceof PluginError && err.code === 7);
   });
 
   test("GC releases every reservation that is not a valid attachment", async () => {

@@ -17,7 +17,7 @@ import type { Datastore, ClusterConfig, ClusterSnapshot, NodeLease, NodeRecord, 
 import { NodeRemovedError } from "../datastore/datastore.ts";
 import { planLifecycle } from "../datastore/node-lifecycle.ts";
 import type { Backend } from "./backend.ts";
-import { buildConflist, ensureConflist, removeConflist, subnetFromExistingConflist } from "./conflist.ts";
+import { buildConflist, ensureConflist, markNotReady, markReady, removeConflist, subnetFromExistingConflist } from "./conflist.ts";
 import type { Masquerade } from "./masquerade.ts";
 import type { AgentMetrics, HealthReport } from "./metrics.ts";
 
@@ -26,6 +26,10 @@ export interface AgentOptions {
   nodeIp: string;
   cniConfDir: string;
   ipamDataDir: string;
+  /** Kept while this node's network is in place; the plugin's STATUS is NotReady without it. */
+  readyFile: string;
+  /** cniVersion of the conflist written. */
+  cniVersion: string;
   bridge: string;
   mtu: number;
   /** Written to the datastore only if the cluster has no config yet (first agent wins). */
@@ -76,6 +80,9 @@ export class NodeAgent {
 
   /** Run until `stop` aborts (returns "stopped") or an operator removed this node (returns "removed"). */
   async run(stop: AbortSignal): Promise<AgentExit> {
+    // A conflist from an earlier run stays (running pods keep their network), but until this run has
+    // the routes in place the plugin's STATUS says NotReady, so the node reads NotReady meanwhile.
+    markNotReady(this.opts.readyFile);
     const onAbort = () => this.wake?.();
     stop.addEventListener("abort", onAbort);
     // The kernel is resynced on its own timer, so a datastore call stuck in retries never delays repairs.
@@ -231,9 +238,18 @@ export class NodeAgent {
     // Ready once routes and masquerading were both in place once; afterwards the conflist stays even if
     // a later sync fails, since running pods and new ones on this node are still served.
     if ((ok && this.masqueradeOk) || this.ready) {
-      const conflist = buildConflist({ podSubnet: this.node.podSubnet, bridge: this.opts.bridge, mtu: this.opts.mtu, ipamDataDir: this.opts.ipamDataDir });
+      const conflist = buildConflist({
+        podSubnet: this.node.podSubnet,
+        bridge: this.opts.bridge,
+        mtu: this.opts.mtu,
+        ipamDataDir: this.opts.ipamDataDir,
+        readyFile: this.opts.readyFile,
+        cniVersion: this.opts.cniVersion,
+      });
       try {
-        if (ensureConflist(this.opts.cniConfDir, conflist)) this.opts.log(`conflist written to ${this.opts.cniConfDir} (pod subnet ${this.node.podSubnet}); node ready`);
+        if (ensureConflist(this.opts.cniConfDir, conflist)) this.opts.log(`conflist written to ${this.opts.cniConfDir} (pod subnet ${this.node.podSubnet})`);
+        if (!this.ready) this.opts.log(`node ready (${this.opts.readyFile})`);
+        markReady(this.opts.readyFile);
         this.ready = true;
         this.deps.metrics.ready.set(1);
       } catch (err) {
@@ -268,6 +284,7 @@ export class NodeAgent {
       if (this.removedByOperator) {
         this.opts.log(`node ${this.opts.name} was removed from the cluster; removing the conflist and exiting`);
         removeConflist(this.opts.cniConfDir);
+        markNotReady(this.opts.readyFile);
         this.ready = false;
         this.deps.metrics.ready.set(0);
         return "removed";

@@ -1,12 +1,14 @@
 // `podnet agent …` and `podnet node …`: flag parsing and wiring only; the work is in agent.ts and the datastore.
 
 import { hostname } from "node:os";
+import { resolve as resolvePath } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
 import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
 import { missingAcks } from "../datastore/node-lifecycle.ts";
 import { isIpv4 } from "../datastore/subnets.ts";
 import { NodeAgent } from "./agent.ts";
+import { defaultReadyFile } from "./conflist.ts";
 import type { Backend } from "./backend.ts";
 import { HostGwBackend } from "./host-gw-backend.ts";
 import { NftMasquerade } from "./masquerade.ts";
@@ -24,6 +26,10 @@ every other node, masquerades pod traffic leaving the cluster, and writes the CN
   --etcd-prefix PREFIX     key prefix in etcd (default /podnet/)
   --cni-conf-dir DIR       where to write 10-podnet.conflist (default /etc/cni/net.d)
   --ipam-data-dir DIR      IPAM state dir written into the conflist (default /var/lib/cni/podnet)
+  --ready-file PATH        kept while the node's network is in place; the plugin's STATUS is NotReady
+                           (50) without it (default DIR/podnet-agent.ready, DIR being --ipam-data-dir)
+  --cni-version V          cniVersion of the conflist: 1.1.0 (default), or 1.0.0 for runtimes whose
+                           libcni predates CNI 1.1 (podman 4, containerd 1.6)
   --bridge NAME            pod bridge (default cni0)
   --mtu N                  pod MTU (default 1500)
   --listen ADDR            health and metrics: HOST:PORT, /path/to/socket, or "none" (default 127.0.0.1:9650)
@@ -75,6 +81,8 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
         "etcd-prefix": { type: "string" },
         "cni-conf-dir": { type: "string" },
         "ipam-data-dir": { type: "string" },
+        "ready-file": { type: "string" },
+        "cni-version": { type: "string" },
         bridge: { type: "string" },
         mtu: { type: "string" },
         listen: { type: "string" },
@@ -109,6 +117,9 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
       backend: values.backend ?? DEFAULT_CLUSTER_CONFIG.backend,
       nodeLeaseTtlSeconds: positiveInt("lease-ttl", values["lease-ttl"], DEFAULT_CLUSTER_CONFIG.nodeLeaseTtlSeconds),
     };
+    const ipamDataDir = resolvePath(values["ipam-data-dir"] ?? "/var/lib/cni/podnet");
+    const cniVersion = values["cni-version"] ?? "1.1.0";
+    if (cniVersion !== "1.1.0" && cniVersion !== "1.0.0") throw new UsageError(`--cni-version must be 1.1.0 or 1.0.0, got ${JSON.stringify(cniVersion)}`);
     const datastore = new EtcdDatastore({ endpoints: splitEndpoints(values.etcd), prefix: values["etcd-prefix"] ?? "/podnet/" });
     metrics = new AgentMetrics();
     listen = values.listen ?? "127.0.0.1:9650";
@@ -117,7 +128,9 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
         name: values.name ?? hostname(),
         nodeIp,
         cniConfDir: values["cni-conf-dir"] ?? "/etc/cni/net.d",
-        ipamDataDir: values["ipam-data-dir"] ?? "/var/lib/cni/podnet",
+        ipamDataDir,
+        readyFile: resolvePath(values["ready-file"] ?? defaultReadyFile(ipamDataDir)),
+        cniVersion,
         bridge: values.bridge ?? "cni0",
         mtu: positiveInt("mtu", values.mtu, 1500),
         clusterDefaults,

@@ -2,8 +2,8 @@
 // before it exists the runtime has no network for pods, so it is written only once routes and
 // masquerading are in place, and always atomically (temp file + rename) so a runtime never reads half a file.
 
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 
 export const CONFLIST_FILE = "10-podnet.conflist";
 
@@ -12,11 +12,33 @@ export interface ConflistOptions {
   bridge: string;
   mtu: number;
   ipamDataDir: string;
+  /** The file whose presence tells the plugin's STATUS that the agent has the node's network in place. */
+  readyFile: string;
+  /** The conflist's cniVersion: 1.1.0, or 1.0.0 for runtimes whose libcni predates 1.1 (podman 4, containerd 1.6). */
+  cniVersion: string;
+}
+
+/** Where the ready file lives by default: beside the IPAM stores, which are per node already. */
+export function defaultReadyFile(ipamDataDir: string): string {
+  return join(ipamDataDir, "podnet-agent.ready");
+}
+
+/** Create the ready file if it is missing (atomically, so STATUS never sees a half-written one). */
+export function markReady(readyFile: string): void {
+  if (existsSync(readyFile)) return;
+  mkdirSync(dirname(readyFile), { recursive: true });
+  const temp = `${readyFile}.${process.pid}.tmp`;
+  writeFileSync(temp, `${new Date().toISOString()} pid ${process.pid}\n`, { mode: 0o644 });
+  renameSync(temp, readyFile);
+}
+
+export function markNotReady(readyFile: string): void {
+  rmSync(readyFile, { force: true });
 }
 
 export function buildConflist(opts: ConflistOptions): string {
   const conflist = {
-    cniVersion: "1.1.0",
+    cniVersion: opts.cniVersion,
     name: "podnet",
     plugins: [
       {
@@ -28,6 +50,7 @@ export function buildConflist(opts: ConflistOptions): string {
         hairpinMode: true,
         // The agent masquerades for the whole node (masquerade.ts), so the plugin must not add its own NAT.
         ipMasq: false,
+        readyFile: opts.readyFile,
         ipam: { type: "podnet-ipam", ranges: [[{ subnet: opts.podSubnet }]], dataDir: opts.ipamDataDir },
       },
     ],

@@ -104,8 +104,12 @@ describe("execPlugin", () => {
     assert.deepEqual(execPlugin("oldie", { command: "ADD", cniPath: [bin], conf: newer, env }), { cniVersion: "1.1.0", ips: [{ address: "10.6.0.2/24" }] });
     assert.equal(JSON.parse(readFileSync(join(root, "oldie.stdin"), "utf8")).cniVersion, "1.0.0");
     assertCniError(() => execPlugin("oldie", { command: "ADD", cniPath: [bin], conf: newer, env, versionFallback: false }), ErrorCode.IncompatibleVersion);
-    // GC exists only from 1.1.0, so there is nothing older to fall back to.
-    assertCniError(() => execPlugin("oldie", { command: "GC", cniPath: [bin], conf: newer, env }), ErrorCode.IncompatibleVersion);
+    // GC and STATUS exist only from 1.1.0: a delegate whose VERSION stops earlier has no part in
+    // them and is skipped, rather than failing the caller's GC or STATUS.
+    assert.equal(execPlugin("oldie", { command: "GC", cniPath: [bin], conf: newer, env }), undefined);
+    assert.equal(execPlugin("oldie", { command: "STATUS", cniPath: [bin], conf: newer, env }), undefined);
+    // One that fails STATUS without showing it predates it keeps its error.
+    assertCniError(() => execPlugin("busy", { command: "STATUS", cniPath: [bin], conf: newer, env }), 11, /^store busy$/);
   });
 });
 

@@ -1,7 +1,7 @@
 // The podnet bridge plugin: ADD, DEL, CHECK, STATUS and GC for a pod attached to the node's bridge.
 // It runs in the node's network namespace (the runtime's); the pod's namespace is only ever
 // entered through netlink sockets opened inside it, never by moving this thread.
-import { closeSync } from "node:fs";
+import { closeSync, existsSync } from "node:fs";
 import { execPlugin } from "../cni/delegate.ts";
 import type { PluginContext, PluginHandlers } from "../cni/skel.ts";
 import {
@@ -312,6 +312,13 @@ export function check(ctx: PluginContext): void {
 
 export function status(ctx: PluginContext): void {
   const conf = parseBridgeConf(ctx.conf, ctx.env);
+  if (conf.readyFile !== undefined && !existsSync(conf.readyFile)) {
+    throw new CniError(
+      ErrorCode.NotReady,
+      "the podnet node agent is not ready",
+      `${conf.readyFile} is missing: the agent has not put this node's routes in place since it started`,
+    );
+  }
   ipam(ctx, conf).status();
 }
 

@@ -16,6 +16,11 @@ export interface BridgeConf {
   mac?: string;
   /** In-process IPAM when true; otherwise ipam.type is exec'd from CNI_PATH. */
   ipamInProcess: boolean;
+  /**
+   * A file the node agent keeps while the node's network is in place (`readyFile`, written into the
+   * conflist by the agent). STATUS answers NotReady (50) while it is missing.
+   */
+  readyFile?: string;
 }
 
 /** IPAM types served in-process: no second exec per ADD. */
@@ -53,6 +58,10 @@ export function parseBridgeConf(conf: NetConf, env: CniEnv): BridgeConf {
   if (typeof ipamType !== "string" || ipamType === "") {
     throw new CniError(ErrorCode.InvalidConfig, `"ipam.type" is required`);
   }
+  const readyFile = conf.readyFile;
+  if (readyFile !== undefined && (typeof readyFile !== "string" || !readyFile.startsWith("/"))) {
+    throw new CniError(ErrorCode.InvalidConfig, `"readyFile" must be an absolute path, got ${JSON.stringify(readyFile)}`);
+  }
   return {
     bridge,
     // A default gateway on the bridge needs the bridge to hold the gateway address.
@@ -64,5 +73,6 @@ export function parseBridgeConf(conf: NetConf, env: CniEnv): BridgeConf {
     clusterCidrs,
     ...(mac === undefined ? {} : { mac: mac.toLowerCase() }),
     ipamInProcess: IN_PROCESS_IPAM_TYPES.has(ipamType),
+    ...(readyFile === undefined ? {} : { readyFile }),
   };
 }
