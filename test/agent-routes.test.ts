@@ -98,6 +98,19 @@ describe("podnet agent, host-gw, three nodes", () => {
     ip("-n", n1.netns, "route", "del", "10.99.0.0/24");
   });
 
+  it("a route someone else made to a peer's subnet is left alone and reported, and ours returns once it is gone", async () => {
+    const dst = subnets.get(n2.name)!;
+    // Replace ours with a route of another owner (proto static) to the same destination.
+    ip("-n", n1.netns, "route", "replace", dst, "via", n3.ip, "proto", "static");
+    assert.ok(!cluster.routes(n1).some((r) => r.startsWith(dst)), "our route is gone");
+    await waitFor(async () => /^podnet_agent_route_conflicts 1$/m.test((await cluster.get(n1, "/metrics")).body), 3000, describeNode(n1), 50);
+    await new Promise((r) => setTimeout(r, 700));
+    assert.match(ip("-n", n1.netns, "route", "show", dst), new RegExp(`via ${n3.ip.replace(/\./g, "\\.")} .*proto static`), "theirs is untouched");
+    assert.ok(!cluster.routes(n1).some((r) => r.startsWith(dst)), "the agent did not take the destination over");
+    ip("-n", n1.netns, "route", "del", dst, "proto", "static");
+    await waitFor(() => cluster.routes(n1).includes(`${dst} via ${n2.ip}`), 1500, describeNode(n1), 10);
+  });
+
   it("a route of ours with a wrong gateway is replaced", async () => {
     const dst = subnets.get(n3.name)!;
     ip("-n", n1.netns, "route", "replace", dst, "via", n2.ip, "proto", "80");

@@ -290,4 +290,21 @@ describe("ipMasq", () => {
     const after = node.ns.exec("nft", "list", "set", "inet", "podnet_podnet_test", "masq4");
     assert.doesNotMatch(after, new RegExp(`\\b${ip.replace(/\./g, "\\.")}\\b`));
   });
+
+  test("a DEL without prevResult, and GC, take the pod out of the masquerade set too", async () => {
+    const net = node.network(podnetConfList({ dataDir: node.dataDir, extra: { ipMasq: true, clusterCIDR: "10.244.0.0/16" } }));
+    const masq4 = () => node.ns.exec("nft", "list", "set", "inet", "podnet_podnet_test", "masq4");
+    const has = (ip: string) => new RegExp(`\\b${ip.replace(/\./g, "\\.")}\\b`).test(masq4());
+    const a = node.pod();
+    const ipA = ipOf(await net.add(a.attachment));
+    const b = node.pod();
+    const ipB = ipOf(await net.add(b.attachment));
+    assert.ok(has(ipA) && has(ipB));
+    await net.del(a.attachment);
+    assert.ok(!has(ipA), "DEL without prevResult left the address in the masquerade set");
+    await net.gc([]);
+    assert.ok(!has(ipB), "GC left the address in the masquerade set");
+    assert.deepEqual(node.reservations(), []);
+    assert.deepEqual(node.hostVeths(), []);
+  });
 });

@@ -89,8 +89,14 @@ export function ipamAdd(conf: NetConf, att: IpamAttachment, requestedIps: string
 }
 
 /** Releases every address of the attachment. Idempotent; needs no valid range config. */
-export function ipamDel(_conf: NetConf, att: IpamAttachment, store: IpamStore): void {
-  store.withLock(() => store.releaseByAttachment(att.containerId, att.ifname));
+/** Releases every address the attachment holds, and returns them. */
+export function ipamDel(_conf: NetConf, att: IpamAttachment, store: IpamStore): Reservation[] {
+  return store.withLock(() => store.releaseByAttachment(att.containerId, att.ifname));
+}
+
+/** The addresses the attachment holds. */
+export function ipamHeld(att: IpamAttachment, store: IpamStore): Reservation[] {
+  return store.withLock(() => store.findByAttachment(att.containerId, att.ifname));
 }
 
 /**

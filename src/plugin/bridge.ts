@@ -14,7 +14,7 @@ import {
   type CniRoute,
   type NetConf,
 } from "../cni/types.ts";
-import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, openStoreFor, requestedIps } from "../ipam/ipam.ts";
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamHeld, ipamStatus, openStoreFor, requestedIps } from "../ipam/ipam.ts";
 import { addAddress, listAddresses } from "../kernel/address.ts";
 import { createVethPair, deleteLink, ensureBridge, getLink, listLinks, setBridgePortHairpin, setLinkUp, type LinkInfo } from "../kernel/link.ts";
 import { KernelError, NetlinkSocket } from "../kernel/netlink/socket.ts";
@@ -64,6 +64,11 @@ function ipam(ctx: PluginContext, conf: BridgeConf) {
       }
       ipamDel(ipamConf, attachment, openStoreFor(ipamConf));
     },
+    /** Addresses the attachment holds, as far as this plugin can know without prevResult. */
+    held(): string[] {
+      if (!conf.ipamInProcess) return [];
+      return ipamHeld(attachment, openStoreFor(ipamConf)).map((r) => r.ip);
+    },
     check(): void {
       if (!conf.ipamInProcess) {
         delegate("CHECK");
@@ -78,12 +83,13 @@ function ipam(ctx: PluginContext, conf: BridgeConf) {
       }
       ipamStatus(ipamConf, openStoreFor(ipamConf));
     },
-    gc(): void {
+    /** Returns the addresses released, where this plugin can know them. */
+    gc(): string[] {
       if (!conf.ipamInProcess) {
         delegate("GC");
-        return;
+        return [];
       }
-      ipamGc(ipamConf, ctx.conf["cni.dev/valid-attachments"] ?? [], openStoreFor(ipamConf));
+      return ipamGc(ipamConf, ctx.conf["cni.dev/valid-attachments"] ?? [], openStoreFor(ipamConf)).map((r) => r.ip);
     },
   };
 }
@@ -257,8 +263,11 @@ export function del(ctx: PluginContext): void {
   const { containerId, ifname } = ctx.env;
   const addressing = ipam(ctx, conf);
   if (conf.ipMasq) {
-    const ips = ctx.conf.prevResult?.ips ?? [];
-    if (ips.length > 0) removeMasquerade(ctx.conf.name, ips.map((ip) => ({ address: ip.address })));
+    // prevResult may be missing (a repeated DEL, a runtime cleaning up after a crash): the IPAM
+    // store still knows the addresses. Removed before the release, so a failed removal is retried
+    // by the runtime's next DEL while the store still remembers them.
+    const ips = new Set([...(ctx.conf.prevResult?.ips ?? []).map((ip) => ip.address.split("/")[0]!), ...addressing.held()]);
+    if (ips.size > 0) removeMasquerade(ctx.conf.name, [...ips].map((address) => ({ address })));
   }
   addressing.del();
   // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
@@ -324,7 +333,8 @@ export function status(ctx: PluginContext): void {
 
 export function gc(ctx: PluginContext): void {
   const conf = parseBridgeConf(ctx.conf, ctx.env);
-  ipam(ctx, conf).gc();
+  const released = ipam(ctx, conf).gc();
+  if (conf.ipMasq && released.length > 0) removeMasquerade(ctx.conf.name, released.map((address) => ({ address })));
   // Host veths of attachments the runtime no longer knows: left by an ADD that was killed
   // while the pod's namespace lives on. Only podnet-named ports of this bridge are candidates.
   const valid = new Set((ctx.conf["cni.dev/valid-attachments"] ?? []).map((a) => hostVethName(a.containerID, a.ifname)));
