@@ -1,5 +1,5 @@
 // Runs every test file with Node's test runner. Node 20 has no glob support in --test,
-// so the files are listed here. Unit tests (src/**) run first: they are fast and need no root.
+// so the files are listed here. Unit tests (src/**, bench/**) run first: they are fast and need no root.
 import { spawnSync } from "node:child_process";
 import { readdirSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -15,7 +15,7 @@ function find(dir) {
   return found.sort();
 }
 const only = process.argv.slice(2);
-const files = only.length > 0 ? only : [...find(join(root, "src")), ...find(join(root, "test"))];
+const files = only.length > 0 ? only : [...find(join(root, "src")), ...find(join(root, "bench")), ...find(join(root, "test"))];
 const run = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...files], {
   cwd: root,
   stdio: "inherit",

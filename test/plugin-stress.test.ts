@@ -87,11 +87,17 @@ describe("crash safety", () => {
     const net = node.network(list);
     const conf = JSON.stringify({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion });
     const keep = node.pod();
+    const started = performance.now();
     const kept = await net.add(keep.attachment);
+    const lifetime = performance.now() - started;
+    let leftSomething = 0;
     for (let i = 0; i < 15; i++) {
       const pod = node.pod();
-      await killedAdd(conf, pod.attachment, Math.floor(Math.random() * 60));
+      const before = node.reservations().length + node.hostVeths().length;
+      await killedAdd(conf, pod.attachment, Math.floor(Math.random() * lifetime * 1.1));
+      if (node.reservations().length + node.hostVeths().length > before) leftSomething += 1;
     }
+    assert.ok(leftSomething > 0, "some kills left state behind; otherwise GC had nothing to prove");
     await net.gc([{ containerID: keep.attachment.containerId, ifname: "eth0" }]);
     assert.deepEqual(node.reservations(), [ipOf(kept)]);
     assert.equal(node.hostVeths().length, 1);
