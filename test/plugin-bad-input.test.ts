@@ -35,6 +35,8 @@ describe("bad input", () => {
     { name: "interface name too long", code: 4, env: (e) => ({ ...e, CNI_IFNAME: "eth0123456789012" }) },
     { name: "interface name with a slash", code: 4, env: (e) => ({ ...e, CNI_IFNAME: "eth/0" }) },
     { name: "interface name '..'", code: 4, env: (e) => ({ ...e, CNI_IFNAME: ".." }) },
+    { name: "unknown CNI_ARGS key without IgnoreUnknown", code: 4, env: (e) => ({ ...e, CNI_ARGS: "K8S_POD_NAME=web;COLOR=blue" }) },
+    { name: "malformed CNI_ARGS", code: 4, env: (e) => ({ ...e, CNI_ARGS: "IgnoreUnknown=1;IP" }) },
     { name: "missing CNI_NETNS on ADD", code: 4, env: ({ CNI_NETNS: _omit, ...e }) => e },
     { name: "netns that does not exist", code: 4, env: (e) => ({ ...e, CNI_NETNS: "/run/netns/pnt-does-not-exist" }) },
     { name: "unsupported cniVersion", code: 1, stdin: (d) => goodConf(d, "0.2.0") },

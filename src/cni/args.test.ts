@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
-import { parseCniArgs } from "./args.ts";
+import { parseCniArgs, rejectUnknownArgs } from "./args.ts";
 import { assertCniError } from "./test-helpers.ts";
 import { ErrorCode } from "./types.ts";
 
@@ -54,10 +54,13 @@ describe("parseCniArgs", () => {
     assertCniError(() => parseCniArgs("IgnoreUnknown=yes"), ErrorCode.InvalidEnv, /IgnoreUnknown/);
   });
 
-  it("keeps unknown keys in raw without failing, even without IgnoreUnknown", () => {
+  it("keeps unknown keys in raw; rejectUnknownArgs refuses them unless IgnoreUnknown is true", () => {
     const args = parseCniArgs("FOO=bar;K8S_POD_NAME=x");
     assert.equal(args.ignoreUnknown, false);
     assert.deepEqual(args.raw, { FOO: "bar", K8S_POD_NAME: "x" });
+    assertCniError(() => rejectUnknownArgs(args), ErrorCode.InvalidEnv, /unknown args \["FOO"\]/);
+    rejectUnknownArgs(parseCniArgs("FOO=bar;IgnoreUnknown=1"));
+    rejectUnknownArgs(parseCniArgs("IP=10.0.0.2;MAC=02:00:00:00:00:01;K8S_POD_NAMESPACE=a;K8S_POD_NAME=b;K8S_POD_INFRA_CONTAINER_ID=c;K8S_POD_UID=d"));
   });
 
   it("rejects a pair without a key or without '=' as InvalidEnv", () => {

@@ -1,10 +1,11 @@
 // CNI_ARGS: "K=V;K=V", the runtime's per-attachment extras (podman's IP= and MAC=,
 // kubelet's K8S_POD_*).
 //
-// libcni makes a plugin fail on keys it does not know unless IgnoreUnknown=1 is passed.
-// podnet never fails on unknown keys, whatever IgnoreUnknown says: it keeps them in
-// `raw` and ignores them. Runtimes add keys over time, and failing an ADD (or worse, a
-// DEL, which podman never retries) over an unknown label helps nobody.
+// libcni's rule (types.LoadArgs) makes a plugin fail on keys it does not know unless
+// IgnoreUnknown=1 is passed. podnet applies it where a mistake should stop the pod: ADD and
+// CHECK (`rejectUnknownArgs`, called by parseEnv). DEL, which a runtime may not retry, never
+// fails over an unknown key: the keys are kept in `raw` and ignored. kubelet, containerd and
+// podman all pass IgnoreUnknown=1 with their K8S_* keys.
 //
 // Two small leniencies over libcni: empty segments (a trailing ";") are skipped, and a
 // value may itself contain "=" (only the first one splits key from value).
@@ -58,4 +59,16 @@ function parseIpList(value: string): string[] {
 function parseMac(value: string): string {
   if (!MAC_SYNTAX.test(value)) throw new CniError(ErrorCode.InvalidEnv, `CNI_ARGS: invalid MAC=${value}`, "expected six hex octets, e.g. 02:42:ac:11:00:02");
   return value.toLowerCase().replaceAll("-", ":");
+}
+
+/** The keys podnet reads; any other key is "unknown" in libcni's sense. */
+export const KNOWN_CNI_ARGS: ReadonlySet<string> = new Set(["IgnoreUnknown", "IP", "MAC", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"]);
+
+/** libcni's rule: unknown keys are an error unless IgnoreUnknown is true. */
+export function rejectUnknownArgs(args: CniArgs): void {
+  if (args.ignoreUnknown) return;
+  const unknown = Object.keys(args.raw).filter((key) => !KNOWN_CNI_ARGS.has(key));
+  if (unknown.length > 0) {
+    throw new CniError(ErrorCode.InvalidEnv, `CNI_ARGS: unknown args ${JSON.stringify(unknown)}`, "pass IgnoreUnknown=1 to have them ignored");
+  }
 }

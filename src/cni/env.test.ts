@@ -57,6 +57,14 @@ describe("parseEnv", () => {
     assert.deepEqual(parseEnv({ CNI_COMMAND: "VERSION", CNI_PATH: ":/a::/b:" }).path, ["/a", "/b"]);
   });
 
+  it("refuses unknown CNI_ARGS keys without IgnoreUnknown on ADD and CHECK, never on DEL", () => {
+    for (const command of ["ADD", "CHECK"]) {
+      assertCniError(() => parseEnv({ CNI_COMMAND: command, ...attachment, CNI_ARGS: "FOO=1" }), ErrorCode.InvalidEnv, /unknown args/);
+      assert.equal(parseEnv({ CNI_COMMAND: command, ...attachment, CNI_ARGS: "IgnoreUnknown=1;FOO=1" }).args.raw.FOO, "1");
+    }
+    assert.equal(parseEnv({ CNI_COMMAND: "DEL", ...attachment, CNI_ARGS: "FOO=1" }).args.raw.FOO, "1");
+  });
+
   it("passes CNI_ARGS errors through as InvalidEnv", () => {
     assertCniError(() => parseEnv({ CNI_COMMAND: "ADD", ...attachment, CNI_ARGS: "oops" }), ErrorCode.InvalidEnv, /CNI_ARGS/);
   });

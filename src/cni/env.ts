@@ -8,7 +8,7 @@
 //   VERSION
 // libcni additionally insists on CNI_PATH for every verb but VERSION. podnet does not:
 // a plugin that delegates finds out soon enough, with a message naming the plugin.
-import { parseCniArgs } from "./args.ts";
+import { parseCniArgs, rejectUnknownArgs } from "./args.ts";
 import { CniError, ErrorCode, type CniArgs, type CniCommand, type CniEnv } from "./types.ts";
 
 const COMMANDS: readonly CniCommand[] = ["ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION"];
@@ -47,6 +47,7 @@ export function parseEnv(env: Record<string, string | undefined>): CniEnv {
 
   // Only attachment verbs read CNI_ARGS; a stray value must not break STATUS or GC.
   const args: CniArgs = required.length > 0 ? parseCniArgs(env.CNI_ARGS) : { ignoreUnknown: false, raw: {} };
+  if (command === "ADD" || command === "CHECK") rejectUnknownArgs(args);
   return {
     command,
     containerId,
