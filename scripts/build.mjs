@@ -1,9 +1,9 @@
 // Compiles the CNI plugins into self-contained executables under dist/cni/.
 // A runtime execs a CNI plugin once per pod operation, so start-up time is most of an ADD;
-// `bun build --compile` gives a single file that starts in about half the time of Node
+// `bun build --compile --bytecode` gives a single file that starts in about a third of Node's time
 // (see README, "Design"). The podnet CLI (agent, lab, node) runs on Node; it is bundled into
 // dist/cli/podnet.mjs so that a long-lived agent does not carry tsx's loader thread, a second V8
-// isolate that cost it about 20 MB of resident memory. npm packages stay external.
+// isolate that cost it about 65 MiB of resident memory with 1,000 nodes. npm packages stay external.
 import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, existsSync } from "node:fs";
 import { dirname, join } from "node:path";
