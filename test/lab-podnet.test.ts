@@ -53,6 +53,8 @@ test("default lab (3 nodes × 2 pods): up, status, check, down", () => upCheckDo
 
 test("5 nodes × 2 pods: up, check, down", () => upCheckDown(5, 2));
 
+test("10 nodes × 1 pod (the largest --nodes the issue asks for): up, check, down", () => upCheckDown(10, 1));
+
 // Killed right after the agents were spawned, etcd's PID is not yet recorded: down must still find it (it lives
 // in a lab namespace). Killed once nodes are Ready, agents, etcd and pods are all half-way.
 for (const killAt of [/^\[.*\] agent\s+node2 /, /^\[.*\] ready\s+node/]) {
