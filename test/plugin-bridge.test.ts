@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { PluginError } from "../src/runtime/cni-driver.ts";
-import { ipOf, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
+import { ipOf, PODNET, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
 import { cleanupAll } from "./helpers/netns.ts";
 
 before(requireBuild);
@@ -87,6 +87,51 @@ describe("ADD and DEL", () => {
       assert.equal(podLink[0]?.address, "02:42:0a:f4:01:63");
     } finally {
       await net.del(att, result);
+    }
+  });
+
+  test("runtimeConfig mac, ips and dns (declared capabilities) reach the pod and the result; args.cni.mac too", async () => {
+    const list = podnetConfList({ dataDir: node.dataDir, extra: { capabilities: { mac: true, ips: true, dns: true } } });
+    const net = node.network(list);
+    const pod = node.pod();
+    const dns = { nameservers: ["10.96.0.10"], search: ["default.svc.cluster.local"], options: ["ndots:5"] };
+    const att = { ...pod.attachment, runtimeConfig: { mac: "02:42:0a:f4:01:64", ips: ["10.244.1.100/24"], dns } };
+    const result = await net.add(att);
+    try {
+      assert.equal(ipOf(result), "10.244.1.100");
+      const podLink = JSON.parse(pod.ns.ip("-j", "link", "show", "eth0")) as { address: string }[];
+      assert.equal(podLink[0]?.address, "02:42:0a:f4:01:64");
+      const interfaces = result.interfaces as { name: string; mac: string; sandbox?: string }[];
+      assert.equal(interfaces.find((i) => i.sandbox)?.mac, "02:42:0a:f4:01:64", "the result names the MAC the pod has");
+      assert.deepEqual(result.dns, dns);
+    } finally {
+      await net.del(att, result);
+    }
+
+    const viaArgs = podnetConfList({ dataDir: node.dataDir, extra: { args: { cni: { mac: "02:42:0a:f4:01:65" } } } });
+    const other = node.pod();
+    const r2 = await node.network(viaArgs).add(other.attachment);
+    try {
+      assert.equal((JSON.parse(other.ns.ip("-j", "link", "show", "eth0")) as { address: string }[])[0]?.address, "02:42:0a:f4:01:65");
+    } finally {
+      await node.network(viaArgs).del(other.attachment, r2);
+    }
+  });
+
+  test("runtimeConfig keys are matched in any case, as containerd sends them", async () => {
+    // The driver filters by capability name, so this goes around it: a raw run with a Go-cased key.
+    const list = podnetConfList({ dataDir: node.dataDir });
+    const pod = node.pod();
+    const plugin = { ...list.plugins[0], name: list.name, cniVersion: list.cniVersion, runtimeConfig: { Mac: "02:42:0a:f4:01:66", IPs: ["10.244.1.101"] } };
+    const env = { CNI_COMMAND: "ADD", CNI_CONTAINERID: pod.attachment.containerId, CNI_NETNS: pod.attachment.netns, CNI_IFNAME: "eth0", CNI_PATH: "/nonexistent" };
+    const run = await node.raw(PODNET, env, JSON.stringify(plugin));
+    assert.equal(run.exitCode, 0, run.stdout);
+    const result = JSON.parse(run.stdout) as Record<string, unknown>;
+    try {
+      assert.equal(ipOf(result), "10.244.1.101");
+      assert.equal((JSON.parse(pod.ns.ip("-j", "link", "show", "eth0")) as { address: string }[])[0]?.address, "02:42:0a:f4:01:66");
+    } finally {
+      await node.network(list).del(pod.attachment, result);
     }
   });
 
