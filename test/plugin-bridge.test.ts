@@ -1,11 +1,13 @@
 // The podnet plugin against the real kernel: pods in their own namespaces on a node namespace.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PluginError } from "../src/runtime/cni-driver.ts";
-import { ipOf, PODNET, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
-import { cleanupAll } from "./helpers/netns.ts";
+import { ipOf, PODNET, podnetConfList, requireBuild, ROOT, TestNode } from "./helpers/cni.ts";
+import { cleanupAll, Netns } from "./helpers/netns.ts";
 
 before(requireBuild);
 after(cleanupAll);
@@ -317,6 +319,33 @@ describe("failure safety", () => {
   });
 });
 
+const PROBE_SERVER = join(ROOT, "src/lab/probe-server.mjs");
+const PROBE_CLIENT = join(ROOT, "src/lab/probe-client.mjs");
+
+/** The lab's probe server in a namespace: it answers each connection with its name and the peer address it saw. */
+function probeServer(ns: Netns, name: string): { ready: Promise<void>; stop: () => void } {
+  const readyFile = join(probeTempDir(), `${name}-${ns.name}.ready`);
+  const child = spawn("ip", ["netns", "exec", ns.name, process.execPath, PROBE_SERVER, name, "7007", readyFile], { stdio: "ignore" });
+  const ready = (async () => {
+    for (let i = 0; i < 200 && !existsSync(readyFile); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(existsSync(readyFile), `probe server ${name} did not start`);
+  })();
+  return { ready, stop: () => child.kill("SIGKILL") };
+}
+
+function probeFrom(ns: Netns, targets: { label: string; host: string; port: number }[]): Record<string, string>[] {
+  const run = spawnSync("ip", ["netns", "exec", ns.name, process.execPath, PROBE_CLIENT], { input: JSON.stringify({ timeoutMs: 3000, targets }), encoding: "utf8" });
+  assert.equal(run.status, 0, run.stderr);
+  return (JSON.parse(run.stdout) as Record<string, string>[]).map(({ ms: _ms, ...rest }) => rest);
+}
+
+let probeDir: string | undefined;
+function probeTempDir(): string {
+  probeDir ??= mkdtempSync(join(tmpdir(), "pnt-probe-"));
+  return probeDir;
+}
+process.on("exit", () => probeDir && rmSync(probeDir, { recursive: true, force: true }));
+
 describe("ipMasq", () => {
   let node: TestNode;
   before(() => (node = new TestNode()));
@@ -334,6 +363,36 @@ describe("ipMasq", () => {
     await net.del(pod.attachment, result);
     const after = node.ns.exec("nft", "list", "set", "inet", "podnet_podnet_test", "masq4");
     assert.doesNotMatch(after, new RegExp(`\\b${ip.replace(/\./g, "\\.")}\\b`));
+  });
+
+  test("traffic: a pod reaching outside is seen as the node, a pod reaching a pod keeps its own address", async () => {
+    const net = node.network(podnetConfList({ dataDir: node.dataDir, extra: { ipMasq: true, clusterCIDR: "10.244.0.0/16" } }));
+    // An "outside" host on the node's uplink, with no route back to the pod subnet: only a
+    // masqueraded connection can be answered.
+    const outside = Netns.create("ext");
+    node.ns.ip("link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", outside.name);
+    node.ns.ip("addr", "add", "192.168.77.1/24", "dev", "up0");
+    node.ns.ip("link", "set", "up0", "up");
+    outside.ip("addr", "add", "192.168.77.2/24", "dev", "eth0");
+    outside.ip("link", "set", "eth0", "up");
+    outside.ip("link", "set", "lo", "up");
+    const [a, b] = [node.pod(), node.pod()];
+    const [ra, rb] = [await net.add(a.attachment), await net.add(b.attachment)];
+    const servers = [probeServer(outside, "outside"), probeServer(b.ns, "pod-b")];
+    try {
+      await Promise.all(servers.map((s) => s.ready));
+      const answers = probeFrom(a.ns, [
+        { label: "outside", host: "192.168.77.2", port: 7007 },
+        { label: "pod-b", host: ipOf(rb), port: 7007 },
+      ]);
+      assert.deepEqual(answers.find((x) => x.label === "outside"), { label: "outside", self: "outside", peer: "192.168.77.1" }, "masqueraded to the node's address");
+      assert.deepEqual(answers.find((x) => x.label === "pod-b"), { label: "pod-b", self: "pod-b", peer: ipOf(ra) }, "pod to pod is not NATed");
+    } finally {
+      for (const s of servers) s.stop();
+      await net.del(a.attachment, ra);
+      await net.del(b.attachment, rb);
+      outside.delete();
+    }
   });
 
   test("a DEL without prevResult, and GC, take the pod out of the masquerade set too", async () => {
