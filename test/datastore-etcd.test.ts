@@ -111,11 +111,13 @@ describe("etcd datastore, single member", () => {
       const a = await ds.registerNode({ name: "a", nodeIp: "192.168.1.11" });
       const b = await ds.registerNode({ name: "b", nodeIp: "192.168.1.12" });
       a.release();
-      const again = await ds.registerNode({ name: "a", nodeIp: "192.168.1.21" });
+      const again = await ds.registerNode({ name: "a", nodeIp: "192.168.1.21", backendData: { vtepMac: "02:00:00:00:00:21" } });
       assert.equal(again.node.podSubnet, a.node.podSubnet);
       assert.notEqual(again.node.podSubnet, b.node.podSubnet);
       const snapshot = await ds.snapshot();
       assert.equal(snapshot.nodes.find((n) => n.name === "a")?.nodeIp, "192.168.1.21");
+      assert.deepEqual(snapshot.nodes.find((n) => n.name === "a")?.backendData, { vtepMac: "02:00:00:00:00:21" }, "backend data is published with the record");
+      assert.deepEqual(snapshot.nodes.find((n) => n.name === "b")?.backendData, {});
       again.release();
       b.release();
     } finally {

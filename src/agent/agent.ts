@@ -190,7 +190,13 @@ export class NodeAgent {
 
   private async register(): Promise<void> {
     const preferredSubnet = this.node?.podSubnet ?? subnetFromExistingConflist(this.opts.cniConfDir);
-    const request = { name: this.opts.name, nodeIp: this.opts.nodeIp, ...(preferredSubnet ? { preferredSubnet } : {}) };
+    const backendData = this.backend?.nodeData?.();
+    const request = {
+      name: this.opts.name,
+      nodeIp: this.opts.nodeIp,
+      ...(preferredSubnet ? { preferredSubnet } : {}),
+      ...(backendData ? { backendData } : {}),
+    };
     const lease = await this.deps.datastore.registerNode(request);
     this.lease?.release();
     this.lease = lease;

@@ -17,6 +17,11 @@ export interface BackendSyncResult {
 export interface Backend {
   readonly name: string;
   /**
+   * Facts about this node that peers' backends need, published in the node's record as
+   * `backendData` (a VXLAN backend would give its VTEP MAC). host-gw needs none.
+   */
+  nodeData?(): Record<string, string>;
+  /**
    * Make the kernel hold exactly what reaching `nodes` (every node record, ourselves included) needs,
    * touching nothing the backend did not create. Idempotent: called on every datastore change and on
    * every periodic resync, so it also repairs state changed by hand.
