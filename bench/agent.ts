@@ -165,6 +165,10 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
       changeLatencyMs: { p50: round(percentile(latencies, 0.5)), p99: round(percentile(latencies, 0.99)), max: round(latencies.at(-1) ?? NaN), samples: latencies.length },
       agentRssMiB: round(kib("VmRSS") / 1024),
       agentPeakRssMiB: round(kib("VmHWM") / 1024),
+      // RSS = private memory + pages of files (mostly /usr/bin/node itself, shared with every Node
+      // process); the file part varies with what else has the node binary in the page cache.
+      agentRssAnonMiB: round(kib("RssAnon") / 1024),
+      agentRssFileMiB: round(kib("RssFile") / 1024),
       ...heap,
     };
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
@@ -177,6 +181,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
           `  first write → all ${peers.length} routes in the kernel: ${result.recordsToAllRoutesMs} ms   (target < 1000)`,
           `  one change → kernel, p50 / p99 / max:       ${result.changeLatencyMs.p50} / ${result.changeLatencyMs.p99} / ${result.changeLatencyMs.max} ms over ${latencies.length}   (target p50 < 100)`,
           `  agent RSS now / peak:                       ${result.agentRssMiB} / ${result.agentPeakRssMiB} MiB   (target < 80)`,
+          `  of which private (anon) / file-backed:      ${result.agentRssAnonMiB} / ${result.agentRssFileMiB} MiB`,
           `  agent V8 heap used / total, external:       ${heap.heapUsedMiB} / ${heap.heapTotalMiB}, ${heap.externalMiB} MiB`,
           "",
         ].join("\n"),
