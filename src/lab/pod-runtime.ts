@@ -55,14 +55,23 @@ export function findConfList(confDir: string): { path: string; list: NetConfList
   return { path, list: parseConfList(readFileSync(path, "utf8"), path) };
 }
 
-/** Wait until the node's agent has written its conflist: until then the node is NotReady. */
-export async function waitForConfList(node: NodeRecord, timeoutMs: number, onTimeout: () => string): Promise<NetConfList> {
+/**
+ * Wait until the node's network is ready, as containerd 2 decides it: a conflist is in the CNI config
+ * dir, and (for CNI 1.1 conflists) every plugin's STATUS succeeds. podnet's STATUS answers NotReady
+ * until the node's agent has its routes in place.
+ */
+export async function waitForConfList(node: NodeRecord, timeoutMs: number, onTimeout: () => string, cniPath: readonly string[] = CNI_PATH): Promise<NetConfList> {
   const deadline = Date.now() + timeoutMs;
+  let notReady = `no conflist in ${node.cniConfDir}`;
   for (;;) {
     const found = findConfList(node.cniConfDir);
-    if (found) return found.list;
+    if (found) {
+      const problem = await networkStatus(node, found.list, cniPath);
+      if (problem === undefined) return found.list;
+      notReady = problem;
+    }
     if (Date.now() > deadline) {
-      throw new Error(`${node.name} stayed NotReady: no conflist in ${node.cniConfDir} after ${timeoutMs / 1000} s\n${onTimeout()}`);
+      throw new Error(`${node.name} stayed NotReady after ${timeoutMs / 1000} s: ${notReady}\n${onTimeout()}`);
     }
     await sleep(50);
   }
@@ -79,6 +88,22 @@ export function findPlugin(type: string, cniPath: readonly string[] = CNI_PATH):
     }
   }
   throw new PluginError(`CNI plugin "${type}" not found in ${cniPath.join(":")}${type === "podnet" ? " (run npm run build)" : ""}`);
+}
+
+/** CNI STATUS of every plugin of the list, inside the node; undefined when all are ready, else why not. */
+async function networkStatus(node: NodeRecord, list: NetConfList, cniPath: readonly string[]): Promise<string | undefined> {
+  const [major = 0, minor = 0] = list.cniVersion.split(".").map(Number);
+  if (major < 1 || (major === 1 && minor < 1)) return undefined;
+  for (let i = 0; i < list.plugins.length; i++) {
+    const conf = pluginConfig(list, i);
+    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", CNI_COMMAND: "STATUS", CNI_PATH: cniPath.join(":") };
+    const result = await runCommand(inNetns(node.netns, [findPlugin(conf.type, cniPath)]), { input: JSON.stringify(conf), env, timeoutMs: 30_000 });
+    if (result.code !== 0) {
+      const error = parsePluginError(result.stdout);
+      return `${conf.type} STATUS: ${error ? `code ${error.code}: ${error.msg}` : `exit ${result.code}`}`;
+    }
+  }
+  return undefined;
 }
 
 interface PluginCall {
