@@ -99,7 +99,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     agent = spawn(
       "ip",
       ["netns", "exec", nodeNs, process.execPath, ...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent", "--name", "self", "--node-ip", NODE_IP,
-        "--etcd", etcd.endpoints.join(","), "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--listen", socket],
+        "--etcd", etcd.endpoints.join(","), "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "agent.ready"), "--listen", socket],
       { stdio: ["ignore", logFd, logFd], env },
     );
     closeSync(logFd);

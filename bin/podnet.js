@@ -4,7 +4,7 @@
 // tsx instead, so an edit is never hidden behind a stale build. The V8 flag on the first line is one
 // of AGENT_NODE_FLAGS (src/agent/node-flags.ts); the other, --lite-mode, makes V8 print a warning on
 // every start, so only agent launches (lab, tests, bench, src/agent/README.md) add it.
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -15,7 +15,8 @@ function newestSourceMtime(dir) {
   let newest = 0;
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestSourceMtime(path) : statSync(path).mtimeMs);
+    // lstat: an editor's lock file is a dangling symlink, and must not stop the command.
+    newest = Math.max(newest, entry.isDirectory() ? newestSourceMtime(path) : lstatSync(path).mtimeMs);
   }
   return newest;
 }

@@ -100,6 +100,7 @@ export class AgentCluster {
           "--etcd", this.etcdUrls,
           "--cni-conf-dir", node.confDir,
           "--ipam-data-dir", join(this.dir, node.name, "ipam"),
+          "--ready-file", join(this.dir, node.name, "agent.ready"),
           "--listen", node.socket,
           "--lease-ttl", "4",
           ...extraArgs,

@@ -80,8 +80,9 @@ describe("podnet agent, host-gw, three nodes", () => {
 
   it("a route deleted by hand comes back within a second", async () => {
     const victim = subnets.get(n2.name)!;
+    // `ip route del` fails unless the route was there; no check that it is gone afterwards, since the
+    // agent's next resync (every 500 ms) may already have put it back.
     ip("-n", n1.netns, "route", "del", victim);
-    assert.ok(!cluster.routes(n1).some((r) => r.startsWith(victim)), "the route really was deleted");
     const elapsed = await waitFor(() => cluster.routes(n1).some((r) => r.startsWith(victim)), 1500, describeNode(n1), 10);
     assert.ok(elapsed <= 1000, `came back after ${elapsed} ms`);
   });
@@ -89,8 +90,8 @@ describe("podnet agent, host-gw, three nodes", () => {
   it("a flushed table is rebuilt, and routes of others are never touched", async () => {
     // A route of someone else to a destination outside podnet, and one (proto static) to the same kind of place.
     ip("-n", n1.netns, "route", "add", "10.99.0.0/24", "via", "192.168.1.13", "proto", "static");
-    ip("-n", n1.netns, "route", "flush", "root", "10.244.0.0/16");
-    assert.deepEqual(cluster.routes(n1), []);
+    const flushed = ip("-s", "-n", n1.netns, "route", "flush", "root", "10.244.0.0/16");
+    assert.match(flushed, /deleting 2 entries/, "the flush removed both of our routes");
     await waitFor(() => cluster.routes(n1).length === 2, 1500, describeNode(n1), 10);
     assert.deepEqual(cluster.routes(n1), expectedRoutes(n1, cluster.nodes));
     const foreign = ip("-n", n1.netns, "route", "show", "10.99.0.0/24");

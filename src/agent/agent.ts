@@ -60,7 +60,8 @@ export class NodeAgent {
   private watch: DatastoreWatch | undefined;
   private needsRegistration = true;
   private dirty = true;
-  private lastRead = 0;
+  /** When the datastore itself (not the watch-fed mirror) was last read. */
+  private lastFreshRead = 0;
   private removedByOperator = false;
   private ready = false;
   private masqueradeOk = false;
@@ -156,7 +157,7 @@ export class NodeAgent {
         });
       }
       let fresh = false;
-      const periodic = now - this.lastRead >= this.opts.datastoreRefreshMs;
+      const periodic = now - this.lastFreshRead >= this.opts.datastoreRefreshMs;
       if (this.dirty || periodic) {
         op = "snapshot";
         this.dirty = false;
@@ -164,7 +165,7 @@ export class NodeAgent {
         // Watch events are served from the datastore's mirror; the periodic re-read goes to the store itself.
         this.snapshot = await this.deps.datastore.snapshot({ fresh: periodic });
         this.deps.metrics.syncDuration.observe({ phase: "datastore" }, (performance.now() - started) / 1000);
-        this.lastRead = now;
+        if (periodic) this.lastFreshRead = now;
         fresh = true;
       }
       this.backoff.succeed();
@@ -340,7 +341,7 @@ export class NodeAgent {
   }
 
   private nextWakeDelay(): number {
-    if (!(this.needsRegistration || this.dirty)) return this.opts.datastoreRefreshMs;
+    if (!(this.needsRegistration || this.dirty)) return Math.max(0, this.lastFreshRead + this.opts.datastoreRefreshMs - Date.now());
     return Math.max(0, this.backoff.nextAttemptAt - Date.now());
   }
 

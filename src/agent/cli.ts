@@ -8,7 +8,7 @@ import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
 import { missingAcks } from "../datastore/node-lifecycle.ts";
 import { isIpv4 } from "../datastore/subnets.ts";
 import { NodeAgent } from "./agent.ts";
-import { defaultReadyFile } from "./conflist.ts";
+import { DEFAULT_READY_FILE } from "./conflist.ts";
 import type { Backend } from "./backend.ts";
 import { HostGwBackend } from "./host-gw-backend.ts";
 import { NftMasquerade } from "./masquerade.ts";
@@ -27,7 +27,7 @@ every other node, masquerades pod traffic leaving the cluster, and writes the CN
   --cni-conf-dir DIR       where to write 10-podnet.conflist (default /etc/cni/net.d)
   --ipam-data-dir DIR      IPAM state dir written into the conflist (default /var/lib/cni/podnet)
   --ready-file PATH        kept while the node's network is in place; the plugin's STATUS is NotReady
-                           (50) without it (default DIR/podnet-agent.ready, DIR being --ipam-data-dir)
+                           (50) without it. On a tmpfs, so a reboot clears it (default /run/podnet/agent.ready)
   --cni-version V          cniVersion of the conflist: 1.1.0 (default), or 1.0.0 for runtimes whose
                            libcni predates CNI 1.1 (podman 4, containerd 1.6)
   --bridge NAME            pod bridge (default cni0)
@@ -129,7 +129,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
         nodeIp,
         cniConfDir: values["cni-conf-dir"] ?? "/etc/cni/net.d",
         ipamDataDir,
-        readyFile: resolvePath(values["ready-file"] ?? defaultReadyFile(ipamDataDir)),
+        readyFile: resolvePath(values["ready-file"] ?? DEFAULT_READY_FILE),
         cniVersion,
         bridge: values.bridge ?? "cni0",
         mtu: positiveInt("mtu", values.mtu, 1500),

@@ -18,10 +18,12 @@ export interface ConflistOptions {
   cniVersion: string;
 }
 
-/** Where the ready file lives by default: beside the IPAM stores, which are per node already. */
-export function defaultReadyFile(ipamDataDir: string): string {
-  return join(ipamDataDir, "podnet-agent.ready");
-}
+/**
+ * Where the ready file lives by default: on /run, a tmpfs, so that a reboot clears it and the node
+ * reads NotReady until the agent has run again. (Beside the conflist or the IPAM store it would
+ * survive the reboot and vouch for routes that are not there yet.)
+ */
+export const DEFAULT_READY_FILE = "/run/podnet/agent.ready";
 
 /** Create the ready file if it is missing (atomically, so STATUS never sees a half-written one). */
 export function markReady(readyFile: string): void {

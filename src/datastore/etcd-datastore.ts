@@ -81,11 +81,12 @@ export class EtcdDatastore implements Datastore {
     if (!options.fresh && mirror?.servesReadsAfter(this.lastWriteRevision)) {
       return this.buildSnapshot(mirror.revision, mirror.entries());
     }
+    const epoch = mirror?.epoch;
     const response = await this.client.getAll().prefix(this.prefix).exec();
     const revision = Number(response.header.revision);
     const kvs = response.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
     // A full read is the mirror's new baseline: events up to its revision are already in it.
-    mirror?.resetTo(revision, kvs);
+    if (mirror && epoch !== undefined) mirror.resetTo(revision, kvs, epoch);
     return this.buildSnapshot(revision, kvs);
   }
 
@@ -264,7 +265,10 @@ export class EtcdDatastore implements Datastore {
           if (event.type === "Put") mirror.put(key, event.kv.value.toString(), modRevision);
           else mirror.delete(key, modRevision);
         }
-        mirror.advance(Number(res.header.revision));
+        // A response's header names the store's current revision even while etcd is still catching a
+        // slow watcher up in batches: only an empty response (a progress notice, sent to a watcher that
+        // is caught up) says that nothing up to it is missing.
+        if (res.events.length === 0) mirror.advance(Number(res.header.revision));
         if (res.events.length > 0) listener.onChange();
       });
       watcher.on("connected", () => {
@@ -409,28 +413,38 @@ function nodeView(kv: MirroredKey, alive: ReadonlySet<string>, acks: ReadonlyMap
 }
 
 /**
- * podnet's keys as the watch reports them. `revision` is the store revision the mirror is complete
- * up to. A full read gives the mirror its baseline; until then (at the start, and again after the
- * stream broke) events are held back and replayed on top of the next baseline, skipping those the
- * read already reflects. A read older than what the mirror has already seen is not a baseline: it
- * could undo newer events.
+ * podnet's keys as the watch reports them. `revision` is the store revision the mirror is complete up
+ * to: the baseline read's, then each applied event's. A full read becomes the baseline (at the start,
+ * after the stream broke, and on every fresh read, which also repairs a mirror gone wrong) only if no
+ * newer event has been seen and the stream did not break while the read was in flight; otherwise it
+ * could drop events the stream will not send again. Events that arrive while there is no baseline are
+ * held back and replayed on top of the next one, skipping those the read already holds.
  */
 export class KeyMirror {
   private readonly keys = new Map<string, MirroredKey>();
   revision = 0;
+  /** Revision of the full read the mirror was last based on: events at or below it are in it already. */
+  private baseRevision = 0;
+  /** Highest revision of any event seen, baseline or not. */
+  private seen = 0;
+  /** Bumped whenever the stream breaks: a read started before that cannot be a baseline. */
+  epoch = 0;
   private hasBaseline = false;
   private streamUp = false;
   private heldBack: { key: string; value: string | undefined; modRevision: number }[] = [];
 
-  resetTo(revision: number, kvs: readonly MirroredKey[]): void {
-    if (this.hasBaseline || revision < this.revision) return;
+  /** Returns true when the read became the baseline. */
+  resetTo(revision: number, kvs: readonly MirroredKey[], epoch: number): boolean {
+    if (epoch !== this.epoch || revision < this.revision || revision < this.seen) return false;
     this.keys.clear();
     for (const kv of kvs) this.keys.set(kv.key, kv);
     this.revision = revision;
+    this.baseRevision = revision;
     this.hasBaseline = true;
     const held = this.heldBack;
     this.heldBack = [];
     for (const event of held) this.apply(event.key, event.value, event.modRevision);
+    return true;
   }
 
   put(key: string, value: string, modRevision: number): void {
@@ -442,18 +456,23 @@ export class KeyMirror {
   }
 
   private apply(key: string, value: string | undefined, modRevision: number): void {
+    if (modRevision > this.seen) this.seen = modRevision;
     if (!this.hasBaseline) {
       this.heldBack.push({ key, value, modRevision });
       return;
     }
-    if (modRevision <= this.revision) return;
+    // Skipped by the baseline's revision, not by `revision`: the keys of one transaction share a
+    // revision and arrive as separate events of one response.
+    if (modRevision <= this.baseRevision) return;
     if (value === undefined) this.keys.delete(key);
     else this.keys.set(key, { key, value, modRevision });
+    if (modRevision > this.revision) this.revision = modRevision;
   }
 
-  /** Every event up to `revision` has been applied. */
+  /** Nothing up to `revision` is missing (an empty watch response: the watcher is caught up). */
   advance(revision: number): void {
     if (this.hasBaseline && revision > this.revision) this.revision = revision;
+    if (revision > this.seen) this.seen = revision;
   }
 
   connected(): void {
@@ -464,6 +483,7 @@ export class KeyMirror {
     this.streamUp = false;
     this.hasBaseline = false;
     this.heldBack = [];
+    this.epoch++;
   }
 
   servesReadsAfter(writeRevision: number): boolean {

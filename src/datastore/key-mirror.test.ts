@@ -10,7 +10,7 @@ test("serves nothing until the stream is up and a full read gave it a baseline",
   assert.equal(m.servesReadsAfter(0), false);
   m.connected();
   assert.equal(m.servesReadsAfter(0), false);
-  m.resetTo(10, [kv("a", "1", 5)]);
+  assert.ok(m.resetTo(10, [kv("a", "1", 5)], m.epoch));
   assert.equal(m.servesReadsAfter(0), true);
   assert.deepEqual(contents(m), { a: "1" });
 });
@@ -18,43 +18,91 @@ test("serves nothing until the stream is up and a full read gave it a baseline",
 test("events seen before the baseline are replayed on top of it, except those the read already holds", () => {
   const m = new KeyMirror();
   m.connected();
+  const epoch = m.epoch;
   m.put("a", "old", 8); // already in the read at 10
-  m.put("b", "new", 11); // after the read
-  m.delete("c", 12);
-  m.resetTo(10, [kv("a", "read", 8), kv("c", "gone-soon", 9)]);
-  assert.deepEqual(contents(m), { a: "read", b: "new" });
+  m.delete("c", 9); // already in the read at 10
+  // A read at 10 started before events 11 and 12 arrived, and answers after them.
+  assert.equal(m.resetTo(10, [kv("a", "read", 8)], epoch), true);
+  assert.deepEqual(contents(m), { a: "read" });
+  const m2 = new KeyMirror();
+  m2.connected();
+  const e2 = m2.epoch;
+  m2.put("b", "new", 11);
+  assert.equal(m2.resetTo(12, [kv("b", "new", 11), kv("d", "x", 12)], e2), true);
+  assert.deepEqual(contents(m2), { b: "new", d: "x" });
 });
 
-test("a stale full read never replaces newer events", () => {
+test("a read older than an event already seen is not a baseline", () => {
   const m = new KeyMirror();
   m.connected();
-  m.resetTo(10, [kv("a", "1", 10)]);
-  m.put("a", "2", 15);
-  m.advance(15);
-  m.disconnected();
+  const epoch = m.epoch;
+  m.put("b", "new", 11);
+  assert.equal(m.resetTo(10, [], epoch), false, "it would drop event 11, which the stream will not send again");
+  assert.equal(m.servesReadsAfter(0), false);
+});
+
+test("a read that spans a break of the stream is not a baseline", () => {
+  const m = new KeyMirror();
   m.connected();
-  // A read that started before the break and answers after it is older than what was seen.
-  m.resetTo(12, [kv("a", "1", 10)]);
-  assert.equal(m.servesReadsAfter(0), false, "no baseline from a stale read");
-  m.resetTo(20, [kv("a", "3", 18)]);
-  assert.deepEqual(contents(m), { a: "3" });
-  assert.equal(m.servesReadsAfter(20), true);
+  const epoch = m.epoch;
+  m.disconnected(); // events seen in between are gone with the held-back list
+  m.connected();
+  assert.equal(m.resetTo(10, [kv("a", "1", 5)], epoch), false);
+  assert.equal(m.resetTo(10, [kv("a", "1", 5)], m.epoch), true);
+});
+
+test("a batch's header revision does not let the mirror skip events still to come", () => {
+  const m = new KeyMirror();
+  m.connected();
+  m.resetTo(10, [], m.epoch);
+  // etcd catching a slow watcher up: a batch of events whose header says the store is at 30.
+  m.put("a", "1", 12);
+  m.put("b", "1", 15);
+  // The next batch, still older than 30, must apply.
+  m.put("c", "1", 20);
+  assert.deepEqual(contents(m), { a: "1", b: "1", c: "1" });
+  assert.equal(m.servesReadsAfter(25), false, "not complete up to 25 until an empty response says so");
+  m.advance(30);
+  assert.equal(m.servesReadsAfter(25), true);
+});
+
+test("a fresh read rebases a mirror that has a baseline, when nothing newer has been applied", () => {
+  const m = new KeyMirror();
+  m.connected();
+  m.resetTo(10, [kv("a", "wrong", 9)], m.epoch);
+  assert.equal(m.resetTo(12, [kv("a", "right", 11)], m.epoch), true);
+  assert.deepEqual(contents(m), { a: "right" });
+  m.put("a", "newer", 14);
+  assert.equal(m.resetTo(13, [kv("a", "right", 11)], m.epoch), false, "the read is older than event 14");
+  assert.deepEqual(contents(m), { a: "newer" });
+});
+
+test("every key of one transaction applies, though they share a revision", () => {
+  const m = new KeyMirror();
+  m.connected();
+  m.resetTo(3, [], m.epoch);
+  m.put("subnets/x", "peer", 4);
+  m.put("nodes/peer", "{}", 4);
+  m.put("alive/peer", "1", 4);
+  assert.deepEqual(Object.keys(contents(m)).sort(), ["alive/peer", "nodes/peer", "subnets/x"]);
+  m.delete("alive/peer", 5);
+  m.delete("nodes/peer", 5);
+  assert.deepEqual(Object.keys(contents(m)), ["subnets/x"]);
 });
 
 test("does not answer for a write it has not seen yet", () => {
   const m = new KeyMirror();
   m.connected();
-  m.resetTo(10, []);
+  m.resetTo(10, [], m.epoch);
   assert.equal(m.servesReadsAfter(11), false);
   m.put("a", "mine", 11);
-  m.advance(11);
   assert.equal(m.servesReadsAfter(11), true);
 });
 
 test("a broken stream stops serving reads until the next baseline", () => {
   const m = new KeyMirror();
   m.connected();
-  m.resetTo(10, []);
+  m.resetTo(10, [], m.epoch);
   m.disconnected();
   assert.equal(m.servesReadsAfter(0), false);
   m.connected();

@@ -126,19 +126,20 @@ export function ipamCheck(conf: NetConf, att: IpamAttachment, store: IpamStore):
 }
 
 /** Releases every reservation whose attachment is not in `valid`; returns what it released. */
-export function ipamGc(_conf: NetConf, valid: CniAttachment[], store: IpamStore): Reservation[] {
+/** The reservations GC would release: every one whose attachment is not in `valid`. */
+export function ipamStale(valid: CniAttachment[], store: IpamStore): Reservation[] {
   const keep = new Set(valid.map((a) => `${a.containerID}\0${a.ifname}`));
   const keepContainers = new Set(valid.map((a) => a.containerID));
+  // A legacy host-local file names only the container; it lives while any interface of it does.
+  const alive = (r: Reservation) => (r.ifname === "" ? keepContainers.has(r.containerId) : keep.has(`${r.containerId}\0${r.ifname}`));
+  return store.withLock(() => store.list().filter((r) => !alive(r)));
+}
+
+export function ipamGc(_conf: NetConf, valid: CniAttachment[], store: IpamStore): Reservation[] {
   return store.withLock(() => {
-    const released: Reservation[] = [];
-    for (const r of store.list()) {
-      // A legacy host-local file names only the container; it lives while any interface of it does.
-      const alive = r.ifname === "" ? keepContainers.has(r.containerId) : keep.has(`${r.containerId}\0${r.ifname}`);
-      if (alive) continue;
-      store.release(r.ip);
-      released.push(r);
-    }
-    return released;
+    const stale = ipamStale(valid, store);
+    for (const r of stale) store.release(r.ip);
+    return stale;
   });
 }
 

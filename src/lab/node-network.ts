@@ -24,6 +24,8 @@ export function agentArgv(node: NodeRecord): string[] {
     "--etcd", etcdEndpoint(),
     "--cni-conf-dir", node.cniConfDir,
     "--ipam-data-dir", node.ipamDataDir,
+    // Every lab node shares this machine's /run: each gets its own ready file.
+    "--ready-file", join(node.ipamDataDir, "..", "agent.ready"),
   ]);
 }
 

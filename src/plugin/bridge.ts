@@ -14,7 +14,7 @@ import {
   type CniRoute,
   type NetConf,
 } from "../cni/types.ts";
-import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamHeld, ipamStatus, openStoreFor, requestedIps } from "../ipam/ipam.ts";
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamHeld, ipamStale, ipamStatus, openStoreFor, requestedIps } from "../ipam/ipam.ts";
 import { addAddress, listAddresses } from "../kernel/address.ts";
 import { createVethPair, deleteLink, ensureBridge, getLink, listLinks, setBridgePortHairpin, setLinkUp, type LinkInfo } from "../kernel/link.ts";
 import { KernelError, NetlinkSocket } from "../kernel/netlink/socket.ts";
@@ -83,13 +83,17 @@ function ipam(ctx: PluginContext, conf: BridgeConf) {
       }
       ipamStatus(ipamConf, openStoreFor(ipamConf));
     },
-    /** Returns the addresses released, where this plugin can know them. */
-    gc(): string[] {
+    gc(): void {
       if (!conf.ipamInProcess) {
         delegate("GC");
-        return [];
+        return;
       }
-      return ipamGc(ipamConf, ctx.conf["cni.dev/valid-attachments"] ?? [], openStoreFor(ipamConf)).map((r) => r.ip);
+      ipamGc(ipamConf, ctx.conf["cni.dev/valid-attachments"] ?? [], openStoreFor(ipamConf));
+    },
+    /** Addresses GC will release: those of attachments not in the valid list (podnet-ipam only). */
+    stale(): string[] {
+      if (!conf.ipamInProcess) return [];
+      return ipamStale(ctx.conf["cni.dev/valid-attachments"] ?? [], openStoreFor(ipamConf)).map((r) => r.ip);
     },
   };
 }
@@ -263,11 +267,13 @@ export function del(ctx: PluginContext): void {
   const { containerId, ifname } = ctx.env;
   const addressing = ipam(ctx, conf);
   if (conf.ipMasq) {
-    // prevResult may be missing (a repeated DEL, a runtime cleaning up after a crash): the IPAM
-    // store still knows the addresses. Removed before the release, so a failed removal is retried
-    // by the runtime's next DEL while the store still remembers them.
-    const ips = new Set([...(ctx.conf.prevResult?.ips ?? []).map((ip) => ip.address.split("/")[0]!), ...addressing.held()]);
-    if (ips.size > 0) removeMasquerade(ctx.conf.name, [...ips].map((address) => ({ address })));
+    // With podnet-ipam the store knows the attachment's addresses even without prevResult (a repeated
+    // DEL, a runtime cleaning up after a crash), and only the store is trusted: a stale prevResult may
+    // name an address another pod holds by now. A delegated IPAM leaves prevResult as the only source.
+    // Removed before the release, so a failed removal is retried by the runtime's next DEL while the
+    // store still remembers the addresses.
+    const ips = conf.ipamInProcess ? addressing.held() : (ctx.conf.prevResult?.ips ?? []).map((ip) => ip.address.split("/")[0]!);
+    if (ips.length > 0) removeMasquerade(ctx.conf.name, ips.map((address) => ({ address })));
   }
   addressing.del();
   // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
@@ -333,8 +339,13 @@ export function status(ctx: PluginContext): void {
 
 export function gc(ctx: PluginContext): void {
   const conf = parseBridgeConf(ctx.conf, ctx.env);
-  const released = ipam(ctx, conf).gc();
-  if (conf.ipMasq && released.length > 0) removeMasquerade(ctx.conf.name, released.map((address) => ({ address })));
+  const addressing = ipam(ctx, conf);
+  if (conf.ipMasq) {
+    // Out of the masquerade set before the addresses are free for a new pod, as in DEL.
+    const stale = addressing.stale();
+    if (stale.length > 0) removeMasquerade(ctx.conf.name, stale.map((address) => ({ address })));
+  }
+  addressing.gc();
   // Host veths of attachments the runtime no longer knows: left by an ADD that was killed
   // while the pod's namespace lives on. Only podnet-named ports of this bridge are candidates.
   const valid = new Set((ctx.conf["cni.dev/valid-attachments"] ?? []).map((a) => hostVethName(a.containerID, a.ifname)));
