@@ -27,22 +27,43 @@ function nftCommand(args: string[], netnsPath?: string): [string, string[]] {
   return ["nsenter", [`--net=${netnsPath}`, "nft", ...args]];
 }
 
-function runCommand(args: string[], netnsPath?: string): { status: number | null; stdout: string; stderr: string } {
+function runCommand(args: string[], netnsPath?: string): NftRun {
   const [command, argv] = nftCommand(args, netnsPath);
   const run = process.getBuiltinModule("node:child_process").spawnSync(command, argv, { encoding: "utf8" });
   if (run.error) throw new NftError(`${command} ${argv.join(" ")}`, null, run.error.message);
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
+interface NftRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
 let nftFileCounter = 0;
+
+/** A private temp file holding the script; the caller removes it. */
+function writeScriptFile(script: string): string {
+  const file = join(tmpdir(), `podnet-nft-${process.pid}-${Date.now().toString(36)}-${(nftFileCounter++).toString(36)}.nft`);
+  writeFileSync(file, script, { mode: 0o600, flag: "wx" });
+  return file;
+}
+
+function checkApplied(run: NftRun, netnsPath?: string): void {
+  if (run.status !== 0) throw new NftError(`nft -f${netnsPath ? ` (in ${netnsPath})` : ""}`, run.status, run.stderr);
+}
+
+function tableListing(run: NftRun, family: NftFamily, name: string): string | undefined {
+  if (run.status === 0) return run.stdout;
+  if (/No such file or directory/.test(run.stderr)) return undefined;
+  throw new NftError(`nft list table ${family} ${name}`, run.status, run.stderr);
+}
 
 /** Applies an nft script atomically; throws NftError carrying nft's stderr. */
 export function runNft(script: string, netnsPath?: string): void {
-  const file = join(tmpdir(), `podnet-nft-${process.pid}-${Date.now().toString(36)}-${(nftFileCounter++).toString(36)}.nft`);
-  writeFileSync(file, script, { mode: 0o600, flag: "wx" });
+  const file = writeScriptFile(script);
   try {
-    const run = runCommand(["-f", file], netnsPath);
-    if (run.status !== 0) throw new NftError(`nft -f${netnsPath ? ` (in ${netnsPath})` : ""}`, run.status, run.stderr);
+    checkApplied(runCommand(["-f", file], netnsPath), netnsPath);
   } finally {
     rmSync(file, { force: true });
   }
@@ -50,14 +71,11 @@ export function runNft(script: string, netnsPath?: string): void {
 
 /** The text of `nft list table FAMILY NAME`, or undefined if the table does not exist. */
 export function nftListTable(family: NftFamily, name: string, netnsPath?: string): string | undefined {
-  const run = runCommand(["list", "table", family, name], netnsPath);
-  if (run.status === 0) return run.stdout;
-  if (/No such file or directory/.test(run.stderr)) return undefined;
-  throw new NftError(`nft list table ${family} ${name}`, run.status, run.stderr);
+  return tableListing(runCommand(["list", "table", family, name], netnsPath), family, name);
 }
 
 /** The async twin of runCommand, for long-lived callers (the agent) whose event loop must not stall. */
-function runCommandAsync(args: string[], netnsPath?: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
+function runCommandAsync(args: string[], netnsPath?: string): Promise<NftRun> {
   const [command, argv] = nftCommand(args, netnsPath);
   return new Promise((resolve, reject) => {
     process.getBuiltinModule("node:child_process").execFile(command, argv, { encoding: "utf8" }, (error, stdout, stderr) => {
@@ -72,19 +90,14 @@ function runCommandAsync(args: string[], netnsPath?: string): Promise<{ status: 
 
 /** nftListTable without blocking: `nft` is a process start, 10-20 ms on the machines we measured. */
 export async function nftListTableAsync(family: NftFamily, name: string, netnsPath?: string): Promise<string | undefined> {
-  const run = await runCommandAsync(["list", "table", family, name], netnsPath);
-  if (run.status === 0) return run.stdout;
-  if (/No such file or directory/.test(run.stderr)) return undefined;
-  throw new NftError(`nft list table ${family} ${name}`, run.status, run.stderr);
+  return tableListing(await runCommandAsync(["list", "table", family, name], netnsPath), family, name);
 }
 
 /** runNft without blocking. */
 export async function runNftAsync(script: string, netnsPath?: string): Promise<void> {
-  const file = join(tmpdir(), `podnet-nft-${process.pid}-${Date.now().toString(36)}-${(nftFileCounter++).toString(36)}.nft`);
-  writeFileSync(file, script, { mode: 0o600, flag: "wx" });
+  const file = writeScriptFile(script);
   try {
-    const run = await runCommandAsync(["-f", file], netnsPath);
-    if (run.status !== 0) throw new NftError(`nft -f${netnsPath ? ` (in ${netnsPath})` : ""}`, run.status, run.stderr);
+    checkApplied(await runCommandAsync(["-f", file], netnsPath), netnsPath);
   } finally {
     rmSync(file, { force: true });
   }
