@@ -13,6 +13,8 @@ function add(conf: NetConf, containerId: string): void {
 }
 
 function del(conf: NetConf, containerId: string): void {
+  // Said before starting: a kill from here on may leave the attachment with all, some or none of its addresses.
+  process.stdout.write(`deleting ${containerId}\n`);
   ipamDel(conf, { containerId, ifname: "eth0" }, openStoreFor(conf));
   process.stdout.write(`del ${containerId}\n`);
 }
