@@ -89,9 +89,8 @@ export function ipamAdd(conf: NetConf, att: IpamAttachment, requestedIps: string
 }
 
 /** Releases every address of the attachment. Idempotent; needs no valid range config. */
-/** Releases every address the attachment holds, and returns them. */
-export function ipamDel(_conf: NetConf, att: IpamAttachment, store: IpamStore): Reservation[] {
-  return store.withLock(() => store.releaseByAttachment(att.containerId, att.ifname));
+export function ipamDel(_conf: NetConf, att: IpamAttachment, store: IpamStore): void {
+  store.withLock(() => store.releaseByAttachment(att.containerId, att.ifname));
 }
 
 /** The addresses the attachment holds. */
@@ -125,7 +124,6 @@ export function ipamCheck(conf: NetConf, att: IpamAttachment, store: IpamStore):
   }
 }
 
-/** Releases every reservation whose attachment is not in `valid`; returns what it released. */
 /** The reservations GC would release: every one whose attachment is not in `valid`. */
 export function ipamStale(valid: CniAttachment[], store: IpamStore): Reservation[] {
   const keep = new Set(valid.map((a) => `${a.containerID}\0${a.ifname}`));
@@ -135,6 +133,7 @@ export function ipamStale(valid: CniAttachment[], store: IpamStore): Reservation
   return store.withLock(() => store.list().filter((r) => !alive(r)));
 }
 
+/** Releases every reservation whose attachment is not in `valid`; returns what it released. */
 export function ipamGc(_conf: NetConf, valid: CniAttachment[], store: IpamStore): Reservation[] {
   return store.withLock(() => {
     const stale = ipamStale(valid, store);

@@ -10,9 +10,7 @@ function attachmentOf(ctx: PluginContext) {
 
 const handlers: PluginHandlers = {
   add: (ctx) => ipamAdd(ctx.conf, attachmentOf(ctx), requestedIps(ctx), openStoreFor(ctx.conf)),
-  del: (ctx) => {
-    ipamDel(ctx.conf, attachmentOf(ctx), openStoreFor(ctx.conf));
-  },
+  del: (ctx) => ipamDel(ctx.conf, attachmentOf(ctx), openStoreFor(ctx.conf)),
   check: (ctx) => ipamCheck(ctx.conf, attachmentOf(ctx), openStoreFor(ctx.conf)),
   status: (ctx) => ipamStatus(ctx.conf, openStoreFor(ctx.conf)),
   gc: (ctx) => {

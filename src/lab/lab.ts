@@ -11,7 +11,7 @@ import { inNetns, runCommand } from "./command.ts";
 import { conflistSubnet } from "./conflist.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { configureReferenceNode, startAgent } from "./node-network.ts";
-import { addPod, findConfList, REPO_ROOT, removePod, waitForConfList } from "./pod-runtime.ts";
+import { addPod, findConfList, REPO_ROOT, removePod, waitForNodeReady } from "./pod-runtime.ts";
 import {
   isRecordedProcessAlive,
   netnsInode,
@@ -134,7 +134,7 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   // node one after another. A pod's probe server starts right after its ADD.
   await Promise.all(
     nodes.map(async (node) => {
-      const list = await waitForConfList(node, opts.readyTimeoutMs, () => describeAgent(agents.get(node.name)));
+      const list = await waitForNodeReady(node, opts.readyTimeoutMs, () => describeAgent(agents.get(node.name)));
       step(`ready     ${node.name} subnet ${conflistSubnet(list) ?? "?"}`);
       for (const pod of plan.pods.filter((p) => p.node === node.name)) {
         const t0 = performance.now();

@@ -6,7 +6,7 @@
 import { accessSync, constants, existsSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { CniResult } from "../cni/types.ts";
+import type { CniResult, NetConf } from "../cni/types.ts";
 import { inNetns, runCommand } from "./command.ts";
 import { parseConfList, pluginConfig, resultIPv4, type NetConfList } from "./conflist.ts";
 import type { LabState, NodeRecord, PodRecord } from "./lab-state.ts";
@@ -60,7 +60,7 @@ export function findConfList(confDir: string): { path: string; list: NetConfList
  * dir, and (for CNI 1.1 conflists) every plugin's STATUS succeeds. podnet's STATUS answers NotReady
  * until the node's agent has its routes in place.
  */
-export async function waitForConfList(node: NodeRecord, timeoutMs: number, onTimeout: () => string, cniPath: readonly string[] = CNI_PATH): Promise<NetConfList> {
+export async function waitForNodeReady(node: NodeRecord, timeoutMs: number, onTimeout: () => string, cniPath: readonly string[] = CNI_PATH): Promise<NetConfList> {
   const deadline = Date.now() + timeoutMs;
   let notReady = `no conflist in ${node.cniConfDir}`;
   for (;;) {
@@ -96,14 +96,19 @@ async function networkStatus(node: NodeRecord, list: NetConfList, cniPath: reado
   if (major < 1 || (major === 1 && minor < 1)) return undefined;
   for (let i = 0; i < list.plugins.length; i++) {
     const conf = pluginConfig(list, i);
-    const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", CNI_COMMAND: "STATUS", CNI_PATH: cniPath.join(":") };
-    const result = await runCommand(inNetns(node.netns, [findPlugin(conf.type, cniPath)]), { input: JSON.stringify(conf), env, timeoutMs: 30_000 });
+    const result = await runPluginInNode(node, conf, { CNI_COMMAND: "STATUS", CNI_PATH: cniPath.join(":") }, cniPath);
     if (result.code !== 0) {
       const error = parsePluginError(result.stdout);
       return `${conf.type} STATUS: ${error ? `code ${error.code}: ${error.msg}` : `exit ${result.code}`}`;
     }
   }
   return undefined;
+}
+
+/** Run a plugin inside the node, as a runtime does: `conf` on stdin, and like conmon's cleanup, no environment but PATH and CNI_*. */
+function runPluginInNode(node: NodeRecord, conf: NetConf, cniEnv: Record<string, string>, cniPath: readonly string[]) {
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...cniEnv };
+  return runCommand(inNetns(node.netns, [findPlugin(conf.type, cniPath)]), { input: JSON.stringify(conf), env, timeoutMs: 30_000 });
 }
 
 interface PluginCall {
@@ -116,10 +121,7 @@ interface PluginCall {
 
 async function execPlugin(call: PluginCall, list: NetConfList, index: number, prevResult?: CniResult): Promise<CniResult | undefined> {
   const conf = pluginConfig(list, index, prevResult);
-  const plugin = findPlugin(conf.type, call.cniPath);
-  // Like conmon's cleanup, give the plugin nothing but PATH and the CNI_* variables.
-  const env: NodeJS.ProcessEnv = {
-    PATH: process.env.PATH ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+  const env: Record<string, string> = {
     CNI_COMMAND: call.command,
     CNI_CONTAINERID: call.pod.containerId,
     CNI_NETNS: call.netnsPath,
@@ -127,7 +129,7 @@ async function execPlugin(call: PluginCall, list: NetConfList, index: number, pr
     CNI_PATH: call.cniPath.join(":"),
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=${K8S_NAMESPACE};K8S_POD_NAME=${call.pod.name};K8S_POD_INFRA_CONTAINER_ID=${call.pod.containerId}`,
   };
-  const result = await runCommand(inNetns(call.node.netns, [plugin]), { input: JSON.stringify(conf), env, timeoutMs: 30_000 });
+  const result = await runPluginInNode(call.node, conf, env, call.cniPath);
   const what = `${conf.type} ${call.command} for pod ${call.pod.name} on ${call.node.name}`;
   if (result.code !== 0) {
     const error = parsePluginError(result.stdout);
