@@ -14,6 +14,17 @@ export interface ClusterConfig {
    * routes, its subnet is freed.
    */
   nodeLeaseTtlSeconds: number;
+  /**
+   * Options per backend, keyed by backend name, e.g. { "vxlan": { "vni": 1, "port": 8472 } }. Each
+   * backend validates its own object; the datastore only checks that each is a JSON object.
+   */
+  backendOptions?: Record<string, Record<string, unknown>>;
+  /** ClusterIPs are allocated from here; default 10.96.0.0/12 (10.96.0.10 is kept for cluster DNS). */
+  serviceCidr?: string;
+  /** Inclusive NodePort range; default 30000-32767. */
+  nodePortRange?: { first: number; last: number };
+  /** Addresses LoadBalancer services get their IPs from (CIDRs); none by default. */
+  loadBalancerCidrs?: string[];
 }
 
 export const DEFAULT_CLUSTER_CONFIG: ClusterConfig = {

@@ -1,0 +1,155 @@
+// A typed model of one nftables table: chains, sets, maps (verdict maps included), their elements,
+// and rules built from a closed vocabulary of statements. Callers (the agent's reconcilers, the
+// plugin's ipMasq, the service proxy) describe what they want in these types; only src/kernel turns
+// them into nft syntax, applies them as one atomic transaction and reads them back. Nothing outside
+// src/kernel writes or parses nft text.
+//
+// The vocabulary is what podnet needs, in kube-proxy's nftables layout (KEP-3866): concatenated
+// lookups into verdict maps, `numgen random mod N` to pick an endpoint, DNAT, masquerade by mark,
+// rejects, affinity sets with timeouts, and anti-spoofing matches.
+
+export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
+
+/** Packet fields a rule can match on or use as a lookup key. */
+export type NftSelector =
+  | "ip saddr" | "ip daddr" | "ip6 saddr" | "ip6 daddr"
+  | "meta l4proto" | "meta nfproto" | "meta mark" | "meta iifname" | "meta oifname" | "meta pkttype"
+  | "iifname" | "oifname"
+  | "th dport" | "th sport" | "tcp dport" | "udp dport"
+  | "ct state" | "ct status" | "ct mark"
+  | "fib daddr type"
+  | "ether saddr" | "ether type"
+  | "arp operation" | "arp saddr ip" | "arp saddr ether";
+
+/** Element and key types for sets and maps. */
+export type NftDataType =
+  | "ipv4_addr" | "ipv6_addr" | "ether_addr" | "inet_proto" | "inet_service" | "ifname" | "mark" | "verdict";
+
+/** A literal: an address, a CIDR, a number, a port, a protocol name, an interface name, a keyword value. */
+export type NftValue = string | number;
+
+export type NftVerdict =
+  | { verdict: "accept" }
+  | { verdict: "drop" }
+  | { verdict: "return" }
+  | { verdict: "continue" }
+  | { verdict: "jump"; chain: string }
+  | { verdict: "goto"; chain: string };
+
+export type NftRejectKind = "tcp reset" | "icmp port-unreachable" | "icmpx port-unreachable" | "icmpx admin-prohibited" | "icmp host-unreachable";
+
+export type NftStatement =
+  /** `SELECTOR [!=] VALUE`, a `{ a, b }` anonymous set when given several values. */
+  | { match: NftSelector; op?: "==" | "!="; value: NftValue | readonly NftValue[] }
+  /** `SEL . SEL [!=] @set`. */
+  | { lookup: readonly NftSelector[]; set: string; negate?: boolean }
+  /** `SEL . SEL vmap @map`: the map's element decides the verdict. */
+  | { vmapLookup: readonly NftSelector[]; map: string }
+  /** `numgen random mod N vmap { 0 : goto a, 1 : goto b }`. */
+  | { numgenVmap: readonly NftVerdict[] }
+  /** `SEL . SEL vmap { k : verdict, ... }` with an anonymous map. */
+  | { inlineVmap: readonly NftSelector[]; entries: readonly { key: readonly NftValue[]; verdict: NftVerdict }[] }
+  | { dnat: { family: "ip" | "ip6"; address: string; port?: number } }
+  | { snat: { family: "ip" | "ip6"; address: string } }
+  | { masquerade: { fullyRandom?: boolean } }
+  /** `meta mark set meta mark or VALUE`. */
+  | { setMarkOr: number }
+  /** `update @set { SEL . SEL }`: refreshes a dynamic set's element (affinity). */
+  | { updateSet: string; key: readonly NftSelector[] }
+  | { counter: true }
+  /** A named counter: `counter name NAME`. */
+  | { namedCounter: string }
+  | { reject: NftRejectKind }
+  | { nftrace: true }
+  | { log: { prefix: string } }
+  | NftVerdict;
+
+export interface NftRule {
+  statements: readonly NftStatement[];
+  /** Stored as the rule's comment, so a reader of `nft list` sees why it is there. */
+  comment?: string;
+}
+
+export type NftHook = "prerouting" | "input" | "forward" | "output" | "postrouting" | "ingress" | "egress";
+
+export interface NftBaseChain {
+  type: "filter" | "nat" | "route";
+  hook: NftHook;
+  /** A number or a standard name ("dstnat", "srcnat", "filter", "raw", "mangle"), optionally with an offset ("dstnat + 5"). */
+  priority: number | string;
+  policy?: "accept" | "drop";
+  /** For netdev ingress/egress chains. */
+  device?: string;
+}
+
+export interface NftChain {
+  name: string;
+  /** Absent for regular (jump target) chains. */
+  base?: NftBaseChain;
+  rules: readonly NftRule[];
+}
+
+export interface NftSet {
+  name: string;
+  /** One type, or several for a concatenated key (`ipv4_addr . inet_proto . inet_service`). */
+  keyType: readonly NftDataType[];
+  flags?: readonly ("interval" | "timeout" | "dynamic" | "constant")[];
+  /** Default element timeout in seconds. */
+  timeoutSeconds?: number;
+  /** Elements, each a tuple matching keyType; a CIDR where the set has the interval flag. */
+  elements: readonly (readonly NftValue[])[];
+  comment?: string;
+}
+
+export interface NftMapElement {
+  key: readonly NftValue[];
+  /** For verdict maps. */
+  verdict?: NftVerdict;
+  /** For data maps. */
+  value?: readonly NftValue[];
+}
+
+export interface NftMap {
+  name: string;
+  keyType: readonly NftDataType[];
+  /** "verdict" for a verdict map; else the data type(s). */
+  valueType: readonly NftDataType[];
+  flags?: readonly ("interval" | "constant")[];
+  elements: readonly NftMapElement[];
+  comment?: string;
+}
+
+export interface NftTable {
+  family: NftFamily;
+  name: string;
+  chains: readonly NftChain[];
+  sets: readonly NftSet[];
+  maps: readonly NftMap[];
+  comment?: string;
+}
+
+/**
+ * One atomic change to a table, as kube-proxy's knftables transaction: ensure the table exists,
+ * then add, replace (flush + re-add), or delete individual objects and elements. The kernel layer
+ * renders it into one `nft -f` transaction (or libnftables call).
+ */
+export type NftChange =
+  | { op: "ensureTable" }
+  | { op: "deleteTable" }
+  | { op: "flushTable" }
+  | { op: "addChain"; chain: NftChain }
+  /** Flush the chain and add its rules anew (creating the chain if missing). */
+  | { op: "replaceChain"; chain: NftChain }
+  | { op: "deleteChain"; name: string }
+  | { op: "addSet"; set: NftSet }
+  | { op: "deleteSet"; name: string }
+  | { op: "addMap"; map: NftMap }
+  | { op: "deleteMap"; name: string }
+  | { op: "addElements"; setOrMap: string; elements: readonly (readonly NftValue[])[] | readonly NftMapElement[] }
+  | { op: "deleteElements"; setOrMap: string; keys: readonly (readonly NftValue[])[] };
+
+export interface NftTransaction {
+  family: NftFamily;
+  table: string;
+  changes: readonly NftChange[];
+}
