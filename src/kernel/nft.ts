@@ -1,5 +1,6 @@
-// nftables through the `nft` command. A script is applied with `nft -f FILE`, which nft
-// runs as one atomic transaction. The script goes through a temporary file rather than
+// nftables through the `nft` command: typed tables and transactions (nft/model.ts) are rendered
+// (nft/render.ts), applied, read back as JSON (nft/readback.ts) and diffed (nft/diff.ts) here.
+// A script is applied with `nft -f FILE`, which nft runs as one atomic transaction. The script goes through a temporary file rather than
 // stdin because nft cannot always open /dev/stdin when it is a Node child-process pipe.
 // spawnSync works the same under Node and Bun. child_process is loaded on first use, and the
 // temp name needs no crypto: both would otherwise add to every start of the plugin, which
@@ -7,8 +8,12 @@
 import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { diffTables } from "./nft/diff.ts";
+import type { NftFamily, NftTable, NftTransaction } from "./nft/model.ts";
+import { decodeTableJson, type NftTableState } from "./nft/readback.ts";
+import { ifnameKeysOf, renderTransaction } from "./nft/render.ts";
 
-export type NftFamily = "ip" | "ip6" | "inet" | "arp" | "bridge" | "netdev";
+export type { NftFamily } from "./nft/model.ts";
 
 export class NftError extends Error {
   readonly stderr: string;
@@ -100,5 +105,103 @@ export async function runNftAsync(script: string, netnsPath?: string): Promise<v
     checkApplied(await runCommandAsync(["-f", file], netnsPath), netnsPath);
   } finally {
     rmSync(file, { force: true });
+  }
+}
+
+// ---- The typed layer: tables and transactions from nft/model.ts ----
+
+function listJsonArgs(family: NftFamily, name: string): string[] {
+  return ["-j", "list", "table", family, name];
+}
+
+/** The table as the kernel holds it, decoded from `nft -j list table`; undefined when it does not exist. */
+export function readTable(family: NftFamily, name: string, netnsPath?: string): NftTableState | undefined {
+  const json = tableListing(runCommand(listJsonArgs(family, name), netnsPath), family, name);
+  return json === undefined ? undefined : decodeTableJson(json, family, name);
+}
+
+export async function readTableAsync(family: NftFamily, name: string, netnsPath?: string): Promise<NftTableState | undefined> {
+  const json = tableListing(await runCommandAsync(listJsonArgs(family, name), netnsPath), family, name);
+  return json === undefined ? undefined : decodeTableJson(json, family, name);
+}
+
+/**
+ * The script of a transaction. `table` (the owner's wanted table) tells which sets hold interface
+ * names, whose elements nft wants quoted; it is needed only when such elements change.
+ */
+export function transactionScript(tx: NftTransaction, table?: Pick<NftTable, "sets" | "maps">): string {
+  return renderTransaction(tx, table ? ifnameKeysOf(table) : new Map());
+}
+
+/** Applies one transaction atomically (nothing for an empty one); throws NftError with nft's stderr. */
+export function applyTransaction(tx: NftTransaction, netnsPath?: string, table?: Pick<NftTable, "sets" | "maps">): void {
+  const script = transactionScript(tx, table);
+  if (script !== "") runNft(script, netnsPath);
+}
+
+export async function applyTransactionAsync(tx: NftTransaction, netnsPath?: string, table?: Pick<NftTable, "sets" | "maps">): Promise<void> {
+  const script = transactionScript(tx, table);
+  if (script !== "") await runNftAsync(script, netnsPath);
+}
+
+/**
+ * Reads the owner's table, and applies what makes it `desired`: one listing and at most one
+ * transaction. Resolves to the transaction it applied (empty when the table was already right).
+ */
+export async function syncTable(desired: NftTable, netnsPath?: string): Promise<NftTransaction> {
+  const tx = diffTables(desired, await readTableAsync(desired.family, desired.name, netnsPath));
+  await applyTransactionAsync(tx, netnsPath, desired);
+  return tx;
+}
+
+/** syncTable for synchronous callers (the plugin, tests). */
+export function syncTableSync(desired: NftTable, netnsPath?: string): NftTransaction {
+  const tx = diffTables(desired, readTable(desired.family, desired.name, netnsPath));
+  applyTransaction(tx, netnsPath, desired);
+  return tx;
+}
+
+/**
+ * One owner's table, kept in step with what it last applied, for callers that change it often
+ * (the service proxy). The first sync, and the first after a failure, reads the table back and
+ * repairs whatever differs; every other sync diffs against the model it applied last, so it never
+ * lists the table and sends only the changed chains and elements.
+ */
+export class NftTableSync {
+  private applied: NftTable | undefined;
+
+  constructor(private readonly netnsPath?: string) {}
+
+  /** Brings the kernel's table to `desired`; resolves to the transaction it applied. */
+  async sync(desired: NftTable): Promise<NftTransaction> {
+    const full = this.applied === undefined || this.applied.family !== desired.family || this.applied.name !== desired.name;
+    const current = full ? await readTableAsync(desired.family, desired.name, this.netnsPath) : this.applied;
+    const tx = diffTables(desired, current);
+    await this.applyOrForget(tx, desired);
+    return tx;
+  }
+
+  /**
+   * The fast path for a caller that knows its delta: applies `tx` and takes `after` (the table
+   * once `tx` is applied) as the new model, without diffing or listing. After a failure the next
+   * `sync` starts from a read-back.
+   */
+  async apply(tx: NftTransaction, after: NftTable): Promise<void> {
+    await this.applyOrForget(tx, after);
+  }
+
+  /** Forget the applied model: the next sync reads the table back (after a restart, or a repair). */
+  reset(): void {
+    this.applied = undefined;
+  }
+
+  private async applyOrForget(tx: NftTransaction, after: NftTable): Promise<void> {
+    try {
+      await applyTransactionAsync(tx, this.netnsPath, after);
+      this.applied = after;
+    } catch (err) {
+      this.applied = undefined;
+      throw err;
+    }
   }
 }
