@@ -6,9 +6,11 @@ import { after, before, describe, it } from "node:test";
 import { MASQUERADE_TABLE, NftMasquerade, masqueradeTable as agentMasqueradeTable } from "../src/agent/masquerade.ts";
 import { withNetns } from "../src/kernel/netns.ts";
 import {
-  NftError, NftTableSync, applyTransaction, readTable, readTableAsync, syncTable, syncTableSync,
+  NftError, NftTableSync, nftBackend, applyTransaction, readTable, readTableAsync, syncTable, syncTableSync,
 } from "../src/kernel/nft.ts";
 import { diffTables } from "../src/kernel/nft/diff.ts";
+import { runLibnftables } from "../src/kernel/nft/libnftables.ts";
+import { decodeTableJson } from "../src/kernel/nft/readback.ts";
 import type { NftChain, NftTable } from "../src/kernel/nft/model.ts";
 import { NftModelError } from "../src/kernel/nft/render.ts";
 import { addMasquerade, masqueradeTable as pluginMasqueradeTable, removeMasquerade } from "../src/plugin/masquerade.ts";
@@ -152,6 +154,17 @@ describe("typed tables in the kernel", () => {
       { op: "replaceChain", chain: { name: "svc-web", rules: [{ statements: [{ verdict: "accept" }], comment: 'a "quoted" comment' }] } },
     ] }, node.path), NftModelError);
     assert.deepEqual(readTable("inet", TABLE, node.path), before);
+  });
+
+  it("libnftables in-process and the nft command see the same table", () => {
+    process.stderr.write(`# kernel-nft: backend ${nftBackend()}\n`);
+    const viaCommand = decodeTableJson(node.exec("nft", "-j", "list", "table", "inet", TABLE), "inet", TABLE);
+    const viaLibrary = runLibnftables(`list table inet ${TABLE}`, node.path, true);
+    assert.equal(viaLibrary.status, 0, viaLibrary.stderr);
+    assert.deepEqual(decodeTableJson(viaLibrary.stdout, "inet", TABLE), viaCommand);
+    const refused = runLibnftables(`list table inet pnt-no-such-table`, node.path);
+    assert.notEqual(refused.status, 0);
+    assert.match(refused.stderr, /No such file or directory/);
   });
 
   it("readTableAsync agrees with readTable, and a missing table reads as undefined", async () => {

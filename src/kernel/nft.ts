@@ -1,17 +1,24 @@
-// nftables through the `nft` command: typed tables and transactions (nft/model.ts) are rendered
-// (nft/render.ts), applied, read back as JSON (nft/readback.ts) and diffed (nft/diff.ts) here.
-// A script is applied with `nft -f FILE`, which nft runs as one atomic transaction. The script goes through a temporary file rather than
-// stdin because nft cannot always open /dev/stdin when it is a Node child-process pipe.
-// spawnSync works the same under Node and Bun. child_process is loaded on first use, and the
-// temp name needs no crypto: both would otherwise add to every start of the plugin, which
-// calls nft only for ipMasq.
+// nftables: typed tables and transactions (nft/model.ts) are rendered (nft/render.ts), applied as
+// one atomic transaction, read back as JSON (nft/readback.ts) and diffed (nft/diff.ts) here.
+//
+// Two ways to reach the kernel, chosen by measurement (bench/nft.ts, bench/RESULTS.md):
+// - libnftables in-process over FFI (nft/libnftables.ts): the default under Node (the agent, the
+//   lab, tests). One element costs about 0.6 ms against 15 ms for a spawned `nft`, 1,000 rules 30
+//   against 48 ms. The call is synchronous, so the async functions below resolve at once.
+// - the `nft` command, `nft -f FILE`: the default under Bun (the CNI plugin), and the fallback
+//   where libnftables cannot be loaded. The script goes through a temporary file rather than
+//   stdin because nft cannot always open /dev/stdin when it is a Node child-process pipe.
+//   spawnSync works the same under Node and Bun. child_process is loaded on first use, and the
+//   temp name needs no crypto: both would otherwise add to every start of the plugin.
+// PODNET_NFT=nft or PODNET_NFT=libnftables overrides the choice (for benchmarks and tests).
 import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { diffTables } from "./nft/diff.ts";
+import { libnftablesAvailable, runLibnftables } from "./nft/libnftables.ts";
 import type { NftFamily, NftTable, NftTransaction } from "./nft/model.ts";
 import { decodeTableJson, type NftTableState } from "./nft/readback.ts";
-import { ifnameKeysOf, renderTransaction } from "./nft/render.ts";
+import { checkIdentifier, ifnameKeysOf, renderTransaction } from "./nft/render.ts";
 
 export type { NftFamily } from "./nft/model.ts";
 
@@ -24,6 +31,26 @@ export class NftError extends Error {
     this.stderr = stderr;
     this.exitCode = exitCode;
   }
+}
+
+export type NftBackend = "libnftables" | "nft";
+
+let backend: NftBackend | undefined;
+
+/** Which way this process reaches nftables (see the top of this file). */
+export function nftBackend(): NftBackend {
+  if (backend) return backend;
+  const asked = process.env["PODNET_NFT"];
+  if (asked === "nft" || asked === "libnftables") backend = asked;
+  else if (typeof Bun !== "undefined") backend = "nft";
+  else backend = libnftablesAvailable() ? "libnftables" : "nft";
+  return backend;
+}
+
+interface NftRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
 }
 
 /** The command line for `nft ARGS`, entered into `netnsPath` through nsenter when given. */
@@ -39,10 +66,24 @@ function runCommand(args: string[], netnsPath?: string): NftRun {
   return { status: run.status, stdout: run.stdout, stderr: run.stderr };
 }
 
-interface NftRun {
-  status: number | null;
-  stdout: string;
-  stderr: string;
+/** The async twin of runCommand, for long-lived callers (the agent) whose event loop must not stall. */
+function runCommandAsync(args: string[], netnsPath?: string): Promise<NftRun> {
+  const [command, argv] = nftCommand(args, netnsPath);
+  return new Promise((resolve, reject) => {
+    process.getBuiltinModule("node:child_process").execFile(command, argv, { encoding: "utf8" }, (error, stdout, stderr) => {
+      if (error && typeof error.code !== "number") {
+        reject(new NftError(`${command} ${argv.join(" ")}`, null, error.message));
+        return;
+      }
+      resolve({ status: error ? (error.code as number) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** A libnftables run, with nft's exit status: 1 for any failure, as the command reports it. */
+function runInProcess(script: string, netnsPath: string | undefined, json: boolean): NftRun {
+  const run = runLibnftables(script, netnsPath, json);
+  return { status: run.status === 0 ? 0 : 1, stdout: run.stdout, stderr: run.stderr };
 }
 
 let nftFileCounter = 0;
@@ -64,8 +105,29 @@ function tableListing(run: NftRun, family: NftFamily, name: string): string | un
   throw new NftError(`nft list table ${family} ${name}`, run.status, run.stderr);
 }
 
+function listArgs(family: NftFamily, name: string, json: boolean): string[] {
+  checkIdentifier("table", name);
+  return [...(json ? ["-j"] : []), "list", "table", family, name];
+}
+
+function list(family: NftFamily, name: string, netnsPath: string | undefined, json: boolean): string | undefined {
+  const args = listArgs(family, name, json);
+  const run = nftBackend() === "libnftables" ? runInProcess(`list table ${family} ${name}`, netnsPath, json) : runCommand(args, netnsPath);
+  return tableListing(run, family, name);
+}
+
+async function listAsync(family: NftFamily, name: string, netnsPath: string | undefined, json: boolean): Promise<string | undefined> {
+  const args = listArgs(family, name, json);
+  const run = nftBackend() === "libnftables" ? runInProcess(`list table ${family} ${name}`, netnsPath, json) : await runCommandAsync(args, netnsPath);
+  return tableListing(run, family, name);
+}
+
 /** Applies an nft script atomically; throws NftError carrying nft's stderr. */
 export function runNft(script: string, netnsPath?: string): void {
+  if (nftBackend() === "libnftables") {
+    checkApplied(runInProcess(script, netnsPath, false), netnsPath);
+    return;
+  }
   const file = writeScriptFile(script);
   try {
     checkApplied(runCommand(["-f", file], netnsPath), netnsPath);
@@ -74,32 +136,12 @@ export function runNft(script: string, netnsPath?: string): void {
   }
 }
 
-/** The text of `nft list table FAMILY NAME`, or undefined if the table does not exist. */
-export function nftListTable(family: NftFamily, name: string, netnsPath?: string): string | undefined {
-  return tableListing(runCommand(["list", "table", family, name], netnsPath), family, name);
-}
-
-/** The async twin of runCommand, for long-lived callers (the agent) whose event loop must not stall. */
-function runCommandAsync(args: string[], netnsPath?: string): Promise<NftRun> {
-  const [command, argv] = nftCommand(args, netnsPath);
-  return new Promise((resolve, reject) => {
-    process.getBuiltinModule("node:child_process").execFile(command, argv, { encoding: "utf8" }, (error, stdout, stderr) => {
-      if (error && typeof error.code !== "number") {
-        reject(new NftError(`${command} ${argv.join(" ")}`, null, error.message));
-        return;
-      }
-      resolve({ status: error ? (error.code as number) : 0, stdout, stderr });
-    });
-  });
-}
-
-/** nftListTable without blocking: `nft` is a process start, 10-20 ms on the machines we measured. */
-export async function nftListTableAsync(family: NftFamily, name: string, netnsPath?: string): Promise<string | undefined> {
-  return tableListing(await runCommandAsync(["list", "table", family, name], netnsPath), family, name);
-}
-
-/** runNft without blocking. */
+/** runNft without blocking on a process (libnftables runs in-process and returns at once). */
 export async function runNftAsync(script: string, netnsPath?: string): Promise<void> {
+  if (nftBackend() === "libnftables") {
+    checkApplied(runInProcess(script, netnsPath, false), netnsPath);
+    return;
+  }
   const file = writeScriptFile(script);
   try {
     checkApplied(await runCommandAsync(["-f", file], netnsPath), netnsPath);
@@ -108,20 +150,25 @@ export async function runNftAsync(script: string, netnsPath?: string): Promise<v
   }
 }
 
-// ---- The typed layer: tables and transactions from nft/model.ts ----
-
-function listJsonArgs(family: NftFamily, name: string): string[] {
-  return ["-j", "list", "table", family, name];
+/** The text of `nft list table FAMILY NAME`, or undefined if the table does not exist. For people, not for parsing. */
+export function nftListTable(family: NftFamily, name: string, netnsPath?: string): string | undefined {
+  return list(family, name, netnsPath, false);
 }
+
+export async function nftListTableAsync(family: NftFamily, name: string, netnsPath?: string): Promise<string | undefined> {
+  return listAsync(family, name, netnsPath, false);
+}
+
+// ---- The typed layer: tables and transactions from nft/model.ts ----
 
 /** The table as the kernel holds it, decoded from `nft -j list table`; undefined when it does not exist. */
 export function readTable(family: NftFamily, name: string, netnsPath?: string): NftTableState | undefined {
-  const json = tableListing(runCommand(listJsonArgs(family, name), netnsPath), family, name);
+  const json = list(family, name, netnsPath, true);
   return json === undefined ? undefined : decodeTableJson(json, family, name);
 }
 
 export async function readTableAsync(family: NftFamily, name: string, netnsPath?: string): Promise<NftTableState | undefined> {
-  const json = tableListing(await runCommandAsync(listJsonArgs(family, name), netnsPath), family, name);
+  const json = await listAsync(family, name, netnsPath, true);
   return json === undefined ? undefined : decodeTableJson(json, family, name);
 }
 

@@ -1,0 +1,158 @@
+// Applying nftables transactions: spawning `nft -f FILE` (sync and async, as the plugin and the
+// agent do) against libnftables called in-process over FFI (koffi), side by side in one run, ways
+// interleaved, in a namespace of its own. Usage (root):
+//   node --import tsx bench/nft.ts [--runs N] [--tiny-runs N] [--json]
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { parseArgs } from "node:util";
+import { performance } from "node:perf_hooks";
+import { readTable, runNft, runNftAsync, transactionScript } from "../src/kernel/nft.ts";
+import type { NftRule, NftTransaction } from "../src/kernel/nft/model.ts";
+import { runLibnftables } from "../src/kernel/nft/libnftables.ts";
+import { withNetns } from "../src/kernel/netns.ts";
+import { decodeTableJson } from "../src/kernel/nft/readback.ts";
+
+const { values } = parseArgs({ options: { runs: { type: "string", default: "40" }, "tiny-runs": { type: "string", default: "300" }, json: { type: "boolean", default: false } } });
+const RUNS = Number(values.runs);
+const TINY_RUNS = Number(values["tiny-runs"]);
+const TABLE = "pnt-bench";
+const ns = `pnt-bench-nft-${randomBytes(3).toString("hex")}`;
+const nsPath = `/run/netns/${ns}`;
+
+function sh(cmd: string, args: string[]): void {
+  const run = spawnSync(cmd, args, { encoding: "utf8" });
+  if (run.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${run.stderr}`);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+function percentile(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+}
+
+/** 1,000 rules in one chain, replaced whole: the size of a service proxy's full sync of a small cluster. */
+function bigTransaction(): NftTransaction {
+  const rules: NftRule[] = Array.from({ length: 1000 }, (_, i) => ({
+    statements: [{ match: "ip daddr", value: `10.96.${i >> 8}.${i & 255}` }, { match: "tcp dport", value: 80 }, { dnat: { family: "ip", address: `10.244.${i >> 8}.${i & 255}`, port: 8080 } }],
+    comment: `svc-${i}`,
+  }));
+  return {
+    family: "inet",
+    table: TABLE,
+    changes: [
+      { op: "ensureTable" },
+      { op: "addSet", set: { name: "endpoints", keyType: ["ipv4_addr", "inet_proto", "inet_service"], elements: [] } },
+      { op: "replaceChain", chain: { name: "services", base: { type: "nat", hook: "prerouting", priority: "dstnat", policy: "accept" }, rules } },
+    ],
+  };
+}
+
+const tiny = (op: "addElements" | "deleteElements"): NftTransaction => ({
+  family: "inet",
+  table: TABLE,
+  changes: [op === "addElements"
+    ? { op, setOrMap: "endpoints", elements: [["10.244.9.9", "tcp", 8080]] }
+    : { op, setOrMap: "endpoints", keys: [["10.244.9.9", "tcp", 8080]] }],
+});
+
+interface Way {
+  name: string;
+  apply(script: string): Promise<void> | void;
+}
+
+type Timings = Record<string, number[]>;
+
+async function measure(ways: Way[], scripts: () => string, runs: number): Promise<Timings> {
+  const out: Timings = Object.fromEntries(ways.map((w) => [w.name, []]));
+  for (let i = 0; i < runs; i++) {
+    // Rotate the order so no way always runs right after another.
+    for (let j = 0; j < ways.length; j++) {
+      const way = ways[(i + j) % ways.length]!;
+      const script = scripts();
+      const t0 = performance.now();
+      await way.apply(script);
+      out[way.name]!.push(performance.now() - t0);
+    }
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  delete process.env["NODE_EXTRA_CA_CERTS"];
+  // runNft and readTable spawn `nft`; the in-process way is called directly.
+  process.env["PODNET_NFT"] = "nft";
+  sh("ip", ["netns", "add", ns]);
+  try {
+    // The first in-process use: dlopen of libnftables through koffi and a context, as a fresh process would pay it.
+    const t0 = performance.now();
+    runLibnftables("list tables", nsPath);
+    const openMs = performance.now() - t0;
+    const ffi = (script: string): void => {
+      const r = runLibnftables(script, nsPath);
+      if (r.status !== 0) throw new Error(`libnftables: ${r.stderr}`);
+    };
+    const ways: Way[] = [
+      { name: "nft -f FILE (spawnSync, via nsenter)", apply: (s) => runNft(s, nsPath) },
+      { name: "nft -f FILE (spawnSync, thread in the netns: as the plugin)", apply: (s) => withNetns(nsPath, () => runNft(s)) },
+      { name: "nft -f FILE (async, via nsenter: as the agent was)", apply: (s) => runNftAsync(s, nsPath) },
+      { name: "libnftables (koffi, in-process)", apply: ffi },
+    ];
+    const big = transactionScript(bigTransaction());
+    ffi(big);
+    const bigTimes = await measure(ways, () => big, RUNS);
+    let flip = false;
+    const adds = transactionScript(tiny("addElements"));
+    const dels = transactionScript(tiny("deleteElements"));
+    // Each way's run alternates add and delete, so every run changes the kernel.
+    const tinyTimes: Timings = {};
+    for (const way of ways) tinyTimes[way.name] = [];
+    for (let i = 0; i < TINY_RUNS; i++) {
+      for (let j = 0; j < ways.length; j++) {
+        const way = ways[(i + j) % ways.length]!;
+        const script = (flip = !flip) ? adds : dels;
+        const t = performance.now();
+        await way.apply(script);
+        tinyTimes[way.name]!.push(performance.now() - t);
+      }
+    }
+    // Reading the 1,000-rule table back as JSON and decoding it.
+    const readTimes: Timings = { "nft -j list (spawnSync)": [], "libnftables -j list (in-process)": [] };
+    for (let i = 0; i < RUNS; i++) {
+      let t = performance.now();
+      readTable("inet", TABLE, nsPath);
+      readTimes["nft -j list (spawnSync)"]!.push(performance.now() - t);
+      t = performance.now();
+      const r = runLibnftables(`list table inet ${TABLE}`, nsPath, true);
+      decodeTableJson(r.stdout, "inet", TABLE);
+      readTimes["libnftables -j list (in-process)"]!.push(performance.now() - t);
+    }
+    const rows = (title: string, timings: Timings) => Object.entries(timings).map(([way, xs]) => ({ work: title, way, runs: xs.length, p50: median(xs), p90: percentile(xs, 90) }));
+    const results = [
+      ...rows("1,000 rules, one transaction", bigTimes),
+      ...rows("one element (add or delete)", tinyTimes),
+      ...rows("read back 1,000 rules (-j list + decode)", readTimes),
+    ];
+    if (values.json) {
+      process.stdout.write(JSON.stringify({ openMs, results }, null, 2) + "\n");
+      return;
+    }
+    const load = (await import("node:os")).loadavg().map((x) => x.toFixed(2)).join(" ");
+    console.log(`Run ${new Date().toISOString()}, Node ${process.version}, nft ${spawnSync("nft", ["--version"], { encoding: "utf8" }).stdout.trim()}, load ${load}; NODE_EXTRA_CA_CERTS unset.`);
+    console.log(`First in-process use (koffi, dlopen libnftables.so.1, a context, \`list tables\`): ${openMs.toFixed(2)} ms\n`);
+    console.log("| work | way | runs | p50 ms | p90 ms |\n|---|---|---|---|---|");
+    for (const r of results) console.log(`| ${r.work} | ${r.way} | ${r.runs} | ${r.p50.toFixed(2)} | ${r.p90.toFixed(2)} |`);
+    const ratio = (work: string) => {
+      const by = (w: string) => results.find((r) => r.work === work && r.way.startsWith(w))!.p50;
+      return (by("nft -f FILE (spawnSync, thread") / by("libnftables")).toFixed(1);
+    };
+    console.log(`\nspawned nft in the netns / in-process, p50: 1,000 rules ${ratio("1,000 rules, one transaction")}×, one element ${ratio("one element (add or delete)")}×`);
+  } finally {
+    sh("ip", ["netns", "del", ns]);
+  }
+}
+
+await main();
