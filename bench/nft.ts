@@ -3,6 +3,10 @@
 // interleaved, in a namespace of its own. Usage (root):
 //   node --import tsx bench/nft.ts [--runs N] [--tiny-runs N] [--json]
 import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
@@ -12,7 +16,8 @@ import { runLibnftables } from "../src/kernel/nft/libnftables.ts";
 import { withNetns } from "../src/kernel/netns.ts";
 import { decodeTableJson } from "../src/kernel/nft/readback.ts";
 
-const { values } = parseArgs({ options: { runs: { type: "string", default: "40" }, "tiny-runs": { type: "string", default: "300" }, json: { type: "boolean", default: false } } });
+const { values } = parseArgs({ options: { runs: { type: "string", default: "40" }, "tiny-runs": { type: "string", default: "300" }, "process-runs": { type: "string", default: "60" }, json: { type: "boolean", default: false } } });
+const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
 const RUNS = Number(values.runs);
 const TINY_RUNS = Number(values["tiny-runs"]);
 const TABLE = "pnt-bench";
@@ -81,6 +86,38 @@ async function measure(ways: Way[], scripts: () => string, runs: number): Promis
   return out;
 }
 
+/**
+ * Whole runs of a `bun build --compile --bytecode` binary (bench/nft-once.ts) that applies one
+ * tiny transaction: what the plugin's ipMasq pays per ADD, start-up of each way included.
+ */
+function freshProcesses(nsPath: string, runs: number): Timings {
+  const bun = join(REPO, "node_modules/@oven/bun-linux-x64/bin/bun");
+  if (!existsSync(bun) || runs <= 0) return {};
+  const dir = mkdtempSync(join(tmpdir(), "pnt-bench-nft-"));
+  try {
+    const binary = join(dir, "nft-once");
+    const build = spawnSync(bun, ["build", "--compile", "--bytecode", "--minify", "--target=bun-linux-x64", join(REPO, "bench/nft-once.ts"), "--outfile", binary], { encoding: "utf8" });
+    if (build.status !== 0) throw new Error(`bun build: ${build.stderr}`);
+    const ways = ["none", "libnftables", "nft"];
+    const out: Timings = Object.fromEntries(ways.map((w) => [`bun binary: ${w === "none" ? "start-up only" : w}`, []]));
+    for (let i = 0; i < runs; i++) {
+      for (let j = 0; j < ways.length; j++) {
+        const way = ways[(i + j) % ways.length]!;
+        const env = { PATH: process.env["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin", ...(way === "none" ? {} : { PODNET_NFT: way }) };
+        // Started from a thread inside the namespace, so no nsenter is timed.
+        const t = performance.now();
+        const run = withNetns(nsPath, () => spawnSync(binary, [way], { env, encoding: "utf8" }));
+        const ms = performance.now() - t;
+        if (run.status !== 0) throw new Error(`nft-once ${way}: ${run.stderr}`);
+        out[`bun binary: ${way === "none" ? "start-up only" : way}`]!.push(ms);
+      }
+    }
+    return out;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   delete process.env["NODE_EXTRA_CA_CERTS"];
   // runNft and readTable spawn `nft`; the in-process way is called directly.
@@ -130,11 +167,13 @@ async function main(): Promise<void> {
       decodeTableJson(r.stdout, "inet", TABLE);
       readTimes["libnftables -j list (in-process)"]!.push(performance.now() - t);
     }
+    const processTimes = freshProcesses(nsPath, Number(values["process-runs"]));
     const rows = (title: string, timings: Timings) => Object.entries(timings).map(([way, xs]) => ({ work: title, way, runs: xs.length, p50: median(xs), p90: percentile(xs, 90) }));
     const results = [
       ...rows("1,000 rules, one transaction", bigTimes),
       ...rows("one element (add or delete)", tinyTimes),
       ...rows("read back 1,000 rules (-j list + decode)", readTimes),
+      ...rows("a fresh Bun-compiled process applying one element (whole run)", processTimes),
     ];
     if (values.json) {
       process.stdout.write(JSON.stringify({ openMs, results }, null, 2) + "\n");
