@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { MASQUERADE_TABLE, NftMasquerade, masqueradeTable as agentMasqueradeTable } from "../src/agent/masquerade.ts";
 import { withNetns } from "../src/kernel/netns.ts";
 import {
-  NftError, NftTableSync, nftBackend, applyTransaction, readTable, readTableAsync, syncTable, syncTableSync,
+  NftError, NftTableSync, nftBackend, readCounters, applyTransaction, readTable, readTableAsync, syncTable, syncTableSync,
 } from "../src/kernel/nft.ts";
 import { diffTables } from "../src/kernel/nft/diff.ts";
 import { runLibnftables } from "../src/kernel/nft/libnftables.ts";
@@ -154,6 +154,24 @@ describe("typed tables in the kernel", () => {
       { op: "replaceChain", chain: { name: "svc-web", rules: [{ statements: [{ verdict: "accept" }], comment: 'a "quoted" comment' }] } },
     ] }, node.path), NftModelError);
     assert.deepEqual(readTable("inet", TABLE, node.path), before);
+  });
+
+  it("named counters count packets, and are read without listing the table", () => {
+    const table: NftTable = {
+      family: "inet", name: "pnt-counted", sets: [], maps: [],
+      counters: [{ name: "probes", comment: "packets to 127.0.0.9" }],
+      chains: [{ name: "out", base: { type: "filter", hook: "output", priority: 0, policy: "accept" }, rules: [
+        { statements: [{ match: "ip daddr", value: "127.0.0.9" }, { match: "meta l4proto", value: "icmp" }, { namedCounter: "probes" }] },
+      ] }],
+    };
+    syncTableSync(table, node.path);
+    assert.deepEqual(readCounters("inet", "pnt-counted", node.path), [{ name: "probes", comment: "packets to 127.0.0.9", packets: 0, bytes: 0 }]);
+    node.exec("ping", "-c", "2", "-i", "0.2", "-W", "1", "127.0.0.9");
+    const [probes] = readCounters("inet", "pnt-counted", node.path) ?? [];
+    assert.equal(probes?.packets, 2);
+    assert.deepEqual(syncTableSync(table, node.path).changes, [], "a counter's value is not a difference");
+    assert.equal(readCounters("inet", "pnt-no-such-table", node.path), undefined);
+    applyTransaction({ family: "inet", table: "pnt-counted", changes: [{ op: "deleteTable" }] }, node.path);
   });
 
   it("libnftables in-process and the nft command see the same table", () => {

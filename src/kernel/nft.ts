@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { diffTables } from "./nft/diff.ts";
 import { libnftablesAvailable, runLibnftables } from "./nft/libnftables.ts";
 import type { NftFamily, NftTable, NftTransaction } from "./nft/model.ts";
-import { decodeTableJson, type NftTableState } from "./nft/readback.ts";
+import { decodeTableJson, type NftCounterState, type NftTableState } from "./nft/readback.ts";
 import { checkIdentifier, ifnameKeysOf, renderTransaction } from "./nft/render.ts";
 
 export type { NftFamily } from "./nft/model.ts";
@@ -170,6 +170,16 @@ export function readTable(family: NftFamily, name: string, netnsPath?: string): 
 export async function readTableAsync(family: NftFamily, name: string, netnsPath?: string): Promise<NftTableState | undefined> {
   const json = await listAsync(family, name, netnsPath, true);
   return json === undefined ? undefined : decodeTableJson(json, family, name);
+}
+
+/** The named counters of a table with their values, without listing its rules, sets or maps; undefined when the table does not exist. */
+export function readCounters(family: NftFamily, name: string, netnsPath?: string): NftCounterState[] | undefined {
+  checkIdentifier("table", name);
+  const run = nftBackend() === "libnftables"
+    ? runInProcess(`list counters table ${family} ${name}`, netnsPath, true)
+    : runCommand(["-j", "list", "counters", "table", family, name], netnsPath);
+  const json = tableListing(run, family, name);
+  return json === undefined ? undefined : [...decodeTableJson(json, family, name).counters];
 }
 
 /**

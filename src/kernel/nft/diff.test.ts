@@ -130,7 +130,7 @@ describe("diffing tables", () => {
       ] }],
     };
     const current: NftTableState = {
-      family: "inet", name: "t", maps: [],
+      family: "inet", name: "t", maps: [], counters: [],
       sets: [{ name: "cidrs", keyType: ["ipv4_addr"], flags: ["interval"], elements: [["10.1.0.0/16"], ["10.0.0.1"]] }],
       chains: [{ name: "c", handle: 1, rules: [
         { handle: 2, statements: [{ match: "ct state", value: ["established", "new"] }, { match: "meta mark", value: 16384 }, { verdict: "accept" }] },
@@ -143,8 +143,17 @@ describe("diffing tables", () => {
 
   it("a rule nft could not decode never equals a wanted one", () => {
     const desired: NftTable = { family: "ip", name: "t", sets: [], maps: [], chains: [{ name: "c", rules: [{ statements: [{ verdict: "accept" }] }] }] };
-    const current: NftTableState = { family: "ip", name: "t", sets: [], maps: [], chains: [{ name: "c", handle: 1, rules: [{ handle: 2, statements: [], opaque: '[{"queue":{}}]' }] }] };
+    const current: NftTableState = { family: "ip", name: "t", sets: [], maps: [], counters: [], chains: [{ name: "c", handle: 1, rules: [{ handle: 2, statements: [], opaque: '[{"queue":{}}]' }] }] };
     assert.deepEqual(ops(diffTables(desired, current).changes), ["replaceChain"]);
+  });
+
+  it("adds named counters before the rules that count into them, and deletes stale ones after", () => {
+    const rule = { statements: [{ namedCounter: "spoofed" }, { verdict: "drop" as const }] };
+    const desired: NftTable = { family: "inet", name: "t", sets: [], maps: [], counters: [{ name: "spoofed" }], chains: [{ name: "c", rules: [rule] }] };
+    assert.deepEqual(ops(diffTables(desired, undefined).changes), ["ensureTable", "addCounter", "addChain", "replaceChain"]);
+    assert.deepEqual(diffTables(desired, desired).changes, []);
+    const gone = diffTables({ ...desired, counters: [], chains: [{ name: "c", rules: [] }] }, desired).changes;
+    assert.deepEqual(ops(gone), ["replaceChain", "deleteCounter"]);
   });
 
   it("leaves a dynamic set's elements to the packet path", () => {

@@ -154,6 +154,9 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
   const recreatedChainNames = new Set(recreatedChains.map((c) => c.name));
 
   const created: NftChange[] = [];
+  const currentCounters = new Set((current.counters ?? []).map((c) => c.name));
+  const wantedCounters = new Set((desired.counters ?? []).map((c) => c.name));
+  for (const c of desired.counters ?? []) if (!currentCounters.has(c.name)) created.push({ op: "addCounter", counter: c });
   for (const s of desired.sets) if (!currentSets.has(s.name) || recreatedSetNames.has(s.name)) created.push({ op: "addSet", set: { ...s, elements: [] } });
   for (const m of desired.maps) if (!currentMaps.has(m.name) || recreatedMapNames.has(m.name)) created.push({ op: "addMap", map: { ...m, elements: [] } });
   for (const c of desired.chains) if (!currentChains.has(c.name) || recreatedChainNames.has(c.name)) created.push({ op: "addChain", chain: { ...c, rules: [] } });
@@ -198,6 +201,7 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
   for (const c of staleChains) removed.push({ op: "deleteChain", name: c.name });
   for (const s of current.sets) if (!wantedSets.has(s.name)) removed.push({ op: "deleteSet", name: s.name });
   for (const m of current.maps) if (!wantedMaps.has(m.name)) removed.push({ op: "deleteMap", name: m.name });
+  for (const c of current.counters ?? []) if (!wantedCounters.has(c.name)) removed.push({ op: "deleteCounter", name: c.name });
 
   return tx([...early, ...created, ...elementDeletes, ...refilled, ...elementAdds, ...removed]);
 }

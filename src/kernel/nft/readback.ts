@@ -5,7 +5,7 @@
 // replaces its chain. Counters' packet and byte counts are dropped: they are state, not config.
 
 import type {
-  NftBaseChain, NftChain, NftDataType, NftFamily, NftMap, NftMapElement, NftRule, NftSelector, NftSet, NftStatement,
+  NftBaseChain, NftChain, NftCounter, NftDataType, NftFamily, NftMap, NftMapElement, NftRule, NftSelector, NftSet, NftStatement,
   NftTable, NftValue, NftVerdict,
 } from "./model.ts";
 
@@ -20,9 +20,15 @@ export interface NftChainState extends NftChain {
   rules: readonly NftRuleState[];
 }
 
-/** A table read back from the kernel: the model plus the handles nft assigned. */
+export interface NftCounterState extends NftCounter {
+  packets: number;
+  bytes: number;
+}
+
+/** A table read back from the kernel: the model plus the handles nft assigned and counter values. */
 export interface NftTableState extends NftTable {
   chains: readonly NftChainState[];
+  counters: readonly NftCounterState[];
 }
 
 export class NftDecodeError extends Error {
@@ -331,7 +337,16 @@ function decodeBase(c: JsonObject): NftBaseChain | undefined {
   };
 }
 
-/** The table in `nft -j list table FAMILY NAME` output. */
+function decodeCounter(c: JsonObject): NftCounterState {
+  return {
+    name: String(c["name"]),
+    ...(typeof c["comment"] === "string" ? { comment: c["comment"] } : {}),
+    packets: Number(c["packets"] ?? 0),
+    bytes: Number(c["bytes"] ?? 0),
+  };
+}
+
+/** The table in `nft -j list table FAMILY NAME` output (or `list counters table`, which gives only counters). */
 export function decodeTableJson(text: string, family: NftFamily, name: string): NftTableState {
   let doc: Json;
   try {
@@ -344,6 +359,7 @@ export function decodeTableJson(text: string, family: NftFamily, name: string): 
   const chains = new Map<string, { chain: JsonObject; rules: NftRuleState[] }>();
   const sets: NftSet[] = [];
   const maps: NftMap[] = [];
+  const counters: NftCounterState[] = [];
   let comment: string | undefined;
   for (const item of items) {
     if (!isObject(item)) continue;
@@ -359,10 +375,11 @@ export function decodeTableJson(text: string, family: NftFamily, name: string): 
       chain.rules.push(decodeRule(body));
     } else if (kind === "set") sets.push(decodeSet(body));
     else if (kind === "map") maps.push(decodeMap(body));
+    else if (kind === "counter") counters.push(decodeCounter(body));
   }
   const chainStates: NftChainState[] = [...chains.values()].map(({ chain, rules }) => {
     const base = decodeBase(chain);
     return { name: String(chain["name"]), handle: Number(chain["handle"]), rules, ...(base ? { base } : {}) };
   });
-  return { family, name, chains: chainStates, sets, maps, ...(comment === undefined ? {} : { comment }) };
+  return { family, name, chains: chainStates, sets, maps, counters, ...(comment === undefined ? {} : { comment }) };
 }

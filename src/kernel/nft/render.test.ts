@@ -128,12 +128,15 @@ describe("rendering transactions", () => {
       'add element inet podnet-svc pods { "veth1" . 10.0.0.5 }\n');
   });
 
-  it("replaces a chain by flushing and refilling it, and deletes one after emptying it", () => {
+  it("replaces a chain by flushing and refilling it, deletes one after emptying it, and handles sets, maps and counters", () => {
     const script = renderTransaction(tx([
       { op: "replaceChain", chain: { name: "svc-web", rules: [{ statements: [{ numgenVmap: [{ verdict: "goto", chain: "ep-1" }] }] }] } },
       { op: "deleteChain", name: "svc-old" },
       { op: "deleteSet", name: "s" },
       { op: "deleteMap", name: "m" },
+      { op: "addCounter", counter: { name: "spoofed", comment: "dropped for a forged source" } },
+      { op: "addCounter", counter: { name: "plain" } },
+      { op: "deleteCounter", name: "old" },
     ]));
     assert.equal(script, [
       "add chain inet podnet-svc svc-web",
@@ -143,6 +146,9 @@ describe("rendering transactions", () => {
       "delete chain inet podnet-svc svc-old",
       "delete set inet podnet-svc s",
       "delete map inet podnet-svc m",
+      'add counter inet podnet-svc spoofed { comment "dropped for a forged source"; }',
+      "add counter inet podnet-svc plain",
+      "delete counter inet podnet-svc old",
       "",
     ].join("\n"));
   });
