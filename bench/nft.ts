@@ -11,7 +11,9 @@ import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
 import { readTable, runNft, runNftAsync, transactionScript } from "../src/kernel/nft.ts";
-import type { NftRule, NftTransaction } from "../src/kernel/nft/model.ts";
+import type { NftChain, NftRule, NftTable, NftTransaction } from "../src/kernel/nft/model.ts";
+import { diffTables } from "../src/kernel/nft/diff.ts";
+import { renderTable } from "../src/kernel/nft/render.ts";
 import { runLibnftables } from "../src/kernel/nft/libnftables.ts";
 import { withNetns } from "../src/kernel/netns.ts";
 import { decodeTableJson } from "../src/kernel/nft/readback.ts";
@@ -81,6 +83,56 @@ async function measure(ways: Way[], scripts: () => string, runs: number): Promis
       const t0 = performance.now();
       await way.apply(script);
       out[way.name]!.push(performance.now() - t0);
+    }
+  }
+  return out;
+}
+
+/** A kube-proxy-layout table: SERVICES services × ENDPOINTS endpoints, a dispatch map, per-service and per-endpoint chains. */
+function proxyModel(services: number, endpoints: number, version = 0): NftTable {
+  const chains: NftChain[] = [];
+  const elements = [];
+  for (let i = 0; i < services; i++) {
+    const ip = `10.96.${i >> 8}.${i & 255}`;
+    const eps = Array.from({ length: endpoints }, (_, e) => `ep-${i}-${e}`);
+    chains.push({ name: `svc-${i}`, rules: [{ statements: [{ numgenVmap: eps.map((chain) => ({ verdict: "goto" as const, chain })) }], comment: `default/svc-${i}:http` }] });
+    for (let e = 0; e < endpoints; e++) {
+      const addr = `10.${(e + version) & 255}.${i >> 8}.${i & 255}`;
+      chains.push({ name: eps[e]!, rules: [
+        { statements: [{ match: "ip saddr", value: addr }, { setMarkOr: 0x4000 }] },
+        { statements: [{ match: "meta l4proto", value: "tcp" }, { dnat: { family: "ip", address: addr, port: 8080 } }] },
+      ] });
+    }
+    elements.push({ key: [ip, "tcp", 80], verdict: { verdict: "goto" as const, chain: `svc-${i}` } });
+  }
+  return {
+    family: "inet", name: "pnt-proxy-model", sets: [], counters: [],
+    maps: [{ name: "service-ips", keyType: ["ipv4_addr", "inet_proto", "inet_service"], valueType: ["verdict"], elements }],
+    chains: [{ name: "services", base: { type: "nat", hook: "prerouting", priority: "dstnat", policy: "accept" }, rules: [{ statements: [{ vmapLookup: ["ip daddr", "meta l4proto", "th dport"], map: "service-ips" }] }] }, ...chains],
+  };
+}
+
+/** In-memory work of an incremental sync at 10,000 services × 5 endpoints: no kernel involved. */
+function modelAtScale(runs: number): Timings {
+  const out: Timings = { "diff, fresh objects (every rule compared)": [], "diff, unchanged chains shared (as a memoising compiler would)": [], "render the full table (full sync script)": [] };
+  const before = proxyModel(10000, 5);
+  for (let i = 0; i < runs; i++) {
+    // One endpoint of one service moved.
+    const fresh = proxyModel(10000, 5);
+    const moved = { ...fresh.chains[1 + 6 * 17 + 1]!, rules: [{ statements: [{ dnat: { family: "ip" as const, address: "10.200.0.1", port: 8080 } }] }] };
+    const freshChanged = { ...fresh, chains: fresh.chains.map((c, j) => (j === 1 + 6 * 17 + 1 ? moved : c)) };
+    let t = performance.now();
+    const a = diffTables(freshChanged, before);
+    out["diff, fresh objects (every rule compared)"]!.push(performance.now() - t);
+    const shared = { ...before, chains: before.chains.map((c, j) => (j === 1 + 6 * 17 + 1 ? moved : c)) };
+    t = performance.now();
+    const b = diffTables(shared, before);
+    out["diff, unchanged chains shared (as a memoising compiler would)"]!.push(performance.now() - t);
+    if (a.changes.length !== 1 || b.changes.length !== 1) throw new Error(`expected one replaced chain, got ${a.changes.length} and ${b.changes.length}`);
+    if (i < 5) {
+      t = performance.now();
+      renderTable(before);
+      out["render the full table (full sync script)"]!.push(performance.now() - t);
     }
   }
   return out;
@@ -167,12 +219,14 @@ async function main(): Promise<void> {
       decodeTableJson(r.stdout, "inet", TABLE);
       readTimes["libnftables -j list (in-process)"]!.push(performance.now() - t);
     }
+    const modelTimes = modelAtScale(Math.min(RUNS, 20));
     const processTimes = freshProcesses(nsPath, Number(values["process-runs"]));
     const rows = (title: string, timings: Timings) => Object.entries(timings).map(([way, xs]) => ({ work: title, way, runs: xs.length, p50: median(xs), p90: percentile(xs, 90) }));
     const results = [
       ...rows("1,000 rules, one transaction", bigTimes),
       ...rows("one element (add or delete)", tinyTimes),
       ...rows("read back 1,000 rules (-j list + decode)", readTimes),
+      ...rows("10,000 services × 5 endpoints (60,001 chains), one endpoint changed", modelTimes),
       ...rows("a fresh Bun-compiled process applying one element (whole run)", processTimes),
     ];
     if (values.json) {

@@ -87,7 +87,10 @@ export function canonicalRule(rule: NftRule | NftRuleState): string {
 }
 
 function sameRules(a: readonly NftRule[], b: readonly NftRule[]): boolean {
-  return a.length === b.length && a.every((rule, i) => canonicalRule(rule) === canonicalRule(b[i]!));
+  // The same array (a model diffed against the one applied before it, reusing unchanged chains)
+  // needs no look inside: this keeps an incremental sync of a large table cheap.
+  if (a === b) return true;
+  return a.length === b.length && a.every((rule, i) => rule === b[i] || canonicalRule(rule) === canonicalRule(b[i]!));
 }
 
 function sameTypes(a: readonly string[], b: readonly string[]): boolean {
@@ -167,6 +170,7 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
     // A dynamic set is filled by the packet path (affinity); its elements are not the owner's to list.
     if (s.flags?.includes("dynamic")) continue;
     const have = recreatedSetNames.has(s.name) ? [] : (currentSets.get(s.name)?.elements ?? []);
+    if (have === s.elements) continue;
     const haveKeys = new Set(have.map(canonicalKey));
     const wantKeys = new Set(s.elements.map(canonicalKey));
     const gone = have.filter((e) => !wantKeys.has(canonicalKey(e)));
@@ -176,6 +180,7 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
   }
   for (const m of desired.maps) {
     const have = recreatedMapNames.has(m.name) ? [] : (currentMaps.get(m.name)?.elements ?? []);
+    if (have === m.elements) continue;
     const haveByKey = new Map(have.map((e) => [canonicalKey(e.key), mapElementText(e)]));
     const wantByKey = new Map(m.elements.map((e) => [canonicalKey(e.key), mapElementText(e)]));
     // An element whose value changed is deleted and added again: nft's `add element` keeps the old value.
