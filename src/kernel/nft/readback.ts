@@ -212,12 +212,10 @@ function decodeStatement(e: Json): NftStatement {
       if (flags === "fully-random" || JSON.stringify(flags) === '["fully-random"]') return { masquerade: { fullyRandom: true } };
       fail("masquerade", body ?? null);
     }
-    // eslint-disable-next-line no-fallthrough
     case "counter":
       if (typeof body === "string") return { namedCounter: body };
       if (isObject(body) && typeof body["packets"] === "number") return { counter: true };
       fail("counter", body ?? null);
-    // eslint-disable-next-line no-fallthrough
     case "reject": {
       if (!isObject(body)) fail("reject", body ?? null);
       const name = body["expr"] === undefined ? String(body["type"]) : `${String(body["type"])} ${String(body["expr"])}`;
@@ -228,7 +226,6 @@ function decodeStatement(e: Json): NftStatement {
     case "log":
       if (isObject(body) && typeof body["prefix"] === "string" && Object.keys(body).length === 1) return { log: { prefix: body["prefix"] } };
       fail("log", body ?? null);
-    // eslint-disable-next-line no-fallthrough
     case "set": {
       if (!isObject(body) || body["op"] !== "update") fail("set", body ?? null);
       const set = setReference(body["set"]);
@@ -246,7 +243,6 @@ function decodeStatement(e: Json): NftStatement {
       }
       fail("mangle", body);
     }
-    // eslint-disable-next-line no-fallthrough
     default:
       fail("statement", e);
   }
@@ -285,13 +281,19 @@ function decodeElementKey(e: Json): NftValue[] {
   }
 }
 
+/** nft writes a one-item list as the bare item. */
+function stringList(v: Json | undefined): string[] {
+  if (typeof v === "string") return [v];
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
+}
+
 function decodeSet(s: JsonObject): NftSet {
   const name = String(s["name"]);
-  const flags = Array.isArray(s["flags"]) ? (s["flags"].filter((f) => typeof f === "string") as NftSet["flags"] & string[]) : [];
+  const flags = stringList(s["flags"]) as NonNullable<NftSet["flags"]>;
   const set: NftSet = {
     name,
     keyType: decodeTypes(s["type"], `set ${name}`),
-    ...(flags && flags.length > 0 ? { flags } : {}),
+    ...(flags.length > 0 ? { flags } : {}),
     ...(typeof s["timeout"] === "number" ? { timeoutSeconds: s["timeout"] } : {}),
     ...(typeof s["comment"] === "string" ? { comment: s["comment"] } : {}),
     elements: Array.isArray(s["elem"]) ? s["elem"].map(decodeElementKey) : [],
@@ -303,7 +305,7 @@ function decodeMap(m: JsonObject): NftMap {
   const name = String(m["name"]);
   const valueType = decodeTypes(m["map"], `map ${name}`);
   const verdictMap = valueType.length === 1 && valueType[0] === "verdict";
-  const flags = Array.isArray(m["flags"]) ? (m["flags"].filter((f) => typeof f === "string") as NftMap["flags"] & string[]) : [];
+  const flags = stringList(m["flags"]) as NonNullable<NftMap["flags"]>;
   const elements: NftMapElement[] = Array.isArray(m["elem"])
     ? m["elem"].map((pair) => {
         if (!Array.isArray(pair) || pair.length !== 2) throw new NftDecodeError(`map ${name} element ${JSON.stringify(pair)}`);
@@ -320,7 +322,7 @@ function decodeMap(m: JsonObject): NftMap {
     name,
     keyType: decodeTypes(m["type"], `map ${name}`),
     valueType,
-    ...(flags && flags.length > 0 ? { flags } : {}),
+    ...(flags.length > 0 ? { flags } : {}),
     ...(typeof m["comment"] === "string" ? { comment: m["comment"] } : {}),
     elements,
   };

@@ -37,7 +37,6 @@ export function checkIdentifier(field: string, name: string): string {
 
 /** `"text"`, for comments and log prefixes: nft strings cannot escape a quote, so such text is refused. */
 export function quoteText(field: string, text: string): string {
-  // eslint-disable-next-line no-control-regex
   if (typeof text !== "string" || /["\\\x00-\x1f\x7f]/.test(text)) {
     throw new NftModelError(field, `${JSON.stringify(text)} holds a quote, backslash or control character, which nft strings cannot carry`);
   }
