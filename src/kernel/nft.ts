@@ -2,14 +2,16 @@
 // one atomic transaction, read back as JSON (nft/readback.ts) and diffed (nft/diff.ts) here.
 //
 // Two ways to reach the kernel, chosen by measurement (bench/nft.ts, bench/RESULTS.md):
-// - libnftables in-process over FFI (nft/libnftables.ts): the default under Node (the agent, the
-//   lab, tests). One element costs about 0.6 ms against 15 ms for a spawned `nft`, 1,000 rules 30
-//   against 48 ms. The call is synchronous, so the async functions below resolve at once.
-// - the `nft` command, `nft -f FILE`: the default under Bun (the CNI plugin), and the fallback
-//   where libnftables cannot be loaded. The script goes through a temporary file rather than
-//   stdin because nft cannot always open /dev/stdin when it is a Node child-process pipe.
-//   spawnSync works the same under Node and Bun. child_process is loaded on first use, and the
-//   temp name needs no crypto: both would otherwise add to every start of the plugin.
+// - libnftables in-process over FFI (nft/libnftables.ts; koffi under Node, bun:ffi under Bun): the
+//   default everywhere it loads. In a live process one element costs about 0.6-4 ms against
+//   12-19 ms for a spawned `nft`; in a fresh Bun-compiled process (the plugin's ipMasq) it adds
+//   about half what spawning `nft` adds. The call is synchronous, so the async functions below
+//   resolve at once; it is loaded on first use, so a plugin run without ipMasq never pays for it.
+// - the `nft` command, `nft -f FILE`: the fallback where libnftables cannot be loaded. The script
+//   goes through a temporary file rather than stdin because nft cannot always open /dev/stdin when
+//   it is a Node child-process pipe. spawnSync works the same under Node and Bun. child_process is
+//   loaded on first use, and the temp name needs no crypto: both would otherwise add to every
+//   start of the plugin.
 // PODNET_NFT=nft or PODNET_NFT=libnftables overrides the choice (for benchmarks and tests).
 import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -42,7 +44,6 @@ export function nftBackend(): NftBackend {
   if (backend) return backend;
   const asked = process.env["PODNET_NFT"];
   if (asked === "nft" || asked === "libnftables") backend = asked;
-  else if (typeof Bun !== "undefined") backend = "nft";
   else backend = libnftablesAvailable() ? "libnftables" : "nft";
   return backend;
 }
