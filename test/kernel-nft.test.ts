@@ -191,6 +191,46 @@ describe("typed tables in the kernel", () => {
   });
 });
 
+describe("shapes for anti-spoofing (issue 13): netdev ingress on a veth, arp and bridge tables", () => {
+  it("each applies, reads back and has nothing more to do", () => {
+    node.ip("link", "add", "pntv0", "type", "veth", "peer", "name", "pntv1");
+    const tables: NftTable[] = [
+      {
+        family: "netdev", name: "pnt-spoof", maps: [],
+        counters: [{ name: "spoofed" }],
+        sets: [{ name: "pods", keyType: ["ifname", "ipv4_addr"], elements: [["pntv0", "10.244.1.2"]] }],
+        chains: [{ name: "in-pntv0", base: { type: "filter", hook: "ingress", device: "pntv0", priority: -500, policy: "accept" }, rules: [
+          { statements: [{ match: "ip saddr", op: "!=", value: "10.244.1.2" }, { namedCounter: "spoofed" }, { verdict: "drop" }] },
+          { statements: [{ lookup: ["iifname", "ip saddr"], set: "pods", negate: true }, { verdict: "drop" }] },
+          { statements: [{ match: "arp saddr ip", op: "!=", value: "10.244.1.2" }, { verdict: "drop" }] },
+          { statements: [{ match: "ether saddr", value: "02:00:00:00:00:01" }, { match: "ether type", value: "arp" }, { verdict: "drop" }] },
+        ] }],
+      },
+      {
+        family: "arp", name: "pnt-arp", sets: [], maps: [],
+        chains: [{ name: "in", base: { type: "filter", hook: "input", priority: 0, policy: "accept" }, rules: [
+          { statements: [{ match: "arp operation", value: "reply" }, { match: "arp saddr ip", value: "10.0.0.1" }, { match: "arp saddr ether", value: "02:00:00:00:00:01" }, { verdict: "accept" }] },
+        ] }],
+      },
+      {
+        family: "bridge", name: "pnt-br", sets: [], maps: [],
+        chains: [{ name: "forward-pods", base: { type: "filter", hook: "forward", priority: "filter", policy: "accept" }, rules: [
+          { statements: [{ match: "iifname", value: "pntv0" }, { match: "ether saddr", op: "!=", value: "02:00:00:00:00:01" }, { verdict: "drop" }] },
+        ] }],
+      },
+    ];
+    for (const table of tables) {
+      assert.notDeepEqual(syncTableSync(table, node.path).changes, []);
+      const current = readTable(table.family, table.name, node.path);
+      assert.ok(current, `${table.family} ${table.name} exists`);
+      for (const chain of current.chains) for (const rule of chain.rules) assert.equal(rule.opaque, undefined, `undecoded rule in ${table.name}: ${rule.opaque}`);
+      assert.deepEqual(diffTables(table, current).changes, [], `${table.family} ${table.name} diffs to nothing`);
+      applyTransaction({ family: table.family, table: table.name, changes: [{ op: "deleteTable" }] }, node.path);
+    }
+    node.ip("link", "del", "pntv0");
+  });
+});
+
 describe("owners keep their own tables", () => {
   const network = "pnt_nft_net";
   const pluginTable = pluginMasqueradeTable(network, [], []).name;

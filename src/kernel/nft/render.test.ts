@@ -167,7 +167,7 @@ describe("rendering transactions", () => {
       "add set inet podnet-svc exempt4 { type ipv4_addr; flags interval; auto-merge; }",
       "add element inet podnet-svc exempt4 { 10.244.0.0/16 }",
       "add map inet podnet-svc service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }",
-      'add chain inet podnet-svc in { type filter hook ingress device "veth1"; priority -500; policy accept; }',
+      'add chain inet podnet-svc in { type filter hook ingress device "veth1" priority -500; policy accept; }',
       "",
     ].join("\n"));
   });

@@ -168,7 +168,7 @@ function renderBase(field: string, base: NftBaseChain): string {
     if (!PRIORITY.test(base.priority)) throw new NftModelError(`${field}.priority`, `${JSON.stringify(base.priority)} is not a number or a standard priority name (with an optional + or - offset)`);
     priority = base.priority;
   }
-  const device = base.device === undefined ? "" : ` device ${renderValue(`${field}.device`, base.device, true)};`;
+  const device = base.device === undefined ? "" : ` device ${renderValue(`${field}.device`, base.device, true)}`;
   if (base.policy !== undefined && base.policy !== "accept" && base.policy !== "drop") throw new NftModelError(`${field}.policy`, `must be accept or drop`);
   const policy = base.policy === undefined ? "" : ` policy ${base.policy};`;
   return `type ${base.type} hook ${base.hook}${device} priority ${priority};${policy}`;
