@@ -97,7 +97,8 @@ function writeScriptFile(script: string): string {
 }
 
 function checkApplied(run: NftRun, netnsPath?: string): void {
-  if (run.status !== 0) throw new NftError(`nft -f${netnsPath ? ` (in ${netnsPath})` : ""}`, run.status, run.stderr);
+  const what = nftBackend() === "libnftables" ? "nft transaction (libnftables)" : "nft -f";
+  if (run.status !== 0) throw new NftError(`${what}${netnsPath ? ` in ${netnsPath}` : ""}`, run.status, run.stderr);
 }
 
 function tableListing(run: NftRun, family: NftFamily, name: string): string | undefined {
