@@ -143,6 +143,16 @@ describe("typed tables in the kernel", () => {
     assert.deepEqual(repair.changes, [{ op: "deleteElements", setOrMap: "no-endpoints", keys: [["10.96.0.77", "tcp", 81]] }], "the full read found the stray element");
   });
 
+  it("concurrent syncs of one NftTableSync run one after another, each on top of the one before", async () => {
+    const sync = new NftTableSync(node.path);
+    const one = proxyTable(["10.244.1.5"]);
+    const two = proxyTable(["10.244.1.5", "10.244.4.5"]);
+    const [first, second] = await Promise.all([sync.sync(one), sync.sync(two)]);
+    assert.ok(first.changes.length > 0, "the first brought the table to one endpoint");
+    assert.deepEqual(second.changes.map((c) => c.op), ["addChain", "replaceChain", "replaceChain"], "the second only added the new endpoint");
+    assert.deepEqual(diffTables(two, readTable("inet", TABLE, node.path)).changes, []);
+  });
+
   it("a transaction the kernel refuses changes nothing, and bad input is refused before nft runs", () => {
     const before = readTable("inet", TABLE, node.path)!;
     assert.throws(() => applyTransaction({ family: "inet", table: TABLE, changes: [

@@ -47,7 +47,7 @@ export function quoteText(field: string, text: string): string {
   return `"${text}"`;
 }
 
-function checkFamily(family: NftFamily): NftFamily {
+export function checkFamily(family: NftFamily): NftFamily {
   if (!FAMILIES.has(family)) throw new NftModelError("family", `${JSON.stringify(family)} is not an nftables family`);
   return family;
 }
