@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
 import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
 import { missingAcks } from "../datastore/node-lifecycle.ts";
-import { isIpv4 } from "../datastore/subnets.ts";
+import { isIpv4 } from "../net/address.ts";
 import { NodeAgent } from "./agent.ts";
 import { DEFAULT_READY_FILE } from "./conflist.ts";
 import type { Backend } from "./backend.ts";
