@@ -18,7 +18,9 @@ const LAYERS = {
 
   // Cluster state and what is computed from it (pure logic; the kernel only through the agent).
   datastore: ["net", "k8s"],
-  services: ["datastore", "k8s", "net", "kernel/nft/model.ts"], // compiles to the typed nft model, never applies it
+  // Compiles Services to the typed nft model and plans changes with the nft layer's pure modules
+  // (model, diff, render: no I/O); applying them is the agent reconciler's job.
+  services: ["datastore", "k8s", "net", "kernel/nft/model.ts", "kernel/nft/diff.ts", "kernel/nft/render.ts"],
   controlplane: ["datastore", "k8s", "net", "services"],
   dns: ["datastore", "k8s", "net"],
 
@@ -26,7 +28,8 @@ const LAYERS = {
   agent: ["datastore", "kernel", "net", "k8s", "services"],
 
   // The runtime side of CNI (what libcni does); the lab, tests and bench drive plugins through it.
-  runtime: ["cni", "net"],
+  // netns-exec.ts only builds the argv that runs a plugin inside a namespace (pure, no FFI).
+  runtime: ["cni", "net", "kernel/netns-exec.ts"],
   // Spawns and watches long-lived processes (etcd, agents), inside namespaces.
   supervise: ["kernel", "net"],
 
