@@ -7,7 +7,7 @@
 /** folder → the folders (or single files) of podnet it may import, and why. */
 const LAYERS = {
   // Leaves: nothing above them.
-  net: [], // addresses and CIDRs; imports nothing of podnet (and no Node module: see NO_NODE_MODULES)
+  net: [], // addresses and CIDRs; imports nothing of podnet (and no Node module: rule net-imports-no-node-module)
   cni: ["net"], // the CNI protocol; address syntax only
   kernel: ["net"], // the only code that touches the kernel
   k8s: ["net"], // Kubernetes object shapes and pure helpers over them
