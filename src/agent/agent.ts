@@ -24,7 +24,10 @@ import type { Datastore, ClusterConfig, ClusterSnapshot, NodeLease, NodeRecord, 
 import { NodeRemovedError } from "../datastore/datastore.ts";
 import { planLifecycle } from "../datastore/node-lifecycle.ts";
 import { buildConflist, ensureConflist, markNotReady, markReady, removeConflist, subnetFromExistingConflist } from "./conflist.ts";
+import type { ObjectStore } from "../datastore/objects.ts";
+import type { ObjectKind } from "../k8s/types.ts";
 import { sameJson, withdrawnKey, type AgentInputs } from "./inputs.ts";
+import { feedObjects, objectKindsIn } from "./object-feed.ts";
 import type { AgentMetrics, HealthReport } from "./metrics.ts";
 import { Backoff, errorText, InputHub, ReconcilerRunner, type Reconciler } from "./reconciler.ts";
 
@@ -47,6 +50,8 @@ export interface AgentOptions {
 
 export interface AgentDeps {
   datastore: Datastore;
+  /** Where cluster objects come from; needed only if a reconciler declares an object kind as an input. */
+  objects?: ObjectStore;
   metrics: AgentMetrics;
   /**
    * The reconcilers, built against the agent's InputHub (routes and masquerade; later the service proxy
@@ -66,6 +71,9 @@ export class NodeAgent {
   private node: NodeRecord | undefined;
   private snapshot: ClusterSnapshot | undefined;
   private watch: DatastoreWatch | undefined;
+  /** Object kinds some reconciler reads; watched through `deps.objects`. */
+  private readonly objectKinds: readonly ObjectKind[];
+  private objectWatch: { close(): Promise<void> } | undefined;
   private needsRegistration = true;
   private dirty = true;
   /** A fresh snapshot or new withdrawals since the lifecycle last ran. */
@@ -91,6 +99,10 @@ export class NodeAgent {
     });
     this.reconcilers = deps.reconcilers(this.hub);
     for (const reconciler of this.reconcilers) this.runner.add(reconciler);
+    this.objectKinds = objectKindsIn(this.reconcilers.flatMap((r) => r.inputs));
+    if (this.objectKinds.length > 0 && !deps.objects) {
+      throw new Error(`reconcilers read ${this.objectKinds.join(", ")}, but the agent was given no object store`);
+    }
     // Outputs of reconcilers the core acts on: withdrawals to acknowledge, backend data to publish.
     this.hub.subscribe(["withdrawn"], () => {
       this.lifecycleDue = true;
@@ -230,6 +242,12 @@ export class NodeAgent {
           onConnection: (connected) => {
             if (!connected) this.deps.metrics.datastoreErrors.inc({ op: "watch" });
           },
+        });
+      }
+      if (!this.objectWatch && this.objectKinds.length > 0) {
+        op = "objects-watch";
+        this.objectWatch = await feedObjects(this.deps.objects!, this.hub, this.objectKinds, (connected) => {
+          if (!connected) this.deps.metrics.datastoreErrors.inc({ op: "objects-watch" });
         });
       }
       let fresh = false;
@@ -393,6 +411,7 @@ export class NodeAgent {
     // No revoke: see the header. Stopping keepalives lets the lease run out its TTL as the grace period.
     this.lease?.release();
     await this.watch?.close().catch(() => undefined);
+    await this.objectWatch?.close().catch(() => undefined);
     await this.deps.datastore.close().catch(() => undefined);
   }
 

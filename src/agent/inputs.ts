@@ -1,10 +1,15 @@
-// The inputs reconcilers can ask for, by name. The agent's core publishes the first three from the
-// datastore; reconcilers publish the rest for the core (and for each other). A new input (say the
-// Services and EndpointSlices of the service proxy) is one more entry here plus whoever publishes it.
+// The inputs reconcilers can ask for, by name. The agent's core publishes config, self and snapshot
+// from the datastore, and the object kinds reconcilers declare (object-feed.ts); reconcilers publish the
+// rest for the core (and for each other). A new kind of input is one more entry here plus its publisher.
 
 import type { ClusterConfig, ClusterSnapshot, NodeRecord } from "../datastore/datastore.ts";
+import type { ObjectInputs } from "./object-feed.ts";
 
-export interface AgentInputs {
+/**
+ * Besides the entries below, every object kind (Service, EndpointSlice, Pod, Namespace, Deployment) is an
+ * input under its own name, fed from the datastore's ObjectStore only if some reconciler declares it.
+ */
+export interface AgentInputs extends ObjectInputs {
   /** The cluster config; republished only when its content changes. */
   config: ClusterConfig;
   /** This node's record as registered (its pod subnet); set once registered. */
