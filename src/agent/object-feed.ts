@@ -1,6 +1,6 @@
 // Cluster objects (Services, EndpointSlices, Pods, …) as reconciler inputs. The agent opens one
 // ObjectStore watch for exactly the kinds its reconcilers declare, and publishes each kind as an
-// ObjectCache under the kind's name. So a reconciler that declares `inputs: ["config", "Service",
+// KindInput under the kind's name. So a reconciler that declares `inputs: ["config", "Service",
 // "EndpointSlice"]` is woken by Service and EndpointSlice changes only, never by node changes, and the
 // routes reconciler is never woken by an EndpointSlice.
 
@@ -9,7 +9,7 @@ import { OBJECT_KINDS, type KindMap, type ObjectKind } from "../k8s/types.ts";
 import type { InputHub } from "./reconciler.ts";
 
 /** Every object of one kind, by "namespace/name" (or "name" for cluster-scoped kinds). */
-export interface ObjectCache<K extends ObjectKind> {
+export interface KindInput<K extends ObjectKind> {
   readonly kind: K;
   /** Datastore revision of the last change applied. */
   readonly revision: number;
@@ -20,7 +20,7 @@ export interface ObjectCache<K extends ObjectKind> {
   readonly objects: ReadonlyMap<string, KindMap[K]>;
 }
 
-export type ObjectInputs = { [K in ObjectKind]: ObjectCache<K> };
+export type ObjectInputs = { [K in ObjectKind]: KindInput<K> };
 
 export function objectKey(object: { metadata: { name: string; namespace?: string } }): string {
   return object.metadata.namespace ? `${object.metadata.namespace}/${object.metadata.name}` : object.metadata.name;
@@ -33,7 +33,7 @@ export function objectKindsIn(inputs: Iterable<PropertyKey>): ObjectKind[] {
 }
 
 /**
- * Watch `kinds` in `store` and keep the hub's ObjectCache of each current: replaced whole on every
+ * Watch `kinds` in `store` and keep the hub's KindInput of each current: replaced whole on every
  * (re)list, updated per event, published (waking the kind's reconcilers) after each.
  */
 export async function feedObjects<M extends ObjectInputs>(
@@ -46,7 +46,7 @@ export async function feedObjects<M extends ObjectInputs>(
   function publish<K extends ObjectKind>(kind: K, revision: number): void {
     const objects = (maps.get(kind) ?? new Map()) as Map<string, KindMap[K]>;
     maps.set(kind, objects);
-    const cache: ObjectCache<K> = { kind, revision, objects };
+    const cache: KindInput<K> = { kind, revision, objects };
     hub.set(kind, cache as unknown as M[K]);
   }
   return store.watchObjects(kinds, {
