@@ -104,7 +104,7 @@ export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
     if (this.status.podMtu !== mtu) this.deps.log(`pod MTU ${mtu} (${this.deps.mtuOverride !== undefined ? "--mtu" : `from the ${backend.name} backend`})`);
     this.status.podMtu = mtu;
     this.deps.metrics.podMtu.set(mtu);
-    this.deps.hub.set("podMtu", mtu);
+    this.deps.hub.set("podMtu", mtu, (a, b) => a === b);
     if (result.errors.length > 0) {
       throw new Error(`route errors: ${result.errors.slice(0, 3).join("; ")}${result.errors.length > 3 ? ` (+${result.errors.length - 3} more)` : ""}`);
     }
