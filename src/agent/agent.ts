@@ -148,13 +148,9 @@ export class NodeAgent {
   }
 
   health(): HealthReport {
-    const extra: Record<string, unknown> = {};
-    for (const r of this.reconcilers) {
-      const describe = (r as { describe?: () => unknown }).describe;
-      if (describe) extra[r.name] = describe.call(r);
-    }
-    const reconcilerHealth = this.runner.health();
-    const reconcilers = Object.fromEntries(Object.entries(reconcilerHealth).map(([name, h]) => [name, { ...h, ...(extra[name] ?? {}) }]));
+    const extra: Record<string, object> = {};
+    for (const r of this.reconcilers) if (r.describe) extra[r.name] = r.describe();
+    const reconcilers = Object.fromEntries(Object.entries(this.runner.health()).map(([name, h]) => [name, { ...h, ...extra[name] }]));
     const routes = extra.routes as { running?: string | null; routesProgrammed?: number } | undefined;
     return {
       ready: this.ready,

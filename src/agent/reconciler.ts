@@ -93,6 +93,8 @@ export interface Reconciler<M extends object, K extends keyof M = keyof M> {
   sync(inputs: { readonly [P in K]: M[P] }, signal: AbortSignal): void | Promise<void>;
   /** Called once by `stop()`, after the last sync settled or was given up on. */
   close?(): void | Promise<void>;
+  /** Extra facts for this reconciler's entry in /status (the routes reconciler names its backend). */
+  describe?(): object;
 }
 
 export interface ReconcilerHealth {
