@@ -86,9 +86,14 @@ export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
         }
         this.status.buildError = reason;
         // Keep withdrawing from leaving nodes while NotReady, so no removal in the cluster waits on us.
-        if (this.backend) this.apply(this.backend, snapshot.nodes, self.name);
-        else this.withdrawLeftovers(snapshot.nodes);
-        throw new NotReadyError(`backend ${JSON.stringify(name)}: ${reason}`);
+        let meanwhile = "";
+        try {
+          if (this.backend) this.apply(this.backend, snapshot.nodes, self.name);
+          else this.withdrawLeftovers(snapshot.nodes);
+        } catch (err) {
+          meanwhile = `; meanwhile ${errorText(err)}`;
+        }
+        throw new NotReadyError(`backend ${JSON.stringify(name)}: ${reason}${meanwhile}`);
       }
     }
     this.status.buildError = null;
