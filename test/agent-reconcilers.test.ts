@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { CniNetwork, PluginError } from "../src/runtime/cni-driver.ts";
 import { AgentCluster, ETCD_URL, ip, waitFor, type TestNode } from "./agent-harness.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
@@ -38,6 +39,18 @@ function describeNode(cluster: AgentCluster, node: TestNode) {
 
 async function status(cluster: AgentCluster, node: TestNode): Promise<Status> {
   return (await cluster.health(node)) as unknown as Status;
+}
+
+/** CNI STATUS as a runtime runs it: the agent's conflist, our plugins, inside the node. 0 or the error code. */
+async function cniStatus(node: TestNode): Promise<number> {
+  const net = CniNetwork.fromFile(join(node.confDir, "10-podnet.conflist"), { cniPath: [join(REPO, "dist/cni")], nodeNetns: `/run/netns/${node.netns}` });
+  try {
+    await net.status();
+    return 0;
+  } catch (err) {
+    if (err instanceof PluginError && err.code !== undefined) return err.code;
+    throw err;
+  }
 }
 
 function readyFile(cluster: AgentCluster, node: TestNode): string {
@@ -96,6 +109,7 @@ describe("podnet agent: a backend that cannot be built", () => {
         return !s.ready && s.notReadyReasons.some((r) => /routes: backend "bogus": unknown backend/.test(r));
       }, 15_000, describeNode(cluster, node));
       assert.equal(existsSync(readyFile(cluster, node)), false, `${node.name}: the ready file is gone`);
+      assert.equal(await cniStatus(node), 50, `${node.name}: the conflist stays but STATUS says NotReady`);
       assert.equal((await cluster.get(node, "/healthz")).status, 503);
     }
     const s1 = await status(cluster, n1);
@@ -134,6 +148,7 @@ describe("podnet agent: a backend that cannot be built", () => {
       assert.equal(s.backend, "host-gw");
       assert.equal(s.reconcilers.routes?.buildError, null);
       assert.equal(existsSync(readyFile(cluster, node)), true);
+      assert.equal(await cniStatus(node), 0);
     }
     assert.deepEqual(cluster.routes(n1), [`${subnets.get(n2.name)} via ${n2.ip}`]);
     assert.match(cluster.logOf(n1), /backend host-gw built/);
