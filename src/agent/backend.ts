@@ -67,9 +67,10 @@ export interface BackendFactory {
   /**
    * Remove whatever a backend of this kind (of this run or an earlier one) holds for `nodes`, without
    * needing its options. Used while no backend can be built, so leaving nodes can still be
-   * acknowledged truthfully: state an earlier run left for them is withdrawn first.
+   * acknowledged truthfully: state an earlier run left for them is withdrawn first. Returns how many
+   * entries it removed.
    */
-  withdraw(nodes: readonly NodeView[], env: BackendEnv): void;
+  withdraw(nodes: readonly NodeView[], env: BackendEnv): number;
 }
 
 /** The cluster config asks for a backend this agent cannot build as configured. */

@@ -19,6 +19,7 @@ export const hostGwFactory: BackendFactory = {
       .ours.filter((route) => leaving.has(route.dst))
       .map((route) => ({ op: "delete", route }));
     if (changes.length > 0) throwOnErrors(env.routeTable.apply(changes), "withdrawing routes");
+    return changes.length;
   },
 };
 

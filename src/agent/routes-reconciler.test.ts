@@ -84,6 +84,7 @@ function fakeFactory(events: string[]): BackendFactory {
     },
     withdraw: () => {
       events.push("withdraw");
+      return 0;
     },
   };
 }
@@ -119,7 +120,7 @@ describe("RoutesReconciler", () => {
   });
 
   it("an unknown backend is NotReady with the reason, and still withdraws an earlier run's routes to leaving nodes", () => {
-    const { table, hub, sync, reconciler, events } = setup();
+    const { table, hub, sync, reconciler, events, logs } = setup();
     // Left by an earlier run of the agent: routes to n2 (active) and n3 (now leaving).
     table.apply([
       { op: "add", route: { dst: "10.244.2.0/24", gw: "192.168.1.12" } },
@@ -131,6 +132,7 @@ describe("RoutesReconciler", () => {
     assert.deepEqual([...hub.get("withdrawn")!], ["n3@103"]);
     assert.equal(hub.get("podMtu"), undefined, "no MTU without a backend");
     assert.ok(events.includes("withdraw"), "every known kind withdraws");
+    assert.ok(logs.some((l) => /removed 1 host-gw entry an earlier run left for leaving nodes/.test(l)), logs.join("\n"));
     assert.match(reconciler.describe().buildError ?? "", /unknown backend/);
     assert.equal(reconciler.describe().running, null);
   });

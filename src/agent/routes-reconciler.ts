@@ -164,7 +164,10 @@ export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
       this.publishWithdrawn([]);
       return;
     }
-    for (const factory of this.deps.factories) factory.withdraw(leaving, this.deps.env);
+    for (const factory of this.deps.factories) {
+      const removed = factory.withdraw(leaving, this.deps.env);
+      if (removed > 0) this.deps.log(`no backend runs: removed ${removed} ${factory.name} entr${removed === 1 ? "y" : "ies"} an earlier run left for leaving nodes`);
+    }
     this.publishWithdrawn(leaving);
   }
 
