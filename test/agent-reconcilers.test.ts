@@ -135,6 +135,7 @@ describe("podnet agent: a backend that cannot be built", () => {
     for (const node of [n1, n2]) {
       assert.deepEqual(cluster.routes(node), [`${subnets.get(node === n1 ? n2.name : n1.name)} via ${(node === n1 ? n2 : n1).ip}`], `${node.name} withdrew its route to node3 before acknowledging`);
     }
+    assert.match(cluster.logOf(n1), /no backend runs: removed 1 host-gw entry an earlier run left for leaving nodes/);
     await waitFor(() => n3.agent?.exitCode === 0, 5000, describeNode(cluster, n3));
     n3.agent = undefined;
   });
