@@ -7,6 +7,7 @@ import { mkdirSync, openSync, closeSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { argvInNamedNetns } from "../kernel/netns-exec.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -37,7 +38,7 @@ export interface StartEtcdOptions {
   name?: string;
   /** Listen IP for client and peer URLs; default 127.0.0.1. */
   host?: string;
-  /** Run etcd inside this named network namespace (via `ip netns exec`); health is checked from inside it too. */
+  /** Run etcd inside this named network namespace (/run/netns/NAME); health is checked from inside it too. */
   netns?: string;
   /** Default: a free port (root namespace) or 2379 (inside a fresh namespace, where every port is free). */
   clientPort?: number;
@@ -182,10 +183,9 @@ async function launchMember(
   const logFd = openSync(plan.logPath, "a");
   let child: ChildProcess;
   try {
-    // `ip netns exec` execs the command in place (no fork), so the PID we get is etcd's own.
-    child = opts.netns
-      ? spawn("ip", ["netns", "exec", opts.netns, ETCD_BINARY, ...args], { stdio: ["ignore", logFd, logFd], env, detached: opts.detached ?? false })
-      : spawn(ETCD_BINARY, args, { stdio: ["ignore", logFd, logFd], env, detached: opts.detached ?? false });
+    // The netns prefix execs the command in place (no fork), so the PID we get is etcd's own.
+    const [file, ...argv] = opts.netns ? argvInNamedNetns(opts.netns, [ETCD_BINARY, ...args]) : [ETCD_BINARY, ...args];
+    child = spawn(file!, argv, { stdio: ["ignore", logFd, logFd], env, detached: opts.detached ?? false });
   } finally {
     closeSync(logFd);
   }
@@ -237,7 +237,8 @@ export async function isEtcdHealthy(endpoint: string, netns?: string): Promise<b
     }
   }
   try {
-    await execFileAsync("ip", ["netns", "exec", netns, ETCDCTL_BINARY, "--endpoints", endpoint, "--command-timeout=1s", "--dial-timeout=1s", "endpoint", "health"], {
+    const [file, ...argv] = argvInNamedNetns(netns, [ETCDCTL_BINARY, "--endpoints", endpoint, "--command-timeout=1s", "--dial-timeout=1s", "endpoint", "health"]);
+    await execFileAsync(file!, argv, {
       timeout: 3000,
       env: { ...process.env, ETCDCTL_API: "3" },
     });
