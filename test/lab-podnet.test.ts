@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "../src/lab/lab-test-support.ts";
-import { REPO_ROOT } from "../src/lab/pod-runtime.ts";
+import { REPO_ROOT } from "../src/lab/repo-root.ts";
 
 const labs: TestLab[] = [];
 function track(t: TestLab): TestLab {

@@ -1,5 +1,5 @@
-// Runs short-lived commands (ip, nft, plugins) and collects their output. Every kernel change the lab makes
-// goes through here, so a failure always names the exact command line that failed.
+// Runs short-lived commands (the probe clients; the reference node's nft until it moves onto the typed nft
+// layer) and collects their output, so a failure always names the exact command line that failed.
 
 import { spawn } from "node:child_process";
 
@@ -62,9 +62,4 @@ export async function runChecked(argv: readonly string[], opts: RunOptions = {})
   const result = await runCommand(argv, opts);
   if (result.code !== 0) throw new CommandError(argv, result);
   return result.stdout;
-}
-
-/** argv that runs `argv` inside the named network namespace (and a private mount namespace with its /sys). */
-export function inNetns(netns: string, argv: readonly string[]): string[] {
-  return ["ip", "netns", "exec", netns, ...argv];
 }

@@ -5,10 +5,11 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { listNamedNetns } from "../kernel/named-netns.ts";
+import { processStartTime } from "../supervise/process.ts";
 import { runCommand } from "./command.ts";
 import type { LabStateData } from "./lab-state.ts";
-import { processStartTime } from "./processes.ts";
-import { REPO_ROOT } from "./pod-runtime.ts";
+import { REPO_ROOT } from "./repo-root.ts";
 
 export interface TestLab {
   id: string;
@@ -64,12 +65,8 @@ export function readLabState(t: TestLab): LabStateData | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as LabStateData) : undefined;
 }
 
-export async function labNamespaces(t: TestLab): Promise<string[]> {
-  const out = await runCommand(["ip", "netns", "list"]);
-  return out.stdout
-    .split("\n")
-    .map((l) => l.split(" ")[0] ?? "")
-    .filter((n) => n.startsWith(`pnl-${t.id}-`));
+export function labNamespaces(t: TestLab): string[] {
+  return listNamedNetns().filter((n) => n.startsWith(`pnl-${t.id}-`));
 }
 
 /** Recorded processes that are still the same process (same PID and start time). */
@@ -105,7 +102,7 @@ export function processesMentioningLab(t: TestLab): number[] {
 /** Everything the lab could leave behind: namespaces with its prefix, its state dir, its processes. */
 export async function leftovers(t: TestLab, before: LabStateData | undefined): Promise<{ namespaces: string[]; stateDir: boolean; processes: number[] }> {
   return {
-    namespaces: await labNamespaces(t),
+    namespaces: labNamespaces(t),
     stateDir: existsSync(join(t.stateRoot, t.id)),
     processes: [...new Set([...survivingProcesses(before), ...processesMentioningLab(t)])],
   };
