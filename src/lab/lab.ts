@@ -338,7 +338,8 @@ export function formatRoute(route: RouteSpec, linkNames: ReadonlyMap<number, str
   const parts = [route.dst === "0.0.0.0/0" ? "default" : route.dst];
   if (route.gw) parts.push("via", route.gw);
   if (route.oifIndex !== undefined) parts.push("dev", linkNames.get(route.oifIndex) ?? `#${route.oifIndex}`);
-  if (route.protocol !== undefined) parts.push("proto", PROTOCOL_NAMES.get(route.protocol) ?? String(route.protocol));
+  // Like `ip route`, which leaves out its own default protocol.
+  if (route.protocol !== undefined && route.protocol !== RTPROT_BOOT) parts.push("proto", PROTOCOL_NAMES.get(route.protocol) ?? String(route.protocol));
   const scope = route.scope === undefined ? undefined : SCOPE_NAMES.get(route.scope);
   if (scope) parts.push("scope", scope);
   if (route.onlink) parts.push("onlink");
