@@ -4,7 +4,9 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
-import { runCommand } from "../src/lab/command.ts";
+import { namedNetnsPath } from "../src/kernel/named-netns.ts";
+import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";
+import { deleteRoute } from "../src/kernel/route.ts";
 import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "../src/lab/lab-test-support.ts";
 
 const labs: TestLab[] = [];
@@ -46,8 +48,12 @@ test("reference lab: up, status, run/exec over lo, check passes, a broken route 
 
   // Take node1's route to node2's pods away: every pod on node1 must now fail to reach node2's pods.
   const netnsOfNode1 = `pnl-${t.id}-node1`;
-  const del = await runCommand(["ip", "-n", netnsOfNode1, "route", "del", "10.244.2.0/24"]);
-  assert.equal(del.code, 0, del.stderr);
+  const nl = NetlinkSocket.open(namedNetnsPath(netnsOfNode1));
+  try {
+    deleteRoute(nl, { dst: "10.244.2.0/24" });
+  } finally {
+    nl.close();
+  }
   const broken = await lab(["check", ...t.flags]);
   assert.equal(broken.code, 1, broken.stdout);
   assert.match(broken.stdout, /FAIL node1-pod1 → node2-pod1/);

@@ -65,8 +65,14 @@ export function readLabState(t: TestLab): LabStateData | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as LabStateData) : undefined;
 }
 
+/**
+ * The lab's namespaces still under /run/netns, and any /etc/netns/NAME directory of one (which
+ * `ip netns exec` would bind over /etc; the lab must leave none behind).
+ */
 export function labNamespaces(t: TestLab): string[] {
-  return listNamedNetns().filter((n) => n.startsWith(`pnl-${t.id}-`));
+  const prefix = `pnl-${t.id}-`;
+  const etc = existsSync("/etc/netns") ? readdirSync("/etc/netns").filter((n) => n.startsWith(prefix)).map((n) => `/etc/netns/${n}`) : [];
+  return [...listNamedNetns().filter((n) => n.startsWith(prefix)), ...etc];
 }
 
 /** Recorded processes that are still the same process (same PID and start time). */

@@ -8,6 +8,9 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { sleep, stopProcess } from "./process.ts";
+
+export { stopProcess };
 
 const execFileAsync = promisify(execFile);
 
@@ -248,46 +251,6 @@ export async function isEtcdHealthy(endpoint: string, netns?: string): Promise<b
   }
 }
 
-/**
- * Signal one process we started and wait until it is gone. With `child` the exit event tells us;
- * without it (a detached etcd stopped by a later command) we poll the PID.
- */
-export async function stopProcess(
-  pid: number,
-  opts: { child?: ChildProcess; signal?: NodeJS.Signals; graceMs?: number } = {},
-): Promise<void> {
-  const { child } = opts;
-  const isGone = (): boolean => {
-    if (child) return child.exitCode !== null || child.signalCode !== null;
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch {
-      return true;
-    }
-  };
-  if (isGone()) return;
-  try {
-    process.kill(pid, opts.signal ?? "SIGTERM");
-  } catch {
-    return;
-  }
-  const graceDeadline = Date.now() + (opts.graceMs ?? 10_000);
-  while (!isGone()) {
-    if (Date.now() > graceDeadline) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        return;
-      }
-      const killDeadline = Date.now() + 5_000;
-      while (!isGone() && Date.now() < killDeadline) await sleep(20);
-      return;
-    }
-    await sleep(20);
-  }
-}
-
 async function choosePorts(netns: string | undefined, clientPort?: number, peerPort?: number): Promise<[number, number]> {
   if (netns) {
     const client = clientPort ?? 2379;
@@ -323,8 +286,4 @@ export async function freeLoopbackPorts(count: number): Promise<number[]> {
 function goArch(nodeArch: string): string {
   const map: Record<string, string> = { ia32: "386", arm: "arm", s390x: "s390x", riscv64: "riscv64", mips: "mips", mipsel: "mipsle" };
   return map[nodeArch] ?? nodeArch;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

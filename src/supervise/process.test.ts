@@ -1,9 +1,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { isRecordedProcessAlive, processStartTime, spawnDetached, stopRecordedProcess, type SupervisedProcess } from "./process.ts";
+import { isRecordedProcessAlive, processStartTime, spawnDetached, stopProcess, stopRecordedProcess, type SupervisedProcess } from "./process.ts";
 
 test("a recorded process is alive only while the same PID has the same start time", async () => {
   const dir = mkdtempSync(join(tmpdir(), "supervise-test-"));
@@ -24,4 +24,25 @@ test("start time of this process is stable and of a missing PID undefined", () =
   assert.ok(typeof mine === "number" && mine > 0);
   assert.equal(processStartTime(process.pid), mine);
   assert.equal(processStartTime(2 ** 22 + 1), undefined);
+});
+
+test("a process that ignores SIGTERM is killed after the grace period, and only it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "supervise-test-"));
+  try {
+    const stubborn = spawnDetached<SupervisedProcess>({
+      argv: [process.execPath, "-e", "process.on('SIGTERM', () => {}); console.log('up'); setInterval(() => {}, 1000)"],
+      log: join(dir, "stubborn.log"),
+    });
+    const bystander = spawnDetached<SupervisedProcess>({ argv: ["sleep", "30"], log: join(dir, "bystander.log") });
+    // Wait until its SIGTERM handler is installed, or SIGTERM would simply end it.
+    for (let i = 0; i < 250 && !readFileSync(join(dir, "stubborn.log"), "utf8").includes("up"); i++) await new Promise((r) => setTimeout(r, 20));
+    const started = Date.now();
+    await stopProcess(stubborn.pid!, { graceMs: 300 });
+    assert.ok(Date.now() - started >= 300, "it waited the grace period before SIGKILL");
+    assert.equal(isRecordedProcessAlive(stubborn), false);
+    assert.equal(isRecordedProcessAlive(bystander), true);
+    await stopRecordedProcess(bystander);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -2,7 +2,7 @@
 // command that started them, logged to a file, and identified by PID *and* kernel start time, so that
 // nothing ever signals a process that merely reused a PID.
 
-import { spawn } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 
 /** What a supervisor records about a process; the lab keeps these in its state file. */
@@ -62,18 +62,32 @@ export function spawnDetached<T extends SupervisedProcess>(record: T, env: NodeJ
 /** SIGTERM, then SIGKILL after graceMs; resolves once the process is gone. Only ever the recorded process. */
 export async function stopRecordedProcess(record: SupervisedProcess, graceMs = 3000): Promise<void> {
   if (!isRecordedProcessAlive(record) || record.pid === undefined) return;
-  await stopPid(record.pid, graceMs);
+  await stopProcess(record.pid, { graceMs });
 }
 
-/** SIGTERM, then SIGKILL after graceMs; resolves once `pid` is gone. For a PID the caller started. */
-export async function stopPid(pid: number, graceMs: number): Promise<void> {
-  const gone = (): boolean => processStartTime(pid) === undefined || isZombie(pid);
+export interface StopOptions {
+  /** The ChildProcess when this process spawned it: its exit event is then the authority (a child we
+   * have not reaped stays a zombie, which polling would take for alive). */
+  child?: ChildProcess;
+  /** First signal; default SIGTERM. SIGKILL follows after graceMs if the process is still there. */
+  signal?: NodeJS.Signals;
+  graceMs?: number;
+}
+
+/**
+ * Signal one process the caller started, by PID, and resolve once it is gone: `signal` (SIGTERM), then
+ * SIGKILL after graceMs. The one way podnet stops what it started (etcd, agents, lab processes).
+ */
+export async function stopProcess(pid: number, opts: StopOptions = {}): Promise<void> {
+  const { child } = opts;
+  const gone = (): boolean => (child ? child.exitCode !== null || child.signalCode !== null : processStartTime(pid) === undefined || isZombie(pid));
+  if (gone()) return;
   try {
-    process.kill(pid, "SIGTERM");
+    process.kill(pid, opts.signal ?? "SIGTERM");
   } catch {
     return;
   }
-  const deadline = Date.now() + graceMs;
+  const deadline = Date.now() + (opts.graceMs ?? 10_000);
   while (!gone() && Date.now() < deadline) await sleep(20);
   if (gone()) return;
   try {
@@ -81,7 +95,7 @@ export async function stopPid(pid: number, graceMs: number): Promise<void> {
   } catch {
     return;
   }
-  const killDeadline = Date.now() + 3000;
+  const killDeadline = Date.now() + 5000;
   while (!gone() && Date.now() < killDeadline) await sleep(20);
 }
 
@@ -111,7 +125,7 @@ export function pidsInNamespaces(inodes: ReadonlySet<number>): number[] {
 
 /** Stop processes found by pidsInNamespaces, all at once. */
 export async function stopPids(pids: readonly number[], graceMs = 2000): Promise<void> {
-  await Promise.all(pids.map((pid) => stopPid(pid, graceMs)));
+  await Promise.all(pids.map((pid) => stopProcess(pid, { graceMs })));
 }
 
 function isZombie(pid: number): boolean {
