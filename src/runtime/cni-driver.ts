@@ -4,8 +4,7 @@
 // this one driver, so podnet and the reference plugins are exercised the same way. Conflists and
 // attachments are validated first, as libcni does (conflist.ts).
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, constants } from "node:fs";
-import { join } from "node:path";
+import { findPlugin as findPluginInPath } from "../cni/delegate.ts";
 import { argvInNetnsPath } from "../kernel/netns-exec.ts";
 import { type Attachment, type NetworkConfigList, loadConfigList, validateAttachment, validateConfigList, versionAtLeast } from "./conflist.ts";
 
@@ -45,19 +44,17 @@ export interface InvokeResult {
   durationMs: number;
 }
 
-/** The first executable `type` in cniPath, as libcni's FindInPath. */
+/**
+ * The plugin binary for `type`: the first executable of that name in cniPath, as libcni's FindInPath.
+ * One lookup for the whole tree: the plugin's own delegation (cni/delegate.ts) uses the same.
+ */
 export function findPlugin(type: string, cniPath: readonly string[]): string {
-  if (type.includes("/")) throw new Error(`plugin type ${type} must be a name, not a path`);
-  for (const dir of cniPath) {
-    const candidate = join(dir, type);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      continue;
-    }
+  try {
+    return findPluginInPath(type, [...cniPath]);
+  } catch (error) {
+    const hint = type.startsWith("podnet") ? " (run npm run build)" : "";
+    throw new Error(`${(error as Error).message}${hint}`);
   }
-  throw new Error(`plugin ${type} not found in ${cniPath.join(":")}${type.startsWith("podnet") ? " (run npm run build)" : ""}`);
 }
 
 function cniArgs(args: Record<string, string> | undefined): string {

@@ -36,6 +36,7 @@ test("conflists libcni refuses are refused, naming the field", () => {
   refusedAt({ ...good, plugins: [{ type: "podnet" }, "bridge"] }, /^plugins\[1\]$/);
   refusedAt({ ...good, plugins: [{ type: "podnet" }, { bridge: "x" }] }, /^plugins\[1\]\.type$/);
   refusedAt({ ...good, plugins: [{ type: "../evil" }] }, /^plugins\[0\]\.type$/);
+  refusedAt({ ...good, plugins: [{ type: "a\\b" }] }, /^plugins\[0\]\.type$/);
 });
 
 test("container IDs and interface names follow libcni's rules", () => {

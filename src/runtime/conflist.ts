@@ -1,9 +1,10 @@
 // Loading and validating CNI network configuration lists, and checking attachments, with the rules
 // libcni applies before it runs any plugin (libcni's conf.go ConfListFromBytes, api.go validate, and
 // pkg/utils ValidateContainerID / ValidateNetworkName / ValidateInterfaceName). A runtime that skipped
-// them would hand plugins input a real runtime never sends. Pure.
+// them would hand plugins input a real runtime never sends. Pure apart from reading files.
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { validatePluginType } from "../cni/config.ts";
 
 export interface NetworkConfigList {
   cniVersion: string;
@@ -62,7 +63,12 @@ export function validateConfigList(value: unknown, source = "conflist"): Network
     const type = plugin.type;
     if (typeof type !== "string" || type === "") throw new ConfigError(source, `plugins[${i}].type`, "is missing");
     // libcni's FindInPath refuses a plugin name with a path separator: the type names a binary in CNI_PATH.
-    if (type.includes("/") || type === "." || type === "..") throw new ConfigError(source, `plugins[${i}].type`, `"${type}" must be a plugin name, not a path`);
+    // The same rule as the plugin's own delegation (cni/config.ts).
+    try {
+      validatePluginType(type, "type");
+    } catch {
+      throw new ConfigError(source, `plugins[${i}].type`, `${JSON.stringify(type)} must be a plugin name, not a path`);
+    }
   });
   return { ...value, cniVersion, name, plugins: plugins as Record<string, unknown>[] } as NetworkConfigList;
 }
