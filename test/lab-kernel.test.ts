@@ -31,8 +31,8 @@ function run(argv: string[]): { status: number | null; stdout: string; stderr: s
 }
 
 after(async () => {
-  for (const name of created) if (namedNetnsInode(name) !== undefined) await deleteNamedNetns(name);
-  assert.deepEqual(listNamedNetns().filter((n) => n.startsWith(prefix)), [], "no namespace of this test is left");
+  for (const name of created) if (existsSync(namedNetnsPath(name))) await deleteNamedNetns(name);
+  assert.deepEqual(listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(prefix)), [], "no namespace of this test is left");
 });
 
 test("a named namespace is created with lo up, listed, has an inode, and is gone after delete", async () => {
@@ -57,6 +57,18 @@ test("a named namespace is created with lo up, listed, has an inode, and is gone
   assert.equal(listNamedNetns().includes(name), false);
   assert.equal(namedNetnsInode(name), undefined);
   await assert.rejects(deleteNamedNetns(name), new RegExp(name));
+});
+
+test("a stale /run/netns file (its mount gone) is not listed as live, is listed for cleaners, and is removed by delete", async () => {
+  const name = await netns("st");
+  const umount = run(["umount", namedNetnsPath(name)]);
+  assert.equal(umount.status, 0, umount.stderr);
+  assert.ok(existsSync(namedNetnsPath(name)), "the file stays behind");
+  assert.equal(listNamedNetns().includes(name), false);
+  assert.equal(namedNetnsInode(name), undefined);
+  assert.ok(listNamedNetns({ includeStale: true }).includes(name));
+  await deleteNamedNetns(name);
+  assert.equal(existsSync(namedNetnsPath(name)), false);
 });
 
 test("bad namespace names are refused before anything is run", async () => {

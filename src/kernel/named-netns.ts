@@ -42,21 +42,27 @@ export async function createNamedNetns(name: string): Promise<string> {
   return path;
 }
 
-/** Unmounts and removes /run/netns/NAME; the namespace itself goes when nothing else holds it. */
+/**
+ * Unmounts and removes /run/netns/NAME; the namespace itself goes when nothing else holds it.
+ * A stale file (its mount already gone) is removed too.
+ */
 export async function deleteNamedNetns(name: string): Promise<void> {
   namedNetnsPath(name);
   await ipNetns(["delete", name]);
 }
 
-/** Names of live namespaces under /run/netns (a stale file whose mount is gone is left out). */
-export function listNamedNetns(): string[] {
+/**
+ * Names of live namespaces under /run/netns. A stale file whose mount is gone is left out unless
+ * `includeStale` (a cleaner wants those too: deleteNamedNetns removes them).
+ */
+export function listNamedNetns(opts: { includeStale?: boolean } = {}): string[] {
   let entries: string[];
   try {
     entries = readdirSync(NAMED_NETNS_DIR);
   } catch {
     return [];
   }
-  return entries.filter((name) => netnsExists(`${NAMED_NETNS_DIR}/${name}`)).sort();
+  return entries.filter((name) => opts.includeStale || netnsExists(`${NAMED_NETNS_DIR}/${name}`)).sort();
 }
 
 /** The nsfs inode of a named namespace (what /proc/PID/ns/net links to), or undefined when it does not exist. */

@@ -72,7 +72,7 @@ export function readLabState(t: TestLab): LabStateData | undefined {
 export function labNamespaces(t: TestLab): string[] {
   const prefix = `pnl-${t.id}-`;
   const etc = existsSync("/etc/netns") ? readdirSync("/etc/netns").filter((n) => n.startsWith(prefix)).map((n) => `/etc/netns/${n}`) : [];
-  return [...listNamedNetns().filter((n) => n.startsWith(prefix)), ...etc];
+  return [...listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(prefix)), ...etc];
 }
 
 /** Recorded processes that are still the same process (same PID and start time). */

@@ -59,7 +59,7 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   if (existing) {
     throw new Error(`lab "${opts.id}" already exists (${existing.data.phase === "up" ? "up" : "half built"}); run: podnet lab down${opts.id === DEFAULT_TARGET.id ? "" : ` --id ${opts.id}`}`);
   }
-  const strays = listNamedNetns().filter((n) => n.startsWith(plan.prefix));
+  const strays = listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(plan.prefix));
   if (strays.length > 0) {
     throw new Error(`namespaces named like lab "${opts.id}" exist but no lab records them: ${strays.join(" ")}\nremove them with: ip netns delete NAME`);
   }
@@ -203,7 +203,7 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   const state = LabState.load(dir);
   const prefix = labPrefix(target.id);
   if (!state) {
-    const strays = listNamedNetns().filter((n) => n.startsWith(prefix));
+    const strays = listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(prefix));
     const problems = strays.length > 0 ? [`namespaces named like lab "${target.id}" but not recorded by it were left alone: ${strays.join(" ")}`] : [];
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
     log(`no lab "${target.id}" in ${target.stateRoot}`);
@@ -235,8 +235,9 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   await stopPids(leftovers);
   log(`processes stopped (${state.data.processes.length} recorded)`);
 
+  const present = new Set(listNamedNetns({ includeStale: true }));
   for (const name of [...state.data.namespaces].reverse()) {
-    if (namedNetnsInode(name) === undefined) continue;
+    if (!present.has(name)) continue;
     try {
       await deleteNamedNetns(name);
     } catch (error) {
@@ -244,7 +245,7 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
     }
   }
   log(`netns     ${state.data.namespaces.length} namespaces deleted`);
-  const remaining = listNamedNetns().filter((n) => state.data.namespaces.includes(n));
+  const remaining = listNamedNetns({ includeStale: true }).filter((n) => state.data.namespaces.includes(n));
   if (remaining.length > 0) {
     problems.push(`namespaces still present: ${remaining.join(" ")}`);
     log(`kept      ${dir} because namespaces remain`);
