@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { LabStateData } from "../src/lab/lab-state.ts";
-import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "../src/lab/lab-test-support.ts";
+import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "./helpers/lab.ts";
 import { processStartTime } from "../src/supervise/process.ts";
 import { REPO_ROOT } from "../src/lab/repo-root.ts";
 

@@ -7,7 +7,7 @@ import { rmSync } from "node:fs";
 import { namedNetnsPath } from "../src/kernel/named-netns.ts";
 import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";
 import { deleteRoute } from "../src/kernel/route.ts";
-import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "../src/lab/lab-test-support.ts";
+import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "./helpers/lab.ts";
 
 const labs: TestLab[] = [];
 function track(t: TestLab): TestLab {

@@ -6,7 +6,7 @@
 
 import { join } from "node:path";
 import { argvInNamedNetns } from "../kernel/netns-exec.ts";
-import { runCommand } from "./command.ts";
+import { runCommand } from "../supervise/command.ts";
 import { REPO_ROOT } from "./repo-root.ts";
 import { PROBE_PORT } from "./topology.ts";
 

@@ -2,7 +2,6 @@
 // thing before it exists; down undoes exactly what the state file records, in reverse; status, run,
 // exec and check work on a lab that is up.
 
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { listLinks } from "../kernel/link.ts";
@@ -10,6 +9,7 @@ import { deleteNamedNetns, listNamedNetns, namedNetnsInode } from "../kernel/nam
 import { argvInNamedNetns } from "../kernel/netns-exec.ts";
 import { listRoutes, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, RT_SCOPE_HOST, RT_SCOPE_LINK, type RouteSpec } from "../kernel/route.ts";
 import { startEtcd } from "../supervise/etcd-server.ts";
+import { runAttached } from "../supervise/command.ts";
 import { isRecordedProcessAlive, pidsInNamespaces, processStartTime, sleep, spawnDetached, stopPids, stopRecordedProcess } from "../supervise/process.ts";
 import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
@@ -365,12 +365,7 @@ export function resolveTarget(state: LabState, name: string): { netns: string; i
 export async function labExec(target: LabTarget, name: string, command: readonly string[]): Promise<number> {
   const state = requireLab(target);
   const { netns } = resolveTarget(state, name);
-  const [file, ...args] = argvInNamedNetns(netns, command);
-  return new Promise((resolve, reject) => {
-    const child = spawn(file!, args, { stdio: "inherit" });
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
-  });
+  return runAttached(argvInNamedNetns(netns, command));
 }
 
 /** Start a long-lived process in a pod, sharing its netns with the pod's other processes (as with a pause container). */

@@ -9,7 +9,7 @@ import { AGENT_NODE_FLAGS } from "../agent/node-flags.ts";
 import { argvInNamedNetns } from "../kernel/netns-exec.ts";
 import { addRoute } from "../kernel/route.ts";
 import { spawnDetached } from "../supervise/process.ts";
-import { runChecked } from "./command.ts";
+import { runChecked } from "../supervise/command.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
 import { REPO_ROOT } from "./repo-root.ts";
 import { CLUSTER_CIDR, etcdEndpoint, type LabPlan } from "./topology.ts";

@@ -1,5 +1,6 @@
-// Runs short-lived commands (the probe clients; the reference node's nft until it moves onto the typed nft
-// layer) and collects their output, so a failure always names the exact command line that failed.
+// Short-lived commands run to completion with their output collected (the lab's probe clients, for
+// example), and foreground commands attached to the terminal (`podnet lab exec`). A failure always
+// names the exact command line that failed.
 
 import { spawn } from "node:child_process";
 
@@ -62,4 +63,15 @@ export async function runChecked(argv: readonly string[], opts: RunOptions = {})
   const result = await runCommand(argv, opts);
   if (result.code !== 0) throw new CommandError(argv, result);
   return result.stdout;
+}
+
+/** Run argv with the terminal attached (stdin, stdout, stderr inherited); resolves to its exit code. */
+export function runAttached(argv: readonly string[]): Promise<number> {
+  const [file, ...args] = argv;
+  if (file === undefined) return Promise.reject(new Error("runAttached: empty argv"));
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: "inherit" });
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
 }

@@ -5,11 +5,11 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { listNamedNetns } from "../kernel/named-netns.ts";
-import { processStartTime } from "../supervise/process.ts";
-import { runCommand } from "./command.ts";
-import type { LabStateData } from "./lab-state.ts";
-import { REPO_ROOT } from "./repo-root.ts";
+import { listNamedNetns } from "../../src/kernel/named-netns.ts";
+import { processStartTime } from "../../src/supervise/process.ts";
+import { runCommand } from "../../src/supervise/command.ts";
+import type { LabStateData } from "../../src/lab/lab-state.ts";
+import { REPO_ROOT } from "../../src/lab/repo-root.ts";
 
 export interface TestLab {
   id: string;
