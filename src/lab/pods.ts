@@ -6,6 +6,8 @@
 
 import { existsSync } from "node:fs";
 import { deleteNamedNetns, namedNetnsPath } from "../kernel/named-netns.ts";
+import { formatIp } from "../net/address.ts";
+import { tryParseCidr } from "../net/cidr.ts";
 import { CniNetwork, PluginError, findConfigList, type Attachment, type NetworkConfigList } from "../runtime/cni-driver.ts";
 import { sleep } from "../supervise/process.ts";
 import type { LabState, NodeRecord, PodRecord } from "./lab-state.ts";
@@ -151,8 +153,8 @@ export function resultIPv4(result: Record<string, unknown>): string | undefined 
   for (const ip of ips) {
     const address = typeof ip === "object" && ip !== null ? (ip as { address?: unknown }).address : undefined;
     if (typeof address !== "string") continue;
-    const bare = address.split("/")[0] ?? "";
-    if (/^\d+\.\d+\.\d+\.\d+$/.test(bare)) return bare;
+    const parsed = tryParseCidr(address);
+    if (parsed?.address.family === 4) return formatIp(parsed.address);
   }
   return undefined;
 }

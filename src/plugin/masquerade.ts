@@ -3,6 +3,7 @@
 // One nftables table per network holds sets of masqueraded pod IPs, so ADD and DEL change
 // set elements in one atomic `nft -f` transaction and never rewrite rules per pod.
 import { runNft } from "../kernel/nft.ts";
+import { canonicalCidrText } from "../net/cidr.ts";
 
 export interface MasqueradeEntry {
   /** Pod address in CIDR form, e.g. 10.244.1.5/24. */
@@ -16,17 +17,6 @@ function tableName(network: string): string {
 
 function isV6(cidr: string): boolean {
   return cidr.includes(":");
-}
-
-/** The IPv4 subnet of an address in CIDR form (nft rejects a prefix with host bits set). */
-function subnetOf(cidr: string): string {
-  const [addr = "", prefixText = ""] = cidr.split("/");
-  const prefix = Number(prefixText);
-  const octets = addr.split(".").map(Number);
-  const value = ((octets[0] ?? 0) << 24) | ((octets[1] ?? 0) << 16) | ((octets[2] ?? 0) << 8) | (octets[3] ?? 0);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  const net = (value & mask) >>> 0;
-  return `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${prefix}`;
 }
 
 function skeleton(table: string): string[] {
@@ -50,7 +40,7 @@ export function addMasquerade(network: string, entries: MasqueradeEntry[], clust
     const [ip] = address.split("/");
     const v6 = isV6(address);
     lines.push(`add element inet ${table} ${v6 ? "masq6" : "masq4"} { ${ip} }`);
-    if (!v6) lines.push(`add element inet ${table} exempt4 { ${subnetOf(address)} }`);
+    if (!v6) lines.push(`add element inet ${table} exempt4 { ${canonicalCidrText(address)} }`);
   }
   for (const cidr of clusterCidrs) {
     lines.push(`add element inet ${table} ${isV6(cidr) ? "exempt6" : "exempt4"} { ${cidr} }`);
