@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { LabStateData } from "../src/lab/lab-state.ts";
-import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "./helpers/lab.ts";
+import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
 import { processStartTime } from "../src/supervise/process.ts";
 import { REPO_ROOT } from "../src/lab/repo-root.ts";
 
@@ -19,10 +19,9 @@ before(() => {
   assert.ok(existsSync(join(REPO_ROOT, "dist/cni/podnet")), "dist/cni/podnet is missing: run npm run build");
 });
 after(async () => {
-  for (const t of labs) {
-    await lab(["down", ...t.flags]);
-    rmSync(t.stateRoot, { recursive: true, force: true });
-  }
+  const forced: string[] = [];
+  for (const t of labs) forced.push(...(await removeTestLab(t)));
+  assert.deepEqual(forced, [], "lab down left these behind; they were removed by force");
 });
 
 async function upCheckDown(nodes: number, podsPerNode: number): Promise<void> {

@@ -3,11 +3,10 @@
 // teardown without depending on podnet's agent. Needs root; creates and removes its own namespaces.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
 import { namedNetnsPath } from "../src/kernel/named-netns.ts";
 import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";
 import { deleteRoute } from "../src/kernel/route.ts";
-import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "./helpers/lab.ts";
+import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
 
 const labs: TestLab[] = [];
 function track(t: TestLab): TestLab {
@@ -15,10 +14,9 @@ function track(t: TestLab): TestLab {
   return t;
 }
 after(async () => {
-  for (const t of labs) {
-    await lab(["down", ...t.flags]);
-    rmSync(t.stateRoot, { recursive: true, force: true });
-  }
+  const forced: string[] = [];
+  for (const t of labs) forced.push(...(await removeTestLab(t)));
+  assert.deepEqual(forced, [], "lab down left these behind; they were removed by force");
 });
 
 test("reference lab: up, status, run/exec over lo, check passes, a broken route fails the check, down leaves nothing", async () => {

@@ -17,7 +17,7 @@ const execFileAsync = promisify(execFile);
 
 async function ipNetns(args: string[]): Promise<void> {
   try {
-    await execFileAsync("ip", ["netns", ...args], { timeout: 10_000 });
+    await execFileAsync("ip", ["netns", ...args], { timeout: 30_000 });
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr?.trim();
     throw new Error(`ip netns ${args.join(" ")}: ${stderr || (error as Error).message}`);
