@@ -238,11 +238,8 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   const present = new Set(listNamedNetns({ includeStale: true }));
   for (const name of [...state.data.namespaces].reverse()) {
     if (!present.has(name)) continue;
-    try {
-      await deleteNamedNetns(name);
-    } catch (error) {
-      problems.push(`netns ${name}: ${(error as Error).message}`);
-    }
+    const problem = await deleteWithRetries(name);
+    if (problem) problems.push(`netns ${name}: ${problem}`);
   }
   log(`netns     ${state.data.namespaces.length} namespaces deleted`);
   const remaining = listNamedNetns({ includeStale: true }).filter((n) => state.data.namespaces.includes(n));
@@ -254,6 +251,25 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
     log(`removed   ${dir}`);
   }
   return { found: true, problems };
+}
+
+/**
+ * Delete a lab namespace, trying again a few times: on a loaded machine `ip` can fail or time out once,
+ * and a namespace left behind here would outlive the state that records it. Undefined when it is gone.
+ */
+async function deleteWithRetries(name: string, attempts = 3): Promise<string | undefined> {
+  let last = "";
+  for (let i = 0; i < attempts; i++) {
+    try {
+      await deleteNamedNetns(name);
+      return undefined;
+    } catch (error) {
+      last = (error as Error).message;
+      if (!listNamedNetns({ includeStale: true }).includes(name)) return undefined;
+      await sleep(200 * (i + 1));
+    }
+  }
+  return last;
 }
 
 function inodesOf(namespaces: readonly string[]): Set<number> {
