@@ -96,6 +96,8 @@ export interface NftSet {
   flags?: readonly ("interval" | "timeout" | "dynamic" | "constant")[];
   /** Default element timeout in seconds. */
   timeoutSeconds?: number;
+  /** Interval sets only: merge overlapping and adjacent elements instead of refusing them (nft's `auto-merge`). */
+  autoMerge?: boolean;
   /** Elements, each a tuple matching keyType; a CIDR where the set has the interval flag. */
   elements: readonly (readonly NftValue[])[];
   comment?: string;
@@ -146,7 +148,11 @@ export type NftChange =
   | { op: "addMap"; map: NftMap }
   | { op: "deleteMap"; name: string }
   | { op: "addElements"; setOrMap: string; elements: readonly (readonly NftValue[])[] | readonly NftMapElement[] }
-  | { op: "deleteElements"; setOrMap: string; keys: readonly (readonly NftValue[])[] };
+  /**
+   * Deleting an absent element fails the whole transaction, unless `ifPresent` (sets only): then
+   * each element is added first, so the delete always finds it.
+   */
+  | { op: "deleteElements"; setOrMap: string; keys: readonly (readonly NftValue[])[]; ifPresent?: boolean };
 
 export interface NftTransaction {
   family: NftFamily;
