@@ -1,0 +1,399 @@
+// The service proxy's ruleset: Services and EndpointSlices in, one nftables table out, in
+// kube-proxy's nftables layout (k8s.io/kubernetes pkg/proxy/nftables/proxier.go, KEP-3866):
+//
+//   nat-prerouting / nat-output ─► services: daddr . l4proto . dport vmap @service-ips
+//                                            fib daddr type local → l4proto . dport vmap @service-nodeports
+//   @service-ips      → goto service-… (ClusterIP) or external-… (externalIPs, LoadBalancer IPs)
+//   service-… / local-… → [affinity lookups] numgen random mod N vmap → endpoint-… (DNAT)
+//   nat-postrouting ─► masquerading: packets marked 0x4000 are masqueraded
+//   filter hooks ─► no-endpoint-services / no-endpoint-nodeports (reject or drop, ct state new),
+//                   cluster-ips-check (a ClusterIP on a port it does not serve is rejected),
+//                   firewall (loadBalancerSourceRanges)
+//
+// Pure: the caller reads the objects and hands the table to src/kernel. Chain names are stable
+// (derived from namespace/name/protocol/port name and hashed), so a change to one service yields
+// a change to that service's chains and map elements only (see proxy-plan.ts).
+
+import { createHash } from "node:crypto";
+import type { NftChain, NftMapElement, NftRule, NftSet, NftStatement, NftTable, NftVerdict } from "../kernel/nft/model.ts";
+import type { EndpointSlice, Service, ServicePort } from "../k8s/types.ts";
+import { categorizeEndpoints, endpointsOfPort, slicesByService, type ProxyEndpoint } from "./endpoints.ts";
+
+export const PROXY_TABLE = "podnet-svc";
+/** The mark that asks nat-postrouting to masquerade (kube-proxy's --masquerade-bit 14). */
+export const MASQUERADE_MARK = 0x4000;
+
+export interface ProxyNodeFacts {
+  nodeName: string;
+  /** This node's own addresses (NodePorts are reached on these, through `fib daddr type local`). */
+  nodeIps: readonly string[];
+  /** This node's pod subnet. */
+  podCidr: string;
+  /** All pods of the cluster: sources outside it reaching a ClusterIP are masqueraded, as kube-proxy's local-traffic detector does. */
+  clusterCidr: string;
+  /** When given, traffic to an unallocated address of the service CIDR is rejected too. */
+  serviceCidr?: string;
+}
+
+/** A UDP frontend and the endpoint IPs behind it, for conntrack clean-up by the caller. */
+export interface UdpFrontend {
+  /** The ClusterIP, external IP or LoadBalancer IP; undefined for a NodePort (any local address). */
+  ip?: string;
+  port: number;
+  endpointIps: readonly string[];
+}
+
+export interface CompiledProxy {
+  table: NftTable;
+  udpFrontends: readonly UdpFrontend[];
+}
+
+// Fixed object names of the table.
+const SERVICES = "services";
+const MASQUERADING = "masquerading";
+const MARK_FOR_MASQUERADE = "mark-for-masquerade";
+const SERVICE_IPS = "service-ips";
+const SERVICE_NODEPORTS = "service-nodeports";
+const NO_ENDPOINT_SERVICES = "no-endpoint-services";
+const NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports";
+const SERVICE_ENDPOINTS_CHECK = "service-endpoints-check";
+const NODEPORT_ENDPOINTS_CHECK = "nodeport-endpoints-check";
+const CLUSTER_IPS = "cluster-ips";
+const CLUSTER_IPS_CHECK = "cluster-ips-check";
+const FIREWALL_IPS = "firewall-ips";
+const FIREWALL_CHECK = "firewall-check";
+const REJECT_CHAIN = "reject-chain";
+
+const ADDR_PROTO_PORT = ["ipv4_addr", "inet_proto", "inet_service"] as const;
+const PROTO_PORT = ["inet_proto", "inet_service"] as const;
+const DADDR_PROTO_PORT = ["ip daddr", "meta l4proto", "th dport"] as const;
+
+const goto = (chain: string): NftVerdict => ({ verdict: "goto", chain });
+const jump = (chain: string): NftVerdict => ({ verdict: "jump", chain });
+const rule = (statements: NftStatement[], comment?: string): NftRule => (comment ? { statements, comment: shortComment(comment) } : { statements });
+const CT_NEW: NftStatement = { match: "ct state", value: "new" };
+
+function shortComment(text: string): string {
+  const clean = text.replace(/["\\]/g, "");
+  return Buffer.byteLength(clean) <= 120 ? clean : `${clean.slice(0, 117)}...`;
+}
+
+function hash8(text: string): string {
+  return createHash("sha256").update(text).digest("hex").slice(0, 8).toUpperCase();
+}
+
+/** `prefix-HASH-id`, at most 200 characters (nft allows 255): the hash keeps truncated names unique. */
+export function chainName(prefix: string, id: string, hashInput = id): string {
+  const name = `${prefix}-${hash8(hashInput)}-${id}`;
+  return name.length <= 200 ? name : name.slice(0, 200);
+}
+
+/** "namespace/name/tcp/portname" (the port number when unnamed): kube-proxy's ServicePortName. */
+export function servicePortId(service: Service, port: ServicePort): string {
+  const protocol = (port.protocol ?? "TCP").toLowerCase();
+  return `${service.metadata.namespace ?? "default"}/${service.metadata.name}/${protocol}/${port.name || String(port.port)}`;
+}
+
+function isIpv4(text: string | undefined): text is string {
+  return typeof text === "string" && /^\d{1,3}(\.\d{1,3}){3}$/.test(text);
+}
+
+/** The chains, sets and map elements one service contributes; cached so unchanged services keep identical objects. */
+interface ServiceFragment {
+  chains: NftChain[];
+  sets: NftSet[];
+  serviceIps: NftMapElement[];
+  nodePorts: NftMapElement[];
+  noEndpointServices: NftMapElement[];
+  noEndpointNodePorts: NftMapElement[];
+  firewallIps: NftMapElement[];
+  /** One-element tuples, kept as objects so an unchanged service's set elements stay identical. */
+  clusterIps: string[][];
+  udpFrontends: UdpFrontend[];
+}
+
+function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts): ServiceFragment {
+  const fragment: ServiceFragment = { chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [] };
+  const spec = service.spec;
+  const type = spec.type ?? "ClusterIP";
+  if (type === "ExternalName") return fragment;
+  const clusterIp = isIpv4(spec.clusterIP) ? spec.clusterIP : undefined;
+  if (!clusterIp) return fragment; // headless or not yet allocated: DNS only, no proxying
+  fragment.clusterIps.push([clusterIp]);
+
+  const externalIps = [...(spec.externalIPs ?? []).filter(isIpv4)];
+  const loadBalancerIps = type === "LoadBalancer" ? (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter(isIpv4) : [];
+  const sourceRanges = type === "LoadBalancer" ? (spec.loadBalancerSourceRanges ?? []).map((r) => r.trim()).filter((r) => r !== "") : [];
+  const affinityTimeout = spec.sessionAffinity === "ClientIP" ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : undefined;
+  const label = `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
+
+  for (const port of spec.ports ?? []) {
+    const protocol = (port.protocol ?? "TCP").toLowerCase();
+    const id = servicePortId(service, port);
+    const endpoints = categorizeEndpoints(service, endpointsOfPort(slices, port), node.nodeName);
+    const portLabel = `${label}:${port.name || port.port}`;
+    const nodePort = (type === "NodePort" || type === "LoadBalancer") && port.nodePort ? port.nodePort : undefined;
+    const hasExternal = nodePort !== undefined || externalIps.length > 0 || loadBalancerIps.length > 0;
+
+    // Endpoint chains, shared by the cluster-wide and the local chain.
+    const endpointChains = new Map<string, { chain: string; affinitySet?: string }>();
+    const endpointChainFor = (endpoint: ProxyEndpoint) => {
+      const key = `${endpoint.ip}/${endpoint.port}`;
+      let entry = endpointChains.get(key);
+      if (entry) return entry;
+      const epId = `${id}__${key}`;
+      const chain = chainName("endpoint", epId);
+      const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, jump(MARK_FOR_MASQUERADE)], `${portLabel} hairpin`)];
+      entry = { chain };
+      if (affinityTimeout !== undefined) {
+        // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
+        const setName = chainName("affinity", epId, `${epId}#${affinityTimeout}`);
+        entry.affinitySet = setName;
+        fragment.sets.push({ name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
+        statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
+      }
+      statements.push(rule([{ match: "meta l4proto", value: protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }], `${portLabel} -> ${key}`));
+      fragment.chains.push({ name: chain, rules: statements });
+      endpointChains.set(key, entry);
+      return entry;
+    };
+    const balance = (endpoints: readonly ProxyEndpoint[]): NftRule[] => {
+      const entries = endpoints.map(endpointChainFor);
+      const rules: NftRule[] = [];
+      for (const entry of entries) {
+        if (entry.affinitySet) rules.push(rule([{ lookup: ["ip saddr"], set: entry.affinitySet }, goto(entry.chain)]));
+      }
+      rules.push(rule([{ numgenVmap: entries.map((e) => goto(e.chain)) }]));
+      return rules;
+    };
+
+    const clusterChain = chainName("service", id);
+    const localChain = chainName("local", id);
+    if (endpoints.cluster.length > 0) {
+      fragment.chains.push({
+        name: clusterChain,
+        rules: [
+          // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
+          // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
+          rule([{ match: "ip saddr", op: "!=", value: node.clusterCidr }, jump(MARK_FOR_MASQUERADE)], `${portLabel} from outside the pod network`),
+          ...balance(endpoints.cluster),
+        ],
+      });
+    }
+    const needLocal = (spec.internalTrafficPolicy === "Local" || (hasExternal && spec.externalTrafficPolicy === "Local")) && endpoints.local.length > 0;
+    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(endpoints.local) });
+
+    // ClusterIP: dispatch to the internal chain, or reject (no endpoints) / drop (none on this node under internalTrafficPolicy Local).
+    const clusterKey = [clusterIp, protocol, port.port];
+    if (endpoints.internal.length > 0) {
+      fragment.serviceIps.push({ key: clusterKey, verdict: goto(spec.internalTrafficPolicy === "Local" ? localChain : clusterChain) });
+    } else {
+      fragment.noEndpointServices.push({ key: clusterKey, verdict: endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : { verdict: "drop" } });
+    }
+    if (protocol === "udp") fragment.udpFrontends.push({ ip: clusterIp, port: port.port, endpointIps: endpoints.internal.map((e) => e.ip) });
+
+    if (!hasExternal) continue;
+    const externalChain = chainName("external", id);
+    const externalReachable = endpoints.external.length > 0;
+    if (externalReachable || endpoints.cluster.length > 0) {
+      const rules: NftRule[] = [];
+      if (spec.externalTrafficPolicy === "Local") {
+        // Pods reaching the external address take the cluster-wide path (kube-proxy short-circuits them);
+        // traffic from outside keeps its source and goes only to this node's endpoints.
+        if (endpoints.cluster.length > 0) rules.push(rule([{ match: "ip saddr", value: node.clusterCidr }, goto(clusterChain)], `${portLabel} pods take the cluster path`));
+        rules.push(rule([externalReachable ? goto(localChain) : { verdict: "drop" }], externalReachable ? undefined : `${portLabel} no local endpoints`));
+      } else {
+        rules.push(rule([jump(MARK_FOR_MASQUERADE)], `${portLabel} external traffic is masqueraded`));
+        rules.push(rule([goto(clusterChain)]));
+      }
+      fragment.chains.push({ name: externalChain, rules });
+    }
+    const externalVerdict: NftVerdict | undefined = endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : undefined;
+    for (const ip of [...externalIps, ...loadBalancerIps]) {
+      const key = [ip, protocol, port.port];
+      if (externalVerdict) fragment.noEndpointServices.push({ key, verdict: externalVerdict });
+      else fragment.serviceIps.push({ key, verdict: goto(externalChain) });
+      if (protocol === "udp") fragment.udpFrontends.push({ ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
+    }
+    if (nodePort !== undefined) {
+      const key = [protocol, nodePort];
+      if (externalVerdict) fragment.noEndpointNodePorts.push({ key, verdict: externalVerdict });
+      else fragment.nodePorts.push({ key, verdict: goto(externalChain) });
+      if (protocol === "udp") fragment.udpFrontends.push({ port: nodePort, endpointIps: endpoints.external.map((e) => e.ip) });
+    }
+    if (sourceRanges.length > 0 && loadBalancerIps.length > 0) {
+      const firewallChain = chainName("firewall", id);
+      fragment.chains.push({ name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
+      for (const ip of loadBalancerIps) fragment.firewallIps.push({ key: [ip, protocol, port.port], verdict: goto(firewallChain) });
+    }
+  }
+  return fragment;
+}
+
+/** The fixed part of the table: base chains on the hooks and the dispatch chains. */
+function skeletonChains(node: ProxyNodeFacts): NftChain[] {
+  const clusterIpsCheck: NftRule[] = [
+    rule([{ match: "meta l4proto", value: "tcp" }, { lookup: ["ip daddr"], set: CLUSTER_IPS }, { reject: "tcp reset" }], "port not served on this ClusterIP"),
+    rule([{ lookup: ["ip daddr"], set: CLUSTER_IPS }, { reject: "icmp port-unreachable" }], "port not served on this ClusterIP"),
+  ];
+  if (node.serviceCidr) {
+    clusterIpsCheck.push(rule([{ match: "ip daddr", value: node.serviceCidr }, { reject: "icmp port-unreachable" }], "unallocated ClusterIP"));
+  }
+  return [
+    { name: "nat-prerouting", base: { type: "nat", hook: "prerouting", priority: "dstnat" }, rules: [rule([jump(SERVICES)])] },
+    { name: "nat-output", base: { type: "nat", hook: "output", priority: "dstnat" }, rules: [rule([jump(SERVICES)])] },
+    { name: "nat-postrouting", base: { type: "nat", hook: "postrouting", priority: "srcnat" }, rules: [rule([jump(MASQUERADING)])] },
+    { name: "filter-prerouting", base: { type: "filter", hook: "prerouting", priority: "dstnat - 10" }, rules: [rule([CT_NEW, jump(FIREWALL_CHECK)])] },
+    {
+      name: "filter-input",
+      base: { type: "filter", hook: "input", priority: "filter - 10" },
+      rules: [rule([CT_NEW, jump(NODEPORT_ENDPOINTS_CHECK)]), rule([CT_NEW, jump(SERVICE_ENDPOINTS_CHECK)])],
+    },
+    {
+      name: "filter-forward",
+      base: { type: "filter", hook: "forward", priority: "filter - 10" },
+      rules: [rule([CT_NEW, jump(SERVICE_ENDPOINTS_CHECK)]), rule([CT_NEW, jump(CLUSTER_IPS_CHECK)])],
+    },
+    {
+      name: "filter-output",
+      base: { type: "filter", hook: "output", priority: "dstnat - 10" },
+      rules: [rule([CT_NEW, jump(SERVICE_ENDPOINTS_CHECK)]), rule([CT_NEW, jump(FIREWALL_CHECK)])],
+    },
+    { name: "filter-output-post-dnat", base: { type: "filter", hook: "output", priority: "dstnat + 10" }, rules: [rule([CT_NEW, jump(CLUSTER_IPS_CHECK)])] },
+    {
+      name: SERVICES,
+      rules: [
+        rule([{ vmapLookup: DADDR_PROTO_PORT, map: SERVICE_IPS }]),
+        rule([{ match: "fib daddr type", value: "local" }, { match: "ip daddr", op: "!=", value: "127.0.0.0/8" }, { vmapLookup: ["meta l4proto", "th dport"], map: SERVICE_NODEPORTS }], "NodePorts on this node's addresses"),
+      ],
+    },
+    { name: MARK_FOR_MASQUERADE, rules: [rule([{ setMarkOr: MASQUERADE_MARK }])] },
+    // The model matches a mark exactly (no bit mask); podnet sets no other mark bits on these packets.
+    { name: MASQUERADING, rules: [rule([{ match: "meta mark", value: MASQUERADE_MARK }, { masquerade: { fullyRandom: true } }])] },
+    { name: SERVICE_ENDPOINTS_CHECK, rules: [rule([{ vmapLookup: DADDR_PROTO_PORT, map: NO_ENDPOINT_SERVICES }])] },
+    { name: NODEPORT_ENDPOINTS_CHECK, rules: [rule([{ match: "fib daddr type", value: "local" }, { vmapLookup: ["meta l4proto", "th dport"], map: NO_ENDPOINT_NODEPORTS }])] },
+    { name: CLUSTER_IPS_CHECK, rules: clusterIpsCheck },
+    { name: FIREWALL_CHECK, rules: [rule([{ vmapLookup: DADDR_PROTO_PORT, map: FIREWALL_IPS }])] },
+    {
+      name: REJECT_CHAIN,
+      rules: [rule([{ match: "meta l4proto", value: "tcp" }, { reject: "tcp reset" }], "service has no endpoints"), rule([{ reject: "icmp port-unreachable" }], "service has no endpoints")],
+    },
+  ];
+}
+
+/**
+ * Compiles the proxy table. Keep one instance per node: it remembers each service's output, so
+ * an unchanged service yields the very same chain objects, which lets proxy-plan.ts skip them
+ * without comparing their rules.
+ */
+export class ProxyCompiler {
+  private cache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
+  private nodeFingerprint = "";
+
+  compile(services: readonly Service[], slices: readonly EndpointSlice[], node: ProxyNodeFacts): CompiledProxy {
+    const nodeFingerprint = JSON.stringify(node);
+    if (nodeFingerprint !== this.nodeFingerprint) {
+      this.cache.clear();
+      this.nodeFingerprint = nodeFingerprint;
+    }
+    const bySservice = slicesByService(slices);
+    const nextCache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
+    const fragments: ServiceFragment[] = [];
+    const sorted = [...services].sort((a, b) => serviceKey(a).localeCompare(serviceKey(b)));
+    for (const service of sorted) {
+      const key = serviceKey(service);
+      const serviceSlices = bySservice.get(key) ?? [];
+      const fingerprint = fingerprintOf(service, serviceSlices);
+      const cached = this.cache.get(key);
+      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node);
+      nextCache.set(key, { fingerprint, fragment });
+      fragments.push(fragment);
+    }
+    this.cache = nextCache;
+    return assemble(fragments, node);
+  }
+}
+
+/** One-shot compile, for callers that keep no state. */
+export function compileProxyTable(services: readonly Service[], slices: readonly EndpointSlice[], node: ProxyNodeFacts): CompiledProxy {
+  return new ProxyCompiler().compile(services, slices, node);
+}
+
+function serviceKey(service: Service): string {
+  return `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
+}
+
+/** resourceVersions when every object has one (the datastore sets them), else the objects' JSON. */
+function fingerprintOf(service: Service, slices: readonly EndpointSlice[]): string {
+  const versions = [service, ...slices].map((o) => o.metadata.resourceVersion);
+  if (versions.every((v) => v !== undefined)) {
+    return `rv:${service.metadata.uid ?? ""}:${versions.join(",")}:${slices.map((s) => s.metadata.name).join(",")}`;
+  }
+  return JSON.stringify([service, slices]);
+}
+
+function assemble(fragments: readonly ServiceFragment[], node: ProxyNodeFacts): CompiledProxy {
+  const chains: NftChain[] = skeletonChains(node);
+  const sets: NftSet[] = [];
+  const serviceIps: NftMapElement[] = [];
+  const nodePorts: NftMapElement[] = [];
+  const noEndpointServices: NftMapElement[] = [];
+  const noEndpointNodePorts: NftMapElement[] = [];
+  const firewallIps: NftMapElement[] = [];
+  const clusterIps: string[][] = [];
+  const udpFrontends: UdpFrontend[] = [];
+  for (const f of fragments) {
+    for (const c of f.chains) chains.push(c);
+    for (const s of f.sets) sets.push(s);
+    for (const e of f.serviceIps) serviceIps.push(e);
+    for (const e of f.nodePorts) nodePorts.push(e);
+    for (const e of f.noEndpointServices) noEndpointServices.push(e);
+    for (const e of f.noEndpointNodePorts) noEndpointNodePorts.push(e);
+    for (const e of f.firewallIps) firewallIps.push(e);
+    for (const ip of f.clusterIps) clusterIps.push(ip);
+    for (const u of f.udpFrontends) udpFrontends.push(u);
+  }
+  const verdictMap = (name: string, keyType: readonly ("ipv4_addr" | "inet_proto" | "inet_service")[], elements: NftMapElement[], comment: string) => ({
+    name,
+    keyType,
+    valueType: ["verdict"] as const,
+    elements,
+    comment,
+  });
+  return {
+    table: {
+      family: "ip",
+      name: PROXY_TABLE,
+      comment: "podnet service proxy",
+      chains,
+      sets: [{ name: CLUSTER_IPS, keyType: ["ipv4_addr"], elements: dedupe(clusterIps), comment: "every ClusterIP" }, ...sets],
+      maps: [
+        verdictMap(SERVICE_IPS, ADDR_PROTO_PORT, dedupeElements(serviceIps), "ClusterIP, external IP and LoadBalancer IP dispatch"),
+        verdictMap(SERVICE_NODEPORTS, PROTO_PORT, dedupeElements(nodePorts), "NodePort dispatch"),
+        verdictMap(NO_ENDPOINT_SERVICES, ADDR_PROTO_PORT, dedupeElements(noEndpointServices), "service addresses with no usable endpoints"),
+        verdictMap(NO_ENDPOINT_NODEPORTS, PROTO_PORT, dedupeElements(noEndpointNodePorts), "NodePorts with no usable endpoints"),
+        verdictMap(FIREWALL_IPS, ADDR_PROTO_PORT, dedupeElements(firewallIps), "LoadBalancer IPs with source ranges"),
+      ],
+    },
+    udpFrontends,
+  };
+}
+
+function dedupe(keys: string[][]): string[][] {
+  const seen = new Set<string>();
+  return keys.filter((k) => (seen.has(k[0]!) ? false : (seen.add(k[0]!), true)));
+}
+
+/**
+ * Two services may claim the same external IP and port (externalIPs are not allocated, so the API
+ * server does not stop it); nft refuses a duplicate key, so the first service, by namespace/name, wins.
+ */
+function dedupeElements(elements: NftMapElement[]): NftMapElement[] {
+  const seen = new Set<string>();
+  return elements.filter((e) => {
+    const key = e.key.join(" ");
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
