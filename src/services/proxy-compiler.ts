@@ -241,7 +241,8 @@ function skeletonChains(node: ProxyNodeFacts): NftChain[] {
   }
   return [
     { name: "nat-prerouting", base: { type: "nat", hook: "prerouting", priority: "dstnat" }, rules: [rule([jump(SERVICES)])] },
-    { name: "nat-output", base: { type: "nat", hook: "output", priority: "dstnat" }, rules: [rule([jump(SERVICES)])] },
+    // The output hook takes no priority names in nft 1.0.6 ("dstnat" is prerouting-only): numbers there.
+    { name: "nat-output", base: { type: "nat", hook: "output", priority: -100 }, rules: [rule([jump(SERVICES)])] },
     { name: "nat-postrouting", base: { type: "nat", hook: "postrouting", priority: "srcnat" }, rules: [rule([jump(MASQUERADING)])] },
     { name: "filter-prerouting", base: { type: "filter", hook: "prerouting", priority: "dstnat - 10" }, rules: [rule([CT_NEW, jump(FIREWALL_CHECK)])] },
     {
@@ -256,10 +257,10 @@ function skeletonChains(node: ProxyNodeFacts): NftChain[] {
     },
     {
       name: "filter-output",
-      base: { type: "filter", hook: "output", priority: "dstnat - 10" },
+      base: { type: "filter", hook: "output", priority: -110 },
       rules: [rule([CT_NEW, jump(SERVICE_ENDPOINTS_CHECK)]), rule([CT_NEW, jump(FIREWALL_CHECK)])],
     },
-    { name: "filter-output-post-dnat", base: { type: "filter", hook: "output", priority: "dstnat + 10" }, rules: [rule([CT_NEW, jump(CLUSTER_IPS_CHECK)])] },
+    { name: "filter-output-post-dnat", base: { type: "filter", hook: "output", priority: -90 }, rules: [rule([CT_NEW, jump(CLUSTER_IPS_CHECK)])] },
     {
       name: SERVICES,
       rules: [
