@@ -270,10 +270,15 @@ function mergeForUpdate(current: KubeObject, desired: KubeObject): KubeObject {
       }
     }
     // A port without a nodePort keeps the one it had (matched by name, else by port and protocol).
+    const requested = new Set((next.spec.ports ?? []).map((p) => p.nodePort).filter((p) => p));
     for (const port of next.spec.ports ?? []) {
       if (port.nodePort) continue;
       const before = (current.spec.ports ?? []).find((p) => (port.name && p.name === port.name) || (p.port === port.port && (p.protocol ?? "TCP") === (port.protocol ?? "TCP")));
-      if (before?.nodePort) port.nodePort = before.nodePort;
+      // Unless another port of the new spec asks for it by number: then this one gets a new port.
+      if (before?.nodePort && !requested.has(before.nodePort)) {
+        port.nodePort = before.nodePort;
+        requested.add(before.nodePort);
+      }
     }
   }
   return next;
