@@ -15,7 +15,7 @@
 // a change to that service's chains and map elements only (see proxy-plan.ts).
 
 import { createHash } from "node:crypto";
-import type { NftChain, NftMapElement, NftRule, NftSet, NftStatement, NftTable, NftVerdict } from "../kernel/nft/model.ts";
+import type { NftChain, NftMapElement, NftRule, NftSet, NftStatement, NftTable, NftValue, NftVerdict } from "../kernel/nft/model.ts";
 import type { EndpointSlice, Service, ServicePort } from "../k8s/types.ts";
 import { categorizeEndpoints, endpointsOfPort, slicesByService, type ProxyEndpoint } from "./endpoints.ts";
 
@@ -44,8 +44,19 @@ export interface UdpFrontend {
 }
 
 export interface CompiledProxy {
-  table: NftTable;
-  udpFrontends: readonly UdpFrontend[];
+  /** The whole table (assembled on first use: the incremental path never needs it). */
+  readonly table: NftTable;
+  /** Every UDP frontend with its endpoints (assembled on first use). */
+  readonly udpFrontends: readonly UdpFrontend[];
+  /** Per service ("namespace/name"), what it contributes; unchanged services keep the identical object. */
+  readonly fragments: ReadonlyMap<string, ServiceFragment>;
+  /** The fixed chains; the identical array while the node facts stay the same. */
+  readonly skeleton: readonly NftChain[];
+  /**
+   * Map keys two services may both ask for (an external IP is not allocated, so two services can
+   * name the same one): "map|key" → the service that gets it, the first by namespace/name.
+   */
+  readonly contestedOwners: ReadonlyMap<string, string>;
 }
 
 // Fixed object names of the table.
@@ -99,7 +110,8 @@ function isIpv4(text: string | undefined): text is string {
 }
 
 /** The chains, sets and map elements one service contributes; cached so unchanged services keep identical objects. */
-interface ServiceFragment {
+export interface ServiceFragment {
+  key: string;
   chains: NftChain[];
   sets: NftSet[];
   serviceIps: NftMapElement[];
@@ -110,10 +122,17 @@ interface ServiceFragment {
   /** One-element tuples, kept as objects so an unchanged service's set elements stay identical. */
   clusterIps: string[][];
   udpFrontends: UdpFrontend[];
+  /** "map|key" of the elements keyed by an external or LoadBalancer IP, which another service may also claim. */
+  contested: Set<string>;
 }
 
+export const contestedKey = (map: string, key: readonly NftValue[]) => `${map}|${key.join(" ")}`;
+
 function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts): ServiceFragment {
-  const fragment: ServiceFragment = { chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [] };
+  const fragment: ServiceFragment = {
+    key: `${service.metadata.namespace ?? "default"}/${service.metadata.name}`,
+    chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: new Set(),
+  };
   const spec = service.spec;
   const type = spec.type ?? "ClusterIP";
   if (type === "ExternalName") return fragment;
@@ -213,6 +232,7 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
       const key = [ip, protocol, port.port];
       if (externalVerdict) fragment.noEndpointServices.push({ key, verdict: externalVerdict });
       else fragment.serviceIps.push({ key, verdict: goto(externalChain) });
+      fragment.contested.add(contestedKey(externalVerdict ? NO_ENDPOINT_SERVICES : SERVICE_IPS, key));
       if (protocol === "udp") fragment.udpFrontends.push({ ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
     }
     if (nodePort !== undefined) {
@@ -224,7 +244,10 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
     if (sourceRanges.length > 0 && loadBalancerIps.length > 0) {
       const firewallChain = chainName("firewall", id);
       fragment.chains.push({ name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
-      for (const ip of loadBalancerIps) fragment.firewallIps.push({ key: [ip, protocol, port.port], verdict: goto(firewallChain) });
+      for (const ip of loadBalancerIps) {
+        fragment.firewallIps.push({ key: [ip, protocol, port.port], verdict: goto(firewallChain) });
+        fragment.contested.add(contestedKey(FIREWALL_IPS, [ip, protocol, port.port]));
+      }
     }
   }
   return fragment;
@@ -284,34 +307,38 @@ function skeletonChains(node: ProxyNodeFacts): NftChain[] {
 
 /**
  * Compiles the proxy table. Keep one instance per node: it remembers each service's output, so
- * an unchanged service yields the very same chain objects, which lets proxy-plan.ts skip them
- * without comparing their rules.
+ * an unchanged service yields the very same fragment, which lets proxy-plan.ts skip it without
+ * looking inside.
  */
 export class ProxyCompiler {
   private cache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
   private nodeFingerprint = "";
+  private skeleton: readonly NftChain[] = [];
 
   compile(services: readonly Service[], slices: readonly EndpointSlice[], node: ProxyNodeFacts): CompiledProxy {
     const nodeFingerprint = JSON.stringify(node);
     if (nodeFingerprint !== this.nodeFingerprint) {
       this.cache.clear();
       this.nodeFingerprint = nodeFingerprint;
+      this.skeleton = skeletonChains(node);
     }
-    const bySservice = slicesByService(slices);
+    const byService = slicesByService(slices);
     const nextCache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
-    const fragments: ServiceFragment[] = [];
-    const sorted = [...services].sort((a, b) => serviceKey(a).localeCompare(serviceKey(b)));
-    for (const service of sorted) {
-      const key = serviceKey(service);
-      const serviceSlices = bySservice.get(key) ?? [];
+    const keyed = services.map((service) => ({ key: serviceKey(service), service }));
+    keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const fragments = new Map<string, ServiceFragment>();
+    const contestedOwners = new Map<string, string>();
+    for (const { key, service } of keyed) {
+      const serviceSlices = byService.get(key) ?? [];
       const fingerprint = fingerprintOf(service, serviceSlices);
       const cached = this.cache.get(key);
       const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node);
       nextCache.set(key, { fingerprint, fragment });
-      fragments.push(fragment);
+      fragments.set(key, fragment);
+      for (const contested of fragment.contested) if (!contestedOwners.has(contested)) contestedOwners.set(contested, key);
     }
     this.cache = nextCache;
-    return assemble(fragments, node);
+    return new Compiled(fragments, this.skeleton, contestedOwners);
   }
 }
 
@@ -326,15 +353,45 @@ function serviceKey(service: Service): string {
 
 /** resourceVersions when every object has one (the datastore sets them), else the objects' JSON. */
 function fingerprintOf(service: Service, slices: readonly EndpointSlice[]): string {
-  const versions = [service, ...slices].map((o) => o.metadata.resourceVersion);
-  if (versions.every((v) => v !== undefined)) {
-    return `rv:${service.metadata.uid ?? ""}:${versions.join(",")}:${slices.map((s) => s.metadata.name).join(",")}`;
+  let versions = `rv:${service.metadata.uid ?? ""}:${service.metadata.resourceVersion ?? ""}`;
+  let complete = service.metadata.resourceVersion !== undefined;
+  for (const slice of slices) {
+    versions += `,${slice.metadata.name}@${slice.metadata.resourceVersion ?? ""}`;
+    complete &&= slice.metadata.resourceVersion !== undefined;
   }
-  return JSON.stringify([service, slices]);
+  return complete ? versions : JSON.stringify([service, slices]);
 }
 
-function assemble(fragments: readonly ServiceFragment[], node: ProxyNodeFacts): CompiledProxy {
-  const chains: NftChain[] = skeletonChains(node);
+class Compiled implements CompiledProxy {
+  private assembled?: { table: NftTable; udpFrontends: UdpFrontend[] };
+
+  constructor(
+    readonly fragments: ReadonlyMap<string, ServiceFragment>,
+    readonly skeleton: readonly NftChain[],
+    readonly contestedOwners: ReadonlyMap<string, string>,
+  ) {}
+
+  private whole() {
+    return (this.assembled ??= assembleTable([...this.fragments.values()], this.skeleton, this.contestedOwners));
+  }
+  get table(): NftTable {
+    return this.whole().table;
+  }
+  get udpFrontends(): readonly UdpFrontend[] {
+    return this.whole().udpFrontends;
+  }
+}
+
+/**
+ * A table from some fragments: all of them for the full table, or only the changed ones (with or
+ * without the skeleton) for the narrowed tables proxy-plan.ts diffs.
+ */
+export function assembleTable(
+  fragments: readonly ServiceFragment[],
+  skeleton: readonly NftChain[],
+  contestedOwners: ReadonlyMap<string, string>,
+): { table: NftTable; udpFrontends: UdpFrontend[] } {
+  const chains: NftChain[] = [...skeleton];
   const sets: NftSet[] = [];
   const serviceIps: NftMapElement[] = [];
   const nodePorts: NftMapElement[] = [];
@@ -344,13 +401,19 @@ function assemble(fragments: readonly ServiceFragment[], node: ProxyNodeFacts): 
   const clusterIps: string[][] = [];
   const udpFrontends: UdpFrontend[] = [];
   for (const f of fragments) {
+    // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
+    const won = (map: string, e: NftMapElement) => {
+      if (f.contested.size === 0) return true;
+      const key = contestedKey(map, e.key);
+      return !f.contested.has(key) || contestedOwners.get(key) === f.key;
+    };
     for (const c of f.chains) chains.push(c);
-    for (const s of f.sets) sets.push(s);
-    for (const e of f.serviceIps) serviceIps.push(e);
+    for (const x of f.sets) sets.push(x);
+    for (const e of f.serviceIps) if (won(SERVICE_IPS, e)) serviceIps.push(e);
     for (const e of f.nodePorts) nodePorts.push(e);
-    for (const e of f.noEndpointServices) noEndpointServices.push(e);
+    for (const e of f.noEndpointServices) if (won(NO_ENDPOINT_SERVICES, e)) noEndpointServices.push(e);
     for (const e of f.noEndpointNodePorts) noEndpointNodePorts.push(e);
-    for (const e of f.firewallIps) firewallIps.push(e);
+    for (const e of f.firewallIps) if (won(FIREWALL_IPS, e)) firewallIps.push(e);
     for (const ip of f.clusterIps) clusterIps.push(ip);
     for (const u of f.udpFrontends) udpFrontends.push(u);
   }
@@ -367,22 +430,17 @@ function assemble(fragments: readonly ServiceFragment[], node: ProxyNodeFacts): 
       name: PROXY_TABLE,
       comment: "podnet service proxy",
       chains,
-      sets: [{ name: CLUSTER_IPS, keyType: ["ipv4_addr"], elements: dedupe(clusterIps), comment: "every ClusterIP" }, ...sets],
+      sets: [{ name: CLUSTER_IPS, keyType: ["ipv4_addr"], elements: clusterIps, comment: "every ClusterIP" }, ...sets],
       maps: [
         verdictMap(SERVICE_IPS, ADDR_PROTO_PORT, dedupeElements(serviceIps), "ClusterIP, external IP and LoadBalancer IP dispatch"),
-        verdictMap(SERVICE_NODEPORTS, PROTO_PORT, dedupeElements(nodePorts), "NodePort dispatch"),
+        verdictMap(SERVICE_NODEPORTS, PROTO_PORT, nodePorts, "NodePort dispatch"),
         verdictMap(NO_ENDPOINT_SERVICES, ADDR_PROTO_PORT, dedupeElements(noEndpointServices), "service addresses with no usable endpoints"),
-        verdictMap(NO_ENDPOINT_NODEPORTS, PROTO_PORT, dedupeElements(noEndpointNodePorts), "NodePorts with no usable endpoints"),
-        verdictMap(FIREWALL_IPS, ADDR_PROTO_PORT, dedupeElements(firewallIps), "LoadBalancer IPs with source ranges"),
+        verdictMap(NO_ENDPOINT_NODEPORTS, PROTO_PORT, noEndpointNodePorts, "NodePorts with no usable endpoints"),
+        verdictMap(FIREWALL_IPS, ADDR_PROTO_PORT, firewallIps, "LoadBalancer IPs with source ranges"),
       ],
     },
     udpFrontends,
   };
-}
-
-function dedupe(keys: string[][]): string[][] {
-  const seen = new Set<string>();
-  return keys.filter((k) => (seen.has(k[0]!) ? false : (seen.add(k[0]!), true)));
 }
 
 /**
