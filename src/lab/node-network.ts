@@ -6,7 +6,9 @@
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AGENT_NODE_FLAGS } from "../agent/node-flags.ts";
-import { inNetns, runChecked } from "./command.ts";
+import { syncTable } from "../kernel/nft.ts";
+import type { NftTable } from "../kernel/nft/model.ts";
+import { inNetns } from "./command.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
 import { spawnDetached } from "./processes.ts";
 import { REPO_ROOT } from "./pod-runtime.ts";
@@ -59,6 +61,21 @@ export function referenceConfList(subnet: string, ipamDataDir: string): object {
   };
 }
 
+/** The reference node's own table: masquerade what leaves the cluster CIDR, as the agent does for podnet. */
+export function referenceMasqueradeTable(): NftTable {
+  return {
+    family: "ip",
+    name: "podnet-lab",
+    sets: [],
+    maps: [],
+    chains: [{
+      name: "postrouting",
+      base: { type: "nat", hook: "postrouting", priority: "srcnat", policy: "accept" },
+      rules: [{ statements: [{ match: "ip saddr", value: CLUSTER_CIDR }, { match: "ip daddr", op: "!=", value: CLUSTER_CIDR }, { masquerade: {} }] }],
+    }],
+  };
+}
+
 /** Routes to every other node's subnet, masquerading out of the cluster CIDR, then the conflist (last: it means Ready). */
 export async function configureReferenceNode(plan: LabPlan, node: NodeRecord): Promise<void> {
   const routes = plan.nodes
@@ -66,14 +83,7 @@ export async function configureReferenceNode(plan: LabPlan, node: NodeRecord): P
     .filter(({ other }) => other.name !== node.name)
     .map(({ other, subnet }) => `route replace ${subnet} via ${other.ip}`);
   if (routes.length > 0) await ipBatch(node.netns, routes);
-  const ruleset = `table ip podnet-lab {
-  chain postrouting {
-    type nat hook postrouting priority srcnat;
-    ip saddr ${CLUSTER_CIDR} ip daddr != ${CLUSTER_CIDR} masquerade
-  }
-}
-`;
-  await runChecked(inNetns(node.netns, ["nft", "-f", "-"]), { input: ruleset });
+  await syncTable(referenceMasqueradeTable(), `/run/netns/${node.netns}`);
   const index = plan.nodes.findIndex((n) => n.name === node.name);
   writeConfListAtomically(node.cniConfDir, "10-lab-reference.conflist", referenceConfList(referenceSubnet(index + 1), node.ipamDataDir));
 }

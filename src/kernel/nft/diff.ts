@@ -87,7 +87,10 @@ export function canonicalRule(rule: NftRule | NftRuleState): string {
 }
 
 function sameRules(a: readonly NftRule[], b: readonly NftRule[]): boolean {
-  return a.length === b.length && a.every((rule, i) => canonicalRule(rule) === canonicalRule(b[i]!));
+  // The same array (a model diffed against the one applied before it, reusing unchanged chains)
+  // needs no look inside: this keeps an incremental sync of a large table cheap.
+  if (a === b) return true;
+  return a.length === b.length && a.every((rule, i) => rule === b[i] || canonicalRule(rule) === canonicalRule(b[i]!));
 }
 
 function sameTypes(a: readonly string[], b: readonly string[]): boolean {
@@ -154,6 +157,9 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
   const recreatedChainNames = new Set(recreatedChains.map((c) => c.name));
 
   const created: NftChange[] = [];
+  const currentCounters = new Set((current.counters ?? []).map((c) => c.name));
+  const wantedCounters = new Set((desired.counters ?? []).map((c) => c.name));
+  for (const c of desired.counters ?? []) if (!currentCounters.has(c.name)) created.push({ op: "addCounter", counter: c });
   for (const s of desired.sets) if (!currentSets.has(s.name) || recreatedSetNames.has(s.name)) created.push({ op: "addSet", set: { ...s, elements: [] } });
   for (const m of desired.maps) if (!currentMaps.has(m.name) || recreatedMapNames.has(m.name)) created.push({ op: "addMap", map: { ...m, elements: [] } });
   for (const c of desired.chains) if (!currentChains.has(c.name) || recreatedChainNames.has(c.name)) created.push({ op: "addChain", chain: { ...c, rules: [] } });
@@ -164,6 +170,7 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
     // A dynamic set is filled by the packet path (affinity); its elements are not the owner's to list.
     if (s.flags?.includes("dynamic")) continue;
     const have = recreatedSetNames.has(s.name) ? [] : (currentSets.get(s.name)?.elements ?? []);
+    if (have === s.elements) continue;
     const haveKeys = new Set(have.map(canonicalKey));
     const wantKeys = new Set(s.elements.map(canonicalKey));
     const gone = have.filter((e) => !wantKeys.has(canonicalKey(e)));
@@ -173,6 +180,7 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
   }
   for (const m of desired.maps) {
     const have = recreatedMapNames.has(m.name) ? [] : (currentMaps.get(m.name)?.elements ?? []);
+    if (have === m.elements) continue;
     const haveByKey = new Map(have.map((e) => [canonicalKey(e.key), mapElementText(e)]));
     const wantByKey = new Map(m.elements.map((e) => [canonicalKey(e.key), mapElementText(e)]));
     // An element whose value changed is deleted and added again: nft's `add element` keeps the old value.
@@ -198,6 +206,7 @@ export function diffTables(desired: NftTable, current: NftTable | undefined): Nf
   for (const c of staleChains) removed.push({ op: "deleteChain", name: c.name });
   for (const s of current.sets) if (!wantedSets.has(s.name)) removed.push({ op: "deleteSet", name: s.name });
   for (const m of current.maps) if (!wantedMaps.has(m.name)) removed.push({ op: "deleteMap", name: m.name });
+  for (const c of current.counters ?? []) if (!wantedCounters.has(c.name)) removed.push({ op: "deleteCounter", name: c.name });
 
   return tx([...early, ...created, ...elementDeletes, ...refilled, ...elementAdds, ...removed]);
 }

@@ -121,12 +121,20 @@ export interface NftMap {
   comment?: string;
 }
 
+/** A named counter object, counted into by `{ namedCounter: NAME }` and read with readCounters. */
+export interface NftCounter {
+  name: string;
+  comment?: string;
+}
+
 export interface NftTable {
   family: NftFamily;
   name: string;
   chains: readonly NftChain[];
   sets: readonly NftSet[];
   maps: readonly NftMap[];
+  /** Named counters that rules of this table count into (absent: none). */
+  counters?: readonly NftCounter[];
   comment?: string;
 }
 
@@ -147,6 +155,8 @@ export type NftChange =
   | { op: "deleteSet"; name: string }
   | { op: "addMap"; map: NftMap }
   | { op: "deleteMap"; name: string }
+  | { op: "addCounter"; counter: NftCounter }
+  | { op: "deleteCounter"; name: string }
   | { op: "addElements"; setOrMap: string; elements: readonly (readonly NftValue[])[] | readonly NftMapElement[] }
   /**
    * Deleting an absent element fails the whole transaction, unless `ifPresent` (sets only): then

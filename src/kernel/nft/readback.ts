@@ -5,7 +5,7 @@
 // replaces its chain. Counters' packet and byte counts are dropped: they are state, not config.
 
 import type {
-  NftBaseChain, NftChain, NftDataType, NftFamily, NftMap, NftMapElement, NftRule, NftSelector, NftSet, NftStatement,
+  NftBaseChain, NftChain, NftCounter, NftDataType, NftFamily, NftMap, NftMapElement, NftRule, NftSelector, NftSet, NftStatement,
   NftTable, NftValue, NftVerdict,
 } from "./model.ts";
 
@@ -20,9 +20,15 @@ export interface NftChainState extends NftChain {
   rules: readonly NftRuleState[];
 }
 
-/** A table read back from the kernel: the model plus the handles nft assigned. */
+export interface NftCounterState extends NftCounter {
+  packets: number;
+  bytes: number;
+}
+
+/** A table read back from the kernel: the model plus the handles nft assigned and counter values. */
 export interface NftTableState extends NftTable {
   chains: readonly NftChainState[];
+  counters: readonly NftCounterState[];
 }
 
 export class NftDecodeError extends Error {
@@ -206,12 +212,10 @@ function decodeStatement(e: Json): NftStatement {
       if (flags === "fully-random" || JSON.stringify(flags) === '["fully-random"]') return { masquerade: { fullyRandom: true } };
       fail("masquerade", body ?? null);
     }
-    // eslint-disable-next-line no-fallthrough
     case "counter":
       if (typeof body === "string") return { namedCounter: body };
       if (isObject(body) && typeof body["packets"] === "number") return { counter: true };
       fail("counter", body ?? null);
-    // eslint-disable-next-line no-fallthrough
     case "reject": {
       if (!isObject(body)) fail("reject", body ?? null);
       const name = body["expr"] === undefined ? String(body["type"]) : `${String(body["type"])} ${String(body["expr"])}`;
@@ -222,7 +226,6 @@ function decodeStatement(e: Json): NftStatement {
     case "log":
       if (isObject(body) && typeof body["prefix"] === "string" && Object.keys(body).length === 1) return { log: { prefix: body["prefix"] } };
       fail("log", body ?? null);
-    // eslint-disable-next-line no-fallthrough
     case "set": {
       if (!isObject(body) || body["op"] !== "update") fail("set", body ?? null);
       const set = setReference(body["set"]);
@@ -240,7 +243,6 @@ function decodeStatement(e: Json): NftStatement {
       }
       fail("mangle", body);
     }
-    // eslint-disable-next-line no-fallthrough
     default:
       fail("statement", e);
   }
@@ -279,13 +281,19 @@ function decodeElementKey(e: Json): NftValue[] {
   }
 }
 
+/** nft writes a one-item list as the bare item. */
+function stringList(v: Json | undefined): string[] {
+  if (typeof v === "string") return [v];
+  return Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : [];
+}
+
 function decodeSet(s: JsonObject): NftSet {
   const name = String(s["name"]);
-  const flags = Array.isArray(s["flags"]) ? (s["flags"].filter((f) => typeof f === "string") as NftSet["flags"] & string[]) : [];
+  const flags = stringList(s["flags"]) as NonNullable<NftSet["flags"]>;
   const set: NftSet = {
     name,
     keyType: decodeTypes(s["type"], `set ${name}`),
-    ...(flags && flags.length > 0 ? { flags } : {}),
+    ...(flags.length > 0 ? { flags } : {}),
     ...(typeof s["timeout"] === "number" ? { timeoutSeconds: s["timeout"] } : {}),
     ...(typeof s["comment"] === "string" ? { comment: s["comment"] } : {}),
     elements: Array.isArray(s["elem"]) ? s["elem"].map(decodeElementKey) : [],
@@ -297,7 +305,7 @@ function decodeMap(m: JsonObject): NftMap {
   const name = String(m["name"]);
   const valueType = decodeTypes(m["map"], `map ${name}`);
   const verdictMap = valueType.length === 1 && valueType[0] === "verdict";
-  const flags = Array.isArray(m["flags"]) ? (m["flags"].filter((f) => typeof f === "string") as NftMap["flags"] & string[]) : [];
+  const flags = stringList(m["flags"]) as NonNullable<NftMap["flags"]>;
   const elements: NftMapElement[] = Array.isArray(m["elem"])
     ? m["elem"].map((pair) => {
         if (!Array.isArray(pair) || pair.length !== 2) throw new NftDecodeError(`map ${name} element ${JSON.stringify(pair)}`);
@@ -314,7 +322,7 @@ function decodeMap(m: JsonObject): NftMap {
     name,
     keyType: decodeTypes(m["type"], `map ${name}`),
     valueType,
-    ...(flags && flags.length > 0 ? { flags } : {}),
+    ...(flags.length > 0 ? { flags } : {}),
     ...(typeof m["comment"] === "string" ? { comment: m["comment"] } : {}),
     elements,
   };
@@ -331,7 +339,16 @@ function decodeBase(c: JsonObject): NftBaseChain | undefined {
   };
 }
 
-/** The table in `nft -j list table FAMILY NAME` output. */
+function decodeCounter(c: JsonObject): NftCounterState {
+  return {
+    name: String(c["name"]),
+    ...(typeof c["comment"] === "string" ? { comment: c["comment"] } : {}),
+    packets: Number(c["packets"] ?? 0),
+    bytes: Number(c["bytes"] ?? 0),
+  };
+}
+
+/** The table in `nft -j list table FAMILY NAME` output (or `list counters table`, which gives only counters). */
 export function decodeTableJson(text: string, family: NftFamily, name: string): NftTableState {
   let doc: Json;
   try {
@@ -344,6 +361,7 @@ export function decodeTableJson(text: string, family: NftFamily, name: string): 
   const chains = new Map<string, { chain: JsonObject; rules: NftRuleState[] }>();
   const sets: NftSet[] = [];
   const maps: NftMap[] = [];
+  const counters: NftCounterState[] = [];
   let comment: string | undefined;
   for (const item of items) {
     if (!isObject(item)) continue;
@@ -359,10 +377,11 @@ export function decodeTableJson(text: string, family: NftFamily, name: string): 
       chain.rules.push(decodeRule(body));
     } else if (kind === "set") sets.push(decodeSet(body));
     else if (kind === "map") maps.push(decodeMap(body));
+    else if (kind === "counter") counters.push(decodeCounter(body));
   }
   const chainStates: NftChainState[] = [...chains.values()].map(({ chain, rules }) => {
     const base = decodeBase(chain);
     return { name: String(chain["name"]), handle: Number(chain["handle"]), rules, ...(base ? { base } : {}) };
   });
-  return { family, name, chains: chainStates, sets, maps, ...(comment === undefined ? {} : { comment }) };
+  return { family, name, chains: chainStates, sets, maps, counters, ...(comment === undefined ? {} : { comment }) };
 }

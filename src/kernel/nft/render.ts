@@ -37,7 +37,6 @@ export function checkIdentifier(field: string, name: string): string {
 
 /** `"text"`, for comments and log prefixes: nft strings cannot escape a quote, so such text is refused. */
 export function quoteText(field: string, text: string): string {
-  // eslint-disable-next-line no-control-regex
   if (typeof text !== "string" || /["\\\x00-\x1f\x7f]/.test(text)) {
     throw new NftModelError(field, `${JSON.stringify(text)} holds a quote, backslash or control character, which nft strings cannot carry`);
   }
@@ -282,6 +281,12 @@ function changeLines(where: string, field: string, change: NftChange, ifnameKeys
       return [`add map ${where} ${name} ${renderMapBody(`${field}.map`, change.map)}`, ...elementLines(`add element ${where} ${name}`, `${field}.map.elements`, change.map.elements, ifnames)];
     }
     case "deleteMap": return [`delete map ${where} ${checkIdentifier(`${field}.name`, change.name)}`];
+    case "addCounter": {
+      const name = checkIdentifier(`${field}.counter.name`, change.counter.name);
+      const comment = change.counter.comment === undefined ? "" : ` { comment ${quoteText(`${field}.counter.comment`, change.counter.comment)}; }`;
+      return [`add counter ${where} ${name}${comment}`];
+    }
+    case "deleteCounter": return [`delete counter ${where} ${checkIdentifier(`${field}.name`, change.name)}`];
     case "addElements": {
       const name = checkIdentifier(`${field}.setOrMap`, change.setOrMap);
       return elementLines(`add element ${where} ${name}`, `${field}.elements`, change.elements, ifnameKeys.get(name) ?? []);
@@ -314,6 +319,7 @@ export function renderTransaction(tx: NftTransaction, ifnameKeys: IfnameKeys = n
 export function tableChanges(table: NftTable): NftChange[] {
   return [
     { op: "ensureTable" },
+    ...(table.counters ?? []).map((counter): NftChange => ({ op: "addCounter", counter })),
     ...table.sets.map((set): NftChange => ({ op: "addSet", set: { ...set, elements: [] } })),
     ...table.maps.map((map): NftChange => ({ op: "addMap", map: { ...map, elements: [] } })),
     ...table.chains.map((chain): NftChange => ({ op: "addChain", chain: { ...chain, rules: [] } })),
