@@ -265,3 +265,22 @@ describe("stale UDP flows", () => {
     assert.deepEqual(staleUdpFlows(back, back), []);
   });
 });
+
+describe("contested external IPs", () => {
+  it("two services naming one external IP: the first by name wins; when it goes, the other takes over incrementally", () => {
+    const a = service("a", { clusterIP: "10.96.0.31", externalIPs: ["192.168.1.50"] });
+    const b = service("b", { clusterIP: "10.96.0.32", externalIPs: ["192.168.1.50"] });
+    const slices = [slice("a", [ep("10.244.1.5", "n1")]), slice("b", [ep("10.244.1.6", "n1")])];
+    const compiler = new ProxyCompiler();
+    const both = compiler.compile([b, a], slices, node);
+    const external = (t: NftTable) => gotoTarget(element(t, "service-ips", ["192.168.1.50", "tcp", 80]));
+    assert.match(external(both.table), /default\/a\//);
+    assert.equal(map(both.table, "service-ips").elements.filter((e) => e.key[0] === "192.168.1.50").length, 1);
+    const onlyB = compiler.compile([b], slices, node);
+    const tx = planProxyTransaction(both, onlyB);
+    const added = tx.changes.filter((c) => c.op === "addElements" && c.setOrMap === "service-ips").flatMap((c) => (c as { elements: readonly { key: readonly unknown[] }[] }).elements);
+    assert.ok(added.some((e) => e.key[0] === "192.168.1.50"), "b's element for the shared IP is added although b did not change");
+    assert.match(external(onlyB.table), /default\/b\//);
+    assert.doesNotThrow(() => renderTransaction(tx));
+  });
+});
