@@ -14,7 +14,6 @@
 // (derived from namespace/name/protocol/port name and hashed), so a change to one service yields
 // a change to that service's chains and map elements only (see proxy-plan.ts).
 
-import { createHash } from "node:crypto";
 import type { NftChain, NftMapElement, NftRule, NftSet, NftStatement, NftTable, NftValue, NftVerdict } from "../kernel/nft/model.ts";
 import type { EndpointSlice, Service, ServicePort } from "../k8s/types.ts";
 import { categorizeEndpoints, endpointsOfPort, slicesByService, type ProxyEndpoint } from "./endpoints.ts";
@@ -89,8 +88,17 @@ function shortComment(text: string): string {
   return Buffer.byteLength(clean) <= 120 ? clean : `${clean.slice(0, 117)}...`;
 }
 
+/**
+ * FNV-1a, 32 bits, as 8 hex digits: cheap enough for 60,000 chain names per full compile. The hash
+ * only has to keep names apart once they are truncated; untruncated names carry their whole id.
+ */
 function hash8(text: string): string {
-  return createHash("sha256").update(text).digest("hex").slice(0, 8).toUpperCase();
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0).toString(16).toUpperCase().padStart(8, "0");
 }
 
 /** `prefix-HASH-id`, at most 200 characters (nft allows 255): the hash keeps truncated names unique. */
@@ -162,7 +170,9 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
       if (entry) return entry;
       const epId = `${id}__${key}`;
       const chain = chainName("endpoint", epId);
-      const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, jump(MARK_FOR_MASQUERADE)], `${portLabel} hairpin`)];
+      // No comments in endpoint chains: their name says what they are, and at 50,000 of them the
+      // text nft has to parse on a full sync is a cost.
+      const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, jump(MARK_FOR_MASQUERADE)])];
       entry = { chain };
       if (affinityTimeout !== undefined) {
         // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
@@ -171,7 +181,7 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
         fragment.sets.push({ name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
         statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
       }
-      statements.push(rule([{ match: "meta l4proto", value: protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }], `${portLabel} -> ${key}`));
+      statements.push(rule([{ match: "meta l4proto", value: protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }]));
       fragment.chains.push({ name: chain, rules: statements });
       endpointChains.set(key, entry);
       return entry;
