@@ -31,11 +31,29 @@ const gotoTarget = (v: NftVerdict | undefined): string => {
   assert.ok(v && v.verdict === "goto", `a goto verdict, got ${JSON.stringify(v)}`);
   return (v as { chain: string }).chain;
 };
-/** The chains a balancing chain spreads over (its numgen verdicts). */
+/** The chains a balancing chain spreads over: its numgen vmap's verdicts, or its numgen cascade's gotos. */
 const numgenTargets = (c: NftChain): string[] => {
-  const r = c.rules.find((x) => x.statements.some((s) => "numgenVmap" in s))!;
-  const s = r.statements.find((x) => "numgenVmap" in x) as { numgenVmap: NftVerdict[] };
-  return s.numgenVmap.map(gotoTarget);
+  const vmap = c.rules.find((x) => x.statements.some((s) => "numgenVmap" in s));
+  if (vmap) return (vmap.statements.find((x) => "numgenVmap" in x) as { numgenVmap: NftVerdict[] }).numgenVmap.map(gotoTarget);
+  const cascade = c.rules.filter((r) => (r.statements.length === 2 && "numgenMatch" in r.statements[0]!) || (r.statements.length === 1 && "verdict" in r.statements[0]! && r.statements[0].verdict === "goto"));
+  return cascade.map((r) => gotoTarget(r.statements.at(-1) as NftVerdict));
+};
+/** The probability the cascade (or vmap) gives each target, computed from the rules. */
+const shares = (c: NftChain): number[] => {
+  if (c.rules.some((x) => x.statements.some((s) => "numgenVmap" in s))) return numgenTargets(c).map((_, __, all) => 1 / all.length);
+  let reach = 1;
+  const out: number[] = [];
+  for (const r of c.rules) {
+    const first = r.statements[0]!;
+    if ("numgenMatch" in first) {
+      out.push(reach / first.numgenMatch.mod);
+      reach -= reach / first.numgenMatch.mod;
+    } else if (r.statements.length === 1 && "verdict" in first && first.verdict === "goto") {
+      out.push(reach);
+      reach = 0;
+    }
+  }
+  return out;
 };
 const dnatOf = (c: NftChain) => {
   for (const r of c.rules) for (const s of r.statements) if ("dnat" in s) return `${s.dnat.address}:${s.dnat.port}`;
@@ -81,7 +99,7 @@ describe("proxy compiler: dispatch", () => {
   });
   it("renders with the nft layer's renderer", () => {
     const text = renderTable(table);
-    assert.match(text, /numgen random mod 2 vmap/);
+    assert.match(text, /numgen random mod 2 0 goto endpoint-/);
     assert.match(text, /dnat ip to 10\.244\.1\.5:8080/);
   });
   it("keeps names within nft's limit however long the service name", () => {
@@ -91,6 +109,20 @@ describe("proxy compiler: dispatch", () => {
     assert.doesNotThrow(() => renderTable(t));
     assert.notEqual(chainName("x", "a".repeat(300)), chainName("x", `${"a".repeat(299)}b`));
   });
+});
+
+describe("proxy compiler: balancing", () => {
+  for (const n of [1, 2, 3, 5, 16, 17, 40]) {
+    it(`gives each of ${n} endpoints 1/${n} of new connections${n > 16 ? " (one numgen vmap)" : " (a numgen cascade)"}`, () => {
+      const eps = Array.from({ length: n }, (_, i) => ep(`10.244.${1 + (i >> 8)}.${(i & 255) + 1}`, "n1"));
+      const t = compileProxyTable([service("web", { clusterIP: "10.96.0.20" })], [slice("web", eps)], node).table;
+      const c = chain(t, gotoTarget(element(t, "service-ips", ["10.96.0.20", "tcp", 80])));
+      assert.equal(new Set(numgenTargets(c)).size, n);
+      for (const share of shares(c)) assert.ok(Math.abs(share - 1 / n) < 1e-12, `share ${share} for ${n}`);
+      assert.equal(c.rules.some((r) => r.statements.some((s) => "numgenVmap" in s)), n > 16);
+      assert.doesNotThrow(() => renderTable(t));
+    });
+  }
 });
 
 describe("proxy compiler: endpoints", () => {
@@ -183,7 +215,7 @@ describe("proxy compiler: session affinity", () => {
       const update = chain(t, endpoints[i]!).rules.find((x) => x.statements.some((s) => "updateSet" in s))!;
       assert.deepEqual(update.statements[0], { updateSet: set.name, key: ["ip saddr"] });
     }
-    assert.ok(svcChain.rules.findIndex((r) => r.statements.some((s) => "lookup" in s)) < svcChain.rules.findIndex((r) => r.statements.some((s) => "numgenVmap" in s)));
+    assert.ok(svcChain.rules.findIndex((r) => r.statements.some((s) => "lookup" in s)) < svcChain.rules.findIndex((r) => r.statements.some((s) => "numgenMatch" in s)));
   });
 });
 
