@@ -19,7 +19,8 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Etcd3 } from "etcd3";
 import { startEtcd, stopProcess } from "../src/datastore/etcd-server.ts";
-import { subnetAt, parseIpv4Cidr, formatIpv4, parseIpv4 } from "../src/datastore/subnets.ts";
+import { addToIp, formatIp, parseIp } from "../src/net/address.ts";
+import { parseClusterCidr, subnetAt } from "../src/datastore/subnets.ts";
 import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";
 import { listRoutes, RT_TABLE_MAIN } from "../src/kernel/route.ts";
 import { PODNET_ROUTE_PROTOCOL } from "../src/agent/route-plan.ts";
@@ -110,11 +111,11 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     // 1. Peers appear: records written in transactions of up to 42 nodes (3 keys each, under etcd's 128 ops).
     const lease = client.lease(60);
     const leaseId = await lease.grant();
-    const cluster = parseIpv4Cidr(CLUSTER_CIDR);
+    const cluster = parseClusterCidr(CLUSTER_CIDR);
     const peers = Array.from({ length: nodeCount - 1 }, (_, i) => ({
       name: `peer-${i}`,
       subnet: subnetAt(cluster, 24, i + 1),
-      nodeIp: formatIpv4(parseIpv4("192.168.1.0") + i),
+      nodeIp: formatIp(addToIp(parseIp("192.168.1.0"), BigInt(i))),
     }));
     const t0 = performance.now();
     for (let i = 0; i < peers.length; i += 42) {
@@ -133,7 +134,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     const latencies: number[] = [];
     for (let c = 0; c < changeCount; c++) {
       const peer = peers[(c * 37) % peers.length]!;
-      const newIp = formatIpv4(parseIpv4("192.168.128.0") + c);
+      const newIp = formatIp(addToIp(parseIp("192.168.128.0"), BigInt(c)));
       const start = performance.now();
       await client.put(`${PREFIX}nodes/${peer.name}`).value(JSON.stringify({ name: peer.name, nodeIp: newIp, podSubnet: peer.subnet, backendData: {}, phase: "active" }));
       await until(() => ownRoutes().some((r) => r.dst === peer.subnet && r.gw === newIp), 10_000, () => `route ${peer.subnet} not via ${newIp}`, 1);

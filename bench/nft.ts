@@ -10,7 +10,8 @@ import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
 import { performance } from "node:perf_hooks";
-import { readTable, runNft, runNftAsync, transactionScript } from "../src/kernel/nft.ts";
+import { readTable, runNft, runNftAsync, syncTableSync, transactionScript } from "../src/kernel/nft.ts";
+import { masqueradeTable } from "../src/agent/masquerade.ts";
 import type { NftChain, NftRule, NftTable, NftTransaction } from "../src/kernel/nft/model.ts";
 import { diffTables } from "../src/kernel/nft/diff.ts";
 import { renderTable } from "../src/kernel/nft/render.ts";
@@ -221,11 +222,25 @@ async function main(): Promise<void> {
     }
     const modelTimes = modelAtScale(Math.min(RUNS, 20));
     const processTimes = freshProcesses(nsPath, Number(values["process-runs"]));
+    // The agent's masquerade check on every resync: its table is current, so a listing and a diff.
+    const masq = masqueradeTable("10.244.0.0/16");
+    syncTableSync(masq, nsPath);
+    const masqTimes: Timings = { "nft -j list (spawnSync) + diff": [], "libnftables -j list (in-process) + diff": [] };
+    for (let i = 0; i < TINY_RUNS; i++) {
+      let t = performance.now();
+      if (syncTableSync(masq, nsPath).changes.length !== 0) throw new Error("masquerade table not current");
+      masqTimes["nft -j list (spawnSync) + diff"]!.push(performance.now() - t);
+      t = performance.now();
+      const r = runLibnftables(`list table ip ${masq.name}`, nsPath, true);
+      if (diffTables(masq, decodeTableJson(r.stdout, "ip", masq.name)).changes.length !== 0) throw new Error("masquerade table not current");
+      masqTimes["libnftables -j list (in-process) + diff"]!.push(performance.now() - t);
+    }
     const rows = (title: string, timings: Timings) => Object.entries(timings).map(([way, xs]) => ({ work: title, way, runs: xs.length, p50: median(xs), p90: percentile(xs, 90) }));
     const results = [
       ...rows("1,000 rules, one transaction", bigTimes),
       ...rows("one element (add or delete)", tinyTimes),
       ...rows("read back 1,000 rules (-j list + decode)", readTimes),
+      ...rows("the agent's masquerade check, table current", masqTimes),
       ...rows("10,000 services × 5 endpoints (60,001 chains), one endpoint changed", modelTimes),
       ...rows("a fresh Bun-compiled process applying one element (whole run)", processTimes),
     ];

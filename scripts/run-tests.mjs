@@ -14,6 +14,13 @@ function find(dir) {
   }
   return found.sort();
 }
+// The layering rules (README, "Design") first: a violation fails `npm test` before any test runs.
+const layers = spawnSync("npm", ["run", "--silent", "lint:layers"], { cwd: root, stdio: "inherit" });
+if (layers.status !== 0) {
+  process.stderr.write("layering check failed (npm run lint:layers); see .dependency-cruiser.cjs\n");
+  process.exit(layers.status ?? 1);
+}
+
 const only = process.argv.slice(2);
 const files = only.length > 0 ? only : [...find(join(root, "src")), ...find(join(root, "bench")), ...find(join(root, "test"))];
 const run = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-concurrency=1", "--test-reporter=spec", ...files], {

@@ -87,7 +87,8 @@ export class AgentCluster {
     ip("-n", netns, "link", "set", "eth0", "up");
   }
 
-  startAgent(node: TestNode, extraArgs: string[] = []): void {
+  /** Start the node's agent; `env` adds variables (e.g. PODNET_AGENT_FAULTS) to its environment. */
+  startAgent(node: TestNode, extraArgs: string[] = [], env: Record<string, string> = {}): void {
     const logFd = openSync(node.log, "a");
     try {
       node.agent = spawn(
@@ -105,7 +106,7 @@ export class AgentCluster {
           "--lease-ttl", "4",
           ...extraArgs,
         ],
-        { stdio: ["ignore", logFd, logFd] },
+        { stdio: ["ignore", logFd, logFd], env: { ...process.env, ...env } },
       );
     } finally {
       closeSync(logFd);
@@ -117,6 +118,14 @@ export class AgentCluster {
     if (!agent?.pid) return;
     await stopProcess(agent.pid, { child: agent, signal, graceMs: 5000 });
     node.agent = undefined;
+  }
+
+  /** etcdctl (v3 API) against the test's etcd, run in the control-plane namespace; returns stdout. */
+  etcdctl(...args: string[]): string {
+    return execFileSync("ip", ["netns", "exec", this.controlNs, "etcdctl", "--endpoints", this.etcdUrls, ...args], {
+      encoding: "utf8",
+      env: { ...process.env, ETCDCTL_API: "3" },
+    });
   }
 
   /** Our routes in a node's main table, as "dst via gw" strings, sorted. */

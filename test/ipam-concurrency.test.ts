@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
 import type { IpamRangeConf, NetConf } from "../src/cni/types.ts";
 import { DiskStore, LAST_RESERVED_PREFIX, LOCK_FILE, TEMP_PREFIX } from "../src/ipam/disk-store.ts";
-import { tryParseIp } from "../src/ipam/ip.ts";
+import { tryParseIp } from "../src/net/address.ts";
 
 const repo = resolve(import.meta.dirname, "..");
 const worker = join(repo, "src/ipam/testing/ipam-worker.ts");

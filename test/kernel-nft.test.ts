@@ -143,6 +143,16 @@ describe("typed tables in the kernel", () => {
     assert.deepEqual(repair.changes, [{ op: "deleteElements", setOrMap: "no-endpoints", keys: [["10.96.0.77", "tcp", 81]] }], "the full read found the stray element");
   });
 
+  it("concurrent syncs of one NftTableSync run one after another, each on top of the one before", async () => {
+    const sync = new NftTableSync(node.path);
+    const one = proxyTable(["10.244.1.5"]);
+    const two = proxyTable(["10.244.1.5", "10.244.4.5"]);
+    const [first, second] = await Promise.all([sync.sync(one), sync.sync(two)]);
+    assert.ok(first.changes.length > 0, "the first brought the table to one endpoint");
+    assert.deepEqual(second.changes.map((c) => c.op), ["addChain", "replaceChain", "replaceChain"], "the second only added the new endpoint");
+    assert.deepEqual(diffTables(two, readTable("inet", TABLE, node.path)).changes, []);
+  });
+
   it("a transaction the kernel refuses changes nothing, and bad input is refused before nft runs", () => {
     const before = readTable("inet", TABLE, node.path)!;
     assert.throws(() => applyTransaction({ family: "inet", table: TABLE, changes: [
@@ -188,6 +198,46 @@ describe("typed tables in the kernel", () => {
   it("readTableAsync agrees with readTable, and a missing table reads as undefined", async () => {
     assert.deepEqual(await readTableAsync("inet", TABLE, node.path), readTable("inet", TABLE, node.path));
     assert.equal(await readTableAsync("ip", "pnt-no-such-table", node.path), undefined);
+  });
+});
+
+describe("shapes for anti-spoofing (issue 13): netdev ingress on a veth, arp and bridge tables", () => {
+  it("each applies, reads back and has nothing more to do", () => {
+    node.ip("link", "add", "pntv0", "type", "veth", "peer", "name", "pntv1");
+    const tables: NftTable[] = [
+      {
+        family: "netdev", name: "pnt-spoof", maps: [],
+        counters: [{ name: "spoofed" }],
+        sets: [{ name: "pods", keyType: ["ifname", "ipv4_addr"], elements: [["pntv0", "10.244.1.2"]] }],
+        chains: [{ name: "in-pntv0", base: { type: "filter", hook: "ingress", device: "pntv0", priority: -500, policy: "accept" }, rules: [
+          { statements: [{ match: "ip saddr", op: "!=", value: "10.244.1.2" }, { namedCounter: "spoofed" }, { verdict: "drop" }] },
+          { statements: [{ lookup: ["iifname", "ip saddr"], set: "pods", negate: true }, { verdict: "drop" }] },
+          { statements: [{ match: "arp saddr ip", op: "!=", value: "10.244.1.2" }, { verdict: "drop" }] },
+          { statements: [{ match: "ether saddr", value: "02:00:00:00:00:01" }, { match: "ether type", value: "arp" }, { verdict: "drop" }] },
+        ] }],
+      },
+      {
+        family: "arp", name: "pnt-arp", sets: [], maps: [],
+        chains: [{ name: "in", base: { type: "filter", hook: "input", priority: 0, policy: "accept" }, rules: [
+          { statements: [{ match: "arp operation", value: "reply" }, { match: "arp saddr ip", value: "10.0.0.1" }, { match: "arp saddr ether", value: "02:00:00:00:00:01" }, { verdict: "accept" }] },
+        ] }],
+      },
+      {
+        family: "bridge", name: "pnt-br", sets: [], maps: [],
+        chains: [{ name: "forward-pods", base: { type: "filter", hook: "forward", priority: "filter", policy: "accept" }, rules: [
+          { statements: [{ match: "iifname", value: "pntv0" }, { match: "ether saddr", op: "!=", value: "02:00:00:00:00:01" }, { verdict: "drop" }] },
+        ] }],
+      },
+    ];
+    for (const table of tables) {
+      assert.notDeepEqual(syncTableSync(table, node.path).changes, []);
+      const current = readTable(table.family, table.name, node.path);
+      assert.ok(current, `${table.family} ${table.name} exists`);
+      for (const chain of current.chains) for (const rule of chain.rules) assert.equal(rule.opaque, undefined, `undecoded rule in ${table.name}: ${rule.opaque}`);
+      assert.deepEqual(diffTables(table, current).changes, [], `${table.family} ${table.name} diffs to nothing`);
+      applyTransaction({ family: table.family, table: table.name, changes: [{ op: "deleteTable" }] }, node.path);
+    }
+    node.ip("link", "del", "pntv0");
   });
 });
 

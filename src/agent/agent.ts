@@ -1,11 +1,18 @@
-// The node agent's control loop.
+// The node agent: a core that owns this node's place in the cluster, and reconcilers that do the work.
 //
-// Two inputs, one output. Inputs: the datastore (read as whole snapshots, on every watch event and every
-// `datastoreRefreshMs` even without one) and the kernel (read on every `resyncIntervalMs` tick). Output:
-// the kernel made to match the last snapshot read, then the conflist. The last snapshot is kept in memory
-// only as "what the datastore said last"; kernel facts are always read fresh, so nothing drifts.
+// The core (this file) talks to the datastore: it reads the cluster config, registers the node and keeps
+// its liveness lease, reads snapshots (on every watch event, and in full every `datastoreRefreshMs` as a
+// guard against a missed event), and carries out the node lifecycle: acknowledging leaving nodes once
+// the routes reconciler has withdrawn from them, marking expired peers leaving, finalizing removals.
+// It publishes what it reads into an InputHub, and writes the conflist and the ready file when every
+// readiness-gating reconciler is ready.
 //
-// During a datastore outage the agent keeps reconciling the kernel against the last snapshot: routes stay
+// The reconcilers (reconciler.ts; routes-reconciler.ts, masquerade-reconciler.ts) each run on their own
+// timer with their own backoff: a failing or hanging one never stalls the core or another reconciler. In
+// particular a backend that cannot be built leaves the node NotReady, but the node still registers,
+// renews its lease and acknowledges leaving nodes, so removals elsewhere in the cluster complete.
+//
+// During a datastore outage the reconcilers keep working against the last snapshot read: routes stay
 // exactly as they were (no flapping), and hand-made damage is still repaired. Datastore calls are retried
 // with exponential backoff; the watch reconnects by itself and a reconnection forces a fresh read.
 //
@@ -16,10 +23,13 @@
 import type { Datastore, ClusterConfig, ClusterSnapshot, NodeLease, NodeRecord, DatastoreWatch } from "../datastore/datastore.ts";
 import { NodeRemovedError } from "../datastore/datastore.ts";
 import { planLifecycle } from "../datastore/node-lifecycle.ts";
-import type { Backend } from "./backend.ts";
 import { buildConflist, ensureConflist, markNotReady, markReady, removeConflist, subnetFromExistingConflist } from "./conflist.ts";
-import type { Masquerade } from "./masquerade.ts";
+import type { ObjectStore } from "../datastore/objects.ts";
+import type { ObjectKind } from "../k8s/types.ts";
+import { sameJson, withdrawnKey, type AgentInputs } from "./inputs.ts";
+import { feedObjects, objectKindsIn } from "./object-feed.ts";
 import type { AgentMetrics, HealthReport } from "./metrics.ts";
+import { Backoff, errorText, InputHub, ReconcilerRunner, type Reconciler } from "./reconciler.ts";
 
 export interface AgentOptions {
   name: string;
@@ -31,11 +41,8 @@ export interface AgentOptions {
   /** cniVersion of the conflist written. */
   cniVersion: string;
   bridge: string;
-  mtu: number;
   /** Written to the datastore only if the cluster has no config yet (first agent wins). */
   clusterDefaults: ClusterConfig;
-  /** Kernel resync period; a route removed by hand is back within this. */
-  resyncIntervalMs: number;
   /** Full datastore re-read period even without watch events, as a guard against a missed event. */
   datastoreRefreshMs: number;
   log: (message: string) => void;
@@ -43,41 +50,72 @@ export interface AgentOptions {
 
 export interface AgentDeps {
   datastore: Datastore;
-  /** Build the backend the cluster config names; throws for an unknown one. */
-  createBackend: (name: string) => Backend;
-  masquerade: Masquerade;
+  /** Where cluster objects come from; needed only if a reconciler declares an object kind as an input. */
+  objects?: ObjectStore;
   metrics: AgentMetrics;
+  /**
+   * The reconcilers, built against the agent's InputHub (routes and masquerade; later the service proxy
+   * and policy). Extra /status fields come from `describe()` when a reconciler has one.
+   */
+  reconcilers: (hub: InputHub<AgentInputs>) => readonly Reconciler<AgentInputs, keyof AgentInputs>[];
 }
 
 export type AgentExit = "stopped" | "removed";
 
 export class NodeAgent {
+  readonly hub = new InputHub<AgentInputs>();
+  private readonly runner: ReconcilerRunner<AgentInputs>;
+  private readonly reconcilers: readonly Reconciler<AgentInputs, keyof AgentInputs>[];
   private config: ClusterConfig | undefined;
-  private backend: Backend | undefined;
   private lease: NodeLease | undefined;
   private node: NodeRecord | undefined;
   private snapshot: ClusterSnapshot | undefined;
   private watch: DatastoreWatch | undefined;
+  /** Object kinds some reconciler reads; watched through `deps.objects`. */
+  private readonly objectKinds: readonly ObjectKind[];
+  private objectWatch: { close(): Promise<void> } | undefined;
   private needsRegistration = true;
   private dirty = true;
+  /** A fresh snapshot or new withdrawals since the lifecycle last ran. */
+  private lifecycleDue = false;
   /** When the datastore itself (not the watch-fed mirror) was last read. */
   private lastFreshRead = 0;
   private removedByOperator = false;
+  private exited = false;
   private ready = false;
-  private masqueradeOk = false;
-  private masqueradeInFlight = false;
   private datastoreHealthy = true;
   private lastDatastoreError = "";
-  private lastDatastoreErrorLog = 0;
-  private routesProgrammed = 0;
-  private lastKernelSync = 0;
   private readonly backoff = new Backoff(200, 5000);
   private wake: (() => void) | undefined;
 
   constructor(
     private readonly opts: AgentOptions,
     private readonly deps: AgentDeps,
-  ) {}
+  ) {
+    this.runner = new ReconcilerRunner(this.hub, {
+      log: (message) => this.opts.log(message),
+      metrics: deps.metrics.reconcilers,
+      onChange: () => this.updateReadiness(),
+    });
+    this.reconcilers = deps.reconcilers(this.hub);
+    for (const reconciler of this.reconcilers) this.runner.add(reconciler);
+    this.objectKinds = objectKindsIn(this.reconcilers.flatMap((r) => r.inputs));
+    if (this.objectKinds.length > 0 && !deps.objects) {
+      throw new Error(`reconcilers read ${this.objectKinds.join(", ")}, but the agent was given no object store`);
+    }
+    // Outputs of reconcilers the core acts on: withdrawals to acknowledge, backend data to publish.
+    this.hub.subscribe(["withdrawn"], () => {
+      this.lifecycleDue = true;
+      this.wake?.();
+    });
+    this.hub.subscribe(["backendData"], () => {
+      if (this.node && !sameJson(this.node.backendData, this.hub.get("backendData"))) {
+        this.needsRegistration = true;
+        this.wake?.();
+      }
+    });
+    this.hub.subscribe(["podMtu"], () => this.updateReadiness());
+  }
 
   /** Run until `stop` aborts (returns "stopped") or an operator removed this node (returns "removed"). */
   async run(stop: AbortSignal): Promise<AgentExit> {
@@ -86,47 +124,93 @@ export class NodeAgent {
     markNotReady(this.opts.readyFile);
     const onAbort = () => this.wake?.();
     stop.addEventListener("abort", onAbort);
-    // The kernel is resynced on its own timer, so a datastore call stuck in retries never delays repairs.
-    // Masquerading is checked on the timer only: it depends on the cluster CIDR, not on the node list.
-    const kernelTimer = setInterval(() => {
-      this.syncKernel();
-      void this.syncMasquerade();
-    }, this.opts.resyncIntervalMs);
+    this.runner.start();
     try {
       while (!stop.aborted) {
         const fresh = await this.syncDatastore();
-        if (!this.masqueradeOk && this.config) await this.syncMasquerade();
         if (fresh && this.snapshot) {
-          // Apply a fresh snapshot at once rather than at the next tick: this is the change latency.
-          const kernelOk = this.syncKernel();
           const exit = this.checkOwnRecord(this.snapshot);
           if (exit) return exit;
-          if (kernelOk) await this.runLifecycle(this.snapshot);
+          this.lifecycleDue = true;
+        }
+        if (this.lifecycleDue && this.snapshot && this.node) {
+          this.lifecycleDue = false;
+          await this.runLifecycle(this.snapshot);
         }
         await this.sleep(this.nextWakeDelay(), stop);
       }
       return "stopped";
     } finally {
-      clearInterval(kernelTimer);
+      this.exited = true;
       stop.removeEventListener("abort", onAbort);
       await this.shutdown();
     }
   }
 
   health(): HealthReport {
+    const extra: Record<string, object> = {};
+    for (const r of this.reconcilers) if (r.describe) extra[r.name] = r.describe();
+    const reconcilers = Object.fromEntries(Object.entries(this.runner.health()).map(([name, h]) => [name, { ...h, ...extra[name] }]));
+    const routes = extra.routes as { running?: string | null; routesProgrammed?: number } | undefined;
     return {
       ready: this.ready,
+      notReadyReasons: this.ready ? [] : this.notReadyReasons(),
       node: this.opts.name,
       nodeIp: this.opts.nodeIp,
       podSubnet: this.node?.podSubnet ?? null,
-      backend: this.backend?.name ?? null,
-      routesProgrammed: this.routesProgrammed,
+      backend: routes?.running ?? null,
+      podMtu: this.hub.get("podMtu") ?? null,
+      routesProgrammed: routes?.routesProgrammed ?? 0,
       datastoreConnected: this.datastoreHealthy,
       lastDatastoreError: this.lastDatastoreError || null,
       snapshotRevision: this.snapshot?.revision ?? null,
-      lastKernelSync: this.lastKernelSync ? new Date(this.lastKernelSync).toISOString() : null,
+      reconcilers,
       nodes: (this.snapshot?.nodes ?? []).map((n) => ({ name: n.name, nodeIp: n.nodeIp, podSubnet: n.podSubnet, phase: n.phase, alive: n.alive })),
     };
+  }
+
+  private notReadyReasons(): string[] {
+    const reasons: string[] = [];
+    if (this.removedByOperator) reasons.push("node is being removed from the cluster");
+    if (!this.node) reasons.push(`not registered${this.lastDatastoreError ? ` (${this.lastDatastoreError})` : ""}`);
+    reasons.push(...this.runner.notReadyReasons());
+    if (reasons.length === 0 && this.hub.get("podMtu") === undefined) reasons.push("pod MTU not known yet");
+    return reasons;
+  }
+
+  /**
+   * Ready when registered and every gating reconciler is ready: write the conflist (with the backend's
+   * MTU) and the ready file. Not ready (a backend that cannot be built): remove the ready file, so the
+   * plugin's STATUS says NotReady; the conflist stays for the pods already running.
+   */
+  private updateReadiness(): void {
+    if (this.exited || this.removedByOperator) return;
+    const mtu = this.hub.get("podMtu");
+    const shouldBeReady = this.node !== undefined && mtu !== undefined && this.runner.ready();
+    if (shouldBeReady) {
+      const conflist = buildConflist({
+        podSubnet: this.node!.podSubnet,
+        bridge: this.opts.bridge,
+        mtu: mtu!,
+        ipamDataDir: this.opts.ipamDataDir,
+        readyFile: this.opts.readyFile,
+        cniVersion: this.opts.cniVersion,
+      });
+      try {
+        if (ensureConflist(this.opts.cniConfDir, conflist)) this.opts.log(`conflist written to ${this.opts.cniConfDir} (pod subnet ${this.node!.podSubnet}, MTU ${mtu})`);
+        markReady(this.opts.readyFile);
+        if (!this.ready) this.opts.log(`node ready (${this.opts.readyFile})`);
+        this.ready = true;
+        this.deps.metrics.ready.set(1);
+      } catch (err) {
+        this.opts.log(`writing the conflist failed: ${errorText(err)}`);
+      }
+    } else if (this.ready) {
+      markNotReady(this.opts.readyFile);
+      this.ready = false;
+      this.deps.metrics.ready.set(0);
+      this.opts.log(`node NOT ready: ${this.notReadyReasons().join("; ")}`);
+    }
   }
 
   /** Talk to the datastore if the backoff allows. Returns true when a fresh snapshot was read. */
@@ -137,7 +221,7 @@ export class NodeAgent {
     try {
       if (!this.config) {
         this.config = await this.deps.datastore.ensureClusterConfig(this.opts.clusterDefaults);
-        this.backend = this.deps.createBackend(this.config.backend);
+        this.publishConfig(this.config);
         this.opts.log(`cluster ${this.config.clusterCidr}, /${this.config.subnetLength} per node, backend ${this.config.backend}, lease TTL ${this.config.nodeLeaseTtlSeconds}s`);
       }
       if (this.needsRegistration) {
@@ -156,6 +240,12 @@ export class NodeAgent {
           },
         });
       }
+      if (!this.objectWatch && this.objectKinds.length > 0) {
+        op = "objects-watch";
+        this.objectWatch = await feedObjects(this.deps.objects!, this.hub, this.objectKinds, (connected) => {
+          if (!connected) this.deps.metrics.datastoreErrors.inc({ op: "objects-watch" });
+        });
+      }
       let fresh = false;
       const periodic = now - this.lastFreshRead >= this.opts.datastoreRefreshMs;
       if (this.dirty || periodic) {
@@ -166,11 +256,14 @@ export class NodeAgent {
         this.snapshot = await this.deps.datastore.snapshot({ fresh: periodic });
         this.deps.metrics.syncDuration.observe({ phase: "datastore" }, (performance.now() - started) / 1000);
         if (periodic) this.lastFreshRead = now;
+        if (this.snapshot.config) this.publishConfig(this.snapshot.config);
+        this.hub.set("snapshot", this.snapshot);
         fresh = true;
       }
       this.backoff.succeed();
       if (!this.datastoreHealthy) this.opts.log("datastore reachable again");
       this.datastoreHealthy = true;
+      this.lastDatastoreError = "";
       this.deps.metrics.datastoreConnected.set(1);
       return fresh;
     } catch (err) {
@@ -181,7 +274,7 @@ export class NodeAgent {
       this.lastDatastoreError = `${op}: ${errorText(err)}`;
       if (err instanceof NodeRemovedError) {
         this.logThrottled(`waiting: ${err.message}`);
-      } else if (this.datastoreHealthy || Date.now() - this.lastDatastoreErrorLog > 30_000) {
+      } else {
         this.logThrottled(`datastore ${op} failed (${errorText(err)}); keeping the last known routes, retrying in ${delay} ms`);
       }
       this.datastoreHealthy = false;
@@ -189,14 +282,22 @@ export class NodeAgent {
     }
   }
 
+  private publishConfig(config: ClusterConfig): void {
+    const previous = this.hub.get("config");
+    if (this.hub.set("config", config, sameJson) && previous) {
+      this.opts.log(`cluster config changed: backend ${config.backend}${config.backendOptions?.[config.backend] ? ` ${JSON.stringify(config.backendOptions[config.backend])}` : ""}, cluster ${config.clusterCidr}`);
+    }
+    this.config = config;
+  }
+
   private async register(): Promise<void> {
     const preferredSubnet = this.node?.podSubnet ?? subnetFromExistingConflist(this.opts.cniConfDir);
-    const backendData = this.backend?.nodeData?.();
+    const backendData = this.hub.get("backendData");
     const request = {
       name: this.opts.name,
       nodeIp: this.opts.nodeIp,
       ...(preferredSubnet ? { preferredSubnet } : {}),
-      ...(backendData ? { backendData } : {}),
+      ...(backendData && Object.keys(backendData).length > 0 ? { backendData } : {}),
     };
     const lease = await this.deps.datastore.registerNode(request);
     this.lease?.release();
@@ -211,78 +312,11 @@ export class NodeAgent {
       this.needsRegistration = true;
       this.wake?.();
     });
+    if (!previous || !sameJson(previous, lease.node)) this.hub.set("self", lease.node);
     if (!previous) this.opts.log(`registered node ${lease.node.name} (${lease.node.nodeIp}) with pod subnet ${lease.node.podSubnet}`);
     else if (previous.podSubnet !== lease.node.podSubnet) this.opts.log(`re-registered with a NEW pod subnet ${lease.node.podSubnet} (was ${previous.podSubnet})`);
     else this.opts.log(`re-registered, keeping pod subnet ${lease.node.podSubnet}`);
-  }
-
-  /** Reconcile routes, masquerading and conflist against the last known snapshot. Returns true if everything applied. */
-  private syncKernel(): boolean {
-    if (!this.snapshot || !this.node || !this.config || !this.backend) return false;
-    const started = performance.now();
-    let ok = true;
-    try {
-      const result = this.backend.reconcile(this.snapshot.nodes, this.opts.name);
-      this.routesProgrammed = result.routesProgrammed;
-      this.deps.metrics.routesProgrammed.set(result.routesProgrammed);
-      this.deps.metrics.routeConflicts.set(result.conflicts.length);
-      for (const op of ["add", "replace", "delete"] as const) if (result.changes[op] > 0) this.deps.metrics.routeChanges.inc({ op }, result.changes[op]);
-      const changed = result.changes.add + result.changes.replace + result.changes.delete;
-      if (changed > 0) this.opts.log(`routes: +${result.changes.add} ~${result.changes.replace} -${result.changes.delete}, ${result.routesProgrammed} programmed`);
-      if (result.errors.length > 0) {
-        ok = false;
-        this.deps.metrics.kernelErrors.inc(result.errors.length);
-        this.logThrottled(`route errors: ${result.errors.slice(0, 3).join("; ")}${result.errors.length > 3 ? ` (+${result.errors.length - 3} more)` : ""}`);
-      }
-      if (result.conflicts.length > 0) this.logThrottled(`left alone, routes of someone else cover: ${result.conflicts.join(", ")}`);
-    } catch (err) {
-      ok = false;
-      this.deps.metrics.kernelErrors.inc();
-      this.logThrottled(`route sync failed: ${errorText(err)}`);
-    }
-    this.deps.metrics.syncDuration.observe({ phase: "kernel" }, (performance.now() - started) / 1000);
-    this.lastKernelSync = Date.now();
-    // Ready once routes and masquerading were both in place once; afterwards the conflist stays even if
-    // a later sync fails, since running pods and new ones on this node are still served.
-    if ((ok && this.masqueradeOk) || this.ready) {
-      const conflist = buildConflist({
-        podSubnet: this.node.podSubnet,
-        bridge: this.opts.bridge,
-        mtu: this.opts.mtu,
-        ipamDataDir: this.opts.ipamDataDir,
-        readyFile: this.opts.readyFile,
-        cniVersion: this.opts.cniVersion,
-      });
-      try {
-        if (ensureConflist(this.opts.cniConfDir, conflist)) this.opts.log(`conflist written to ${this.opts.cniConfDir} (pod subnet ${this.node.podSubnet})`);
-        if (!this.ready) this.opts.log(`node ready (${this.opts.readyFile})`);
-        markReady(this.opts.readyFile);
-        this.ready = true;
-        this.deps.metrics.ready.set(1);
-      } catch (err) {
-        ok = false;
-        this.logThrottled(`writing the conflist failed: ${errorText(err)}`);
-      }
-    }
-    return ok;
-  }
-
-  /** Make sure the masquerade table is in place; one check at a time, without blocking the loop. */
-  private async syncMasquerade(): Promise<void> {
-    if (!this.config || this.masqueradeInFlight) return;
-    this.masqueradeInFlight = true;
-    try {
-      if (await this.deps.masquerade.ensure(this.config.clusterCidr)) this.opts.log(`masquerade for ${this.config.clusterCidr} installed (nftables table ip podnet)`);
-      const first = !this.masqueradeOk;
-      this.masqueradeOk = true;
-      // Routes may have been ready before masquerading was: become ready now rather than at the next tick.
-      if (first && !this.ready) this.syncKernel();
-    } catch (err) {
-      this.deps.metrics.kernelErrors.inc();
-      this.logThrottled(`masquerade failed: ${errorText(err)}`);
-    } finally {
-      this.masqueradeInFlight = false;
-    }
+    this.updateReadiness();
   }
 
   private checkOwnRecord(snapshot: ClusterSnapshot): AgentExit | undefined {
@@ -290,6 +324,7 @@ export class NodeAgent {
     if (!own) {
       if (this.removedByOperator) {
         this.opts.log(`node ${this.opts.name} was removed from the cluster; removing the conflist and exiting`);
+        this.exited = true;
         removeConflist(this.opts.cniConfDir);
         markNotReady(this.opts.readyFile);
         this.ready = false;
@@ -315,10 +350,16 @@ export class NodeAgent {
     return undefined;
   }
 
+  /**
+   * Node lifecycle duties, whatever state the reconcilers are in: ack the leaving nodes the routes
+   * reconciler reports withdrawn from (at the record revision it saw), mark expired peers, finalize.
+   */
   private async runLifecycle(snapshot: ClusterSnapshot): Promise<void> {
     const plan = planLifecycle(snapshot, this.opts.name);
+    const withdrawn = this.hub.get("withdrawn");
     try {
       for (const node of plan.owedAcks) {
+        if (!withdrawn?.has(withdrawnKey(node))) continue; // acked once the routes reconciler reports it
         await this.deps.datastore.ackNodeLeaving(node.name, this.opts.name);
         this.opts.log(`withdrew routes to leaving node ${node.name}; acknowledged`);
       }
@@ -334,6 +375,7 @@ export class NodeAgent {
       }
     } catch (err) {
       this.dirty = true;
+      this.lifecycleDue = true;
       this.deps.metrics.datastoreErrors.inc({ op: "lifecycle" });
       this.backoff.fail();
       this.logThrottled(`node lifecycle update failed: ${errorText(err)}`);
@@ -341,7 +383,7 @@ export class NodeAgent {
   }
 
   private nextWakeDelay(): number {
-    if (!(this.needsRegistration || this.dirty)) return Math.max(0, this.lastFreshRead + this.opts.datastoreRefreshMs - Date.now());
+    if (!(this.needsRegistration || this.dirty || this.lifecycleDue)) return Math.max(0, this.lastFreshRead + this.opts.datastoreRefreshMs - Date.now());
     return Math.max(0, this.backoff.nextAttemptAt - Date.now());
   }
 
@@ -361,9 +403,11 @@ export class NodeAgent {
   }
 
   private async shutdown(): Promise<void> {
+    await this.runner.stop();
     // No revoke: see the header. Stopping keepalives lets the lease run out its TTL as the grace period.
     this.lease?.release();
     await this.watch?.close().catch(() => undefined);
+    await this.objectWatch?.close().catch(() => undefined);
     await this.deps.datastore.close().catch(() => undefined);
   }
 
@@ -373,36 +417,6 @@ export class NodeAgent {
     const key = message.slice(0, 60);
     if (now - (this.lastThrottled.get(key) ?? 0) < 10_000) return;
     this.lastThrottled.set(key, now);
-    if (message.startsWith("datastore")) this.lastDatastoreErrorLog = now;
     this.opts.log(message);
   }
-}
-
-/** Exponential backoff with jitter, so agents that lost etcd together do not retry in lockstep. */
-export class Backoff {
-  private delay = 0;
-  nextAttemptAt = 0;
-
-  constructor(
-    private readonly initialMs: number,
-    private readonly maxMs: number,
-    private readonly random: () => number = Math.random,
-  ) {}
-
-  /** Record a failure; returns the wait before the next attempt. */
-  fail(now = Date.now()): number {
-    this.delay = this.delay === 0 ? this.initialMs : Math.min(this.maxMs, this.delay * 2);
-    const wait = Math.round(this.delay * (0.8 + 0.4 * this.random()));
-    this.nextAttemptAt = now + wait;
-    return wait;
-  }
-
-  succeed(): void {
-    this.delay = 0;
-    this.nextAttemptAt = 0;
-  }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

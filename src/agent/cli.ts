@@ -6,14 +6,17 @@ import { parseArgs } from "node:util";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
 import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
 import { missingAcks } from "../datastore/node-lifecycle.ts";
-import { isIpv4 } from "../datastore/subnets.ts";
+import { isIpv4 } from "../net/address.ts";
 import { NodeAgent } from "./agent.ts";
+import { BACKEND_FACTORIES } from "./backends.ts";
 import { DEFAULT_READY_FILE } from "./conflist.ts";
-import type { Backend } from "./backend.ts";
-import { HostGwBackend } from "./host-gw-backend.ts";
+import { injectFaults, parseFaults } from "./faults.ts";
+import type { AgentInputs } from "./inputs.ts";
+import { MasqueradeReconciler } from "./masquerade-reconciler.ts";
 import { NftMasquerade } from "./masquerade.ts";
 import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
 import { NetlinkRouteTable } from "./route-table.ts";
+import { RoutesReconciler } from "./routes-reconciler.ts";
 
 const AGENT_USAGE = `usage: podnet agent --node-ip IP --etcd URL[,URL…] [options]
 
@@ -31,7 +34,7 @@ every other node, masquerades pod traffic leaving the cluster, and writes the CN
   --cni-version V          cniVersion of the conflist: 1.1.0 (default), or 1.0.0 for runtimes whose
                            libcni predates CNI 1.1 (podman 4, containerd 1.6)
   --bridge NAME            pod bridge (default cni0)
-  --mtu N                  pod MTU (default 1500)
+  --mtu N                  pod MTU (default: the backend's; host-gw: the MTU of the interface holding --node-ip)
   --listen ADDR            health and metrics: HOST:PORT, /path/to/socket, or "none" (default 127.0.0.1:9650)
   --resync-interval-ms N   kernel resync period (default 500)
   --datastore-refresh-ms N full datastore re-read period without events (default 10000)
@@ -120,25 +123,48 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     const ipamDataDir = resolvePath(values["ipam-data-dir"] ?? "/var/lib/cni/podnet");
     const cniVersion = values["cni-version"] ?? "1.1.0";
     if (cniVersion !== "1.1.0" && cniVersion !== "1.0.0") throw new UsageError(`--cni-version must be 1.1.0 or 1.0.0, got ${JSON.stringify(cniVersion)}`);
+    const name = values.name ?? hostname();
+    const mtuOverride = values.mtu === undefined ? undefined : positiveInt("mtu", values.mtu, 0);
+    const resyncIntervalMs = positiveInt("resync-interval-ms", values["resync-interval-ms"], 500);
+    let faults;
+    try {
+      faults = parseFaults(process.env.PODNET_AGENT_FAULTS);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
     const datastore = new EtcdDatastore({ endpoints: splitEndpoints(values.etcd), prefix: values["etcd-prefix"] ?? "/podnet/" });
-    metrics = new AgentMetrics();
+    const agentMetrics = (metrics = new AgentMetrics());
     listen = values.listen ?? "127.0.0.1:9650";
     agent = new NodeAgent(
       {
-        name: values.name ?? hostname(),
+        name,
         nodeIp,
         cniConfDir: values["cni-conf-dir"] ?? "/etc/cni/net.d",
         ipamDataDir,
         readyFile: resolvePath(values["ready-file"] ?? DEFAULT_READY_FILE),
         cniVersion,
         bridge: values.bridge ?? "cni0",
-        mtu: positiveInt("mtu", values.mtu, 1500),
         clusterDefaults,
-        resyncIntervalMs: positiveInt("resync-interval-ms", values["resync-interval-ms"], 500),
         datastoreRefreshMs: positiveInt("datastore-refresh-ms", values["datastore-refresh-ms"], 10_000),
         log,
       },
-      { datastore, createBackend, masquerade: new NftMasquerade(), metrics },
+      {
+        datastore,
+        metrics: agentMetrics,
+        // One reconciler per job; the service proxy and policy join this list (src/agent/README.md).
+        reconcilers: (hub) =>
+          injectFaults<AgentInputs>(
+            [
+              new RoutesReconciler(
+                { factories: BACKEND_FACTORIES, env: { nodeName: name, nodeIp, routeTable: new NetlinkRouteTable() }, hub, metrics: agentMetrics, log, ...(mtuOverride !== undefined ? { mtuOverride } : {}) },
+                resyncIntervalMs,
+              ),
+              new MasqueradeReconciler(new NftMasquerade(), resyncIntervalMs, log),
+            ],
+            faults,
+            log,
+          ),
+      },
     );
   } catch (err) {
     if (err instanceof UsageError) {
@@ -165,18 +191,6 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
     await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
-  }
-}
-
-let routeTable: NetlinkRouteTable | undefined;
-
-function createBackend(name: string): Backend {
-  switch (name) {
-    case "host-gw":
-      routeTable ??= new NetlinkRouteTable();
-      return new HostGwBackend(routeTable);
-    default:
-      throw new Error(`unknown backend ${JSON.stringify(name)} in the cluster config (this agent knows: host-gw)`);
   }
 }
 

@@ -1,23 +1,38 @@
 // host-gw: a plain route `<peer pod subnet> via <peer node IP>` per peer. Needs every node on one L2 segment.
+// Options: none (`backendOptions["host-gw"]` absent or `{}`). Pod MTU: the underlay interface's, since
+// host-gw adds no header.
 
 import type { NodeView } from "../datastore/datastore.ts";
-import type { Backend, BackendSyncResult } from "./backend.ts";
-import { desiredRoutes, planRouteChanges, PODNET_ROUTE_PROTOCOL, type OwnedRoute } from "./route-plan.ts";
+import { rejectUnknownOptions, type Backend, type BackendFactory, type BackendSyncResult } from "./backend.ts";
+import { desiredRoutes, planRouteChanges, PODNET_ROUTE_PROTOCOL, type OwnedRoute, type RouteChange } from "./route-plan.ts";
 import type { RouteTable } from "./route-table.ts";
+
+export const hostGwFactory: BackendFactory = {
+  name: "host-gw",
+  build(options, env) {
+    rejectUnknownOptions("host-gw", options, []);
+    return new HostGwBackend(env.routeTable, env.nodeIp);
+  },
+  withdraw(nodes, env) {
+    const leaving = new Set(nodes.map((n) => n.podSubnet));
+    const changes: RouteChange[] = ownRoutes(env.routeTable)
+      .ours.filter((route) => leaving.has(route.dst))
+      .map((route) => ({ op: "delete", route }));
+    if (changes.length > 0) throwOnErrors(env.routeTable.apply(changes), "withdrawing routes");
+    return changes.length;
+  },
+};
 
 export class HostGwBackend implements Backend {
   readonly name = "host-gw";
 
-  constructor(private readonly table: RouteTable) {}
+  constructor(
+    private readonly table: RouteTable,
+    private readonly nodeIp: string,
+  ) {}
 
   reconcile(nodes: readonly NodeView[], self: string): BackendSyncResult {
-    const all = this.table.listMainIpv4();
-    const ours: OwnedRoute[] = [];
-    const foreignDsts = new Set<string>();
-    for (const route of all) {
-      if (route.protocol === PODNET_ROUTE_PROTOCOL && route.gw !== undefined) ours.push({ dst: route.dst, gw: route.gw });
-      else foreignDsts.add(route.dst);
-    }
+    const { ours, foreignDsts } = ownRoutes(this.table);
     const desired = desiredRoutes(nodes, self);
     const conflicts: string[] = [];
     const changes = planRouteChanges(desired, ours).filter((change) => {
@@ -30,15 +45,45 @@ export class HostGwBackend implements Backend {
     });
     const counts = { add: 0, replace: 0, delete: 0 };
     const errors: string[] = [];
+    const failedDsts = new Set<string>();
     if (changes.length > 0) {
       const results = this.table.apply(changes);
       results.forEach((result, i) => {
         const change = changes[i]!;
-        if (result.error) errors.push(result.error);
-        else counts[change.op]++;
+        if (result.error) {
+          errors.push(`${change.op} ${change.route.dst} via ${change.route.gw}: ${result.error}`);
+          failedDsts.add(change.route.dst);
+        } else counts[change.op]++;
       });
     }
+    const notWithdrawn = nodes.filter((n) => n.phase !== "active" && failedDsts.has(n.podSubnet)).map((n) => n.name);
     const programmed = ours.length - counts.delete + counts.add;
-    return { routesProgrammed: programmed, changes: counts, errors, conflicts };
+    return { routesProgrammed: programmed, changes: counts, errors, conflicts, notWithdrawn };
   }
+
+  mtu(): number {
+    const underlay = this.table.interfaceWithAddress(this.nodeIp);
+    if (!underlay) throw new Error(`host-gw: no interface holds the node IP ${this.nodeIp}, so the underlay MTU is unknown`);
+    return underlay.mtu;
+  }
+
+  teardown(): void {
+    const changes: RouteChange[] = ownRoutes(this.table).ours.map((route) => ({ op: "delete", route }));
+    if (changes.length > 0) throwOnErrors(this.table.apply(changes), "removing host-gw routes");
+  }
+}
+
+function ownRoutes(table: RouteTable): { ours: OwnedRoute[]; foreignDsts: Set<string> } {
+  const ours: OwnedRoute[] = [];
+  const foreignDsts = new Set<string>();
+  for (const route of table.listMainIpv4()) {
+    if (route.protocol === PODNET_ROUTE_PROTOCOL && route.gw !== undefined) ours.push({ dst: route.dst, gw: route.gw });
+    else foreignDsts.add(route.dst);
+  }
+  return { ours, foreignDsts };
+}
+
+function throwOnErrors(results: readonly { error?: string }[], what: string): void {
+  const errors = results.flatMap((r) => (r.error ? [r.error] : []));
+  if (errors.length > 0) throw new Error(`${what}: ${errors.slice(0, 3).join("; ")}${errors.length > 3 ? ` (+${errors.length - 3} more)` : ""}`);
 }

@@ -21,8 +21,69 @@ export class AgentMetrics {
     registers: [this.registry],
   });
 
+  readonly reconcilers = new ReconcilerMetrics(this.registry);
+  readonly podMtu = new Gauge({ name: "podnet_agent_pod_mtu", help: "MTU the backend reports for pods (written into the conflist)", registers: [this.registry] });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: "podnet_agent_" });
+  }
+}
+
+/** Per-reconciler metrics, labelled `reconciler` (routes, masquerade, …); fed by reconciler.ts. */
+export class ReconcilerMetrics {
+  private readonly syncs: Counter<"reconciler" | "result">;
+  private readonly duration: Histogram<"reconciler">;
+  private readonly healthy: Gauge<"reconciler">;
+  private readonly ready: Gauge<"reconciler">;
+  private readonly lastSuccess: Gauge<"reconciler">;
+  private readonly failures: Gauge<"reconciler">;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    this.syncs = new Counter({ name: "podnet_agent_reconciler_syncs_total", help: "Sync attempts of each reconciler, by result (success, error)", labelNames: ["reconciler", "result"], registers });
+    this.duration = new Histogram({
+      name: "podnet_agent_reconciler_sync_duration_seconds",
+      help: "Duration of one sync attempt of each reconciler",
+      labelNames: ["reconciler"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10],
+      registers,
+    });
+    this.healthy = new Gauge({ name: "podnet_agent_reconciler_healthy", help: "1 while the reconciler's last sync succeeded", labelNames: ["reconciler"], registers });
+    this.ready = new Gauge({ name: "podnet_agent_reconciler_ready", help: "1 once the reconciler succeeded, 0 while it reports the node cannot serve pods", labelNames: ["reconciler"], registers });
+    this.lastSuccess = new Gauge({ name: "podnet_agent_reconciler_last_success_timestamp_seconds", help: "Unix time of the reconciler's last successful sync", labelNames: ["reconciler"], registers });
+    this.failures = new Gauge({ name: "podnet_agent_reconciler_consecutive_failures", help: "Failed sync attempts since the reconciler's last success", labelNames: ["reconciler"], registers });
+  }
+
+  /** Make every series of a reconciler exist from the start (at 0), so a dashboard sees it before its first sync. */
+  declare(reconciler: string): void {
+    for (const result of ["success", "error"]) this.syncs.inc({ reconciler, result }, 0);
+    this.healthy.set({ reconciler }, 0);
+    this.ready.set({ reconciler }, 0);
+    this.failures.set({ reconciler }, 0);
+  }
+
+  observe(reconciler: string, ok: boolean, seconds: number): void {
+    this.syncs.inc({ reconciler, result: ok ? "success" : "error" });
+    this.duration.observe({ reconciler }, seconds);
+  }
+
+  succeeded(reconciler: string, nowMs: number): void {
+    this.healthy.set({ reconciler }, 1);
+    this.failures.set({ reconciler }, 0);
+    this.lastSuccess.set({ reconciler }, nowMs / 1000);
+  }
+
+  failed(reconciler: string, consecutive: number): void {
+    this.healthy.set({ reconciler }, 0);
+    this.failures.set({ reconciler }, consecutive);
+  }
+
+  setHealthy(reconciler: string, healthy: boolean): void {
+    this.healthy.set({ reconciler }, healthy ? 1 : 0);
+  }
+
+  setReady(reconciler: string, ready: boolean): void {
+    this.ready.set({ reconciler }, ready ? 1 : 0);
   }
 }
 

@@ -1,6 +1,8 @@
 // The agent's narrow view of the kernel routing table, over src/kernel's rtnetlink socket. The agent
 // runs inside its node's network namespace, so the socket is opened in the current one.
 
+import { listAddresses } from "../kernel/address.ts";
+import { getLinkByIndex } from "../kernel/link.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import { applyRouteChanges, listRoutes, RT_TABLE_MAIN, RT_SCOPE_UNIVERSE, type RouteSpec } from "../kernel/route.ts";
 import { PODNET_ROUTE_PROTOCOL, type RouteChange } from "./route-plan.ts";
@@ -16,6 +18,8 @@ export interface RouteTable {
   listMainIpv4(): KernelRoute[];
   /** Apply changes to our own routes; one result per change, with an error text if it failed. */
   apply(changes: readonly RouteChange[]): { error?: string }[];
+  /** The interface that holds `address` (this node's underlay IP): its name and MTU, or undefined if none does. */
+  interfaceWithAddress(address: string): { name: string; mtu: number } | undefined;
   close(): void;
 }
 
@@ -48,6 +52,13 @@ export class NetlinkRouteTable implements RouteTable {
       return { op: change.op === "delete" ? ("delete" as const) : ("replace" as const), route };
     });
     return applyRouteChanges(this.nl, specs).map((result) => (result.error ? { error: result.error.message } : {}));
+  }
+
+  interfaceWithAddress(address: string): { name: string; mtu: number } | undefined {
+    const holder = listAddresses(this.nl).find((a) => a.family === 4 && a.cidr.slice(0, a.cidr.indexOf("/")) === address);
+    if (!holder) return undefined;
+    const link = getLinkByIndex(this.nl, holder.index);
+    return link ? { name: link.name, mtu: link.mtu } : undefined;
   }
 
   close(): void {

@@ -9,7 +9,7 @@
 //
 // Two small leniencies over libcni: empty segments (a trailing ";") are skipped, and a
 // value may itself contain "=" (only the first one splits key from value).
-import { ipFamily } from "./ip-syntax.ts";
+import { ipFamily } from "../net/address.ts";
 import { CniError, ErrorCode, type CniArgs } from "./types.ts";
 
 const MAC_SYNTAX = /^[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}$/;

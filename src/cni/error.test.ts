@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { errorJson } from "./error.ts";
 import { CniError, ErrorCode } from "./types.ts";
@@ -15,6 +16,21 @@ describe("errorJson", () => {
     const parsed = JSON.parse(errorJson(err, "1.1.0"));
     assert.deepEqual(parsed, { cniVersion: "1.1.0", code: 999, msg: "kernel exploded", details: "" });
     assert.ok(!errorJson(err, "1.1.0").includes("error.test.ts"), "no stack frames");
+  });
+
+  it("turns Node's failed file operations into I/O (5) with the errno and the call", () => {
+    let thrown: unknown;
+    try {
+      readFileSync("/nonexistent/podnet-error-test");
+    } catch (err) {
+      thrown = err;
+    }
+    const result = JSON.parse(errorJson(thrown, "1.0.0"));
+    assert.equal(result.code, ErrorCode.Io);
+    assert.equal(result.details, "errno ENOENT from open");
+    assert.match(result.msg, /nonexistent/);
+    // An Error that merely has a code property is not a system error.
+    assert.equal(JSON.parse(errorJson(Object.assign(new Error("x"), { code: "ERR_SOMETHING" }), "1.0.0")).code, ErrorCode.Internal);
   });
 
   it("never throws, whatever was thrown", () => {

@@ -38,6 +38,24 @@ export interface PluginIo {
  * Unlike libcni, a missing CNI_COMMAND is an error (exit 1) rather than a quiet exit 0;
  * the `about` line still goes to stderr for the human who ran the binary by hand.
  */
+/**
+ * The handlers with every failure passed through `map` before it reaches runPlugin, which encodes it.
+ * A plugin maps the errors of its own layers (the kernel's, say) to CniErrors here, since this layer
+ * knows none of them.
+ */
+export function mapHandlerErrors(handlers: PluginHandlers, map: (err: unknown) => unknown): PluginHandlers {
+  const wrap =
+    <R>(fn: (ctx: PluginContext) => R | Promise<R>) =>
+    async (ctx: PluginContext): Promise<R> => {
+      try {
+        return await fn(ctx);
+      } catch (err) {
+        throw map(err);
+      }
+    };
+  return { add: wrap(handlers.add), del: wrap(handlers.del), check: wrap(handlers.check), status: wrap(handlers.status), gc: wrap(handlers.gc) };
+}
+
 export async function runPlugin(handlers: PluginHandlers, about: string, io: PluginIo = processIo()): Promise<number> {
   // Errors carry the config's version once it is known, as the spec asks.
   let responseVersion: string = CURRENT_VERSION;

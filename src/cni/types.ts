@@ -161,6 +161,8 @@ export const ErrorCode = {
   Delegate: 102,
   /** podnet: a requested IP address is already allocated to another attachment. */
   AddressInUse: 103,
+  /** podnet: nft refused a ruleset transaction, or could not be run. */
+  Nftables: 104,
   /** podnet: an internal error. */
   Internal: 999,
 } as const;

@@ -3,7 +3,8 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { assertCniError } from "./test-helpers.ts";
 import { SUPPORTED_VERSIONS, ErrorCode, type CniResult } from "./types.ts";
-import { cidrFamily, compareVersions, convertResult, isSupportedVersion, upgradeResult, versionResponse } from "./version.ts";
+import { cidrFamily } from "../net/cidr.ts";
+import { compareVersions, convertResult, isSupportedVersion, upgradeResult, versionResponse } from "./version.ts";
 
 /** A result using every field 1.1.0 defines. */
 const FULL: CniResult = {

@@ -8,7 +8,8 @@
 //   1.0.0                no ips[].version
 //   1.1.0                adds interfaces[].{mtu, socketPath, pciID} and
 //                        routes[].{mtu, advmss, priority, table, scope}
-import { ipFamily } from "./ip-syntax.ts";
+import { ipFamily } from "../net/address.ts";
+import { cidrFamily } from "../net/cidr.ts";
 import { JsonFields, withoutUndefined } from "./json-fields.ts";
 import {
   CURRENT_VERSION,
@@ -209,12 +210,3 @@ function copyDns(dns: CniDns): CniDns {
   });
 }
 
-/** 4 or 6 for a well-formed "address/prefix", 0 otherwise. */
-export function cidrFamily(cidr: string): 0 | 4 | 6 {
-  const slash = cidr.indexOf("/");
-  if (slash < 0) return 0;
-  const family = ipFamily(cidr.slice(0, slash));
-  const prefix = cidr.slice(slash + 1);
-  if ((family !== 4 && family !== 6) || !/^\d{1,3}$/.test(prefix)) return 0;
-  return Number(prefix) <= (family === 4 ? 32 : 128) ? family : 0;
-}

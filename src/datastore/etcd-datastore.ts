@@ -25,7 +25,8 @@ import {
   type NodeView,
   type WatchListener,
 } from "./datastore.ts";
-import { isIpv4, parseIpv4Cidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
+import { isIpv4 } from "../net/address.ts";
+import { parseClusterCidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
 
 export interface EtcdDatastoreOptions {
   endpoints: string[];
@@ -116,7 +117,7 @@ export class EtcdDatastore implements Datastore {
     const configText = await this.client.get(this.key("config")).string();
     if (configText === null) throw new Error("no cluster config in the datastore; call ensureClusterConfig first");
     const config = parseClusterConfig(configText);
-    const cluster = parseIpv4Cidr(config.clusterCidr);
+    const cluster = parseClusterCidr(config.clusterCidr);
 
     const lease = this.client.lease(config.nodeLeaseTtlSeconds, { autoKeepAlive: true });
     let leaseId: string;
@@ -350,7 +351,7 @@ export function isValidNodeName(name: string): boolean {
 }
 
 export function validateClusterConfig(config: ClusterConfig): void {
-  const cluster = parseIpv4Cidr(config.clusterCidr);
+  const cluster = parseClusterCidr(config.clusterCidr);
   subnetCount(cluster, config.subnetLength);
   if (typeof config.backend !== "string" || config.backend === "") throw new Error("cluster config: backend must be a non-empty string");
   if (!Number.isInteger(config.nodeLeaseTtlSeconds) || config.nodeLeaseTtlSeconds < 2) {

@@ -1,88 +1,33 @@
-// IPv4 subnet arithmetic for carving node pod subnets out of the cluster CIDR. Pure: no I/O.
+// Carving node pod subnets out of the cluster CIDR: the policy (which subnet a node gets). Pure: no I/O.
+// The address maths is src/net's.
+import { formatCidr, parseCidr, subnetAt as netSubnetAt, subnetCount as netSubnetCount, subnetIndex as netSubnetIndex, tryParseCidr, type Cidr } from "../net/cidr.ts";
 
-export interface Ipv4Cidr {
-  /** Network address as an unsigned 32-bit number, host bits cleared. */
-  network: number;
-  prefixLength: number;
-}
-
-export function parseIpv4(text: string): number {
-  const parts = text.split(".");
-  if (parts.length !== 4) throw new Error(`not an IPv4 address: ${text}`);
-  let value = 0;
-  for (const part of parts) {
-    if (!/^\d{1,3}$/.test(part)) throw new Error(`not an IPv4 address: ${text}`);
-    const octet = Number(part);
-    if (octet > 255) throw new Error(`not an IPv4 address: ${text}`);
-    value = value * 256 + octet;
-  }
-  return value;
-}
-
-export function formatIpv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join(".");
-}
-
-export function isIpv4(text: string): boolean {
-  try {
-    parseIpv4(text);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Parse "10.244.0.0/16". Host bits must be zero, so a typo such as 10.244.1.0/16 is caught rather than silently widened. */
-export function parseIpv4Cidr(text: string): Ipv4Cidr {
-  const [address, lengthText, extra] = text.split("/");
-  if (address === undefined || lengthText === undefined || extra !== undefined || !/^\d{1,2}$/.test(lengthText)) {
-    throw new Error(`not an IPv4 CIDR: ${text}`);
-  }
-  const prefixLength = Number(lengthText);
-  if (prefixLength > 32) throw new Error(`not an IPv4 CIDR: ${text}`);
-  const network = parseIpv4(address);
-  if ((network & hostMask(prefixLength)) >>> 0 !== 0) throw new Error(`${text} has host bits set`);
-  return { network, prefixLength };
-}
-
-export function formatIpv4Cidr(cidr: Ipv4Cidr): string {
-  return `${formatIpv4(cidr.network)}/${cidr.prefixLength}`;
-}
-
-function hostMask(prefixLength: number): number {
-  return prefixLength === 0 ? 0xffffffff : (2 ** (32 - prefixLength) - 1) >>> 0;
-}
-
-export function cidrContains(outer: Ipv4Cidr, address: number): boolean {
-  const size = 2 ** (32 - outer.prefixLength);
-  return address >= outer.network && address < outer.network + size;
+/** The cluster CIDR as written in the cluster config: IPv4, host bits refused (a typo such as 10.244.1.0/16 is caught, not widened). */
+export function parseClusterCidr(text: string): Cidr {
+  return parseCidr(text, { family: 4, hostBits: "reject" });
 }
 
 /** How many /subnetLength subnets fit in the cluster CIDR. */
-export function subnetCount(cluster: Ipv4Cidr, subnetLength: number): number {
-  if (!Number.isInteger(subnetLength) || subnetLength < cluster.prefixLength || subnetLength > 30) {
-    throw new Error(`subnet length /${subnetLength} does not fit in /${cluster.prefixLength} (must be between /${cluster.prefixLength} and /30)`);
+export function subnetCount(cluster: Cidr, subnetLength: number): number {
+  if (!Number.isInteger(subnetLength) || subnetLength < cluster.prefix || subnetLength > 30) {
+    throw new Error(`subnet length /${subnetLength} does not fit in /${cluster.prefix} (must be between /${cluster.prefix} and /30)`);
   }
-  return 2 ** (subnetLength - cluster.prefixLength);
+  return Number(netSubnetCount(cluster, subnetLength));
 }
 
 /** The index-th /subnetLength subnet of the cluster CIDR, as text. */
-export function subnetAt(cluster: Ipv4Cidr, subnetLength: number, index: number): string {
+export function subnetAt(cluster: Cidr, subnetLength: number, index: number): string {
   const count = subnetCount(cluster, subnetLength);
   if (!Number.isInteger(index) || index < 0 || index >= count) throw new RangeError(`subnet index ${index} out of range 0..${count - 1}`);
-  return formatIpv4Cidr({ network: cluster.network + index * 2 ** (32 - subnetLength), prefixLength: subnetLength });
+  return formatCidr(netSubnetAt(cluster, subnetLength, index));
 }
 
 /** The index of `subnet` within the cluster CIDR, or undefined when it is not one of its aligned /subnetLength subnets. */
-export function subnetIndex(cluster: Ipv4Cidr, subnetLength: number, subnet: string): number | undefined {
-  let parsed: Ipv4Cidr;
-  try {
-    parsed = parseIpv4Cidr(subnet);
-  } catch {
-    return undefined;
-  }
-  if (parsed.prefixLength !== subnetLength || !cidrContains(cluster, parsed.network)) return undefined;
-  return (parsed.network - cluster.network) / 2 ** (32 - subnetLength);
+export function subnetIndex(cluster: Cidr, subnetLength: number, subnet: string): number | undefined {
+  const parsed = tryParseCidr(subnet, { hostBits: "reject" });
+  if (parsed === undefined) return undefined;
+  const index = netSubnetIndex(cluster, subnetLength, parsed);
+  return index === undefined ? undefined : Number(index);
 }
 
 /**
@@ -91,7 +36,7 @@ export function subnetIndex(cluster: Ipv4Cidr, subnetLength: number, subnet: str
  * many agents racing for the same lowest subnet spread out instead of colliding again and again.
  */
 export function pickFreeSubnet(
-  cluster: Ipv4Cidr,
+  cluster: Cidr,
   subnetLength: number,
   taken: ReadonlySet<string>,
   attempt = 0,

@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { CniError, ErrorCode, type IpamRangeConf } from "../cni/types.ts";
 import { Allocator } from "./allocator.ts";
-import { formatIp, parseIp } from "./ip.ts";
+import { formatIp, parseIp } from "../net/address.ts";
 import { MemoryStore } from "./memory-store.ts";
 import { allocatableCount, isAllocatable, parseRangeSets, rangeFor, type RangeSet } from "./range.ts";
 

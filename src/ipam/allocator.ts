@@ -4,7 +4,7 @@
 // out last time, so an address freed by DEL is not given to the next pod at once: stale ARP
 // entries and conntrack state for it have time to fade. Callers hold the store's lock.
 import { CniError, ErrorCode } from "../cni/types.ts";
-import { addToIp, compareIp, formatIp, ipEquals, tryParseIp, type IpAddress } from "./ip.ts";
+import { addToIp, compareIp, formatIp, ipEquals, tryParseIp, type IpAddress } from "../net/address.ts";
 import {
   allocatableCount,
   describeRangeSet,

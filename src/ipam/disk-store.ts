@@ -29,7 +29,7 @@ import {
 import { join } from "node:path";
 import { CniError, ErrorCode } from "../cni/types.ts";
 import { flock, LOCK_EX, LOCK_UN } from "../kernel/libc.ts";
-import { formatIp, parseIp, tryParseIp, type IpAddress } from "./ip.ts";
+import { formatIp, parseIp, tryParseIp, type IpAddress } from "../net/address.ts";
 import type { IpamStore, Reservation } from "./store.ts";
 
 export const DEFAULT_DATA_DIR = "/var/lib/cni/networks";

@@ -13,7 +13,7 @@ import {
 } from "../cni/types.ts";
 import { Allocator, type Allocation } from "./allocator.ts";
 import { DEFAULT_DATA_DIR, DiskStore } from "./disk-store.ts";
-import { formatIp, ipEquals, parseIp, tryParseIp, type IpAddress } from "./ip.ts";
+import { formatIp, ipEquals, parseIp, tryParseIp, type IpAddress } from "../net/address.ts";
 import { allocatableCount, describeRangeSet, parseRangeSets, rangeFor, rangeSetIndexOf, type RangeSet } from "./range.ts";
 import type { IpamStore, Reservation } from "./store.ts";
 

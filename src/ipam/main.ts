@@ -1,7 +1,9 @@
 // podnet-ipam: the standalone IPAM plugin (built to dist/cni/podnet-ipam), so that other
 // plugins, such as the reference `bridge`, can use podnet's address management.
 // Do not import this file: it runs the plugin and exits. Import ipam.ts instead.
-import { runPlugin, type PluginContext, type PluginHandlers } from "../cni/skel.ts";
+import { mapHandlerErrors, runPlugin, type PluginContext, type PluginHandlers } from "../cni/skel.ts";
+import { CniError, ErrorCode } from "../cni/types.ts";
+import { errnoName, SysError } from "../kernel/libc.ts";
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, openStoreFor, requestedIps } from "./ipam.ts";
 
 function attachmentOf(ctx: PluginContext) {
@@ -18,4 +20,10 @@ const handlers: PluginHandlers = {
   },
 };
 
-void runPlugin(handlers, "podnet-ipam").then((code) => process.exit(code));
+/** flock(2) on the store is this plugin's one system call: a refusal is Kernel (101), as in the bridge plugin (src/plugin/errors.ts). */
+function asCniError(err: unknown): unknown {
+  if (err instanceof SysError) return new CniError(ErrorCode.Kernel, err.message, `errno ${errnoName(err.errno)} from ${err.syscall}`);
+  return err;
+}
+
+void runPlugin(mapHandlerErrors(handlers, asCniError), "podnet-ipam").then((code) => process.exit(code));

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import fc from "fast-check";
 import { CniError, ErrorCode, type IpamConf } from "../cni/types.ts";
-import { formatIp, parseIp } from "./ip.ts";
+import { formatIp, parseIp } from "../net/address.ts";
 import {
   allocatableCount,
   describeRangeSet,

@@ -7,21 +7,14 @@ import { CniError, ErrorCode, type IpamConf, type IpamRangeConf } from "../cni/t
 import {
   addToIp,
   bitsOf,
-  broadcastOf,
-  canonicalCidr,
-  cidrContains,
   compareIp,
-  formatCidr,
   formatIp,
   ipEquals,
-  lastAddressOf,
-  networkOf,
-  parseCidr,
   parseIp,
-  type Cidr,
   type IpAddress,
   type IpFamily,
-} from "./ip.ts";
+} from "../net/address.ts";
+import { broadcastOf, canonicalCidr, cidrContains, formatCidr, lastAddressOf, networkOf, parseCidr, type Cidr } from "../net/cidr.ts";
 
 export interface Range {
   /** Canonical: host bits are zero. */

@@ -1,4 +1,6 @@
 // IP addresses on interfaces over rtnetlink.
+import { ipToBytes } from "../net/address.ts";
+import { broadcastOf } from "../net/cidr.ts";
 import { AF_INET, AF_INET6, AF_UNSPEC } from "./libc.ts";
 import {
   IFADDRMSG_LEN,
@@ -12,7 +14,7 @@ import {
   bytesToIp,
   decodeIfAddrMsg,
   encodeIfAddrMsg,
-  parseCidr,
+  cidrToBytes,
   u32,
   type AttrSpec,
 } from "./netlink/codec.ts";
@@ -31,19 +33,13 @@ export interface AddressInfo {
   family: 4 | 6;
 }
 
-/** The directed broadcast address of an IPv4 network: all host bits set. */
-function broadcastOf(bytes: Uint8Array, prefix: number): Uint8Array {
-  const out = Uint8Array.from(bytes);
-  for (let bit = prefix; bit < 32; bit++) out[bit >> 3] = (out[bit >> 3] as number) | (0x80 >> (bit & 7));
-  return out;
-}
-
 function addressAttrs(cidr: string): { family: number; prefix: number; attrs: AttrSpec[] } {
-  const { bytes, prefix, family } = parseCidr(cidr);
+  const { bytes, prefix, family, cidr: parsed } = cidrToBytes(cidr);
   if (family === 4) {
+    const broadcast = broadcastOf(parsed)!;
     const attrs = [attr(IFA_LOCAL, bytes), attr(IFA_ADDRESS, bytes)];
     // /31 and /32 have no broadcast address (RFC 3021).
-    if (prefix < 31) attrs.push(attr(IFA_BROADCAST, broadcastOf(bytes, prefix)));
+    if (prefix < 31) attrs.push(attr(IFA_BROADCAST, ipToBytes(broadcast)));
     return { family: AF_INET, prefix, attrs };
   }
   return { family: AF_INET6, prefix, attrs: [attr(IFA_ADDRESS, bytes)] };

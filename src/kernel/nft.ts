@@ -20,7 +20,7 @@ import { diffTables } from "./nft/diff.ts";
 import { libnftablesAvailable, runLibnftables } from "./nft/libnftables.ts";
 import type { NftFamily, NftTable, NftTransaction } from "./nft/model.ts";
 import { decodeTableJson, type NftCounterState, type NftTableState } from "./nft/readback.ts";
-import { checkIdentifier, ifnameKeysOf, renderTransaction } from "./nft/render.ts";
+import { checkFamily, checkIdentifier, ifnameKeysOf, renderTransaction } from "./nft/render.ts";
 
 export type { NftFamily } from "./nft/model.ts";
 
@@ -97,7 +97,8 @@ function writeScriptFile(script: string): string {
 }
 
 function checkApplied(run: NftRun, netnsPath?: string): void {
-  if (run.status !== 0) throw new NftError(`nft -f${netnsPath ? ` (in ${netnsPath})` : ""}`, run.status, run.stderr);
+  const what = nftBackend() === "libnftables" ? "nft transaction (libnftables)" : "nft -f";
+  if (run.status !== 0) throw new NftError(`${what}${netnsPath ? ` in ${netnsPath}` : ""}`, run.status, run.stderr);
 }
 
 function tableListing(run: NftRun, family: NftFamily, name: string): string | undefined {
@@ -107,6 +108,7 @@ function tableListing(run: NftRun, family: NftFamily, name: string): string | un
 }
 
 function listArgs(family: NftFamily, name: string, json: boolean): string[] {
+  checkFamily(family);
   checkIdentifier("table", name);
   return [...(json ? ["-j"] : []), "list", "table", family, name];
 }
@@ -175,6 +177,7 @@ export async function readTableAsync(family: NftFamily, name: string, netnsPath?
 
 /** The named counters of a table with their values, without listing its rules, sets or maps; undefined when the table does not exist. */
 export function readCounters(family: NftFamily, name: string, netnsPath?: string): NftCounterState[] | undefined {
+  checkFamily(family);
   checkIdentifier("table", name);
   const run = nftBackend() === "libnftables"
     ? runInProcess(`list counters table ${family} ${name}`, netnsPath, true)
@@ -227,16 +230,20 @@ export function syncTableSync(desired: NftTable, netnsPath?: string): NftTransac
  */
 export class NftTableSync {
   private applied: NftTable | undefined;
+  /** Calls run one after another, each diffing against what the one before it applied. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly netnsPath?: string) {}
 
   /** Brings the kernel's table to `desired`; resolves to the transaction it applied. */
-  async sync(desired: NftTable): Promise<NftTransaction> {
-    const full = this.applied === undefined || this.applied.family !== desired.family || this.applied.name !== desired.name;
-    const current = full ? await readTableAsync(desired.family, desired.name, this.netnsPath) : this.applied;
-    const tx = diffTables(desired, current);
-    await this.applyOrForget(tx, desired);
-    return tx;
+  sync(desired: NftTable): Promise<NftTransaction> {
+    return this.serialised(async () => {
+      const full = this.applied === undefined || this.applied.family !== desired.family || this.applied.name !== desired.name;
+      const current = full ? await readTableAsync(desired.family, desired.name, this.netnsPath) : this.applied;
+      const tx = diffTables(desired, current);
+      await this.applyOrForget(tx, desired);
+      return tx;
+    });
   }
 
   /**
@@ -244,8 +251,14 @@ export class NftTableSync {
    * once `tx` is applied) as the new model, without diffing or listing. After a failure the next
    * `sync` starts from a read-back.
    */
-  async apply(tx: NftTransaction, after: NftTable): Promise<void> {
-    await this.applyOrForget(tx, after);
+  apply(tx: NftTransaction, after: NftTable): Promise<void> {
+    return this.serialised(() => this.applyOrForget(tx, after));
+  }
+
+  private serialised<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(work, work);
+    this.queue = next.catch(() => undefined);
+    return next;
   }
 
   /** Forget the applied model: the next sync reads the table back (after a restart, or a repair). */

@@ -17,7 +17,7 @@ import {
   encodeRtMsg,
   ipToBytes,
   parseAttrs,
-  parseCidr,
+  cidrToBytes,
   readU32,
   u32,
   type AttrSpec,
@@ -82,7 +82,7 @@ function describe(verb: string, r: RouteSpec): string {
 
 /** The header and attributes shared by add and delete. */
 function routeMessage(r: RouteSpec, forDelete: boolean): { header: Uint8Array; attrs: AttrSpec[] } {
-  const { bytes, prefix, family } = parseCidr(r.dst);
+  const { bytes, prefix, family } = cidrToBytes(r.dst);
   if (r.family !== undefined && r.family !== family) throw new Error(`route ${r.dst} is not an IPv${r.family} destination`);
   const table = r.table ?? RT_TABLE_MAIN;
   const attrs: AttrSpec[] = [];

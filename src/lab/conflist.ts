@@ -2,6 +2,8 @@
 // config with the list's name and cniVersion injected, and (after the first) the previous plugin's result.
 
 import type { CniResult, NetConf } from "../cni/types.ts";
+import { formatIp } from "../net/address.ts";
+import { tryParseCidr } from "../net/cidr.ts";
 
 export interface PluginConf {
   type: string;
@@ -65,8 +67,8 @@ export function conflistSubnet(list: NetConfList): string | undefined {
 /** The first IPv4 address of a result, without its prefix length. */
 export function resultIPv4(result: CniResult): string | undefined {
   for (const ip of result.ips ?? []) {
-    const address = ip.address.split("/")[0] ?? "";
-    if (/^\d+\.\d+\.\d+\.\d+$/.test(address)) return address;
+    const parsed = tryParseCidr(ip.address);
+    if (parsed?.address.family === 4) return formatIp(parsed.address);
   }
   return undefined;
 }

@@ -2,8 +2,12 @@
 // Pure, so the naming rules (unique lab prefix, 15-character link names, one underlay) are testable
 // without root; underlay.ts and lab.ts turn a plan into kernel state.
 
+import { formatIp } from "../net/address.ts";
+import { nthAddress, parseCidr } from "../net/cidr.ts";
+
 export const UNDERLAY_PREFIX_LENGTH = 24;
 export const UNDERLAY_NETWORK = "192.168.1.0";
+const UNDERLAY = parseCidr(`${UNDERLAY_NETWORK}/${UNDERLAY_PREFIX_LENGTH}`, { hostBits: "reject" });
 export const CONTROL_PLANE_IP = "192.168.1.10";
 export const EXTERNAL_IP = "192.168.1.200";
 export const FIRST_NODE_HOST = 11;
@@ -116,7 +120,7 @@ export function nodeName(index: number): string {
 
 /** The underlay host address .host, e.g. 192.168.1.11. */
 export function underlayIp(hostPart: number): string {
-  return `192.168.1.${hostPart}`;
+  return formatIp(nthAddress(UNDERLAY, hostPart));
 }
 
 export function underlayHosts(plan: LabPlan): UnderlayHost[] {

@@ -17,7 +17,7 @@ import {
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamHeld, ipamStale, ipamStatus, openStoreFor, requestedIps } from "../ipam/ipam.ts";
 import { addAddress, listAddresses } from "../kernel/address.ts";
 import { createVethPair, deleteLink, ensureBridge, getLink, listLinks, setBridgePortHairpin, setLinkUp, type LinkInfo } from "../kernel/link.ts";
-import { KernelError, NetlinkSocket } from "../kernel/netlink/socket.ts";
+import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import { openNetns, netnsExists } from "../kernel/netns.ts";
 import { addRoute, listRoutes } from "../kernel/route.ts";
 import { getSysctl, setSysctl } from "../kernel/sysctl.ts";
@@ -361,25 +361,5 @@ export function gc(ctx: PluginContext): void {
   }
 }
 
-/**
- * A kernel refusal is the spec's "kernel" failure (podnet code 101, errno in the details), not
- * an internal error: the runtime and the operator learn that the node's state is in the way.
- */
-function kernelErrorsAsCni<A extends unknown[], R>(fn: (...args: A) => R): (...args: A) => R {
-  return (...args: A): R => {
-    try {
-      return fn(...args);
-    } catch (err) {
-      if (err instanceof KernelError) throw new CniError(ErrorCode.Kernel, err.message, `errno ${err.code}`);
-      throw err;
-    }
-  };
-}
-
-export const bridgePlugin: PluginHandlers = {
-  add: kernelErrorsAsCni(add),
-  del: kernelErrorsAsCni(del),
-  check: kernelErrorsAsCni(check),
-  status: kernelErrorsAsCni(status),
-  gc: kernelErrorsAsCni(gc),
-};
+/** The verbs; main.ts maps their failures to CNI codes (errors.ts). */
+export const bridgePlugin: PluginHandlers = { add, del, check, status, gc };

@@ -6,6 +6,7 @@
 import { applyTransaction } from "../kernel/nft.ts";
 import type { NftChain, NftChange, NftSet, NftTable } from "../kernel/nft/model.ts";
 import { tableChanges } from "../kernel/nft/render.ts";
+import { canonicalCidrText } from "../net/cidr.ts";
 
 export interface MasqueradeEntry {
   /** Pod address in CIDR form, e.g. 10.244.1.5/24. */
@@ -19,17 +20,6 @@ function tableName(network: string): string {
 
 function isV6(cidr: string): boolean {
   return cidr.includes(":");
-}
-
-/** The IPv4 subnet of an address in CIDR form (nft rejects a prefix with host bits set). */
-function subnetOf(cidr: string): string {
-  const [addr = "", prefixText = ""] = cidr.split("/");
-  const prefix = Number(prefixText);
-  const octets = addr.split(".").map(Number);
-  const value = ((octets[0] ?? 0) << 24) | ((octets[1] ?? 0) << 16) | ((octets[2] ?? 0) << 8) | (octets[3] ?? 0);
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  const net = (value & mask) >>> 0;
-  return `${net >>> 24}.${(net >>> 16) & 255}.${(net >>> 8) & 255}.${net & 255}/${prefix}`;
 }
 
 const POSTROUTING: NftChain = {
@@ -60,7 +50,7 @@ export function masqueradeTable(network: string, entries: MasqueradeEntry[], clu
     if (isV6(address)) masq6.push([ip]);
     else {
       masq4.push([ip]);
-      if (address.includes("/")) exempt4.push([subnetOf(address)]);
+      if (address.includes("/")) exempt4.push([canonicalCidrText(address)]);
     }
   }
   for (const cidr of clusterCidrs) (isV6(cidr) ? exempt6 : exempt4).push([cidr]);

@@ -3,6 +3,8 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { CniNetwork, invoke, type Attachment, type InvokeResult, type NetworkConfigList } from "../../src/runtime/cni-driver.ts";
 import { Netns, tempDir } from "./netns.ts";
+import { formatIp, isIp } from "../../src/net/address.ts";
+import { parseCidr } from "../../src/net/cidr.ts";
 
 export const ROOT = new URL("../..", import.meta.url).pathname;
 export const DIST_CNI = join(ROOT, "dist/cni");
@@ -71,7 +73,7 @@ export class TestNode {
   reservations(network = "podnet-test"): string[] {
     const dir = join(this.dataDir, network);
     if (!existsSync(dir)) return [];
-    return readdirSync(dir).filter((f) => /^[0-9a-f.:]+$/.test(f) && (f.includes(".") || f.includes(":")));
+    return readdirSync(dir).filter((f) => isIp(f));
   }
 
   /** Host-side veths podnet created (named pn + 12 hex digits). */
@@ -89,5 +91,5 @@ export function ipOf(result: Record<string, unknown>, index = 0): string {
   const ips = result.ips as { address: string }[] | undefined;
   const address = ips?.[index]?.address;
   if (!address) throw new Error(`no address in result ${JSON.stringify(result)}`);
-  return address.split("/")[0] ?? address;
+  return formatIp(parseCidr(address).address);
 }

@@ -29,7 +29,7 @@ import {
   macToBytes,
   nested,
   parseAttrs,
-  parseCidr,
+  cidrToBytes,
   parseMessages,
   readCString,
   readU16,
@@ -258,15 +258,14 @@ describe("addresses", () => {
     );
   });
 
-  it("parses CIDRs and checks the prefix against the family", () => {
-    assert.deepEqual(
-      { ...parseCidr("10.244.0.0/16"), bytes: undefined },
-      { ip: "10.244.0.0", bytes: undefined, prefix: 16, family: 4 },
-    );
-    assert.equal(parseCidr("::/0").family, 6);
-    assert.throws(() => parseCidr("10.0.0.0/33"), /prefix/);
-    assert.throws(() => parseCidr("10.0.0.0"), /no prefix/);
-    assert.throws(() => parseCidr("fd00::/129"), /prefix/);
+  it("encodes CIDRs and checks the prefix against the family", () => {
+    const v4 = cidrToBytes("10.244.0.5/16");
+    assert.deepEqual([hex(v4.bytes), v4.prefix, v4.family], ["0af40005", 16, 4], "host bits are kept");
+    assert.equal(cidrToBytes("::/0").family, 6);
+    assert.throws(() => cidrToBytes("10.0.0.0/33"), /prefix/);
+    assert.throws(() => cidrToBytes("10.0.0.0"), /missing "\/prefix"/);
+    assert.throws(() => cidrToBytes("fd00::/129"), /prefix/);
+    assert.throws(() => ipToBytes("010.0.0.1"), /leading zeros/, "strict, as src/net is");
   });
 
   it("parses and formats MAC addresses", () => {

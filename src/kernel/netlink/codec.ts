@@ -3,6 +3,8 @@
 // Everything is host byte order (little-endian on the machines podnet targets) except
 // addresses, which are network byte order byte strings.
 
+import { formatIp, ipFromBytes, ipToBytes as addressToBytes, parseIp } from "../../net/address.ts";
+import { parseCidr, type Cidr } from "../../net/cidr.ts";
 export const NLMSG_HDRLEN = 16;
 export const NLA_HDRLEN = 4;
 export const NLA_F_NESTED = 0x8000;
@@ -386,91 +388,22 @@ export function decodeError(msg: NlMessage): NlError {
   return result;
 }
 
-// ---- IP addresses as attribute payloads ----
+// ---- IP addresses as attribute payloads (parsing and formatting are src/net's) ----
 
-/** Encodes a textual IPv4 or IPv6 address to network byte order bytes. */
+/** A textual IPv4 or IPv6 address as an attribute payload: 4 or 16 bytes in network order. */
 export function ipToBytes(ip: string): Uint8Array {
-  if (ip.includes(":")) return ipv6ToBytes(ip);
-  const parts = ip.split(".");
-  if (parts.length !== 4) throw new Error(`invalid IPv4 address: ${ip}`);
-  const out = new Uint8Array(4);
-  parts.forEach((part, i) => {
-    if (!/^\d{1,3}$/.test(part) || Number(part) > 255) throw new Error(`invalid IPv4 address: ${ip}`);
-    out[i] = Number(part);
-  });
-  return out;
+  return addressToBytes(parseIp(ip));
 }
 
-function ipv6ToBytes(ip: string): Uint8Array {
-  let text = ip;
-  // An embedded IPv4 tail (::ffff:1.2.3.4) is rewritten as two hex groups.
-  const lastColon = text.lastIndexOf(":");
-  const last = text.slice(lastColon + 1);
-  if (last.includes(".")) {
-    const v4 = ipToBytes(last);
-    const high = (((v4[0] as number) << 8) | (v4[1] as number)).toString(16);
-    const low = (((v4[2] as number) << 8) | (v4[3] as number)).toString(16);
-    text = `${text.slice(0, lastColon + 1)}${high}:${low}`;
-  }
-  const halves = text.split("::");
-  if (halves.length > 2) throw new Error(`invalid IPv6 address: ${ip}`);
-  const parseGroups = (s: string): number[] =>
-    s === ""
-      ? []
-      : s.split(":").map((g) => {
-          if (!/^[0-9a-fA-F]{1,4}$/.test(g)) throw new Error(`invalid IPv6 address: ${ip}`);
-          return parseInt(g, 16);
-        });
-  const head = parseGroups(halves[0] ?? "");
-  const rest = halves.length === 2 ? parseGroups(halves[1] ?? "") : [];
-  const given = head.length + rest.length;
-  if (halves.length === 1 ? given !== 8 : given > 7) throw new Error(`invalid IPv6 address: ${ip}`);
-  const groups = [...head, ...new Array<number>(8 - given).fill(0), ...rest];
-  const out = new Uint8Array(16);
-  groups.forEach((g, i) => {
-    out[2 * i] = g >> 8;
-    out[2 * i + 1] = g & 0xff;
-  });
-  return out;
-}
-
-/** Formats 4 or 16 network-order bytes; IPv6 in RFC 5952 form (longest zero run compressed). */
+/** An address payload (4 or 16 bytes) as text; IPv6 in RFC 5952 form. */
 export function bytesToIp(b: Uint8Array): string {
-  if (b.byteLength === 4) return Array.from(b).join(".");
-  if (b.byteLength !== 16) throw new Error(`netlink: address of ${b.byteLength} bytes`);
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((b[i] as number) << 8) | (b[i + 1] as number));
-  let bestStart = -1;
-  let bestLength = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength && j - i >= 2) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart === -1) return hex.join(":");
-  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLength).join(":")}`;
+  return formatIp(ipFromBytes(b));
 }
 
-/** Splits "10.0.0.1/24" into address and prefix length; validates the prefix for the family. */
-export function parseCidr(cidr: string): { ip: string; bytes: Uint8Array; prefix: number; family: 4 | 6 } {
-  const slash = cidr.indexOf("/");
-  if (slash === -1) throw new Error(`invalid CIDR (no prefix length): ${cidr}`);
-  const ip = cidr.slice(0, slash);
-  const prefixText = cidr.slice(slash + 1);
-  const bytes = ipToBytes(ip);
-  const family = bytes.byteLength === 4 ? 4 : 6;
-  const prefix = Number(prefixText);
-  if (!/^\d{1,3}$/.test(prefixText) || prefix > bytes.byteLength * 8) throw new Error(`invalid CIDR prefix: ${cidr}`);
-  return { ip, bytes, prefix, family };
+/** "10.0.0.1/24" as an address payload with its prefix length; host bits are kept (an interface address has them). */
+export function cidrToBytes(text: string): { bytes: Uint8Array; prefix: number; family: 4 | 6; cidr: Cidr } {
+  const cidr = parseCidr(text);
+  return { bytes: addressToBytes(cidr.address), prefix: cidr.prefix, family: cidr.address.family, cidr };
 }
 
 /** Parses "aa:bb:cc:dd:ee:ff" into 6 bytes. */

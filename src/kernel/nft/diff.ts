@@ -28,8 +28,9 @@ export function priorityNumber(family: NftTable["family"], priority: number | st
 
 function sameBase(family: NftTable["family"], a: NftBaseChain | undefined, b: NftBaseChain | undefined): boolean {
   if (a === undefined || b === undefined) return a === b;
-  return a.type === b.type && a.hook === b.hook && (a.device ?? "") === (b.device ?? "")
-    && priorityNumber(family, a.priority) === priorityNumber(family, b.priority);
+  // nft 1.0.6 does not report a netdev chain's device in JSON: a device is compared only when both sides name one.
+  const sameDevice = a.device === undefined || b.device === undefined || a.device === b.device;
+  return a.type === b.type && a.hook === b.hook && sameDevice && priorityNumber(family, a.priority) === priorityNumber(family, b.priority);
 }
 
 /** Canonical text of one value: decimal numbers, a host prefix as a bare address. */
@@ -84,7 +85,20 @@ export function canonicalRule(rule: NftRule | NftRuleState): string {
   if (statements.some((s) => "reject" in s && s.reject === "tcp reset")) {
     statements = statements.filter((s) => !("match" in s && s.match === "meta l4proto" && s.op !== "!=" && canonicalValue(Array.isArray(s.value) && s.value.length === 1 ? (s.value as NftValue[])[0]! : (s.value as NftValue)) === "tcp"));
   }
-  return `${statements.map(canonicalStatement).join("; ")}${rule.comment === undefined ? "" : ` # ${rule.comment}`}`;
+  // Matches are pure tests, so their order within a run of them does not matter, and nft reorders
+  // header matches by offset (`arp saddr ip` after `arp saddr ether`): each run is sorted.
+  const parts: string[] = [];
+  let run: string[] = [];
+  for (const s of statements) {
+    if ("match" in s || "lookup" in s) {
+      run.push(canonicalStatement(s));
+      continue;
+    }
+    parts.push(...run.sort(), canonicalStatement(s));
+    run = [];
+  }
+  parts.push(...run.sort());
+  return `${parts.join("; ")}${rule.comment === undefined ? "" : ` # ${rule.comment}`}`;
 }
 
 function sameRules(a: readonly NftRule[], b: readonly NftRule[]): boolean {

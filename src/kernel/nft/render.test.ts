@@ -62,6 +62,8 @@ describe("rejecting what nft text cannot carry safely", () => {
   const rejects: [string, () => unknown, RegExp][] = [
     ["a chain name with a space", () => r({ verdict: "jump", chain: "a b" }), /s\.chain: "a b" is not a valid nft name/],
     ["a chain name with a semicolon", () => r({ verdict: "goto", chain: "x;flush ruleset" }), /not a valid nft name/],
+    ["a chain named after an nft keyword", () => r({ verdict: "jump", chain: "fwd" }), /s\.chain: "fwd" is an nft keyword/],
+    ["a set named after an nft keyword", () => r({ lookup: ["ip saddr"], set: "counter" }), /"counter" is an nft keyword/],
     ["an empty set name", () => r({ lookup: ["ip saddr"], set: "" }), /s\.set: "" is not a valid nft name/],
     ["a value that would end the statement", () => r({ match: "ip saddr", value: "10.0.0.1; flush ruleset" }), /s\.value\[0\]: .* is not a plain nft value/],
     ["a value with a brace", () => r({ match: "ip saddr", value: "}" }), /not a plain nft value/],
@@ -106,13 +108,13 @@ describe("rendering transactions", () => {
       { op: "addElements", setOrMap: "svc", elements: [["10.96.0.1", "tcp", 80], ["10.96.0.2", "udp", 53]] },
       { op: "deleteElements", setOrMap: "svc", keys: [["10.96.0.3", "tcp", 443]] },
       { op: "addElements", setOrMap: "service-ips", elements: [{ key: ["10.96.0.1", "tcp", 80], verdict: { verdict: "goto", chain: "svc-web" } }] },
-      { op: "addElements", setOrMap: "snat", elements: [{ key: ["10.0.0.1"], value: ["192.168.1.1"] }] },
+      { op: "addElements", setOrMap: "snat-to", elements: [{ key: ["10.0.0.1"], value: ["192.168.1.1"] }] },
     ]));
     assert.equal(script, [
       "add element inet podnet-svc svc { 10.96.0.1 . tcp . 80, 10.96.0.2 . udp . 53 }",
       "delete element inet podnet-svc svc { 10.96.0.3 . tcp . 443 }",
       "add element inet podnet-svc service-ips { 10.96.0.1 . tcp . 80 : goto svc-web }",
-      "add element inet podnet-svc snat { 10.0.0.1 : 192.168.1.1 }",
+      "add element inet podnet-svc snat-to { 10.0.0.1 : 192.168.1.1 }",
       "",
     ].join("\n"));
   });
@@ -165,7 +167,7 @@ describe("rendering transactions", () => {
       "add set inet podnet-svc exempt4 { type ipv4_addr; flags interval; auto-merge; }",
       "add element inet podnet-svc exempt4 { 10.244.0.0/16 }",
       "add map inet podnet-svc service-ips { type ipv4_addr . inet_proto . inet_service : verdict; }",
-      'add chain inet podnet-svc in { type filter hook ingress device "veth1"; priority -500; policy accept; }',
+      'add chain inet podnet-svc in { type filter hook ingress device "veth1" priority -500; policy accept; }',
       "",
     ].join("\n"));
   });

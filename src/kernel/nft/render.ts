@@ -1,6 +1,6 @@
 // The nft script text of a typed transaction: one command per line, applied by `nft -f FILE` (or
 // libnftables) as one atomic batch. Everything that reaches the text is checked first: names must be
-// plain identifiers (rejected, never escaped), values may hold only the characters addresses, ports,
+// plain identifiers and not nft keywords (rejected, never escaped: nft has no quoting for names), values may hold only the characters addresses, ports,
 // interface names and keywords use, and comments must fit nft's quoted-string grammar, which has no
 // escapes at all (a `"` inside a comment cannot be written).
 
@@ -8,6 +8,7 @@ import type {
   NftBaseChain, NftChain, NftChange, NftDataType, NftFamily, NftMap, NftMapElement, NftRule, NftSelector, NftSet,
   NftStatement, NftTable, NftTransaction, NftValue, NftVerdict,
 } from "./model.ts";
+import { NFT_KEYWORDS } from "./keywords.ts";
 
 export class NftModelError extends Error {
   constructor(readonly field: string, problem: string) {
@@ -32,6 +33,8 @@ export function checkIdentifier(field: string, name: string): string {
   if (typeof name !== "string" || name.length === 0 || name.length > NAME_MAX || !IDENTIFIER.test(name)) {
     throw new NftModelError(field, `${JSON.stringify(name)} is not a valid nft name (a letter or _, then letters, digits, _ . / -; at most ${NAME_MAX})`);
   }
+  // nft cannot quote a name, so one of its keywords cannot be a name at all.
+  if (NFT_KEYWORDS.has(name)) throw new NftModelError(field, `${JSON.stringify(name)} is an nft keyword, which nft does not accept as a name`);
   return name;
 }
 
@@ -44,7 +47,7 @@ export function quoteText(field: string, text: string): string {
   return `"${text}"`;
 }
 
-function checkFamily(family: NftFamily): NftFamily {
+export function checkFamily(family: NftFamily): NftFamily {
   if (!FAMILIES.has(family)) throw new NftModelError("family", `${JSON.stringify(family)} is not an nftables family`);
   return family;
 }
@@ -171,7 +174,7 @@ function renderBase(field: string, base: NftBaseChain): string {
     if (!PRIORITY.test(base.priority)) throw new NftModelError(`${field}.priority`, `${JSON.stringify(base.priority)} is not a number or a standard priority name (with an optional + or - offset)`);
     priority = base.priority;
   }
-  const device = base.device === undefined ? "" : ` device ${renderValue(`${field}.device`, base.device, true)};`;
+  const device = base.device === undefined ? "" : ` device ${renderValue(`${field}.device`, base.device, true)}`;
   if (base.policy !== undefined && base.policy !== "accept" && base.policy !== "drop") throw new NftModelError(`${field}.policy`, `must be accept or drop`);
   const policy = base.policy === undefined ? "" : ` policy ${base.policy};`;
   return `type ${base.type} hook ${base.hook}${device} priority ${priority};${policy}`;

@@ -1,23 +1,23 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { isIP } from "node:net";
 import fc from "fast-check";
 import {
   addToIp,
-  broadcastOf,
   canonicalIpText,
-  cidrContains,
-  cidrsOverlap,
   compareIp,
-  formatCidr,
   formatIp,
-  lastAddressOf,
-  networkOf,
-  parseCidr,
+  ipFamily,
+  ipFromBytes,
+  ipToBytes,
+  nextIp,
   parseIp,
-  sizeOf,
+  parseIpOf,
+  prevIp,
   unmapIpv4,
   type IpAddress,
-} from "./ip.ts";
+} from "./address.ts";
+import { broadcastOf, cidrContains, cidrsOverlap, formatCidr, lastAddressOf, networkOf, parseCidr, sizeOf } from "./cidr.ts";
 
 const ipv4 = fc.bigInt({ min: 0n, max: (1n << 32n) - 1n }).map((value): IpAddress => ({ family: 4, value }));
 const ipv6 = fc.bigInt({ min: 0n, max: (1n << 128n) - 1n }).map((value): IpAddress => ({ family: 6, value }));
@@ -74,6 +74,17 @@ describe("parseIp / formatIp", () => {
       "::ffff:1.2.3",
       "1:2:3:4:5:6:7:1.2.3.4",
       "g::1",
+      " 10.0.0.1",
+      "10.0.0.1 ",
+      "0x0a.0.0.1",
+      "1e1.0.0.1",
+      "+1.2.3.4",
+      "10.0.0.1.",
+      ".10.0.0.1",
+      "::ffff:010.1.2.3",
+      "fe80::1%25eth0",
+      ":::",
+      "1:::2",
     ];
     for (const text of bad) {
       assert.throws(() => parseIp(text), (error: Error) => error.message.includes(JSON.stringify(text)), text);
@@ -180,6 +191,75 @@ describe("addToIp / compareIp", () => {
         // Antisymmetric; written as a sum because -Math.sign(0) is -0, which strict equality tells from 0.
         assert.equal(Math.sign(compareIp(a, b)) + Math.sign(compareIp(b, a)), 0);
         assert.equal(compareIp(a, b) === 0, a.family === b.family && a.value === b.value);
+      }),
+    );
+  });
+});
+
+describe("agreement with node:net (Go's net.ParseIP rules)", () => {
+  it("accepts what node:net accepts, among generated addresses", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.ipV6(), fc.ipV4Extended()), (text) => {
+        assert.equal(ipFamily(text), isIP(text), text);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it("refuses leading zeros that node:net would read as octal or refuse", () => {
+    for (const text of ["010.1.2.3", "1.02.3.4", "00.0.0.0", "1.2.3.004"]) assert.equal(ipFamily(text), 0, text);
+  });
+
+  it("agrees on arbitrary short strings of address characters", () => {
+    const alphabet = fc.constantFrom(..."0123456789abcdefABCDEF:.%/ x-");
+    fc.assert(
+      fc.property(fc.string({ unit: alphabet, maxLength: 24 }), (text) => {
+        // node:net accepts zone ids; podnet refuses them on purpose.
+        if (text.includes("%")) assert.equal(ipFamily(text), 0, text);
+        else assert.equal(ipFamily(text), isIP(text), text);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+});
+
+describe("family, bytes, next and previous", () => {
+  it("ipFamily accepts the forms libcni (Go's net.ParseIP) accepts and refuses the rest", () => {
+    for (const ok4 of ["0.0.0.0", "10.244.1.2", "255.255.255.255", "192.168.1.10"]) assert.equal(ipFamily(ok4), 4, ok4);
+    for (const ok6 of ["::", "::1", "fd00::1", "2001:db8:0:0:0:0:0:1", "::ffff:10.0.0.1", "64:ff9b::1.2.3.4", "1:2:3:4:5:6:7::", "1:2:3:4:5:6:1.2.3.4", "FE80::A"]) {
+      assert.equal(ipFamily(ok6), 6, ok6);
+    }
+    for (const bad of ["", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1.2.3.4/24", " 1.2.3.4", "1::2::3", "fe80::1%eth0", ":1", "1:", "::g", "abc"]) {
+      assert.equal(ipFamily(bad), 0, bad);
+    }
+  });
+
+  it("parseIpOf refuses the other family", () => {
+    assert.deepEqual(parseIpOf(4, "10.0.0.1"), parseIp("10.0.0.1"));
+    assert.throws(() => parseIpOf(4, "::1"), /not an IPv4 address/);
+    assert.throws(() => parseIpOf(6, "10.0.0.1"), /not an IPv6 address/);
+  });
+
+  it("round-trips through network-order bytes", () => {
+    assert.deepEqual(Array.from(ipToBytes(parseIp("10.244.2.1"))), [10, 244, 2, 1]);
+    assert.deepEqual(Array.from(ipToBytes(parseIp("::ffff:10.1.2.3"))), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3]);
+    assert.throws(() => ipFromBytes(new Uint8Array(5)), RangeError);
+    fc.assert(fc.property(anyIp, (ip) => assert.deepEqual(ipFromBytes(ipToBytes(ip)), ip)));
+  });
+
+  it("steps to the next and previous address and stops at the ends", () => {
+    assert.equal(formatIp(nextIp(parseIp("10.0.0.255"))!), "10.0.1.0");
+    assert.equal(formatIp(prevIp(parseIp("fd00::"))!), "fcff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+    assert.equal(nextIp(parseIp("255.255.255.255")), undefined);
+    assert.equal(nextIp(parseIp("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")), undefined);
+    assert.equal(prevIp(parseIp("0.0.0.0")), undefined);
+    fc.assert(
+      fc.property(anyIp, (ip) => {
+        const next = nextIp(ip);
+        if (next) {
+          assert.ok(compareIp(ip, next) < 0);
+          assert.deepEqual(prevIp(next), ip);
+        }
       }),
     );
   });
