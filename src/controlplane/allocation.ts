@@ -4,7 +4,8 @@
 // services sharing a port. Kubernetes keeps these in bitmaps (pkg/registry/core/service/ipallocator,
 // portallocator); here each taken token is one claim, owned by "namespace/name" of its Service.
 
-import { addToIp, cidrContains, formatIp, lastAddressOf, networkOf, parseCidr, tryParseIp, type Cidr } from "../ipam/ip.ts";
+import { addToIp, formatIp, tryParseIp } from "../net/address.ts";
+import { cidrContains, lastAddressOf, networkOf, parseCidr, type Cidr } from "../net/cidr.ts";
 
 export const CLUSTER_IP_POOL = "service-cluster-ips";
 export const NODE_PORT_POOL = "service-node-ports";

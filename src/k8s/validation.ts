@@ -4,8 +4,8 @@
 // address or port already taken) belong to the allocator in src/controlplane; the range checks
 // that need only the cluster config are here, worded as the allocators word them.
 
-import { cidrContains, parseCidr, tryParseIp, type Cidr } from "../ipam/ip.ts";
-import type { ClusterConfig } from "../datastore/datastore.ts";
+import { tryParseIp } from "../net/address.ts";
+import { cidrContains, parseCidr, type Cidr } from "../net/cidr.ts";
 import { duplicate, forbidden, invalid, notSupported, required, type FieldError } from "./field-errors.ts";
 import { dns1035LabelErrors, dns1123LabelErrors, dns1123SubdomainErrors, labelKeyErrors, labelValueErrors, portNameErrors } from "./names.ts";
 import { labelSelectorMatches } from "./selector.ts";
@@ -14,6 +14,16 @@ import type { Container, Deployment, KubeObject, LabelSelector, Namespace, Pod, 
 export const DEFAULT_SERVICE_CIDR = "10.96.0.0/12";
 export const DEFAULT_NODE_PORT_RANGE = { first: 30000, last: 32767 } as const;
 
+/**
+ * The service fields of the datastore's ClusterConfig (src/k8s may not import src/datastore, so
+ * the shape is restated; a ClusterConfig is one).
+ */
+export interface ServiceNetworkInput {
+  serviceCidr?: string;
+  nodePortRange?: { first: number; last: number };
+  loadBalancerCidrs?: string[];
+}
+
 /** The service settings of a cluster config, with Kubernetes' defaults filled in. */
 export interface ServiceNetworkConfig {
   serviceCidr: string;
@@ -21,7 +31,7 @@ export interface ServiceNetworkConfig {
   loadBalancerCidrs: string[];
 }
 
-export function serviceNetworkConfig(config: Partial<ClusterConfig> | undefined): ServiceNetworkConfig {
+export function serviceNetworkConfig(config: ServiceNetworkInput | undefined): ServiceNetworkConfig {
   return {
     serviceCidr: config?.serviceCidr ?? DEFAULT_SERVICE_CIDR,
     nodePortRange: config?.nodePortRange ?? { ...DEFAULT_NODE_PORT_RANGE },
@@ -66,7 +76,7 @@ function validateLabels(labels: unknown, field: string): FieldError[] {
 }
 
 /** Validation of a whole object of any stored kind. Returns every problem, in field order. */
-export function validateObject(object: KubeObject, config?: Partial<ClusterConfig>): FieldError[] {
+export function validateObject(object: KubeObject, config?: ServiceNetworkInput): FieldError[] {
   switch (object.kind) {
     case "Namespace":
       return validateNamespace(object);

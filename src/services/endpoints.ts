@@ -4,6 +4,7 @@
 // means true) and pkg/proxy/topology.go CategorizeEndpoints (ready endpoints first; only when none
 // is ready, the ones that are serving while terminating).
 
+import { compareIp, tryParseIp } from "../net/address.ts";
 import { LABEL_SERVICE_NAME, type EndpointSlice, type Protocol, type Service, type ServicePort } from "../k8s/types.ts";
 
 export interface ProxyEndpoint {
@@ -58,10 +59,10 @@ export function endpointsOfPort(slices: readonly EndpointSlice[], port: ServiceP
 }
 
 function compareIpText(a: string, b: string): number {
-  const pa = a.split(".").map(Number);
-  const pb = b.split(".").map(Number);
-  for (let i = 0; i < 4; i++) if (pa[i] !== pb[i]) return (pa[i] ?? 0) - (pb[i] ?? 0);
-  return 0;
+  const pa = tryParseIp(a);
+  const pb = tryParseIp(b);
+  if (!pa || !pb) return a < b ? -1 : a > b ? 1 : 0;
+  return compareIp(pa, pb);
 }
 
 /** CategorizeEndpoints' fallback: ready ones, else serving-and-terminating ones. */

@@ -16,6 +16,7 @@
 
 import type { NftChain, NftMapElement, NftRule, NftSet, NftStatement, NftTable, NftValue, NftVerdict } from "../kernel/nft/model.ts";
 import type { EndpointSlice, Service, ServicePort } from "../k8s/types.ts";
+import { isIpv4 as isIpv4Text } from "../net/address.ts";
 import { categorizeEndpoints, endpointsOfPort, slicesByService, type ProxyEndpoint } from "./endpoints.ts";
 
 export const PROXY_TABLE = "podnet-svc";
@@ -122,7 +123,7 @@ export function servicePortId(service: Service, port: ServicePort): string {
 }
 
 function isIpv4(text: string | undefined): text is string {
-  return typeof text === "string" && /^\d{1,3}(\.\d{1,3}){3}$/.test(text);
+  return typeof text === "string" && isIpv4Text(text);
 }
 
 /** The chains, sets and map elements one service contributes; cached so unchanged services keep identical objects. */
