@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { NftChain, NftMap, NftRule, NftTable, NftVerdict } from "../kernel/nft/model.ts";
+import { diffTables } from "../kernel/nft/diff.ts";
 import { renderTable, renderTransaction } from "../kernel/nft/render.ts";
 import { withDefaults } from "../k8s/defaults.ts";
 import type { Endpoint, EndpointSlice, Service } from "../k8s/types.ts";
-import { chainName, compileProxyTable, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
+import { chainName, compileProxyTable, IncrementalProxyCompiler, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
 import { planProxyTransaction, staleUdpFlows } from "./proxy-plan.ts";
 
 const node: ProxyNodeFacts = { nodeName: "n1", nodeIps: ["192.168.1.11"], podCidr: "10.244.1.0/24", clusterCidr: "10.244.0.0/16" };
@@ -314,5 +315,35 @@ describe("contested external IPs", () => {
     assert.ok(added.some((e) => e.key[0] === "192.168.1.50"), "b's element for the shared IP is added although b did not change");
     assert.match(external(onlyB.table), /default\/b\//);
     assert.doesNotThrow(() => renderTransaction(tx));
+  });
+});
+
+describe("incremental compiler (event by event)", () => {
+  it("produces the same table as a full compile, and a one-service plan after one event", () => {
+    const services = Array.from({ length: 20 }, (_, i) => service(`s${i}`, { clusterIP: `10.96.3.${i + 1}`, ...(i % 5 === 0 ? { externalIPs: ["192.168.1.60"] } : {}) }));
+    const slices = services.map((s, i) => slice(s.metadata.name, [ep(`10.244.1.${i + 10}`, "n1"), ep(`10.244.2.${i + 10}`, "n2")]));
+    const incremental = new IncrementalProxyCompiler();
+    incremental.replaceAll(services, slices);
+    const first = incremental.compile(node);
+    const same = (a: NftTable, b: NftTable) => assert.deepEqual(diffTables(a, b).changes, []);
+    same(first.table, compileProxyTable(services, slices, node).table);
+    // One slice loses an endpoint; a slice moves to another service; a service goes.
+    incremental.upsertSlice({ ...slices[3]!, endpoints: slices[3]!.endpoints.slice(0, 1) });
+    const second = incremental.compile(node);
+    const tx = planProxyTransaction(first, second);
+    assert.ok(tx.changes.length > 0);
+    for (const c of tx.changes) if ("chain" in c) assert.match(c.chain.name, /default\/s3\//);
+    incremental.deleteService("default", "s0");
+    const third = incremental.compile(node);
+    const expected = compileProxyTable(services.slice(1), [{ ...slices[3]!, endpoints: slices[3]!.endpoints.slice(0, 1) }, ...slices.filter((_, i) => i !== 3)], node);
+    same(third.table, expected.table);
+    assert.match(gotoTarget(element(third.table, "service-ips", ["192.168.1.60", "tcp", 80])), /default\/s10\//, "the shared external IP passes to the next service by name");
+    assert.doesNotThrow(() => renderTransaction(planProxyTransaction(second, third)));
+    // An earlier compilation is a snapshot.
+    assert.equal(first.fragments.size, 20);
+    incremental.deleteSlice("default", slices[5]!.metadata.name);
+    const fourth = incremental.compile(node).table;
+    assert.equal(element(fourth, "service-ips", ["10.96.3.6", "tcp", 80]), undefined);
+    assert.equal(gotoTarget(element(fourth, "no-endpoint-services", ["10.96.3.6", "tcp", 80])), "reject-chain", "no endpoints left: rejected");
   });
 });

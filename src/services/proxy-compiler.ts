@@ -15,7 +15,7 @@
 // a change to that service's chains and map elements only (see proxy-plan.ts).
 
 import type { NftChain, NftMapElement, NftRule, NftSet, NftStatement, NftTable, NftValue, NftVerdict } from "../kernel/nft/model.ts";
-import type { EndpointSlice, Service, ServicePort } from "../k8s/types.ts";
+import { LABEL_SERVICE_NAME, type EndpointSlice, type Service, type ServicePort } from "../k8s/types.ts";
 import { isIpv4 as isIpv4Text } from "../net/address.ts";
 import { categorizeEndpoints, endpointsOfPort, slicesByService, type ProxyEndpoint } from "./endpoints.ts";
 
@@ -355,7 +355,6 @@ export class ProxyCompiler {
     const keyed = services.map((service) => ({ key: serviceKey(service), service }));
     keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
     const fragments = new Map<string, ServiceFragment>();
-    const contestedOwners = new Map<string, string>();
     for (const { key, service } of keyed) {
       const serviceSlices = byService.get(key) ?? [];
       const fingerprint = fingerprintOf(service, serviceSlices);
@@ -363,10 +362,108 @@ export class ProxyCompiler {
       const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node);
       nextCache.set(key, { fingerprint, fragment });
       fragments.set(key, fragment);
-      for (const contested of fragment.contested) if (!contestedOwners.has(contested)) contestedOwners.set(contested, key);
     }
     this.cache = nextCache;
-    return new Compiled(fragments, this.skeleton, contestedOwners);
+    return new Compiled(fragments, this.skeleton, contestedOwnersOf(fragments));
+  }
+}
+
+/** For each contested map key, the service that gets it: the first by namespace/name. */
+function contestedOwnersOf(fragments: ReadonlyMap<string, ServiceFragment>): Map<string, string> {
+  const owners = new Map<string, string>();
+  for (const [key, fragment] of fragments) {
+    for (const contested of fragment.contested) {
+      const owner = owners.get(contested);
+      if (owner === undefined || key < owner) owners.set(contested, key);
+    }
+  }
+  return owners;
+}
+
+/**
+ * The proxy's inputs kept up to date event by event (a watch's added/modified/deleted), so a
+ * compile after one change recompiles that one service and touches nothing else: the agent's path
+ * for "one change with 10,000 services present". `replaceAll` is for a watch's (re)sync.
+ */
+export class IncrementalProxyCompiler {
+  private readonly services = new Map<string, Service>();
+  /** service key → slice key ("namespace/name" of the slice) → slice */
+  private readonly slices = new Map<string, Map<string, EndpointSlice>>();
+  /** slice key → the service key it was filed under (its label may change) */
+  private readonly sliceOwner = new Map<string, string>();
+  private readonly fragments = new Map<string, ServiceFragment>();
+  private readonly dirty = new Set<string>();
+  private nodeFingerprint = "";
+  private skeleton: readonly NftChain[] = [];
+
+  replaceAll(services: readonly Service[], slices: readonly EndpointSlice[]): void {
+    this.services.clear();
+    this.slices.clear();
+    this.sliceOwner.clear();
+    this.fragments.clear();
+    this.dirty.clear();
+    for (const service of services) this.upsertService(service);
+    for (const slice of slices) this.upsertSlice(slice);
+  }
+
+  upsertService(service: Service): void {
+    const key = serviceKey(service);
+    this.services.set(key, service);
+    this.dirty.add(key);
+  }
+
+  deleteService(namespace: string | undefined, name: string): void {
+    const key = `${namespace ?? "default"}/${name}`;
+    this.services.delete(key);
+    this.dirty.add(key);
+  }
+
+  upsertSlice(slice: EndpointSlice): void {
+    const sliceKey = `${slice.metadata.namespace ?? "default"}/${slice.metadata.name}`;
+    this.removeSlice(sliceKey);
+    const service = slice.metadata.labels?.[LABEL_SERVICE_NAME];
+    if (!service || slice.addressType !== "IPv4") return;
+    const key = `${slice.metadata.namespace ?? "default"}/${service}`;
+    let bySlice = this.slices.get(key);
+    if (!bySlice) this.slices.set(key, (bySlice = new Map()));
+    bySlice.set(sliceKey, slice);
+    this.sliceOwner.set(sliceKey, key);
+    this.dirty.add(key);
+  }
+
+  deleteSlice(namespace: string | undefined, name: string): void {
+    this.removeSlice(`${namespace ?? "default"}/${name}`);
+  }
+
+  private removeSlice(sliceKey: string): void {
+    const owner = this.sliceOwner.get(sliceKey);
+    if (owner === undefined) return;
+    this.sliceOwner.delete(sliceKey);
+    const bySlice = this.slices.get(owner);
+    bySlice?.delete(sliceKey);
+    if (bySlice && bySlice.size === 0) this.slices.delete(owner);
+    this.dirty.add(owner);
+  }
+
+  compile(node: ProxyNodeFacts): CompiledProxy {
+    const nodeFingerprint = JSON.stringify(node);
+    if (nodeFingerprint !== this.nodeFingerprint) {
+      this.nodeFingerprint = nodeFingerprint;
+      this.skeleton = skeletonChains(node);
+      for (const key of this.services.keys()) this.dirty.add(key);
+    }
+    for (const key of this.dirty) {
+      const service = this.services.get(key);
+      if (!service) {
+        this.fragments.delete(key);
+        continue;
+      }
+      this.fragments.set(key, compileService(service, [...(this.slices.get(key)?.values() ?? [])], node));
+    }
+    this.dirty.clear();
+    // A snapshot: later events must not change what an earlier CompiledProxy says.
+    const fragments = new Map(this.fragments);
+    return new Compiled(fragments, this.skeleton, contestedOwnersOf(fragments));
   }
 }
 
