@@ -347,3 +347,33 @@ describe("incremental compiler (event by event)", () => {
     assert.equal(gotoTarget(element(fourth, "no-endpoint-services", ["10.96.3.6", "tcp", 80])), "reject-chain", "no endpoints left: rejected");
   });
 });
+
+describe("full sync ordering", () => {
+  it("writes every chain once, after the chains it jumps to, and map elements after all chains", () => {
+    const svcs = [
+      service("lb", { type: "LoadBalancer", clusterIP: "10.96.0.40", externalTrafficPolicy: "Local", sessionAffinity: "ClientIP", loadBalancerSourceRanges: ["10.0.0.0/8"], ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] }, { loadBalancer: { ingress: [{ ip: "192.168.1.241" }] } }),
+      service("big", { clusterIP: "10.96.0.41" }),
+      service("itp", { clusterIP: "10.96.0.42", internalTrafficPolicy: "Local" }),
+    ];
+    const eps = (n: number) => Array.from({ length: n }, (_, i) => ep(`10.244.${1 + (i % 2)}.${i + 1}`, i % 2 ? "n2" : "n1"));
+    const compiled = compileProxyTable(svcs, [slice("lb", eps(3)), slice("big", eps(20)), slice("itp", eps(4))], node);
+    const tx = planProxyTransaction(undefined, compiled);
+    const added = new Set<string>();
+    let elementsStarted = false;
+    for (const change of tx.changes) {
+      if (change.op === "addElements") elementsStarted = true;
+      if (change.op !== "addChain") continue;
+      assert.equal(elementsStarted, false, "map elements come after every chain");
+      assert.ok(!added.has(change.chain.name), `${change.chain.name} written once`);
+      for (const r of change.chain.rules) {
+        for (const s of r.statements) {
+          const targets = "verdict" in s && (s.verdict === "jump" || s.verdict === "goto") ? [s.chain] : "numgenVmap" in s ? s.numgenVmap.map(gotoTarget) : [];
+          for (const t of targets) assert.ok(added.has(t), `${change.chain.name} jumps to ${t}, written before it`);
+        }
+      }
+      added.add(change.chain.name);
+    }
+    assert.equal(added.size, compiled.table.chains.length);
+    assert.ok(tx.changes.some((c) => c.op === "addSet" && c.set.name.startsWith("affinity-")));
+  });
+});
