@@ -3,7 +3,7 @@ import { describe, it } from "node:test";
 import fc from "fast-check";
 import { withDefaults } from "../k8s/defaults.ts";
 import type { Deployment, Pod } from "../k8s/types.ts";
-import { leastLoadedNode, planDeployment, podTemplateHash, POD_TEMPLATE_HASH_LABEL } from "./deployment-controller.ts";
+import { leastLoadedNode, planDeployment, planDeploymentWrites, planPodScheduling, podTemplateHash, POD_TEMPLATE_HASH_LABEL } from "./deployment-controller.ts";
 
 const nodes = [{ name: "n1", ready: true }, { name: "n2", ready: true }, { name: "n3", ready: false }];
 function deployment(replicas: number, image = "agnhost"): Deployment {
@@ -82,5 +82,24 @@ describe("deployment controller", () => {
         assert.deepEqual(planDeployment(deployment(replicas), pods, ns).create.length + planDeployment(deployment(replicas), pods, ns).delete.length, 0);
       }),
     );
+  });
+});
+
+describe("deployment controller writes", () => {
+  it("creates pods, writes status once, deletes orphans, schedules bare pods", () => {
+    const d = deployment(2);
+    const first = planDeploymentWrites([d], [], nodes, { randomSuffix: suffix });
+    assert.deepEqual(first.map((w) => w.op), ["create", "create", "update"]);
+    const pods = first.filter((w): w is { op: "create"; object: Pod } => w.op === "create").map((w) => ({ ...w.object, metadata: { ...w.object.metadata, resourceVersion: "5" } }));
+    const withStatus = { ...d, status: (first[2] as { object: Deployment }).object.status };
+    assert.deepEqual(planDeploymentWrites([withStatus], pods, nodes), []);
+    const orphans = planDeploymentWrites([], pods, nodes);
+    assert.deepEqual(orphans.map((w) => w.op), ["delete", "delete"]);
+    assert.equal((orphans[0] as { resourceVersion?: string }).resourceVersion, "5");
+    const bare: Pod = { apiVersion: "v1", kind: "Pod", metadata: { name: "bare", namespace: "default" }, spec: { containers: [{ name: "c" }] } };
+    const scheduled = planPodScheduling([...pods, bare], nodes);
+    assert.equal(scheduled.length, 1);
+    assert.equal(((scheduled[0] as { object: Pod }).object.spec.nodeName), "n1", "n1 and n2 hold one each; ties go by name");
+    assert.deepEqual(planPodScheduling([bare], [{ name: "n3", ready: false }]), []);
   });
 });

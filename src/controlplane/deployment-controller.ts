@@ -10,6 +10,7 @@
 // first, the job kube-scheduler's PodTopologySpread/least-allocated scoring does on a real cluster.
 
 import { randomInt } from "node:crypto";
+import type { ObjectWrite } from "../datastore/objects.ts";
 import type { Deployment, Pod, PodTemplateSpec } from "../k8s/types.ts";
 
 export const POD_TEMPLATE_HASH_LABEL = "pod-template-hash";
@@ -158,4 +159,46 @@ export function planDeployment(deployment: Deployment, pods: readonly Pod[], nod
       observedGeneration: deployment.metadata.generation ?? 1,
     },
   };
+}
+
+/**
+ * One pass of the Deployment controller over the whole cluster as ObjectStore writes: the pods
+ * every Deployment needs created or deleted, and the status of each Deployment whose status
+ * changed. Pods whose Deployment is gone are deleted too (garbage collection of dependents).
+ */
+export function planDeploymentWrites(deployments: readonly Deployment[], pods: readonly Pod[], nodes: readonly NodeInfo[], options: DeploymentOptions = {}): ObjectWrite[] {
+  const writes: ObjectWrite[] = [];
+  const podDelete = (pod: Pod): ObjectWrite => ({ op: "delete", kind: "Pod", namespace: pod.metadata.namespace ?? "default", name: pod.metadata.name, ...(pod.metadata.resourceVersion ? { resourceVersion: pod.metadata.resourceVersion } : {}) });
+  const created: Pod[] = [];
+  for (const deployment of deployments) {
+    const plan = planDeployment(deployment, [...pods, ...created], nodes, options);
+    for (const pod of plan.create) {
+      created.push(pod);
+      writes.push({ op: "create", object: pod });
+    }
+    for (const pod of plan.delete) writes.push(podDelete(pod));
+    if (JSON.stringify(deployment.status ?? {}) !== JSON.stringify(plan.status)) writes.push({ op: "update", object: { ...deployment, status: plan.status } });
+  }
+  for (const pod of pods) {
+    const owner = (pod.metadata.ownerReferences ?? []).find((r) => r.kind === "Deployment" && r.controller);
+    if (!owner || pod.metadata.deletionTimestamp) continue;
+    const alive = deployments.some((d) => (d.metadata.namespace ?? "default") === (pod.metadata.namespace ?? "default") && d.metadata.name === owner.name && (!owner.uid || !d.metadata.uid || d.metadata.uid === owner.uid));
+    if (!alive) writes.push(podDelete(pod));
+  }
+  return writes;
+}
+
+/** Bare pods without a node: each goes to the ready node with the fewest pods (kube-scheduler's job). */
+export function planPodScheduling(pods: readonly Pod[], nodes: readonly NodeInfo[]): ObjectWrite[] {
+  const placed = pods.filter((p) => p.spec.nodeName !== undefined);
+  const writes: ObjectWrite[] = [];
+  for (const pod of pods) {
+    if (pod.spec.nodeName !== undefined || pod.metadata.deletionTimestamp) continue;
+    const nodeName = leastLoadedNode(placed, nodes);
+    if (nodeName === undefined) break;
+    const scheduled: Pod = { ...pod, spec: { ...pod.spec, nodeName } };
+    placed.push(scheduled);
+    writes.push({ op: "update", object: scheduled });
+  }
+  return writes;
 }
