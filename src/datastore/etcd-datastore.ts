@@ -25,6 +25,7 @@ import {
   type NodeView,
   type WatchListener,
 } from "./datastore.ts";
+import { EtcdObjectStore } from "./etcd-objects.ts";
 import { isIpv4, parseIpv4Cidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
 
 export interface EtcdDatastoreOptions {
@@ -39,6 +40,8 @@ export interface EtcdDatastoreOptions {
 
 export class EtcdDatastore implements Datastore {
   readonly client: Etcd3;
+  /** Cluster objects (Kubernetes kinds) and claims, on the same client and prefix. */
+  readonly objects: EtcdObjectStore;
   private readonly prefix: string;
   private readonly maxAttempts: number;
 
@@ -52,6 +55,7 @@ export class EtcdDatastore implements Datastore {
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
     };
     this.client = new Etcd3(clientOptions);
+    this.objects = new EtcdObjectStore(this.client, this.prefix);
   }
 
   /** The mirror the open watch keeps, if any. */
@@ -82,9 +86,18 @@ export class EtcdDatastore implements Datastore {
       return this.buildSnapshot(mirror.revision, mirror.entries());
     }
     const epoch = mirror?.epoch;
-    const response = await this.client.getAll().prefix(this.prefix).exec();
+    // The node keys only (not the cluster objects beside them), read in one transaction: one revision.
+    const response = await this.client
+      .if(this.key("config"), "Create", ">", -1) // always holds: etcd3 starts a transaction with a compare
+      .then(
+        this.client.get(this.key("config")),
+        ...NODE_DIRS.map((dir) => this.client.getAll().prefix(this.key(dir))),
+      )
+      .commit();
     const revision = Number(response.header.revision);
-    const kvs = response.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
+    const kvs = response.responses
+      .flatMap((r) => r.response_range?.kvs ?? [])
+      .map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
     // A full read is the mirror's new baseline: events up to its revision are already in it.
     if (mirror && epoch !== undefined) mirror.resetTo(revision, kvs, epoch);
     return this.buildSnapshot(revision, kvs);
@@ -259,8 +272,13 @@ export class EtcdDatastore implements Datastore {
       current = watcher;
       mirror.connected();
       watcher.on("data", (res) => {
+        let nodeChanges = 0;
         for (const event of res.events) {
           const key = event.kv.key.toString();
+          // Cluster objects and claims share the prefix (and so the stream) but are no node state:
+          // an EndpointSlice change must not make an agent re-plan its routes.
+          if (!isNodeKey(key.slice(this.prefix.length))) continue;
+          nodeChanges++;
           const modRevision = Number(event.kv.mod_revision);
           if (event.type === "Put") mirror.put(key, event.kv.value.toString(), modRevision);
           else mirror.delete(key, modRevision);
@@ -269,7 +287,7 @@ export class EtcdDatastore implements Datastore {
         // slow watcher up in batches: only an empty response (a progress notice, sent to a watcher that
         // is caught up) says that nothing up to it is missing.
         if (res.events.length === 0) mirror.advance(Number(res.header.revision));
-        if (res.events.length > 0) listener.onChange();
+        if (nodeChanges > 0) listener.onChange();
       });
       watcher.on("connected", () => {
         mirror.connected();
@@ -334,6 +352,13 @@ class EtcdNodeLease implements NodeLease {
   release(): void {
     this.lease.release();
   }
+}
+
+/** Key directories of node state; with `config`, all a node watch and a snapshot look at. */
+const NODE_DIRS = ["nodes/", "alive/", "acks/", "subnets/"] as const;
+
+function isNodeKey(relativeKey: string): boolean {
+  return relativeKey === "config" || NODE_DIRS.some((dir) => relativeKey.startsWith(dir));
 }
 
 /** Subnets as key segments: "10.244.1.0/24" → "10.244.1.0-24" (a slash would split the key). */
