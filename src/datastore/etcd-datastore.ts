@@ -26,6 +26,7 @@ import {
   type WatchListener,
 } from "./datastore.ts";
 import { EtcdObjectStore } from "./etcd-objects.ts";
+import { KeyMirror, type MirroredKey } from "./key-mirror.ts";
 import { isIpv4, parseIpv4Cidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
 
 export interface EtcdDatastoreOptions {
@@ -412,14 +413,6 @@ function parseNodeRecord(text: string): NodeRecord {
   return record;
 }
 
-interface MirroredKey {
-  key: string;
-  value: string;
-  modRevision: number;
-  /** The node view last built from this key, reused while nothing it depends on changed. */
-  view?: { node: NodeView; alive: boolean; acks: string };
-}
-
 /**
  * The view of one node record. A mirrored key keeps the view it last produced, so a snapshot taken
  * after one change re-parses only what changed: with 1,000 nodes, rebuilding every view on every
@@ -435,87 +428,4 @@ function nodeView(kv: MirroredKey, alive: ReadonlySet<string>, acks: ReadonlyMap
   const node: NodeView = { ...parseNodeRecord(kv.value), alive: isAlive, revision: kv.modRevision, acks: ackList };
   kv.view = { node, alive: isAlive, acks: ackKey };
   return node;
-}
-
-/**
- * podnet's keys as the watch reports them. `revision` is the store revision the mirror is complete up
- * to: the baseline read's, then each applied event's. A full read becomes the baseline (at the start,
- * after the stream broke, and on every fresh read, which also repairs a mirror gone wrong) only if no
- * newer event has been seen and the stream did not break while the read was in flight; otherwise it
- * could drop events the stream will not send again. Events that arrive while there is no baseline are
- * held back and replayed on top of the next one, skipping those the read already holds.
- */
-export class KeyMirror {
-  private readonly keys = new Map<string, MirroredKey>();
-  revision = 0;
-  /** Revision of the full read the mirror was last based on: events at or below it are in it already. */
-  private baseRevision = 0;
-  /** Highest revision of any event seen, baseline or not. */
-  private seen = 0;
-  /** Bumped whenever the stream breaks: a read started before that cannot be a baseline. */
-  epoch = 0;
-  private hasBaseline = false;
-  private streamUp = false;
-  private heldBack: { key: string; value: string | undefined; modRevision: number }[] = [];
-
-  /** Returns true when the read became the baseline. */
-  resetTo(revision: number, kvs: readonly MirroredKey[], epoch: number): boolean {
-    if (epoch !== this.epoch || revision < this.revision || revision < this.seen) return false;
-    this.keys.clear();
-    for (const kv of kvs) this.keys.set(kv.key, kv);
-    this.revision = revision;
-    this.baseRevision = revision;
-    this.hasBaseline = true;
-    const held = this.heldBack;
-    this.heldBack = [];
-    for (const event of held) this.apply(event.key, event.value, event.modRevision);
-    return true;
-  }
-
-  put(key: string, value: string, modRevision: number): void {
-    this.apply(key, value, modRevision);
-  }
-
-  delete(key: string, modRevision: number): void {
-    this.apply(key, undefined, modRevision);
-  }
-
-  private apply(key: string, value: string | undefined, modRevision: number): void {
-    if (modRevision > this.seen) this.seen = modRevision;
-    if (!this.hasBaseline) {
-      this.heldBack.push({ key, value, modRevision });
-      return;
-    }
-    // Skipped by the baseline's revision, not by `revision`: the keys of one transaction share a
-    // revision and arrive as separate events of one response.
-    if (modRevision <= this.baseRevision) return;
-    if (value === undefined) this.keys.delete(key);
-    else this.keys.set(key, { key, value, modRevision });
-    if (modRevision > this.revision) this.revision = modRevision;
-  }
-
-  /** Nothing up to `revision` is missing (an empty watch response: the watcher is caught up). */
-  advance(revision: number): void {
-    if (this.hasBaseline && revision > this.revision) this.revision = revision;
-    if (revision > this.seen) this.seen = revision;
-  }
-
-  connected(): void {
-    this.streamUp = true;
-  }
-
-  disconnected(): void {
-    this.streamUp = false;
-    this.hasBaseline = false;
-    this.heldBack = [];
-    this.epoch++;
-  }
-
-  servesReadsAfter(writeRevision: number): boolean {
-    return this.streamUp && this.hasBaseline && this.revision >= writeRevision;
-  }
-
-  entries(): Iterable<MirroredKey> {
-    return this.keys.values();
-  }
 }
