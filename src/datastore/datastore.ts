@@ -32,6 +32,10 @@ export const DEFAULT_CLUSTER_CONFIG: ClusterConfig = {
   subnetLength: 24,
   backend: "host-gw",
   nodeLeaseTtlSeconds: 20,
+  backendOptions: {},
+  serviceCidr: "10.96.0.0/12",
+  nodePortRange: { first: 30000, last: 32767 },
+  loadBalancerCidrs: [],
 };
 
 /** "active": others route to it. "leaving": others withdraw their routes and acknowledge; then the record and subnet go. */

@@ -25,6 +25,7 @@ import {
   type NodeView,
   type WatchListener,
 } from "./datastore.ts";
+import { parseClusterConfig, resolveClusterConfig } from "./cluster-config.ts";
 import { EtcdObjectStore } from "./etcd-objects.ts";
 import { KeyMirror, type MirroredKey } from "./key-mirror.ts";
 import { isIpv4, parseIpv4Cidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
@@ -73,9 +74,9 @@ export class EtcdDatastore implements Datastore {
   }
 
   async ensureClusterConfig(defaults: ClusterConfig): Promise<ClusterConfig> {
-    validateClusterConfig(defaults);
+    const resolved = resolveClusterConfig(defaults);
     const configKey = this.key("config");
-    this.wrote(await this.client.if(configKey, "Create", "==", 0).then(this.client.put(configKey).value(JSON.stringify(defaults))).commit());
+    this.wrote(await this.client.if(configKey, "Create", "==", 0).then(this.client.put(configKey).value(JSON.stringify(resolved))).commit());
     const stored = await this.client.get(configKey).string();
     if (stored === null) throw new Error("cluster config vanished right after it was written");
     return parseClusterConfig(stored);
@@ -375,25 +376,9 @@ export function isValidNodeName(name: string): boolean {
   return /^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$/.test(name);
 }
 
+/** Check a config before it is stored; throws an Error naming the bad field. */
 export function validateClusterConfig(config: ClusterConfig): void {
-  const cluster = parseIpv4Cidr(config.clusterCidr);
-  subnetCount(cluster, config.subnetLength);
-  if (typeof config.backend !== "string" || config.backend === "") throw new Error("cluster config: backend must be a non-empty string");
-  if (!Number.isInteger(config.nodeLeaseTtlSeconds) || config.nodeLeaseTtlSeconds < 2) {
-    throw new Error("cluster config: nodeLeaseTtlSeconds must be an integer of at least 2");
-  }
-}
-
-function parseClusterConfig(text: string): ClusterConfig {
-  const raw = JSON.parse(text) as Partial<ClusterConfig>;
-  const config: ClusterConfig = {
-    clusterCidr: String(raw.clusterCidr),
-    subnetLength: Number(raw.subnetLength),
-    backend: String(raw.backend),
-    nodeLeaseTtlSeconds: Number(raw.nodeLeaseTtlSeconds ?? 20),
-  };
-  validateClusterConfig(config);
-  return config;
+  resolveClusterConfig(config);
 }
 
 function parseNodeRecord(text: string): NodeRecord {
