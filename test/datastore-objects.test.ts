@@ -249,22 +249,23 @@ describe("cluster objects in etcd", () => {
 describe("an object watch across an etcd restart", () => {
   it("re-lists and calls onSync again when the history it would resume from was compacted", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pnt-objects-restart-"));
-    const [clientPort, peerPort] = await freeLoopbackPorts(2);
+    const [clientPort, peerPort, otherClientPort] = await freeLoopbackPorts(3);
     let etcd = await startEtcd({ dataDir: dir, clientPort, peerPort });
     const prefix = uniquePrefix();
     const ds = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
     const recorder = new Recorder();
     const connection: boolean[] = [];
     recorder.onConnection = (up: boolean) => connection.push(up);
+    let watch: { close(): Promise<void> } | undefined;
     try {
       await ds.objects.commit([{ op: "create", object: service("one") }]);
-      const watch = await ds.objects.watchObjects(["Service"], recorder);
+      watch = await ds.objects.watchObjects(["Service"], recorder);
       await ds.objects.commit([{ op: "create", object: service("two") }]);
       await recorder.until("service two", () => recorder.events.length === 1);
       await etcd.stop();
-      await sleep(3000); // the watch backs off while etcd is down
-      etcd = await startEtcd({ dataDir: dir, clientPort, peerPort });
-      // Before the watch reconnects: change the services and compact the history it would resume from.
+      // The same data on another client port, which the watching client does not know: there,
+      // change the services and compact away the history the watch would resume from.
+      etcd = await startEtcd({ dataDir: dir, clientPort: otherClientPort, peerPort });
       const writer = new Etcd3({ hosts: etcd.endpoints });
       const other = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
       try {
@@ -275,14 +276,17 @@ describe("an object watch across an etcd restart", () => {
         writer.close();
         await other.close();
       }
-      await recorder.until("a second onSync", () => recorder.syncs.length === 2, 20_000);
+      await etcd.stop();
+      etcd = await startEtcd({ dataDir: dir, clientPort, peerPort });
+      await recorder.until("a second onSync", () => recorder.syncs.length === 2, 30_000);
       assert.deepEqual(recorder.syncs[1]!.lists.Service?.map((s) => s.metadata.name).sort(), ["three", "two"]);
+      assert.deepEqual(recorder.events.map(summary).length, 1, "the changes made while it was away come with the list, not as events");
       assert.ok(connection.includes(false), "the consumer was told the stream broke");
       // And the new watch delivers what follows.
       await ds.objects.commit([{ op: "create", object: service("four") }]);
       await recorder.until("service four", () => recorder.events.some((e) => e.object.metadata.name === "four"));
-      await watch.close();
     } finally {
+      await watch?.close().catch(() => undefined);
       await ds.close();
       await etcd.stop();
       rmSync(dir, { recursive: true, force: true });

@@ -1,19 +1,15 @@
 // The Datastore on etcd v3, through the etcd3 client.
 //
 // Keys (all under one prefix, default /podnet/):
-//   config                   JSON ClusterConfig
-//   nodes/<name>             JSON NodeRecord
-//   subnets/<a.b.c.d-len>    owner node name: the allocation claim; a key exists at most once, so two nodes never share a subnet
-//   alive/<name>             lease id; attached to the node's liveness lease, so it vanishes when the lease expires
-//   acks/<leaving>/<acker>   time the acker withdrew its routes to the leaving node
+//   config                   JSON ClusterConfig (cluster-config.ts)
+//   nodes/, subnets/, alive/, acks/   node state (etcd-subnet-registry.ts; the policy is subnet-policy.ts)
+//   objects/, claims/        cluster objects (etcd-objects.ts); invisible to the node watch and snapshots
 //
-// Every multi-key change is one etcd transaction guarded by compare clauses, and the whole state is read in one
-// range request, so each snapshot is consistent at a single revision.
+// Every multi-key change is one etcd transaction guarded by compare clauses, and the node keys are read
+// in one transaction, so each snapshot is consistent at a single revision.
 
 import { Etcd3, type Lease, type IOptions, type Watcher } from "etcd3";
 import {
-  NodeRemovedError,
-  SubnetsExhaustedError,
   type ClusterConfig,
   type ClusterSnapshot,
   type Datastore,
@@ -27,8 +23,9 @@ import {
 } from "./datastore.ts";
 import { parseClusterConfig, resolveClusterConfig } from "./cluster-config.ts";
 import { EtcdObjectStore } from "./etcd-objects.ts";
+import { EtcdSubnetRegistry, parseNodeRecord } from "./etcd-subnet-registry.ts";
+import { finalizeNodeRemoval, markNodeLeaving, registerNode } from "./subnet-policy.ts";
 import { KeyMirror, type MirroredKey } from "./key-mirror.ts";
-import { isIpv4, parseIpv4Cidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
 
 export interface EtcdDatastoreOptions {
   endpoints: string[];
@@ -44,6 +41,8 @@ export class EtcdDatastore implements Datastore {
   readonly client: Etcd3;
   /** Cluster objects (Kubernetes kinds) and claims, on the same client and prefix. */
   readonly objects: EtcdObjectStore;
+  /** Node records and subnet claims; the policy over them is subnet-policy.ts. */
+  private readonly registry: EtcdSubnetRegistry;
   private readonly prefix: string;
   private readonly maxAttempts: number;
 
@@ -58,6 +57,7 @@ export class EtcdDatastore implements Datastore {
     };
     this.client = new Etcd3(clientOptions);
     this.objects = new EtcdObjectStore(this.client, this.prefix);
+    this.registry = new EtcdSubnetRegistry(this.client, this.prefix, (result) => this.wrote(result));
   }
 
   /** The mirror the open watch keeps, if any. */
@@ -126,13 +126,9 @@ export class EtcdDatastore implements Datastore {
   }
 
   async registerNode(request: NodeRegistrationRequest): Promise<NodeLease> {
-    if (!isValidNodeName(request.name)) throw new Error(`invalid node name ${JSON.stringify(request.name)}`);
-    if (!isIpv4(request.nodeIp)) throw new Error(`invalid node IP ${JSON.stringify(request.nodeIp)}`);
     const configText = await this.client.get(this.key("config")).string();
     if (configText === null) throw new Error("no cluster config in the datastore; call ensureClusterConfig first");
     const config = parseClusterConfig(configText);
-    const cluster = parseIpv4Cidr(config.clusterCidr);
-
     const lease = this.client.lease(config.nodeLeaseTtlSeconds, { autoKeepAlive: true });
     let leaseId: string;
     try {
@@ -141,115 +137,25 @@ export class EtcdDatastore implements Datastore {
       lease.release();
       throw err;
     }
-    const nodeKey = this.key("nodes", request.name);
-    const aliveKey = this.key("alive", request.name);
-
     try {
-      for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-        const existing = await this.client.get(nodeKey).exec();
-        const kv = existing.kvs[0];
-        let record: NodeRecord;
-        if (kv) {
-          const previous = parseNodeRecord(kv.value.toString());
-          if (previous.phase === "leaving" && previous.leavingReason === "removed") throw new NodeRemovedError(request.name);
-          record = {
-            name: request.name,
-            nodeIp: request.nodeIp,
-            podSubnet: previous.podSubnet,
-            backendData: request.backendData ?? {},
-            phase: "active",
-          };
-          const claimKey = this.key("subnets", subnetKey(record.podSubnet));
-          const result = await this.client
-            .if(nodeKey, "Mod", "==", Number(kv.mod_revision))
-            .and(claimKey, "Value", "==", request.name)
-            .then(
-              this.client.put(nodeKey).value(JSON.stringify(record)),
-              this.client.put(aliveKey).value(leaseId).lease(leaseId),
-              // A revived node starts a fresh removal cycle should it leave again.
-              this.client.delete().prefix(this.key("acks", request.name) + "/"),
-            )
-            .commit();
-          this.wrote(result);
-          if (result.succeeded) return new EtcdNodeLease(record, lease);
-          continue;
-        }
-        const claims = await this.client.getAll().prefix(this.key("subnets") + "/").keys();
-        const taken = new Set(claims.map((k) => subnetFromKey(k.slice(this.key("subnets").length + 1))));
-        let subnet: string | undefined;
-        if (attempt === 0 && request.preferredSubnet && !taken.has(request.preferredSubnet)
-          && subnetIndex(cluster, config.subnetLength, request.preferredSubnet) !== undefined) {
-          subnet = request.preferredSubnet;
-        } else {
-          subnet = pickFreeSubnet(cluster, config.subnetLength, taken, attempt);
-        }
-        if (subnet === undefined) throw new SubnetsExhaustedError(config.clusterCidr, config.subnetLength);
-        record = { name: request.name, nodeIp: request.nodeIp, podSubnet: subnet, backendData: request.backendData ?? {}, phase: "active" };
-        const claimKey = this.key("subnets", subnetKey(subnet));
-        const result = await this.client
-          .if(nodeKey, "Create", "==", 0)
-          .and(claimKey, "Create", "==", 0)
-          .then(
-            this.client.put(claimKey).value(request.name),
-            this.client.put(nodeKey).value(JSON.stringify(record)),
-            this.client.put(aliveKey).value(leaseId).lease(leaseId),
-          )
-          .commit();
-        this.wrote(result);
-        if (result.succeeded) return new EtcdNodeLease(record, lease);
-      }
-      throw new Error(`could not register node ${request.name} after ${this.maxAttempts} attempts (allocation contention)`);
+      const record = await registerNode(this.registry, config, request, leaseId, { maxAttempts: this.maxAttempts });
+      return new EtcdNodeLease(record, lease);
     } catch (err) {
       await lease.revoke().catch(() => undefined);
       throw err;
     }
   }
 
-  async markNodeLeaving(name: string, reason: LeavingReason, expectedRevision?: number): Promise<boolean> {
-    const nodeKey = this.key("nodes", name);
-    const existing = await this.client.get(nodeKey).exec();
-    const kv = existing.kvs[0];
-    if (!kv) return false;
-    const revision = Number(kv.mod_revision);
-    if (expectedRevision !== undefined && revision !== expectedRevision) return false;
-    const record = parseNodeRecord(kv.value.toString());
-    if (record.phase === "leaving" && (record.leavingReason === reason || record.leavingReason === "removed")) return true;
-    const leaving: NodeRecord = { ...record, phase: "leaving", leavingReason: reason, leavingSince: new Date().toISOString() };
-    const result = await this.client.if(nodeKey, "Mod", "==", revision).then(this.client.put(nodeKey).value(JSON.stringify(leaving))).commit();
-    this.wrote(result);
-    return result.succeeded;
+  markNodeLeaving(name: string, reason: LeavingReason, expectedRevision?: number): Promise<boolean> {
+    return markNodeLeaving(this.registry, name, reason, expectedRevision);
   }
 
-  async ackNodeLeaving(leaving: string, acker: string): Promise<void> {
-    const nodeKey = this.key("nodes", leaving);
-    this.wrote(
-      await this.client
-        .if(nodeKey, "Create", ">", 0)
-        .then(this.client.put(this.key("acks", leaving, acker)).value(new Date().toISOString()))
-        .commit(),
-    );
+  ackNodeLeaving(leaving: string, acker: string): Promise<void> {
+    return this.registry.addAck(leaving, acker);
   }
 
-  async finalizeNodeRemoval(name: string, expectedRevision: number): Promise<boolean> {
-    const nodeKey = this.key("nodes", name);
-    const existing = await this.client.get(nodeKey).exec();
-    const kv = existing.kvs[0];
-    if (!kv || Number(kv.mod_revision) !== expectedRevision) return false;
-    const record = parseNodeRecord(kv.value.toString());
-    if (record.phase !== "leaving") return false;
-    const claimKey = this.key("subnets", subnetKey(record.podSubnet));
-    const result = await this.client
-      .if(nodeKey, "Mod", "==", expectedRevision)
-      .and(claimKey, "Value", "==", name)
-      .then(
-        this.client.delete().key(nodeKey),
-        this.client.delete().key(claimKey),
-        this.client.delete().key(this.key("alive", name)),
-        this.client.delete().prefix(this.key("acks", name) + "/"),
-      )
-      .commit();
-    this.wrote(result);
-    return result.succeeded;
+  finalizeNodeRemoval(name: string, expectedRevision: number): Promise<boolean> {
+    return finalizeNodeRemoval(this.registry, name, expectedRevision);
   }
 
   /**
@@ -363,39 +269,9 @@ function isNodeKey(relativeKey: string): boolean {
   return relativeKey === "config" || NODE_DIRS.some((dir) => relativeKey.startsWith(dir));
 }
 
-/** Subnets as key segments: "10.244.1.0/24" → "10.244.1.0-24" (a slash would split the key). */
-export function subnetKey(subnet: string): string {
-  return subnet.replace("/", "-");
-}
-
-function subnetFromKey(key: string): string {
-  return key.replace("-", "/");
-}
-
-export function isValidNodeName(name: string): boolean {
-  return /^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$/.test(name);
-}
-
 /** Check a config before it is stored; throws an Error naming the bad field. */
 export function validateClusterConfig(config: ClusterConfig): void {
   resolveClusterConfig(config);
-}
-
-function parseNodeRecord(text: string): NodeRecord {
-  const raw = JSON.parse(text) as Partial<NodeRecord>;
-  if (typeof raw.name !== "string" || typeof raw.nodeIp !== "string" || typeof raw.podSubnet !== "string") {
-    throw new Error(`malformed node record: ${text}`);
-  }
-  const record: NodeRecord = {
-    name: raw.name,
-    nodeIp: raw.nodeIp,
-    podSubnet: raw.podSubnet,
-    backendData: raw.backendData ?? {},
-    phase: raw.phase === "leaving" ? "leaving" : "active",
-  };
-  if (raw.leavingReason) record.leavingReason = raw.leavingReason;
-  if (raw.leavingSince) record.leavingSince = raw.leavingSince;
-  return record;
 }
 
 /**
