@@ -64,7 +64,7 @@ describe("cluster objects in etcd", () => {
   };
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), "pnt-objects-"));
-    etcd = await startEtcd({ dataDir: dir });
+    etcd = await startEtcd({ dataDir: dir, startTimeoutMs: 60_000 });
   });
   after(async () => {
     for (const ds of stores) await ds.close();
@@ -250,7 +250,7 @@ describe("an object watch across an etcd restart", () => {
   it("re-lists and calls onSync again when the history it would resume from was compacted", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pnt-objects-restart-"));
     const [clientPort, peerPort, otherClientPort] = await freeLoopbackPorts(3);
-    let etcd = await startEtcd({ dataDir: dir, clientPort, peerPort });
+    let etcd = await startEtcd({ dataDir: dir, clientPort, peerPort, startTimeoutMs: 60_000 });
     const prefix = uniquePrefix();
     const ds = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
     const recorder = new Recorder();
@@ -265,7 +265,7 @@ describe("an object watch across an etcd restart", () => {
       await etcd.stop();
       // The same data on another client port, which the watching client does not know: there,
       // change the services and compact away the history the watch would resume from.
-      etcd = await startEtcd({ dataDir: dir, clientPort: otherClientPort, peerPort });
+      etcd = await startEtcd({ dataDir: dir, clientPort: otherClientPort, peerPort, startTimeoutMs: 60_000 });
       const writer = new Etcd3({ hosts: etcd.endpoints });
       const other = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
       try {
@@ -277,7 +277,7 @@ describe("an object watch across an etcd restart", () => {
         await other.close();
       }
       await etcd.stop();
-      etcd = await startEtcd({ dataDir: dir, clientPort, peerPort });
+      etcd = await startEtcd({ dataDir: dir, clientPort, peerPort, startTimeoutMs: 60_000 });
       await recorder.until("a second onSync", () => recorder.syncs.length === 2, 30_000);
       assert.deepEqual(recorder.syncs[1]!.lists.Service?.map((s) => s.metadata.name).sort(), ["three", "two"]);
       assert.deepEqual(recorder.events.map(summary).length, 1, "the changes made while it was away come with the list, not as events");
