@@ -50,8 +50,9 @@ export function resolveClusterConfig(raw: unknown): ResolvedClusterConfig {
 
   const serviceCidr = raw.serviceCidr ?? DEFAULT_SERVICE_CIDR;
   if (typeof serviceCidr !== "string") throw new Error("cluster config: serviceCidr must be a string such as 10.96.0.0/12");
+  // Not checked against clusterCidr: configs stored before this field existed (clusterCidr 10.99.0.0/16,
+  // say) would get an overlapping default and stop loading.
   const services = cidrField("serviceCidr", serviceCidr);
-  if (overlaps(services, cluster)) throw new Error(`cluster config: serviceCidr ${serviceCidr} overlaps clusterCidr ${clusterCidr}`);
 
   const nodePortRange = raw.nodePortRange ?? DEFAULT_NODE_PORT_RANGE;
   if (!isPlainObject(nodePortRange)) throw new Error("cluster config: nodePortRange must be an object { first, last }");

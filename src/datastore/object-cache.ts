@@ -1,7 +1,8 @@
 // An in-memory index of cluster objects, fed by ObjectStore.watchObjects: what the DNS server, the
 // service proxy and the lab's controllers read instead of asking the datastore. Like a client-go
 // informer's indexer: one map per kind and namespace, replaced on every sync, patched by each event,
-// with listeners per kind. Pure: it never talks to a store itself.
+// with listeners per kind. Pure: it never talks to a store itself. The objects it hands out are the
+// ones the watch delivered, shared by every reader: treat them as read-only.
 
 import { isNamespaced, type KindMap, type ObjectKind } from "../k8s/types.ts";
 import type { ObjectEvent, ObjectStore, ObjectWatchHandler } from "./objects.ts";
