@@ -290,3 +290,7 @@ function nodeView(kv: MirroredKey, alive: ReadonlySet<string>, acks: ReadonlyMap
   kv.view = { node, alive: isAlive, acks: ackKey };
   return node;
 }
+
+// Moved to the policy and the registry; kept reachable from here for existing importers.
+export { isValidNodeName } from "./subnet-policy.ts";
+export { subnetKey } from "./etcd-subnet-registry.ts";
