@@ -94,7 +94,10 @@ export interface DatastoreWatch {
 }
 
 export interface WatchListener {
-  /** Something under podnet's keys changed; read a fresh snapshot. */
+  /**
+   * Node state changed (the config, a node record, liveness, acks or subnet claims); read a fresh
+   * snapshot. Cluster objects never fire it: watch those by kind with ObjectStore.watchObjects.
+   */
   onChange(): void;
   /** The watch stream connected (true) or broke (false); the backend reconnects by itself. */
   onConnection?(connected: boolean): void;
