@@ -12,7 +12,7 @@ import { startEtcd, freeLoopbackPorts, type EtcdServer } from "../src/datastore/
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import { DEFAULT_CLUSTER_CONFIG } from "../src/datastore/datastore.ts";
 import { ConflictError, type ObjectEvent, type ObjectWatchHandler } from "../src/datastore/objects.ts";
-import type { KindMap, ObjectKind, Pod, Service } from "../src/k8s/types.ts";
+import { LABEL_SERVICE_NAME, type Deployment, type EndpointSlice, type KindMap, type ObjectKind, type Pod, type Service } from "../src/k8s/types.ts";
 
 let prefixCounter = 0;
 const uniquePrefix = () => `/podnet-objtest-${process.pid}-${prefixCounter++}/`;
@@ -84,6 +84,38 @@ describe("cluster objects in etcd", () => {
     assert.deepEqual(stored.spec, service("web").spec);
     assert.deepEqual((await objects.list("Service")).items.map((s) => s.metadata.name), ["web"]);
     assert.deepEqual((await objects.list("Service", "other")).items, []);
+  });
+
+  it("every kind round-trips: cluster-scoped Namespaces, namespaced Deployments and EndpointSlices, generated names", async () => {
+    const { objects } = open(uniquePrefix());
+    const slice: EndpointSlice = {
+      apiVersion: "discovery.k8s.io/v1",
+      kind: "EndpointSlice",
+      metadata: { name: "web-1", namespace: "team", labels: { [LABEL_SERVICE_NAME]: "web" } },
+      addressType: "IPv4",
+      endpoints: [{ addresses: ["10.244.1.5"], conditions: { ready: true } }],
+      ports: [{ port: 8080, protocol: "TCP" }],
+    };
+    const deployment: Deployment = {
+      apiVersion: "apps/v1",
+      kind: "Deployment",
+      metadata: { name: "web", namespace: "team" },
+      spec: { replicas: 2, selector: { matchLabels: { app: "web" } }, template: { metadata: { labels: { app: "web" } }, spec: { containers: [{ name: "c" }] } } },
+    };
+    const generated: Pod = { ...pod("", "team"), metadata: { name: "", generateName: "web-", namespace: "team" } };
+    await objects.commit([
+      { op: "create", object: { apiVersion: "v1", kind: "Namespace", metadata: { name: "team" } } },
+      { op: "create", object: slice },
+      { op: "create", object: deployment },
+      { op: "create", object: generated },
+    ]);
+    assert.equal((await objects.get("Namespace", undefined, "team"))?.metadata.namespace, undefined);
+    assert.deepEqual((await objects.get("EndpointSlice", "team", "web-1"))?.endpoints, slice.endpoints);
+    assert.equal((await objects.get("Deployment", "team", "web"))?.spec.replicas, 2);
+    const pods = (await objects.list("Pod", "team")).items;
+    assert.equal(pods.length, 1);
+    assert.match(pods[0]!.metadata.name, /^web-[bcdfghjklmnpqrstvwxz2456789]{5}$/);
+    assert.deepEqual((await objects.list("EndpointSlice", "default")).items, []);
   });
 
   it("a batch with one failing precondition writes nothing, and the error names that object", async () => {

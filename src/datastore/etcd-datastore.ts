@@ -93,7 +93,7 @@ export class EtcdDatastore implements Datastore {
       .if(this.key("config"), "Create", ">", -1) // always holds: etcd3 starts a transaction with a compare
       .then(
         this.client.get(this.key("config")),
-        ...NODE_DIRS.map((dir) => this.client.getAll().prefix(this.key(dir))),
+        ...SNAPSHOT_DIRS.map((dir) => this.client.getAll().prefix(this.key(dir))),
       )
       .commit();
     const revision = Number(response.header.revision);
@@ -159,7 +159,8 @@ export class EtcdDatastore implements Datastore {
   }
 
   /**
-   * Watches every podnet key. The events also keep a local mirror of the keys current, so that a
+   * Watches the node state (one stream over the prefix; cluster objects and claims on it are
+   * dropped here, see watchObjects for those). The events also keep a local mirror of the keys current, so that a
    * snapshot after a change costs no round trip and no re-decoding of every node: with 1,000 nodes
    * that is what kept the agent's change latency and memory down. The mirror serves reads only
    * while the stream is up and after a full read gave it a baseline; etcd3 resumes a broken stream
@@ -185,8 +186,11 @@ export class EtcdDatastore implements Datastore {
           const key = event.kv.key.toString();
           // Cluster objects and claims share the prefix (and so the stream) but are no node state:
           // an EndpointSlice change must not make an agent re-plan its routes.
-          if (!isNodeKey(key.slice(this.prefix.length))) continue;
+          const relativeKey = key.slice(this.prefix.length);
+          if (!isNodeKey(relativeKey)) continue;
           nodeChanges++;
+          // Subnet claims change only together with a node record; a snapshot does not read them.
+          if (!isSnapshotKey(relativeKey)) continue;
           const modRevision = Number(event.kv.mod_revision);
           if (event.type === "Put") mirror.put(key, event.kv.value.toString(), modRevision);
           else mirror.delete(key, modRevision);
@@ -262,11 +266,17 @@ class EtcdNodeLease implements NodeLease {
   }
 }
 
-/** Key directories of node state; with `config`, all a node watch and a snapshot look at. */
-const NODE_DIRS = ["nodes/", "alive/", "acks/", "subnets/"] as const;
+/** Key directories a snapshot is built from (with `config`); the mirror holds exactly these. */
+const SNAPSHOT_DIRS = ["nodes/", "alive/", "acks/"] as const;
+/** Every key directory of node state; a change in any of them fires the node watch. */
+const NODE_DIRS = [...SNAPSHOT_DIRS, "subnets/"] as const;
 
 function isNodeKey(relativeKey: string): boolean {
   return relativeKey === "config" || NODE_DIRS.some((dir) => relativeKey.startsWith(dir));
+}
+
+function isSnapshotKey(relativeKey: string): boolean {
+  return relativeKey === "config" || SNAPSHOT_DIRS.some((dir) => relativeKey.startsWith(dir));
 }
 
 /** Check a config before it is stored; throws an Error naming the bad field. */
