@@ -6,8 +6,7 @@
 // with the store. A precondition on it is a compare of ModRevision in the same transaction as the write.
 
 import { randomUUID } from "node:crypto";
-import type { Etcd3, IOperation, Watcher } from "etcd3";
-import type { IKeyValue, ITxnResponse, IWatchResponse } from "etcd3/lib/rpc.js";
+import type { Etcd3, IKeyValue, IOperation, ITxnResponse, IWatchResponse, Watcher } from "etcd3";
 import { isNamespaced, OBJECT_KINDS, type KindMap, type KubeObject, type ObjectKind } from "../k8s/types.ts";
 import {
   ConflictError,
