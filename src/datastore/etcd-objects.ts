@@ -141,6 +141,8 @@ export class EtcdObjectStore implements ObjectStore {
     let closed = false;
     let current: Watcher | undefined;
 
+    // Handlers run inside etcd3's stream callback, which rethrows their errors outside any promise:
+    // a handler must not throw.
     const deliver = (res: IWatchResponse): void => {
       for (const event of res.events) {
         const kind = kindOfPath(event.kv.key.toString().slice(this.prefix.length));
@@ -179,7 +181,15 @@ export class EtcdObjectStore implements ObjectStore {
       }, delay).unref();
     };
 
-    await start();
+    // The first start may lose a race with a compaction between its list and its watch: list again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await start();
+        break;
+      } catch (err) {
+        if (attempt >= 3 || closed) throw err;
+      }
+    }
     return {
       close: async () => {
         closed = true;
