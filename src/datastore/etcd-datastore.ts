@@ -25,6 +25,8 @@ import {
   type NodeView,
   type WatchListener,
 } from "./datastore.ts";
+import { EtcdObjectStore } from "./etcd-objects.ts";
+import { KeyMirror, type MirroredKey } from "./key-mirror.ts";
 import { isIpv4, parseIpv4Cidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
 
 export interface EtcdDatastoreOptions {
@@ -39,6 +41,8 @@ export interface EtcdDatastoreOptions {
 
 export class EtcdDatastore implements Datastore {
   readonly client: Etcd3;
+  /** Cluster objects (Kubernetes kinds) and claims, on the same client and prefix. */
+  readonly objects: EtcdObjectStore;
   private readonly prefix: string;
   private readonly maxAttempts: number;
 
@@ -52,6 +56,7 @@ export class EtcdDatastore implements Datastore {
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
     };
     this.client = new Etcd3(clientOptions);
+    this.objects = new EtcdObjectStore(this.client, this.prefix);
   }
 
   /** The mirror the open watch keeps, if any. */
@@ -82,9 +87,18 @@ export class EtcdDatastore implements Datastore {
       return this.buildSnapshot(mirror.revision, mirror.entries());
     }
     const epoch = mirror?.epoch;
-    const response = await this.client.getAll().prefix(this.prefix).exec();
+    // The node keys only (not the cluster objects beside them), read in one transaction: one revision.
+    const response = await this.client
+      .if(this.key("config"), "Create", ">", -1) // always holds: etcd3 starts a transaction with a compare
+      .then(
+        this.client.get(this.key("config")),
+        ...NODE_DIRS.map((dir) => this.client.getAll().prefix(this.key(dir))),
+      )
+      .commit();
     const revision = Number(response.header.revision);
-    const kvs = response.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
+    const kvs = response.responses
+      .flatMap((r) => r.response_range?.kvs ?? [])
+      .map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
     // A full read is the mirror's new baseline: events up to its revision are already in it.
     if (mirror && epoch !== undefined) mirror.resetTo(revision, kvs, epoch);
     return this.buildSnapshot(revision, kvs);
@@ -259,8 +273,13 @@ export class EtcdDatastore implements Datastore {
       current = watcher;
       mirror.connected();
       watcher.on("data", (res) => {
+        let nodeChanges = 0;
         for (const event of res.events) {
           const key = event.kv.key.toString();
+          // Cluster objects and claims share the prefix (and so the stream) but are no node state:
+          // an EndpointSlice change must not make an agent re-plan its routes.
+          if (!isNodeKey(key.slice(this.prefix.length))) continue;
+          nodeChanges++;
           const modRevision = Number(event.kv.mod_revision);
           if (event.type === "Put") mirror.put(key, event.kv.value.toString(), modRevision);
           else mirror.delete(key, modRevision);
@@ -269,7 +288,7 @@ export class EtcdDatastore implements Datastore {
         // slow watcher up in batches: only an empty response (a progress notice, sent to a watcher that
         // is caught up) says that nothing up to it is missing.
         if (res.events.length === 0) mirror.advance(Number(res.header.revision));
-        if (res.events.length > 0) listener.onChange();
+        if (nodeChanges > 0) listener.onChange();
       });
       watcher.on("connected", () => {
         mirror.connected();
@@ -336,6 +355,13 @@ class EtcdNodeLease implements NodeLease {
   }
 }
 
+/** Key directories of node state; with `config`, all a node watch and a snapshot look at. */
+const NODE_DIRS = ["nodes/", "alive/", "acks/", "subnets/"] as const;
+
+function isNodeKey(relativeKey: string): boolean {
+  return relativeKey === "config" || NODE_DIRS.some((dir) => relativeKey.startsWith(dir));
+}
+
 /** Subnets as key segments: "10.244.1.0/24" → "10.244.1.0-24" (a slash would split the key). */
 export function subnetKey(subnet: string): string {
   return subnet.replace("/", "-");
@@ -387,14 +413,6 @@ function parseNodeRecord(text: string): NodeRecord {
   return record;
 }
 
-interface MirroredKey {
-  key: string;
-  value: string;
-  modRevision: number;
-  /** The node view last built from this key, reused while nothing it depends on changed. */
-  view?: { node: NodeView; alive: boolean; acks: string };
-}
-
 /**
  * The view of one node record. A mirrored key keeps the view it last produced, so a snapshot taken
  * after one change re-parses only what changed: with 1,000 nodes, rebuilding every view on every
@@ -410,87 +428,4 @@ function nodeView(kv: MirroredKey, alive: ReadonlySet<string>, acks: ReadonlyMap
   const node: NodeView = { ...parseNodeRecord(kv.value), alive: isAlive, revision: kv.modRevision, acks: ackList };
   kv.view = { node, alive: isAlive, acks: ackKey };
   return node;
-}
-
-/**
- * podnet's keys as the watch reports them. `revision` is the store revision the mirror is complete up
- * to: the baseline read's, then each applied event's. A full read becomes the baseline (at the start,
- * after the stream broke, and on every fresh read, which also repairs a mirror gone wrong) only if no
- * newer event has been seen and the stream did not break while the read was in flight; otherwise it
- * could drop events the stream will not send again. Events that arrive while there is no baseline are
- * held back and replayed on top of the next one, skipping those the read already holds.
- */
-export class KeyMirror {
-  private readonly keys = new Map<string, MirroredKey>();
-  revision = 0;
-  /** Revision of the full read the mirror was last based on: events at or below it are in it already. */
-  private baseRevision = 0;
-  /** Highest revision of any event seen, baseline or not. */
-  private seen = 0;
-  /** Bumped whenever the stream breaks: a read started before that cannot be a baseline. */
-  epoch = 0;
-  private hasBaseline = false;
-  private streamUp = false;
-  private heldBack: { key: string; value: string | undefined; modRevision: number }[] = [];
-
-  /** Returns true when the read became the baseline. */
-  resetTo(revision: number, kvs: readonly MirroredKey[], epoch: number): boolean {
-    if (epoch !== this.epoch || revision < this.revision || revision < this.seen) return false;
-    this.keys.clear();
-    for (const kv of kvs) this.keys.set(kv.key, kv);
-    this.revision = revision;
-    this.baseRevision = revision;
-    this.hasBaseline = true;
-    const held = this.heldBack;
-    this.heldBack = [];
-    for (const event of held) this.apply(event.key, event.value, event.modRevision);
-    return true;
-  }
-
-  put(key: string, value: string, modRevision: number): void {
-    this.apply(key, value, modRevision);
-  }
-
-  delete(key: string, modRevision: number): void {
-    this.apply(key, undefined, modRevision);
-  }
-
-  private apply(key: string, value: string | undefined, modRevision: number): void {
-    if (modRevision > this.seen) this.seen = modRevision;
-    if (!this.hasBaseline) {
-      this.heldBack.push({ key, value, modRevision });
-      return;
-    }
-    // Skipped by the baseline's revision, not by `revision`: the keys of one transaction share a
-    // revision and arrive as separate events of one response.
-    if (modRevision <= this.baseRevision) return;
-    if (value === undefined) this.keys.delete(key);
-    else this.keys.set(key, { key, value, modRevision });
-    if (modRevision > this.revision) this.revision = modRevision;
-  }
-
-  /** Nothing up to `revision` is missing (an empty watch response: the watcher is caught up). */
-  advance(revision: number): void {
-    if (this.hasBaseline && revision > this.revision) this.revision = revision;
-    if (revision > this.seen) this.seen = revision;
-  }
-
-  connected(): void {
-    this.streamUp = true;
-  }
-
-  disconnected(): void {
-    this.streamUp = false;
-    this.hasBaseline = false;
-    this.heldBack = [];
-    this.epoch++;
-  }
-
-  servesReadsAfter(writeRevision: number): boolean {
-    return this.streamUp && this.hasBaseline && this.revision >= writeRevision;
-  }
-
-  entries(): Iterable<MirroredKey> {
-    return this.keys.values();
-  }
 }
