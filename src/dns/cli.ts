@@ -1,0 +1,177 @@
+// `podnet dns`: flag parsing and wiring only; the server is server.ts.
+
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import type { ObjectStore } from "../datastore/objects.ts";
+import type { KubeObject } from "../k8s/types.ts";
+import { nameserversFromResolvConf, parseUpstream, type Upstream } from "./forward.ts";
+import type { PodsMode } from "./index.ts";
+import { serveHttp } from "./metrics.ts";
+import { DnsServer } from "./server.ts";
+
+export const DNS_USAGE = `usage: podnet dns --etcd URLS [options]
+       podnet dns --objects FILE [options]
+
+Cluster DNS: answers Kubernetes service and pod names (DNS spec schema 1.1.0) from an in-memory
+index fed by the datastore watch, over UDP and TCP, and forwards every other name upstream.
+
+  --etcd URLS            etcd client URLs, comma-separated
+  --etcd-prefix PREFIX   key prefix in etcd (default /podnet/)
+  --objects FILE         serve a fixed JSON array of objects instead of etcd (tests, benchmarks)
+  --listen ADDR:PORT     where to answer, UDP and TCP (default 0.0.0.0:53)
+  --zone DOMAIN          cluster domain (default cluster.local)
+  --ttl SECONDS          TTL of cluster records (default 5)
+  --upstream ADDR[:PORT] upstream server, repeatable or comma-separated (default: nameservers of
+                         --resolv-conf)
+  --resolv-conf PATH     where default upstreams come from (default /etc/resolv.conf)
+  --forward-timeout MS   budget for one forwarded name across upstreams, then SERVFAIL (default 2000)
+  --pods MODE            disabled (default), insecure or verified: a-b-c-d.<ns>.pod.<zone> records
+  --no-autopath          do not answer search-path walks on the server
+  --node-search DOMAINS  search domains the node adds after <zone> (comma-separated)
+  --metrics ADDR:PORT    /metrics, /health and /ready over HTTP (default 127.0.0.1:9153; "none" to disable)
+`;
+
+class UsageError extends Error {}
+
+function hostPort(flag: string, text: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
+  if (!m) throw new UsageError(`--${flag}: expected ADDR:PORT, got ${JSON.stringify(text)}`);
+  const port = Number(m[2]);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--${flag}: port must be 0-65535, got ${m[2]}`);
+  return { host: m[1] as string, port };
+}
+
+/** An ObjectStore over a fixed list: the watch delivers it once and never changes. */
+function fixedStore(objects: KubeObject[]): ObjectStore {
+  const byKind = (kind: string): KubeObject[] => objects.filter((o) => o.kind === kind);
+  return {
+    get: async () => undefined,
+    list: async (kind) => ({ items: byKind(kind) as never[], revision: 1 }),
+    claims: async () => new Map(),
+    commit: async () => {
+      throw new Error("--objects: the store is read-only");
+    },
+    watchObjects: async (kinds, handler) => {
+      const lists: Record<string, KubeObject[]> = {};
+      for (const kind of kinds) lists[kind] = byKind(kind);
+      handler.onSync(lists, 1);
+      return { close: async () => undefined };
+    },
+  };
+}
+
+export async function runDnsCommand(args: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        etcd: { type: "string" },
+        "etcd-prefix": { type: "string", default: "/podnet/" },
+        objects: { type: "string" },
+        listen: { type: "string", default: "0.0.0.0:53" },
+        zone: { type: "string", default: "cluster.local" },
+        ttl: { type: "string", default: "5" },
+        upstream: { type: "string", multiple: true },
+        "resolv-conf": { type: "string", default: "/etc/resolv.conf" },
+        "forward-timeout": { type: "string", default: "2000" },
+        pods: { type: "string", default: "disabled" },
+        "no-autopath": { type: "boolean", default: false },
+        "node-search": { type: "string" },
+        metrics: { type: "string", default: "127.0.0.1:9153" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+      strict: true,
+    }));
+  } catch (err) {
+    process.stderr.write(`podnet dns: ${(err as Error).message}\n${DNS_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(DNS_USAGE);
+    return 0;
+  }
+  let server: DnsServer;
+  let closeStore: () => Promise<void> = async () => undefined;
+  try {
+    if (!values.etcd === !values.objects) throw new UsageError("give exactly one of --etcd and --objects");
+    const listen = hostPort("listen", values.listen);
+    const ttl = Number(values.ttl);
+    if (!Number.isInteger(ttl) || ttl < 0) throw new UsageError(`--ttl: a whole number of seconds, got ${JSON.stringify(values.ttl)}`);
+    const timeout = Number(values["forward-timeout"]);
+    if (!Number.isInteger(timeout) || timeout < 10) throw new UsageError(`--forward-timeout: milliseconds >= 10, got ${JSON.stringify(values["forward-timeout"])}`);
+    const pods = values.pods as PodsMode;
+    if (!["disabled", "insecure", "verified"].includes(pods)) throw new UsageError(`--pods: disabled, insecure or verified, got ${JSON.stringify(values.pods)}`);
+    let upstreams: Upstream[];
+    if (values.upstream && values.upstream.length > 0) {
+      upstreams = values.upstream.flatMap((u) => u.split(",")).filter((u) => u !== "").map((u) => {
+        try {
+          return parseUpstream(u);
+        } catch (err) {
+          throw new UsageError(`--upstream: ${(err as Error).message}`);
+        }
+      });
+    } else {
+      let text = "";
+      try {
+        text = readFileSync(values["resolv-conf"], "utf8");
+      } catch (err) {
+        throw new UsageError(`--resolv-conf: cannot read ${values["resolv-conf"]}: ${(err as Error).message}`);
+      }
+      upstreams = nameserversFromResolvConf(text);
+    }
+    let store: ObjectStore;
+    if (values.objects) {
+      let objects: unknown;
+      try {
+        objects = JSON.parse(readFileSync(values.objects, "utf8"));
+      } catch (err) {
+        throw new UsageError(`--objects: cannot read ${values.objects}: ${(err as Error).message}`);
+      }
+      if (!Array.isArray(objects)) throw new UsageError(`--objects: ${values.objects} must hold a JSON array of Kubernetes objects`);
+      store = fixedStore(objects as KubeObject[]);
+    } else {
+      const { EtcdDatastore } = await import("../datastore/etcd-datastore.ts");
+      const endpoints = (values.etcd as string).split(",").filter((e) => e !== "");
+      const datastore = new EtcdDatastore({ endpoints, prefix: values["etcd-prefix"] });
+      store = datastore.objects;
+      closeStore = () => datastore.close();
+    }
+    server = new DnsServer({
+      store,
+      host: listen.host,
+      port: listen.port,
+      zone: values.zone,
+      ttl,
+      pods,
+      upstreams,
+      forwardTimeoutMs: timeout,
+      autopath: !values["no-autopath"],
+      nodeSearch: values["node-search"] ? values["node-search"].split(",") : [],
+      log: (line) => process.stderr.write(`${new Date().toISOString()} podnet-${line}\n`),
+    });
+    const metricsAddr = values.metrics === "none" ? undefined : hostPort("metrics", values.metrics);
+    await server.start();
+    if (metricsAddr) {
+      await serveHttp(metricsAddr.host, metricsAddr.port, server.metrics, () => ({ ready: server.ready, services: server.index.serviceCount, upstreams: server.forwarder.activeUpstreams.length }));
+    }
+    const { host, port } = server.address;
+    process.stderr.write(`${new Date().toISOString()} podnet-dns: listening on ${host}:${port} (udp, tcp), zone ${server.zone}, upstreams ${upstreams.map((u) => `${u.host}:${u.port}`).join(",") || "none"}\n`);
+  } catch (err) {
+    await closeStore();
+    if (err instanceof UsageError) {
+      process.stderr.write(`podnet dns: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`podnet dns: ${(err as Error).message}\n`);
+    return 1;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (): void => resolve();
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+  await server.stop();
+  await closeStore();
+  process.exit(0);
+}
