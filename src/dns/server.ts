@@ -67,6 +67,8 @@ export class DnsServer {
   private readonly tcpSockets = new Set<net.Socket>();
   private watch: { close(): Promise<void> } | undefined;
   private readonly probes = new Map<string, Upstream>();
+  private readonly syncWaiters: (() => void)[] = [];
+  private stopped = false;
   private readonly log: (line: string) => void;
   private readonly autopath: boolean;
   private readonly nodeSearch: string[];
@@ -127,21 +129,47 @@ export class DnsServer {
       tcp.listen(port, this.options.host, () => resolve());
     });
     this.refuseSelf();
-    this.watch = await this.options.store.watchObjects(ClusterIndex.kinds, {
-      onSync: (lists, revision) => {
-        const first = !this.index.synced;
-        this.index.onSync(lists);
-        this.answerCache.clear();
-        this.metrics.ready.set(1);
-        if (first) this.log(`dns: synced at revision ${revision}: ${this.index.serviceCount} services`);
-      },
-      onEvent: (event) => this.index.onEvent(event),
-      onConnection: (connected) => this.log(`dns: datastore watch ${connected ? "connected" : "broken; answering from the last state"}`),
-    });
+    // The watch starts in the background: until its first list arrives the server is up but not
+    // ready, and answers SERVFAIL for cluster names (a datastore that is down must not keep the
+    // port closed, nor make us deny names we have not seen yet).
+    void this.openWatch();
     void this.probeLoops();
   }
 
+  private async openWatch(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const watch = await this.options.store.watchObjects(ClusterIndex.kinds, {
+          onSync: (lists, revision) => {
+            const first = !this.index.synced;
+            this.index.onSync(lists);
+            this.answerCache.clear();
+            this.metrics.ready.set(1);
+            if (first) this.log(`dns: synced at revision ${revision}: ${this.index.serviceCount} services`);
+            for (const resolve of this.syncWaiters.splice(0)) resolve();
+          },
+          onEvent: (event) => this.index.onEvent(event),
+          onConnection: (connected) => this.log(`dns: datastore watch ${connected ? "connected" : "broken; answering from the last state"}`),
+        });
+        if (this.stopped) await watch.close();
+        else this.watch = watch;
+        return;
+      } catch (err) {
+        this.log(`dns: cannot watch the datastore (${(err as Error).message}); retrying in 1 s`);
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  /** Resolves once the first full list is in the index. */
+  whenSynced(): Promise<void> {
+    if (this.index.synced) return Promise.resolve();
+    return new Promise((resolve) => this.syncWaiters.push(resolve));
+  }
+
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     await this.watch?.close().catch(() => undefined);
     this.forwarder.close();
     for (const s of this.tcpSockets) s.destroy();
