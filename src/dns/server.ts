@@ -278,7 +278,7 @@ export class DnsServer {
   private finish(r: Prepared, proto: "udp" | "tcp", started: number, source: string): void {
     this.queriesSeen++;
     this.metrics.countQuery(r.type, r.rcode, proto);
-    this.metrics.latency.observe({ source }, (performance.now() - started) / 1000);
+    this.metrics.latency.observe(source, (performance.now() - started) / 1000);
   }
 
   /**
