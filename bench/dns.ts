@@ -292,12 +292,19 @@ async function main(): Promise<void> {
   process.stdout.write(`${lines.join("\n")}\n`);
 }
 
+let failed = false;
 try {
   await main();
+} catch (err) {
+  failed = true;
+  throw err;
 } finally {
   for (const child of children) if (child.exitCode === null && child.pid) process.kill(child.pid, "SIGTERM");
   await writer?.close().catch(() => undefined);
   await etcd?.stop();
   await sleep(300);
+  if (failed) {
+    for (const name of readdirSync(dir).filter((f) => f.endsWith(".log"))) process.stderr.write(`--- ${name}\n${readFileSync(join(dir, name), "utf8").slice(-3000)}\n`);
+  }
   rmSync(dir, { recursive: true, force: true });
 }
