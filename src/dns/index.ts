@@ -36,11 +36,6 @@ export interface ServiceRecord {
   endpoints: readonly EndpointRecord[];
 }
 
-interface SliceRecord {
-  service: string;
-  endpoints: { ip: string; hostname: string; ready: boolean }[];
-  ports: PortRecord[];
-}
 
 export type PodsMode = "disabled" | "insecure" | "verified";
 
@@ -59,17 +54,10 @@ export interface ClusterView {
   podInNamespace(ip: string, namespace: string): boolean;
 }
 
-function serviceKey(namespace: string, name: string): string {
-  return `${namespace}/${name}`;
-}
-
-function portsOf(ports: readonly { name?: string; protocol?: string; port?: number }[] | undefined): PortRecord[] {
-  const out: PortRecord[] = [];
-  for (const p of ports ?? []) {
-    if (typeof p.port !== "number") continue;
-    out.push({ name: (p.name ?? "").toLowerCase(), protocol: (p.protocol ?? "TCP").toLowerCase(), port: p.port });
-  }
-  return out;
+function internKey(ports: readonly PortRecord[]): string {
+  let key = "";
+  for (const p of ports) key += `${p.name}/${p.protocol}/${p.port};`;
+  return key;
 }
 
 /** Service shape per core/v1: ExternalName by type; headless by clusterIP "None" (types.go ClusterIPNone). */
@@ -79,7 +67,7 @@ function shapeOf(service: Service): ServiceShape | undefined {
     const target = (spec.externalName ?? "").replace(/\.$/, "");
     return target === "" ? undefined : { type: "externalName", externalName: target };
   }
-  if (spec.clusterIP === "None") return { type: "headless" };
+  if (spec.clusterIP === "None") return HEADLESS;
   const ips = (spec.clusterIPs && spec.clusterIPs.length > 0 ? spec.clusterIPs : spec.clusterIP ? [spec.clusterIP] : [])
     .map(normalizeAddress)
     .filter((ip): ip is string => ip !== undefined);
@@ -87,17 +75,36 @@ function shapeOf(service: Service): ServiceShape | undefined {
   return ips.length === 0 ? undefined : { type: "clusterIP", clusterIPs: ips };
 }
 
-interface ServiceState {
-  namespace: string;
-  name: string;
-  shape: ServiceShape | undefined;
-  ports: PortRecord[];
-  publishNotReady: boolean;
-  slices: Map<string, SliceRecord>;
-  record: ServiceRecord | undefined;
-  /** Reverse entries this service put in the reverse map, to take them out again. */
-  reverseEntries: [string, string][];
+const HEADLESS: ServiceShape = { type: "headless" };
+const NO_PORTS: readonly PortRecord[] = [];
+const NO_ENDPOINTS: readonly EndpointRecord[] = [];
+
+interface SliceEndpoint extends EndpointRecord {
+  ready: boolean;
 }
+
+interface SliceRecord {
+  service: string;
+  endpoints: SliceEndpoint[];
+}
+
+/**
+ * One service, also the record answers are read from. Kept small on purpose (10,000 of them should
+ * cost a few MiB): no per-service maps or key strings; port lists are shared between services.
+ */
+interface ServiceState extends ServiceRecord {
+  shape: ServiceShape;
+  /** False while only slices name this service (their Service has not arrived yet, or was deleted). */
+  exists: boolean;
+  publishNotReady: boolean;
+  /** Names of this service's slices in its namespace. */
+  sliceNames: string[];
+  ports: readonly PortRecord[];
+  endpoints: readonly EndpointRecord[];
+}
+
+/** What an address's PTR points at: a service (its ClusterIP) or one endpoint of it. */
+type ReverseOwner = ServiceState | { service: ServiceState; hostname: string };
 
 export class ClusterIndex implements ClusterView, ObjectWatchHandler {
   synced = false;
@@ -107,14 +114,20 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
   onChange: (() => void) | undefined;
 
   private readonly namespaces = new Set<string>();
-  private readonly services = new Map<string, ServiceState>();
-  /** Slice identity "ns/slice" → service key it was filed under. */
-  private readonly sliceOwner = new Map<string, string>();
-  private readonly reverseMap = new Map<string, string[]>();
+  /** namespace → service name → state. */
+  private readonly services = new Map<string, Map<string, ServiceState>>();
+  /** namespace → slice name → slice. */
+  private readonly slices = new Map<string, Map<string, SliceRecord>>();
+  private readonly reverseMap = new Map<string, ReverseOwner | ReverseOwner[]>();
   /** Pod address → namespaces (only in "verified" mode). */
   private readonly podIPs = new Map<string, Set<string>>();
   /** Pod identity "ns/name" → addresses, to withdraw them on change. */
   private readonly podAddresses = new Map<string, string[]>();
+  /** Identical port lists are stored once. */
+  private readonly portLists = new Map<string, readonly PortRecord[]>();
+  /** Namespace names are stored once, not once per object. */
+  private readonly names = new Map<string, string>();
+  private count = 0;
 
   constructor(private readonly zone: string, private readonly podsMode: PodsMode = "disabled") {}
 
@@ -125,10 +138,11 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
     // A re-list replaces everything (objects.ts: "consumers must replace, not merge").
     this.namespaces.clear();
     this.services.clear();
-    this.sliceOwner.clear();
+    this.slices.clear();
     this.reverseMap.clear();
     this.podIPs.clear();
     this.podAddresses.clear();
+    this.count = 0;
     for (const ns of lists.Namespace ?? []) this.applyNamespace(ns, false);
     for (const svc of lists.Service ?? []) this.applyService(svc, false);
     for (const slice of lists.EndpointSlice ?? []) this.applySlice(slice, false);
@@ -163,11 +177,15 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
   }
 
   service(namespace: string, name: string): ServiceRecord | undefined {
-    return this.services.get(serviceKey(namespace, name))?.record;
+    const state = this.services.get(namespace)?.get(name);
+    return state?.exists ? state : undefined;
   }
 
   reverse(ip: string): readonly string[] {
-    return this.reverseMap.get(ip) ?? [];
+    const entry = this.reverseMap.get(ip);
+    if (entry === undefined) return [];
+    const owners = Array.isArray(entry) ? entry : [entry];
+    return owners.map((o) => ("hostname" in o ? `${o.hostname}.${this.serviceName(o.service)}` : this.serviceName(o)));
   }
 
   podInNamespace(ip: string, namespace: string): boolean {
@@ -175,7 +193,11 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
   }
 
   get serviceCount(): number {
-    return this.services.size;
+    return this.count;
+  }
+
+  private serviceName(state: ServiceState): string {
+    return `${state.name}.${state.namespace}.svc.${this.zone}`;
   }
 
   private changed(): void {
@@ -184,71 +206,99 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
     this.onChange?.();
   }
 
+  private intern(text: string): string {
+    const lower = text.toLowerCase();
+    const known = this.names.get(lower);
+    if (known !== undefined) return known;
+    this.names.set(lower, lower);
+    return lower;
+  }
+
+  private portsOf(ports: readonly { name?: string; protocol?: string; port?: number }[] | undefined): readonly PortRecord[] {
+    if (!ports || ports.length === 0) return NO_PORTS;
+    const list: PortRecord[] = [];
+    for (const p of ports) {
+      if (typeof p.port !== "number") continue;
+      list.push({ name: (p.name ?? "").toLowerCase(), protocol: (p.protocol ?? "TCP").toLowerCase(), port: p.port });
+    }
+    const key = internKey(list);
+    const known = this.portLists.get(key);
+    if (known) return known;
+    this.portLists.set(key, list);
+    return list;
+  }
+
   private applyNamespace(ns: Namespace, deleted: boolean): void {
-    const name = ns.metadata.name.toLowerCase();
+    const name = this.intern(ns.metadata.name);
     if (deleted) this.namespaces.delete(name);
     else this.namespaces.add(name);
   }
 
   private stateFor(namespace: string, name: string): ServiceState {
-    const key = serviceKey(namespace, name);
-    let state = this.services.get(key);
+    let byName = this.services.get(namespace);
+    if (!byName) this.services.set(namespace, (byName = new Map()));
+    let state = byName.get(name);
     if (!state) {
-      state = { namespace, name, shape: undefined, ports: [], publishNotReady: false, slices: new Map(), record: undefined, reverseEntries: [] };
-      this.services.set(key, state);
+      state = { namespace, name, shape: HEADLESS, exists: false, publishNotReady: false, sliceNames: [], ports: NO_PORTS, endpoints: NO_ENDPOINTS };
+      byName.set(name, state);
     }
     return state;
   }
 
   private applyService(service: Service, deleted: boolean): void {
-    const namespace = (service.metadata.namespace ?? "default").toLowerCase();
+    const namespace = this.intern(service.metadata.namespace ?? "default");
     const name = service.metadata.name.toLowerCase();
     const state = this.stateFor(namespace, name);
-    if (deleted) {
-      state.shape = undefined;
-      state.ports = [];
-    } else {
-      state.shape = shapeOf(service);
-      state.ports = portsOf(service.spec.ports);
-      state.publishNotReady = service.spec.publishNotReadyAddresses === true;
-    }
+    this.withdrawReverse(state);
+    const shape = deleted ? undefined : shapeOf(service);
+    if (state.exists) this.count--;
+    state.exists = shape !== undefined;
+    if (state.exists) this.count++;
+    state.shape = shape ?? HEADLESS;
+    state.ports = deleted ? NO_PORTS : this.portsOf(service.spec.ports);
+    state.publishNotReady = !deleted && service.spec.publishNotReadyAddresses === true;
     this.rebuild(state);
   }
 
   private applySlice(slice: EndpointSlice, deleted: boolean): void {
-    const namespace = (slice.metadata.namespace ?? "default").toLowerCase();
-    const sliceId = `${namespace}/${slice.metadata.name}`;
-    const previousOwner = this.sliceOwner.get(sliceId);
-    if (previousOwner !== undefined) {
-      const previous = this.services.get(previousOwner);
-      if (previous) {
-        previous.slices.delete(sliceId);
-        this.rebuild(previous);
+    const namespace = this.intern(slice.metadata.namespace ?? "default");
+    const sliceName = slice.metadata.name;
+    let byName = this.slices.get(namespace);
+    if (!byName) this.slices.set(namespace, (byName = new Map()));
+    const previous = byName.get(sliceName);
+    if (previous) {
+      byName.delete(sliceName);
+      const owner = this.services.get(namespace)?.get(previous.service);
+      if (owner) {
+        owner.sliceNames = owner.sliceNames.filter((n) => n !== sliceName);
+        this.withdrawReverse(owner);
+        this.rebuild(owner);
       }
-      this.sliceOwner.delete(sliceId);
     }
     const serviceName = slice.metadata.labels?.[LABEL_SERVICE_NAME]?.toLowerCase();
     // FQDN slices carry names, not addresses; DNS records are built from IP slices only (as CoreDNS).
     if (deleted || !serviceName || slice.addressType === "FQDN") return;
-    const endpoints: SliceRecord["endpoints"] = [];
+    const ports = this.portsOf(slice.ports);
+    const endpoints: SliceEndpoint[] = [];
     for (const ep of slice.endpoints ?? []) {
       // discovery/v1: a nil ready condition is to be read as ready.
       const ready = ep.conditions?.ready !== false;
       for (const raw of ep.addresses ?? []) {
         const ip = normalizeAddress(raw);
         if (ip === undefined) continue;
-        endpoints.push({ ip, hostname: (ep.hostname ?? dashedAddress(ip)).toLowerCase(), ready });
+        endpoints.push({ ip, hostname: (ep.hostname ?? dashedAddress(ip)).toLowerCase(), ready, ports });
       }
     }
+    byName.set(sliceName, { service: serviceName, endpoints });
     const state = this.stateFor(namespace, serviceName);
-    state.slices.set(sliceId, { service: serviceName, endpoints, ports: portsOf(slice.ports) });
-    this.sliceOwner.set(sliceId, serviceKey(namespace, serviceName));
+    state.sliceNames = [...state.sliceNames, sliceName];
+    this.withdrawReverse(state);
     this.rebuild(state);
   }
 
   private applyPod(pod: Pod, deleted: boolean): void {
     if (this.podsMode !== "verified") return;
-    const namespace = (pod.metadata.namespace ?? "default").toLowerCase();
+    const namespace = this.intern(pod.metadata.namespace ?? "default");
     const id = `${namespace}/${pod.metadata.name}`;
     for (const ip of this.podAddresses.get(id) ?? []) {
       const set = this.podIPs.get(ip);
@@ -268,44 +318,57 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
     if (ips.length > 0) this.podAddresses.set(id, ips);
   }
 
-  /** Recompute one service's record and its reverse entries from its spec and slices. */
-  private rebuild(state: ServiceState): void {
-    for (const [ip, owner] of state.reverseEntries) {
-      const owners = this.reverseMap.get(ip);
-      if (!owners) continue;
-      const at = owners.indexOf(owner);
-      if (at >= 0) owners.splice(at, 1);
+  private addReverse(ip: string, owner: ReverseOwner): void {
+    const entry = this.reverseMap.get(ip);
+    if (entry === undefined) this.reverseMap.set(ip, owner);
+    else if (Array.isArray(entry)) entry.push(owner);
+    else this.reverseMap.set(ip, [entry, owner]);
+  }
+
+  /** Take out every reverse entry that points at this service (its ClusterIPs and its endpoints). */
+  private withdrawReverse(state: ServiceState): void {
+    const ips = state.shape.type === "clusterIP" && state.exists ? [...state.shape.clusterIPs] : [];
+    for (const ep of state.endpoints) ips.push(ep.ip);
+    for (const ip of ips) {
+      const entry = this.reverseMap.get(ip);
+      if (entry === undefined) continue;
+      const owners = (Array.isArray(entry) ? entry : [entry]).filter((o) => o !== state && !("hostname" in o && o.service === state));
       if (owners.length === 0) this.reverseMap.delete(ip);
+      else this.reverseMap.set(ip, owners.length === 1 ? (owners[0] as ReverseOwner) : owners);
     }
-    state.reverseEntries = [];
-    const key = serviceKey(state.namespace, state.name);
-    if (!state.shape) {
-      state.record = undefined;
-      if (state.slices.size === 0) this.services.delete(key);
+  }
+
+  /** Recompute one service's endpoints and reverse entries from its spec and slices. */
+  private rebuild(state: ServiceState): void {
+    const byName = this.services.get(state.namespace);
+    if (!state.exists) {
+      state.endpoints = NO_ENDPOINTS;
+      if (state.sliceNames.length === 0) byName?.delete(state.name);
       return;
     }
-    const endpoints: EndpointRecord[] = [];
-    const seen = new Set<string>();
-    for (const slice of state.slices.values()) {
-      for (const ep of slice.endpoints) {
-        if (!ep.ready && !state.publishNotReady) continue;
-        // The same address may sit in two slices while the controller moves it; answer it once.
-        const id = `${ep.hostname}|${ep.ip}`;
-        if (seen.has(id)) continue;
-        seen.add(id);
-        endpoints.push({ ip: ep.ip, hostname: ep.hostname, ports: slice.ports });
+    const sliceMap = this.slices.get(state.namespace);
+    const slices = state.sliceNames.map((n) => sliceMap?.get(n)).filter((s): s is SliceRecord => s !== undefined);
+    const only = slices.length === 1 ? (slices[0] as SliceRecord) : undefined;
+    if (only && (state.publishNotReady || only.endpoints.every((ep) => ep.ready))) {
+      // The common case: one slice, all ready: its list is the answer, no copy.
+      state.endpoints = only.endpoints;
+    } else {
+      const endpoints: EndpointRecord[] = [];
+      const seen = new Set<string>();
+      for (const slice of slices) {
+        for (const ep of slice.endpoints) {
+          if (!ep.ready && !state.publishNotReady) continue;
+          // The same address may sit in two slices while the controller moves it; answer it once.
+          const id = `${ep.hostname}|${ep.ip}`;
+          if (seen.has(id)) continue;
+          seen.add(id);
+          endpoints.push(ep);
+        }
       }
+      state.endpoints = endpoints.length === 0 ? NO_ENDPOINTS : endpoints;
     }
-    state.record = { namespace: state.namespace, name: state.name, shape: state.shape, ports: state.ports, endpoints };
-    const serviceName = `${state.name}.${state.namespace}.svc.${this.zone}`;
-    const addReverse = (ip: string, owner: string): void => {
-      let owners = this.reverseMap.get(ip);
-      if (!owners) this.reverseMap.set(ip, (owners = []));
-      owners.push(owner);
-      state.reverseEntries.push([ip, owner]);
-    };
-    if (state.shape.type === "clusterIP") for (const ip of state.shape.clusterIPs) addReverse(ip, serviceName);
+    if (state.shape.type === "clusterIP") for (const ip of state.shape.clusterIPs) this.addReverse(ip, state);
     // Spec 2.4.3 asks PTR for headless endpoints; CoreDNS (reverse.go) gives every endpoint one.
-    if (state.shape.type !== "externalName") for (const ep of endpoints) addReverse(ep.ip, `${ep.hostname}.${serviceName}`);
+    if (state.shape.type !== "externalName") for (const ep of state.endpoints) this.addReverse(ep.ip, { service: state, hostname: ep.hostname });
   }
 }
