@@ -199,11 +199,19 @@ async function main(): Promise<void> {
   await waitFor("podnet dns ready", async () => (await fetch("http://127.0.0.1:9153/ready")).status === 200);
   const syncSeconds = (performance.now() - podnetStarted) / 1000;
 
+  // The same server on two threads sharing the UDP port (--workers 2), for the throughput comparison.
+  const podnet2 = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--listen", "127.0.0.5:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9155", "--workers", "2"], "podnet-dns-2");
+  await waitFor("podnet dns --workers 2 ready", async () => (await fetch("http://127.0.0.1:9155/ready")).status === 200);
+  // What Node itself costs before any DNS work: the same modules loaded, nothing else.
+  const bare = spawn(process.execPath, ["--max-semi-space-size=1", "--input-type=module", "-e", "await import('etcd3'); await import('prom-client'); await import('dns-packet'); setTimeout(() => {}, 60000);"], { env, cwd: REPO, stdio: "ignore" });
+  children.push(bare);
+
   const hosts = join(dir, "hosts");
   writeFileSync(hosts, Array.from({ length: SERVICES }, (_, i) => `${ipOf(96, i)} svc${i}.default.svc.cluster.local`).join("\n") + "\n");
   const dnsmasq = start("dnsmasq", ["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", `--addn-hosts=${hosts}`, "--cache-size=10000", "--bind-interfaces", "--listen-address=127.0.0.2", "--port=53", "--user=root", "--pid-file="], "dnsmasq");
   await waitFor("dnsmasq", async () => (await query(53, "127.0.0.2", "svc1.default.svc.cluster.local")).answers === 1);
   await waitFor("podnet dns answers", async () => (await query(53, "127.0.0.1", `svc${SERVICES - 1}.default.svc.cluster.local`)).answers === 1);
+  await waitFor("podnet dns --workers 2 answers", async () => (await query(53, "127.0.0.5", `svc${SERVICES - 1}.default.svc.cluster.local`)).answers === 1);
 
   const queryFile = join(dir, "queries.txt");
   const order = Array.from({ length: SERVICES }, (_, i) => i);
@@ -217,16 +225,19 @@ async function main(): Promise<void> {
   await sleep(2000);
   const rssLoaded = rssMiB(podnet.pid as number);
   const rssDnsmasq = rssMiB(dnsmasq.pid as number);
+  const rssTwo = rssMiB(podnet2.pid as number);
+  const rssBare = rssMiB(bare.pid as number);
 
   // 2. throughput, alternating
   const runs: { server: string; run: PerfRun }[] = [];
   for (let round = 0; round < 2; round++) {
-    for (const [server, addr] of [["dnsmasq", "127.0.0.2"], ["podnet dns", "127.0.0.1"]] as const) {
+    for (const [server, addr] of [["dnsmasq", "127.0.0.2"], ["podnet dns", "127.0.0.1"], ["podnet dns --workers 2", "127.0.0.5"]] as const) {
       runs.push({ server, run: dnsperf(addr, queryFile) });
     }
   }
   const latDnsmasq = await latencyRun("127.0.0.2", queryFile);
   const latPodnet = await latencyRun("127.0.0.1", queryFile);
+  const latTwo = await latencyRun("127.0.0.5", queryFile);
   const rssAfter = rssMiB(podnet.pid as number);
 
   // 4. commit → resolvable
@@ -272,17 +283,19 @@ async function main(): Promise<void> {
   const avg = (server: string) => runs.filter((r) => r.server === server).map((r) => r.run.avgMs);
   const lost = (server: string) => Math.max(...runs.filter((r) => r.server === server).map((r) => r.run.lostPct));
   const ratio = median(qps("podnet dns")) / median(qps("dnsmasq"));
+  const ratioTwo = median(qps("podnet dns --workers 2")) / median(qps("dnsmasq"));
   const lines = [
-    `Run ${new Date().toISOString()}, ${SERVICES.toLocaleString("en-US")} services + ${SERVICES.toLocaleString("en-US")} endpoints, dnsperf -c 4 -Q 200000 -l ${SECONDS}, each server a single process, alternating twice. Loaded into etcd in ${fmt(loadSeconds, 1)} s; podnet dns started and synced in ${fmt(syncSeconds, 1)} s.`,
+    `Run ${new Date().toISOString()} (node ${process.version}, NODE_EXTRA_CA_CERTS unset), ${SERVICES.toLocaleString("en-US")} services + ${SERVICES.toLocaleString("en-US")} endpoints, dnsperf -c 4 -Q 200000 -l ${SECONDS}, each server a single process, alternating twice. Loaded into etcd in ${fmt(loadSeconds, 1)} s; podnet dns started and synced in ${fmt(syncSeconds, 1)} s.`,
     "",
     "| server | QPS (each run) | QPS median | avg latency ms (median) | lost | p50 / p99 ms (-v run, QPS) |",
     "|---|---|---|---|---|---|",
     `| dnsmasq (hosts file, cache 10,000) | ${qps("dnsmasq").map((q) => fmt(q)).join(", ")} | ${fmt(median(qps("dnsmasq")))} | ${fmt(median(avg("dnsmasq")), 3)} | ${fmt(lost("dnsmasq"), 2)}% | ${fmt(latDnsmasq.p50, 3)} / ${fmt(latDnsmasq.p99, 3)} (${fmt(latDnsmasq.qps)}) |`,
     `| podnet dns | ${qps("podnet dns").map((q) => fmt(q)).join(", ")} | ${fmt(median(qps("podnet dns")))} | ${fmt(median(avg("podnet dns")), 3)} | ${fmt(lost("podnet dns"), 2)}% | ${fmt(latPodnet.p50, 3)} / ${fmt(latPodnet.p99, 3)} (${fmt(latPodnet.qps)}) |`,
+    `| podnet dns --workers 2 (two threads, one process) | ${qps("podnet dns --workers 2").map((q) => fmt(q)).join(", ")} | ${fmt(median(qps("podnet dns --workers 2")))} | ${fmt(median(avg("podnet dns --workers 2")), 3)} | ${fmt(lost("podnet dns --workers 2"), 2)}% | ${fmt(latTwo.p50, 3)} / ${fmt(latTwo.p99, 3)} (${fmt(latTwo.qps)}) |`,
     `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | — | 33,669 | — | — | — |`,
     "",
-    `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x**; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
-    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle, ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB).`,
+    `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
+    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle, ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB).`,
     `- Service committed to etcd → first answer, 20 services: median **${fmt(median(delays), 1)} ms**, max ${fmt(Math.max(...delays), 1)} ms.`,
     "",
     "| ndots:5 walk through glibc getent ahosts (A + AAAA) | lookup | client queries per lookup | upstream queries per lookup | resolved |",

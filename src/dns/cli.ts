@@ -2,6 +2,7 @@
 
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { isMainThread, parentPort, Worker } from "node:worker_threads";
 import type { ObjectStore } from "../datastore/objects.ts";
 import type { KubeObject } from "../k8s/types.ts";
 import { nameserversFromResolvConf, parseUpstream, type Upstream } from "./forward.ts";
@@ -29,7 +30,17 @@ index fed by the datastore watch, over UDP and TCP, and forwards every other nam
   --no-autopath          do not answer search-path walks on the server
   --node-search DOMAINS  search domains the node adds after <zone> (comma-separated)
   --metrics ADDR:PORT    /metrics, /health and /ready over HTTP (default 127.0.0.1:9153; "none" to disable)
+  --workers N            answer UDP on N threads sharing the port (SO_REUSEPORT), each with its own
+                         watch and index; TCP, metrics and the loop probe stay on the first (default 1)
 `;
+
+/** Messages between the main thread and UDP worker threads. */
+type WorkerMessage =
+  | { kind: "probes"; names: [string, { host: string; port: number }][] }
+  | { kind: "probe-seen"; name: string }
+  | { kind: "disable"; upstream: { host: string; port: number }; reason: string }
+  | { kind: "counts"; entries: [string, number][] }
+  | { kind: "ready" };
 
 class UsageError extends Error {}
 
@@ -79,6 +90,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
         "no-autopath": { type: "boolean", default: false },
         "node-search": { type: "string" },
         metrics: { type: "string", default: "127.0.0.1:9153" },
+        workers: { type: "string", default: "1" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -92,6 +104,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
     return 0;
   }
   let server: DnsServer;
+  let pool: Worker[] = [];
   let closeStore: () => Promise<void> = async () => undefined;
   try {
     if (!values.etcd === !values.objects) throw new UsageError("give exactly one of --etcd and --objects");
@@ -100,6 +113,8 @@ export async function runDnsCommand(args: string[]): Promise<number> {
     if (!Number.isInteger(ttl) || ttl < 0) throw new UsageError(`--ttl: a whole number of seconds, got ${JSON.stringify(values.ttl)}`);
     const timeout = Number(values["forward-timeout"]);
     if (!Number.isInteger(timeout) || timeout < 10) throw new UsageError(`--forward-timeout: milliseconds >= 10, got ${JSON.stringify(values["forward-timeout"])}`);
+    const workers = Number(values.workers);
+    if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new UsageError(`--workers: 1-64, got ${JSON.stringify(values.workers)}`);
     const pods = values.pods as PodsMode;
     if (!["disabled", "insecure", "verified"].includes(pods)) throw new UsageError(`--pods: disabled, insecure or verified, got ${JSON.stringify(values.pods)}`);
     let upstreams: Upstream[];
@@ -151,13 +166,18 @@ export async function runDnsCommand(args: string[]): Promise<number> {
       forwardTimeoutMs: timeout,
       autopath: !values["no-autopath"],
       nodeSearch: values["node-search"] ? values["node-search"].split(",") : [],
-      log: (line) => process.stderr.write(`${new Date().toISOString()} podnet-${line}\n`),
+      reusePort: workers > 1 || !isMainThread,
+      tcp: isMainThread,
+      probe: isMainThread,
+      log: (line) => process.stderr.write(`${new Date().toISOString()} podnet-${isMainThread ? "" : "worker-"}${line}\n`),
     });
+    if (!isMainThread) return await serveAsWorker(server, closeStore);
     const metricsAddr = values.metrics === "none" ? undefined : hostPort("metrics", values.metrics);
     await server.start();
     if (metricsAddr) {
       await serveHttp(metricsAddr.host, metricsAddr.port, server.metrics, () => ({ ready: server.ready, services: server.index.serviceCount, upstreams: server.forwarder.activeUpstreams.length }));
     }
+    pool = await startWorkers(server, workers - 1, args);
     const { host, port } = server.address;
     process.stderr.write(`${new Date().toISOString()} podnet-dns: listening on ${host}:${port} (udp, tcp), zone ${server.zone}, upstreams ${upstreams.map((u) => `${u.host}:${u.port}`).join(",") || "none"}\n`);
   } catch (err) {
@@ -174,7 +194,72 @@ export async function runDnsCommand(args: string[]): Promise<number> {
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
   });
+  await Promise.all(pool.map((w) => w.terminate()));
   await server.stop();
   await closeStore();
   process.exit(0);
+}
+
+/**
+ * Start `count` worker threads running this same command (bin/podnet.js with the same flags): each
+ * binds the UDP port with SO_REUSEPORT, so the kernel spreads clients over the threads. They report
+ * their query counts for /metrics, and probe sightings so the loop guard sees every thread.
+ */
+async function startWorkers(server: DnsServer, count: number, args: string[]): Promise<Worker[]> {
+  if (count === 0) return [];
+  const script = process.argv[1];
+  if (!script || !/podnet(\.js|\.mjs)?$/.test(script)) throw new Error("--workers: run through bin/podnet.js");
+  const pool: Worker[] = [];
+  const broadcast = (message: WorkerMessage): void => {
+    for (const w of pool) w.postMessage(message);
+  };
+  server.onProbeSeen = (name) => server.probeReturned(name);
+  const ready: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    const worker = new Worker(script, { argv: ["dns", ...args], stdout: false, stderr: false });
+    pool.push(worker);
+    ready.push(
+      new Promise((resolve, reject) => {
+        worker.once("error", reject);
+        worker.on("message", (message: WorkerMessage) => {
+          if (message.kind === "ready") resolve();
+          else if (message.kind === "counts") server.metrics.mergeWorker(i, message.entries);
+          else if (message.kind === "probe-seen") server.probeReturned(message.name);
+        });
+      }),
+    );
+  }
+  await Promise.all(ready);
+  // Workers must know the probe names to recognise them, and follow every upstream taken out.
+  const disabledSent = new Set<string>();
+  const sync = (): void => {
+    broadcast({ kind: "probes", names: [...server.probeNames].map(([name, u]) => [name, { host: u.host, port: u.port }]) });
+    for (const [key, reason] of server.forwarder.disabledReasons) {
+      if (disabledSent.has(key)) continue;
+      disabledSent.add(key);
+      broadcast({ kind: "disable", upstream: parseUpstream(key), reason });
+    }
+  };
+  sync();
+  setInterval(sync, 500).unref();
+  return pool;
+}
+
+/** The body of a worker thread: answer UDP until the main thread ends us. */
+async function serveAsWorker(server: DnsServer, closeStore: () => Promise<void>): Promise<number> {
+  const port = parentPort;
+  if (!port) throw new Error("not a worker thread");
+  await server.start();
+  await server.whenSynced();
+  server.onProbeSeen = (name) => port.postMessage({ kind: "probe-seen", name } satisfies WorkerMessage);
+  port.on("message", (message: WorkerMessage) => {
+    if (message.kind === "probes") for (const [name, u] of message.names) server.probeNames.set(name, u);
+    else if (message.kind === "disable") server.forwarder.disable(message.upstream, message.reason);
+  });
+  setInterval(() => port.postMessage({ kind: "counts", entries: server.metrics.queryCountEntries() } satisfies WorkerMessage), 1000).unref();
+  port.postMessage({ kind: "ready" } satisfies WorkerMessage);
+  await new Promise<void>((resolve) => port.once("close", resolve));
+  await server.stop();
+  await closeStore();
+  return 0;
 }

@@ -48,6 +48,8 @@ export class LatencyHistogram {
 export class DnsMetrics {
   readonly registry = new Registry();
   private readonly queryCounts = new Map<string, number>();
+  /** Query counts reported by worker threads (each sends its running totals). */
+  private readonly workerCounts = new Map<number, Map<string, number>>();
   private readonly queries: Counter;
   readonly latency = new LatencyHistogram();
   readonly cacheHits: Counter;
@@ -61,13 +63,16 @@ export class DnsMetrics {
   constructor() {
     const registers = [this.registry];
     const counts = this.queryCounts;
+    const workers = this.workerCounts;
     this.queries = new Counter({
       name: "podnet_dns_queries_total",
       help: "Queries answered, by query type, response code and protocol",
       labelNames: ["type", "rcode", "proto"],
       registers,
       collect() {
-        for (const [key, value] of counts) {
+        const totals = new Map(counts);
+        for (const worker of workers.values()) for (const [key, value] of worker) totals.set(key, (totals.get(key) ?? 0) + value);
+        for (const [key, value] of totals) {
           const [type, rcode, proto] = key.split("|") as [string, string, string];
           // Counter has no set(): reset and re-add the running total at each scrape.
           this.remove({ type, rcode, proto });
@@ -89,6 +94,15 @@ export class DnsMetrics {
   countQuery(type: string, rcode: string, proto: "udp" | "tcp"): void {
     const key = `${type}|${rcode}|${proto}`;
     this.queryCounts.set(key, (this.queryCounts.get(key) ?? 0) + 1);
+  }
+
+  /** This thread's running totals, for a worker to report. */
+  queryCountEntries(): [string, number][] {
+    return [...this.queryCounts];
+  }
+
+  mergeWorker(worker: number, entries: [string, number][]): void {
+    this.workerCounts.set(worker, new Map(entries));
   }
 
   queryTotal(): number {

@@ -14,6 +14,7 @@ import { Forwarder, upstreamKey, type ForwardResult, type Upstream } from "./for
 import { ClusterIndex, type PodsMode } from "./index.ts";
 import { DnsMetrics } from "./metrics.ts";
 import { labelsOf } from "./names.ts";
+import { reusePortUdpSocket } from "./reuseport.ts";
 
 export interface DnsServerOptions {
   store: ObjectStore;
@@ -29,6 +30,12 @@ export interface DnsServerOptions {
   autopath?: boolean;
   /** Extra search domains kubelet appends from the node's resolv.conf (they follow `<zone>`). */
   nodeSearch?: string[];
+  /** Share the UDP port with other servers (SO_REUSEPORT): one per worker thread. */
+  reusePort?: boolean;
+  /** Serve TCP too (default); Node 20 cannot share a TCP port between threads, so workers do not. */
+  tcp?: boolean;
+  /** Send the loop probe (default); workers leave it to the main thread. */
+  probe?: boolean;
   log?: (line: string) => void;
 }
 
@@ -116,24 +123,28 @@ export class DnsServer {
     udp.on("error", (err) => this.log(`dns: udp error: ${err.message}`));
     await new Promise<void>((resolve, reject) => {
       udp.once("error", reject);
-      udp.bind(this.options.port, this.options.host, () => {
+      const bound = (): void => {
         udp.off("error", reject);
         resolve();
-      });
+      };
+      if (this.options.reusePort) udp.bind({ fd: reusePortUdpSocket(this.options.host, this.options.port) }, bound);
+      else udp.bind(this.options.port, this.options.host, bound);
     });
     const port = this.address.port;
-    this.tcp = net.createServer((socket) => this.onTcp(socket));
-    const tcp = this.tcp;
-    await new Promise<void>((resolve, reject) => {
-      tcp.once("error", reject);
-      tcp.listen(port, this.options.host, () => resolve());
-    });
+    if (this.options.tcp !== false) {
+      this.tcp = net.createServer((socket) => this.onTcp(socket));
+      const tcp = this.tcp;
+      await new Promise<void>((resolve, reject) => {
+        tcp.once("error", reject);
+        tcp.listen(port, this.options.host, () => resolve());
+      });
+    }
     this.refuseSelf();
     // The watch starts in the background: until its first list arrives the server is up but not
     // ready, and answers SERVFAIL for cluster names (a datastore that is down must not keep the
     // port closed, nor make us deny names we have not seen yet).
     void this.openWatch();
-    void this.probeLoops();
+    if (this.options.probe !== false) void this.probeLoops();
   }
 
   private async openWatch(): Promise<void> {
@@ -211,14 +222,30 @@ export class DnsServer {
     }
   }
 
-  private checkProbe(qname: string): boolean {
-    const upstream = this.probes.get(qname.toLowerCase().replace(/\.$/, ""));
-    if (!upstream) return false;
+  /** Probe names in flight, so that worker threads can recognise them too. */
+  get probeNames(): Map<string, Upstream> {
+    return this.probes;
+  }
+
+  /** Called when a probe came back here; workers pass it on to the main thread. */
+  onProbeSeen: ((name: string) => void) | undefined;
+
+  /** A probe came back (here or at a worker): the upstream it went to loops. */
+  probeReturned(name: string): void {
+    const upstream = this.probes.get(name);
+    if (!upstream) return;
     if (this.forwarder.activeUpstreams.some((u) => upstreamKey(u) === upstreamKey(upstream))) {
       this.forwarder.disable(upstream, "forwards back to this server (loop probe came back)");
       this.metrics.forwardErrors.inc({ upstream: upstreamKey(upstream) });
       this.log(`dns: loop detected: upstream ${upstreamKey(upstream)} sent our probe back; not forwarding there`);
     }
+  }
+
+  private checkProbe(qname: string): boolean {
+    const name = qname.toLowerCase().replace(/\.$/, "");
+    if (!name.endsWith(".podnet-loop-probe")) return false;
+    this.onProbeSeen?.(name);
+    this.probeReturned(name);
     return true;
   }
 
