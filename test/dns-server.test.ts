@@ -41,6 +41,7 @@ describe("podnet dns with real clients, in a namespace", () => {
   let etcNetns: string;
   let createdEtcNetns = false;
   const children: ChildProcess[] = [];
+  let twoThreads: ChildProcess | undefined;
   const logs = new Map<ChildProcess, string>();
 
   const inNs = (cmd: string, ...args: string[]): Run => {
@@ -85,6 +86,8 @@ describe("podnet dns with real clients, in a namespace", () => {
     start("node", [join(root, "bin/podnet.js"), "dns", "--objects", file, "--listen", "127.0.0.1:53", "--upstream", "127.0.0.2:53", "--forward-timeout", "800", "--metrics", "127.0.0.1:9153"]);
     // The same cluster, with an upstream nobody answers on.
     start("node", [join(root, "bin/podnet.js"), "dns", "--objects", file, "--listen", "127.0.0.3:53", "--upstream", "127.0.0.4:53", "--forward-timeout", "500", "--metrics", "none"]);
+    // Two threads sharing the UDP port (--workers 2).
+    twoThreads = start(join(root, "bin/podnet.js"), ["dns", "--objects", file, "--listen", "127.0.0.5:53", "--upstream", "127.0.0.2:53", "--metrics", "127.0.0.1:9155", "--workers", "2"]);
     // glibc in the namespace reads this as /etc/resolv.conf: what kubelet writes for a pod in "default".
     etcNetns = "/etc/netns";
     if (!existsSync(etcNetns)) {
@@ -95,6 +98,7 @@ describe("podnet dns with real clients, in a namespace", () => {
     writeFileSync(join(etcNetns, ns.name, "resolv.conf"), "nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n");
     await waitForAnswer("127.0.0.1", "web.default.svc.cluster.local");
     await waitForAnswer("127.0.0.3", "web.default.svc.cluster.local");
+    await waitForAnswer("127.0.0.5", "web.default.svc.cluster.local");
     await waitForAnswer("127.0.0.2", "www.example.test");
   });
 
@@ -218,6 +222,19 @@ describe("podnet dns with real clients, in a namespace", () => {
     assert.match(metrics, /podnet_dns_forward_cache_hits_total \d+/);
     assert.equal(inNs("curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9153/ready").stdout, "200");
     assert.equal(inNs("curl", "-sf", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:9153/health").stdout, "200");
+  });
+
+  it("--workers 2: both threads answer on one port, TCP on the first, /metrics counts both", async () => {
+    // Each dig uses a new source port, so the kernel spreads them over the two sockets.
+    for (let i = 0; i < 40; i++) assert.deepEqual(lines(dig("@127.0.0.5", "+short", "web.default.svc.cluster.local")), ["10.96.0.20"]);
+    assert.deepEqual(lines(dig("@127.0.0.5", "+tcp", "+short", "db-0.db.default.svc.cluster.local")), ["10.244.1.10"]);
+    await sleep(1500);
+    const metrics = inNs("curl", "-sf", "http://127.0.0.1:9155/metrics").stdout;
+    const log = twoThreads ? (logs.get(twoThreads) ?? "") : "";
+    assert.match(log, /podnet-worker-dns: synced/, "the second thread loaded the cluster");
+    assert.doesNotMatch(log, /EADDRINUSE/);
+    const udp = Number(/podnet_dns_queries_total\{type="A",rcode="NOERROR",proto="udp"\} (\d+)/.exec(metrics)?.[1]);
+    assert.ok(udp >= 40, `counted ${udp} of at least 40 (plus the readiness probes)`);
   });
 
   it("10,000 random and mutated packets: FORMERR or dropped or a proper answer, and the server lives on", () => {
