@@ -192,7 +192,7 @@ async function main(): Promise<void> {
 
   // The upstream for external names: any name under example.test is 192.0.2.10; it logs queries.
   const upstreamLog = join(dir, "upstream-queries.log");
-  start("dnsmasq", ["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.3", "--port=53", "--user=root", "--pid-file=", "--address=/example.test/192.0.2.10", "--log-queries", `--log-facility=${upstreamLog}`], "upstream");
+  start("dnsmasq", ["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.3", "--port=53", "--user=root", "--pid-file=", "--address=/example.test/192.0.2.10", "--address=/example.test/2001:db8::10", "--log-queries", `--log-facility=${upstreamLog}`], "upstream");
 
   const podnetStarted = performance.now();
   const podnet = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--listen", "127.0.0.1:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9153"], "podnet-dns");
