@@ -81,9 +81,9 @@ function start(cmd: string, args: string[], logName: string): ChildProcess {
   return child;
 }
 
-function rssMiB(pid: number): number {
+function rssMiB(pid: number, field = "VmRSS"): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? "0");
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? "0");
   return kb / 1024;
 }
 
@@ -224,9 +224,11 @@ async function main(): Promise<void> {
   // 3a. memory with everything loaded, before any load
   await sleep(2000);
   const rssLoaded = rssMiB(podnet.pid as number);
+  const anonLoaded = rssMiB(podnet.pid as number, "RssAnon");
   const rssDnsmasq = rssMiB(dnsmasq.pid as number);
   const rssTwo = rssMiB(podnet2.pid as number);
   const rssBare = rssMiB(bare.pid as number);
+  const anonBare = rssMiB(bare.pid as number, "RssAnon");
 
   // 2. throughput, alternating
   const runs: { server: string; run: PerfRun }[] = [];
@@ -295,7 +297,7 @@ async function main(): Promise<void> {
     `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | — | 33,669 | — | — | — |`,
     "",
     `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
-    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle, ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB).`,
+    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle (private RssAnon ${fmt(anonLoaded, 1)} MiB), ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB).`,
     `- Service committed to etcd → first answer, 20 services: median **${fmt(median(delays), 1)} ms**, max ${fmt(Math.max(...delays), 1)} ms.`,
     "",
     "| ndots:5 walk through glibc getent ahosts (A + AAAA) | lookup | client queries per lookup | upstream queries per lookup | resolved |",

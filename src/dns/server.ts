@@ -5,6 +5,8 @@
 import dgram from "node:dgram";
 import net from "node:net";
 import os from "node:os";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { randomBytes } from "node:crypto";
 import * as dnsPacket from "dns-packet";
 import type { Answer, DecodedPacket, OptAnswer, Question, RecordType } from "dns-packet";
@@ -164,6 +166,9 @@ export class DnsServer {
             this.answerCache.clear();
             this.metrics.ready.set(1);
             if (first) this.log(`dns: synced at revision ${revision}: ${this.index.serviceCount} services`);
+            // The full list (every object as JSON, then parsed) is garbage now; collect it at once
+            // so the heap settles at the index's size instead of carrying it until the next major GC.
+            setTimeout(collectGarbage, 50).unref();
             for (const resolve of this.syncWaiters.splice(0)) resolve();
           },
           onEvent: (event) => this.index.onEvent(event),
@@ -510,6 +515,19 @@ export class DnsServer {
       buffer = dnsPacket.encode({ ...packet, flags: flags | dnsPacket.TRUNCATED_RESPONSE, answers: [], authorities: [], additionals: ourOpt });
     }
     return { buffer, rcode, type: question.type };
+  }
+}
+
+/**
+ * One full garbage collection. Node exposes gc() only with --expose-gc; setting the flag at run time
+ * and fetching gc from a fresh context gets it without a start flag (V8 reads the flag when a context is made).
+ */
+function collectGarbage(): void {
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    (vm.runInNewContext("gc") as () => void)();
+  } catch {
+    // Memory is only released later, by V8's own schedule.
   }
 }
 
