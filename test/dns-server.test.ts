@@ -173,6 +173,9 @@ describe("podnet dns with real clients, in a namespace", () => {
     const retried = dig("@127.0.0.1", "+noedns", name);
     assert.match(retried.stdout, /Truncated, retrying in TCP mode/);
     assert.match(retried.stdout, /ANSWER: 60,/);
+    // The same query bytes over UDP after the TCP answer: still truncated (no whole answer from a cache).
+    assert.match(dig("@127.0.0.1", "+ignore", "+noedns", name).stdout, /flags: qr aa tc rd ra;/);
+    assert.match(dig("@127.0.0.1", "+ignore", "+noedns", "+tcp", name).stdout, /ANSWER: 60,/);
     const large = dig("@127.0.0.1", "+bufsize=4096", name);
     assert.doesNotMatch(large.stdout, /Truncated/);
     assert.match(large.stdout, /ANSWER: 60,/);

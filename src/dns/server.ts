@@ -392,7 +392,9 @@ export class DnsServer {
         if (walk) return this.answerWalk(question, walk, answer, reply);
       }
       const prepared = reply(answer.rcode, answer, true);
-      if (answer.rcode !== "SERVFAIL") this.remember(msg, prepared);
+      // Only UDP replies are kept: they are cut to the asker's UDP size, which the key (the query's
+      // bytes) carries; a TCP reply for the same bytes is whole and must never go out over UDP.
+      if (answer.rcode !== "SERVFAIL" && proto === "udp") this.remember(msg, prepared);
       return prepared;
     }
     if (answer.kind === "chase") {
