@@ -225,6 +225,9 @@ async function main(): Promise<void> {
   await sleep(2000);
   const rssLoaded = rssMiB(podnet.pid as number);
   const anonLoaded = rssMiB(podnet.pid as number, "RssAnon");
+  const heapText = await metrics(9153);
+  const mib = (name: string) => metricSum(heapText, name) / 1048576;
+  const heap = { used: mib("podnet_dns_nodejs_heap_size_used_bytes"), total: mib("podnet_dns_nodejs_heap_size_total_bytes"), external: mib("podnet_dns_nodejs_external_memory_bytes") };
   const rssDnsmasq = rssMiB(dnsmasq.pid as number);
   const rssTwo = rssMiB(podnet2.pid as number);
   const rssBare = rssMiB(bare.pid as number);
@@ -298,6 +301,7 @@ async function main(): Promise<void> {
     "",
     `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
     `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle (private RssAnon ${fmt(anonLoaded, 1)} MiB), ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB).`,
+    `- V8 heap of podnet dns when idle: ${fmt(heap.used, 1)} MiB used of ${fmt(heap.total, 1)} MiB, external (buffers) ${fmt(heap.external, 1)} MiB.`,
     `- Service committed to etcd → first answer, 20 services: median **${fmt(median(delays), 1)} ms**, max ${fmt(Math.max(...delays), 1)} ms.`,
     "",
     "| ndots:5 walk through glibc getent ahosts (A + AAAA) | lookup | client queries per lookup | upstream queries per lookup | resolved |",
