@@ -112,7 +112,7 @@ export async function getRequest(request: Extract<ApiRequest, { verb: "get" }>, 
         const list = { apiVersion: "v1", kind: "List", items: rows };
         return { exitCode: 0, stdout: request.output === "json" ? JSON.stringify(list, null, 4) + "\n" : stringify(list), stderr: "" };
       }
-      return rows.length > 0 ? { exitCode: 0, stdout: printNodes(rows, { wide }), stderr: "" } : { exitCode: 0, stdout: "", stderr: noResourcesMessage(undefined) + "\n" };
+      return rows.length > 0 ? { exitCode: 0, stdout: withNewline(printNodes(rows, { wide })), stderr: "" } : { exitCode: 0, stdout: "", stderr: noResourcesMessage(undefined) + "\n" };
     }
     const kind = resolveKind(request.kind);
     let objects = (await deps.store.list(kind, isNamespaced(kind) ? namespace : undefined)).items as KubeObject[];
@@ -129,7 +129,7 @@ export async function getRequest(request: Extract<ApiRequest, { verb: "get" }>, 
 
     function printFor(list: KubeObject[]): string {
       if (request.output === "json" || request.output === "yaml") return printObjects(list, request.output, { asList: !request.names || request.names.length !== 1 });
-      return printTable(kind, list, { wide, allNamespaces: request.allNamespaces ?? false });
+      return withNewline(printTable(kind, list, { wide, allNamespaces: request.allNamespaces ?? false }));
     }
   } catch (error) {
     return failure(error);
@@ -159,4 +159,8 @@ export function callApi(socketPath: string, request: ApiRequest, timeoutMs = 60_
     });
     req.end(body);
   });
+}
+
+function withNewline(text: string): string {
+  return text === "" || text.endsWith("\n") ? text : `${text}\n`;
 }

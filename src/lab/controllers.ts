@@ -32,7 +32,7 @@ import { isRecordedProcessAlive, pidsInNamespaces, sleep, spawnDetached, stopPid
 import { probeEnv } from "./check.ts";
 import { LabState, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { addPod, nodeNetworkState, removePod, type RuntimeConfig } from "./pods.ts";
-import { CNI_PATH } from "./repo-root.ts";
+import { CNI_PATH, REPO_ROOT } from "./repo-root.ts";
 import { CLUSTER_CIDR, etcdEndpoint, labPrefix } from "./topology.ts";
 
 /** ClusterIPs come from here (Kubernetes' default --service-cluster-ip-range). */
@@ -40,6 +40,9 @@ export const LAB_SERVICE_CIDR = "10.96.0.0/12";
 /** LoadBalancer IPs: the top of the underlay, clear of the nodes (.11 up) and the external host (.200). */
 export const LAB_LOAD_BALANCER_CIDR = "192.168.1.240/28";
 export const KUBELET_DIR = "kubelet";
+const TEST_SERVER = join(REPO_ROOT, "src/controlplane/test-server.mjs");
+/** A test server that died is started again at most this often. */
+const SERVER_RESTART_MS = 2000;
 
 export function labClusterConfig(): ClusterConfig {
   return { ...DEFAULT_CLUSTER_CONFIG, clusterCidr: CLUSTER_CIDR, serviceCidr: LAB_SERVICE_CIDR, loadBalancerCidrs: [LAB_LOAD_BALANCER_CIDR] };
@@ -271,6 +274,8 @@ export class LabControllers {
       }
       const server = this.serverOf(record);
       if (!server || !isRecordedProcessAlive(server)) {
+        if ((this.backoff.get(uid) ?? 0) > Date.now()) continue;
+        this.backoff.set(uid, Date.now() + SERVER_RESTART_MS);
         if (server) this.kubelet.forgetProcess(server);
         rmSync(this.readyFileOf(uid), { force: true });
         this.opts.log(`pod ${namespace(pod)}/${pod.metadata.name}: test server not running; starting it`);
@@ -334,7 +339,8 @@ export class LabControllers {
     const process_ = this.kubelet.recordProcess({
       role: `server ${namespace(pod)}/${pod.metadata.name}`,
       netns: record.netns,
-      argv: argvInNamedNetns(record.netns, [process.execPath, ...testServerArgs(pod, readyFile)]),
+      // The script by its place in the checkout: a bundled CLI has no test-server.mjs beside it.
+      argv: argvInNamedNetns(record.netns, [process.execPath, TEST_SERVER, ...testServerArgs(pod, readyFile).slice(1)]),
       log: join(this.kubelet.dir, "logs", `${namespace(pod)}.${pod.metadata.name}.log`),
     });
     spawnDetached(process_, probeEnv());
