@@ -240,15 +240,15 @@ async function dispatch(args: LabArgs): Promise<number> {
       const existing = loadLab(args.target);
       if (existing?.data.phase === "up") print(`lab ${args.target.id} is already up`);
       else await labUp(upOptions);
-      const { report, text } = await labCheck(args.target);
+      const { ok, text } = await labCheck(args.target);
       process.stdout.write("\n" + text);
-      print(`the lab stays up: podnet lab status | exec POD -- CMD | down${idFlag(args.target)}`);
-      return report.ok ? 0 : 1;
+      print(`the lab stays up: podnet lab status | get pods | exec POD -- CMD | down${idFlag(args.target)}`);
+      return ok ? 0 : 1;
     }
     case "check": {
-      const { report, text } = await labCheck(args.target);
+      const { ok, text } = await labCheck(args.target);
       process.stdout.write(text);
-      return report.ok ? 0 : 1;
+      return ok ? 0 : 1;
     }
     case "status":
       process.stdout.write(await labStatus(args.target));

@@ -92,6 +92,14 @@ export function runningStatus(pod: Pod, podIp: string, hostIp: string, now: stri
   };
 }
 
+/** A running pod whose server is gone: Ready and ContainersReady False. */
+export function notReadyStatus(pod: Pod, now: string): Pod["status"] {
+  const conditions = (pod.status?.conditions ?? []).map((c) =>
+    c.type === "Ready" || c.type === "ContainersReady" ? { type: c.type, status: "False" as const, lastTransitionTime: now, reason: "ContainersNotReady", message: "the test server is not running" } : c,
+  );
+  return { ...pod.status, conditions };
+}
+
 function hasRunningStatus(pod: Pod, podIp: string, hostIp: string): boolean {
   return pod.status?.phase === "Running" && pod.status.podIP === podIp && pod.status.hostIP === hostIp && isPodReady(pod);
 }
@@ -116,6 +124,8 @@ export class LabControllers {
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Pod uid → earliest time a failed create is tried again. */
   private readonly backoff = new Map<string, number>();
+  /** Pod uid → when its dead test server is started again. */
+  private readonly restartAt = new Map<string, number>();
 
   constructor(private readonly opts: ControllersOptions) {
     const lab = LabState.load(opts.labDir);
@@ -274,11 +284,19 @@ export class LabControllers {
       }
       const server = this.serverOf(record);
       if (!server || !isRecordedProcessAlive(server)) {
-        if ((this.backoff.get(uid) ?? 0) > Date.now()) continue;
-        this.backoff.set(uid, Date.now() + SERVER_RESTART_MS);
+        // As a kubelet with a dead container: the pod is not Ready (its endpoints stop serving), and the
+        // server is started again after a back-off.
+        if (isPodReady(pod)) statusWrites.push(this.commit([{ op: "update", object: { ...pod, status: notReadyStatus(pod, new Date().toISOString()) } }], `status ${pod.metadata.name}`));
+        const due = this.restartAt.get(uid);
+        if (due === undefined) {
+          this.opts.log(`pod ${namespace(pod)}/${pod.metadata.name}: test server not running; starting it again in ${SERVER_RESTART_MS} ms`);
+          this.restartAt.set(uid, Date.now() + SERVER_RESTART_MS);
+          continue;
+        }
+        if (due > Date.now()) continue;
+        this.restartAt.delete(uid);
         if (server) this.kubelet.forgetProcess(server);
         rmSync(this.readyFileOf(uid), { force: true });
-        this.opts.log(`pod ${namespace(pod)}/${pod.metadata.name}: test server not running; starting it`);
         this.startServer(pod, record);
         continue;
       }

@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { callApi } from "./api.ts";
 import { apiSocketPath, controllersReadyFile, LAB_LOAD_BALANCER_CIDR, LAB_SERVICE_CIDR, loadKubeletState } from "./controllers.ts";
-import type { Pod } from "../k8s/types.ts";
+import type { EndpointSlice, Pod, Service } from "../k8s/types.ts";
+import { formatServiceReport, planServiceProbes, podClients, runServiceCheck, type ServiceClient, type ServiceReport } from "./service-check.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { listLinks } from "../kernel/link.ts";
 import { deleteNamedNetns, listNamedNetns, namedNetnsInode } from "../kernel/named-netns.ts";
@@ -370,7 +371,7 @@ function podsInOrder(state: LabState): PodRecord[] {
   return [...state.data.pods].sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
 }
 
-export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; text: string }> {
+export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; services?: ServiceReport; ok: boolean; text: string }> {
   const state = requireLab(target);
   if (state.data.phase !== "up") throw new Error(`lab "${target.id}" is not fully up; run podnet lab down, then up`);
   const pods: CheckPod[] = podsInOrder(state)
@@ -379,7 +380,30 @@ export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } =
   const nodeIps = new Map(state.data.nodeRecords.map((n) => [n.name, n.ip]));
   const report = await runCheck(pods, nodeIps, EXTERNAL_IP, opts);
   const labels = new Map(pods.map((p) => [p.name, `${p.ip}@${p.node}`]));
-  return { report, text: formatReport(report, labels) };
+  let text = formatReport(report, labels);
+  const services = state.data.processes.some((p) => p.role === "controllers") ? await checkServices(state, pods) : undefined;
+  if (services) text += formatServiceReport(services);
+  return { report, ...(services ? { services } : {}), ok: report.ok && (services?.ok ?? true), text };
+}
+
+/** The services section: Services, EndpointSlices and Pods read through the lab's API, probed from every pod and the external host. */
+async function checkServices(state: LabState, probePods: readonly CheckPod[]): Promise<ServiceReport> {
+  const socket = apiSocketPath(state.dir);
+  const list = async <T>(kind: string): Promise<T[]> => {
+    const got = await callApi(socket, { verb: "get", kind, allNamespaces: true, output: "json" });
+    if (got.exitCode !== 0) throw new Error(`lab get ${kind}: ${got.stderr.trim()}`);
+    return (JSON.parse(got.stdout) as { items: T[] }).items;
+  };
+  const [services, slices, kubePods] = await Promise.all([list<Service>("services"), list<EndpointSlice>("endpointslices"), list<Pod>("pods")]);
+  const kubelet = loadKubeletState(state.dir);
+  const clients: ServiceClient[] = [
+    ...podClients(kubePods, (pod) => kubelet?.pod(pod.metadata.name, pod.metadata.namespace ?? "default")?.netns),
+    ...probePods.map((p) => ({ name: p.name, netns: p.netns, ip: p.ip })),
+  ];
+  const plan = planOf(state);
+  const external: ServiceClient = { name: "external", netns: plan.external.netns };
+  const probes = planServiceProbes(services, slices, clients, external, state.data.nodeRecords.map((n) => n.ip));
+  return runServiceCheck(probes, [...clients, external]);
 }
 
 export async function labStatus(target: LabTarget): Promise<string> {
