@@ -32,6 +32,14 @@ after(async () => {
   assert.deepEqual(forced, [], "lab down left these behind; they were removed by force");
 });
 
+function controllersLog(): string {
+  try {
+    return readFileSync(join(t.stateRoot, t.id, "logs", "controllers.log"), "utf8").split("\n").slice(-30).join("\n");
+  } catch {
+    return "(none)";
+  }
+}
+
 function manifest(name: string, text: string): string {
   const path = join(files, name);
   writeFileSync(path, text);
@@ -52,7 +60,7 @@ async function until<T>(what: string, read: () => Promise<T>, ok: (value: T) => 
   for (;;) {
     last = await read();
     if (ok(last)) return last;
-    if (Date.now() > deadline) assert.fail(`${what}: still not so after ${timeoutMs / 1000} s: ${JSON.stringify(last).slice(0, 2000)}`);
+    if (Date.now() > deadline) assert.fail(`${what}: still not so after ${timeoutMs / 1000} s: ${JSON.stringify(last).slice(0, 2000)}\ncontrollers log:\n${controllersLog()}`);
     await sleep(200);
   }
 }
