@@ -15,6 +15,7 @@ import type { AgentInputs } from "./inputs.ts";
 import { MasqueradeReconciler } from "./masquerade-reconciler.ts";
 import { NftMasquerade } from "./masquerade.ts";
 import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
+import { NetlinkOverlayKernel } from "./overlay-kernel.ts";
 import { NetlinkRouteTable } from "./route-table.ts";
 import { RoutesReconciler } from "./routes-reconciler.ts";
 
@@ -156,7 +157,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
           injectFaults<AgentInputs>(
             [
               new RoutesReconciler(
-                { factories: BACKEND_FACTORIES, env: { nodeName: name, nodeIp, routeTable: new NetlinkRouteTable() }, hub, metrics: agentMetrics, log, ...(mtuOverride !== undefined ? { mtuOverride } : {}) },
+                { factories: BACKEND_FACTORIES, env: { nodeName: name, nodeIp, routeTable: new NetlinkRouteTable(), overlay: new NetlinkOverlayKernel() }, hub, metrics: agentMetrics, log, ...(mtuOverride !== undefined ? { mtuOverride } : {}) },
                 resyncIntervalMs,
               ),
               new MasqueradeReconciler(new NftMasquerade(), resyncIntervalMs, log),
