@@ -161,7 +161,7 @@ export class VxlanBackend implements Backend {
     const peers: VxlanStatus["peers"] = [];
     for (const name of plan?.overlay ?? []) {
       const n = byName.get(name);
-      if (n) peers.push({ name, nodeIp: n.nodeIp, via: "vxlan", vtepMac: n.backendData[VTEP_MAC_KEY]! });
+      if (n) peers.push({ name, nodeIp: n.nodeIp, via: "vxlan", vtepMac: n.backendData[VTEP_MAC_KEY] ?? vtepMacFor(name, this.options.vni) });
     }
     for (const name of plan?.direct ?? []) {
       const n = byName.get(name);
@@ -191,6 +191,7 @@ export class VxlanBackend implements Backend {
     const plan = planVxlan({
       nodes,
       self,
+      vni: this.options.vni,
       deviceIndex: device.index,
       directRouting: this.options.directRouting,
       onLink: (ip) => isOnLink(ip, kernelRoutes, device.index),
@@ -200,7 +201,7 @@ export class VxlanBackend implements Backend {
 
     // What failed, by node, so leaving nodes with leftovers are not reported withdrawn.
     const failedFor = new Set<string>();
-    const owner = ownerIndex(nodes);
+    const owner = ownerIndex(nodes, this.options.vni);
     const attempt = (what: string, keys: string[], op: () => void, count: "add" | "replace" | "delete"): void => {
       try {
         op();
@@ -329,13 +330,12 @@ function ownRoutes(routes: readonly KernelRoute[]): OwnedRoute[] {
 }
 
 /** Which node a kernel entry belongs to, by pod subnet, tunnel address, VTEP MAC or node IP. */
-function ownerIndex(nodes: readonly NodeView[]): Map<string, string> {
+function ownerIndex(nodes: readonly NodeView[], vni: number): Map<string, string> {
   const owner = new Map<string, string>();
   for (const n of nodes) {
     owner.set(n.podSubnet, n.name);
     owner.set(tunnelAddress(n.podSubnet), n.name);
-    const mac = n.backendData[VTEP_MAC_KEY];
-    if (mac) owner.set(mac, n.name);
+    owner.set(n.backendData[VTEP_MAC_KEY] ?? vtepMacFor(n.name, vni), n.name);
   }
   return owner;
 }

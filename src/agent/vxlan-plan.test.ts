@@ -45,7 +45,7 @@ describe("planVxlan", () => {
   const onLink = (ip: string): boolean => ip.startsWith("192.168.1.");
 
   it("gives every active peer an ARP entry, an FDB entry and an onlink route via its subnet's .0", () => {
-    const plan = planVxlan({ nodes, self: "n1", deviceIndex: 7, directRouting: false, onLink });
+    const plan = planVxlan({ nodes, self: "n1", vni: 1, deviceIndex: 7, directRouting: false, onLink });
     assert.deepEqual(plan.routes, [
       { dst: "10.244.2.0/24", gw: "10.244.2.0", oifIndex: 7, onlink: true },
       { dst: "10.244.3.0/24", gw: "10.244.3.0", oifIndex: 7, onlink: true },
@@ -62,24 +62,25 @@ describe("planVxlan", () => {
   });
 
   it("directRouting: plain routes to on-link peers, the overlay to the others", () => {
-    const plan = planVxlan({ nodes, self: "n1", deviceIndex: 7, directRouting: true, onLink });
+    const plan = planVxlan({ nodes, self: "n1", vni: 1, deviceIndex: 7, directRouting: true, onLink });
     assert.deepEqual(plan.direct, ["n2"]);
     assert.deepEqual(plan.overlay, ["n3"]);
     assert.deepEqual(plan.routes[0], { dst: "10.244.2.0/24", gw: "192.168.1.12" });
     assert.deepEqual(plan.neighbours.map((n) => n.ip), ["10.244.3.0"]);
   });
 
-  it("skips peers without a usable VTEP MAC, saying why", () => {
+  it("uses the derived MAC of a peer that has not published one yet, and skips a malformed one, saying why", () => {
     const plan = planVxlan({
       nodes: [node("n1", 1), node("n2", 2, { backendData: {} }), node("n3", 3, { backendData: { vtepMac: "ff:ff:ff:ff:ff:ff" } })],
       self: "n1",
+      vni: 1,
       deviceIndex: 7,
       directRouting: false,
       onLink,
     });
-    assert.deepEqual(plan.routes, []);
-    assert.deepEqual(plan.skipped.map((s) => s.name), ["n2", "n3"]);
-    assert.match(plan.skipped[1]!.reason, /not a unicast MAC/);
+    assert.deepEqual(plan.fdb, [{ mac: vtepMacFor("n2", 1), dst: "192.168.1.12" }]);
+    assert.deepEqual(plan.skipped.map((s) => s.name), ["n3"]);
+    assert.match(plan.skipped[0]!.reason, /not a unicast MAC/);
   });
 });
 

@@ -55,7 +55,7 @@ export interface VxlanDesired {
   direct: string[];
   /** Peers given the overlay. */
   overlay: string[];
-  /** Active peers given nothing yet, with the reason (no VTEP MAC published yet, say). */
+  /** Active peers given nothing, with the reason (a malformed or duplicate VTEP MAC). */
   skipped: { name: string; reason: string }[];
 }
 
@@ -66,6 +66,7 @@ export interface VxlanDesired {
 export function planVxlan(opts: {
   nodes: readonly NodeView[];
   self: string;
+  vni: number;
   deviceIndex: number;
   directRouting: boolean;
   onLink: (ip: string) => boolean;
@@ -79,11 +80,9 @@ export function planVxlan(opts: {
       out.direct.push(peer.name);
       continue;
     }
-    const mac = peer.backendData[VTEP_MAC_KEY];
-    if (mac === undefined) {
-      out.skipped.push({ name: peer.name, reason: "no VTEP MAC published yet (its agent is not running vxlan yet)" });
-      continue;
-    }
+    // A restarted agent registers before its backend runs, so its record briefly lacks the MAC. Every agent
+    // derives it the same way, so peers use the derived one meanwhile rather than drop the peer's entries.
+    const mac = peer.backendData[VTEP_MAC_KEY] ?? vtepMacFor(peer.name, opts.vni);
     if (!isVtepMac(mac)) {
       out.skipped.push({ name: peer.name, reason: `backendData.${VTEP_MAC_KEY} ${JSON.stringify(mac)} is not a unicast MAC` });
       continue;

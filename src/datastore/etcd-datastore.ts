@@ -367,6 +367,8 @@ function parseClusterConfig(text: string): ClusterConfig {
     backend: String(raw.backend),
     nodeLeaseTtlSeconds: Number(raw.nodeLeaseTtlSeconds ?? 20),
   };
+  // Backends validate their own options (naming the field); dropping them here made every option unreachable.
+  if (raw.backendOptions !== undefined) config.backendOptions = raw.backendOptions;
   validateClusterConfig(config);
   return config;
 }
