@@ -52,8 +52,6 @@ const MAY_SPAWN = [
   "^src/cni/delegate\\.ts$",
   // Supervision starts and stops etcd and agents: processes, not kernel tools.
   "^src/supervise/",
-  // Until it moves to src/supervise (issue 7, item 3), etcd's supervisor lives here.
-  "^src/datastore/etcd-server\\.ts$",
   // Benchmarks run the reference plugins and tools side by side with podnet.
   "^bench/",
   // Tests verify against real tools (ip, nft, etcd, podman) and run the built binaries.

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Etcd3 } from "etcd3";
-import { startEtcd, stopProcess } from "../src/datastore/etcd-server.ts";
+import { startEtcd, stopProcess } from "../src/supervise/etcd-server.ts";
 import { addToIp, formatIp, parseIp } from "../src/net/address.ts";
 import { parseClusterCidr, subnetAt } from "../src/datastore/subnets.ts";
 import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";

@@ -4,7 +4,7 @@
 // machines and real nodes do not have it.
 // Usage: node --import tsx bench/lab.ts [--runs N] [--network podnet|reference] [--nodes N] [--pods-per-node M]
 import { rmSync } from "node:fs";
-import { lab, leftovers, newTestLab, readLabState } from "../src/lab/lab-test-support.ts";
+import { lab, leftovers, newTestLab, readLabState } from "../test/helpers/lab.ts";
 
 function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync } fro
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { startEtcd, startEtcdCluster, stopProcess, type EtcdCluster, type EtcdServer } from "../src/datastore/etcd-server.ts";
+import { startEtcd, startEtcdCluster, stopProcess, type EtcdCluster, type EtcdServer } from "../src/supervise/etcd-server.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 export const CONTROL_PLANE_IP = "192.168.1.10";

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startEtcd, startEtcdCluster, type EtcdCluster, type EtcdServer } from "../src/datastore/etcd-server.ts";
+import { startEtcd, startEtcdCluster, type EtcdCluster, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import { DEFAULT_CLUSTER_CONFIG, NodeRemovedError, type ClusterConfig } from "../src/datastore/datastore.ts";
 import { planLifecycle } from "../src/datastore/node-lifecycle.ts";

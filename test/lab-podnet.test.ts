@@ -3,10 +3,12 @@
 // namespace, process and file it creates is removed afterwards, and the tests assert that.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "../src/lab/lab-test-support.ts";
-import { REPO_ROOT } from "../src/lab/pod-runtime.ts";
+import type { LabStateData } from "../src/lab/lab-state.ts";
+import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
+import { processStartTime } from "../src/supervise/process.ts";
+import { REPO_ROOT } from "../src/lab/repo-root.ts";
 
 const labs: TestLab[] = [];
 function track(t: TestLab): TestLab {
@@ -17,10 +19,9 @@ before(() => {
   assert.ok(existsSync(join(REPO_ROOT, "dist/cni/podnet")), "dist/cni/podnet is missing: run npm run build");
 });
 after(async () => {
-  for (const t of labs) {
-    await lab(["down", ...t.flags]);
-    rmSync(t.stateRoot, { recursive: true, force: true });
-  }
+  const forced: string[] = [];
+  for (const t of labs) forced.push(...(await removeTestLab(t)));
+  assert.deepEqual(forced, [], "lab down left these behind; they were removed by force");
 });
 
 async function upCheckDown(nodes: number, podsPerNode: number): Promise<void> {
@@ -44,12 +45,61 @@ async function upCheckDown(nodes: number, podsPerNode: number): Promise<void> {
 
   const state = readLabState(t);
   assert.ok(state && state.processes.some((p) => p.role === "agent node1"));
+  if (nodes >= 3) await deadAgentsReadNotReady(t, state);
   const down = await lab(["down", ...t.flags]);
   assert.equal(down.code, 0, down.stdout + down.stderr);
   assert.deepEqual(await leftovers(t, state), { namespaces: [], stateDir: false, processes: [] });
 }
 
-test("default lab (3 nodes × 2 pods): up, status, check, down", () => upCheckDown(3, 2));
+/** The row of `lab status` for one node: STATUS, AGENT and REASON columns. */
+function nodeRow(status: string, node: string): { status: string; agent: string; reason: string } {
+  const line = status.split("\n").find((l) => l.startsWith(`${node} `));
+  assert.ok(line, `no row for ${node} in:\n${status}`);
+  const match = /^\S+\s+\S+\s+\S+\s+(Ready|NotReady)\s+(pid \d+|NOT running)\s*(.*)$/.exec(line);
+  assert.ok(match, `cannot read the row: ${line}`);
+  return { status: match[1]!, agent: match[2]!, reason: match[3]! };
+}
+
+/**
+ * Kill node1's agent by its recorded PID (SIGKILL: it leaves its ready file behind, so CNI STATUS still
+ * succeeds), and node2's too, removing its ready file as well (STATUS now fails with 50). Both must read
+ * NotReady with the reason; node3 stays Ready.
+ */
+async function deadAgentsReadNotReady(t: TestLab, state: LabStateData): Promise<void> {
+  const agentPid = (node: string): number => {
+    const record = state.processes.find((p) => p.role === `agent ${node}`);
+    assert.ok(record?.pid !== undefined && record.startTime !== undefined && processStartTime(record.pid) === record.startTime, `agent ${node} runs as recorded`);
+    return record.pid;
+  };
+  const killed = [agentPid("node1"), agentPid("node2")];
+  for (const pid of killed) process.kill(pid, "SIGKILL");
+  for (const pid of killed) {
+    for (let i = 0; i < 100 && processStartTime(pid) !== undefined && !isZombie(pid); i++) await new Promise((r) => setTimeout(r, 20));
+  }
+  const node2 = state.nodeRecords.find((n) => n.name === "node2");
+  assert.ok(node2);
+  const readyFile = join(node2.ipamDataDir, "..", "agent.ready");
+  assert.ok(existsSync(readyFile), "node2's agent had its ready file");
+  rmSync(readyFile);
+
+  const status = await lab(["status", ...t.flags]);
+  assert.equal(status.code, 0, status.stderr);
+  assert.deepEqual(nodeRow(status.stdout, "node1"), { status: "NotReady", agent: "NOT running", reason: `agent not running (pid ${killed[0]} is gone)` });
+  const row2 = nodeRow(status.stdout, "node2");
+  assert.equal(row2.status, "NotReady");
+  assert.match(row2.reason, new RegExp(`^agent not running \\(pid ${killed[1]} is gone\\); podnet STATUS code 50: the podnet node agent is not ready`));
+  assert.deepEqual(nodeRow(status.stdout, "node3"), { status: "Ready", agent: `pid ${agentPid("node3")}`, reason: "" });
+}
+
+function isZombie(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.startsWith("Z") ?? true;
+  } catch {
+    return true;
+  }
+}
+
+test("default lab (3 nodes × 2 pods): up, status, check, dead agents read NotReady, down", () => upCheckDown(3, 2));
 
 test("5 nodes × 2 pods: up, check, down", () => upCheckDown(5, 2));
 

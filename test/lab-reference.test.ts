@@ -3,9 +3,10 @@
 // teardown without depending on podnet's agent. Needs root; creates and removes its own namespaces.
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { rmSync } from "node:fs";
-import { runCommand } from "../src/lab/command.ts";
-import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, type TestLab } from "../src/lab/lab-test-support.ts";
+import { namedNetnsPath } from "../src/kernel/named-netns.ts";
+import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";
+import { deleteRoute } from "../src/kernel/route.ts";
+import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
 
 const labs: TestLab[] = [];
 function track(t: TestLab): TestLab {
@@ -13,10 +14,9 @@ function track(t: TestLab): TestLab {
   return t;
 }
 after(async () => {
-  for (const t of labs) {
-    await lab(["down", ...t.flags]);
-    rmSync(t.stateRoot, { recursive: true, force: true });
-  }
+  const forced: string[] = [];
+  for (const t of labs) forced.push(...(await removeTestLab(t)));
+  assert.deepEqual(forced, [], "lab down left these behind; they were removed by force");
 });
 
 test("reference lab: up, status, run/exec over lo, check passes, a broken route fails the check, down leaves nothing", async () => {
@@ -46,8 +46,12 @@ test("reference lab: up, status, run/exec over lo, check passes, a broken route 
 
   // Take node1's route to node2's pods away: every pod on node1 must now fail to reach node2's pods.
   const netnsOfNode1 = `pnl-${t.id}-node1`;
-  const del = await runCommand(["ip", "-n", netnsOfNode1, "route", "del", "10.244.2.0/24"]);
-  assert.equal(del.code, 0, del.stderr);
+  const nl = NetlinkSocket.open(namedNetnsPath(netnsOfNode1));
+  try {
+    deleteRoute(nl, { dst: "10.244.2.0/24" });
+  } finally {
+    nl.close();
+  }
   const broken = await lab(["check", ...t.flags]);
   assert.equal(broken.code, 1, broken.stdout);
   assert.match(broken.stdout, /FAIL node1-pod1 → node2-pod1/);

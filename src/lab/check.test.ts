@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { EXTERNAL_LABEL, LOOPBACK_LABEL, formatReport, judge, planTargets, type CheckPod, type CheckReport } from "./check.ts";
+import { EXTERNAL_LABEL, LOOPBACK_LABEL, formatReport, judge, judgeMatrix, planTargets, type CheckPod, type CheckReport, type ProbeOutcome } from "./check.ts";
 
 const pods: CheckPod[] = [
   { name: "node1-pod1", node: "node1", netns: "ns-a", ip: "10.244.1.2" },
@@ -39,21 +39,67 @@ test("judge passes only the right server seeing the right source address", () =>
   assert.equal(judge("node1-pod1", toExternal!, { label: "external", self: "external", peer: "192.168.1.11" }).ok, true);
 });
 
-test("the report passes exactly when every cell passes, and lists every failure", () => {
-  const cellArb = fc.record({ ok: fc.boolean(), kind: fc.constantFrom("pod" as const, "lo" as const, "external" as const) });
+/** What a correct network makes every probe client report: the right server, seeing the right source. */
+function perfectOutcomes(): Map<string, ProbeOutcome[]> {
+  const outcomes = new Map<string, ProbeOutcome[]>();
+  for (const source of pods) {
+    const targets = planTargets(source, pods, nodeIps, "192.168.1.200");
+    outcomes.set(source.name, targets.map((t) => ({ label: t.label, self: t.expectSelf, peer: t.expectPeer, ms: 1 })));
+  }
+  return outcomes;
+}
+
+test("a healthy matrix passes, with one cell per pod pair, per pod over lo and per pod to external", () => {
+  const report = judgeMatrix(pods, nodeIps, "192.168.1.200", perfectOutcomes());
+  assert.equal(report.ok, true);
+  assert.equal(report.cells.length, pods.length * (pods.length - 1) + 2 * pods.length);
+  assert.ok(report.cells.every((c) => c.ok));
+  assert.match(formatReport(report), /check: PASS\n$/);
+});
+
+test("any one broken answer fails the whole check, and only that cell", () => {
+  const breakages = ["missing", "error", "wrong server", "wrong source"] as const;
+  const cellCount = pods.length * (pods.length - 1) + 2 * pods.length;
   fc.assert(
-    fc.property(fc.array(cellArb, { minLength: 1, maxLength: 30 }), (cells) => {
-      const report: CheckReport = {
-        pods: ["a", "b"],
-        cells: cells.map((c, i) => ({ from: "a", to: `t${i}`, kind: c.kind, ok: c.ok, problem: c.ok ? undefined : `broken ${i}` })),
-        ok: cells.every((c) => c.ok),
-      };
+    fc.property(fc.nat({ max: cellCount - 1 }), fc.constantFrom(...breakages), (victim, how) => {
+      const outcomes = perfectOutcomes();
+      let seen = 0;
+      let broken: { from: string; to: string } | undefined;
+      for (const [source, list] of outcomes) {
+        const index = victim - seen;
+        seen += list.length;
+        if (broken || index >= list.length) continue;
+        const outcome = list[index]!;
+        broken = { from: source, to: outcome.label };
+        if (how === "missing") list.splice(index, 1);
+        else if (how === "error") list[index] = { label: outcome.label, error: "ECONNREFUSED" };
+        else if (how === "wrong server") list[index] = { ...outcome, self: "someone-else" };
+        else list[index] = { ...outcome, peer: "10.99.0.1" };
+      }
+      const report = judgeMatrix(pods, nodeIps, "192.168.1.200", outcomes);
+      assert.equal(report.ok, false);
+      const failed = report.cells.filter((c) => !c.ok);
+      assert.deepEqual(failed.map((c) => ({ from: c.from, to: c.to })), [broken]);
       const text = formatReport(report);
-      const failures = cells.filter((c) => !c.ok).length;
-      assert.equal(text.split("\n").filter((l) => l.startsWith("FAIL ")).length, failures);
-      assert.ok(text.trimEnd().endsWith(failures === 0 ? "check: PASS" : `check: FAIL (${failures} of ${cells.length})`));
+      assert.equal(text.split("\n").filter((l) => l.startsWith("FAIL ")).length, 1);
+      assert.ok(text.trimEnd().endsWith(`check: FAIL (1 of ${cellCount})`));
     }),
   );
+});
+
+test("a source pod whose probe client reported nothing fails all its cells", () => {
+  const outcomes = perfectOutcomes();
+  outcomes.delete("node2-pod1");
+  const report = judgeMatrix(pods, nodeIps, "192.168.1.200", outcomes);
+  assert.equal(report.ok, false);
+  assert.deepEqual([...new Set(report.cells.filter((c) => !c.ok).map((c) => c.from))], ["node2-pod1"]);
+  assert.equal(report.cells.filter((c) => !c.ok).length, pods.length + 1);
+});
+
+test("a check with no pods has nothing to prove and does not pass", () => {
+  const report = judgeMatrix([], nodeIps, "192.168.1.200", new Map());
+  assert.equal(report.ok, false);
+  assert.match(formatReport(report), /check: FAIL/);
 });
 
 test("the matrix marks each cell by what went wrong", () => {

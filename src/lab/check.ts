@@ -5,8 +5,9 @@
 // Planning and judging are pure; only runProbes touches namespaces.
 
 import { join } from "node:path";
-import { inNetns, runCommand } from "./command.ts";
-import { REPO_ROOT } from "./pod-runtime.ts";
+import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { runCommand } from "../supervise/command.ts";
+import { REPO_ROOT } from "./repo-root.ts";
 import { PROBE_PORT } from "./topology.ts";
 
 export type ProbeKind = "pod" | "lo" | "external";
@@ -84,6 +85,27 @@ export function judge(from: string, target: CheckTarget, outcome: ProbeOutcome |
 
 const PROBE_CLIENT = join(REPO_ROOT, "src/lab/probe-client.mjs");
 
+/**
+ * The verdict on a whole check: every source pod's planned targets, each judged by the outcome its probe
+ * client reported for it (none reported counts as a failure). Passes only if there is at least one cell
+ * and every cell passes.
+ */
+export function judgeMatrix(
+  pods: readonly CheckPod[],
+  nodeIps: ReadonlyMap<string, string>,
+  externalIp: string,
+  outcomesBySource: ReadonlyMap<string, readonly ProbeOutcome[]>,
+): CheckReport {
+  const cells: CheckCell[] = [];
+  for (const source of pods) {
+    const outcomes = outcomesBySource.get(source.name) ?? [];
+    for (const target of planTargets(source, pods, nodeIps, externalIp)) {
+      cells.push(judge(source.name, target, outcomes.find((o) => o.label === target.label)));
+    }
+  }
+  return { pods: pods.map((p) => p.name), cells, ok: cells.length > 0 && cells.every((c) => c.ok) };
+}
+
 /** Run one probe client per source pod (a few at a time) and judge every answer. */
 export async function runCheck(
   pods: readonly CheckPod[],
@@ -92,24 +114,20 @@ export async function runCheck(
   opts: { timeoutMs?: number; concurrency?: number } = {},
 ): Promise<CheckReport> {
   const timeoutMs = opts.timeoutMs ?? 3000;
-  const cells: CheckCell[] = [];
+  const outcomes = new Map<string, ProbeOutcome[]>();
   const queue = [...pods];
   const worker = async (): Promise<void> => {
     for (let source = queue.shift(); source; source = queue.shift()) {
-      const targets = planTargets(source, pods, nodeIps, externalIp);
-      const outcomes = await runProbeClient(source, targets, timeoutMs);
-      for (const target of targets) {
-        cells.push(judge(source.name, target, outcomes.find((o) => o.label === target.label)));
-      }
+      outcomes.set(source.name, await runProbeClient(source, planTargets(source, pods, nodeIps, externalIp), timeoutMs));
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, opts.concurrency ?? 6) }, worker));
-  return { pods: pods.map((p) => p.name), cells, ok: cells.length > 0 && cells.every((c) => c.ok) };
+  return judgeMatrix(pods, nodeIps, externalIp, outcomes);
 }
 
 async function runProbeClient(source: CheckPod, targets: CheckTarget[], timeoutMs: number): Promise<ProbeOutcome[]> {
   const request = { timeoutMs, targets: targets.map(({ label, host, port }) => ({ label, host, port })) };
-  const result = await runCommand(inNetns(source.netns, [process.execPath, PROBE_CLIENT]), {
+  const result = await runCommand(argvInNamedNetns(source.netns, [process.execPath, PROBE_CLIENT]), {
     input: JSON.stringify(request),
     env: probeEnv(),
     timeoutMs: timeoutMs + 15_000,

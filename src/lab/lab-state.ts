@@ -5,23 +5,17 @@
 
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { CniResult } from "../cni/types.ts";
+import type { SupervisedProcess } from "../supervise/process.ts";
 
 export const DEFAULT_STATE_ROOT = "/run/podnet-lab";
 const STATE_FILE = "state.json";
 
 export type NetworkMode = "podnet" | "reference";
 
-export interface ProcessRecord {
+export interface ProcessRecord extends SupervisedProcess {
   /** What it is: "etcd", "agent node1", "probe node1-pod1", "run node1-pod1 #2". */
   role: string;
   netns: string;
-  argv: string[];
-  log: string;
-  /** Absent while it is being started. */
-  pid?: number;
-  /** The kernel's start time of pid (clock ticks since boot) so a recycled PID is never signalled. */
-  startTime?: number;
 }
 
 export interface NodeRecord {
@@ -38,7 +32,7 @@ export interface PodRecord {
   netns: string;
   containerId: string;
   /** The cached ADD result (what libcni keeps), handed back as prevResult on DEL. */
-  result?: CniResult;
+  result?: Record<string, unknown>;
   /** The pod's IPv4 address without prefix length. */
   ip?: string;
 }

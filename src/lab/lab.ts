@@ -2,28 +2,23 @@
 // thing before it exists; down undoes exactly what the state file records, in reverse; status, run,
 // exec and check work on a lab that is up.
 
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { startEtcd } from "../datastore/etcd-server.ts";
+import { listLinks } from "../kernel/link.ts";
+import { deleteNamedNetns, listNamedNetns, namedNetnsInode } from "../kernel/named-netns.ts";
+import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { listRoutes, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, RT_SCOPE_HOST, RT_SCOPE_LINK, type RouteSpec } from "../kernel/route.ts";
+import { startEtcd } from "../supervise/etcd-server.ts";
+import { runAttached } from "../supervise/command.ts";
+import { isRecordedProcessAlive, pidsInNamespaces, processStartTime, sleep, spawnDetached, stopPids, stopRecordedProcess } from "../supervise/process.ts";
 import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
-import { inNetns, runCommand } from "./command.ts";
-import { conflistSubnet } from "./conflist.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { configureReferenceNode, startAgent } from "./node-network.ts";
-import { addPod, findConfList, REPO_ROOT, removePod, waitForNodeReady } from "./pod-runtime.ts";
-import {
-  isRecordedProcessAlive,
-  netnsInode,
-  pidsInNamespaces,
-  processStartTime,
-  sleep,
-  spawnDetached,
-  stopPids,
-  stopRecordedProcess,
-} from "./processes.ts";
+import { judgeNode } from "./node-status.ts";
+import { addPod, conflistSubnet, nodeNetworkState, removePod, waitForNodeReady } from "./pods.ts";
+import { REPO_ROOT } from "./repo-root.ts";
 import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, labPrefix, planLab, underlayHosts, type LabPlan } from "./topology.ts";
-import { createSwitch, createUnderlayHost, deleteNetns, listNetns } from "./underlay.ts";
+import { createSwitch, createUnderlayHost, inNamespace } from "./underlay.ts";
 
 export interface LabTarget {
   id: string;
@@ -64,7 +59,7 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   if (existing) {
     throw new Error(`lab "${opts.id}" already exists (${existing.data.phase === "up" ? "up" : "half built"}); run: podnet lab down${opts.id === DEFAULT_TARGET.id ? "" : ` --id ${opts.id}`}`);
   }
-  const strays = (await listNetns()).filter((n) => n.startsWith(plan.prefix));
+  const strays = listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(plan.prefix));
   if (strays.length > 0) {
     throw new Error(`namespaces named like lab "${opts.id}" exist but no lab records them: ${strays.join(" ")}\nremove them with: ip netns delete NAME`);
   }
@@ -85,7 +80,7 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   const etcdRecord = state.recordProcess({
     role: "etcd",
     netns: plan.controlPlane.netns,
-    argv: inNetns(plan.controlPlane.netns, ["etcd", "--name", "lab"]),
+    argv: argvInNamedNetns(plan.controlPlane.netns, ["etcd", "--name", "lab"]),
     log: join(dir, "etcd", "lab.log"),
   });
   const etcdStarting = startEtcd({
@@ -163,7 +158,7 @@ function startProbeServer(state: LabState, name: string, netns: string): Process
   const record = state.recordProcess({
     role: `probe ${name}`,
     netns,
-    argv: inNetns(netns, [process.execPath, PROBE_SERVER, name, String(PROBE_PORT), ready]),
+    argv: argvInNamedNetns(netns, [process.execPath, PROBE_SERVER, name, String(PROBE_PORT), ready]),
     log: join(state.dir, "logs", `probe-${name}.log`),
   });
   spawnDetached(record, probeEnv());
@@ -208,7 +203,7 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   const state = LabState.load(dir);
   const prefix = labPrefix(target.id);
   if (!state) {
-    const strays = (await listNetns()).filter((n) => n.startsWith(prefix));
+    const strays = listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(prefix));
     const problems = strays.length > 0 ? [`namespaces named like lab "${target.id}" but not recorded by it were left alone: ${strays.join(" ")}`] : [];
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
     log(`no lab "${target.id}" in ${target.stateRoot}`);
@@ -240,16 +235,14 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   await stopPids(leftovers);
   log(`processes stopped (${state.data.processes.length} recorded)`);
 
+  const present = new Set(listNamedNetns({ includeStale: true }));
   for (const name of [...state.data.namespaces].reverse()) {
-    if (netnsInode(name) === undefined) continue;
-    try {
-      await deleteNetns(name);
-    } catch (error) {
-      problems.push(`netns ${name}: ${(error as Error).message}`);
-    }
+    if (!present.has(name)) continue;
+    const problem = await deleteWithRetries(name);
+    if (problem) problems.push(`netns ${name}: ${problem}`);
   }
   log(`netns     ${state.data.namespaces.length} namespaces deleted`);
-  const remaining = (await listNetns()).filter((n) => state.data.namespaces.includes(n));
+  const remaining = listNamedNetns({ includeStale: true }).filter((n) => state.data.namespaces.includes(n));
   if (remaining.length > 0) {
     problems.push(`namespaces still present: ${remaining.join(" ")}`);
     log(`kept      ${dir} because namespaces remain`);
@@ -260,10 +253,29 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   return { found: true, problems };
 }
 
+/**
+ * Delete a lab namespace, trying again a few times: on a loaded machine `ip` can fail or time out once,
+ * and a namespace left behind here would outlive the state that records it. Undefined when it is gone.
+ */
+async function deleteWithRetries(name: string, attempts = 3): Promise<string | undefined> {
+  let last = "";
+  for (let i = 0; i < attempts; i++) {
+    try {
+      await deleteNamedNetns(name);
+      return undefined;
+    } catch (error) {
+      last = (error as Error).message;
+      if (!listNamedNetns({ includeStale: true }).includes(name)) return undefined;
+      await sleep(200 * (i + 1));
+    }
+  }
+  return last;
+}
+
 function inodesOf(namespaces: readonly string[]): Set<number> {
   const inodes = new Set<number>();
   for (const name of namespaces) {
-    const inode = netnsInode(name);
+    const inode = namedNetnsInode(name);
     if (inode !== undefined) inodes.add(inode);
   }
   return inodes;
@@ -295,23 +307,15 @@ export async function labStatus(target: LabTarget): Promise<string> {
   lines.push(`etcd ${`http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
   lines.push(`external ${EXTERNAL_IP} in ${plan.external.netns}`);
   lines.push("");
-  lines.push(`${"NODE".padEnd(8)} ${"IP".padEnd(14)} ${"SUBNET".padEnd(16)} ${"STATUS".padEnd(9)} AGENT`);
-  for (const node of state.data.nodeRecords) {
-    let subnet = "-";
-    let ready = "NotReady";
-    try {
-      const found = findConfList(node.cniConfDir);
-      if (found) {
-        subnet = conflistSubnet(found.list) ?? "?";
-        ready = "Ready";
-      }
-    } catch (error) {
-      ready = `bad conflist: ${(error as Error).message}`;
-    }
+  lines.push(`${"NODE".padEnd(8)} ${"IP".padEnd(14)} ${"SUBNET".padEnd(16)} ${"STATUS".padEnd(9)} ${"AGENT".padEnd(12)} REASON`);
+  const nodeStates = await Promise.all(state.data.nodeRecords.map((node) => nodeNetworkState(node)));
+  state.data.nodeRecords.forEach((node, i) => {
+    const network = nodeStates[i]!;
     const agent = state.data.processes.find((p) => p.role === `agent ${node.name}`);
-    const agentText = state.data.network === "reference" ? "(static)" : agent && isRecordedProcessAlive(agent) ? `pid ${agent.pid}` : "NOT running";
-    lines.push(`${node.name.padEnd(8)} ${node.ip.padEnd(14)} ${subnet.padEnd(16)} ${ready.padEnd(9)} ${agentText}`);
-  }
+    const verdict = judgeNode({ mode: state.data.network, agent: agent && { pid: agent.pid, alive: isRecordedProcessAlive(agent) }, network });
+    const subnet = network.list ? (conflistSubnet(network.list) ?? "?") : "-";
+    lines.push(`${node.name.padEnd(8)} ${node.ip.padEnd(14)} ${subnet.padEnd(16)} ${verdict.status.padEnd(9)} ${verdict.agent.padEnd(12)} ${verdict.reasons.join("; ")}`.trimEnd());
+  });
   lines.push("");
   lines.push(`${"POD".padEnd(14)} ${"IP".padEnd(14)} ${"NODE".padEnd(8)} PROCESSES`);
   for (const pod of podsInOrder(state)) {
@@ -322,11 +326,43 @@ export async function labStatus(target: LabTarget): Promise<string> {
   for (const node of state.data.nodeRecords) {
     lines.push("");
     lines.push(`routes on ${node.name}:`);
-    const routes = await runCommand(["ip", "-n", node.netns, "-4", "route", "show"]);
-    const text = routes.code === 0 ? routes.stdout.trimEnd() : `(ip failed: ${routes.stderr.trim()})`;
-    lines.push(...text.split("\n").map((l) => `  ${l}`));
+    let text: string[];
+    try {
+      text = inNamespace(node.netns, (nl) => {
+        const names = new Map(listLinks(nl).map((l) => [l.index, l.name]));
+        return listRoutes(nl, { family: 4 }).map((r) => formatRoute(r, names));
+      });
+    } catch (error) {
+      text = [`(cannot list routes: ${(error as Error).message})`];
+    }
+    lines.push(...text.map((l) => `  ${l}`));
   }
   return lines.join("\n") + "\n";
+}
+
+const PROTOCOL_NAMES = new Map([
+  [RTPROT_KERNEL, "kernel"],
+  [RTPROT_BOOT, "boot"],
+  [RTPROT_STATIC, "static"],
+]);
+const SCOPE_NAMES = new Map([
+  [RT_SCOPE_LINK, "link"],
+  [RT_SCOPE_HOST, "host"],
+]);
+
+/** One route in the words of `ip route show`, e.g. "10.244.2.0/24 via 192.168.1.12 dev eth0 proto boot". */
+export function formatRoute(route: RouteSpec, linkNames: ReadonlyMap<number, string>): string {
+  const parts = [route.dst === "0.0.0.0/0" ? "default" : route.dst];
+  if (route.gw) parts.push("via", route.gw);
+  if (route.oifIndex !== undefined) parts.push("dev", linkNames.get(route.oifIndex) ?? `#${route.oifIndex}`);
+  // Like `ip route`, which leaves out its own default protocol.
+  if (route.protocol !== undefined && route.protocol !== RTPROT_BOOT) parts.push("proto", PROTOCOL_NAMES.get(route.protocol) ?? String(route.protocol));
+  const scope = route.scope === undefined ? undefined : SCOPE_NAMES.get(route.scope);
+  if (scope) parts.push("scope", scope);
+  if (route.onlink) parts.push("onlink");
+  if (route.metric !== undefined) parts.push("metric", String(route.metric));
+  if (route.mtu !== undefined) parts.push("mtu", String(route.mtu));
+  return parts.join(" ");
 }
 
 /** Where `lab exec` and `lab run` may run things: a pod, or an underlay host by its short name. */
@@ -345,12 +381,7 @@ export function resolveTarget(state: LabState, name: string): { netns: string; i
 export async function labExec(target: LabTarget, name: string, command: readonly string[]): Promise<number> {
   const state = requireLab(target);
   const { netns } = resolveTarget(state, name);
-  const [file, ...args] = inNetns(netns, command);
-  return new Promise((resolve, reject) => {
-    const child = spawn(file!, args, { stdio: "inherit" });
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
-  });
+  return runAttached(argvInNamedNetns(netns, command));
 }
 
 /** Start a long-lived process in a pod, sharing its netns with the pod's other processes (as with a pause container). */
@@ -362,7 +393,7 @@ export function labRun(target: LabTarget, podName: string, command: readonly str
   const record = state.recordProcess({
     role: `run ${pod.name} #${n}`,
     netns: pod.netns,
-    argv: inNetns(pod.netns, command),
+    argv: argvInNamedNetns(pod.netns, command),
     log: join(state.dir, "logs", `run-${pod.name}-${n}.log`),
   });
   spawnDetached(record);

@@ -6,15 +6,17 @@
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AGENT_NODE_FLAGS } from "../agent/node-flags.ts";
-import { inNetns, runChecked } from "./command.ts";
+import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { addRoute } from "../kernel/route.ts";
+import { spawnDetached } from "../supervise/process.ts";
+import { runChecked } from "../supervise/command.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
-import { spawnDetached } from "./processes.ts";
-import { REPO_ROOT } from "./pod-runtime.ts";
+import { REPO_ROOT } from "./repo-root.ts";
 import { CLUSTER_CIDR, etcdEndpoint, type LabPlan } from "./topology.ts";
-import { ipBatch } from "./underlay.ts";
+import { inNamespace } from "./underlay.ts";
 
 export function agentArgv(node: NodeRecord): string[] {
-  return inNetns(node.netns, [
+  return argvInNamedNetns(node.netns, [
     process.execPath,
     ...AGENT_NODE_FLAGS,
     join(REPO_ROOT, "bin/podnet.js"),
@@ -63,9 +65,10 @@ export function referenceConfList(subnet: string, ipamDataDir: string): object {
 export async function configureReferenceNode(plan: LabPlan, node: NodeRecord): Promise<void> {
   const routes = plan.nodes
     .map((other, i) => ({ other, subnet: referenceSubnet(i + 1) }))
-    .filter(({ other }) => other.name !== node.name)
-    .map(({ other, subnet }) => `route replace ${subnet} via ${other.ip}`);
-  if (routes.length > 0) await ipBatch(node.netns, routes);
+    .filter(({ other }) => other.name !== node.name);
+  inNamespace(node.netns, (nl) => {
+    for (const { other, subnet } of routes) addRoute(nl, { dst: subnet, gw: other.ip }, { replace: true });
+  });
   const ruleset = `table ip podnet-lab {
   chain postrouting {
     type nat hook postrouting priority srcnat;
@@ -73,7 +76,7 @@ export async function configureReferenceNode(plan: LabPlan, node: NodeRecord): P
   }
 }
 `;
-  await runChecked(inNetns(node.netns, ["nft", "-f", "-"]), { input: ruleset });
+  await runChecked(argvInNamedNetns(node.netns, ["nft", "-f", "-"]), { input: ruleset });
   const index = plan.nodes.findIndex((n) => n.name === node.name);
   writeConfListAtomically(node.cniConfDir, "10-lab-reference.conflist", referenceConfList(referenceSubnet(index + 1), node.ipamDataDir));
 }

@@ -1,32 +1,22 @@
 // The runtime side of CNI, as libcni does it for containerd and podman: load a conflist, run its
 // plugins in order for ADD (each given the previous result) and in reverse for DEL, and turn a
 // plugin's error JSON into an exception. Tests, the lab and the benchmark all drive plugins through
-// this one driver, so podnet and the reference plugins are exercised the same way.
+// this one driver, so podnet and the reference plugins are exercised the same way. Conflists and
+// attachments are validated first, as libcni does (conflist.ts).
 import { spawn, spawnSync } from "node:child_process";
-import { accessSync, constants, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { findPlugin as findPluginInPath } from "../cni/delegate.ts";
+import { argvInNetnsPath } from "../kernel/netns-exec.ts";
+import { type Attachment, type NetworkConfigList, loadConfigList, validateAttachment, validateConfigList, versionAtLeast } from "./conflist.ts";
+
+export { ConfigError, findConfigList, loadConfigList, parseConfigList, validateAttachment, validateConfigList } from "./conflist.ts";
+export type { Attachment, NetworkConfigList } from "./conflist.ts";
 
 export type DriverCommand = "ADD" | "DEL" | "CHECK" | "STATUS" | "GC" | "VERSION";
-
-export interface NetworkConfigList {
-  cniVersion: string;
-  name: string;
-  plugins: Record<string, unknown>[];
-}
-
-export interface Attachment {
-  containerId: string;
-  netns: string;
-  ifname: string;
-  /** CNI_ARGS, without the leading IgnoreUnknown which the driver adds. */
-  args?: Record<string, string>;
-  runtimeConfig?: Record<string, unknown>;
-}
 
 export interface DriverOptions {
   /** Directories searched for plugin binaries (CNI_PATH). */
   cniPath: string[];
-  /** Run plugins inside this network namespace (the "node"), e.g. /run/netns/node1. */
+  /** Run plugins inside this network namespace (the "node"), e.g. /run/netns/node1, as containerd runs them in the host's. */
   nodeNetns?: string;
   /** Extra environment; the driver otherwise passes only PATH and CNI_*, like conmon's cleanup does. */
   env?: Record<string, string>;
@@ -54,22 +44,17 @@ export interface InvokeResult {
   durationMs: number;
 }
 
-export function loadConfigList(path: string): NetworkConfigList {
-  return JSON.parse(readFileSync(path, "utf8")) as NetworkConfigList;
-}
-
-function findPlugin(type: string, cniPath: string[]): string {
-  if (type.includes("/")) throw new Error(`plugin type ${type} must be a name, not a path`);
-  for (const dir of cniPath) {
-    const candidate = join(dir, type);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      continue;
-    }
+/**
+ * The plugin binary for `type`: the first executable of that name in cniPath, as libcni's FindInPath.
+ * One lookup for the whole tree: the plugin's own delegation (cni/delegate.ts) uses the same.
+ */
+export function findPlugin(type: string, cniPath: readonly string[]): string {
+  try {
+    return findPluginInPath(type, [...cniPath]);
+  } catch (error) {
+    const hint = type.startsWith("podnet") ? " (run npm run build)" : "";
+    throw new Error(`${(error as Error).message}${hint}`);
   }
-  throw new Error(`plugin ${type} not found in ${cniPath.join(":")}`);
 }
 
 function cniArgs(args: Record<string, string> | undefined): string {
@@ -95,7 +80,9 @@ function environment(command: DriverCommand, att: Partial<Attachment>, opts: Dri
 }
 
 function argv(binary: string, opts: DriverOptions): [string, string[]] {
-  return opts.nodeNetns ? ["nsenter", [`--net=${opts.nodeNetns}`, binary]] : [binary, []];
+  if (!opts.nodeNetns) return [binary, []];
+  const [file, ...args] = argvInNetnsPath(opts.nodeNetns, [binary]);
+  return [file!, args];
 }
 
 /** Execs one plugin binary once and reports what it did, without interpreting it. */
@@ -127,21 +114,37 @@ function interpret(type: string, command: DriverCommand, run: InvokeResult): Rec
     const text = run.stdout.trim();
     return text === "" ? undefined : (JSON.parse(text) as Record<string, unknown>);
   }
-  let parsed: { code?: number; msg?: string; details?: string } = {};
+  throw pluginErrorFrom(type, command, run);
+}
+
+/** The error a failed run reports: the plugin's error JSON when it printed one, else its output. */
+export function pluginErrorFrom(type: string, command: DriverCommand, run: InvokeResult): PluginError {
+  let parsed: { code?: unknown; msg?: unknown; details?: unknown } = {};
   try {
     parsed = JSON.parse(run.stdout) as typeof parsed;
   } catch {
-    parsed = { msg: run.stdout.trim() || run.stderr.trim() || `exited with ${run.exitCode}` };
+    parsed = {};
   }
-  throw new PluginError(type, command, parsed.code, parsed.msg ?? "", parsed.details ?? "", run.exitCode);
+  if (typeof parsed !== "object" || parsed === null || typeof parsed.code !== "number") {
+    const text = run.stdout.trim() || run.stderr.trim() || `exited with ${run.exitCode}`;
+    return new PluginError(type, command, undefined, text, "", run.exitCode);
+  }
+  const msg = typeof parsed.msg === "string" ? parsed.msg : "";
+  const details = typeof parsed.details === "string" ? parsed.details : "";
+  return new PluginError(type, command, parsed.code, msg, details, run.exitCode);
 }
 
 /** A conflist bound to a CNI_PATH and a node namespace: what a runtime holds per network. */
 export class CniNetwork {
+  readonly list: NetworkConfigList;
+
+  /** Throws ConfigError for a list libcni would refuse. */
   constructor(
-    readonly list: NetworkConfigList,
+    list: NetworkConfigList,
     readonly opts: DriverOptions,
-  ) {}
+  ) {
+    this.list = validateConfigList(list, `network ${typeof list.name === "string" ? list.name : "?"}`);
+  }
 
   static fromFile(path: string, opts: DriverOptions): CniNetwork {
     return new CniNetwork(loadConfigList(path), opts);
@@ -161,7 +164,12 @@ export class CniNetwork {
     return wanted.length > 0 ? { runtimeConfig: Object.fromEntries(wanted) } : {};
   }
 
+  private checkAttachment(att: Attachment): void {
+    validateAttachment(att, `network ${this.list.name}`);
+  }
+
   async add(att: Attachment): Promise<Record<string, unknown>> {
+    this.checkAttachment(att);
     let prev: Record<string, unknown> | undefined;
     for (const plugin of this.list.plugins) {
       const extra = { ...this.runtimeConfig(plugin, att), ...(prev ? { prevResult: prev } : {}) };
@@ -172,20 +180,31 @@ export class CniNetwork {
   }
 
   async del(att: Attachment, prevResult?: Record<string, unknown>): Promise<void> {
+    this.checkAttachment(att);
     for (const plugin of [...this.list.plugins].reverse()) {
       await this.run("DEL", plugin, att, { ...this.runtimeConfig(plugin, att), ...(prevResult ? { prevResult } : {}) });
     }
   }
 
   async check(att: Attachment, prevResult: Record<string, unknown>): Promise<void> {
+    this.checkAttachment(att);
+    if (this.list.disableCheck) return;
     for (const plugin of this.list.plugins) await this.run("CHECK", plugin, att, { ...this.runtimeConfig(plugin, att), prevResult });
   }
 
+  /** True when the list's version has STATUS and GC (1.1.0); libcni skips both for older lists. */
+  get hasStatus(): boolean {
+    return versionAtLeast(this.list.cniVersion, "1.1.0");
+  }
+
+  /** Resolves when every plugin reports ready; throws the first PluginError (50, 51: not ready). */
   async status(): Promise<void> {
+    if (!this.hasStatus) return;
     for (const plugin of this.list.plugins) await this.run("STATUS", plugin, {}, {});
   }
 
   async gc(valid: { containerID: string; ifname: string }[]): Promise<void> {
+    if (!this.hasStatus) return;
     for (const plugin of this.list.plugins) {
       await this.run("GC", plugin, {}, { "cni.dev/valid-attachments": valid, "cni.dev/attachments": valid });
     }

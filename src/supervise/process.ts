@@ -1,10 +1,20 @@
-// Long-lived lab processes (etcd, agents, probe servers, `lab run`): started detached so they outlive
-// the `podnet lab …` command that started them, logged to files, and identified by PID *and* kernel
-// start time so that `lab down` never signals a process that merely reused a PID.
+// Long-lived processes (etcd, agents, the lab's probe servers): started detached so they outlive the
+// command that started them, logged to a file, and identified by PID *and* kernel start time, so that
+// nothing ever signals a process that merely reused a PID.
 
-import { spawn } from "node:child_process";
-import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
-import type { ProcessRecord } from "./lab-state.ts";
+import { spawn, type ChildProcess } from "node:child_process";
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+
+/** What a supervisor records about a process; the lab keeps these in its state file. */
+export interface SupervisedProcess {
+  argv: string[];
+  /** stdout and stderr are appended here. */
+  log: string;
+  /** Absent until it is spawned. */
+  pid?: number;
+  /** The kernel's start time of pid (clock ticks since boot), so a recycled PID is never taken for it. */
+  startTime?: number;
+}
 
 /** Field 22 of /proc/PID/stat: when the process started, in clock ticks since boot. */
 export function processStartTime(pid: number): number | undefined {
@@ -20,7 +30,7 @@ export function processStartTime(pid: number): number | undefined {
   return Number.isFinite(value) ? value : undefined;
 }
 
-export function isRecordedProcessAlive(record: ProcessRecord): boolean {
+export function isRecordedProcessAlive(record: SupervisedProcess): boolean {
   if (record.pid === undefined) return false;
   const startTime = processStartTime(record.pid);
   if (startTime === undefined) return false;
@@ -30,9 +40,9 @@ export function isRecordedProcessAlive(record: ProcessRecord): boolean {
 
 /**
  * Start argv detached with stdout and stderr appended to record.log; fills in record.pid and startTime.
- * argv is usually `ip netns exec NS …`, which execs in place, so the PID is the program's own.
+ * argv is often a kernel/netns-exec.ts prefix, which execs in place, so the PID is the program's own.
  */
-export function spawnDetached(record: ProcessRecord, env: NodeJS.ProcessEnv = process.env): ProcessRecord {
+export function spawnDetached<T extends SupervisedProcess>(record: T, env: NodeJS.ProcessEnv = process.env): T {
   const [file, ...args] = record.argv;
   if (file === undefined) throw new Error("spawnDetached: empty argv");
   const logFd = openSync(record.log, "a");
@@ -50,19 +60,34 @@ export function spawnDetached(record: ProcessRecord, env: NodeJS.ProcessEnv = pr
 }
 
 /** SIGTERM, then SIGKILL after graceMs; resolves once the process is gone. Only ever the recorded process. */
-export async function stopRecordedProcess(record: ProcessRecord, graceMs = 3000): Promise<void> {
+export async function stopRecordedProcess(record: SupervisedProcess, graceMs = 3000): Promise<void> {
   if (!isRecordedProcessAlive(record) || record.pid === undefined) return;
-  await stopPid(record.pid, graceMs);
+  await stopProcess(record.pid, { graceMs });
 }
 
-async function stopPid(pid: number, graceMs: number): Promise<void> {
-  const gone = (): boolean => processStartTime(pid) === undefined || isZombie(pid);
+export interface StopOptions {
+  /** The ChildProcess when this process spawned it: its exit event is then the authority (a child we
+   * have not reaped stays a zombie, which polling would take for alive). */
+  child?: ChildProcess;
+  /** First signal; default SIGTERM. SIGKILL follows after graceMs if the process is still there. */
+  signal?: NodeJS.Signals;
+  graceMs?: number;
+}
+
+/**
+ * Signal one process the caller started, by PID, and resolve once it is gone: `signal` (SIGTERM), then
+ * SIGKILL after graceMs. The one way podnet stops what it started (etcd, agents, lab processes).
+ */
+export async function stopProcess(pid: number, opts: StopOptions = {}): Promise<void> {
+  const { child } = opts;
+  const gone = (): boolean => (child ? child.exitCode !== null || child.signalCode !== null : processStartTime(pid) === undefined || isZombie(pid));
+  if (gone()) return;
   try {
-    process.kill(pid, "SIGTERM");
+    process.kill(pid, opts.signal ?? "SIGTERM");
   } catch {
     return;
   }
-  const deadline = Date.now() + graceMs;
+  const deadline = Date.now() + (opts.graceMs ?? 10_000);
   while (!gone() && Date.now() < deadline) await sleep(20);
   if (gone()) return;
   try {
@@ -70,23 +95,14 @@ async function stopPid(pid: number, graceMs: number): Promise<void> {
   } catch {
     return;
   }
-  const killDeadline = Date.now() + 3000;
+  const killDeadline = Date.now() + 5000;
   while (!gone() && Date.now() < killDeadline) await sleep(20);
 }
 
-/** The nsfs inode of a named namespace (/run/netns/NAME), or undefined when it does not exist. */
-export function netnsInode(name: string): number | undefined {
-  try {
-    return statSync(`/run/netns/${name}`).ino;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
- * PIDs of every process whose network namespace is one of `inodes`. The lab's namespaces are its own,
- * so anything living in one was started by the lab (or from a `lab exec` shell inside it); `lab down`
- * uses this to catch a process whose PID a crash kept it from recording.
+ * PIDs of every process whose network namespace is one of `inodes` (see namedNetnsInode). For a
+ * supervisor that owns those namespaces: anything living in one was started by it, and this finds a
+ * process whose PID a crash kept it from recording.
  */
 export function pidsInNamespaces(inodes: ReadonlySet<number>): number[] {
   const found: number[] = [];
@@ -109,7 +125,7 @@ export function pidsInNamespaces(inodes: ReadonlySet<number>): number[] {
 
 /** Stop processes found by pidsInNamespaces, all at once. */
 export async function stopPids(pids: readonly number[], graceMs = 2000): Promise<void> {
-  await Promise.all(pids.map((pid) => stopPid(pid, graceMs)));
+  await Promise.all(pids.map((pid) => stopProcess(pid, { graceMs })));
 }
 
 function isZombie(pid: number): boolean {

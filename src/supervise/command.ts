@@ -1,5 +1,6 @@
-// Runs short-lived commands (ip, nft, plugins) and collects their output. Every kernel change the lab makes
-// goes through here, so a failure always names the exact command line that failed.
+// Short-lived commands run to completion with their output collected (the lab's probe clients, for
+// example), and foreground commands attached to the terminal (`podnet lab exec`). A failure always
+// names the exact command line that failed.
 
 import { spawn } from "node:child_process";
 
@@ -64,7 +65,13 @@ export async function runChecked(argv: readonly string[], opts: RunOptions = {})
   return result.stdout;
 }
 
-/** argv that runs `argv` inside the named network namespace (and a private mount namespace with its /sys). */
-export function inNetns(netns: string, argv: readonly string[]): string[] {
-  return ["ip", "netns", "exec", netns, ...argv];
+/** Run argv with the terminal attached (stdin, stdout, stderr inherited); resolves to its exit code. */
+export function runAttached(argv: readonly string[]): Promise<number> {
+  const [file, ...args] = argv;
+  if (file === undefined) return Promise.reject(new Error("runAttached: empty argv"));
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: "inherit" });
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+  });
 }

@@ -2,13 +2,14 @@
 // would, as a separate process, and look at what is left behind afterwards.
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runCommand } from "./command.ts";
-import type { LabStateData } from "./lab-state.ts";
-import { processStartTime } from "./processes.ts";
-import { REPO_ROOT } from "./pod-runtime.ts";
+import { deleteNamedNetns, listNamedNetns, namedNetnsInode } from "../../src/kernel/named-netns.ts";
+import { pidsInNamespaces, processStartTime, stopPids } from "../../src/supervise/process.ts";
+import { runCommand } from "../../src/supervise/command.ts";
+import type { LabStateData } from "../../src/lab/lab-state.ts";
+import { REPO_ROOT } from "../../src/lab/repo-root.ts";
 
 export interface TestLab {
   id: string;
@@ -64,12 +65,14 @@ export function readLabState(t: TestLab): LabStateData | undefined {
   return existsSync(path) ? (JSON.parse(readFileSync(path, "utf8")) as LabStateData) : undefined;
 }
 
-export async function labNamespaces(t: TestLab): Promise<string[]> {
-  const out = await runCommand(["ip", "netns", "list"]);
-  return out.stdout
-    .split("\n")
-    .map((l) => l.split(" ")[0] ?? "")
-    .filter((n) => n.startsWith(`pnl-${t.id}-`));
+/**
+ * The lab's namespaces still under /run/netns, and any /etc/netns/NAME directory of one (which
+ * `ip netns exec` would bind over /etc; the lab must leave none behind).
+ */
+export function labNamespaces(t: TestLab): string[] {
+  const prefix = `pnl-${t.id}-`;
+  const etc = existsSync("/etc/netns") ? readdirSync("/etc/netns").filter((n) => n.startsWith(prefix)).map((n) => `/etc/netns/${n}`) : [];
+  return [...listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(prefix)), ...etc];
 }
 
 /** Recorded processes that are still the same process (same PID and start time). */
@@ -105,8 +108,37 @@ export function processesMentioningLab(t: TestLab): number[] {
 /** Everything the lab could leave behind: namespaces with its prefix, its state dir, its processes. */
 export async function leftovers(t: TestLab, before: LabStateData | undefined): Promise<{ namespaces: string[]; stateDir: boolean; processes: number[] }> {
   return {
-    namespaces: await labNamespaces(t),
+    namespaces: labNamespaces(t),
     stateDir: existsSync(join(t.stateRoot, t.id)),
     processes: [...new Set([...survivingProcesses(before), ...processesMentioningLab(t)])],
   };
+}
+
+/**
+ * Tear a test lab down however its test ended: `lab down` (twice if the first reports a problem), then,
+ * for anything still there, stop the processes and delete the namespaces that carry this lab's unique
+ * prefix (the test created them), and remove the state root. Returns what `lab down` left behind, so
+ * the caller can fail loudly instead of leaking silently.
+ */
+export async function removeTestLab(t: TestLab): Promise<string[]> {
+  let down = await lab(["down", ...t.flags]);
+  if (down.code !== 0) down = await lab(["down", ...t.flags]);
+  const state = readLabState(t);
+  const left = await leftovers(t, state);
+  const forced: string[] = [];
+  if (left.processes.length > 0) {
+    forced.push(`processes ${left.processes.join(" ")}`);
+    await stopPids(left.processes);
+  }
+  const prefix = `pnl-${t.id}-`;
+  const namespaces = listNamedNetns({ includeStale: true }).filter((n) => n.startsWith(prefix));
+  const inodes = new Set(namespaces.map((n) => namedNetnsInode(n)).filter((i): i is number => i !== undefined));
+  await stopPids(pidsInNamespaces(inodes));
+  for (const name of namespaces) {
+    forced.push(`netns ${name}`);
+    await deleteNamedNetns(name);
+  }
+  rmSync(t.stateRoot, { recursive: true, force: true });
+  if (forced.length > 0) forced.unshift(`lab down exited ${down.code}: ${(down.stdout + down.stderr).trim().split("\n").slice(-5).join(" | ")}`);
+  return forced;
 }

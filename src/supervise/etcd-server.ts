@@ -7,6 +7,10 @@ import { mkdirSync, openSync, closeSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { sleep, stopProcess } from "./process.ts";
+
+export { stopProcess };
 
 const execFileAsync = promisify(execFile);
 
@@ -37,7 +41,7 @@ export interface StartEtcdOptions {
   name?: string;
   /** Listen IP for client and peer URLs; default 127.0.0.1. */
   host?: string;
-  /** Run etcd inside this named network namespace (via `ip netns exec`); health is checked from inside it too. */
+  /** Run etcd inside this named network namespace (/run/netns/NAME); health is checked from inside it too. */
   netns?: string;
   /** Default: a free port (root namespace) or 2379 (inside a fresh namespace, where every port is free). */
   clientPort?: number;
@@ -182,10 +186,9 @@ async function launchMember(
   const logFd = openSync(plan.logPath, "a");
   let child: ChildProcess;
   try {
-    // `ip netns exec` execs the command in place (no fork), so the PID we get is etcd's own.
-    child = opts.netns
-      ? spawn("ip", ["netns", "exec", opts.netns, ETCD_BINARY, ...args], { stdio: ["ignore", logFd, logFd], env, detached: opts.detached ?? false })
-      : spawn(ETCD_BINARY, args, { stdio: ["ignore", logFd, logFd], env, detached: opts.detached ?? false });
+    // The netns prefix execs the command in place (no fork), so the PID we get is etcd's own.
+    const [file, ...argv] = opts.netns ? argvInNamedNetns(opts.netns, [ETCD_BINARY, ...args]) : [ETCD_BINARY, ...args];
+    child = spawn(file!, argv, { stdio: ["ignore", logFd, logFd], env, detached: opts.detached ?? false });
   } finally {
     closeSync(logFd);
   }
@@ -237,53 +240,14 @@ export async function isEtcdHealthy(endpoint: string, netns?: string): Promise<b
     }
   }
   try {
-    await execFileAsync("ip", ["netns", "exec", netns, ETCDCTL_BINARY, "--endpoints", endpoint, "--command-timeout=1s", "--dial-timeout=1s", "endpoint", "health"], {
+    const [file, ...argv] = argvInNamedNetns(netns, [ETCDCTL_BINARY, "--endpoints", endpoint, "--command-timeout=1s", "--dial-timeout=1s", "endpoint", "health"]);
+    await execFileAsync(file!, argv, {
       timeout: 3000,
       env: { ...process.env, ETCDCTL_API: "3" },
     });
     return true;
   } catch {
     return false;
-  }
-}
-
-/**
- * Signal one process we started and wait until it is gone. With `child` the exit event tells us;
- * without it (a detached etcd stopped by a later command) we poll the PID.
- */
-export async function stopProcess(
-  pid: number,
-  opts: { child?: ChildProcess; signal?: NodeJS.Signals; graceMs?: number } = {},
-): Promise<void> {
-  const { child } = opts;
-  const isGone = (): boolean => {
-    if (child) return child.exitCode !== null || child.signalCode !== null;
-    try {
-      process.kill(pid, 0);
-      return false;
-    } catch {
-      return true;
-    }
-  };
-  if (isGone()) return;
-  try {
-    process.kill(pid, opts.signal ?? "SIGTERM");
-  } catch {
-    return;
-  }
-  const graceDeadline = Date.now() + (opts.graceMs ?? 10_000);
-  while (!isGone()) {
-    if (Date.now() > graceDeadline) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        return;
-      }
-      const killDeadline = Date.now() + 5_000;
-      while (!isGone() && Date.now() < killDeadline) await sleep(20);
-      return;
-    }
-    await sleep(20);
   }
 }
 
@@ -322,8 +286,4 @@ export async function freeLoopbackPorts(count: number): Promise<number[]> {
 function goArch(nodeArch: string): string {
   const map: Record<string, string> = { ia32: "386", arm: "arm", s390x: "s390x", riscv64: "riscv64", mips: "mips", mipsel: "mipsle" };
   return map[nodeArch] ?? nodeArch;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
