@@ -145,9 +145,12 @@ await withLab(["--backend", "vxlan"], async (pods, nodes) => {
   results.push(await measure("vxlan, 2 nodes", pods.get("node1-pod1")!, pods.get("node2-pod1")!, [n2]));
   // kubernetes#88986: SNAT of the encapsulated packet with a random source port.
   await runChecked(inNs(n1, ["nft", "-f", "-"]), {
-    input: "table ip pnbench {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    udp dport 8472 masquerade fully-random\n  }\n}\n",
+    input: "table ip pnbench {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    udp dport 8472 counter masquerade fully-random\n  }\n}\n",
   });
   results.push(await measure("vxlan + SNAT of outer UDP", pods.get("node1-pod1")!, pods.get("node2-pod1")!, [n2]));
+  // Evidence the rule applied: NAT chains see the first packet of each outer UDP flow.
+  const counted = /counter packets (\d+)/.exec(await runChecked(inNs(n1, ["nft", "list", "table", "ip", "pnbench"])));
+  console.error(`  SNAT rule matched ${counted?.[1] ?? "?"} outer UDP flow(s)`);
   for (const ns of [n1, n2]) await runChecked(inNs(ns, ["ethtool", "-K", "podnet.1", "tx", "off"]));
   results.push(await measure("vxlan + SNAT, tx-csum off", pods.get("node1-pod1")!, pods.get("node2-pod1")!, [n2]));
 });

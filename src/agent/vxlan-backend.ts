@@ -86,8 +86,11 @@ export const vxlanFactory: BackendFactory = {
     }
     if (overlay) {
       const tunnelIps = new Set(nodes.map((n) => tunnelAddress(n.podSubnet)));
-      const macs = new Set(nodes.flatMap((n) => (n.backendData[VTEP_MAC_KEY] ? [n.backendData[VTEP_MAC_KEY]] : [])));
+      const nodeIps = new Set(nodes.map((n) => n.nodeIp));
       for (const device of overlay.linksNamed(VXLAN_DEVICE_PREFIX).filter((l) => l.kind === "vxlan")) {
+        // The MACs a leaving node may have had on this device: published, or derived for the device's VNI.
+        const vni = device.vxlan?.vni;
+        const macs = new Set(nodes.flatMap((n) => [n.backendData[VTEP_MAC_KEY] ?? "", vni === undefined ? "" : vtepMacFor(n.name, vni)].filter(Boolean)));
         for (const n of overlay.neighbours(device.index).filter((e) => tunnelIps.has(e.ip))) {
           try {
             overlay.deleteNeighbour(device.index, n.ip);
@@ -96,7 +99,7 @@ export const vxlanFactory: BackendFactory = {
             errors.push(`delete neighbour ${n.ip} on ${device.name}: ${String(err)}`);
           }
         }
-        for (const f of overlay.fdb(device.index).filter((e) => macs.has(e.mac))) {
+        for (const f of overlay.fdb(device.index).filter((e) => macs.has(e.mac) || nodeIps.has(e.dst))) {
           try {
             overlay.deleteFdb(device.index, f);
             removed++;
