@@ -283,3 +283,58 @@ describe("podnet agent, vxlan on a routed underlay", () => {
     await expectPing(pods.get("node1")!, pods.get("node2")!);
   });
 });
+
+describe("podnet agent, host-gw → vxlan → host-gw on a flat underlay while pods run", () => {
+  const cluster = new AgentCluster();
+  let baseConfig: Record<string, unknown>;
+  const pods: Pod[] = [];
+  const putConfig = (backend: string) => cluster.etcdctl("put", "/podnet/config", JSON.stringify({ ...baseConfig, backend }));
+  const running = async (node: TestNode) => ((await cluster.health(node)).reconcilers as Record<string, { running?: string }>).routes?.running;
+
+  /** 2 MB over TCP from pod a to pod b; returns the bytes b received (python3 on both ends). */
+  function transfer(a: Pod, b: Pod): number {
+    const server = `import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',7778));s.listen(1);c,_=s.accept();n=0\nwhile True:\n  d=c.recv(65536)\n  if not d: break\n  n+=len(d)\nprint(n)`;
+    const client = `import socket;c=socket.create_connection(('${b.ip}',7778),5);c.sendall(b'x'*2000000);c.close()`;
+    const out = execFileSync(
+      "sh",
+      ["-c", `ip netns exec ${b.ns} timeout 20 python3 -c "$SERVER" & sleep 0.4; ip netns exec ${a.ns} timeout 15 python3 -c "$CLIENT"; wait`],
+      { encoding: "utf8", env: { ...process.env, SERVER: server, CLIENT: client } },
+    );
+    return Number(out.trim());
+  }
+
+  before(async () => {
+    await cluster.create(2);
+    baseConfig = { clusterCidr: "10.244.0.0/16", subnetLength: 24, backend: "host-gw", nodeLeaseTtlSeconds: 4 };
+    putConfig("host-gw");
+    for (const node of cluster.nodes) cluster.startAgent(node);
+    for (const node of cluster.nodes) await waitFor(async () => (await cluster.health(node)).ready === true, 20_000, () => cluster.logOf(node));
+    for (const [i, node] of cluster.nodes.entries()) {
+      const ns = cluster.podNamespace(`q${i}`);
+      const net = CniNetwork.fromFile(join(node.confDir, "10-podnet.conflist"), { cniPath: [join(REPO, "dist/cni")], nodeNetns: `/run/netns/${node.netns}` });
+      const result = (await net.add({ containerId: `${cluster.prefix}-q${i}`, netns: `/run/netns/${ns}`, ifname: "eth0" })) as { ips: { address: string }[] };
+      pods.push({ ns, ip: result.ips[0]!.address.replace(/\/\d+$/, "") });
+    }
+  });
+  after(async () => {
+    await cluster.destroy();
+  });
+
+  it("pods made under host-gw (MTU 1500) keep working over vxlan (1450), TCP by path MTU discovery, and back", async () => {
+    const [a, b] = pods as [Pod, Pod];
+    assert.match(ip("-n", a.ns, "link", "show", "eth0"), /mtu 1500 /);
+    assert.equal(transfer(a, b), 2_000_000);
+    putConfig("vxlan");
+    for (const node of cluster.nodes) await waitFor(async () => (await running(node)) === "vxlan", 8000, () => cluster.logOf(node));
+    await waitFor(() => spawnSync("ip", ["netns", "exec", a.ns, "ping", "-c1", "-W1", b.ip]).status === 0, 8000, () => cluster.logOf(cluster.nodes[0]!), 200);
+    assert.match(ip("-n", cluster.nodes[0]!.netns, "route", "show", "proto", "80"), /via 10\.244\.\d+\.0 dev podnet\.1 onlink/);
+    assert.equal(transfer(a, b), 2_000_000, "a full-size TCP stream gets through the smaller overlay MTU");
+    const conflist = JSON.parse(readFileSync(join(cluster.nodes[0]!.confDir, "10-podnet.conflist"), "utf8"));
+    assert.equal(conflist.plugins[0].mtu, 1450, "new pods get the overlay MTU");
+    putConfig("host-gw");
+    for (const node of cluster.nodes) await waitFor(async () => (await running(node)) === "host-gw", 8000, () => cluster.logOf(node));
+    assert.equal(spawnSync("ip", ["-n", cluster.nodes[0]!.netns, "link", "show", "podnet.1"]).status !== 0, true, "vxlan's device is gone");
+    await waitFor(() => spawnSync("ip", ["netns", "exec", a.ns, "ping", "-c1", "-W1", b.ip]).status === 0, 8000, () => cluster.logOf(cluster.nodes[0]!), 200);
+    assert.equal(transfer(a, b), 2_000_000);
+  });
+});
