@@ -8,6 +8,7 @@ commands:
   node remove NAME  remove a node from the cluster and free its subnet
   lab up|status|run|exec|check|down
                     a multi-node cluster of network namespaces on this machine
+  dns               cluster DNS: service and pod names from the datastore, the rest forwarded
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -20,6 +21,10 @@ export async function main(argv: string[]): Promise<number> {
     case "node": {
       const { runNodeCommand } = await import("../agent/cli.ts");
       return runNodeCommand(rest);
+    }
+    case "dns": {
+      const { runDnsCommand } = await import("../dns/cli.ts");
+      return runDnsCommand(rest);
     }
     case "lab": {
       const { runLabCommand } = await import("../lab/cli.ts");

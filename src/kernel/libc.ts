@@ -81,18 +81,21 @@ function koffiSearchBases(): string[] {
   return bases;
 }
 
-function loadKoffiBackend(): LibcBackend {
+/** The koffi module (Node only), found as described in koffiSearchBases; other kernel modules' FFI uses it too. */
+export function loadKoffi(): typeof import("koffi") {
   type Koffi = typeof import("koffi");
-  let koffi: Koffi | undefined;
   for (const base of koffiSearchBases()) {
     try {
-      koffi = createRequire(base)("koffi") as Koffi;
-      break;
+      return createRequire(base)("koffi") as Koffi;
     } catch {
       // Try the next base.
     }
   }
-  if (!koffi) throw new Error("podnet kernel: cannot load koffi, the FFI addon that the Node backend needs (npm ci)");
+  throw new Error("podnet kernel: cannot load koffi, the FFI addon that the Node backend needs (npm ci)");
+}
+
+function loadKoffiBackend(): LibcBackend {
+  const koffi = loadKoffi();
   const lib = koffi.load(LIBC_PATH);
   // `void *` parameters receive typed arrays in place, so recv() fills the caller's buffer directly.
   const socket = lib.func("int socket(int domain, int type, int protocol)");

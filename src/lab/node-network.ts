@@ -6,10 +6,12 @@
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AGENT_NODE_FLAGS } from "../agent/node-flags.ts";
+import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { syncTable } from "../kernel/nft.ts";
+import type { NftTable } from "../kernel/nft/model.ts";
 import { addRoute } from "../kernel/route.ts";
 import { spawnDetached } from "../supervise/process.ts";
-import { runChecked } from "../supervise/command.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
 import { REPO_ROOT } from "./repo-root.ts";
 import { CLUSTER_CIDR, etcdEndpoint, type LabPlan } from "./topology.ts";
@@ -74,6 +76,21 @@ export function referenceConfList(subnet: string, ipamDataDir: string): object {
   };
 }
 
+/** The reference node's own table: masquerade what leaves the cluster CIDR, as the agent does for podnet. */
+export function referenceMasqueradeTable(): NftTable {
+  return {
+    family: "ip",
+    name: "podnet-lab",
+    sets: [],
+    maps: [],
+    chains: [{
+      name: "postrouting",
+      base: { type: "nat", hook: "postrouting", priority: "srcnat", policy: "accept" },
+      rules: [{ statements: [{ match: "ip saddr", value: CLUSTER_CIDR }, { match: "ip daddr", op: "!=", value: CLUSTER_CIDR }, { masquerade: {} }] }],
+    }],
+  };
+}
+
 /** Routes to every other node's subnet, masquerading out of the cluster CIDR, then the conflist (last: it means Ready). */
 export async function configureReferenceNode(plan: LabPlan, node: NodeRecord): Promise<void> {
   const routes = plan.nodes
@@ -82,14 +99,7 @@ export async function configureReferenceNode(plan: LabPlan, node: NodeRecord): P
   inNamespace(node.netns, (nl) => {
     for (const { other, subnet } of routes) addRoute(nl, { dst: subnet, gw: other.ip }, { replace: true });
   });
-  const ruleset = `table ip podnet-lab {
-  chain postrouting {
-    type nat hook postrouting priority srcnat;
-    ip saddr ${CLUSTER_CIDR} ip daddr != ${CLUSTER_CIDR} masquerade
-  }
-}
-`;
-  await runChecked(argvInNamedNetns(node.netns, ["nft", "-f", "-"]), { input: ruleset });
+  await syncTable(referenceMasqueradeTable(), namedNetnsPath(node.netns));
   const index = plan.nodes.findIndex((n) => n.name === node.name);
   writeConfListAtomically(node.cniConfDir, "10-lab-reference.conflist", referenceConfList(referenceSubnet(index + 1), node.ipamDataDir));
 }

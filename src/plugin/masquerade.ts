@@ -1,8 +1,11 @@
 // Optional ipMasq: pods reach destinations outside the cluster through the node's address, while
 // traffic to any cluster CIDR (and the pod's own subnet) keeps the pod's source IP.
 // One nftables table per network holds sets of masqueraded pod IPs, so ADD and DEL change
-// set elements in one atomic `nft -f` transaction and never rewrite rules per pod.
-import { runNft } from "../kernel/nft.ts";
+// set elements in one atomic `nft -f` transaction and never rewrite rules per pod. The table is
+// the plugin's alone; nothing here touches the agent's or any other owner's.
+import { applyTransaction } from "../kernel/nft.ts";
+import type { NftChain, NftChange, NftSet, NftTable } from "../kernel/nft/model.ts";
+import { tableChanges } from "../kernel/nft/render.ts";
 import { canonicalCidrText } from "../net/cidr.ts";
 
 export interface MasqueradeEntry {
@@ -19,48 +22,72 @@ function isV6(cidr: string): boolean {
   return cidr.includes(":");
 }
 
-function skeleton(table: string): string[] {
-  return [
-    `add table inet ${table}`,
-    `add set inet ${table} masq4 { type ipv4_addr; }`,
-    `add set inet ${table} masq6 { type ipv6_addr; }`,
-    `add set inet ${table} exempt4 { type ipv4_addr; flags interval; auto-merge; }`,
-    `add set inet ${table} exempt6 { type ipv6_addr; flags interval; auto-merge; }`,
-    `add chain inet ${table} postrouting { type nat hook postrouting priority srcnat; policy accept; }`,
-    `flush chain inet ${table} postrouting`,
-    `add rule inet ${table} postrouting ip saddr @masq4 ip daddr != @exempt4 ip daddr != 224.0.0.0/4 masquerade`,
-    `add rule inet ${table} postrouting ip6 saddr @masq6 ip6 daddr != @exempt6 ip6 daddr != ff00::/8 masquerade`,
-  ];
+const POSTROUTING: NftChain = {
+  name: "postrouting",
+  base: { type: "nat", hook: "postrouting", priority: "srcnat", policy: "accept" },
+  rules: [
+    { statements: [{ lookup: ["ip saddr"], set: "masq4" }, { lookup: ["ip daddr"], set: "exempt4", negate: true }, { match: "ip daddr", op: "!=", value: "224.0.0.0/4" }, { masquerade: {} }] },
+    { statements: [{ lookup: ["ip6 saddr"], set: "masq6" }, { lookup: ["ip6 daddr"], set: "exempt6", negate: true }, { match: "ip6 daddr", op: "!=", value: "ff00::/8" }, { masquerade: {} }] },
+  ],
+};
+
+const MASQ_SETS: readonly NftSet[] = [
+  { name: "masq4", keyType: ["ipv4_addr"], elements: [] },
+  { name: "masq6", keyType: ["ipv6_addr"], elements: [] },
+];
+
+/**
+ * The network's table with these pods and cluster CIDRs in its sets. Exempt sets auto-merge, since
+ * a pod's subnet usually lies inside a cluster CIDR.
+ */
+export function masqueradeTable(network: string, entries: MasqueradeEntry[], clusterCidrs: string[]): NftTable {
+  const masq4: string[][] = [];
+  const masq6: string[][] = [];
+  const exempt4: string[][] = [];
+  const exempt6: string[][] = [];
+  for (const { address } of entries) {
+    const [ip = ""] = address.split("/");
+    if (isV6(address)) masq6.push([ip]);
+    else {
+      masq4.push([ip]);
+      if (address.includes("/")) exempt4.push([canonicalCidrText(address)]);
+    }
+  }
+  for (const cidr of clusterCidrs) (isV6(cidr) ? exempt6 : exempt4).push([cidr]);
+  return {
+    family: "inet",
+    name: tableName(network),
+    chains: [POSTROUTING],
+    sets: [
+      { name: "masq4", keyType: ["ipv4_addr"], elements: masq4 },
+      { name: "masq6", keyType: ["ipv6_addr"], elements: masq6 },
+      { name: "exempt4", keyType: ["ipv4_addr"], flags: ["interval"], autoMerge: true, elements: exempt4 },
+      { name: "exempt6", keyType: ["ipv6_addr"], flags: ["interval"], autoMerge: true, elements: exempt6 },
+    ],
+    maps: [],
+  };
 }
 
+/**
+ * Creates what is missing of the table and adds the pods' elements, in one `nft -f`: the rules are
+ * rewritten (flush and add) but other pods' elements stay, and nothing is listed first.
+ */
 export function addMasquerade(network: string, entries: MasqueradeEntry[], clusterCidrs: string[]): void {
-  const table = tableName(network);
-  const lines = skeleton(table);
-  for (const { address } of entries) {
-    const [ip] = address.split("/");
-    const v6 = isV6(address);
-    lines.push(`add element inet ${table} ${v6 ? "masq6" : "masq4"} { ${ip} }`);
-    if (!v6) lines.push(`add element inet ${table} exempt4 { ${canonicalCidrText(address)} }`);
-  }
-  for (const cidr of clusterCidrs) {
-    lines.push(`add element inet ${table} ${isV6(cidr) ? "exempt6" : "exempt4"} { ${cidr} }`);
-  }
-  runNft(lines.join("\n") + "\n");
+  const table = masqueradeTable(network, entries, clusterCidrs);
+  applyTransaction({ family: table.family, table: table.name, changes: tableChanges(table) });
 }
 
 /** Idempotent: each element is added and then deleted in one transaction, so a missing one is no error. */
 export function removeMasquerade(network: string, entries: MasqueradeEntry[]): void {
   if (entries.length === 0) return;
-  const table = tableName(network);
-  const lines = [
-    `add table inet ${table}`,
-    `add set inet ${table} masq4 { type ipv4_addr; }`,
-    `add set inet ${table} masq6 { type ipv6_addr; }`,
-  ];
+  const masq4: string[][] = [];
+  const masq6: string[][] = [];
   for (const { address } of entries) {
-    const [ip] = address.split("/");
-    const set = isV6(address) ? "masq6" : "masq4";
-    lines.push(`add element inet ${table} ${set} { ${ip} }`, `delete element inet ${table} ${set} { ${ip} }`);
+    const [ip = ""] = address.split("/");
+    (isV6(address) ? masq6 : masq4).push([ip]);
   }
-  runNft(lines.join("\n") + "\n");
+  const changes: NftChange[] = [{ op: "ensureTable" }, ...MASQ_SETS.map((set): NftChange => ({ op: "addSet", set }))];
+  if (masq4.length > 0) changes.push({ op: "deleteElements", setOrMap: "masq4", keys: masq4, ifPresent: true });
+  if (masq6.length > 0) changes.push({ op: "deleteElements", setOrMap: "masq6", keys: masq6, ifPresent: true });
+  applyTransaction({ family: "inet", table: tableName(network), changes });
 }

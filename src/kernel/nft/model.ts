@@ -47,6 +47,12 @@ export type NftStatement =
   | { vmapLookup: readonly NftSelector[]; map: string }
   /** `numgen random mod N vmap { 0 : goto a, 1 : goto b }`. */
   | { numgenVmap: readonly NftVerdict[] }
+  /**
+   * `numgen random mod MOD == VALUE`: a fresh random draw per rule. A cascade of these (mod N, then
+   * N-1, … each == 0) picks one of N targets evenly with no anonymous map: the kernel names every
+   * anonymous map by scanning the table's sets, so thousands of `numgenVmap`s load superlinearly.
+   */
+  | { numgenMatch: { mod: number; value: number } }
   /** `SEL . SEL vmap { k : verdict, ... }` with an anonymous map. */
   | { inlineVmap: readonly NftSelector[]; entries: readonly { key: readonly NftValue[]; verdict: NftVerdict }[] }
   | { dnat: { family: "ip" | "ip6"; address: string; port?: number } }
@@ -96,6 +102,8 @@ export interface NftSet {
   flags?: readonly ("interval" | "timeout" | "dynamic" | "constant")[];
   /** Default element timeout in seconds. */
   timeoutSeconds?: number;
+  /** Interval sets only: merge overlapping and adjacent elements instead of refusing them (nft's `auto-merge`). */
+  autoMerge?: boolean;
   /** Elements, each a tuple matching keyType; a CIDR where the set has the interval flag. */
   elements: readonly (readonly NftValue[])[];
   comment?: string;
@@ -119,12 +127,20 @@ export interface NftMap {
   comment?: string;
 }
 
+/** A named counter object, counted into by `{ namedCounter: NAME }` and read with readCounters. */
+export interface NftCounter {
+  name: string;
+  comment?: string;
+}
+
 export interface NftTable {
   family: NftFamily;
   name: string;
   chains: readonly NftChain[];
   sets: readonly NftSet[];
   maps: readonly NftMap[];
+  /** Named counters that rules of this table count into (absent: none). */
+  counters?: readonly NftCounter[];
   comment?: string;
 }
 
@@ -145,8 +161,14 @@ export type NftChange =
   | { op: "deleteSet"; name: string }
   | { op: "addMap"; map: NftMap }
   | { op: "deleteMap"; name: string }
+  | { op: "addCounter"; counter: NftCounter }
+  | { op: "deleteCounter"; name: string }
   | { op: "addElements"; setOrMap: string; elements: readonly (readonly NftValue[])[] | readonly NftMapElement[] }
-  | { op: "deleteElements"; setOrMap: string; keys: readonly (readonly NftValue[])[] };
+  /**
+   * Deleting an absent element fails the whole transaction, unless `ifPresent` (sets only): then
+   * each element is added first, so the delete always finds it.
+   */
+  | { op: "deleteElements"; setOrMap: string; keys: readonly (readonly NftValue[])[]; ifPresent?: boolean };
 
 export interface NftTransaction {
   family: NftFamily;
