@@ -15,6 +15,9 @@ test("the lab's cluster config has a service CIDR and a LoadBalancer pool on the
   assert.equal(config.serviceCidr, "10.96.0.0/12");
   assert.deepEqual(config.loadBalancerCidrs, ["192.168.1.240/28"]);
   assert.equal(config.clusterCidr, "10.244.0.0/16");
+  assert.equal(config.backend, "host-gw");
+  const vxlan = labClusterConfig("vxlan", { directRouting: true });
+  assert.deepEqual([vxlan.backend, vxlan.backendOptions], ["vxlan", { vxlan: { directRouting: true } }]);
 });
 
 test("hostPorts become CNI portMappings; pods without any pass none", () => {

@@ -44,8 +44,16 @@ const TEST_SERVER = join(REPO_ROOT, "src/controlplane/test-server.mjs");
 /** A test server that died is started again at most this often. */
 const SERVER_RESTART_MS = 2000;
 
-export function labClusterConfig(): ClusterConfig {
-  return { ...DEFAULT_CLUSTER_CONFIG, clusterCidr: CLUSTER_CIDR, serviceCidr: LAB_SERVICE_CIDR, loadBalancerCidrs: [LAB_LOAD_BALANCER_CIDR] };
+/** The config the lab stores before any agent starts: the agents' backend (as their --backend flags say) plus services. */
+export function labClusterConfig(backend = DEFAULT_CLUSTER_CONFIG.backend, backendOptions?: Record<string, unknown>): ClusterConfig {
+  return {
+    ...DEFAULT_CLUSTER_CONFIG,
+    clusterCidr: CLUSTER_CIDR,
+    backend,
+    backendOptions: backendOptions ? { [backend]: backendOptions } : {},
+    serviceCidr: LAB_SERVICE_CIDR,
+    loadBalancerCidrs: [LAB_LOAD_BALANCER_CIDR],
+  };
 }
 
 export function apiSocketPath(labDir: string): string {
@@ -144,7 +152,7 @@ export class LabControllers {
     const deadline = Date.now() + 60_000;
     for (;;) {
       try {
-        const config = await this.datastore.ensureClusterConfig(labClusterConfig());
+        const config = await this.datastore.ensureClusterConfig(labClusterConfig(this.lab.data.backend, this.lab.data.backendOptions));
         this.opts.log(`cluster config: services ${config.serviceCidr}, load balancers ${(config.loadBalancerCidrs ?? []).join(",") || "none"}`);
         break;
       } catch (error) {
