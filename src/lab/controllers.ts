@@ -42,7 +42,7 @@ export const LAB_LOAD_BALANCER_CIDR = "192.168.1.240/28";
 export const KUBELET_DIR = "kubelet";
 const TEST_SERVER = join(REPO_ROOT, "src/controlplane/test-server.mjs");
 /** A test server that died is started again at most this often. */
-const SERVER_RESTART_MS = 2000;
+const SERVER_RESTART_MS = 5000;
 
 /** The config the lab stores before any agent starts: the agents' backend (as their --backend flags say) plus services. */
 export function labClusterConfig(backend = DEFAULT_CLUSTER_CONFIG.backend, backendOptions?: Record<string, unknown>): ClusterConfig {
@@ -294,7 +294,10 @@ export class LabControllers {
       if (!server || !isRecordedProcessAlive(server)) {
         // As a kubelet with a dead container: the pod is not Ready (its endpoints stop serving), and the
         // server is started again after a back-off.
-        if (isPodReady(pod)) statusWrites.push(this.commit([{ op: "update", object: { ...pod, status: notReadyStatus(pod, new Date().toISOString()) } }], `status ${pod.metadata.name}`));
+        if (isPodReady(pod)) {
+          this.opts.log(`pod ${namespace(pod)}/${pod.metadata.name}: NotReady (test server pid ${server?.pid ?? "?"} is gone)`);
+          statusWrites.push(this.commit([{ op: "update", object: { ...pod, status: notReadyStatus(pod, new Date().toISOString()) } }], `status ${pod.metadata.name}`));
+        }
         const due = this.restartAt.get(uid);
         if (due === undefined) {
           this.opts.log(`pod ${namespace(pod)}/${pod.metadata.name}: test server not running; starting it again in ${SERVER_RESTART_MS} ms`);
