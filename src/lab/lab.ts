@@ -457,6 +457,11 @@ export async function labStatus(target: LabTarget): Promise<string> {
     `lab ${state.data.id}: ${state.data.phase}, ${state.data.network} network${state.data.backend ? ` (backend ${state.data.backend}${state.data.backendOptions ? ` ${JSON.stringify(state.data.backendOptions)}` : ""})` : ""}, ${plan.topology} underlay (${plan.switches.map((s) => s.cidr).join(", ")}${plan.router ? ` via ${plan.router.netns}` : ""}), created ${state.data.createdAt}, state ${state.dir}`,
   );
   lines.push(`etcd ${`http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
+  const controllers = state.data.processes.find((p) => p.role === "controllers");
+  if (controllers) {
+    const kubePods = loadKubeletState(state.dir)?.data.pods.length ?? 0;
+    lines.push(`controllers (API ${apiSocketPath(state.dir)}): ${isRecordedProcessAlive(controllers) ? `running (pid ${controllers.pid})` : "NOT running"}, ${kubePods} pods from Pod objects (podnet lab get pods -A)`);
+  }
   lines.push(`external ${EXTERNAL_IP} in ${plan.external.netns}`);
   lines.push("");
   lines.push(`${"NODE".padEnd(8)} ${"IP".padEnd(14)} ${"SUBNET".padEnd(16)} ${"STATUS".padEnd(9)} ${"AGENT".padEnd(12)} REASON`);
