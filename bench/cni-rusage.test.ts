@@ -36,3 +36,17 @@ test("the usage log is split by command and binary, with peaks and mean CPU", ()
 test("a missing log means nothing was measured", () => {
   assert.equal(readUsageLog("/nonexistent/podnet-bench.log").size, 0);
 });
+
+test("the wait4 wrapper's microsecond figures are read exactly", () => {
+  const dir = mkdtempSync(join(tmpdir(), "podnet-rusage-test-"));
+  try {
+    const log = join(dir, "log");
+    writeFileSync(log, ["bridge DEL 4100 0.000812 0.000391", "bridge DEL 4200 0.001002 0.000207", ""].join("\n"));
+    const del = readUsageLog(log).get("DEL")?.get("bridge");
+    assert.equal(del?.invocations, 2);
+    assert.equal(del?.peakRssKiB, 4200);
+    assert.ok(Math.abs((del?.meanCpuMs ?? 0) - 1.206) < 1e-9);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

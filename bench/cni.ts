@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { cleanupAll } from "../test/helpers/netns.ts";
 import { measureBreakdown, type Breakdown } from "./cni-breakdown.ts";
 import { checkCaCertsReachPlugins, formatLoad, machineNotes } from "./cni-machine.ts";
-import { canMeasureUsage, readUsageLog, RUSAGE_LOG_VARIABLE, usageWrappers, type BinaryUsage } from "./cni-rusage.ts";
+import { readUsageLog, RUSAGE_LOG_VARIABLE, usageMeter, usageWrappers, type BinaryUsage, type UsageMeter } from "./cni-rusage.ts";
 import { aggregate, figureKey, renderReport, updateResultsFile, type BenchReport } from "./cni-report.ts";
 import { PodPool, runScenario, type Mode, type ScenarioResult } from "./cni-scenario.ts";
 import { podnetSide, referenceSide, type BenchSide } from "./cni-sides.ts";
@@ -94,11 +94,11 @@ async function timedRounds(sides: readonly BenchSide[], pods: PodPool): Promise<
   return results;
 }
 
-/** One more pass of every scenario with the plugins wrapped in GNU time; its timings are discarded. */
-async function usagePass(sides: readonly BenchSide[], pods: PodPool): Promise<Map<string, Map<string, BinaryUsage>>> {
+/** One more pass of every scenario with the plugins wrapped in a rusage meter; its timings are discarded. */
+async function usagePass(meter: UsageMeter, sides: readonly BenchSide[], pods: PodPool): Promise<Map<string, Map<string, BinaryUsage>>> {
   const usage = new Map<string, Map<string, BinaryUsage>>();
   for (const side of sides) {
-    const wrappers = usageWrappers([side.mainBinary, side.ipamBinary]);
+    const wrappers = usageWrappers(meter, [side.mainBinary, side.ipamBinary]);
     for (const mode of MODES) {
       const logPath = join(wrappers, `${mode}.log`);
       await runScenario(side, pods, `use-${side.name}-${mode}`, {
@@ -127,7 +127,10 @@ async function main(): Promise<void> {
     }
   }
 
-  const machine = machineNotes(ROOT, BUN, sides[0]!.mainBinary);
+  const machine = machineNotes(ROOT, BUN, sides[0]!.mainBinary, {
+    podnet: [sides[0]!.mainBinary, sides[0]!.ipamBinary],
+    reference: [sides[1]!.mainBinary, sides[1]!.ipamBinary],
+  });
   const probe = await checkCaCertsReachPlugins();
   const caCerts = { ...probe, inBenchProcess: caCertsAtStart };
   log(`${machine.cpu}, ${machine.nproc} CPUs, kernel ${machine.kernel}, node ${machine.node}, bun ${machine.bun}, load ${machine.loadAtStart}`);
@@ -143,7 +146,8 @@ async function main(): Promise<void> {
       log(`breakdown: nsenter /bin/cat ${breakdown.nsenterSpawnMs.toFixed(1)} ms, podnet VERSION ${breakdown.sides.podnet?.mainVersionMs.toFixed(1)} ms, bridge VERSION ${breakdown.sides.reference?.mainVersionMs.toFixed(1)} ms`);
     }
     const results = await timedRounds(sides, pods);
-    const usage = !flags["no-usage"] && canMeasureUsage() ? await usagePass(sides, pods) : new Map<string, Map<string, BinaryUsage>>();
+    const meter = flags["no-usage"] ? undefined : usageMeter();
+    const usage = meter ? await usagePass(meter, sides, pods) : new Map<string, Map<string, BinaryUsage>>();
 
     const report: BenchReport = {
       config: { pods: podCount, rounds, concurrency, breakdownSamples },
@@ -152,6 +156,7 @@ async function main(): Promise<void> {
       loadAtEnd: formatLoad(),
       figures: aggregate(results),
       usage,
+      ...(meter ? { usageMeter: meter.kind } : {}),
       mainBinaries: { podnet: basename(sides[0]!.mainBinary), reference: basename(sides[1]!.mainBinary) },
       ...(breakdown ? { breakdown } : {}),
       durationS: (performance.now() - started) / 1000,

@@ -27,6 +27,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { mark } from "../cni/trace.ts";
 import { CniError, ErrorCode } from "../cni/types.ts";
 import { flock, LOCK_EX, LOCK_UN } from "../kernel/libc.ts";
 import { formatIp, parseIp, tryParseIp, type IpAddress } from "./ip.ts";
@@ -116,6 +117,7 @@ export class DiskStore implements IpamStore {
       } catch (error) {
         throw new CniError(ErrorCode.Io, `ipam: cannot lock ${lockPath}: ${(error as Error).message}`);
       }
+      mark("ipam lock taken");
       this.lockDepth = 1;
       try {
         this.removeStaleTemps();
@@ -128,6 +130,7 @@ export class DiskStore implements IpamStore {
         } catch {
           // close() below releases the lock anyway.
         }
+        mark("ipam lock released");
       }
     } finally {
       closeSync(fd);

@@ -1,0 +1,19 @@
+// The podnet-ipam plugin's verbs, for the skel dispatcher. The one plugin executable serves them
+// when it is run under the name `podnet-ipam` (src/plugin/main.ts); main.ts here is a standalone
+// entry for building the IPAM plugin alone.
+import type { PluginContext, PluginHandlers } from "../cni/skel.ts";
+import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, openStoreFor, requestedIps } from "./ipam.ts";
+
+function attachmentOf(ctx: PluginContext) {
+  return { containerId: ctx.env.containerId, ifname: ctx.env.ifname };
+}
+
+export const ipamPlugin: PluginHandlers = {
+  add: (ctx) => ipamAdd(ctx.conf, attachmentOf(ctx), requestedIps(ctx), openStoreFor(ctx.conf)),
+  del: (ctx) => ipamDel(ctx.conf, attachmentOf(ctx), openStoreFor(ctx.conf)),
+  check: (ctx) => ipamCheck(ctx.conf, attachmentOf(ctx), openStoreFor(ctx.conf)),
+  status: (ctx) => ipamStatus(ctx.conf, openStoreFor(ctx.conf)),
+  gc: (ctx) => {
+    ipamGc(ctx.conf, ctx.conf["cni.dev/valid-attachments"] ?? [], openStoreFor(ctx.conf));
+  },
+};
