@@ -6,11 +6,13 @@
 // first line (fork, nsenter, exec, the runtime's own start) and after its last (exit, reaping)
 // are measured too. The same pod is ADDed and DELeted `--samples` times in a fresh node
 // namespace; each phase is reported as its median. The reference (Go) cannot be instrumented
-// this way; bench/RESULTS.md puts its strace timeline beside these figures.
+// this way; bench/RESULTS.md puts its strace timeline beside these figures. With --service, a
+// resident `podnet serve` runs in the node namespace and ADD is forwarded to it.
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { invoke, type DriverOptions } from "../src/runtime/cni-driver.ts";
+import { startService } from "../test/helpers/cni-service.ts";
 import { cleanupAll, Netns, tempDir } from "../test/helpers/netns.ts";
 import { podnetSide } from "./cni-sides.ts";
 import { median } from "./cni-stats.ts";
@@ -20,6 +22,7 @@ const { values: flags } = parseArgs({
   options: {
     samples: { type: "string", default: "40" },
     "podnet-dir": { type: "string", default: join(ROOT, "dist/cni") },
+    service: { type: "boolean", default: false },
   },
 });
 const samples = Number(flags.samples);
@@ -53,9 +56,10 @@ async function main(): Promise<void> {
   const pod = Netns.create("pp");
   const dataDir = tempDir("profile-ipam");
   const traceDir = tempDir("profile-trace");
+  const service = flags.service ? await startService(side.mainBinary, node.path) : undefined;
   try {
     const opts: DriverOptions = { cniPath: side.cniPath, nodeNetns: node.path };
-    const list = side.confList(dataDir);
+    const list = side.confList(dataDir, service?.socket);
     const stdin = JSON.stringify({ ...list.plugins[0], name: list.name, cniVersion: list.cniVersion });
     const byCommand = new Map<string, Map<string, number[]>>();
     const totals = new Map<string, number[]>();
@@ -95,6 +99,7 @@ async function main(): Promise<void> {
       console.log(`| sum of the medians | ${sum.toFixed(2)} |`);
     }
   } finally {
+    await service?.kill();
     node.delete();
     pod.delete();
     rmSync(dataDir, { recursive: true, force: true });

@@ -14,7 +14,7 @@ import { cleanupAll } from "../test/helpers/netns.ts";
 import { measureBreakdown, type Breakdown } from "./cni-breakdown.ts";
 import { checkCaCertsReachPlugins, formatLoad, machineNotes } from "./cni-machine.ts";
 import { readUsageLog, RUSAGE_LOG_VARIABLE, usageMeter, usageWrappers, type BinaryUsage, type UsageMeter } from "./cni-rusage.ts";
-import { aggregate, figureKey, renderReport, updateResultsFile, type BenchReport } from "./cni-report.ts";
+import { aggregate, figureKey, renderReport, SERVICE_BINARY, updateResultsFile, type BenchReport } from "./cni-report.ts";
 import { PodPool, runScenario, type Mode, type ScenarioResult } from "./cni-scenario.ts";
 import { podnetSide, referenceSide, type BenchSide } from "./cni-sides.ts";
 import { summarize } from "./cni-stats.ts";
@@ -30,6 +30,7 @@ const { values: flags } = parseArgs({
     concurrency: { type: "string", default: "8" },
     "breakdown-samples": { type: "string", default: "30" },
     "podnet-dir": { type: "string", default: join(ROOT, "dist/cni") },
+    "podnet-service": { type: "boolean", default: false },
     "reference-dir": { type: "string", default: "/usr/lib/cni" },
     "time-limit-s": { type: "string", default: "600" },
     "no-usage": { type: "boolean", default: false },
@@ -101,7 +102,7 @@ async function usagePass(meter: UsageMeter, sides: readonly BenchSide[], pods: P
     const wrappers = usageWrappers(meter, [side.mainBinary, side.ipamBinary]);
     for (const mode of MODES) {
       const logPath = join(wrappers, `${mode}.log`);
-      await runScenario(side, pods, `use-${side.name}-${mode}`, {
+      const result = await runScenario(side, pods, `use-${side.name}-${mode}`, {
         mode,
         concurrency,
         cniPath: [wrappers, ...side.cniPath],
@@ -109,6 +110,15 @@ async function usagePass(meter: UsageMeter, sides: readonly BenchSide[], pods: P
       });
       for (const [command, byBinary] of readUsageLog(logPath)) {
         if (command === "ADD" || command === "DEL") usage.set(figureKey(side.name, mode, command), byBinary);
+      }
+      if (result.service) {
+        // The service's share: its CPU over the phase divided by the operations, its peak RSS so far.
+        for (const [command, cpuMs] of [["ADD", result.service.addCpuMs], ["DEL", result.service.delCpuMs]] as const) {
+          const key = figureKey(side.name, mode, command);
+          const byBinary = usage.get(key) ?? new Map<string, BinaryUsage>();
+          byBinary.set(SERVICE_BINARY, { invocations: podCount, peakRssKiB: result.service.peakRssKiB, meanCpuMs: cpuMs / podCount });
+          usage.set(key, byBinary);
+        }
       }
       const main = usage.get(figureKey(side.name, mode, "ADD"))?.get(basename(side.mainBinary));
       log(`usage ${side.name} ${mode}: ADD peak RSS ${((main?.peakRssKiB ?? 0) / 1024).toFixed(1)} MiB, CPU ${main?.meanCpuMs.toFixed(1)} ms per ADD`);
@@ -120,7 +130,7 @@ async function usagePass(meter: UsageMeter, sides: readonly BenchSide[], pods: P
 async function main(): Promise<void> {
   const started = performance.now();
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root to create network namespaces");
-  const sides = [podnetSide(flags["podnet-dir"]!), referenceSide(flags["reference-dir"]!)];
+  const sides = [podnetSide(flags["podnet-dir"]!, flags["podnet-service"]), referenceSide(flags["reference-dir"]!)];
   for (const side of sides) {
     for (const binary of [side.mainBinary, side.ipamBinary]) {
       if (!existsSync(binary)) throw new Error(`${binary} is missing${side.name === "podnet" ? ": run npm run build" : ""}`);
@@ -157,6 +167,7 @@ async function main(): Promise<void> {
       figures: aggregate(results),
       usage,
       ...(meter ? { usageMeter: meter.kind } : {}),
+      podnetService: flags["podnet-service"] === true,
       mainBinaries: { podnet: basename(sides[0]!.mainBinary), reference: basename(sides[1]!.mainBinary) },
       ...(breakdown ? { breakdown } : {}),
       durationS: (performance.now() - started) / 1000,

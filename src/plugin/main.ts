@@ -5,7 +5,8 @@
 //
 // `podnet serve --socket PATH` runs the resident per-node service instead (service.ts). When the
 // config names that socket (`serviceSocket`), the bridge plugin forwards ADD and CHECK to it and
-// does the work itself only if the service does not answer. The plugin modules are therefore
+// does the work itself only if the service does not answer; DEL asks first and then runs here
+// (service-protocol.ts says why). The plugin modules are therefore
 // loaded with require() on first use: a forwarded call never initialises them.
 import { writeSync } from "node:fs";
 import { flushTrace, mark } from "../cni/trace.ts"; // first, so its mark is the bundle's first statement

@@ -13,11 +13,20 @@ export const SERVICE_SOCKET_KEY = "serviceSocket";
 export const FORWARDED_VARIABLES = ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"] as const;
 
 /**
- * Verbs the service serves. DEL stays in the exec'd process: its cost is the kernel's veth deletion
- * (15-22 ms, mostly waiting), which overlaps across concurrent processes but would queue behind
- * one another in a single-threaded service (README, "Design"). VERSION, STATUS and GC are cheap or rare.
+ * Verbs the plugin sends to the service. VERSION, STATUS and GC are cheap or rare and always run
+ * in the plugin.
  */
-export const FORWARDED_COMMANDS: ReadonlySet<string> = new Set(["ADD", "CHECK"]);
+export const FORWARDED_COMMANDS: ReadonlySet<string> = new Set(["ADD", "CHECK", "DEL"]);
+
+/**
+ * Verbs the service does itself. DEL is sent but always answered `local`: its cost is the kernel's
+ * veth deletion (15-22 ms, mostly waiting), which overlaps across concurrent plugin processes but
+ * would queue up in a single-threaded service (README, "Design"). Sending it anyway makes it a
+ * fence: the service answers in arrival order, so by the time a DEL hears back, every request sent
+ * before it, such as an ADD whose plugin the runtime killed while the service worked on it, is
+ * finished, and the DEL cannot run before an ADD it is meant to undo.
+ */
+export const SERVED_COMMANDS: ReadonlySet<string> = new Set(["ADD", "CHECK"]);
 
 export interface ServiceRequest {
   env: Record<string, string>;

@@ -2,9 +2,10 @@
 // as the exec'd binary, but warm: no runtime start, no module loading, no FFI set-up, JIT-compiled
 // after the first pods. The exec'd plugin forwards ADD and CHECK here (forward.ts) when its config
 // names the socket; the service declines (a `local` reply) whatever it cannot answer exactly as
-// the exec'd plugin would, and the plugin then does the work itself.
+// the exec'd plugin would, and the plugin then does the work itself. DEL is always declined, but
+// in arrival order, which makes it a fence behind any ADD still in progress (service-protocol.ts).
 //
-// Requests are served one at a time, in arrival order: every handler is synchronous, and the IPAM
+// Requests are answered one at a time, in arrival order: every handler is synchronous, and the IPAM
 // store's flock(2) would deadlock against itself if two requests of one process overlapped.
 // Crash safety is the plugin's own: a service killed mid-ADD leaves what a plugin killed at the
 // same point leaves, and the plugin, seeing no complete reply, redoes the ADD, which is idempotent
@@ -12,7 +13,7 @@
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { runPlugin, type PluginHandlers, type PluginIo } from "../cni/skel.ts";
 import { netnsIdentity } from "./forward.ts";
-import { FORWARDED_COMMANDS, parseRequest, type ServiceReply } from "./service-protocol.ts";
+import { parseRequest, SERVED_COMMANDS, type ServiceReply } from "./service-protocol.ts";
 
 /** IPAM types the service serves: in-process ones. A delegated IPAM would run with the service's environment. */
 const SERVED_IPAM_TYPES = new Set(["podnet-ipam"]);
@@ -36,7 +37,7 @@ export async function answer(line: string, handlers: PluginHandlers, ownNetns: s
   }
   if (request.netns !== ownNetns) return { local: true, reason: `the caller's network namespace ${request.netns} is not the service's ${ownNetns}` };
   const command = request.env.CNI_COMMAND ?? "";
-  if (!FORWARDED_COMMANDS.has(command)) return { local: true, reason: `${command || "no command"} is not served` };
+  if (!SERVED_COMMANDS.has(command)) return { local: true, reason: `${command || "no command"} runs in the plugin` };
   const ipamType = ipamTypeOf(request.stdin);
   // Malformed stdin is served: runPlugin reports it exactly as the exec'd plugin would.
   if (ipamType !== undefined && !SERVED_IPAM_TYPES.has(String(ipamType))) return { local: true, reason: `IPAM type ${String(ipamType)} is exec'd, not served` };
