@@ -16,15 +16,19 @@ export function mark(label: string): void {
   if (tracing) marks.push([label, performance.now()]);
 }
 
-/** Appends this invocation's marks to the trace file; never throws, since tracing must not change results. */
-export function flushTrace(): void {
+/**
+ * Appends the marks so far to the trace file as one line and starts afresh (a resident service
+ * writes one line per request); never throws, since tracing must not change results.
+ */
+export function flushTrace(command = process.env.CNI_COMMAND ?? ""): void {
   if (!tracing) return;
   try {
-    const line = { pid: process.pid, command: process.env.CNI_COMMAND ?? "", originMs: performance.timeOrigin, marks };
+    const line = { pid: process.pid, command, originMs: performance.timeOrigin, marks };
     appendFileSync(sink!, `${JSON.stringify(line)}\n`);
   } catch {
     // A trace that cannot be written is lost; the plugin's answer is not.
   }
+  marks.length = 0;
 }
 
 mark("bundle start");

@@ -6,8 +6,9 @@
 // `podnet serve --socket PATH` runs the resident per-node service instead (service.ts). When the
 // config names that socket (`serviceSocket`), the bridge plugin forwards ADD and CHECK to it and
 // does the work itself only if the service does not answer; DEL asks first and then runs here
-// (service-protocol.ts says why). The plugin modules are therefore
-// loaded with require() on first use: a forwarded call never initialises them.
+// (service-protocol.ts says why). The plugin modules are therefore loaded with import() on first
+// use, from their own chunks of the executable (scripts/build.mjs: --splitting): a forwarded call
+// neither loads nor initialises them.
 import { writeSync } from "node:fs";
 import { flushTrace, mark } from "../cni/trace.ts"; // first, so its mark is the bundle's first statement
 import type { PluginHandlers, PluginIo } from "../cni/skel.ts";
@@ -15,10 +16,8 @@ import { pluginForName } from "./dispatch.ts";
 import { forward, netnsIdentity } from "./forward.ts";
 import { FORWARDED_COMMANDS, FORWARDED_VARIABLES, SERVICE_SOCKET_KEY, type ServiceRequest } from "./service-protocol.ts";
 
-type Skel = typeof import("../cni/skel.ts");
-
-function bridgeHandlers(): PluginHandlers {
-  return (require("./bridge.ts") as typeof import("./bridge.ts")).bridgePlugin;
+async function bridgeHandlers(): Promise<PluginHandlers> {
+  return (await import("./bridge.ts")).bridgePlugin;
 }
 
 function finish(code: number): never {
@@ -44,9 +43,9 @@ function serviceSocketOf(stdin: Uint8Array): string | undefined {
 }
 
 async function runBridge(): Promise<number> {
-  const skel = require("../cni/skel.ts") as Skel;
+  const skel = await import("../cni/skel.ts");
   const command = process.env.CNI_COMMAND ?? "";
-  if (!FORWARDED_COMMANDS.has(command)) return skel.runPlugin(bridgeHandlers(), "podnet bridge plugin");
+  if (!FORWARDED_COMMANDS.has(command)) return skel.runPlugin(await bridgeHandlers(), "podnet bridge plugin");
   // stdin is read once here, as the skel reads it; the local path below gets the same bytes.
   const processIo = skel.processIo();
   let stdin: Uint8Array;
@@ -54,7 +53,7 @@ async function runBridge(): Promise<number> {
     stdin = processIo.readStdin();
   } catch {
     // The skel reports an unreadable stdin in the spec's terms when it tries again.
-    return skel.runPlugin(bridgeHandlers(), "podnet bridge plugin");
+    return skel.runPlugin(await bridgeHandlers(), "podnet bridge plugin");
   }
   const socket = serviceSocketOf(stdin);
   if (socket !== undefined) {
@@ -74,7 +73,7 @@ async function runBridge(): Promise<number> {
     }
   }
   const io: PluginIo = { ...processIo, readStdin: () => stdin };
-  return skel.runPlugin(bridgeHandlers(), "podnet bridge plugin", io);
+  return skel.runPlugin(await bridgeHandlers(), "podnet bridge plugin", io);
 }
 
 async function main(): Promise<number> {
@@ -85,14 +84,14 @@ async function main(): Promise<number> {
       writeAll(2, "usage: podnet serve --socket /absolute/path.sock\n");
       return 2;
     }
-    (require("./service.ts") as typeof import("./service.ts")).serve(socket, bridgeHandlers());
+    (await import("./service.ts")).serve(socket, await bridgeHandlers());
     writeAll(2, `podnet: serving CNI requests on ${socket}\n`);
     return -1; // keep running
   }
   mark("modules loaded");
   if (pluginForName(process.argv0) === "ipam") {
-    const skel = require("../cni/skel.ts") as Skel;
-    return skel.runPlugin((require("../ipam/plugin.ts") as typeof import("../ipam/plugin.ts")).ipamPlugin, "podnet-ipam");
+    const [skel, ipam] = await Promise.all([import("../cni/skel.ts"), import("../ipam/plugin.ts")]);
+    return skel.runPlugin(ipam.ipamPlugin, "podnet-ipam");
   }
   return runBridge();
 }

@@ -12,6 +12,7 @@
 // (the attachment's reserved address is handed back, a stale host veth is replaced).
 import { chmodSync, lstatSync, unlinkSync } from "node:fs";
 import { runPlugin, type PluginHandlers, type PluginIo } from "../cni/skel.ts";
+import { flushTrace, mark } from "../cni/trace.ts";
 import { netnsIdentity } from "./forward.ts";
 import { parseRequest, SERVED_COMMANDS, type ServiceReply } from "./service-protocol.ts";
 
@@ -54,7 +55,10 @@ export async function answer(line: string, handlers: PluginHandlers, ownNetns: s
       stderr += s;
     },
   };
+  mark("service start");
   const exitCode = await runPlugin(handlers, "podnet bridge plugin (service)", io);
+  mark("service done");
+  flushTrace(`service ${command}`);
   return { exitCode, stdout, stderr };
 }
 
