@@ -15,7 +15,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const bun = join(root, "node_modules/@oven/bun-linux-x64/bin/bun");
 const out = join(root, "dist/cni");
 
-const plugins = [{ entry: "src/plugin/main.ts", name: "podnet", links: ["podnet-ipam"] }];
+// The service's worker thread is a second entry point, compiled into the same file.
+const plugins = [{ entry: "src/plugin/main.ts", workers: ["src/plugin/service-worker.ts"], name: "podnet", links: ["podnet-ipam"] }];
 
 if (!existsSync(bun)) {
   console.error(`build: ${bun} is missing; run npm ci first`);
@@ -24,13 +25,13 @@ if (!existsSync(bun)) {
 rmSync(out, { recursive: true, force: true });
 rmSync(join(root, "dist/cli"), { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
-for (const { entry, name, links } of plugins) {
+for (const { entry, workers, name, links } of plugins) {
   // A plugin must not read .env or bunfig.toml from whatever directory the runtime runs it in.
   // --bytecode ships JavaScriptCore bytecode instead of source: no parsing or compiling at start,
   // which measured 5-8 ms less per invocation (README, "Design").
   // --format=esm --splitting: modules the entry loads with import() go into chunks of their own,
   // which a call that never needs them (one forwarded to the resident service) never loads.
-  const args = ["build", "--compile", "--bytecode", "--minify", "--format=esm", "--splitting", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", "--target=bun-linux-x64", join(root, entry), "--outfile", join(out, name)];
+  const args = ["build", "--compile", "--bytecode", "--minify", "--format=esm", "--splitting", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", "--target=bun-linux-x64", join(root, entry), ...workers.map((w) => join(root, w)), "--outfile", join(out, name)];
   const run = spawnSync(bun, args, { cwd: root, encoding: "utf8" });
   if (run.status !== 0) {
     console.error(`build: ${name} failed\n${run.stdout}${run.stderr}`);

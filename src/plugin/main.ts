@@ -79,13 +79,16 @@ async function runBridge(): Promise<number> {
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
   if (args[0] === "serve") {
-    const socket = args[1] === "--socket" ? args[2] : undefined;
-    if (!socket || !socket.startsWith("/")) {
-      writeAll(2, "usage: podnet serve --socket /absolute/path.sock\n");
+    const options = new Map<string, string>();
+    for (let i = 1; i + 1 < args.length; i += 2) options.set(args[i]!, args[i + 1]!);
+    const socket = options.get("--socket");
+    const workers = Number(options.get("--workers") ?? "4");
+    if (!socket || !socket.startsWith("/") || !Number.isInteger(workers) || workers < 0 || args.length % 2 === 0) {
+      writeAll(2, "usage: podnet serve --socket /absolute/path.sock [--workers N (default 4; 0: serve on the main thread)]\n");
       return 2;
     }
-    (await import("./service.ts")).serve(socket, await bridgeHandlers());
-    writeAll(2, `podnet: serving CNI requests on ${socket}\n`);
+    (await import("./service.ts")).serve(socket, await bridgeHandlers(), workers);
+    writeAll(2, `podnet: serving CNI requests on ${socket} with ${workers} worker threads\n`);
     return -1; // keep running
   }
   mark("modules loaded");

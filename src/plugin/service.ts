@@ -5,8 +5,8 @@
 // the exec'd plugin would, and the plugin then does the work itself. DEL is always declined, but
 // in arrival order, which makes it a fence behind any ADD still in progress (service-protocol.ts).
 //
-// Requests are answered one at a time, in arrival order: every handler is synchronous, and the IPAM
-// store's flock(2) would deadlock against itself if two requests of one process overlapped.
+// Served requests run on worker threads (`--workers N`, default 4), so concurrent ADDs run at once
+// as concurrent plugin processes would; with `--workers 0`, one at a time on the main thread.
 // Crash safety is the plugin's own: a service killed mid-ADD leaves what a plugin killed at the
 // same point leaves, and the plugin, seeing no complete reply, redoes the ADD, which is idempotent
 // (the attachment's reserved address is handed back, a stale host veth is replaced).
@@ -77,11 +77,111 @@ interface Connection {
   pending: Uint8Array;
 }
 
-/** Listens on socketPath until the process is killed; returns once listening. */
-export function serve(socketPath: string, handlers: PluginHandlers): void {
+/** The CNI command of a request line, or "" when it has none; never throws. */
+function commandOf(line: string): string {
+  try {
+    const command = (JSON.parse(line) as { env?: { CNI_COMMAND?: unknown } }).env?.CNI_COMMAND;
+    return typeof command === "string" ? command : "";
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Worker threads that each answer one request at a time (service-worker.ts). Several ADDs then run
+ * at once, as they do when a runtime execs several plugins: setns(2) and the netlink sockets are
+ * per thread, and the IPAM store's flock(2) is taken on a descriptor each thread opens, so threads
+ * exclude each other exactly as processes do.
+ */
+class WorkerPool {
+  private readonly idle: Worker[] = [];
+  private readonly waiting: { line: string; resolve: (reply: ServiceReply) => void }[] = [];
+
+  constructor(
+    count: number,
+    private readonly ownNetns: string,
+  ) {
+    for (let i = 0; i < count; i++) this.idle.push(this.spawn());
+  }
+
+  private spawn(): Worker {
+    return new Worker(new URL("./service-worker.ts", import.meta.url).href);
+  }
+
+  run(line: string): Promise<ServiceReply> {
+    return new Promise((resolve) => {
+      this.waiting.push({ line, resolve });
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.idle.length > 0 && this.waiting.length > 0) {
+      const worker = this.idle.pop()!;
+      const job = this.waiting.shift()!;
+      worker.onmessage = (event: MessageEvent<ServiceReply>) => {
+        this.idle.push(worker);
+        job.resolve(event.data);
+        this.pump();
+      };
+      worker.onerror = () => {
+        // A worker that died mid-request may have done part of it: the plugin, told to work
+        // alone, redoes the ADD, which is idempotent, exactly as after a crash of the service.
+        worker.terminate();
+        this.idle.push(this.spawn());
+        job.resolve({ local: true, reason: "the service's worker failed" });
+        this.pump();
+      };
+      worker.postMessage({ line: job.line, ownNetns: this.ownNetns });
+    }
+  }
+}
+
+/**
+ * Listens on socketPath until the process is killed; returns once listening. With workers > 0,
+ * served requests run on that many worker threads; with 0, on this thread, one at a time.
+ */
+export function serve(socketPath: string, handlers: PluginHandlers, workers = 0): void {
   const ownNetns = netnsIdentity();
   removeStaleSocket(socketPath);
-  let queue: Promise<void> = Promise.resolve();
+  const pool = workers > 0 ? new WorkerPool(workers, ownNetns) : undefined;
+  let inThread: Promise<unknown> = Promise.resolve();
+  const execute = (line: string): Promise<ServiceReply> => {
+    if (pool) return pool.run(line);
+    // One at a time: a second flock(2) on the store from this thread would wait for itself.
+    const reply = inThread.then(() => answer(line, handlers, ownNetns));
+    inThread = reply.catch(() => undefined);
+    return reply;
+  };
+
+  // Requests in arrival order. A request that is not served (DEL above all) is answered only
+  // when every request that arrived before it has finished: the fence of service-protocol.ts.
+  let nextSeq = 0;
+  const running = new Set<number>();
+  const fences: { seq: number; release: () => void }[] = [];
+  const clear = (seq: number): boolean => ![...running].some((s) => s < seq);
+  const releaseFences = (): void => {
+    for (const fence of [...fences]) {
+      if (!clear(fence.seq)) continue;
+      fences.splice(fences.indexOf(fence), 1);
+      fence.release();
+    }
+  };
+  const handle = async (line: string): Promise<ServiceReply> => {
+    const seq = nextSeq++;
+    if (SERVED_COMMANDS.has(commandOf(line))) {
+      running.add(seq);
+      try {
+        return await execute(line);
+      } finally {
+        running.delete(seq);
+        releaseFences();
+      }
+    }
+    if (!clear(seq)) await new Promise<void>((release) => fences.push({ seq, release }));
+    return answer(line, handlers, ownNetns);
+  };
+
   const flush = (socket: { write(data: Uint8Array): number; end(): void; data: Connection }): void => {
     const conn = socket.data;
     if (conn.pending.length === 0) return;
@@ -101,14 +201,12 @@ export function serve(socketPath: string, handlers: PluginHandlers): void {
         const newline = conn.received.indexOf("\n");
         if (newline < 0 || conn.answered) return;
         conn.answered = true;
-        const line = conn.received.slice(0, newline);
-        queue = queue
-          .then(async () => {
-            const reply = await answer(line, handlers, ownNetns);
+        handle(conn.received.slice(0, newline))
+          .then((reply) => {
             conn.pending = new TextEncoder().encode(`${JSON.stringify(reply)}\n`);
             flush(socket);
           })
-          // A caller that hung up cannot be answered; the next request must still be served.
+          // A caller that hung up cannot be answered; the others still are.
           .catch(() => undefined);
       },
       drain: flush,
