@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { validatePluginType } from "../cni/config.ts";
+import { compareVersions, isWellFormedVersion } from "../cni/version.ts";
 
 export interface NetworkConfigList {
   cniVersion: string;
@@ -38,7 +39,6 @@ export class ConfigError extends Error {
 
 // pkg/utils/utils.go: cniValidNameChars = `[a-zA-Z0-9][a-zA-Z0-9_.\-]`, for network names and container IDs.
 const VALID_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-const VERSION = /^\d+\.\d+\.\d+$/;
 // IFNAMSIZ is 16 with the terminating NUL.
 const MAX_IFNAME_BYTES = 15;
 
@@ -50,7 +50,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 export function validateConfigList(value: unknown, source = "conflist"): NetworkConfigList {
   if (!isObject(value)) throw new ConfigError(source, "the list", "must be a JSON object");
   const { cniVersion, name, plugins, disableCheck } = value;
-  if (typeof cniVersion !== "string" || !VERSION.test(cniVersion)) {
+  if (typeof cniVersion !== "string" || !isWellFormedVersion(cniVersion)) {
     throw new ConfigError(source, "cniVersion", `must be a version such as "1.1.0", got ${JSON.stringify(cniVersion)}`);
   }
   if (typeof name !== "string" || name === "") throw new ConfigError(source, "name", "is missing");
@@ -116,11 +116,5 @@ export function validateAttachment(att: Pick<Attachment, "containerId" | "ifname
 
 /** True when `version` (x.y.z) is at least `min`. */
 export function versionAtLeast(version: string, min: string): boolean {
-  const a = version.split(".").map(Number);
-  const b = min.split(".").map(Number);
-  for (let i = 0; i < 3; i++) {
-    const diff = (a[i] ?? 0) - (b[i] ?? 0);
-    if (diff !== 0) return diff > 0;
-  }
-  return true;
+  return compareVersions(version, min) >= 0;
 }
