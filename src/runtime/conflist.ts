@@ -5,6 +5,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { validatePluginType } from "../cni/config.ts";
+import { CNI_NAME_SYNTAX, interfaceNameProblem } from "../cni/env.ts";
 import { compareVersions, isWellFormedVersion } from "../cni/version.ts";
 
 export interface NetworkConfigList {
@@ -37,10 +38,7 @@ export class ConfigError extends Error {
   }
 }
 
-// pkg/utils/utils.go: cniValidNameChars = `[a-zA-Z0-9][a-zA-Z0-9_.\-]`, for network names and container IDs.
-const VALID_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-// IFNAMSIZ is 16 with the terminating NUL.
-const MAX_IFNAME_BYTES = 15;
+// Network names and container IDs follow pkg/utils/utils.go's cniValidNameChars (CNI_NAME_SYNTAX, cni/env.ts).
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -54,7 +52,7 @@ export function validateConfigList(value: unknown, source = "conflist"): Network
     throw new ConfigError(source, "cniVersion", `must be a version such as "1.1.0", got ${JSON.stringify(cniVersion)}`);
   }
   if (typeof name !== "string" || name === "") throw new ConfigError(source, "name", "is missing");
-  if (!VALID_NAME.test(name)) throw new ConfigError(source, "name", `"${name}" must start with a letter or digit and contain only letters, digits, _ . -`);
+  if (!CNI_NAME_SYNTAX.test(name)) throw new ConfigError(source, "name", `"${name}" must start with a letter or digit and contain only letters, digits, _ . -`);
   if (disableCheck !== undefined && typeof disableCheck !== "boolean") throw new ConfigError(source, "disableCheck", "must be true or false");
   if (!Array.isArray(plugins)) throw new ConfigError(source, "plugins", "is missing");
   if (plugins.length === 0) throw new ConfigError(source, "plugins", "must not be empty");
@@ -104,14 +102,13 @@ export function findConfigList(confDir: string): { path: string; list: NetworkCo
 /** libcni's checks on the runtime's side of an attachment, before any plugin runs. */
 export function validateAttachment(att: Pick<Attachment, "containerId" | "ifname">, source = "attachment"): void {
   if (att.containerId === "") throw new ConfigError(source, "containerId", "is missing");
-  if (!VALID_NAME.test(att.containerId)) {
+  if (!CNI_NAME_SYNTAX.test(att.containerId)) {
     throw new ConfigError(source, "containerId", `"${att.containerId}" must start with a letter or digit and contain only letters, digits, _ . -`);
   }
-  const ifname = att.ifname;
-  if (ifname === "") throw new ConfigError(source, "ifname", "is missing");
-  if (Buffer.byteLength(ifname) > MAX_IFNAME_BYTES) throw new ConfigError(source, "ifname", `"${ifname}" is longer than ${MAX_IFNAME_BYTES} bytes`);
-  if (ifname === "." || ifname === "..") throw new ConfigError(source, "ifname", `"${ifname}" is not allowed`);
-  if (/[/:\s]/.test(ifname)) throw new ConfigError(source, "ifname", `"${ifname}" must not contain "/", ":" or whitespace`);
+  // The same rules the plugin's side applies to CNI_CONTAINERID and CNI_IFNAME (cni/env.ts), as libcni
+  // and skel share them in Go (pkg/utils).
+  const problem = interfaceNameProblem(att.ifname);
+  if (problem !== undefined) throw new ConfigError(source, "ifname", `${JSON.stringify(att.ifname)} ${problem}`);
 }
 
 /** True when `version` (x.y.z) is at least `min`. */
