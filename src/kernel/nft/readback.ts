@@ -173,8 +173,11 @@ function decodeVmap(v: JsonObject): NftStatement {
 }
 
 function decodeNat(kind: "dnat" | "snat", n: Json | undefined): NftStatement {
-  if (!isObject(n) || (n["family"] !== "ip" && n["family"] !== "ip6") || typeof n["addr"] !== "string" || n["flags"] !== undefined) fail(kind, n ?? null);
-  const family = n["family"];
+  if (!isObject(n) || typeof n["addr"] !== "string" || n["flags"] !== undefined) fail(kind, n ?? null);
+  // nft 1.0.6 leaves "family" out of a nat statement in an `ip` or `ip6` table (it is the table's);
+  // the address says which it is.
+  const family = n["family"] ?? (n["addr"].includes(":") ? "ip6" : "ip");
+  if (family !== "ip" && family !== "ip6") fail(kind, n);
   const address = n["addr"];
   if (kind === "snat") {
     if (n["port"] !== undefined) fail("snat port", n);
