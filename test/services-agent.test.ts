@@ -274,4 +274,21 @@ describe("the agent's service proxy, end to end", { skip: root ? false : "needs 
     nft(node1, "flush", "chain", "ip", "podnet-svc", "services");
     await answers("client", "http://10.96.0.20/hostname", 5000);
   });
+  it("moves a LoadBalancer IP to another node when its announcer leaves", async () => {
+    await cluster.startEtcd();
+    const holders = () => cluster.nodes.filter((n) => ip("-n", n.netns, "-4", "addr", "show", "dev", "eth0").includes(`${LB_IP}/32`)).map((n) => n.name);
+    await waitFor(() => holders().length === 1, 10_000, () => `holders ${holders()}`);
+    const leaving = cluster.nodes.find((n) => n.name === holders()[0])!;
+    const staying = cluster.nodes.find((n) => n !== leaving)!;
+    // The node dies: its agent stops renewing the lease and its underlay goes dark.
+    await cluster.stopAgent(leaving, "SIGKILL");
+    ip("-n", leaving.netns, "link", "set", "eth0", "down");
+    await waitFor(() => ip("-n", staying.netns, "-4", "addr", "show", "dev", "eth0").includes(`${LB_IP}/32`), 20_000, () => `${staying.name} did not take ${LB_IP} over`);
+    // No gratuitous ARP here (arping is not installed): the external host asks again.
+    ip("-n", cluster.controlNs, "neigh", "flush", "all");
+    await waitFor(() => {
+      const run = curlIn(cluster.controlNs, `http://${LB_IP}/hostname`, 1);
+      return run.status === 0 && /^pod-[ac]$/.test(run.stdout);
+    }, 10_000, () => `${LB_IP} unreachable after the takeover`);
+  });
 });
