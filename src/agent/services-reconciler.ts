@@ -14,7 +14,7 @@
 // - Verification (rules deleted by hand): a read-back of the whole table, diffed against the
 //   model and repaired with the diff. It costs O(table), so it runs at most every
 //   `max(resyncIntervalMs, VERIFY_COST_FACTOR × its own last duration)`: every resync for a small
-//   table, every couple of minutes with 10,000 services, so it stays a few percent of one CPU.
+//   table, every minute or two with 10,000 services, so it stays a few percent of one CPU.
 
 import type { EndpointSlice, Service } from "../k8s/types.ts";
 import { deleteUdpFlows } from "../kernel/conntrack.ts";
@@ -32,7 +32,7 @@ type Inputs = "config" | "self" | "snapshot" | "Service" | "EndpointSlice";
 
 /** Scripts larger than this go to a spawned `nft -f`, so the event loop is not stalled for seconds. */
 const SPAWN_ABOVE_BYTES = 256 * 1024;
-const VERIFY_COST_FACTOR = 40;
+const VERIFY_COST_FACTOR = 20;
 
 export interface ServicesKernel {
   /** Apply one nft script atomically. */
