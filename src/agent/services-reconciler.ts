@@ -78,6 +78,9 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
   private announced: string[] = [];
   private last: ServicesSyncStats | undefined;
   private udpFlowsDeleted = 0;
+  /** The datastore revision of the objects the kernel now reflects (for "write → kernel" timing). */
+  private revision = 0;
+  private lastFull: ServicesSyncStats | undefined;
 
   constructor(
     private readonly nodeName: string,
@@ -89,6 +92,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
 
   async sync(inputs: { readonly [P in Inputs]: AgentInputs[P] }): Promise<void> {
     const started = performance.now();
+    const revision = Math.max(inputs.Service.revision, inputs.EndpointSlice.revision);
     const node: ProxyNodeFacts = {
       nodeName: this.nodeName,
       nodeIps: [inputs.self.nodeIp],
@@ -149,6 +153,8 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     }
     this.announced = wantedAnnounced;
     this.last = { kind, changes: tx.changes.length, scriptBytes: Buffer.byteLength(script), ms: Math.round(performance.now() - started) };
+    if (kind === "full") this.lastFull = this.last;
+    this.revision = revision;
     this.onSynced?.(this.last);
   }
 
@@ -205,7 +211,9 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     return {
       services: this.seenServices.size,
       endpointSlices: this.seenSlices.size,
+      revision: this.revision,
       lastSync: this.last ?? null,
+      lastFullSync: this.lastFull ?? null,
       lastVerifyMs: this.lastVerifyMs,
       announcedLoadBalancerIps: this.announced,
       udpFlowsDeleted: this.udpFlowsDeleted,

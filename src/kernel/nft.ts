@@ -71,7 +71,7 @@ function runCommand(args: string[], netnsPath?: string): NftRun {
 function runCommandAsync(args: string[], netnsPath?: string): Promise<NftRun> {
   const [command, argv] = nftCommand(args, netnsPath);
   return new Promise((resolve, reject) => {
-    process.getBuiltinModule("node:child_process").execFile(command, argv, { encoding: "utf8" }, (error, stdout, stderr) => {
+    process.getBuiltinModule("node:child_process").execFile(command, argv, { encoding: "utf8", maxBuffer: 1 << 30 }, (error, stdout, stderr) => {
       if (error && typeof error.code !== "number") {
         reject(new NftError(`${command} ${argv.join(" ")}`, null, error.message));
         return;
