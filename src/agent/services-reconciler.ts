@@ -22,7 +22,7 @@ import { interfaceOfAddress, syncAnnouncedIps } from "../kernel/lb-announce.ts";
 import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
-import { ipsToAnnounce } from "../services/lb-announcer.ts";
+import { ipsToAnnounce, loadBalancerIpsOf } from "../services/lb-announcer.ts";
 import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNodeFacts } from "../services/proxy-compiler.ts";
 import { planProxyTransaction, staleUdpFlows } from "../services/proxy-plan.ts";
 import type { AgentInputs } from "./inputs.ts";
@@ -76,6 +76,9 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
   private lastVerifyAt = 0;
   private lastVerifyMs = 0;
   private announced: string[] = [];
+  /** Services with LoadBalancer IPs, by "namespace/name". */
+  private readonly loadBalancers = new Map<string, Service>();
+  private announceChecked = false;
   private last: ServicesSyncStats | undefined;
   private udpFlowsDeleted = 0;
   /** The datastore revision of the objects the kernel now reflects (for "write → kernel" timing). */
@@ -103,13 +106,15 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     const full = this.applied === undefined;
     if (full) {
       this.seenServices = new Map(inputs.Service.objects);
+      this.loadBalancers.clear();
+      for (const [key, service] of this.seenServices) this.noteService(key, service);
       this.seenSlices = new Map(inputs.EndpointSlice.objects);
       this.compiler.replaceAll([...this.seenServices.values()], [...this.seenSlices.values()]);
     } else {
       this.feedChanges(inputs.Service.objects, inputs.EndpointSlice.objects);
     }
     const liveNodes = inputs.snapshot.nodes.filter((n) => n.alive && n.phase === "active").map((n) => n.name);
-    const wantedAnnounced = ipsToAnnounce(this.nodeName, this.seenServices.values(), this.seenSlices.values(), liveNodes);
+    const wantedAnnounced = this.loadBalancers.size === 0 ? [] : ipsToAnnounce(this.nodeName, this.loadBalancers.values(), this.slicesOfLoadBalancers(), liveNodes);
 
     const next = this.compiler.compile(node);
     let tx = planProxyTransaction(this.applied, next);
@@ -132,7 +137,12 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     }
     const previous = this.applied;
     this.applied = next;
-    if (full) this.lastVerifyAt = Date.now();
+    if (full) {
+      // Reading the table back costs about what loading it did: until a read-back has been timed,
+      // take the full sync's duration as its cost, so a large table is not read back at once.
+      this.lastVerifyAt = Date.now();
+      this.lastVerifyMs = Math.max(this.lastVerifyMs, performance.now() - started);
+    }
 
     // UDP flows pinned to endpoints that went away (or to nothing, before the service had endpoints).
     for (const flow of staleUdpFlows(previous, next)) {
@@ -147,7 +157,10 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       }
     }
 
-    const changed = this.kernel.announce(wantedAnnounced, inputs.self.nodeIp);
+    // Two `ip` runs per sync: skipped while there is nothing to announce and nothing was (after the first look, which clears what an earlier run left).
+    const announceNeeded = wantedAnnounced.length > 0 || this.announced.length > 0 || !this.announceChecked;
+    const changed = announceNeeded ? this.kernel.announce(wantedAnnounced, inputs.self.nodeIp) : { added: [], removed: [] };
+    this.announceChecked = true;
     if (changed.added.length > 0 || changed.removed.length > 0) {
       this.log(`services: announcing LoadBalancer IPs ${JSON.stringify(wantedAnnounced)} (added ${changed.added.join(", ") || "none"}, withdrew ${changed.removed.join(", ") || "none"})`);
     }
@@ -158,11 +171,25 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     this.onSynced?.(this.last);
   }
 
+  /** The slices that belong to a LoadBalancer service (only those matter for announcing). */
+  private *slicesOfLoadBalancers(): Iterable<EndpointSlice> {
+    for (const slice of this.seenSlices.values()) {
+      const name = slice.metadata.labels?.["kubernetes.io/service-name"];
+      if (name && this.loadBalancers.has(`${slice.metadata.namespace ?? "default"}/${name}`)) yield slice;
+    }
+  }
+
+  private noteService(key: string, service: Service | undefined): void {
+    if (service && loadBalancerIpsOf(service).length > 0) this.loadBalancers.set(key, service);
+    else this.loadBalancers.delete(key);
+  }
+
   /** Feeds the compiler every object that is not the identical object seen last time. */
   private feedChanges(services: ReadonlyMap<string, Service>, slices: ReadonlyMap<string, EndpointSlice>): void {
     for (const [key, service] of services) {
       if (this.seenServices.get(key) !== service) {
         this.seenServices.set(key, service);
+        this.noteService(key, service);
         this.compiler.upsertService(service);
       }
     }
@@ -170,6 +197,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       for (const [key, service] of this.seenServices) {
         if (!services.has(key)) {
           this.seenServices.delete(key);
+          this.noteService(key, undefined);
           this.compiler.deleteService(service.metadata.namespace, service.metadata.name);
         }
       }
