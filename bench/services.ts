@@ -40,7 +40,7 @@ const { values } = parseArgs({
   options: {
     sizes: { type: "string", default: "100,1000,10000,30000" },
     changes: { type: "string", default: "100" },
-    seconds: { type: "string", default: "3" },
+    seconds: { type: "string", default: "1" },
     // iptables-legacy-restore of 30,000 services × 5 endpoints (180,000 chains) takes minutes here.
     "iptables-max": { type: "string", default: "10000" },
     prefix: { type: "string" },
@@ -50,6 +50,7 @@ const { values } = parseArgs({
 const SIZES = values.sizes.split(",").map(Number);
 const CHANGES = Number(values.changes);
 const SECONDS = Number(values.seconds);
+const ROUNDS = 5;
 const env = { ...process.env };
 delete env.NODE_EXTRA_CA_CERTS;
 
@@ -251,29 +252,45 @@ async function inner(prefix: string): Promise<void> {
       const synced = performance.now();
       const withIptables = size <= Number(values["iptables-max"]);
       const iptMs = withIptables ? loadIptables(size) : NaN;
-      // Interleaved, three rounds, median of each: the machine's load moves under a run.
+      // Interleaved short rounds, each rate also as a ratio to the plain-routing round next to it,
+      // and medians: the machine's load moves under a run far more than the rules change the rate.
       const rounds: Record<Role, number[]> = { podnet: [], iptables: [], plain: [] };
-      for (let k = 0; k < 3; k++) for (const role of ROLES) if (role !== "iptables" || withIptables) rounds[role].push(rate(role).rate);
+      const ratios: Record<"podnet" | "iptables", number[]> = { podnet: [], iptables: [] };
+      for (let k = 0; k < ROUNDS; k++) {
+        const plain = rate("plain").rate;
+        rounds.plain.push(plain);
+        for (const role of ["podnet", "iptables"] as const) {
+          if (role === "iptables" && !withIptables) continue;
+          const got = rate(role).rate;
+          rounds[role].push(got);
+          ratios[role].push(got / plain);
+        }
+      }
       const median = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
       const r = { podnet: median(rounds.podnet), iptables: median(rounds.iptables), plain: median(rounds.plain) };
       rates[size] = r;
-      note(`| ${size} | ${r.podnet.toFixed(0)} | ${r.iptables.toFixed(0)} | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
+      note(`| ${size} | ${r.podnet.toFixed(0)} (${median(ratios.podnet).toFixed(2)}x plain) | ${r.iptables.toFixed(0)} (${median(ratios.iptables).toFixed(2)}x plain) | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
 
       if (size === 10_000) {
         note(`\nagent RSS with 10,000 services × 5 endpoints: ${rss().toFixed(1)} MiB`);
         // One change: an EndpointSlice moved to other endpoint IPs, datastore write → kernel.
         const latencies: number[] = [];
+        const agentMs: number[] = [];
         for (let k = 0; k < CHANGES; k++) {
           const i = 2 + Math.floor(Math.random() * (size - 2));
           const started = performance.now();
           const rev = await datastore.objects.commit([{ op: "update", object: sliceObject(i, k + 1) }]);
           await waitRevision(rev, 30_000);
           latencies.push(performance.now() - started);
+          const own = (await svcStatus())?.lastSync as { ms?: number } | undefined;
+          if (own?.ms !== undefined) agentMs.push(own.ms);
           await new Promise((r) => setTimeout(r, 20));
         }
         latencies.sort((a, b) => a - b);
         const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!;
         note(`one change with 10,000 services (slice update committed → kernel), ${CHANGES} changes: p50 ${pct(50).toFixed(1)} ms, p99 ${pct(99).toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms`);
+        agentMs.sort((a, b) => a - b);
+        note(`  of which the agent's own sync (compile, plan, render, nft transaction, conntrack): p50 ${agentMs[Math.floor(agentMs.length / 2)] ?? NaN} ms, p99 ${agentMs[Math.min(agentMs.length - 1, Math.floor(0.99 * agentMs.length))] ?? NaN} ms`);
         note(`agent RSS after the changes: ${rss().toFixed(1)} MiB`);
         // Full sync: SIGKILL and restart the agent; time to the table loaded.
         agent!.kill("SIGKILL");
