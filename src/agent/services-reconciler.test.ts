@@ -41,6 +41,10 @@ class RecordingKernel implements ServicesKernel {
     this.udp.push(filter);
     return 1;
   };
+  underlaySegment(): string | undefined {
+    return undefined;
+  }
+
   announce(ips: readonly string[]) {
     const added = ips.filter((ip) => !this.announced.includes(ip));
     const removed = this.announced.filter((ip) => !ips.includes(ip));

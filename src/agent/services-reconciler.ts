@@ -18,11 +18,12 @@
 
 import type { EndpointSlice, Service } from "../k8s/types.ts";
 import { deleteUdpFlows } from "../kernel/conntrack.ts";
-import { interfaceOfAddress, syncAnnouncedIps } from "../kernel/lb-announce.ts";
+import { interfaceOfAddress, syncAnnouncedIps, underlayOfAddress } from "../kernel/lb-announce.ts";
 import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
-import { ipsToAnnounce, loadBalancerIpsOf } from "../services/lb-announcer.ts";
+import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
+import { tryParseCidr } from "../net/cidr.ts";
 import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNodeFacts } from "../services/proxy-compiler.ts";
 import { planProxyTransaction, staleUdpFlows } from "../services/proxy-plan.ts";
 import type { AgentInputs } from "./inputs.ts";
@@ -41,6 +42,8 @@ export interface ServicesKernel {
   deleteUdpFlows: typeof deleteUdpFlows;
   /** Make the set of LoadBalancer IPs this node announces exactly `ips`. */
   announce(ips: readonly string[], nodeIp: string): { added: string[]; removed: string[] };
+  /** The subnet of the underlay address `nodeIp` (its L2 segment), if an interface holds it. */
+  underlaySegment(nodeIp: string): string | undefined;
 }
 
 export const realServicesKernel: ServicesKernel = {
@@ -51,6 +54,10 @@ export const realServicesKernel: ServicesKernel = {
     const ifname = interfaceOfAddress(nodeIp);
     if (!ifname) throw new Error(`no interface holds the node IP ${nodeIp}; cannot announce LoadBalancer IPs`);
     return syncAnnouncedIps(ifname, ips);
+  },
+  underlaySegment(nodeIp) {
+    const underlay = underlayOfAddress(nodeIp);
+    return underlay ? `${nodeIp}/${underlay.prefixLength}` : undefined;
   },
 };
 
@@ -113,8 +120,9 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     } else {
       this.feedChanges(inputs.Service.objects, inputs.EndpointSlice.objects);
     }
-    const liveNodes = inputs.snapshot.nodes.filter((n) => n.alive && n.phase === "active").map((n) => n.name);
-    const wantedAnnounced = this.loadBalancers.size === 0 ? [] : ipsToAnnounce(this.nodeName, this.loadBalancers.values(), this.slicesOfLoadBalancers(), liveNodes);
+    const live = inputs.snapshot.nodes.filter((n) => n.alive && n.phase === "active");
+    const liveNodes = live.map((n) => n.name);
+    const wantedAnnounced = this.loadBalancers.size === 0 ? [] : ipsToAnnounce(this.nodeName, this.loadBalancers.values(), this.slicesOfLoadBalancers(), liveNodes, this.segment(inputs.self.nodeIp, live));
 
     const next = this.compiler.compile(node);
     let tx = planProxyTransaction(this.applied, next);
@@ -172,6 +180,14 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
   }
 
   /** The slices that belong to a LoadBalancer service (only those matter for announcing). */
+  /** This node's L2 segment and the live nodes' IPs, so LoadBalancer IPs are announced only on their own segment. */
+  private segment(nodeIp: string, live: readonly { name: string; nodeIp: string }[]): AnnounceSegment | undefined {
+    const text = this.kernel.underlaySegment(nodeIp);
+    const ownSegment = text === undefined ? undefined : tryParseCidr(text);
+    if (ownSegment === undefined) return undefined;
+    return { ownSegment, nodeIps: new Map(live.map((n) => [n.name, n.nodeIp])) };
+  }
+
   private *slicesOfLoadBalancers(): Iterable<EndpointSlice> {
     for (const slice of this.seenSlices.values()) {
       const name = slice.metadata.labels?.["kubernetes.io/service-name"];

@@ -10,17 +10,14 @@
 
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
+import { isIpv4 } from "../net/address.ts";
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 const IFNAME = /^[A-Za-z0-9_.@-]{1,11}$/;
 
 function checkArgs(ifname: string, ip?: string): void {
   // A label is at most 15 characters: "<ifname>:plb" needs ifname ≤ 11.
   if (!IFNAME.test(ifname)) throw new Error(`interface: ${JSON.stringify(ifname)} is not an interface name of at most 11 characters`);
-  if (ip !== undefined) {
-    const m = IPV4.exec(ip);
-    if (!m || m.slice(1).some((o) => Number(o) > 255)) throw new Error(`loadBalancer IP: ${JSON.stringify(ip)} is not an IPv4 address`);
-  }
+  if (ip !== undefined && !isIpv4(ip)) throw new Error(`loadBalancer IP: ${JSON.stringify(ip)} is not an IPv4 address`);
 }
 
 export function announceLabel(ifname: string): string {
@@ -39,11 +36,20 @@ export function announcedIps(ifname: string): string[] {
   return json.flatMap((link) => (link.addr_info ?? []).filter((a) => a.label === label && a.prefixlen === 32 && a.local).map((a) => a.local!));
 }
 
+/** The interface holding `address` (the node's underlay interface) and that address's prefix length. */
+export function underlayOfAddress(address: string): { ifname: string; prefixLength: number } | undefined {
+  checkArgs("lo", address);
+  const json = JSON.parse(ip(["-j", "-4", "addr", "show"]) || "[]") as { ifname: string; addr_info?: { local?: string; prefixlen?: number }[] }[];
+  for (const link of json) {
+    const held = (link.addr_info ?? []).find((a) => a.local === address);
+    if (held) return { ifname: link.ifname, prefixLength: held.prefixlen ?? 32 };
+  }
+  return undefined;
+}
+
 /** The name of the interface holding `address` (the node's underlay interface). */
 export function interfaceOfAddress(address: string): string | undefined {
-  checkArgs("lo", address);
-  const json = JSON.parse(ip(["-j", "-4", "addr", "show"]) || "[]") as { ifname: string; addr_info?: { local?: string }[] }[];
-  return json.find((link) => (link.addr_info ?? []).some((a) => a.local === address))?.ifname;
+  return underlayOfAddress(address)?.ifname;
 }
 
 /**

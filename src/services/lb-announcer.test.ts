@@ -3,6 +3,7 @@ import { describe, it } from "node:test";
 import { withDefaults } from "../k8s/defaults.ts";
 import type { Service } from "../k8s/types.ts";
 import { announcerOf, ipsToAnnounce } from "./lb-announcer.ts";
+import { parseCidr } from "../net/cidr.ts";
 
 const lb = (name: string, ip: string, local = false): Service =>
   withDefaults({
@@ -55,5 +56,16 @@ describe("LoadBalancer IP announcer (rendezvous hashing)", () => {
     const services = [lb("a", "192.168.1.241"), lb("b", "192.168.1.242"), withDefaults({ apiVersion: "v1", kind: "Service", metadata: { name: "c", namespace: "default" }, spec: { ports: [{ port: 80 }] } })];
     const all = nodes.flatMap((n) => ipsToAnnounce(n, services, [], nodes));
     assert.deepEqual(all.sort(), ["192.168.1.241", "192.168.1.242"]);
+  });
+  it("announces an IP only from nodes on its own segment, and every node there agrees", () => {
+    // node1 and node2 on 192.168.1.0/24 with the pool; node3 and node4 behind a router on 192.168.2.0/24.
+    const nodeIps = new Map([["node1", "192.168.1.11"], ["node2", "192.168.1.12"], ["node3", "192.168.2.13"], ["node4", "192.168.2.14"]]);
+    const segmentOf = (node: string) => ({ ownSegment: parseCidr(`${nodeIps.get(node)}/24`, { hostBits: "allow" }), nodeIps });
+    const services = Array.from({ length: 12 }, (_, i) => lb(`s${i}`, `192.168.1.${240 + i}`));
+    const byNode = new Map(nodes.map((n) => [n, ipsToAnnounce(n, services, [], nodes, segmentOf(n))]));
+    assert.deepEqual(byNode.get("node3"), []);
+    assert.deepEqual(byNode.get("node4"), []);
+    const announced = [...byNode.values()].flat().sort();
+    assert.deepEqual(announced, services.map((s) => s.status!.loadBalancer!.ingress![0]!.ip!).sort());
   });
 });

@@ -5,8 +5,16 @@
 //
 // externalTrafficPolicy Local: only nodes with a ready local endpoint are candidates (as MetalLB
 // announces from nodes with local endpoints), so the client IP is kept and the traffic is served.
+//
+// L2 announcement only works from the IP's own segment: a node on another underlay subnet can hold
+// the address, but no neighbour will ever ARP for it there (MetalLB's L2 mode has the same limit).
+// A node does not know its peers' segments, but it does not need to: when the IP is outside its own
+// segment it is not a candidate; when inside, its candidates are the peers whose node IP is in that
+// same segment, and every node of the segment computes the same set.
 
 import { createHash } from "node:crypto";
+import { parseIp, tryParseIp } from "../net/address.ts";
+import { cidrContains, type Cidr } from "../net/cidr.ts";
 import type { EndpointSlice, Service } from "../k8s/types.ts";
 import { LABEL_SERVICE_NAME } from "../k8s/types.ts";
 
@@ -34,15 +42,32 @@ export function loadBalancerIpsOf(service: Service): string[] {
   return (service.status?.loadBalancer?.ingress ?? []).flatMap((i) => (i.ip ? [i.ip] : []));
 }
 
+/** This node's underlay segment and every live node's IP, to keep announcing on the IP's own L2 segment. */
+export interface AnnounceSegment {
+  ownSegment: Cidr;
+  nodeIps: ReadonlyMap<string, string>;
+}
+
+/** The candidates for `ip` once the segment rule is applied: none when `ip` is off our segment. */
+function onSegment(ip: string, candidates: readonly string[], segment: AnnounceSegment | undefined): readonly string[] {
+  if (segment === undefined) return candidates;
+  if (!cidrContains(segment.ownSegment, parseIp(ip))) return [];
+  return candidates.filter((node) => {
+    const nodeIp = tryParseIp(segment.nodeIps.get(node) ?? "");
+    return nodeIp !== undefined && cidrContains(segment.ownSegment, nodeIp);
+  });
+}
+
 /**
  * The LoadBalancer IPs `self` must announce, given every Service, the slices by service
- * ("namespace/name"), and the live, active node names.
+ * ("namespace/name"), the live, active node names and, when known, this node's segment.
  */
 export function ipsToAnnounce(
   self: string,
   services: Iterable<Service>,
   slices: Iterable<EndpointSlice>,
   liveNodes: readonly string[],
+  segment?: AnnounceSegment,
 ): string[] {
   const localEndpointNodes = new Map<string, Set<string>>();
   for (const slice of slices) {
@@ -60,7 +85,7 @@ export function ipsToAnnounce(
     const key = `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
     const withEndpoints = localEndpointNodes.get(key);
     const candidates = service.spec.externalTrafficPolicy === "Local" ? liveNodes.filter((n) => withEndpoints?.has(n)) : liveNodes;
-    for (const ip of ips) if (announcerOf(ip, candidates) === self) mine.add(ip);
+    for (const ip of ips) if (announcerOf(ip, onSegment(ip, candidates, segment)) === self) mine.add(ip);
   }
   return [...mine].sort();
 }
