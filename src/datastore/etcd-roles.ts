@@ -48,12 +48,13 @@ export function nodeAgentUser(nodeName: string): string {
   return `podnet-node-${nodeName}`;
 }
 
-/** Controllers and `podnet apply`: cluster objects and their claims; reads of the rest. */
+/** Controllers and `podnet apply`: the cluster config, cluster objects and their claims; reads of the rest. */
 export function controlPlaneRole(prefix: string, name = "podnet-control-plane"): EtcdRoleSpec {
   return {
     name,
     permissions: [
       { key: prefix, prefix: true, access: "read" },
+      { key: `${prefix}config`, prefix: false, access: "readwrite" },
       { key: `${prefix}objects/`, prefix: true, access: "readwrite" },
       { key: `${prefix}claims/`, prefix: true, access: "readwrite" },
     ],

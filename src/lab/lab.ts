@@ -11,13 +11,16 @@ import { listRoutes, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, RT_SCOPE_HOST, R
 import { startEtcd } from "../supervise/etcd-server.ts";
 import { runAttached } from "../supervise/command.ts";
 import { isRecordedProcessAlive, pidsInNamespaces, processStartTime, sleep, spawnDetached, stopPids, stopRecordedProcess } from "../supervise/process.ts";
+import { syncTable } from "../kernel/nft.ts";
+import { namedNetnsPath } from "../kernel/named-netns-path.ts";
+import { ETCD_GUARDED_PORTS, etcdGuardTable, labEtcdServerTls, labPkiDir, makeLabPki, removeLabPki, secureLabEtcd } from "./etcd-security.ts";
 import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { configureReferenceNode, startAgent } from "./node-network.ts";
 import { judgeNode } from "./node-status.ts";
 import { addPod, conflistSubnet, nodeNetworkState, removePod, waitForNodeReady } from "./pods.ts";
 import { REPO_ROOT } from "./repo-root.ts";
-import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, labPrefix, planLab, underlayHosts, type LabPlan } from "./topology.ts";
+import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, etcdEndpoint, labPrefix, planLab, underlayHosts, type LabPlan } from "./topology.ts";
 import { createSwitch, createUnderlayHost, inNamespace } from "./underlay.ts";
 
 export interface LabTarget {
@@ -83,6 +86,9 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     argv: argvInNamedNetns(plan.controlPlane.netns, ["etcd", "--name", "lab"]),
     log: join(dir, "etcd", "lab.log"),
   });
+  const nodeNames = plan.nodes.map((n) => n.name);
+  await makeLabPki(dir, nodeNames);
+  step(`pki       CA and etcd certificates in ${labPkiDir(dir)} (server, peer, root, control plane, dns, ${nodeNames.length} nodes)`);
   const etcdStarting = startEtcd({
     dataDir: join(dir, "etcd"),
     name: "lab",
@@ -90,6 +96,10 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     netns: plan.controlPlane.netns,
     clientPort: ETCD_CLIENT_PORT,
     detached: true,
+    tls: labEtcdServerTls(dir),
+  }).then(async (etcd) => {
+    await secureLabEtcd(dir, plan.controlPlane.netns, nodeNames);
+    return etcd;
   });
   // If up fails before etcd is awaited, the rejection is reported there, not as an unhandled one.
   etcdStarting.catch(() => {});
@@ -116,7 +126,9 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   etcdRecord.pid = etcd.pid;
   etcdRecord.startTime = processStartTime(etcd.pid);
   state.save();
-  step(`etcd      ${etcd.endpoints.join(",")} in ${plan.controlPlane.netns} (pid ${etcd.pid})`);
+  step(`etcd      ${etcd.endpoints.join(",")} in ${plan.controlPlane.netns} (pid ${etcd.pid}): client certificates required, auth on, one role per client`);
+  for (const node of nodes) await syncTable(etcdGuardTable(), namedNetnsPath(node.netns));
+  step(`guard     pods on every node are kept from etcd's ports (${ETCD_GUARDED_PORTS.join(", ")})`);
 
   if (opts.network === "reference") {
     for (const node of nodes) {
@@ -234,6 +246,8 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   if (leftovers.length > 0) log(`stopping  ${leftovers.length} unrecorded process(es) in lab namespaces: ${leftovers.join(" ")}`);
   await stopPids(leftovers);
   log(`processes stopped (${state.data.processes.length} recorded)`);
+  // The keys go even if a namespace keeps the rest of the state dir below.
+  if (removeLabPki(dir)) log(`pki       keys and certificates removed`);
 
   const present = new Set(listNamedNetns({ includeStale: true }));
   for (const name of [...state.data.namespaces].reverse()) {
@@ -304,7 +318,7 @@ export async function labStatus(target: LabTarget): Promise<string> {
   const lines: string[] = [];
   const etcd = state.data.processes.find((p) => p.role === "etcd");
   lines.push(`lab ${state.data.id}: ${state.data.phase}, ${state.data.network} network, created ${state.data.createdAt}, state ${state.dir}`);
-  lines.push(`etcd ${`http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
+  lines.push(`etcd ${etcdEndpoint()} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
   lines.push(`external ${EXTERNAL_IP} in ${plan.external.netns}`);
   lines.push("");
   lines.push(`${"NODE".padEnd(8)} ${"IP".padEnd(14)} ${"SUBNET".padEnd(16)} ${"STATUS".padEnd(9)} ${"AGENT".padEnd(12)} REASON`);

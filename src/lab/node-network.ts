@@ -14,10 +14,11 @@ import { addRoute } from "../kernel/route.ts";
 import { spawnDetached } from "../supervise/process.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
 import { REPO_ROOT } from "./repo-root.ts";
-import { CLUSTER_CIDR, etcdEndpoint, type LabPlan } from "./topology.ts";
+import { labEtcdFlags } from "./etcd-security.ts";
+import { CLUSTER_CIDR, type LabPlan } from "./topology.ts";
 import { inNamespace } from "./underlay.ts";
 
-export function agentArgv(node: NodeRecord): string[] {
+export function agentArgv(node: NodeRecord, labDir: string): string[] {
   return argvInNamedNetns(node.netns, [
     process.execPath,
     ...AGENT_NODE_FLAGS,
@@ -25,7 +26,7 @@ export function agentArgv(node: NodeRecord): string[] {
     "agent",
     "--name", node.name,
     "--node-ip", node.ip,
-    "--etcd", etcdEndpoint(),
+    ...labEtcdFlags(labDir, { node: node.name }),
     "--cni-conf-dir", node.cniConfDir,
     "--ipam-data-dir", node.ipamDataDir,
     // Every lab node shares this machine's /run: each gets its own ready file.
@@ -35,7 +36,7 @@ export function agentArgv(node: NodeRecord): string[] {
 
 /** Start the node's agent inside its namespace, recorded before it is spawned. */
 export function startAgent(state: LabState, node: NodeRecord): ProcessRecord {
-  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node), log: join(state.dir, "logs", `agent-${node.name}.log`) });
+  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node, state.dir), log: join(state.dir, "logs", `agent-${node.name}.log`) });
   spawnDetached(record);
   state.save();
   return record;
