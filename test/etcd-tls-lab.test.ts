@@ -1,0 +1,100 @@
+// The lab's etcd, as production runs it (src/lab/etcd-security.ts): pods cannot reach it, a client
+// without a certificate is refused, an agent's certificate cannot rewrite another node, an agent follows
+// its certificate being replaced while it runs, the lab check still passes, and `lab down` leaves no key.
+// Needs root and `npm run build`; every namespace, process and file is removed afterwards.
+
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readFileSync, readdirSync, renameSync } from "node:fs";
+import { join } from "node:path";
+import { lab, leftovers, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
+import { REPO_ROOT } from "../src/lab/repo-root.ts";
+import { runCommand } from "../src/supervise/command.ts";
+import { issueCertificate } from "../src/supervise/certs.ts";
+import { labClientTls, labPkiDir } from "../src/lab/etcd-security.ts";
+import { nodeAgentUser } from "../src/datastore/etcd-roles.ts";
+
+let t: TestLab;
+before(() => {
+  assert.ok(existsSync(join(REPO_ROOT, "dist/cni/podnet")), "dist/cni/podnet is missing: run npm run build");
+  t = newTestLab();
+});
+after(async () => {
+  if (t) assert.deepEqual(await removeTestLab(t), [], "lab down left these behind; they were removed by force");
+});
+
+const ETCD = "https://192.168.1.10:2379";
+
+/** etcdctl inside a lab namespace (a node, or a pod), to completion. */
+function etcdctlIn(name: string, args: readonly string[]) {
+  return lab(["exec", ...t.flags, name, "--", "etcdctl", "--endpoints", ETCD, "--dial-timeout=2s", "--command-timeout=3s", ...args], 30_000);
+}
+
+function labDir(): string {
+  return join(t.stateRoot, t.id);
+}
+
+test("the lab's etcd: TLS and roles, pods kept out, rotation, nothing left after down", { timeout: 240_000 }, async () => {
+  const up = await lab(["up", "--nodes", "3", "--pods-per-node", "1", ...t.flags], 180_000);
+  assert.equal(up.code, 0, up.stdout + up.stderr);
+  assert.match(up.stdout, /client certificates required, auth on/);
+
+  // Keys 0600 in a 0700 directory.
+  const pki = labPkiDir(labDir());
+  const keys = readdirSync(pki).filter((f) => f.endsWith(".key"));
+  assert.ok(keys.length >= 8, `keys: ${keys.join(" ")}`);
+  const modes = await runCommand(["stat", "-c", "%a %n", pki, ...keys.map((k) => join(pki, k))]);
+  for (const line of modes.stdout.trim().split("\n").slice(1)) assert.match(line, /^600 /);
+  assert.match(modes.stdout, /^700 /);
+
+  // A pod that tries to write to etcd fails: the node drops its packets to etcd's port, even when it
+  // does not bother to verify the server.
+  const fromPod = await etcdctlIn("node1-pod1", ["--insecure-skip-tls-verify", "put", "/podnet/nodes/node3", "forged"]);
+  assert.notEqual(fromPod.code, 0, fromPod.stdout);
+  assert.match(fromPod.stderr, /deadline exceeded/i);
+  const guard = await runCommand(["ip", "netns", "exec", `pnl-${t.id}-node1`, "nft", "list", "table", "ip", "podnet-lab-guard"]);
+  const dropped = Number(/counter packets (\d+)/.exec(guard.stdout)?.[1] ?? "0");
+  assert.ok(dropped > 0, `the guard counted the pod's packets: ${guard.stdout}`);
+
+  // Past the guard (the node's own namespace), a client without a certificate is refused by etcd.
+  const noCert = await etcdctlIn("node1", ["--insecure-skip-tls-verify", "put", "/podnet/nodes/node3", "forged"]);
+  assert.notEqual(noCert.code, 0);
+  assert.match(noCert.stderr, /TransientFailure|certificate|handshake/i);
+
+  // node1's own certificate reads the cluster but cannot rewrite node3.
+  const node1 = labClientTls(labDir(), { node: "node1" });
+  const certFlags = ["--cacert", node1.caFile, "--cert", node1.certFile, "--key", node1.keyFile];
+  const read = await etcdctlIn("node1", [...certFlags, "get", "/podnet/nodes/node3", "--print-value-only"]);
+  assert.equal(read.code, 0, read.stderr);
+  assert.match(read.stdout, /"name":"node3"/);
+  const forged = await etcdctlIn("node1", [...certFlags, "put", "/podnet/nodes/node3", "forged"]);
+  assert.notEqual(forged.code, 0);
+  assert.match(forged.stderr, /permission denied/);
+
+  // Rotation: node1's certificate is replaced on disk while its agent runs; it reloads and keeps working.
+  const fresh = await issueCertificate(
+    { dir: pki, caFile: join(pki, "ca.crt"), certFile: join(pki, "ca.crt"), keyFile: join(pki, "ca.key") },
+    { name: "node-node1-next", commonName: nodeAgentUser("node1"), usage: "client", days: 30 },
+  );
+  renameSync(fresh.keyFile, node1.keyFile);
+  renameSync(fresh.certFile, node1.certFile);
+  const agentLog = join(labDir(), "logs", "agent-node1.log");
+  const deadline = Date.now() + 15_000;
+  while (!/etcd client certificate reloaded/.test(readFileSync(agentLog, "utf8")) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  assert.match(readFileSync(agentLog, "utf8"), /etcd client certificate reloaded .*CN podnet-node-node1, valid until/);
+
+  // The whole connectivity check still passes.
+  const check = await lab(["check", ...t.flags], 120_000);
+  assert.equal(check.code, 0, check.stdout + check.stderr);
+  assert.match(check.stdout, /check: PASS/);
+  const status = await lab(["status", ...t.flags]);
+  assert.match(status.stdout, /^node1\s+\S+\s+\S+\s+Ready/m, status.stdout);
+
+  // Down: no key and no certificate remain.
+  const state = readLabState(t);
+  const down = await lab(["down", ...t.flags]);
+  assert.equal(down.code, 0, down.stderr);
+  assert.match(down.stdout, /keys and certificates removed/);
+  assert.equal(existsSync(pki), false);
+  assert.deepEqual(await leftovers(t, state), { namespaces: [], stateDir: false, processes: [] });
+});
