@@ -210,6 +210,10 @@ async function measure(cpNs: string, nodeNs: string, tls: boolean): Promise<numb
     }
     lease.release();
     return 0;
+  } catch (err) {
+    const tail = (path: string) => readFileSync(path, "utf8").split("\n").slice(-8).join("\n");
+    process.stderr.write(`bench failed: ${(err as Error).stack}\n--- etcd log:\n${tail(join(dir, "etcd", "bench.log"))}\n--- agent log:\n${tail(join(dir, "agent.log"))}\n`);
+    return 1;
   } finally {
     if (agent?.pid) await stopProcess(agent.pid, { child: agent, signal: "SIGKILL" });
     nl.close();

@@ -11,7 +11,7 @@ import { lab, leftovers, newTestLab, readLabState, removeTestLab, type TestLab }
 import { REPO_ROOT } from "../src/lab/repo-root.ts";
 import { runCommand } from "../src/supervise/command.ts";
 import { issueCertificate } from "../src/supervise/certs.ts";
-import { labClientTls, labPkiDir } from "../src/lab/etcd-security.ts";
+import { labClientTls, labEtcdFlags, labPkiDir } from "../src/lab/etcd-security.ts";
 import { nodeAgentUser } from "../src/datastore/etcd-roles.ts";
 
 let t: TestLab;
@@ -89,6 +89,23 @@ test("the lab's etcd: TLS and roles, pods kept out, rotation, nothing left after
   assert.match(check.stdout, /check: PASS/);
   const status = await lab(["status", ...t.flags]);
   assert.match(status.stdout, /^node1\s+\S+\s+\S+\s+Ready/m, status.stdout);
+
+  // An administrator (the root certificate) removes node3: the other agents, on their least-privilege
+  // roles, withdraw their routes and acknowledge, and the administrator's command finalizes.
+  const podnet = (client: Parameters<typeof labEtcdFlags>[1], args: readonly string[]) =>
+    lab(["exec", ...t.flags, "control-plane", "--", process.execPath, join(REPO_ROOT, "bin/podnet.js"), ...args, ...labEtcdFlags(labDir(), client)], 60_000);
+  const plainHttp = await lab(["exec", ...t.flags, "control-plane", "--", process.execPath, join(REPO_ROOT, "bin/podnet.js"), "node", "list", "--etcd", "http://192.168.1.10:2379"]);
+  assert.equal(plainHttp.code, 2);
+  assert.match(plainHttp.stdout + plainHttp.stderr, /plain http.*--etcd-insecure/);
+  const refused = await podnet({ node: "node1" }, ["node", "remove", "node3", "--timeout", "5"]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stdout + refused.stderr, /permission denied for this client's role/);
+  const removed = await podnet("root", ["node", "remove", "node3", "--timeout", "30"]);
+  assert.equal(removed.code, 0, removed.stdout + removed.stderr);
+  assert.match(removed.stdout, /node node3 removed; subnet 10\.244\.\d+\.0\/24 is free/);
+  const list = await podnet("root", ["node", "list"]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.deepEqual([...list.stdout.matchAll(/^(node\d)\s/gm)].map((m) => m[1]), ["node1", "node2"]);
 
   // Down: no key and no certificate remain.
   const state = readLabState(t);

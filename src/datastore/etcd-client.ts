@@ -45,6 +45,8 @@ export class ReloadingEtcdClient implements EtcdClientSource {
     this.current = new Etcd3(etcd3Options(connection, options.base));
     this.signature = this.filesSignature();
     if (connection.tls) {
+      const { commonName, validTo } = readTlsCredentials(connection.tls);
+      options.log?.(`etcd client certificate ${connection.tls.certFile} (CN ${commonName}) valid until ${validTo.toISOString()}; watching it for rotation`);
       this.timer = setInterval(() => this.checkFiles(), options.checkIntervalMs ?? 2000);
       this.timer.unref();
     }

@@ -68,12 +68,14 @@ export function labEtcdServerTls(labDir: string): EtcdServerTls {
 export async function makeLabPki(labDir: string, nodeNames: readonly string[]): Promise<void> {
   const ca = await createCertificateAuthority(labPkiDir(labDir), `podnet-lab-ca-${Date.now()}`);
   const etcdIps = [CONTROL_PLANE_IP, "127.0.0.1"];
-  await issueCertificate(ca, { name: "etcd-server", commonName: "etcd-server", usage: "server", ips: etcdIps, dnsNames: ["localhost"] });
-  await issueCertificate(ca, { name: "etcd-peer", commonName: "etcd-peer", usage: "peer", ips: etcdIps, dnsNames: ["localhost"] });
-  await issueCertificate(ca, { name: "root", commonName: "root", usage: "client" });
-  await issueCertificate(ca, { name: "control-plane", commonName: controlPlaneRole(ETCD_PREFIX).name, usage: "client" });
-  await issueCertificate(ca, { name: "dns", commonName: dnsRole(ETCD_PREFIX).name, usage: "client" });
-  for (const node of nodeNames) await issueCertificate(ca, { name: stem({ node }), commonName: nodeAgentUser(node), usage: "client" });
+  await Promise.all([
+    issueCertificate(ca, { name: "etcd-server", commonName: "etcd-server", usage: "server", ips: etcdIps, dnsNames: ["localhost"] }),
+    issueCertificate(ca, { name: "etcd-peer", commonName: "etcd-peer", usage: "peer", ips: etcdIps, dnsNames: ["localhost"] }),
+    issueCertificate(ca, { name: "root", commonName: "root", usage: "client" }),
+    issueCertificate(ca, { name: "control-plane", commonName: controlPlaneRole(ETCD_PREFIX).name, usage: "client" }),
+    issueCertificate(ca, { name: "dns", commonName: dnsRole(ETCD_PREFIX).name, usage: "client" }),
+    ...nodeNames.map((node) => issueCertificate(ca, { name: stem({ node }), commonName: nodeAgentUser(node), usage: "client" })),
+  ]);
 }
 
 /**

@@ -3,6 +3,7 @@
 // --client-cert-auth maps it). Keys are EC P-256 (fast to make), written with mode 0600 in a 0700
 // directory; nothing is written outside `dir`.
 
+import { randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runChecked } from "./command.ts";
@@ -46,7 +47,10 @@ export async function createCertificateAuthority(dir: string, commonName: string
   return { dir, caFile: certFile, certFile, keyFile };
 }
 
-/** Issue a certificate signed by `ca`, with a fresh key; returns its files (key mode 0600). */
+/**
+ * Issue a certificate signed by `ca`, with a fresh key; returns its files (key mode 0600). A random
+ * serial (no serial file), so several can be issued at once.
+ */
 export async function issueCertificate(ca: CertificateAuthority, opts: IssueOptions): Promise<CertPair> {
   if (!/^[A-Za-z0-9_.-]+$/.test(opts.name)) throw new Error(`certificate name ${JSON.stringify(opts.name)}: use letters, digits, '.', '-' and '_'`);
   if (!/^[A-Za-z0-9_.:-]+$/.test(opts.commonName)) throw new Error(`commonName ${JSON.stringify(opts.commonName)}: use letters, digits, '.', ':', '-' and '_'`);
@@ -63,7 +67,7 @@ export async function issueCertificate(ca: CertificateAuthority, opts: IssueOpti
     await openssl(["req", "-new", ...KEY_ARGS, "-keyout", keyFile, "-out", csrFile, "-subj", `/CN=${opts.commonName}`]);
     chmodSync(keyFile, 0o600);
     await openssl([
-      "x509", "-req", "-in", csrFile, "-CA", ca.certFile, "-CAkey", ca.keyFile, "-CAcreateserial",
+      "x509", "-req", "-in", csrFile, "-CA", ca.certFile, "-CAkey", ca.keyFile, "-set_serial", `0x${randomBytes(16).toString("hex").replace(/^[89a-f]/, "1")}`,
       "-out", certFile, "-days", String(opts.days ?? 365), "-extfile", extFile,
     ]);
   } finally {

@@ -29,16 +29,16 @@ export async function etcdctl(target: EtcdctlTarget, args: readonly string[]): P
 export async function enableEtcdAuth(target: EtcdctlTarget, users: readonly EtcdUserRole[]): Promise<void> {
   await etcdctl(target, ["user", "add", "root", "--no-password"]);
   await etcdctl(target, ["user", "grant-role", "root", "root"]);
-  for (const user of users) await addUserRole(target, user);
+  await Promise.all(users.map((user) => addUserRole(target, user)));
   await etcdctl(target, ["auth", "enable"]);
 }
 
 /** Add one user with its role (auth may already be on: the target is root). */
 export async function addUserRole(target: EtcdctlTarget, user: EtcdUserRole): Promise<void> {
-  await etcdctl(target, ["role", "add", user.name]);
+  await Promise.all([etcdctl(target, ["role", "add", user.name]), etcdctl(target, ["user", "add", user.name, "--no-password"])]);
+  // One grant at a time: each rewrites the whole role, so concurrent grants to one role could lose one.
   for (const p of user.permissions) {
     await etcdctl(target, ["role", "grant-permission", user.name, ...(p.prefix ? ["--prefix=true"] : []), p.access, p.key]);
   }
-  await etcdctl(target, ["user", "add", user.name, "--no-password"]);
   await etcdctl(target, ["user", "grant-role", user.name, user.name]);
 }
