@@ -4,7 +4,7 @@
 
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, renameSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freeLoopbackPorts, startEtcd, type EtcdServer, type EtcdServerTls } from "../src/supervise/etcd-server.ts";
@@ -121,12 +121,41 @@ describe("etcd with mutual TLS and per-client roles", () => {
     });
   });
 
-  it("a client without a certificate is refused", async () => {
-    const err = await rejection(
-      withDatastore(new EtcdDatastore({ endpoints: [endpoint], requestTimeoutMs: 2000 }), (ds) => ds.client.get(`${PREFIX}config`).string()),
+  it("with --etcd-username and a password file, the password's user (not the certificate's CN) is who writes", async () => {
+    await etcdctl({ endpoint, tls: files(pki, pki.root) }, ["role", "add", "password-role"]);
+    await etcdctl({ endpoint, tls: files(pki, pki.root) }, ["role", "grant-permission", "password-role", "readwrite", `${PREFIX}password-only`]);
+    await etcdctl({ endpoint, tls: files(pki, pki.root) }, ["user", "add", "password-user:s3cret-for-test", "--interactive=false"]);
+    await etcdctl({ endpoint, tls: files(pki, pki.root) }, ["user", "grant-role", "password-user", "password-role"]);
+    const passwordFile = join(dir, "password-user");
+    writeFileSync(passwordFile, "s3cret-for-test\n", { mode: 0o600 });
+    const connection = parseEtcdConnection({ etcd: endpoint, "etcd-cafile": pki.ca.caFile, "etcd-certfile": pki.node1.certFile, "etcd-keyfile": pki.node1.keyFile, "etcd-username": "password-user", "etcd-password-file": passwordFile });
+    await withDatastore(new EtcdDatastore({ endpoints: connection.endpoints, tls: connection.tls!, auth: connection.auth! }), async (ds) => {
+      await ds.client.put(`${PREFIX}password-only`).value("ok").exec();
+      // node1's own key is not this user's: the password, not the CN, decided.
+      assert.match((await rejection(ds.client.put(`${PREFIX}alive/node1`).value("x").exec())).message, /permission denied/i);
+    });
+    writeFileSync(passwordFile, "wrong\n", { mode: 0o600 });
+    const wrong = await rejection(
+      withDatastore(new EtcdDatastore({ endpoints: connection.endpoints, tls: connection.tls!, auth: connection.auth! }), (ds) => ds.client.get(`${PREFIX}config`).string()),
     );
-    // Without a client certificate etcd ends the TLS handshake (and our https client does not know its CA).
-    assert.match(explainEtcdError(err, {}), /TLS connection failed|certificate/i);
+    assert.match(explainEtcdError(wrong, {}), /authentication failed/, wrong.message);
+  });
+
+  it("a client without a certificate is refused", async () => {
+    // It trusts etcd's CA (so the server is verified) but has no certificate of its own.
+    const err = await rejection(
+      withDatastore(new EtcdDatastore({ endpoints: [endpoint], requestTimeoutMs: 2000, caFile: pki.ca.caFile }), (ds) => ds.client.get(`${PREFIX}config`).string()),
+    );
+    assert.match(explainEtcdError(err, {}), /^etcd TLS connection failed/, err.message);
+    // A password is no way around it: etcd's --client-cert-auth wants the certificate first.
+    const passwordFile = join(dir, "password");
+    writeFileSync(passwordFile, "not-a-certificate\n", { mode: 0o600 });
+    const withPassword = await rejection(
+      withDatastore(new EtcdDatastore({ endpoints: [endpoint], requestTimeoutMs: 2000, caFile: pki.ca.caFile, auth: { username: "root", passwordFile } }), (ds) =>
+        ds.client.get(`${PREFIX}config`).string(),
+      ),
+    );
+    assert.match(explainEtcdError(withPassword, {}), /TLS connection failed|authentication failed/, withPassword.message);
   });
 
   it("a certificate from another CA is refused", async () => {
@@ -156,6 +185,8 @@ describe("etcd with mutual TLS and per-client roles", () => {
     assert.throws(() => parseEtcdConnection({ etcd: endpoint, "etcd-cafile": pki.ca.caFile, "etcd-certfile": pki.node1.certFile, "etcd-keyfile": pki.node2.keyFile }), /is not the key of/);
     assert.throws(() => parseEtcdConnection({ etcd: endpoint, "etcd-cafile": join(dir, "missing.crt"), "etcd-certfile": pki.node1.certFile, "etcd-keyfile": pki.node1.keyFile }), /--etcd-cafile .*missing\.crt: cannot read \(ENOENT\)/);
     assert.throws(() => parseEtcdConnection({ etcd: endpoint, "etcd-username": "x" }), /--etcd-username and --etcd-password-file go together/);
+    assert.throws(() => parseEtcdConnection({ etcd: "http://127.0.0.1:2379", "etcd-insecure": true, "etcd-cafile": pki.ca.caFile }), /need https/);
+    assert.equal(parseEtcdConnection({ etcd: endpoint, "etcd-cafile": pki.ca.caFile }).caFile, pki.ca.caFile);
     const ok = parseEtcdConnection({ etcd: endpoint, "etcd-cafile": pki.ca.caFile, "etcd-certfile": pki.node1.certFile, "etcd-keyfile": pki.node1.keyFile });
     assert.deepEqual(ok.tls, files(pki, pki.node1));
   });

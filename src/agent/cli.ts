@@ -81,6 +81,7 @@ function datastoreFor(connection: EtcdConnection, prefix: string | undefined): E
     endpoints: connection.endpoints,
     prefix: prefix ?? "/podnet/",
     ...(connection.tls ? { tls: connection.tls } : {}),
+    ...(connection.caFile ? { caFile: connection.caFile } : {}),
     ...(connection.auth ? { auth: connection.auth } : {}),
     log,
   });

@@ -20,7 +20,10 @@ export interface EtcdTlsFiles {
 
 export interface EtcdConnection {
   endpoints: string[];
+  /** Mutual TLS: the CA and this client's certificate and key. */
   tls?: EtcdTlsFiles;
+  /** Only the CA that verifies etcd, for a client that proves itself with a password instead. */
+  caFile?: string;
   /** etcd user and the file holding its password; without it, a client certificate's CN is the user. */
   auth?: { username: string; passwordFile: string };
   /** The operator allowed plain http (no TLS, no client authentication). */
@@ -85,7 +88,10 @@ export function parseEtcdConnection(values: FlagValues): EtcdConnection {
     // Read once now, so a bad file is a usage error at start, not a retry loop later.
     readTlsCredentials(connection.tls);
   } else if (caFile !== undefined) {
-    throw new EtcdFlagError("--etcd-cafile without --etcd-certfile/--etcd-keyfile: etcd requires a client certificate");
+    // Server verification only: the client then proves itself with --etcd-username (etcd without
+    // --client-cert-auth). Checked here so a wrong path fails at start.
+    readPem("--etcd-cafile", caFile);
+    connection.caFile = caFile;
   }
 
   const username = values["etcd-username"];
@@ -164,15 +170,15 @@ function readPassword(path: string): string {
 }
 
 /** etcd3 options for one connection, with the credentials as they are on disk now. */
-export function etcd3Options(connection: Pick<EtcdConnection, "endpoints" | "tls" | "auth">, base: Omit<IOptions, "hosts" | "credentials" | "auth"> = {}): IOptions {
+export function etcd3Options(connection: Pick<EtcdConnection, "endpoints" | "tls" | "caFile" | "auth">, base: Omit<IOptions, "hosts" | "credentials" | "auth"> = {}): IOptions {
   const options: IOptions = { ...base, hosts: connection.endpoints };
   if (connection.tls) {
     const { rootCertificate, certChain, privateKey } = readTlsCredentials(connection.tls);
     options.credentials = { rootCertificate, certChain, privateKey };
-  } else if (connection.endpoints.some((e) => e.startsWith("https:"))) {
-    // https without a client certificate: verify the server against the system's CAs.
-    options.credentials = { rootCertificate: Buffer.alloc(0) };
+  } else if (connection.caFile) {
+    options.credentials = { rootCertificate: readPem("--etcd-cafile", connection.caFile) };
   }
+  // Neither: etcd3 verifies an https server against the system's CAs.
   if (connection.auth) options.auth = { username: connection.auth.username, password: readPassword(connection.auth.passwordFile) };
   return options;
 }

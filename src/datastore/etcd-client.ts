@@ -39,7 +39,7 @@ export class ReloadingEtcdClient implements EtcdClientSource {
   reloads = 0;
 
   constructor(
-    private readonly connection: Pick<EtcdConnection, "endpoints" | "tls" | "auth">,
+    private readonly connection: Pick<EtcdConnection, "endpoints" | "tls" | "caFile" | "auth">,
     private readonly options: ReloadingClientOptions = {},
   ) {
     this.current = new Etcd3(etcd3Options(connection, options.base));

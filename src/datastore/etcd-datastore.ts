@@ -39,6 +39,8 @@ export interface EtcdDatastoreOptions {
   maxRegistrationAttempts?: number;
   /** Mutual TLS: the files are re-read when they change (etcd-client.ts). Without it, https uses the system CAs. */
   tls?: EtcdTlsFiles;
+  /** Without `tls`: only the CA that verifies etcd's server certificate (password auth). */
+  caFile?: string;
   /** etcd user and password file; without it, etcd takes the client certificate's CN as the user. */
   auth?: { username: string; passwordFile: string };
   /** How often the certificate files are checked for a rotation; default 2000 ms. */
@@ -61,7 +63,7 @@ export class EtcdDatastore implements Datastore {
     this.maxAttempts = opts.maxRegistrationAttempts ?? 50;
     const timeout = opts.requestTimeoutMs ?? 3000;
     this.connection = new ReloadingEtcdClient(
-      { endpoints: opts.endpoints, ...(opts.tls ? { tls: opts.tls } : {}), ...(opts.auth ? { auth: opts.auth } : {}) },
+      { endpoints: opts.endpoints, ...(opts.tls ? { tls: opts.tls } : {}), ...(opts.caFile ? { caFile: opts.caFile } : {}), ...(opts.auth ? { auth: opts.auth } : {}) },
       {
         base: {
           dialTimeout: timeout,
