@@ -192,6 +192,7 @@ async function measure(cpNs: string, nodeNs: string, tls: boolean): Promise<numb
       agentRssFileMiB: round(kib("RssFile") / 1024),
       ...heap,
     };
+    if (process.env.PODNET_BENCH_AGENT_LOG) process.stdout.write(readFileSync(join(dir, "agent.log"), "utf8"));
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     else {
       process.stdout.write(
