@@ -12,7 +12,7 @@
 import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { resolveClusterConfig } from "../datastore/cluster-config.ts";
-import { DEFAULT_CLUSTER_CONFIG } from "../datastore/datastore.ts";
+import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
 import { controlPlaneRole, dnsRole, nodeAgentRole, nodeAgentUser } from "../datastore/etcd-roles.ts";
 import type { NftTable } from "../kernel/nft/model.ts";
 import { createCertificateAuthority, issueCertificate } from "../supervise/certs.ts";
@@ -79,21 +79,23 @@ export async function makeLabPki(labDir: string, nodeNames: readonly string[]): 
 }
 
 /**
- * On a freshly started lab etcd (run inside `netns`): users and roles, auth on, and the cluster config
- * (agents may read it but not create it). Idempotent enough for one `lab up`.
+ * On a freshly started lab etcd (run inside `netns`): users and roles, auth on, and, given `config`,
+ * the cluster config, stored as the administrator if none is there yet. Agents may read the config but
+ * not create it, so someone must store it: pass it here, or undefined when a process with the
+ * control-plane role (which may write `config`) stores it. Run once per `lab up`.
  */
-export async function secureLabEtcd(labDir: string, netns: string, nodeNames: readonly string[]): Promise<void> {
+export async function secureLabEtcd(labDir: string, netns: string, nodeNames: readonly string[], config: ClusterConfig | undefined = DEFAULT_CLUSTER_CONFIG): Promise<void> {
   const target: EtcdctlTarget = { endpoint: etcdEndpoint(), tls: labClientTls(labDir, "root"), netns };
   await enableEtcdAuth(target, [controlPlaneRole(ETCD_PREFIX), dnsRole(ETCD_PREFIX), ...nodeNames.map((n) => nodeAgentRole(ETCD_PREFIX, n))]);
-  await storeDefaultConfig(target);
+  if (config) await storeConfigIfAbsent(target, config);
 }
 
-async function storeDefaultConfig(target: EtcdctlTarget): Promise<void> {
+async function storeConfigIfAbsent(target: EtcdctlTarget, config: ClusterConfig): Promise<void> {
   const key = `${ETCD_PREFIX}config`;
-  // Only if absent: an agent that came up before auth was enabled may have stored it already.
+  // Only if absent: an agent that came up before auth was enabled may have stored the same already.
   const existing = await etcdctl(target, ["get", key, "--print-value-only"]);
   if (existing.trim() !== "") return;
-  await etcdctl(target, ["put", key, JSON.stringify(resolveClusterConfig(DEFAULT_CLUSTER_CONFIG))]);
+  await etcdctl(target, ["put", key, JSON.stringify(resolveClusterConfig(config))]);
 }
 
 /** Remove every key and certificate of the lab; true if there was anything. */
