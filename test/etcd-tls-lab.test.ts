@@ -52,9 +52,13 @@ test("the lab's etcd: TLS and roles, pods kept out, rotation, nothing left after
   const fromPod = await etcdctlIn("node1-pod1", ["--insecure-skip-tls-verify", "put", "/podnet/nodes/node3", "forged"]);
   assert.notEqual(fromPod.code, 0, fromPod.stdout);
   assert.match(fromPod.stderr, /deadline exceeded/i);
-  const guard = await runCommand(["ip", "netns", "exec", `pnl-${t.id}-node1`, "nft", "list", "table", "ip", "podnet-lab-guard"]);
-  const dropped = Number(/counter packets (\d+)/.exec(guard.stdout)?.[1] ?? "0");
-  assert.ok(dropped > 0, `the guard counted the pod's packets: ${guard.stdout}`);
+  // Two guards drop them: the agent's (podnet-etcd-guard, for the etcd endpoint it uses) and the lab's
+  // own (podnet-lab-guard, also for the peer port); whichever hook runs first counts.
+  const ruleset = await runCommand(["ip", "netns", "exec", `pnl-${t.id}-node1`, "nft", "list", "ruleset"]);
+  assert.match(ruleset.stdout, /table ip podnet-etcd-guard/);
+  assert.match(ruleset.stdout, /table ip podnet-lab-guard/);
+  const dropped = [...ruleset.stdout.matchAll(/tcp dport (?:2379|\{ 2379, 2380 \}) counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  assert.ok(dropped > 0, `the guards counted the pod's packets: ${ruleset.stdout}`);
 
   // Past the guard (the node's own namespace), a client without a certificate is refused by etcd.
   const noCert = await etcdctlIn("node1", ["--insecure-skip-tls-verify", "put", "/podnet/nodes/node3", "forged"]);

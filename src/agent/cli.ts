@@ -13,6 +13,7 @@ import { BACKEND_FACTORIES } from "./backends.ts";
 import { DEFAULT_READY_FILE } from "./conflist.ts";
 import { injectFaults, parseFaults } from "./faults.ts";
 import type { AgentInputs } from "./inputs.ts";
+import { EtcdGuardReconciler } from "./etcd-guard.ts";
 import { MasqueradeReconciler } from "./masquerade-reconciler.ts";
 import { NftMasquerade } from "./masquerade.ts";
 import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
@@ -27,6 +28,7 @@ every other node, masquerades pod traffic leaving the cluster, and writes the CN
   --name NAME              node name (default: the host name)
   --node-ip IP             this node's underlay IP, the gateway peers route our pod subnet through
 ${ETCD_CLIENT_USAGE}  --etcd-prefix PREFIX     key prefix in etcd (default /podnet/)
+  --allow-pods-to-etcd     do not drop pod traffic to the etcd endpoints (by default the node does)
   --cni-conf-dir DIR       where to write 10-podnet.conflist (default /etc/cni/net.d)
   --ipam-data-dir DIR      IPAM state dir written into the conflist (default /var/lib/cni/podnet)
   --ready-file PATH        kept while the node's network is in place; the plugin's STATUS is NotReady
@@ -97,6 +99,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
         "node-ip": { type: "string" },
         ...ETCD_CLIENT_FLAGS,
         "etcd-prefix": { type: "string" },
+        "allow-pods-to-etcd": { type: "boolean" },
         "cni-conf-dir": { type: "string" },
         "ipam-data-dir": { type: "string" },
         "ready-file": { type: "string" },
@@ -178,6 +181,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
                 resyncIntervalMs,
               ),
               new MasqueradeReconciler(new NftMasquerade(), resyncIntervalMs, log),
+              ...(values["allow-pods-to-etcd"] ? [] : [new EtcdGuardReconciler(connection.endpoints, resyncIntervalMs * 20, log)]),
             ],
             faults,
             log,
