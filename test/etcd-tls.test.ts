@@ -13,7 +13,9 @@ import { enableEtcdAuth, etcdctl } from "../src/supervise/etcd-auth.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../src/datastore/datastore.ts";
 import { EtcdFlagError, explainEtcdError, parseEtcdConnection, type EtcdTlsFiles } from "../src/datastore/etcd-client-options.ts";
-import { controlPlaneRole, nodeAgentRole, nodeAgentUser } from "../src/datastore/etcd-roles.ts";
+import { controlPlaneRole, dnsRole, nodeAgentRole, nodeAgentUser } from "../src/datastore/etcd-roles.ts";
+import { spawn } from "node:child_process";
+import { REPO_ROOT } from "../src/lab/repo-root.ts";
 
 const PREFIX = "/podnet/";
 const config: ClusterConfig = { ...DEFAULT_CLUSTER_CONFIG, nodeLeaseTtlSeconds: 5 };
@@ -71,7 +73,7 @@ describe("etcd with mutual TLS and per-client roles", () => {
     pki = await makePki(join(dir, "pki"), "podnet-test-ca");
     etcd = await startEtcd({ dataDir: join(dir, "etcd"), tls: serverTls(pki) });
     endpoint = etcd.endpoints[0]!;
-    await enableEtcdAuth({ endpoint, tls: files(pki, pki.root) }, [nodeAgentRole(PREFIX, "node1"), nodeAgentRole(PREFIX, "node2"), controlPlaneRole(PREFIX)]);
+    await enableEtcdAuth({ endpoint, tls: files(pki, pki.root) }, [nodeAgentRole(PREFIX, "node1"), nodeAgentRole(PREFIX, "node2"), controlPlaneRole(PREFIX), dnsRole(PREFIX)]);
     // The administrator writes the cluster config: agents may read it, not create it.
     await withDatastore(new EtcdDatastore({ endpoints: [endpoint], tls: files(pki, pki.root) }), (ds) => ds.ensureClusterConfig(config));
   });
@@ -176,6 +178,29 @@ describe("etcd with mutual TLS and per-client roles", () => {
       withDatastore(new EtcdDatastore({ endpoints: [endpoint], requestTimeoutMs: 2000, tls }), (ds) => ds.client.get(`${PREFIX}config`).string()),
     );
     assert.match(explainEtcdError(err, { tls }), /expired at/);
+  });
+
+  it("podnet dns serves from etcd with its own certificate and read-only role", async () => {
+    const dnsCert = await issueCertificate(pki.ca, { name: "dns", commonName: dnsRole(PREFIX).name, usage: "client" });
+    const [dnsPort, metricsPort] = await freeLoopbackPorts(2);
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const child = spawn(process.execPath, [join(REPO_ROOT, "bin/podnet.js"), "dns", "--etcd", endpoint, "--etcd-cafile", pki.ca.caFile, "--etcd-certfile", dnsCert.certFile, "--etcd-keyfile", dnsCert.keyFile,
+      "--listen", `127.0.0.1:${dnsPort}`, "--upstream", "127.0.0.1:9", "--metrics", `127.0.0.1:${metricsPort}`], { stdio: ["ignore", "ignore", "pipe"], env });
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    try {
+      const ready = await retry(async () => {
+        const response = await fetch(`http://127.0.0.1:${metricsPort}/ready`);
+        if (response.status !== 200) throw new Error(`/ready ${response.status}`);
+        return true;
+      }, 20_000).catch((err: Error) => assert.fail(`podnet dns never became ready (${err.message}): ${stderr}`));
+      assert.equal(ready, true);
+      assert.match(stderr, /etcd client certificate .*CN podnet-dns/);
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
   });
 
   it("the flags refuse plain http unless --etcd-insecure, and pair their files", () => {
