@@ -24,10 +24,16 @@ export interface NodeRecord {
   ip: string;
   cniConfDir: string;
   ipamDataDir: string;
+  /** The agent's health and /status socket (`--listen`), when it has one. */
+  statusSocket?: string;
 }
 
 export interface PodRecord {
   name: string;
+  /** The Kubernetes namespace of a pod the lab's kubelet runs from a Pod object; absent for the lab's probe pods. */
+  namespace?: string;
+  /** The Pod object's uid, for a kubelet pod. */
+  uid?: string;
   node: string;
   netns: string;
   containerId: string;
@@ -44,6 +50,11 @@ export interface LabStateData {
   nodes: number;
   podsPerNode: number;
   network: NetworkMode;
+  /** The underlay's shape; absent in labs made before topologies existed, which are flat. */
+  topology?: "flat" | "routed";
+  /** The backend the agents were started with (podnet network), and its options. */
+  backend?: string;
+  backendOptions?: Record<string, unknown>;
   /** "up" once `lab up` finished; anything else means it is in progress or crashed. */
   phase: "creating" | "up";
   namespaces: string[];
@@ -127,13 +138,19 @@ export class LabState {
     return pod;
   }
 
-  removePod(name: string): void {
-    this.data.pods = this.data.pods.filter((p) => p.name !== name);
+  removePod(name: string, namespace?: string): void {
+    this.data.pods = this.data.pods.filter((p) => !(p.name === name && p.namespace === namespace));
     this.save();
   }
 
-  pod(name: string): PodRecord | undefined {
-    return this.data.pods.find((p) => p.name === name);
+  /** A pod by name; with `namespace`, only a kubelet pod of that Kubernetes namespace. */
+  pod(name: string, namespace?: string): PodRecord | undefined {
+    return this.data.pods.find((p) => p.name === name && p.namespace === namespace);
+  }
+
+  forgetProcess(record: ProcessRecord): void {
+    this.data.processes = this.data.processes.filter((p) => p !== record && !(p.pid !== undefined && p.pid === record.pid && p.role === record.role));
+    this.save();
   }
 
   node(name: string): NodeRecord | undefined {

@@ -18,7 +18,19 @@ import { labEtcdFlags } from "./etcd-security.ts";
 import { CLUSTER_CIDR, type LabPlan } from "./topology.ts";
 import { inNamespace } from "./underlay.ts";
 
-export function agentArgv(node: NodeRecord, labDir: string): string[] {
+/** The cluster config the lab's agents offer as their default (the first to start writes it to etcd). */
+export interface LabClusterSettings {
+  backend: string;
+  backendOptions?: Record<string, unknown>;
+}
+
+export function agentArgv(node: NodeRecord, labDir: string, cluster?: LabClusterSettings): string[] {
+  const extra: string[] = [];
+  if (node.statusSocket) extra.push("--listen", node.statusSocket);
+  if (cluster) {
+    extra.push("--backend", cluster.backend);
+    if (cluster.backendOptions && Object.keys(cluster.backendOptions).length > 0) extra.push("--backend-options", JSON.stringify(cluster.backendOptions));
+  }
   return argvInNamedNetns(node.netns, [
     process.execPath,
     ...AGENT_NODE_FLAGS,
@@ -31,12 +43,13 @@ export function agentArgv(node: NodeRecord, labDir: string): string[] {
     "--ipam-data-dir", node.ipamDataDir,
     // Every lab node shares this machine's /run: each gets its own ready file.
     "--ready-file", join(node.ipamDataDir, "..", "agent.ready"),
+    ...extra,
   ]);
 }
 
 /** Start the node's agent inside its namespace, recorded before it is spawned. */
-export function startAgent(state: LabState, node: NodeRecord): ProcessRecord {
-  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node, state.dir), log: join(state.dir, "logs", `agent-${node.name}.log`) });
+export function startAgent(state: LabState, node: NodeRecord, cluster?: LabClusterSettings): ProcessRecord {
+  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node, state.dir, cluster), log: join(state.dir, "logs", `agent-${node.name}.log`) });
   spawnDetached(record);
   state.save();
   return record;
