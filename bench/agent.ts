@@ -4,6 +4,10 @@
 //   2. one peer's node IP changed, 100 times → time until the kernel route follows (p50, p99);
 //   3. the agent's resident memory.
 //
+// Each mode runs in its own fresh namespaces, one after the other in one run (`--modes plain,tls`, the
+// default): "plain" is etcd over http without auth; "tls" is etcd as the lab runs it (mutual TLS, client
+// certificates required, auth on with the agent's least-privilege role, the user from the certificate's CN).
+//
 // Layout: a control-plane namespace running etcd (192.168.255.254) and one node namespace
 // (192.168.0.1/16) running a real `podnet agent`, joined by a veth pair. The peers exist only as records:
 // their node IPs are on the node's /16, so routes via them are valid without any host behind them.
@@ -18,7 +22,11 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { Etcd3 } from "etcd3";
-import { startEtcd, stopProcess } from "../src/supervise/etcd-server.ts";
+import { startEtcd, stopProcess, type EtcdServerTls } from "../src/supervise/etcd-server.ts";
+import { createCertificateAuthority, issueCertificate } from "../src/supervise/certs.ts";
+import { enableEtcdAuth } from "../src/supervise/etcd-auth.ts";
+import { etcd3Options } from "../src/datastore/etcd-client-options.ts";
+import { nodeAgentRole, nodeAgentUser } from "../src/datastore/etcd-roles.ts";
 import { addToIp, formatIp, parseIp } from "../src/net/address.ts";
 import { parseClusterCidr, subnetAt } from "../src/datastore/subnets.ts";
 import { NetlinkSocket } from "../src/kernel/netlink/socket.ts";
@@ -37,6 +45,8 @@ const { values } = parseArgs({
     nodes: { type: "string", default: "1000" },
     changes: { type: "string", default: "100" },
     inner: { type: "string" },
+    modes: { type: "string", default: "plain,tls" },
+    tls: { type: "boolean", default: false },
     json: { type: "boolean", default: false },
   },
 });
@@ -45,12 +55,16 @@ const changeCount = Number(values.changes);
 
 if (values.inner) {
   const [cpNs, nodeNs] = values.inner.split(",") as [string, string];
-  process.exitCode = await measure(cpNs, nodeNs);
+  process.exitCode = await measure(cpNs, nodeNs, values.tls);
 } else {
-  process.exitCode = await outer();
+  const modes = values.modes.split(",");
+  for (const mode of modes) if (mode !== "plain" && mode !== "tls") throw new Error(`--modes: plain and/or tls, got ${JSON.stringify(mode)}`);
+  let code = 0;
+  for (const mode of modes) code ||= await outer(mode === "tls");
+  process.exitCode = code;
 }
 
-async function outer(): Promise<number> {
+async function outer(tls: boolean): Promise<number> {
   const id = Math.random().toString(36).slice(2, 7);
   const cpNs = `pnt-agb-${id}-cp`;
   const nodeNs = `pnt-agb-${id}-n`;
@@ -69,7 +83,7 @@ async function outer(): Promise<number> {
     ip("-n", nodeNs, "link", "set", "eth0", "up");
     const child = spawn(
       "ip",
-      ["netns", "exec", cpNs, process.execPath, "--import", "tsx", join(REPO, "bench/agent.ts"), "--inner", `${cpNs},${nodeNs}`, "--nodes", String(nodeCount), "--changes", String(changeCount), ...(values.json ? ["--json"] : [])],
+      ["netns", "exec", cpNs, process.execPath, "--import", "tsx", join(REPO, "bench/agent.ts"), "--inner", `${cpNs},${nodeNs}`, "--nodes", String(nodeCount), "--changes", String(changeCount), ...(values.json ? ["--json"] : []), ...(tls ? ["--tls"] : [])],
       { stdio: "inherit" },
     );
     return await new Promise<number>((resolvePromise) => child.on("exit", (code) => resolvePromise(code ?? 1)));
@@ -84,10 +98,15 @@ async function outer(): Promise<number> {
   }
 }
 
-async function measure(cpNs: string, nodeNs: string): Promise<number> {
+async function measure(cpNs: string, nodeNs: string, tls: boolean): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), "pnt-agent-bench-"));
-  const etcd = await startEtcd({ dataDir: join(dir, "etcd"), name: "bench", host: CP_IP, netns: cpNs, clientPort: 2379 });
-  const client = new Etcd3({ hosts: etcd.endpoints });
+  const pki = tls ? await makePki(join(dir, "pki")) : undefined;
+  const etcd = await startEtcd({ dataDir: join(dir, "etcd"), name: "bench", host: CP_IP, netns: cpNs, clientPort: 2379, ...(pki ? { tls: pki.server } : {}) });
+  if (pki) await enableEtcdAuth({ endpoint: etcd.endpoints[0]!, tls: pki.root, netns: cpNs }, [nodeAgentRole(PREFIX, "self")]);
+  const client = new Etcd3(etcd3Options({ endpoints: etcd.endpoints, ...(pki ? { tls: pki.root } : {}) }));
+  const etcdFlags = pki
+    ? ["--etcd-cafile", pki.agent.caFile, "--etcd-certfile", pki.agent.certFile, "--etcd-keyfile", pki.agent.keyFile]
+    : ["--etcd-insecure"];
   const nl = NetlinkSocket.open(`/run/netns/${nodeNs}`);
   const ownRoutes = () => listRoutes(nl, { family: 4, table: RT_TABLE_MAIN, protocol: PODNET_ROUTE_PROTOCOL });
   let agent: ChildProcess | undefined;
@@ -100,7 +119,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     agent = spawn(
       "ip",
       ["netns", "exec", nodeNs, process.execPath, ...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent", "--name", "self", "--node-ip", NODE_IP,
-        "--etcd", etcd.endpoints.join(","), "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "agent.ready"), "--listen", socket],
+        "--etcd", etcd.endpoints.join(","), ...etcdFlags, "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "agent.ready"), "--listen", socket],
       { stdio: ["ignore", logFd, logFd], env },
     );
     closeSync(logFd);
@@ -158,6 +177,7 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     const procStatus = readFileSync(`/proc/${agent.pid}/status`, "utf8");
     const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(procStatus)?.[1] ?? NaN);
     const result = {
+      mode: tls ? "tls" : "plain",
       nodes: nodeCount,
       routes: peers.length,
       agentStartToReadyMs: round(agentReadyMs),
@@ -172,11 +192,12 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
       agentRssFileMiB: round(kib("RssFile") / 1024),
       ...heap,
     };
+    if (process.env.PODNET_BENCH_AGENT_LOG) process.stdout.write(readFileSync(join(dir, "agent.log"), "utf8"));
     if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     else {
       process.stdout.write(
         [
-          `podnet agent benchmark (${nodeCount} nodes; NODE_EXTRA_CA_CERTS unset for the agent)`,
+          `podnet agent benchmark (${nodeCount} nodes, etcd ${tls ? "with mutual TLS and auth" : "plain http"}; NODE_EXTRA_CA_CERTS unset for the agent)`,
           `  agent start → ready (no peers):            ${result.agentStartToReadyMs} ms`,
           `  ${peers.length} records written to etcd in:           ${result.recordsWrittenMs} ms`,
           `  first write → all ${peers.length} routes in the kernel: ${result.recordsToAllRoutesMs} ms   (target < 1000)`,
@@ -190,6 +211,10 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     }
     lease.release();
     return 0;
+  } catch (err) {
+    const tail = (path: string) => readFileSync(path, "utf8").split("\n").slice(-8).join("\n");
+    process.stderr.write(`bench failed: ${(err as Error).stack}\n--- etcd log:\n${tail(join(dir, "etcd", "bench.log"))}\n--- agent log:\n${tail(join(dir, "agent.log"))}\n`);
+    return 1;
   } finally {
     if (agent?.pid) await stopProcess(agent.pid, { child: agent, signal: "SIGKILL" });
     nl.close();
@@ -197,6 +222,19 @@ async function measure(cpNs: string, nodeNs: string): Promise<number> {
     await etcd.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** etcd's certificates, an administrator's (the bench writes the peers) and the agent's (its own role). */
+async function makePki(dir: string): Promise<{ server: EtcdServerTls; root: { caFile: string; certFile: string; keyFile: string }; agent: { caFile: string; certFile: string; keyFile: string } }> {
+  const ca = await createCertificateAuthority(dir, "podnet-bench-ca");
+  const server = await issueCertificate(ca, { name: "server", commonName: "etcd", usage: "peer", ips: [CP_IP] });
+  const root = await issueCertificate(ca, { name: "root", commonName: "root", usage: "client" });
+  const agent = await issueCertificate(ca, { name: "agent", commonName: nodeAgentUser("self"), usage: "client" });
+  return {
+    server: { caFile: ca.caFile, serverCertFile: server.certFile, serverKeyFile: server.keyFile, healthCertFile: root.certFile, healthKeyFile: root.keyFile },
+    root: { caFile: ca.caFile, ...root },
+    agent: { caFile: ca.caFile, ...agent },
+  };
 }
 
 function httpGet(socket: string, path: string): Promise<string> {

@@ -130,7 +130,7 @@ export class AgentCluster {
           process.execPath, ...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent",
           "--name", node.name,
           "--node-ip", node.ip,
-          "--etcd", this.etcdUrls,
+          "--etcd", this.etcdUrls, "--etcd-insecure",
           "--cni-conf-dir", node.confDir,
           "--ipam-data-dir", join(this.dir, node.name, "ipam"),
           "--ready-file", join(this.dir, node.name, "agent.ready"),

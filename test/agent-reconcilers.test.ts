@@ -127,7 +127,7 @@ describe("podnet agent: a backend that cannot be built", () => {
     const n3Subnet = subnets.get(n3.name)!;
     const output = execFileSync(
       "ip",
-      ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "remove", n3.name, "--etcd", ETCD_URL, "--timeout", "20"],
+      ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "remove", n3.name, "--etcd", ETCD_URL, "--etcd-insecure", "--timeout", "20"],
       { encoding: "utf8" },
     );
     assert.match(output, new RegExp(`node3 removed; subnet ${n3Subnet.replace(/\./g, "\\.")} is free`));

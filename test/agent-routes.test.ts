@@ -176,7 +176,7 @@ describe("podnet agent, host-gw, three nodes", () => {
   it("`podnet node remove` withdraws the node's routes everywhere, then frees its subnet", async () => {
     const output = execFileSync(
       "ip",
-      ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "remove", n3.name, "--etcd", ETCD_URL, "--timeout", "20"],
+      ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "remove", n3.name, "--etcd", ETCD_URL, "--etcd-insecure", "--timeout", "20"],
       { encoding: "utf8" },
     );
     assert.match(output, /node3 removed; subnet .* is free/);
@@ -184,7 +184,7 @@ describe("podnet agent, host-gw, three nodes", () => {
     await waitFor(() => n3.agent?.exitCode === 0, 5000, describeNode(n3));
     assert.throws(() => readFileSync(join(n3.confDir, "10-podnet.conflist")), "the removed node is no longer Ready");
     n3.agent = undefined;
-    const list = execFileSync("ip", ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "list", "--etcd", ETCD_URL], { encoding: "utf8" });
+    const list = execFileSync("ip", ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "list", "--etcd", ETCD_URL, "--etcd-insecure"], { encoding: "utf8" });
     assert.doesNotMatch(list, /node3/);
   });
 

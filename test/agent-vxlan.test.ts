@@ -274,7 +274,7 @@ describe("podnet agent, vxlan on a routed underlay", () => {
   it("a peer leaves: its FDB, ARP and route entries go everywhere", async () => {
     const output = execFileSync(
       "ip",
-      ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "remove", n3.name, "--etcd", ETCD_URL, "--timeout", "20"],
+      ["netns", "exec", cluster.controlNs, process.execPath, join(REPO, "bin/podnet.js"), "node", "remove", n3.name, "--etcd", ETCD_URL, "--etcd-insecure", "--timeout", "20"],
       { encoding: "utf8" },
     );
     assert.match(output, /node3 removed/);

@@ -354,6 +354,9 @@ export class NodeAgent {
    * Node lifecycle duties, whatever state the reconcilers are in: ack the leaving nodes the routes
    * reconciler reports withdrawn from (at the record revision it saw), mark expired peers, finalize.
    */
+  /** etcd refused this agent a write to another node's record: its role is least privilege. */
+  private peerDutiesRefused = false;
+
   private async runLifecycle(snapshot: ClusterSnapshot): Promise<void> {
     const plan = planLifecycle(snapshot, this.opts.name);
     const withdrawn = this.hub.get("withdrawn");
@@ -363,14 +366,24 @@ export class NodeAgent {
         await this.deps.datastore.ackNodeLeaving(node.name, this.opts.name);
         this.opts.log(`withdrew routes to leaving node ${node.name}; acknowledged`);
       }
-      for (const node of plan.markExpired) {
-        if (await this.deps.datastore.markNodeLeaving(node.name, "expired", node.revision)) {
-          this.opts.log(`node ${node.name} missed its liveness lease; marked leaving (expired)`);
-        }
-      }
-      for (const node of plan.finalize) {
-        if (await this.deps.datastore.finalizeNodeRemoval(node.name, node.revision)) {
-          this.opts.log(`node ${node.name} removed; subnet ${node.podSubnet} is free`);
+      // With least privilege in etcd (datastore/etcd-roles.ts) an agent may write only its own record:
+      // expiring and deleting peers is then an administrator's job, and the refusal is not a fault.
+      if (!this.peerDutiesRefused) {
+        try {
+          for (const node of plan.markExpired) {
+            if (await this.deps.datastore.markNodeLeaving(node.name, "expired", node.revision)) {
+              this.opts.log(`node ${node.name} missed its liveness lease; marked leaving (expired)`);
+            }
+          }
+          for (const node of plan.finalize) {
+            if (await this.deps.datastore.finalizeNodeRemoval(node.name, node.revision)) {
+              this.opts.log(`node ${node.name} removed; subnet ${node.podSubnet} is free`);
+            }
+          }
+        } catch (err) {
+          if (!/permission denied/i.test(errorText(err))) throw err;
+          this.peerDutiesRefused = true;
+          this.opts.log(`this node's etcd role may not write other nodes' records; expiring and removing peers is left to an administrator (podnet node remove)`);
         }
       }
     } catch (err) {

@@ -5,6 +5,7 @@ import { resolve as resolvePath } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
 import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
+import { ETCD_CLIENT_FLAGS, ETCD_CLIENT_USAGE, EtcdFlagError, explainEtcdError, insecureWarning, parseEtcdConnection, type EtcdConnection } from "../datastore/etcd-client-options.ts";
 import { missingAcks } from "../datastore/node-lifecycle.ts";
 import { isIpv4 } from "../net/address.ts";
 import { NodeAgent } from "./agent.ts";
@@ -12,6 +13,7 @@ import { BACKEND_FACTORIES } from "./backends.ts";
 import { DEFAULT_READY_FILE } from "./conflist.ts";
 import { injectFaults, parseFaults } from "./faults.ts";
 import type { AgentInputs } from "./inputs.ts";
+import { EtcdGuardReconciler } from "./etcd-guard.ts";
 import { MasqueradeReconciler } from "./masquerade-reconciler.ts";
 import { NftMasquerade } from "./masquerade.ts";
 import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
@@ -27,8 +29,8 @@ every other node, masquerades pod traffic leaving the cluster, and writes the CN
 
   --name NAME              node name (default: the host name)
   --node-ip IP             this node's underlay IP, the gateway peers route our pod subnet through
-  --etcd URLS              etcd client URLs, comma-separated
-  --etcd-prefix PREFIX     key prefix in etcd (default /podnet/)
+${ETCD_CLIENT_USAGE}  --etcd-prefix PREFIX     key prefix in etcd (default /podnet/)
+  --allow-pods-to-etcd     do not drop pod traffic to the etcd endpoints (by default the node does)
   --cni-conf-dir DIR       where to write 10-podnet.conflist (default /etc/cni/net.d)
   --ipam-data-dir DIR      IPAM state dir written into the conflist (default /var/lib/cni/podnet)
   --ready-file PATH        kept while the node's network is in place; the plugin's STATUS is NotReady
@@ -48,9 +50,10 @@ every other node, masquerades pod traffic leaving the cluster, and writes the CN
   --lease-ttl SECONDS      liveness lease TTL = grace period before a silent node is removed (default ${DEFAULT_CLUSTER_CONFIG.nodeLeaseTtlSeconds})
 `;
 
-const NODE_USAGE = `usage: podnet node list --etcd URLS [--etcd-prefix P]
-       podnet node remove NAME --etcd URLS [--etcd-prefix P] [--timeout SECONDS]
+const NODE_USAGE = `usage: podnet node list --etcd URLS [etcd options] [--etcd-prefix P]
+       podnet node remove NAME --etcd URLS [etcd options] [--etcd-prefix P] [--timeout SECONDS]
 
+${ETCD_CLIENT_USAGE}
 remove marks the node leaving; every live node withdraws its routes to it and acknowledges; then the
 record is deleted and its subnet freed. It waits up to --timeout (default 30) for that; if the wait
 runs out the removal stays in progress and the agents complete it.
@@ -69,10 +72,24 @@ function positiveInt(name: string, text: string | undefined, fallback: number): 
 
 class UsageError extends Error {}
 
-function splitEndpoints(text: string | undefined): string[] {
-  const endpoints = (text ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-  if (endpoints.length === 0) throw new UsageError("--etcd is required");
-  return endpoints;
+function etcdConnection(values: Parameters<typeof parseEtcdConnection>[0]): EtcdConnection {
+  try {
+    return parseEtcdConnection(values);
+  } catch (err) {
+    if (err instanceof EtcdFlagError) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+function datastoreFor(connection: EtcdConnection, prefix: string | undefined): EtcdDatastore {
+  return new EtcdDatastore({
+    endpoints: connection.endpoints,
+    prefix: prefix ?? "/podnet/",
+    ...(connection.tls ? { tls: connection.tls } : {}),
+    ...(connection.caFile ? { caFile: connection.caFile } : {}),
+    ...(connection.auth ? { auth: connection.auth } : {}),
+    log,
+  });
 }
 
 export async function runAgentCommand(argv: string[]): Promise<number> {
@@ -83,8 +100,9 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
       options: {
         name: { type: "string" },
         "node-ip": { type: "string" },
-        etcd: { type: "string" },
+        ...ETCD_CLIENT_FLAGS,
         "etcd-prefix": { type: "string" },
+        "allow-pods-to-etcd": { type: "boolean" },
         "cni-conf-dir": { type: "string" },
         "ipam-data-dir": { type: "string" },
         "ready-file": { type: "string" },
@@ -115,6 +133,8 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   let agent: NodeAgent;
   let metrics: AgentMetrics;
   let listen: string;
+  let connection: EtcdConnection;
+  let datastore: EtcdDatastore;
   try {
     const nodeIp = values["node-ip"];
     if (!nodeIp || !isIpv4(nodeIp)) throw new UsageError("--node-ip must be an IPv4 address");
@@ -148,7 +168,8 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     } catch (err) {
       throw new UsageError((err as Error).message);
     }
-    const datastore = new EtcdDatastore({ endpoints: splitEndpoints(values.etcd), prefix: values["etcd-prefix"] ?? "/podnet/" });
+    connection = etcdConnection(values);
+    datastore = datastoreFor(connection, values["etcd-prefix"]);
     const agentMetrics = (metrics = new AgentMetrics());
     listen = values.listen ?? "127.0.0.1:9650";
     agent = new NodeAgent(
@@ -178,6 +199,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
               ),
               new MasqueradeReconciler(new NftMasquerade(), resyncIntervalMs, log),
               new ServicesReconciler(name, resyncIntervalMs, log),
+              ...(values["allow-pods-to-etcd"] ? [] : [new EtcdGuardReconciler(connection.endpoints, resyncIntervalMs * 20, log)]),
             ],
             faults,
             log,
@@ -199,6 +221,14 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  const warning = insecureWarning(connection);
+  if (warning) log(warning);
+  // One read before the loop, so a refused certificate or role is said plainly once at start (the loop
+  // then retries quietly with backoff).
+  await datastore.client
+    .get(`${values["etcd-prefix"] ?? "/podnet/"}config`)
+    .string()
+    .catch((err: unknown) => log(`etcd: ${explainEtcdError(err, connection)}`));
   const server = listen === "none" ? undefined : await serveHealthAndMetrics(listen, metrics, () => agent.health());
   if (server) log(`health and metrics on ${listen}`);
   try {
@@ -218,7 +248,7 @@ export async function runNodeCommand(argv: string[]): Promise<number> {
     parsed = parseArgs({
       args: argv,
       options: {
-        etcd: { type: "string" },
+        ...ETCD_CLIENT_FLAGS,
         "etcd-prefix": { type: "string" },
         timeout: { type: "string" },
         json: { type: "boolean" },
@@ -237,10 +267,10 @@ export async function runNodeCommand(argv: string[]): Promise<number> {
     process.stdout.write(NODE_USAGE);
     return 0;
   }
-  let endpoints: string[];
+  let connection: EtcdConnection;
   let timeoutSeconds: number;
   try {
-    endpoints = splitEndpoints(values.etcd);
+    connection = etcdConnection(values);
     timeoutSeconds = positiveInt("timeout", values.timeout, 30);
     if (verb === "remove" && (!name || extra.length > 0)) throw new UsageError("node remove takes exactly one NAME");
     if (verb === "list" && name !== undefined) throw new UsageError("node list takes no arguments");
@@ -253,7 +283,9 @@ export async function runNodeCommand(argv: string[]): Promise<number> {
     throw err;
   }
 
-  const datastore = new EtcdDatastore({ endpoints, prefix: values["etcd-prefix"] ?? "/podnet/" });
+  const warning = insecureWarning(connection);
+  if (warning) process.stderr.write(`podnet node: ${warning}\n`);
+  const datastore = datastoreFor(connection, values["etcd-prefix"]);
   try {
     if (verb === "list") {
       const snapshot = await datastore.snapshot();
@@ -270,7 +302,7 @@ export async function runNodeCommand(argv: string[]): Promise<number> {
     }
     return await removeNode(datastore, name!, timeoutSeconds);
   } catch (err) {
-    process.stderr.write(`podnet node ${verb}: ${(err as Error).message}\n`);
+    process.stderr.write(`podnet node ${verb}: ${explainEtcdError(err, connection)}\n`);
     return 1;
   } finally {
     await datastore.close();

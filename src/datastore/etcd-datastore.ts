@@ -8,7 +8,9 @@
 // Every multi-key change is one etcd transaction guarded by compare clauses, and the node keys are read
 // in one transaction, so each snapshot is consistent at a single revision.
 
-import { Etcd3, type Lease, type IOptions, type Watcher } from "etcd3";
+import type { Etcd3, Lease, Watcher } from "etcd3";
+import { ReloadingEtcdClient } from "./etcd-client.ts";
+import type { EtcdTlsFiles } from "./etcd-client-options.ts";
 import {
   type ClusterConfig,
   type ClusterSnapshot,
@@ -35,10 +37,20 @@ export interface EtcdDatastoreOptions {
   requestTimeoutMs?: number;
   /** How many times registerNode retries after losing an allocation race; default 50. */
   maxRegistrationAttempts?: number;
+  /** Mutual TLS: the files are re-read when they change (etcd-client.ts). Without it, https uses the system CAs. */
+  tls?: EtcdTlsFiles;
+  /** Without `tls`: only the CA that verifies etcd's server certificate (password auth). */
+  caFile?: string;
+  /** etcd user and password file; without it, etcd takes the client certificate's CN as the user. */
+  auth?: { username: string; passwordFile: string };
+  /** How often the certificate files are checked for a rotation; default 2000 ms. */
+  credentialCheckMs?: number;
+  log?: (line: string) => void;
 }
 
 export class EtcdDatastore implements Datastore {
-  readonly client: Etcd3;
+  /** The connection; its client is replaced when the certificate files rotate. */
+  readonly connection: ReloadingEtcdClient;
   /** Cluster objects (Kubernetes kinds) and claims, on the same client and prefix. */
   readonly objects: EtcdObjectStore;
   /** Node records and subnet claims; the policy over them is subnet-policy.ts. */
@@ -50,18 +62,28 @@ export class EtcdDatastore implements Datastore {
     this.prefix = opts.prefix ?? "/podnet/";
     this.maxAttempts = opts.maxRegistrationAttempts ?? 50;
     const timeout = opts.requestTimeoutMs ?? 3000;
-    const clientOptions: IOptions = {
-      hosts: opts.endpoints,
-      dialTimeout: timeout,
-      defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
-      // gRPC's default 4 MiB cap on a received message is below one list of 10,000 Services and
-      // their EndpointSlices (the agent's object watch starts with such a list): the call failed
-      // with RESOURCE_EXHAUSTED and the client's circuit breaker then refused every retry.
-      grpcOptions: { "grpc.max_receive_message_length": 512 * 1024 * 1024 },
-    };
-    this.client = new Etcd3(clientOptions);
-    this.objects = new EtcdObjectStore(this.client, this.prefix);
-    this.registry = new EtcdSubnetRegistry(this.client, this.prefix, (result) => this.wrote(result));
+    this.connection = new ReloadingEtcdClient(
+      { endpoints: opts.endpoints, ...(opts.tls ? { tls: opts.tls } : {}), ...(opts.caFile ? { caFile: opts.caFile } : {}), ...(opts.auth ? { auth: opts.auth } : {}) },
+      {
+        base: {
+          dialTimeout: timeout,
+          defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+          // gRPC's default 4 MiB cap on a received message is below one list of 10,000 Services and
+          // their EndpointSlices (the agent's object watch starts with such a list): the call failed
+          // with RESOURCE_EXHAUSTED and the client's circuit breaker then refused every retry.
+          grpcOptions: { "grpc.max_receive_message_length": 512 * 1024 * 1024 },
+        },
+        ...(opts.credentialCheckMs !== undefined ? { checkIntervalMs: opts.credentialCheckMs } : {}),
+        ...(opts.log ? { log: opts.log } : {}),
+      },
+    );
+    this.objects = new EtcdObjectStore(this.connection, this.prefix);
+    this.registry = new EtcdSubnetRegistry(this.connection, this.prefix, (result) => this.wrote(result));
+  }
+
+  /** The current etcd3 client (a new one after a certificate rotation). */
+  get client(): Etcd3 {
+    return this.connection.client;
   }
 
   /** The mirror the open watch keeps, if any. */
@@ -80,6 +102,9 @@ export class EtcdDatastore implements Datastore {
   async ensureClusterConfig(defaults: ClusterConfig): Promise<ClusterConfig> {
     const resolved = resolveClusterConfig(defaults);
     const configKey = this.key("config");
+    // Read first: an agent's etcd role may read the config but not create it (the control plane does).
+    const existing = await this.client.get(configKey).string();
+    if (existing !== null) return parseClusterConfig(existing);
     this.wrote(await this.client.if(configKey, "Create", "==", 0).then(this.client.put(configKey).value(JSON.stringify(resolved))).commit());
     const stored = await this.client.get(configKey).string();
     if (stored === null) throw new Error("cluster config vanished right after it was written");
@@ -185,6 +210,7 @@ export class EtcdDatastore implements Datastore {
       current = watcher;
       mirror.connected();
       watcher.on("data", (res) => {
+        if (current !== watcher) return; // a stream left behind by a certificate rotation
         let nodeChanges = 0;
         for (const event of res.events) {
           const key = event.kv.key.toString();
@@ -206,11 +232,13 @@ export class EtcdDatastore implements Datastore {
         if (nodeChanges > 0) listener.onChange();
       });
       watcher.on("connected", () => {
+        if (current !== watcher) return;
         mirror.connected();
         listener.onConnection?.(true);
         listener.onChange();
       });
       watcher.on("disconnected", () => {
+        if (current !== watcher) return;
         mirror.disconnected();
         listener.onConnection?.(false);
       });
@@ -232,9 +260,27 @@ export class EtcdDatastore implements Datastore {
       });
     };
     await open();
+    // New certificates: move the stream to the new client (the old one's would fail its next
+    // reconnect); the mirror serves no reads until the new stream is up and a full read is done.
+    const stopFollowing = this.connection.onReplaced(() => {
+      const old = current;
+      current = undefined;
+      mirror.disconnected();
+      void old?.cancel().catch(() => undefined);
+      const reopen = (delay: number) =>
+        setTimeout(() => {
+          if (closed) return;
+          open().then(
+            () => listener.onChange(),
+            () => reopen(Math.min(delay * 2, 5000)),
+          );
+        }, delay).unref();
+      reopen(0);
+    });
     return {
       close: async () => {
         closed = true;
+        stopFollowing();
         if (this.mirror === mirror) this.mirror = undefined;
         await current?.cancel();
       },
@@ -242,7 +288,7 @@ export class EtcdDatastore implements Datastore {
   }
 
   async close(): Promise<void> {
-    this.client.close();
+    this.connection.close();
   }
 }
 

@@ -7,6 +7,7 @@
 
 import { randomUUID } from "node:crypto";
 import type { Etcd3, IKeyValue, IOperation, ITxnResponse, IWatchResponse, Watcher } from "etcd3";
+import { fixedClientSource, type EtcdClientSource } from "./etcd-client.ts";
 import { isNamespaced, OBJECT_KINDS, type KindMap, type KubeObject, type ObjectKind } from "../k8s/types.ts";
 import {
   ConflictError,
@@ -46,10 +47,19 @@ interface Precondition {
 const MAX_COMMIT_ATTEMPTS = 20;
 
 export class EtcdObjectStore implements ObjectStore {
+  private readonly source: EtcdClientSource;
+
   constructor(
-    private readonly client: Etcd3,
+    client: Etcd3 | EtcdClientSource,
     private readonly prefix: string,
-  ) {}
+  ) {
+    this.source = "onReplaced" in client ? client : fixedClientSource(client);
+  }
+
+  /** The current client: it is replaced when the certificate files rotate. */
+  private get client(): Etcd3 {
+    return this.source.client;
+  }
 
   async get<K extends ObjectKind>(kind: K, namespace: string | undefined, name: string): Promise<KindMap[K] | undefined> {
     checkKind(kind, "kind");
@@ -164,7 +174,9 @@ export class EtcdObjectStore implements ObjectStore {
       }
       current = watcher;
       handler.onConnection?.(true);
-      watcher.on("data", deliver);
+      watcher.on("data", (res) => {
+        if (current === watcher) deliver(res);
+      });
       watcher.on("connected", () => handler.onConnection?.(true));
       watcher.on("disconnected", () => handler.onConnection?.(false));
       watcher.on("error", () => {
@@ -190,9 +202,18 @@ export class EtcdObjectStore implements ObjectStore {
         if (attempt >= 3 || closed) throw err;
       }
     }
+    // New certificates: the old client's stream would not survive its next reconnect, so list and
+    // watch again on the new one (the consumer gets a fresh onSync, as after a compaction).
+    const stopFollowing = this.source.onReplaced(() => {
+      const old = current;
+      current = undefined;
+      void old?.cancel().catch(() => undefined);
+      restart(0);
+    });
     return {
       close: async () => {
         closed = true;
+        stopFollowing();
         await current?.cancel();
       },
     };

@@ -7,6 +7,7 @@
 //   acks/<leaving>/<acker>   time the acker withdrew its routes to the leaving node
 
 import type { Etcd3 } from "etcd3";
+import type { EtcdClientSource } from "./etcd-client.ts";
 import type { NodeRecord } from "./datastore.ts";
 import type { StoredNode, SubnetRegistry } from "./subnet-registry.ts";
 
@@ -15,11 +16,16 @@ export type EtcdLeaseId = string;
 
 export class EtcdSubnetRegistry implements SubnetRegistry<EtcdLeaseId> {
   constructor(
-    private readonly client: Etcd3,
+    /** The current client: it is replaced when the certificate files rotate. */
+    private readonly source: EtcdClientSource,
     private readonly prefix: string,
     /** Told the revision of every write, so the datastore's reads never look older than its own writes. */
     private readonly wrote: (result: { header: { revision: string | number } }) => void,
   ) {}
+
+  private get client(): Etcd3 {
+    return this.source.client;
+  }
 
   private key(...parts: string[]): string {
     return this.prefix + parts.join("/");

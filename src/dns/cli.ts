@@ -1,5 +1,6 @@
 // `podnet dns`: flag parsing and wiring only; the server is server.ts.
 
+import { ETCD_CLIENT_FLAGS, ETCD_CLIENT_USAGE, EtcdFlagError, insecureWarning, parseEtcdConnection, type EtcdConnection } from "../datastore/etcd-client-options.ts";
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { isMainThread, parentPort, Worker } from "node:worker_threads";
@@ -17,8 +18,7 @@ export const DNS_USAGE = `usage: podnet dns --etcd URLS [options]
 Cluster DNS: answers Kubernetes service and pod names (DNS spec schema 1.1.0) from an in-memory
 index fed by the datastore watch, over UDP and TCP, and forwards every other name upstream.
 
-  --etcd URLS            etcd client URLs, comma-separated
-  --etcd-prefix PREFIX   key prefix in etcd (default /podnet/)
+${ETCD_CLIENT_USAGE}  --etcd-prefix PREFIX   key prefix in etcd (default /podnet/)
   --objects FILE         serve a fixed JSON array of objects instead of etcd (tests, benchmarks)
   --listen ADDR:PORT     where to answer, UDP and TCP (default 0.0.0.0:53)
   --zone DOMAIN          cluster domain (default cluster.local)
@@ -78,7 +78,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
     ({ values } = parseArgs({
       args,
       options: {
-        etcd: { type: "string" },
+        ...ETCD_CLIENT_FLAGS,
         "etcd-prefix": { type: "string", default: "/podnet/" },
         objects: { type: "string" },
         listen: { type: "string", default: "0.0.0.0:53" },
@@ -147,12 +147,24 @@ export async function runDnsCommand(args: string[]): Promise<number> {
       if (!Array.isArray(objects)) throw new UsageError(`--objects: ${values.objects} must hold a JSON array of Kubernetes objects`);
       store = fixedStore(objects as KubeObject[]);
     } else {
-      const { Etcd3 } = await import("etcd3");
+      let connection: EtcdConnection;
+      try {
+        connection = parseEtcdConnection(values);
+      } catch (err) {
+        if (err instanceof EtcdFlagError) throw new UsageError(err.message);
+        throw err;
+      }
+      const warning = isMainThread ? insecureWarning(connection) : undefined;
+      if (warning) process.stderr.write(`${new Date().toISOString()} podnet-dns: ${warning}\n`);
+      const { ReloadingEtcdClient } = await import("../datastore/etcd-client.ts");
       const { EtcdObjectStore } = await import("../datastore/etcd-objects.ts");
-      const endpoints = (values.etcd as string).split(",").filter((e) => e !== "");
       // EtcdObjectStore lists a kind in one range read: 10,000 EndpointSlices are about 8 MiB, over
       // gRPC's default 4 MiB receive limit (RESOURCE_EXHAUSTED). Our own client takes larger replies.
-      const client = new Etcd3({ hosts: endpoints, dialTimeout: 3000, grpcOptions: { "grpc.max_receive_message_length": 256 * 1024 * 1024 } });
+      // The client follows rotated certificate files; the object watch moves to the new one.
+      const client = new ReloadingEtcdClient(connection, {
+        base: { dialTimeout: 3000, grpcOptions: { "grpc.max_receive_message_length": 256 * 1024 * 1024 } },
+        log: (line) => process.stderr.write(`${new Date().toISOString()} podnet-dns: ${line}\n`),
+      });
       store = new EtcdObjectStore(client, values["etcd-prefix"]);
       closeStore = async () => client.close();
     }

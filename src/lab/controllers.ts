@@ -33,7 +33,8 @@ import { probeEnv } from "./check.ts";
 import { LabState, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { addPod, nodeNetworkState, removePod, type RuntimeConfig } from "./pods.ts";
 import { CNI_PATH, REPO_ROOT } from "./repo-root.ts";
-import { CLUSTER_CIDR, etcdEndpoint, labPrefix } from "./topology.ts";
+import { labEtcdDatastoreOptions } from "./etcd-security.ts";
+import { CLUSTER_CIDR, labPrefix } from "./topology.ts";
 
 /** ClusterIPs come from here (Kubernetes' default --service-cluster-ip-range). */
 export const LAB_SERVICE_CIDR = "10.96.0.0/12";
@@ -139,7 +140,8 @@ export class LabControllers {
     const lab = LabState.load(opts.labDir);
     if (!lab) throw new Error(`no lab state in ${opts.labDir}`);
     this.lab = lab;
-    this.datastore = new EtcdDatastore({ endpoints: [etcdEndpoint()] });
+    // Its own certificate and role (etcd-security.ts): the cluster config, objects and claims.
+    this.datastore = new EtcdDatastore({ ...labEtcdDatastoreOptions(opts.labDir, "control-plane"), log: opts.log });
     const dir = kubeletDir(opts.labDir);
     const existing = LabState.load(dir);
     this.kubelet = existing ?? LabState.create(dir, { id: lab.data.id, nodes: lab.data.nodes, podsPerNode: 0, network: lab.data.network });

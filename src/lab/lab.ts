@@ -5,7 +5,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { callApi } from "./api.ts";
-import { apiSocketPath, controllersReadyFile, LAB_LOAD_BALANCER_CIDR, LAB_SERVICE_CIDR, loadKubeletState } from "./controllers.ts";
+import { apiSocketPath, controllersReadyFile, LAB_LOAD_BALANCER_CIDR, LAB_SERVICE_CIDR, labClusterConfig, loadKubeletState } from "./controllers.ts";
 import type { EndpointSlice, Pod, Service } from "../k8s/types.ts";
 import { formatServiceReport, planServiceProbes, podClients, runServiceCheck, type ServiceClient, type ServiceReport } from "./service-check.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
@@ -16,6 +16,8 @@ import { listRoutes, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, RT_SCOPE_HOST, R
 import { startEtcd } from "../supervise/etcd-server.ts";
 import { runAttached } from "../supervise/command.ts";
 import { isRecordedProcessAlive, pidsInNamespaces, processStartTime, sleep, spawnDetached, stopPids, stopRecordedProcess } from "../supervise/process.ts";
+import { syncTable } from "../kernel/nft.ts";
+import { ETCD_GUARDED_PORTS, etcdGuardTable, labEtcdServerTls, labPkiDir, makeLabPki, removeLabPki, secureLabEtcd } from "./etcd-security.ts";
 import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { conditionLines, describeAgentNetwork, fetchAgentStatus, type AgentStatusView } from "./agent-status.ts";
@@ -23,7 +25,7 @@ import { configureReferenceNode, startAgent, type LabClusterSettings } from "./n
 import { judgeNode } from "./node-status.ts";
 import { addPod, conflistSubnet, nodeNetworkState, removePod, waitForNodeReady } from "./pods.ts";
 import { REPO_ROOT } from "./repo-root.ts";
-import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, labPrefix, planLab, underlayHosts, type LabPlan, type LabTopology } from "./topology.ts";
+import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, etcdEndpoint, labPrefix, planLab, underlayHosts, type LabPlan, type LabTopology } from "./topology.ts";
 import { createRouter, createSwitch, createUnderlayHost, inNamespace } from "./underlay.ts";
 
 export interface LabTarget {
@@ -129,6 +131,9 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     argv: argvInNamedNetns(plan.controlPlane.netns, ["etcd", "--name", "lab"]),
     log: join(dir, "etcd", "lab.log"),
   });
+  const nodeNames = plan.nodes.map((n) => n.name);
+  await makeLabPki(dir, nodeNames);
+  step(`pki       CA and etcd certificates in ${labPkiDir(dir)} (server, peer, root, control plane, dns, ${nodeNames.length} nodes)`);
   const etcdStarting = startEtcd({
     dataDir: join(dir, "etcd"),
     name: "lab",
@@ -136,6 +141,11 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     netns: plan.controlPlane.netns,
     clientPort: ETCD_CLIENT_PORT,
     detached: true,
+    tls: labEtcdServerTls(dir),
+  }).then(async (etcd) => {
+    // The same config the controllers store (whichever lands first, it is this one): agents cannot.
+    await secureLabEtcd(dir, plan.controlPlane.netns, nodeNames, labClusterConfig(backend, cluster.backendOptions));
+    return etcd;
   });
   // If up fails before etcd is awaited, the rejection is reported there, not as an unhandled one.
   etcdStarting.catch(() => {});
@@ -158,7 +168,9 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   etcdRecord.pid = etcd.pid;
   etcdRecord.startTime = processStartTime(etcd.pid);
   state.save();
-  step(`etcd      ${etcd.endpoints.join(",")} in ${plan.controlPlane.netns} (pid ${etcd.pid})`);
+  step(`etcd      ${etcd.endpoints.join(",")} in ${plan.controlPlane.netns} (pid ${etcd.pid}): client certificates required, auth on, one role per client`);
+  for (const node of nodes) await syncTable(etcdGuardTable(), namedNetnsPath(node.netns));
+  step(`guard     pods on every node are kept from etcd's ports (${ETCD_GUARDED_PORTS.join(", ")})`);
 
   if (opts.network === "reference") {
     for (const node of nodes) {
@@ -348,6 +360,8 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
   if (leftovers.length > 0) log(`stopping  ${leftovers.length} unrecorded process(es) in lab namespaces: ${leftovers.join(" ")}`);
   await stopPids(leftovers);
   log(`processes stopped (${state.data.processes.length} recorded)`);
+  // The keys go even if a namespace keeps the rest of the state dir below.
+  if (removeLabPki(dir)) log(`pki       keys and certificates removed`);
 
   const present = new Set(listNamedNetns({ includeStale: true }));
   for (const name of [...state.data.namespaces].reverse()) {
@@ -456,7 +470,7 @@ export async function labStatus(target: LabTarget): Promise<string> {
   lines.push(
     `lab ${state.data.id}: ${state.data.phase}, ${state.data.network} network${state.data.backend ? ` (backend ${state.data.backend}${state.data.backendOptions ? ` ${JSON.stringify(state.data.backendOptions)}` : ""})` : ""}, ${plan.topology} underlay (${plan.switches.map((s) => s.cidr).join(", ")}${plan.router ? ` via ${plan.router.netns}` : ""}), created ${state.data.createdAt}, state ${state.dir}`,
   );
-  lines.push(`etcd ${`http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
+  lines.push(`etcd ${etcdEndpoint()} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
   const controllers = state.data.processes.find((p) => p.role === "controllers");
   if (controllers) {
     const kubePods = loadKubeletState(state.dir)?.data.pods.length ?? 0;

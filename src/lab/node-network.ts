@@ -14,7 +14,8 @@ import { addRoute } from "../kernel/route.ts";
 import { spawnDetached } from "../supervise/process.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
 import { REPO_ROOT } from "./repo-root.ts";
-import { CLUSTER_CIDR, etcdEndpoint, type LabPlan } from "./topology.ts";
+import { labEtcdFlags } from "./etcd-security.ts";
+import { CLUSTER_CIDR, type LabPlan } from "./topology.ts";
 import { inNamespace } from "./underlay.ts";
 
 /** The cluster config the lab's agents offer as their default (the first to start writes it to etcd). */
@@ -23,7 +24,7 @@ export interface LabClusterSettings {
   backendOptions?: Record<string, unknown>;
 }
 
-export function agentArgv(node: NodeRecord, cluster?: LabClusterSettings): string[] {
+export function agentArgv(node: NodeRecord, labDir: string, cluster?: LabClusterSettings): string[] {
   const extra: string[] = [];
   if (node.statusSocket) extra.push("--listen", node.statusSocket);
   if (cluster) {
@@ -37,7 +38,7 @@ export function agentArgv(node: NodeRecord, cluster?: LabClusterSettings): strin
     "agent",
     "--name", node.name,
     "--node-ip", node.ip,
-    "--etcd", etcdEndpoint(),
+    ...labEtcdFlags(labDir, { node: node.name }),
     "--cni-conf-dir", node.cniConfDir,
     "--ipam-data-dir", node.ipamDataDir,
     // Every lab node shares this machine's /run: each gets its own ready file.
@@ -48,7 +49,7 @@ export function agentArgv(node: NodeRecord, cluster?: LabClusterSettings): strin
 
 /** Start the node's agent inside its namespace, recorded before it is spawned. */
 export function startAgent(state: LabState, node: NodeRecord, cluster?: LabClusterSettings): ProcessRecord {
-  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node, cluster), log: join(state.dir, "logs", `agent-${node.name}.log`) });
+  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node, state.dir, cluster), log: join(state.dir, "logs", `agent-${node.name}.log`) });
   spawnDetached(record);
   state.save();
   return record;

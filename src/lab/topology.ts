@@ -189,7 +189,8 @@ export function underlayHosts(plan: LabPlan): UnderlayHost[] {
 }
 
 export function etcdEndpoint(): string {
-  return `http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`;
+  // TLS only, client certificates required (etcd-security.ts).
+  return `https://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`;
 }
 
 function linkName(prefix: string, suffix: string): string {

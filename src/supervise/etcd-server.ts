@@ -36,8 +36,25 @@ export interface EtcdCluster {
   stop(): Promise<void>;
 }
 
+/**
+ * Run etcd as production does: TLS on client and peer URLs, and a client certificate required on both
+ * (--client-cert-auth, --peer-client-cert-auth), each signed by `caFile`.
+ */
+export interface EtcdServerTls {
+  caFile: string;
+  serverCertFile: string;
+  serverKeyFile: string;
+  /** Peer certificate (server and client use); default: the server's. */
+  peerCertFile?: string;
+  peerKeyFile?: string;
+  /** A client certificate the start-up health check presents (an administrator's). */
+  healthCertFile: string;
+  healthKeyFile: string;
+}
+
 export interface StartEtcdOptions {
   dataDir: string;
+  tls?: EtcdServerTls;
   name?: string;
   /** Listen IP for client and peer URLs; default 127.0.0.1. */
   host?: string;
@@ -62,6 +79,7 @@ export interface StartEtcdClusterOptions {
   name?: string;
   host?: string;
   netns?: string;
+  tls?: EtcdServerTls;
   /** Member i uses clientPort + 2i and clientPort + 2i + 1 (inside a namespace; default 2379). */
   clientPort?: number;
   detached?: boolean;
@@ -81,12 +99,13 @@ export async function startEtcd(opts: StartEtcdOptions): Promise<EtcdServer> {
   const name = opts.name ?? "podnet-etcd";
   const host = opts.host ?? "127.0.0.1";
   const [clientPort, peerPort] = await choosePorts(opts.netns, opts.clientPort, opts.peerPort);
+  const scheme = opts.tls ? "https" : "http";
   const plan: MemberPlan = {
     name,
     dataDir: join(opts.dataDir, `${name}.etcd`),
     logPath: join(opts.dataDir, `${name}.log`),
-    clientUrl: `http://${host}:${clientPort}`,
-    peerUrl: `http://${host}:${peerPort}`,
+    clientUrl: `${scheme}://${host}:${clientPort}`,
+    peerUrl: `${scheme}://${host}:${peerPort}`,
   };
   const initialCluster = `${name}=${plan.peerUrl}`;
   return launchMember(plan, initialCluster, `${name}-token`, "new", opts);
@@ -104,17 +123,18 @@ export async function startEtcdCluster(opts: StartEtcdClusterOptions): Promise<E
     const clientPort = opts.netns ? base + 2 * i : loopbackPorts[2 * i]!;
     const peerPort = opts.netns ? base + 2 * i + 1 : loopbackPorts[2 * i + 1]!;
     const name = `${baseName}-${i}`;
+    const scheme = opts.tls ? "https" : "http";
     plans.push({
       name,
       dataDir: join(opts.dataDir, `${name}.etcd`),
       logPath: join(opts.dataDir, `${name}.log`),
-      clientUrl: `http://${host}:${clientPort}`,
-      peerUrl: `http://${host}:${peerPort}`,
+      clientUrl: `${scheme}://${host}:${clientPort}`,
+      peerUrl: `${scheme}://${host}:${peerPort}`,
     });
   }
   const initialCluster = plans.map((p) => `${p.name}=${p.peerUrl}`).join(",");
   const token = `${baseName}-token`;
-  const launchOpts = { netns: opts.netns, detached: opts.detached, startTimeoutMs: opts.startTimeoutMs, dataDir: opts.dataDir };
+  const launchOpts = { netns: opts.netns, detached: opts.detached, startTimeoutMs: opts.startTimeoutMs, dataDir: opts.dataDir, tls: opts.tls };
 
   // Members must start together: none reports healthy until a quorum has elected a leader.
   const started = await Promise.allSettled(plans.map((p) => launchMember(p, initialCluster, token, "new", launchOpts)));
@@ -161,7 +181,7 @@ async function launchMember(
   initialCluster: string,
   token: string,
   clusterState: "new" | "existing",
-  opts: { dataDir: string; netns?: string; detached?: boolean; startTimeoutMs?: number },
+  opts: { dataDir: string; netns?: string; detached?: boolean; startTimeoutMs?: number; tls?: EtcdServerTls | undefined },
 ): Promise<EtcdServer> {
   mkdirSync(opts.dataDir, { recursive: true });
   const args = [
@@ -176,6 +196,7 @@ async function launchMember(
     "--initial-cluster-state", clusterState,
     "--logger", "zap",
     "--log-outputs", "stderr",
+    ...(opts.tls ? tlsFlags(opts.tls) : []),
   ];
   const env: NodeJS.ProcessEnv = { ...process.env };
   // etcd 3.4 refuses to start on architectures other than amd64, arm64 and ppc64le unless told to.
@@ -215,7 +236,7 @@ async function launchMember(
   const deadline = Date.now() + (opts.startTimeoutMs ?? 20_000);
   for (;;) {
     if (exited) throw new Error(`etcd ${plan.name} exited during start-up (${exitDescription}); see ${plan.logPath}`);
-    if (await isEtcdHealthy(plan.clientUrl, opts.netns)) return server;
+    if (await isEtcdHealthy(plan.clientUrl, opts.netns, opts.tls && { caFile: opts.tls.caFile, certFile: opts.tls.healthCertFile, keyFile: opts.tls.healthKeyFile })) return server;
     if (Date.now() > deadline) {
       await server.stop();
       throw new Error(`etcd ${plan.name} did not become healthy at ${plan.clientUrl} in time; see ${plan.logPath}`);
@@ -228,8 +249,8 @@ async function launchMember(
  * True when the member at `endpoint` answers /health with a leader. From inside `netns` when given,
  * since the endpoint is only reachable there.
  */
-export async function isEtcdHealthy(endpoint: string, netns?: string): Promise<boolean> {
-  if (!netns) {
+export async function isEtcdHealthy(endpoint: string, netns?: string, tls?: EtcdctlTls): Promise<boolean> {
+  if (!netns && !tls) {
     try {
       const response = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(1000) });
       if (!response.ok) return false;
@@ -240,7 +261,8 @@ export async function isEtcdHealthy(endpoint: string, netns?: string): Promise<b
     }
   }
   try {
-    const [file, ...argv] = argvInNamedNetns(netns, [ETCDCTL_BINARY, "--endpoints", endpoint, "--command-timeout=1s", "--dial-timeout=1s", "endpoint", "health"]);
+    const command = [ETCDCTL_BINARY, "--endpoints", endpoint, ...etcdctlTlsFlags(tls), "--command-timeout=1s", "--dial-timeout=1s", "endpoint", "health"];
+    const [file, ...argv] = netns ? argvInNamedNetns(netns, command) : command;
     await execFileAsync(file!, argv, {
       timeout: 3000,
       env: { ...process.env, ETCDCTL_API: "3" },
@@ -249,6 +271,30 @@ export async function isEtcdHealthy(endpoint: string, netns?: string): Promise<b
   } catch {
     return false;
   }
+}
+
+/** The files etcdctl presents to a TLS etcd (its --cacert, --cert, --key). */
+export interface EtcdctlTls {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+export function etcdctlTlsFlags(tls: EtcdctlTls | undefined): string[] {
+  return tls ? ["--cacert", tls.caFile, "--cert", tls.certFile, "--key", tls.keyFile] : [];
+}
+
+function tlsFlags(tls: EtcdServerTls): string[] {
+  return [
+    "--client-cert-auth",
+    "--trusted-ca-file", tls.caFile,
+    "--cert-file", tls.serverCertFile,
+    "--key-file", tls.serverKeyFile,
+    "--peer-client-cert-auth",
+    "--peer-trusted-ca-file", tls.caFile,
+    "--peer-cert-file", tls.peerCertFile ?? tls.serverCertFile,
+    "--peer-key-file", tls.peerKeyFile ?? tls.serverKeyFile,
+  ];
 }
 
 async function choosePorts(netns: string | undefined, clientPort?: number, peerPort?: number): Promise<[number, number]> {
