@@ -166,7 +166,7 @@ async function inner(prefix: string): Promise<void> {
   const socket = join(dir, "agent.sock");
   let agent: ChildProcess | undefined;
   const startAgent = () => {
-    agent = spawn(process.execPath, [...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent", "--name", "bench-node", "--node-ip", NODE_IP, "--etcd", etcd.endpoints[0]!,
+    agent = spawn(process.execPath, [...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent", "--name", "bench-node", "--node-ip", NODE_IP, "--etcd", etcd.endpoints[0]!, "--etcd-insecure",
       "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "ready"), "--listen", socket, "--resync-interval-ms", "1000"],
       { stdio: ["ignore", "ignore", openSync(join(dir, "agent.log"), "a")], env });
     children.push(agent);
