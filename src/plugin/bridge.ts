@@ -240,8 +240,7 @@ export function add(ctx: PluginContext): CniResult {
     // Last: its elements are all or nothing, and nothing after it can fail and leave them behind.
     addPodFilters({
       hostVeth: hostName,
-      bridge: conf.bridge,
-      podIps: ips.map((ip) => ip.address.split("/")[0]!),
+      podAddresses: ips.map((ip) => ip.address),
       antiSpoofing: conf.antiSpoofing,
       portMappings,
     });

@@ -17,8 +17,10 @@
 // that does the DNAT: the chain is the record of what the pod owns, so DEL and GC find everything
 // from the veth name alone. A key another pod already holds makes the kernel refuse the element
 // (EEXIST for a different verdict), so a conflicting hostPort fails the whole ADD atomically.
-// Connections from a pod on the bridge to a hostPort are masqueraded (hairpin): the reply would
-// otherwise go back across the bridge from the target pod's address, which the client never asked.
+// Connections from a pod of this node (its pod subnets) to a hostPort are masqueraded (hairpin): the
+// reply would otherwise go back across the bridge from the target pod's address, which the client
+// never asked (unless br_netfilter sends bridged frames through the node's conntrack). Matched by
+// source subnet, not by interface: with br_netfilter the output interface is the bridge port.
 //
 // ADD writes its elements and its chain in one libnftables call. Only when that fails (the tables
 // are missing, on a node's first ADD) does a second call create the tables and repeat it.
@@ -29,6 +31,7 @@ import type { NftTableState } from "../kernel/nft/readback.ts";
 import { tableChanges } from "../kernel/nft/render.ts";
 import { CniError, ErrorCode, type PortMapping } from "../cni/types.ts";
 import { isIp } from "../net/address.ts";
+import { canonicalCidrText } from "../net/cidr.ts";
 
 export const ANTISPOOF_TABLE = "podnet_antispoof";
 export const ANTISPOOF_FAMILY = "bridge";
@@ -45,7 +48,8 @@ const ADDR4_MAP = "address4";
 const ADDR6_MAP = "address6";
 const TARGETS4 = "targets4";
 const TARGETS6 = "targets6";
-const BRIDGES = "bridges";
+const SOURCES4 = "sources4";
+const SOURCES6 = "sources6";
 const POD_CHAIN_PREFIX = "pod_";
 
 function isV6(address: string): boolean {
@@ -95,7 +99,8 @@ export const HOSTPORT_BASE: NftTable = {
   family: HOSTPORT_FAMILY,
   name: HOSTPORT_TABLE,
   sets: [
-    { name: BRIDGES, keyType: ["ifname"], elements: [] },
+    { name: SOURCES4, keyType: ["ipv4_addr"], flags: ["interval"], autoMerge: true, elements: [] },
+    { name: SOURCES6, keyType: ["ipv6_addr"], flags: ["interval"], autoMerge: true, elements: [] },
     { name: TARGETS4, keyType: ["ipv4_addr", "inet_proto", "inet_service"], elements: [] },
     { name: TARGETS6, keyType: ["ipv6_addr", "inet_proto", "inet_service"], elements: [] },
   ],
@@ -107,7 +112,8 @@ export const HOSTPORT_BASE: NftTable = {
   chains: [
     { name: "hostports", rules: HOSTPORT_JUMPS },
     { name: "prerouting", base: { type: "nat", hook: "prerouting", priority: "dstnat", policy: "accept" }, rules: [{ statements: [{ verdict: "jump", chain: "hostports" }] }] },
-    { name: "output", base: { type: "nat", hook: "output", priority: "dstnat", policy: "accept" }, rules: [{ statements: [{ verdict: "jump", chain: "hostports" }] }] },
+    // nft names dstnat (-100) only for prerouting; the output hook takes the number.
+    { name: "output", base: { type: "nat", hook: "output", priority: -100, policy: "accept" }, rules: [{ statements: [{ verdict: "jump", chain: "hostports" }] }] },
     {
       name: "postrouting",
       base: { type: "nat", hook: "postrouting", priority: "srcnat", policy: "accept" },
@@ -115,12 +121,11 @@ export const HOSTPORT_BASE: NftTable = {
         ...(["4", "6"] as const).map((v): NftRule => ({
           statements: [
             { match: "ct status", value: "dnat" },
-            { lookup: ["iifname"], set: BRIDGES },
-            { lookup: ["oifname"], set: BRIDGES },
+            { lookup: [v === "4" ? "ip saddr" : "ip6 saddr"], set: v === "4" ? SOURCES4 : SOURCES6 },
             { lookup: [v === "4" ? "ip daddr" : "ip6 daddr", "meta l4proto", "th dport"], set: v === "4" ? TARGETS4 : TARGETS6 },
             { masquerade: {} },
           ],
-          comment: "hairpin: a pod on the bridge to a hostPort",
+          comment: "hairpin: a pod of this node to a hostPort",
         })),
       ],
     },
@@ -211,9 +216,8 @@ function checkMappingsFit(mappings: readonly HostPortMapping[], podIps: readonly
 
 export interface PodFilterRequest {
   hostVeth: string;
-  bridge: string;
-  /** The pod's addresses, without prefix length. */
-  podIps: readonly string[];
+  /** The pod's addresses in CIDR form (10.244.1.5/24): the prefix gives the node's pod subnet. */
+  podAddresses: readonly string[];
   antiSpoofing: boolean;
   portMappings: readonly HostPortMapping[];
 }
@@ -228,8 +232,8 @@ function antispoofElements(hostVeth: string, podIps: readonly string[]): NftChan
   ];
 }
 
-function hostportChanges(req: PodFilterRequest): NftChange[] {
-  const chain = podChain(req.hostVeth, req.portMappings, req.podIps);
+function hostportChanges(req: PodFilterRequest, podIps: readonly string[]): NftChange[] {
+  const chain = podChain(req.hostVeth, req.portMappings, podIps);
   const goto = { verdict: "goto", chain: chain.name } as const;
   const any: NftMapElement[] = [];
   const addr4: NftMapElement[] = [];
@@ -239,9 +243,13 @@ function hostportChanges(req: PodFilterRequest): NftChange[] {
   for (const m of req.portMappings) {
     if (m.hostIP === "") any.push({ key: [m.protocol, m.hostPort], verdict: goto });
     else (isV6(m.hostIP) ? addr6 : addr4).push({ key: [m.hostIP, m.protocol, m.hostPort], verdict: goto });
-    for (const ip of req.podIps) (isV6(ip) ? targets6 : targets4).push([ip, m.protocol, m.containerPort]);
+    for (const ip of podIps) (isV6(ip) ? targets6 : targets4).push([ip, m.protocol, m.containerPort]);
   }
-  const changes: NftChange[] = [{ op: "replaceChain", chain }, { op: "addElements", setOrMap: BRIDGES, elements: [[req.bridge]] }];
+  const changes: NftChange[] = [{ op: "replaceChain", chain }];
+  const subnets4 = req.podAddresses.filter((a) => !isV6(a)).map((a) => [canonicalCidrText(a)]);
+  const subnets6 = req.podAddresses.filter(isV6).map((a) => [canonicalCidrText(a)]);
+  if (subnets4.length > 0) changes.push({ op: "addElements", setOrMap: SOURCES4, elements: subnets4 });
+  if (subnets6.length > 0) changes.push({ op: "addElements", setOrMap: SOURCES6, elements: subnets6 });
   for (const [name, elements] of [[ANY_MAP, any], [ADDR4_MAP, addr4], [ADDR6_MAP, addr6]] as const) {
     if (elements.length > 0) changes.push({ op: "addElements", setOrMap: name, elements });
   }
@@ -262,9 +270,10 @@ function script(antispoof: NftChange[], hostport: NftChange[]): string {
  * All or nothing: a failure leaves none of this pod's elements behind.
  */
 export function addPodFilters(req: PodFilterRequest): void {
-  checkMappingsFit(req.portMappings, req.podIps);
-  const antispoof = req.antiSpoofing ? antispoofElements(req.hostVeth, req.podIps) : [];
-  const hostport = req.portMappings.length > 0 ? hostportChanges(req) : [];
+  const podIps = req.podAddresses.map((a) => a.split("/")[0]!);
+  checkMappingsFit(req.portMappings, podIps);
+  const antispoof = req.antiSpoofing ? antispoofElements(req.hostVeth, podIps) : [];
+  const hostport = req.portMappings.length > 0 ? hostportChanges(req, podIps) : [];
   if (antispoof.length === 0 && hostport.length === 0) return;
   const elements = script(antispoof, hostport);
   try {
