@@ -3,6 +3,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readCounters, readTable } from "../src/kernel/nft.ts";
+import { AgentMetrics, SPOOFED_COUNTER_SOURCE } from "../src/agent/metrics.ts";
 import { ANTISPOOF_FAMILY, ANTISPOOF_TABLE, SPOOFED_COUNTER } from "../src/plugin/podfilter.ts";
 import { ipOf, podnetConfList, requireBuild, testNode, type TestNode } from "./helpers/cni.ts";
 import { cleanupAll, type Netns } from "./helpers/netns.ts";
@@ -44,6 +45,10 @@ function addSecondAddress(pod: Netns, address: string): void {
   pod.ip("addr", "add", address.includes(":") ? `${address}/128` : `${address}/32`, "dev", "eth0", ...(address.includes(":") ? ["nodad"] : []));
 }
 
+test("the agent reads the counter the plugin writes", () => {
+  assert.deepEqual(SPOOFED_COUNTER_SOURCE, { family: ANTISPOOF_FAMILY, table: ANTISPOOF_TABLE, counter: SPOOFED_COUNTER });
+});
+
 describe("anti-spoofing", () => {
   let node: TestNode;
   before(async () => (node = await testNode()));
@@ -66,6 +71,9 @@ describe("anti-spoofing", () => {
     sendFrom(a.ns, ipB, ipC);
     assert.equal(fromB(), 0, "nothing forged arrived");
     assert.ok(spoofedCount(node) >= before + 3, `the counter counted the drops (was ${before}, now ${spoofedCount(node)})`);
+    // The agent exports the kernel's count.
+    const scraped = await new AgentMetrics({ nftNetns: node.ns.path }).registry.getSingleMetricAsString("podnet_agent_spoofed_packets_dropped_total");
+    assert.match(scraped, new RegExp(`^podnet_agent_spoofed_packets_dropped_total ${spoofedCount(node)}$`, "m"));
     // Routed through the node as well as bridged: to the gateway, from the forged address.
     const viaNode = spoofedCount(node);
     a.ns.try("ping", "-c", "1", "-W", "1", "-I", ipB, "10.244.1.1");
