@@ -100,8 +100,10 @@ export const HOSTPORT_BASE: NftTable = {
   family: HOSTPORT_FAMILY,
   name: HOSTPORT_TABLE,
   sets: [
-    { name: SOURCES4, keyType: ["ipv4_addr"], flags: ["interval"], autoMerge: true, elements: [] },
-    { name: SOURCES6, keyType: ["ipv6_addr"], flags: ["interval"], autoMerge: true, elements: [] },
+    // No auto-merge: re-adding a subnet that is there costs 0.2 ms, while auto-merge rewrites the
+    // interval and costs 7-24 ms per ADD. Overlapping (not equal) pod subnets of two networks are refused.
+    { name: SOURCES4, keyType: ["ipv4_addr"], flags: ["interval"], elements: [] },
+    { name: SOURCES6, keyType: ["ipv6_addr"], flags: ["interval"], elements: [] },
     { name: TARGETS4, keyType: ["ipv4_addr", "inet_proto", "inet_service"], elements: [] },
     { name: TARGETS6, keyType: ["ipv6_addr", "inet_proto", "inet_service"], elements: [] },
   ],
