@@ -103,6 +103,29 @@ describe("anti-spoofing", () => {
     for (const [pod, r] of [[a, ra], [b, rb], [c, rc]] as const) await net.del(pod.attachment, r);
   });
 
+  test("an ARP probe (sender 0.0.0.0, RFC 5227) passes and is not counted", async () => {
+    const net = node.network(podnetConfList({ dataDir: node.dataDir }));
+    const a = node.pod();
+    const ra = await net.add(a.attachment);
+    const mac = JSON.parse(a.ns.ip("-j", "link", "show", "eth0"))[0].address as string;
+    const before = spoofedCount(node);
+    // An ARP request, sender IP 0.0.0.0, for the gateway, sent raw from the pod's eth0.
+    const program = [
+      "import socket",
+      "s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)",
+      's.bind(("eth0",0))',
+      `src=bytes.fromhex("${mac.replace(/:/g, "")}")`,
+      "frame=b'\\xff'*6+src+b'\\x08\\x06'+bytes([0,1,8,0,6,4,0,1])+src+bytes(4)+bytes(6)+bytes([10,244,1,1])",
+      "for _ in range(3): s.send(frame)",
+    ].join("\n");
+    a.ns.exec("python3", "-c", program);
+    assert.equal(spoofedCount(node), before, "the probe was not dropped as spoofed");
+    // The same frame claiming another pod's address as sender is dropped (the check above can fail).
+    a.ns.exec("python3", "-c", program.replace("bytes(4)+bytes(6)", "bytes([10,244,1,200])+bytes(6)"));
+    assert.ok(spoofedCount(node) >= before + 3, "an ARP request with a forged sender is counted");
+    await net.del(a.attachment, ra);
+  });
+
   test("dual-stack pods talk over both families; a forged IPv6 source is dropped", async () => {
     const conf = podnetConfList({
       dataDir: node.dataDir,
