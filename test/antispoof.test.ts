@@ -79,6 +79,10 @@ describe("anti-spoofing", () => {
     a.ns.try("ping", "-c", "1", "-W", "1", "-I", ipB, "10.244.1.1");
     assert.ok(spoofedCount(node) > viaNode, "a forged packet to the node is dropped too");
 
+    // CHECK sees the pairs, and notices when one is gone.
+    await net.check(c.attachment, rc);
+    node.ns.exec("nft", "delete", "element", "bridge", ANTISPOOF_TABLE, "allowed4", `{ "${node.hostVeths().find((v) => elements(node).includes(`allowed4:${v} . ${ipC}`))}" . ${ipC} }`);
+    await assert.rejects(net.check(c.attachment, rc), /anti-spoofing does not allow/);
     for (const [pod, r] of [[a, ra], [b, rb], [c, rc]] as const) await net.del(pod.attachment, r);
     assert.deepEqual(elements(node), [], "DEL leaves no element behind");
   });

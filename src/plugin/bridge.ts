@@ -25,7 +25,7 @@ import { getSysctl, setSysctl } from "../kernel/sysctl.ts";
 import { parseBridgeConf, type BridgeConf } from "./config.ts";
 import { addMasquerade, removeMasquerade } from "./masquerade.ts";
 import { hostVethName, isHostVethName, stableMac } from "./names.ts";
-import { addPodFilters, parsePortMappings, removePodFilters } from "./podfilter.ts";
+import { addPodFilters, checkAntispoof, parsePortMappings, removePodFilters } from "./podfilter.ts";
 
 const IPV4_DEFAULT = "0.0.0.0/0";
 const IPV6_DEFAULT = "::/0";
@@ -352,6 +352,7 @@ export function check(ctx: PluginContext): void {
   } finally {
     podNl.close();
   }
+  if (conf.antiSpoofing) checkAntispoof(hostVethName(containerId, ifname), (prev.ips ?? []).map((ip) => ip.address.split("/")[0]!));
 }
 
 export function status(ctx: PluginContext): void {

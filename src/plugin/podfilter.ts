@@ -367,3 +367,14 @@ export function removePodFilters(gone: (hostVeth: string) => boolean): void {
   const text = script(antispoof, hostport);
   if (text !== "") runNft(text);
 }
+
+/** CHECK: the pod's anti-spoofing pairs are in place (a missing one means its traffic is dropped). */
+export function checkAntispoof(hostVeth: string, podIps: readonly string[]): void {
+  const table = readTable(ANTISPOOF_FAMILY, ANTISPOOF_TABLE);
+  const has = (set: string, key: readonly string[]): boolean =>
+    (table?.sets.find((s) => s.name === set)?.elements ?? []).some((e) => e.length === key.length && e.every((v, i) => String(v) === key[i]));
+  if (!has(PORTS_SET, [hostVeth])) throw new CniError(ErrorCode.Kernel, `anti-spoofing does not check ${hostVeth}: it is missing from table ${ANTISPOOF_FAMILY} ${ANTISPOOF_TABLE}`);
+  for (const ip of podIps) {
+    if (!has(isV6(ip) ? ALLOWED6 : ALLOWED4, [hostVeth, ip])) throw new CniError(ErrorCode.Kernel, `anti-spoofing does not allow ${ip} from ${hostVeth}: the pod's traffic from it is dropped`);
+  }
+}
