@@ -44,6 +44,8 @@ export interface ScenarioOptions {
   cniPath?: string[];
   /** Extra environment for the plugins; none in timed runs. */
   env?: Record<string, string>;
+  /** The runtimeConfig the runtime passes for pod `index` (e.g. its portMappings); none when absent. */
+  runtimeConfig?: (index: number) => Record<string, unknown>;
 }
 
 /** Pod namespaces shared by every scenario; each scenario must leave them as it found them. */
@@ -104,7 +106,7 @@ export async function runScenario(side: BenchSide, pods: PodPool, tag: string, o
       nodeNetns: node.path,
       ...(opts.env ? { env: opts.env } : {}),
     });
-    const attachments = pods.attachments(tag);
+    const attachments = pods.attachments(tag).map((att, i) => (opts.runtimeConfig ? { ...att, runtimeConfig: opts.runtimeConfig(i) } : att));
     const limit = opts.mode === "sequential" ? 1 : opts.concurrency;
     const results: Record<string, unknown>[] = [];
     const addMs: number[] = [];

@@ -18,6 +18,7 @@ import { aggregate, figureKey, renderReport, SERVICE_BINARY, updateResultsFile, 
 import { PodPool, runScenario, type Mode, type ScenarioResult } from "./cni-scenario.ts";
 import { podnetSide, referenceSide, type BenchSide } from "./cni-sides.ts";
 import { summarize } from "./cni-stats.ts";
+import { antispoofComparison, renderAntispoof, writeAntispoofSection } from "./cni-antispoof.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const BUN = join(ROOT, "node_modules/@oven/bun-linux-x64/bin/bun");
@@ -35,6 +36,8 @@ const { values: flags } = parseArgs({
     "time-limit-s": { type: "string", default: "600" },
     "no-usage": { type: "boolean", default: false },
     "no-breakdown": { type: "boolean", default: false },
+    "no-antispoof": { type: "boolean", default: false },
+    "antispoof-rounds": { type: "string", default: "3" },
     "no-write": { type: "boolean", default: false },
     results: { type: "string", default: join(ROOT, "bench/RESULTS.md") },
   },
@@ -177,6 +180,13 @@ async function main(): Promise<void> {
     if (!flags["no-write"]) {
       updateResultsFile(flags.results!, markdown);
       log(`written to ${flags.results}`);
+    }
+    if (!flags["no-antispoof"]) {
+      // podnet alone, anti-spoofing off, on, and on with a hostPort per pod (bench/cni-antispoof.ts).
+      const figures = await antispoofComparison(flags["podnet-dir"]!, pods, positiveInt("antispoof-rounds", flags["antispoof-rounds"]), log);
+      const antispoof = renderAntispoof(figures, new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC");
+      console.log(`\n${antispoof}\n`);
+      if (!flags["no-write"]) writeAntispoofSection(flags.results!, antispoof);
     }
   } finally {
     pods.delete();

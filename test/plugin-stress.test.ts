@@ -5,6 +5,14 @@ import { spawn } from "node:child_process";
 import type { Attachment } from "../src/runtime/cni-driver.ts";
 import { ipOf, PODNET, podnetConfList, requireBuild, testNode, type TestNode } from "./helpers/cni.ts";
 import { cleanupAll } from "./helpers/netns.ts";
+import { readTable } from "../src/kernel/nft.ts";
+import { ANTISPOOF_FAMILY, ANTISPOOF_TABLE } from "../src/plugin/podfilter.ts";
+
+/** The anti-spoofing sets' elements in the node, as "set:key" (the plugin adds them at ADD). */
+function antispoofElements(node: TestNode): string[] {
+  const table = readTable(ANTISPOOF_FAMILY, ANTISPOOF_TABLE, node.ns.path);
+  return (table?.sets ?? []).flatMap((s) => s.elements.map((e) => `${s.name}:${e.join(" . ")}`));
+}
 
 before(requireBuild);
 after(cleanupAll);
@@ -28,11 +36,13 @@ describe("concurrency", () => {
     assert.equal(new Set(ips).size, 100);
     assert.equal(node.reservations().length, 100);
     assert.equal(node.hostVeths().length, 100);
+    assert.equal(antispoofElements(node).length, 200, "one port and one address element per pod");
     // Spot-check that the kernel state matches the results, not just the store.
     pods[0]!.ns.exec("ping", "-c", "1", "-W", "2", ips[99]!);
     await inBatches(pods.map((p, i) => [p, results[i]!] as const), 8, ([p, r]) => net.del(p.attachment, r));
     assert.deepEqual(node.hostVeths(), []);
     assert.deepEqual(node.reservations(), []);
+    assert.deepEqual(antispoofElements(node), []);
     for (const p of pods) p.ns.delete();
   });
 });
@@ -76,6 +86,7 @@ describe("crash safety", () => {
       await net.del(pod.attachment);
       assert.deepEqual(node.hostVeths(), [], `veth left after kill at ${delay} ms and DEL`);
       assert.deepEqual(node.reservations(), [], `reservation left after kill at ${delay} ms and DEL`);
+      assert.deepEqual(antispoofElements(node), [], `anti-spoofing element left after kill at ${delay} ms and DEL`);
       assert.ok(!pod.ns.links().includes("eth0"), `pod interface left after kill at ${delay} ms and DEL`);
       pod.ns.delete();
     }
@@ -101,8 +112,10 @@ describe("crash safety", () => {
     await net.gc([{ containerID: keep.attachment.containerId, ifname: "eth0" }]);
     assert.deepEqual(node.reservations(), [ipOf(kept)]);
     assert.equal(node.hostVeths().length, 1);
+    assert.deepEqual(antispoofElements(node).sort(), [`allowed4:${node.hostVeths()[0]} . ${ipOf(kept)}`, `ports:${node.hostVeths()[0]}`], "GC kept only the valid pod's elements");
     await net.del(keep.attachment, kept);
     assert.deepEqual(node.reservations(), []);
     assert.deepEqual(node.hostVeths(), []);
+    assert.deepEqual(antispoofElements(node), []);
   });
 });

@@ -53,6 +53,10 @@ export function buildConflist(opts: ConflistOptions): string {
         // The agent masquerades for the whole node (masquerade.ts), so the plugin must not add its own NAT.
         ipMasq: false,
         readyFile: opts.readyFile,
+        // Pods may send only from their own addresses (the plugin's podfilter.ts); counted in the agent's metrics.
+        antiSpoofing: true,
+        // hostPort: the runtime passes the pod's ports, and the plugin DNATs them itself (no portmap in the chain).
+        capabilities: { portMappings: true },
         ipam: { type: "podnet-ipam", ranges: [[{ subnet: opts.podSubnet }]], dataDir: opts.ipamDataDir },
       },
     ],

@@ -4,6 +4,18 @@ import { createServer, type Server } from "node:http";
 import { rmSync } from "node:fs";
 import { parseHostPort } from "../net/endpoint.ts";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { readCounters } from "../kernel/nft.ts";
+
+/**
+ * Where the plugin counts what its anti-spoofing drops (src/plugin/podfilter.ts, which the agent may
+ * not import: test/antispoof.test.ts checks the two agree).
+ */
+export const SPOOFED_COUNTER_SOURCE = { family: "bridge", table: "podnet_antispoof", counter: "spoofed" } as const;
+
+export interface AgentMetricsOptions {
+  /** The namespace whose nftables the counters are read from; the agent's own when absent (tests name a node's). */
+  nftNetns?: string;
+}
 
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -29,8 +41,28 @@ export class AgentMetrics {
 
   readonly reconcilers = new ReconcilerMetrics(this.registry);
   readonly podMtu = new Gauge({ name: "podnet_agent_pod_mtu", help: "MTU the backend reports for pods (written into the conflist)", registers: [this.registry] });
+  readonly spoofedPackets = new Counter({
+    name: "podnet_agent_spoofed_packets_dropped_total",
+    help: "Packets (IPv4, IPv6, ARP) dropped because a pod sent them from an address not its own: the plugin's anti-spoofing counter, read at each scrape",
+    registers: [this.registry],
+    collect: () => this.readSpoofed(),
+  });
 
-  constructor() {
+  /** The kernel's count is the truth; a failed read (no table yet, no privilege) keeps the last value. */
+  private readSpoofed(): void {
+    let packets: number | undefined;
+    try {
+      const { family, table, counter } = SPOOFED_COUNTER_SOURCE;
+      packets = readCounters(family, table, this.options.nftNetns)?.find((c) => c.name === counter)?.packets ?? 0;
+    } catch {
+      return;
+    }
+    // The table is recreated with a zero count if someone deletes it; a counter never goes down, so start again from there.
+    this.spoofedPackets.reset();
+    this.spoofedPackets.inc(packets);
+  }
+
+  constructor(private readonly options: AgentMetricsOptions = {}) {
     collectDefaultMetrics({ register: this.registry, prefix: "podnet_agent_" });
   }
 }

@@ -25,6 +25,7 @@ import { getSysctl, setSysctl } from "../kernel/sysctl.ts";
 import { parseBridgeConf, type BridgeConf } from "./config.ts";
 import { addMasquerade, removeMasquerade } from "./masquerade.ts";
 import { hostVethName, isHostVethName, stableMac } from "./names.ts";
+import { addPodFilters, checkAntispoof, parsePortMappings, removePodFilters } from "./podfilter.ts";
 
 const IPV4_DEFAULT = "0.0.0.0/0";
 const IPV6_DEFAULT = "::/0";
@@ -190,6 +191,8 @@ export function add(ctx: PluginContext): CniResult {
   const { containerId, ifname, netns } = ctx.env;
   if (!netnsExists(netns)) throw new CniError(ErrorCode.InvalidEnv, `network namespace ${netns} does not exist`);
   const hostName = hostVethName(containerId, ifname);
+  // Read only here: DEL must succeed whatever the runtime passes, so it never parses them.
+  const portMappings = parsePortMappings(ctx.conf.runtimeConfig?.portMappings);
   const addressing = ipam(ctx, conf);
   mark("conf parsed");
   const nl = NetlinkSocket.open();
@@ -234,6 +237,14 @@ export function add(ctx: PluginContext): CniResult {
     const pod = configurePod(netns, ifname, ipamResult, routes);
     mark("pod configured");
     if (conf.ipMasq) addMasquerade(ctx.conf.name, ips.map((ip) => ({ address: ip.address })), conf.clusterCidrs);
+    // Last: its elements are all or nothing, and nothing after it can fail and leave them behind.
+    addPodFilters({
+      hostVeth: hostName,
+      podAddresses: ips.map((ip) => ip.address),
+      antiSpoofing: conf.antiSpoofing,
+      portMappings,
+    });
+    mark("filters added");
 
     const interfaces: CniInterface[] = [
       { name: bridge.name, mac: bridge.mac },
@@ -285,13 +296,18 @@ export function del(ctx: PluginContext): void {
     const ips = conf.ipamInProcess ? addressing.held() : (ctx.conf.prevResult?.ips ?? []).map((ip) => ip.address.split("/")[0]!);
     if (ips.length > 0) removeMasquerade(ctx.conf.name, ips.map((address) => ({ address })));
   }
+  // Before the release, as the masquerade: a failure is retried by the runtime's next DEL. Read from
+  // the tables themselves, so it needs neither prevResult nor runtimeConfig (a repeated DEL has none).
+  const hostName = hostVethName(containerId, ifname);
+  removePodFilters((veth) => veth === hostName);
+  mark("filters removed");
   addressing.del();
   mark("ipam done");
   // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
   const nl = NetlinkSocket.open();
   mark("netlink open");
   try {
-    deleteLink(nl, hostVethName(containerId, ifname));
+    deleteLink(nl, hostName);
     mark("veth deleted");
   } finally {
     nl.close();
@@ -336,6 +352,7 @@ export function check(ctx: PluginContext): void {
   } finally {
     podNl.close();
   }
+  if (conf.antiSpoofing) checkAntispoof(hostVethName(containerId, ifname), (prev.ips ?? []).map((ip) => ip.address.split("/")[0]!));
 }
 
 export function status(ctx: PluginContext): void {
@@ -358,6 +375,9 @@ export function gc(ctx: PluginContext): void {
     const stale = addressing.stale();
     if (stale.length > 0) removeMasquerade(ctx.conf.name, stale.map((address) => ({ address })));
   }
+  // Filters of attachments the runtime no longer knows, before their addresses are free again.
+  const validVeths = new Set((ctx.conf["cni.dev/valid-attachments"] ?? []).map((a) => hostVethName(a.containerID, a.ifname)));
+  removePodFilters((veth) => isHostVethName(veth) && !validVeths.has(veth));
   addressing.gc();
   // Host veths of attachments the runtime no longer knows: left by an ADD that was killed
   // while the pod's namespace lives on. Only podnet-named ports of this bridge are candidates.

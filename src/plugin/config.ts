@@ -21,6 +21,8 @@ export interface BridgeConf {
    * conflist by the agent). STATUS answers NotReady (50) while it is missing.
    */
   readyFile?: string;
+  /** Drop what a pod sends from an address not its own (podfilter.ts); on unless `antiSpoofing: false`. */
+  antiSpoofing: boolean;
 }
 
 /** IPAM types served in-process: no second exec per ADD. */
@@ -74,5 +76,6 @@ export function parseBridgeConf(conf: NetConf, env: CniEnv): BridgeConf {
     ...(mac === undefined ? {} : { mac: mac.toLowerCase() }),
     ipamInProcess: IN_PROCESS_IPAM_TYPES.has(ipamType),
     ...(readyFile === undefined ? {} : { readyFile }),
+    antiSpoofing: optionalBoolean(conf, "antiSpoofing", true),
   };
 }
