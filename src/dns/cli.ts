@@ -146,14 +146,12 @@ export async function runDnsCommand(args: string[]): Promise<number> {
       if (!Array.isArray(objects)) throw new UsageError(`--objects: ${values.objects} must hold a JSON array of Kubernetes objects`);
       store = fixedStore(objects as KubeObject[]);
     } else {
-      const { Etcd3 } = await import("etcd3");
-      const { EtcdObjectStore } = await import("../datastore/etcd-objects.ts");
+      // Loaded only here: a server fed from --objects never pays for etcd3 and grpc-js.
+      const { EtcdDatastore } = await import("../datastore/etcd-datastore.ts");
       const endpoints = (values.etcd as string).split(",").filter((e) => e !== "");
-      // EtcdObjectStore lists a kind in one range read: 10,000 EndpointSlices are about 8 MiB, over
-      // gRPC's default 4 MiB receive limit (RESOURCE_EXHAUSTED). Our own client takes larger replies.
-      const client = new Etcd3({ hosts: endpoints, dialTimeout: 3000, grpcOptions: { "grpc.max_receive_message_length": 256 * 1024 * 1024 } });
-      store = new EtcdObjectStore(client, values["etcd-prefix"]);
-      closeStore = async () => client.close();
+      const datastore = new EtcdDatastore({ endpoints, prefix: values["etcd-prefix"] });
+      store = datastore.objects;
+      closeStore = async () => datastore.close();
     }
     server = new DnsServer({
       store,
