@@ -30,6 +30,8 @@ index fed by the datastore watch, over UDP and TCP, and forwards every other nam
   --no-autopath          do not answer search-path walks on the server
   --node-search DOMAINS  search domains the node adds after <zone> (comma-separated)
   --metrics ADDR:PORT    /metrics, /health and /ready over HTTP (default 127.0.0.1:9153; "none" to disable)
+  --no-batch             move UDP one datagram per callback and send (dgram only), not in batches
+                         (recvmmsg/sendmmsg); for comparison
   --workers N            answer UDP on N threads sharing the port (SO_REUSEPORT), each with its own
                          watch and index; TCP, metrics and the loop probe stay on the first (default 1)
 `;
@@ -91,6 +93,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
         "node-search": { type: "string" },
         metrics: { type: "string", default: "127.0.0.1:9153" },
         workers: { type: "string", default: "1" },
+        "no-batch": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -167,6 +170,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
       reusePort: workers > 1 || !isMainThread,
       tcp: isMainThread,
       probe: isMainThread,
+      batch: !values["no-batch"],
       log: (line) => process.stderr.write(`${new Date().toISOString()} podnet-${isMainThread ? "" : "worker-"}${line}\n`),
     });
     if (!isMainThread) return await serveAsWorker(server, closeStore);

@@ -452,8 +452,9 @@ export class DnsServer {
     if (this.answerCache.size >= ANSWER_CACHE_MAX) this.answerCache.clear();
     this.answerCache.set(hashBytes(msg, 2, msg.length), {
       generation: this.index.generation,
-      query: Uint8Array.prototype.slice.call(msg, 2),
-      reply: Uint8Array.prototype.slice.call(prepared.buffer, 2),
+      // Buffer.from copies into Node's shared 8 KiB pool: no ArrayBuffer of its own per entry.
+      query: Buffer.from(msg.subarray(2)),
+      reply: Buffer.from(prepared.buffer.subarray(2)),
       rcode: prepared.rcode,
       type: prepared.type,
       count: this.metrics.queryCount(prepared.type, prepared.rcode, "udp"),
