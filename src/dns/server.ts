@@ -166,7 +166,16 @@ export class DnsServer {
     const udp = this.udp;
     udp.on("message", (msg, rinfo) => {
       this.onUdp(msg, rinfo);
-      if (this.batch) this.drain(this.batch);
+      if (!this.batch) return;
+      try {
+        this.drain(this.batch);
+      } catch (err) {
+        // A receive or send error no datagram path should see (EAGAIN is handled inside): keep
+        // serving through dgram alone rather than fail every query the same way.
+        this.log(`dns: batched UDP failed (${(err as Error).message}); continuing one datagram at a time`);
+        this.batch.close();
+        this.batch = undefined;
+      }
     });
     udp.on("error", (err) => this.log(`dns: udp error: ${err.message}`));
     await new Promise<void>((resolve, reject) => {

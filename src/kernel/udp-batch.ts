@@ -171,30 +171,36 @@ export class UdpBatch {
   }
 
   /**
-   * Send reply slots 0..count-1 in one call. Returns how many left; the rest are dropped when the
-   * socket's send buffer is full (UDP: the client asks again).
+   * Send reply slots 0..count-1, in one call unless the kernel takes fewer. Returns how many left;
+   * the rest are dropped when the socket's send buffer is full (EAGAIN; UDP: the client asks again).
    */
   send(count: number): number {
-    if (count === 0 || this.closed) return 0;
-    const sent = this.sendmmsg(this.fd, this.sendSlotsPointer(), count, MSG_DONTWAIT);
-    if (sent < 0) {
-      const errno = this.errno();
-      if (errno === EAGAIN) return 0;
-      throw new Error(`sendmmsg: ${describeErrno(errno)}`);
+    let sent = 0;
+    while (sent < count && !this.closed) {
+      const n = this.sendmmsg(this.fd, this.sendSlotsPointer(sent), count - sent, MSG_DONTWAIT);
+      if (n < 0) {
+        const errno = this.errno();
+        if (errno === EAGAIN) return sent;
+        throw new Error(`sendmmsg: ${describeErrno(errno)}`);
+      }
+      if (n === 0) return sent;
+      sent += n;
     }
     return sent;
   }
 
-  private sendPointerCache: unknown;
+  private sendPointers = new Map<number, unknown>();
 
-  private sendSlotsPointer(): unknown {
-    if (this.sendPointerCache === undefined) {
+  /** A pointer to send slot `first`'s mmsghdr (slot 0's is made once; others only after a partial send). */
+  private sendSlotsPointer(first: number): unknown {
+    let pointer = this.sendPointers.get(first);
+    if (pointer === undefined) {
       const koffi = loadKoffi();
-      // The send vector starts sendVec bytes into the block: a pointer to that address.
-      const address = koffi.address(this.memory) + BigInt(this.sendVec);
-      this.sendPointerCache = koffi.decode(koffiPointerTo(address), "void *");
+      const address = koffi.address(this.memory) + BigInt(this.sendVec + first * MMSGHDR);
+      pointer = koffi.decode(koffiPointerTo(address), "void *");
+      this.sendPointers.set(first, pointer);
     }
-    return this.sendPointerCache;
+    return pointer;
   }
 }
 
