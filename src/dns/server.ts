@@ -228,6 +228,9 @@ export class DnsServer {
         });
         if (this.stopped) await watch.close();
         else this.watch = watch;
+        // The store held the first full list until its watch was up (after onSync's collection
+        // was scheduled, on a slow etcd): collect again now that nothing refers to it.
+        setTimeout(collectGarbage, 10).unref();
         return;
       } catch (err) {
         this.log(`dns: cannot watch the datastore (${(err as Error).message}); retrying in 1 s`);
