@@ -23,7 +23,8 @@ const LAYERS = {
   services: ["datastore", "k8s", "net", "kernel/nft/model.ts", "kernel/nft/diff.ts", "kernel/nft/render.ts"],
   controlplane: ["datastore", "k8s", "net", "services"],
   // udp-reuseport.ts makes the SO_REUSEPORT socket that lets several threads answer on one port.
-  dns: ["datastore", "k8s", "net", "kernel/udp-reuseport.ts"],
+  // udp-batch.ts moves datagrams in batches (recvmmsg/sendmmsg) on that socket.
+  dns: ["datastore", "k8s", "net", "kernel/udp-reuseport.ts", "kernel/udp-batch.ts"],
 
   // The node agent: the reconcilers that make the kernel match the datastore.
   agent: ["datastore", "kernel", "net", "k8s", "services"],

@@ -18,7 +18,7 @@
 // two servers within this run only.
 
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import dgram from "node:dgram";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -76,7 +76,8 @@ function start(cmd: string, args: string[], logName: string): ChildProcess {
   let log = "";
   child.stdout?.on("data", (d: Buffer) => (log += d.toString()));
   child.stderr?.on("data", (d: Buffer) => (log += d.toString()));
-  child.on("exit", () => writeFileSync(join(dir, `${logName}.log`), log));
+  // A child that outlives the run (killed at teardown) finds the directory gone: nothing to keep then.
+  child.on("exit", () => existsSync(dir) && writeFileSync(join(dir, `${logName}.log`), log));
   children.push(child);
   return child;
 }
@@ -122,34 +123,48 @@ interface PerfRun {
   qps: number;
   avgMs: number;
   lostPct: number;
+  /** CPU time (user + system, every thread) the server spent per answered query, in microseconds. */
+  cpuUsPerQuery: number;
 }
 
-function dnsperf(server: string, queryFile: string): PerfRun {
+/** utime + stime of a process, all threads, in clock ticks (proc(5) /proc/pid/stat fields 14 and 15). */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+
+function dnsperf(server: string, queryFile: string, pid: number): PerfRun {
+  const before = cpuTicks(pid);
   const out = execFileSync("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", "200000", "-l", String(SECONDS)], { encoding: "utf8" });
+  const cpuSeconds = (cpuTicks(pid) - before) / TICKS_PER_SECOND;
   const qps = Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1]);
+  const completed = Number(/Queries completed:\s+(\d+)/.exec(out)?.[1]);
   const avg = Number(/Average Latency \(s\):\s+([\d.]+)/.exec(out)?.[1]);
   const lost = Number(/Queries lost:\s+\d+ \(([\d.]+)%\)/.exec(out)?.[1] ?? "0");
-  return { qps, avgMs: avg * 1000, lostPct: lost };
+  return { qps, avgMs: avg * 1000, lostPct: lost, cpuUsPerQuery: (cpuSeconds * 1e6) / completed };
 }
 
-/** dnsperf -v prints one line per answer with its latency; read them as they stream. */
+/**
+ * dnsperf -v prints one line per answer with its latency. They go to a file and are read afterwards,
+ * so that parsing them does not take CPU from the server being measured.
+ */
 async function latencyRun(server: string, queryFile: string): Promise<{ qps: number; p50: number; p99: number; n: number }> {
-  const child = spawn("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", "200000", "-l", String(Math.max(3, Math.floor(SECONDS / 2))), "-v"], { env });
-  const latencies: number[] = [];
-  let tail = "";
-  let summary = "";
-  child.stdout.on("data", (chunk: Buffer) => {
-    const text = tail + chunk.toString();
-    const lines = text.split("\n");
-    tail = lines.pop() ?? "";
-    for (const line of lines) {
-      if (line.startsWith("> ")) {
-        const s = Number(line.slice(line.lastIndexOf(" ") + 1));
-        if (Number.isFinite(s)) latencies.push(s * 1000);
-      } else summary += `${line}\n`;
-    }
-  });
+  const outFile = join(dir, "dnsperf-v.out");
+  const fd = openSync(outFile, "w");
+  const child = spawn("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", "200000", "-l", String(Math.max(3, Math.floor(SECONDS / 2))), "-v"], { env, stdio: ["ignore", fd, "ignore"] });
   await new Promise((r) => child.on("exit", r));
+  closeSync(fd);
+  const latencies: number[] = [];
+  let summary = "";
+  for (const line of readFileSync(outFile, "utf8").split("\n")) {
+    if (line.startsWith("> ")) {
+      const s = Number(line.slice(line.lastIndexOf(" ") + 1));
+      if (Number.isFinite(s)) latencies.push(s * 1000);
+    } else summary += `${line}\n`;
+  }
+  rmSync(outFile);
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
   return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), p50: at(0.5), p99: at(0.99), n: latencies.length };
@@ -202,6 +217,9 @@ async function main(): Promise<void> {
   // The same server on two threads sharing the UDP port (--workers 2), for the throughput comparison.
   const podnet2 = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.5:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9155", "--workers", "2"], "podnet-dns-2");
   await waitFor("podnet dns --workers 2 ready", async () => (await fetch("http://127.0.0.1:9155/ready")).status === 200);
+  // The same server moving UDP one datagram at a time through dgram (the design before batching).
+  const podnetSingle = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--listen", "127.0.0.6:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9156", "--no-batch"], "podnet-dns-single");
+  await waitFor("podnet dns --no-batch ready", async () => (await fetch("http://127.0.0.1:9156/ready")).status === 200);
   // What Node itself costs before any DNS work: the same modules loaded, nothing else.
   const bare = spawn(process.execPath, ["--max-semi-space-size=1", "--input-type=module", "-e", "await import('etcd3'); await import('prom-client'); await import('dns-packet'); setTimeout(() => {}, 60000);"], { env, cwd: REPO, stdio: "ignore" });
   children.push(bare);
@@ -212,6 +230,7 @@ async function main(): Promise<void> {
   await waitFor("dnsmasq", async () => (await query(53, "127.0.0.2", "svc1.default.svc.cluster.local")).answers === 1);
   await waitFor("podnet dns answers", async () => (await query(53, "127.0.0.1", `svc${SERVICES - 1}.default.svc.cluster.local`)).answers === 1);
   await waitFor("podnet dns --workers 2 answers", async () => (await query(53, "127.0.0.5", `svc${SERVICES - 1}.default.svc.cluster.local`)).answers === 1);
+  await waitFor("podnet dns --no-batch answers", async () => (await query(53, "127.0.0.6", `svc${SERVICES - 1}.default.svc.cluster.local`)).answers === 1);
 
   const queryFile = join(dir, "queries.txt");
   const order = Array.from({ length: SERVICES }, (_, i) => i);
@@ -225,6 +244,7 @@ async function main(): Promise<void> {
   await sleep(2000);
   const rssLoaded = rssMiB(podnet.pid as number);
   const anonLoaded = rssMiB(podnet.pid as number, "RssAnon");
+  const fileLoaded = rssMiB(podnet.pid as number, "RssFile");
   const heapText = await metrics(9153);
   const mib = (name: string) => metricSum(heapText, name) / 1048576;
   const heap = { used: mib("podnet_dns_nodejs_heap_size_used_bytes"), total: mib("podnet_dns_nodejs_heap_size_total_bytes"), external: mib("podnet_dns_nodejs_external_memory_bytes") };
@@ -232,17 +252,20 @@ async function main(): Promise<void> {
   const rssTwo = rssMiB(podnet2.pid as number);
   const rssBare = rssMiB(bare.pid as number);
   const anonBare = rssMiB(bare.pid as number, "RssAnon");
+  const fileBare = rssMiB(bare.pid as number, "RssFile");
 
+  const loadAtStart = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   // 2. throughput, alternating
   const runs: { server: string; run: PerfRun }[] = [];
   for (let round = 0; round < 2; round++) {
-    for (const [server, addr] of [["dnsmasq", "127.0.0.2"], ["podnet dns", "127.0.0.1"], ["podnet dns --workers 2", "127.0.0.5"]] as const) {
-      runs.push({ server, run: dnsperf(addr, queryFile) });
+    for (const [server, addr, child] of [["dnsmasq", "127.0.0.2", dnsmasq], ["podnet dns", "127.0.0.1", podnet], ["podnet dns --no-batch", "127.0.0.6", podnetSingle], ["podnet dns --workers 2", "127.0.0.5", podnet2]] as const) {
+      runs.push({ server, run: dnsperf(addr, queryFile, child.pid as number) });
     }
   }
   const latDnsmasq = await latencyRun("127.0.0.2", queryFile);
   const latPodnet = await latencyRun("127.0.0.1", queryFile);
   const latTwo = await latencyRun("127.0.0.5", queryFile);
+  const latSingle = await latencyRun("127.0.0.6", queryFile);
   const rssAfter = rssMiB(podnet.pid as number);
 
   // 4. commit → resolvable
@@ -287,20 +310,23 @@ async function main(): Promise<void> {
   const qps = (server: string) => runs.filter((r) => r.server === server).map((r) => r.run.qps);
   const avg = (server: string) => runs.filter((r) => r.server === server).map((r) => r.run.avgMs);
   const lost = (server: string) => Math.max(...runs.filter((r) => r.server === server).map((r) => r.run.lostPct));
+  const cpu = (server: string) => median(runs.filter((r) => r.server === server).map((r) => r.run.cpuUsPerQuery));
   const ratio = median(qps("podnet dns")) / median(qps("dnsmasq"));
   const ratioTwo = median(qps("podnet dns --workers 2")) / median(qps("dnsmasq"));
   const lines = [
-    `Run ${new Date().toISOString()} (node ${process.version}, NODE_EXTRA_CA_CERTS unset), ${SERVICES.toLocaleString("en-US")} services + ${SERVICES.toLocaleString("en-US")} endpoints, dnsperf -c 4 -Q 200000 -l ${SECONDS}, each server a single process, alternating twice. Loaded into etcd in ${fmt(loadSeconds, 1)} s; podnet dns started and synced in ${fmt(syncSeconds, 1)} s.`,
+    `Run ${new Date().toISOString()} (node ${process.version}, NODE_EXTRA_CA_CERTS unset), ${SERVICES.toLocaleString("en-US")} services + ${SERVICES.toLocaleString("en-US")} endpoints, dnsperf -c 4 -Q 200000 -l ${SECONDS}, each server a single process, alternating twice; load average ${loadAtStart} at the start, ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} at the end. Loaded into etcd in ${fmt(loadSeconds, 1)} s; podnet dns started and synced in ${fmt(syncSeconds, 1)} s.`,
     "",
-    "| server | QPS (each run) | QPS median | avg latency ms (median) | lost | p50 / p99 ms (-v run, QPS) |",
-    "|---|---|---|---|---|---|",
-    `| dnsmasq (hosts file, cache 10,000) | ${qps("dnsmasq").map((q) => fmt(q)).join(", ")} | ${fmt(median(qps("dnsmasq")))} | ${fmt(median(avg("dnsmasq")), 3)} | ${fmt(lost("dnsmasq"), 2)}% | ${fmt(latDnsmasq.p50, 3)} / ${fmt(latDnsmasq.p99, 3)} (${fmt(latDnsmasq.qps)}) |`,
-    `| podnet dns | ${qps("podnet dns").map((q) => fmt(q)).join(", ")} | ${fmt(median(qps("podnet dns")))} | ${fmt(median(avg("podnet dns")), 3)} | ${fmt(lost("podnet dns"), 2)}% | ${fmt(latPodnet.p50, 3)} / ${fmt(latPodnet.p99, 3)} (${fmt(latPodnet.qps)}) |`,
-    `| podnet dns --workers 2 (two threads, one process) | ${qps("podnet dns --workers 2").map((q) => fmt(q)).join(", ")} | ${fmt(median(qps("podnet dns --workers 2")))} | ${fmt(median(avg("podnet dns --workers 2")), 3)} | ${fmt(lost("podnet dns --workers 2"), 2)}% | ${fmt(latTwo.p50, 3)} / ${fmt(latTwo.p99, 3)} (${fmt(latTwo.qps)}) |`,
-    `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | — | 33,669 | — | — | — |`,
+    "| server | QPS (each run) | QPS median | CPU µs per query (median) | avg latency ms (median) | lost | p50 / p99 ms (-v run, QPS) |",
+    "|---|---|---|---|---|---|---|",
+    ...([["dnsmasq (hosts file, cache 10,000)", "dnsmasq", latDnsmasq], ["podnet dns", "podnet dns", latPodnet], ["podnet dns --no-batch (one datagram per callback)", "podnet dns --no-batch", latSingle], ["podnet dns --workers 2 (two threads, one process)", "podnet dns --workers 2", latTwo]] as const).map(
+      ([label, server, lat]) =>
+        `| ${label} | ${qps(server).map((q) => fmt(q)).join(", ")} | ${fmt(median(qps(server)))} | ${fmt(cpu(server), 2)} | ${fmt(median(avg(server)), 3)} | ${fmt(lost(server), 2)}% | ${fmt(lat.p50, 3)} / ${fmt(lat.p99, 3)} (${fmt(lat.qps)}) |`,
+    ),
+    `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | — | 33,669 | — | — | — | — |`,
     "",
-    `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
-    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle (private RssAnon ${fmt(anonLoaded, 1)} MiB), ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB).`,
+    `- CPU per query podnet dns / dnsmasq (medians; independent of how the shared CPUs were split): **${fmt(cpu("podnet dns") / cpu("dnsmasq"), 2)}x** (--no-batch: ${fmt(cpu("podnet dns --no-batch") / cpu("dnsmasq"), 2)}x).`,
+    `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two, ${fmt(median(qps("podnet dns --no-batch")) / median(qps("dnsmasq")), 2)}x with --no-batch; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
+    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle (RssAnon ${fmt(anonLoaded, 1)} MiB, RssFile ${fmt(fileLoaded, 1)} MiB), ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB, RssFile ${fmt(fileBare, 1)} MiB).`,
     `- V8 heap of podnet dns when idle: ${fmt(heap.used, 1)} MiB used of ${fmt(heap.total, 1)} MiB, external (buffers) ${fmt(heap.external, 1)} MiB.`,
     `- Service committed to etcd → first answer, 20 services: median **${fmt(median(delays), 1)} ms**, max ${fmt(Math.max(...delays), 1)} ms.`,
     "",

@@ -77,6 +77,41 @@ describe("podnet dns on etcd", () => {
     assert.deepEqual(addresses(await ask(server.address.port, "web.default.svc.cluster.local")), ["10.96.0.20"]);
   });
 
+  it("a kind larger than gRPC's 4 MiB reply limit lists and syncs whole, through a client with default options", async () => {
+    // 1,300 Services of ~4 KiB each: about 5.5 MiB, which one range reply could not carry.
+    const bigPrefix = `/podnet-dnstest-big-${process.pid}/`;
+    const big = new EtcdDatastore({ endpoints: etcd.endpoints, prefix: bigPrefix });
+    try {
+      const count = 1300;
+      const padding = "x".repeat(4096);
+      for (let start = 0; start < count; start += 100) {
+        const batch = [];
+        for (let i = start; i < Math.min(count, start + 100); i++) {
+          const svc = clusterIPService("default", `big${String(i).padStart(4, "0")}`, [`10.97.${i >> 8}.${i & 255}`]);
+          svc.metadata.annotations = { padding };
+          batch.push({ op: "create" as const, object: svc });
+        }
+        await big.objects.commit(batch);
+      }
+      const listed = await big.objects.list("Service");
+      assert.equal(listed.items.length, count);
+      assert.deepEqual(listed.items.map((s) => s.metadata.name), Array.from({ length: count }, (_, i) => `big${String(i).padStart(4, "0")}`));
+      const synced = await new Promise<{ services: number; revision: number }>((resolve, reject) => {
+        big.objects
+          .watchObjects(["Service", "EndpointSlice"], {
+            onSync: (lists, revision) => resolve({ services: lists.Service?.length ?? -1, revision }),
+            onEvent: () => undefined,
+          })
+          .then((w) => setTimeout(() => void w.close(), 100), reject);
+      });
+      assert.equal(synced.services, count);
+      assert.equal(synced.revision, listed.revision, "the sync is at the revision of the last write");
+    } finally {
+      await big.client.delete().prefix(bigPrefix).exec().catch(() => undefined);
+      await big.close();
+    }
+  });
+
   it("a new Service resolves within 100 ms of its commit", async (t) => {
     const delays: number[] = [];
     for (let i = 0; i < 5; i++) {

@@ -74,8 +74,9 @@ export class EtcdObjectStore implements ObjectStore {
       const problem = namespaceProblem(namespace);
       if (problem) throw new Error(`namespace: ${JSON.stringify(namespace)} ${problem}`);
     }
-    const response = await this.client.getAll().prefix(this.prefix + kindPath(kind, namespace)).exec();
-    return { items: response.kvs.map((kv) => decodeObject(kv) as KindMap[K]), revision: Number(response.header.revision) };
+    const items: KindMap[K][] = [];
+    const revision = await this.rangePaged(this.prefix + kindPath(kind, namespace), undefined, (kv) => items.push(decodeObject(kv) as KindMap[K]));
+    return { items, revision };
   }
 
   async claims(pool: string): Promise<Map<string, string>> {
@@ -219,18 +220,59 @@ export class EtcdObjectStore implements ObjectStore {
     };
   }
 
-  /** Every object of some kinds, read in one transaction (so at one revision). */
+  /**
+   * Every object of some kinds, at one revision. Read in pages (see rangePaged): the first page fixes
+   * the revision and every later page, of every kind, is read at it, so the lists are one consistent
+   * snapshot, as one transaction would give, without one response holding every object at once.
+   */
   private async listKinds(kinds: readonly ObjectKind[]): Promise<{ lists: Lists; revision: number }> {
     const ordered = OBJECT_KINDS.filter((k) => kinds.includes(k));
-    const response = await this.alwaysTxn()
-      .then(...ordered.map((kind) => this.client.getAll().prefix(this.prefix + kindPath(kind))))
-      .commit();
     const lists: Record<string, KubeObject[]> = {};
-    ordered.forEach((kind, i) => {
-      lists[kind] = (response.responses[i]?.response_range?.kvs ?? []).map(decodeObject);
-    });
-    return { lists: lists as Lists, revision: Number(response.header.revision) };
+    let revision: number | undefined;
+    for (const kind of ordered) {
+      const list: KubeObject[] = (lists[kind] = []);
+      revision = await this.rangePaged(this.prefix + kindPath(kind), revision, (kv) => list.push(decodeObject(kv)));
+    }
+    if (revision === undefined) revision = Number((await this.client.get(this.prefix + OBJECTS_DIR).exec()).header.revision);
+    return { lists: lists as Lists, revision };
   }
+
+  /**
+   * Every key under a prefix, `LIST_PAGE` keys per range request, each page continuing after the
+   * previous page's last key, at one revision (the first page's unless one is given) — the way the
+   * API server pages a list (apiserver/pkg/storage/etcd3/store.go, GetList: limit, then the next key
+   * after the last one, at the first response's revision). One reply of a whole kind can pass
+   * gRPC's 4 MiB receive limit (10,000 EndpointSlices are about 8 MiB) and would be held whole while
+   * it is decoded; pages keep both small. Returns the revision read at.
+   */
+  private async rangePaged(prefix: string, atRevision: number | undefined, each: (kv: IKeyValue) => void): Promise<number> {
+    const end = prefixEnd(Buffer.from(prefix));
+    let key = Buffer.from(prefix);
+    let revision = atRevision;
+    for (;;) {
+      const page = await this.client.kv.range({ key, range_end: end, limit: LIST_PAGE, ...(revision === undefined ? {} : { revision }) });
+      revision ??= Number(page.header.revision);
+      for (const kv of page.kvs) each(kv);
+      const last = page.kvs[page.kvs.length - 1];
+      if (!page.more || !last) return revision;
+      key = Buffer.concat([last.key, Buffer.from([0])]);
+    }
+  }
+}
+
+/** Keys per range request when listing (EndpointSlices of one endpoint are about 400 bytes each). */
+const LIST_PAGE = 500;
+
+/** The end of a prefix range: the prefix with its last byte that is not 0xff incremented (etcd's clientv3.GetPrefixRangeEnd). */
+function prefixEnd(prefix: Buffer): Buffer {
+  const end = Buffer.from(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if ((end[i] as number) < 0xff) {
+      end[i] = (end[i] as number) + 1;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return Buffer.from([0]);
 }
 
 function checkKind(kind: unknown, field: string): asserts kind is ObjectKind {

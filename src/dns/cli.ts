@@ -31,6 +31,8 @@ ${ETCD_CLIENT_USAGE}  --etcd-prefix PREFIX   key prefix in etcd (default /podnet
   --no-autopath          do not answer search-path walks on the server
   --node-search DOMAINS  search domains the node adds after <zone> (comma-separated)
   --metrics ADDR:PORT    /metrics, /health and /ready over HTTP (default 127.0.0.1:9153; "none" to disable)
+  --no-batch             move UDP one datagram per callback and send (dgram only), not in batches
+                         (recvmmsg/sendmmsg); for comparison
   --workers N            answer UDP on N threads sharing the port (SO_REUSEPORT), each with its own
                          watch and index; TCP, metrics and the loop probe stay on the first (default 1)
 `;
@@ -92,6 +94,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
         "node-search": { type: "string" },
         metrics: { type: "string", default: "127.0.0.1:9153" },
         workers: { type: "string", default: "1" },
+        "no-batch": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -158,11 +161,11 @@ export async function runDnsCommand(args: string[]): Promise<number> {
       if (warning) process.stderr.write(`${new Date().toISOString()} podnet-dns: ${warning}\n`);
       const { ReloadingEtcdClient } = await import("../datastore/etcd-client.ts");
       const { EtcdObjectStore } = await import("../datastore/etcd-objects.ts");
-      // EtcdObjectStore lists a kind in one range read: 10,000 EndpointSlices are about 8 MiB, over
-      // gRPC's default 4 MiB receive limit (RESOURCE_EXHAUSTED). Our own client takes larger replies.
-      // The client follows rotated certificate files; the object watch moves to the new one.
+      // Loaded only here: a server fed from --objects never pays for etcd3 and grpc-js. The store lists
+      // in pages, so no reply nears gRPC's 4 MiB limit; the client follows rotated certificate files
+      // and the object watch moves to the new one.
       const client = new ReloadingEtcdClient(connection, {
-        base: { dialTimeout: 3000, grpcOptions: { "grpc.max_receive_message_length": 256 * 1024 * 1024 } },
+        base: { dialTimeout: 3000 },
         log: (line) => process.stderr.write(`${new Date().toISOString()} podnet-dns: ${line}\n`),
       });
       store = new EtcdObjectStore(client, values["etcd-prefix"]);
@@ -182,6 +185,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
       reusePort: workers > 1 || !isMainThread,
       tcp: isMainThread,
       probe: isMainThread,
+      batch: !values["no-batch"],
       log: (line) => process.stderr.write(`${new Date().toISOString()} podnet-${isMainThread ? "" : "worker-"}${line}\n`),
     });
     if (!isMainThread) return await serveAsWorker(server, closeStore);

@@ -54,6 +54,15 @@ export interface ClusterView {
   podInNamespace(ip: string, namespace: string): boolean;
 }
 
+/**
+ * An array grown by push keeps spare capacity (V8 grows a backing store to 17 slots at the first
+ * push): 30,000 such arrays were 4.4 MiB of the index for 10,000 services + 10,000 endpoints.
+ * slice() copies into an exactly sized one; what the index keeps goes through here.
+ */
+function exact<T>(list: T[]): T[] {
+  return list.slice();
+}
+
 function internKey(ports: readonly PortRecord[]): string {
   let key = "";
   for (const p of ports) key += `${p.name}/${p.protocol}/${p.port};`;
@@ -72,12 +81,13 @@ function shapeOf(service: Service): ServiceShape | undefined {
     .map(normalizeAddress)
     .filter((ip): ip is string => ip !== undefined);
   // A service whose ClusterIP is not allocated yet has no records (CoreDNS skips it the same way).
-  return ips.length === 0 ? undefined : { type: "clusterIP", clusterIPs: ips };
+  return ips.length === 0 ? undefined : { type: "clusterIP", clusterIPs: exact(ips) };
 }
 
 const HEADLESS: ServiceShape = { type: "headless" };
 const NO_PORTS: readonly PortRecord[] = [];
 const NO_ENDPOINTS: readonly EndpointRecord[] = [];
+const NO_NAMES: readonly string[] = [];
 
 interface SliceEndpoint extends EndpointRecord {
   ready: boolean;
@@ -97,8 +107,8 @@ interface ServiceState extends ServiceRecord {
   /** False while only slices name this service (their Service has not arrived yet, or was deleted). */
   exists: boolean;
   publishNotReady: boolean;
-  /** Names of this service's slices in its namespace. */
-  sliceNames: string[];
+  /** Names of this service's slices in its namespace (replaced on change, never mutated). */
+  sliceNames: readonly string[];
   ports: readonly PortRecord[];
   endpoints: readonly EndpointRecord[];
 }
@@ -224,8 +234,9 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
     const key = internKey(list);
     const known = this.portLists.get(key);
     if (known) return known;
-    this.portLists.set(key, list);
-    return list;
+    const kept = exact(list);
+    this.portLists.set(key, kept);
+    return kept;
   }
 
   private applyNamespace(ns: Namespace, deleted: boolean): void {
@@ -239,7 +250,7 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
     if (!byName) this.services.set(namespace, (byName = new Map()));
     let state = byName.get(name);
     if (!state) {
-      state = { namespace, name, shape: HEADLESS, exists: false, publishNotReady: false, sliceNames: [], ports: NO_PORTS, endpoints: NO_ENDPOINTS };
+      state = { namespace, name, shape: HEADLESS, exists: false, publishNotReady: false, sliceNames: NO_NAMES, ports: NO_PORTS, endpoints: NO_ENDPOINTS };
       byName.set(name, state);
     }
     return state;
@@ -289,9 +300,9 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
         endpoints.push({ ip, hostname: (ep.hostname ?? dashedAddress(ip)).toLowerCase(), ready, ports });
       }
     }
-    byName.set(sliceName, { service: serviceName, endpoints });
+    byName.set(sliceName, { service: serviceName, endpoints: exact(endpoints) });
     const state = this.stateFor(namespace, serviceName);
-    state.sliceNames = [...state.sliceNames, sliceName];
+    state.sliceNames = state.sliceNames.concat(sliceName);
     this.withdrawReverse(state);
     this.rebuild(state);
   }
@@ -365,7 +376,7 @@ export class ClusterIndex implements ClusterView, ObjectWatchHandler {
           endpoints.push(ep);
         }
       }
-      state.endpoints = endpoints.length === 0 ? NO_ENDPOINTS : endpoints;
+      state.endpoints = endpoints.length === 0 ? NO_ENDPOINTS : exact(endpoints);
     }
     if (state.shape.type === "clusterIP") for (const ip of state.shape.clusterIPs) this.addReverse(ip, state);
     // Spec 2.4.3 asks PTR for headless endpoints; CoreDNS (reverse.go) gives every endpoint one.

@@ -29,6 +29,18 @@ export class LatencyHistogram {
     s.count++;
   }
 
+  /** `count` answers that took `seconds` each (one batch of datagrams, timed as a whole). */
+  observeMany(source: string, seconds: number, count: number): void {
+    if (count === 0) return;
+    let s = this.series.get(source);
+    if (!s) this.series.set(source, (s = { buckets: new Float64Array(LATENCY_BUCKETS.length), sum: 0, count: 0 }));
+    let i = 0;
+    while (i < LATENCY_BUCKETS.length && seconds > (LATENCY_BUCKETS[i] as number)) i++;
+    if (i < LATENCY_BUCKETS.length) s.buckets[i] = (s.buckets[i] as number) + count;
+    s.sum += seconds * count;
+    s.count += count;
+  }
+
   async get(): Promise<Omit<MetricObjectWithValues<MetricValueWithName<string>>, "collect">> {
     const values: MetricValueWithName<string>[] = [];
     for (const [source, s] of this.series) {
@@ -45,9 +57,14 @@ export class LatencyHistogram {
   }
 }
 
+export interface QueryCount {
+  n: number;
+}
+
 export class DnsMetrics {
   readonly registry = new Registry();
-  private readonly queryCounts = new Map<string, number>();
+  /** Running counts by "type|rcode|proto"; a cell is handed out once and kept by whoever counts often. */
+  private readonly queryCounts = new Map<string, QueryCount>();
   /** Query counts reported by worker threads (each sends its running totals). */
   private readonly workerCounts = new Map<number, Map<string, number>>();
   private readonly queries: Counter;
@@ -70,7 +87,8 @@ export class DnsMetrics {
       labelNames: ["type", "rcode", "proto"],
       registers,
       collect() {
-        const totals = new Map(counts);
+        const totals = new Map<string, number>();
+        for (const [key, cell] of counts) totals.set(key, cell.n);
         for (const worker of workers.values()) for (const [key, value] of worker) totals.set(key, (totals.get(key) ?? 0) + value);
         for (const [key, value] of totals) {
           const [type, rcode, proto] = key.split("|") as [string, string, string];
@@ -92,13 +110,20 @@ export class DnsMetrics {
   }
 
   countQuery(type: string, rcode: string, proto: "udp" | "tcp"): void {
+    this.queryCount(type, rcode, proto).n++;
+  }
+
+  /** The counter cell of one series: cached answers keep theirs and count with `cell.n++`. */
+  queryCount(type: string, rcode: string, proto: "udp" | "tcp"): QueryCount {
     const key = `${type}|${rcode}|${proto}`;
-    this.queryCounts.set(key, (this.queryCounts.get(key) ?? 0) + 1);
+    let cell = this.queryCounts.get(key);
+    if (!cell) this.queryCounts.set(key, (cell = { n: 0 }));
+    return cell;
   }
 
   /** This thread's running totals, for a worker to report. */
   queryCountEntries(): [string, number][] {
-    return [...this.queryCounts];
+    return [...this.queryCounts].map(([key, cell]) => [key, cell.n]);
   }
 
   mergeWorker(worker: number, entries: [string, number][]): void {
@@ -107,7 +132,7 @@ export class DnsMetrics {
 
   queryTotal(): number {
     let n = 0;
-    for (const v of this.queryCounts.values()) n += v;
+    for (const cell of this.queryCounts.values()) n += cell.n;
     return n;
   }
 }

@@ -182,6 +182,71 @@ describe("dns server", () => {
     assert.match([...server.forwarder.disabledReasons.values()].join(), /loop/);
   });
 
+  for (const batch of [true, false]) {
+    it(`a burst from several clients: each query gets its own id and answer (${batch ? "batched recvmmsg/sendmmsg" : "one datagram at a time"})`, async () => {
+      const upstream = await fakeUpstream();
+      closers.push(upstream.close);
+      const server = await startServer(await clusterStore(), upstream.port, { batch });
+      await server.whenSynced();
+      assert.equal(server.batching, batch);
+      const kinds = [
+        { name: "web.default.svc.cluster.local", rcode: "NOERROR", data: ["10.96.0.20"] },
+        { name: "WEB.default.svc.cluster.local", rcode: "NOERROR", data: ["10.96.0.20"] },
+        { name: "missing.default.svc.cluster.local", rcode: "NXDOMAIN", data: [] },
+        { name: "host.example.test", rcode: "NOERROR", data: ["192.0.2.1"] },
+      ];
+      const clients = await Promise.all(
+        [0, 1, 2].map(async () => {
+          const socket = dgram.createSocket("udp4");
+          await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
+          closers.push(() => socket.close());
+          return socket;
+        }),
+      );
+      const perClient = 150;
+      const replies = new Map<string, Reply>();
+      const done = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`only ${replies.size} of ${clients.length * perClient} answered`)), 5000);
+        clients.forEach((socket, c) =>
+          socket.on("message", (msg) => {
+            const reply = dnsPacket.decode(msg) as Reply;
+            replies.set(`${c}/${reply.id}`, reply);
+            if (replies.size === clients.length * perClient) {
+              clearTimeout(timer);
+              resolve();
+            }
+          }),
+        );
+      });
+      // Waves of 30 datagrams: enough to queue behind the first, few enough for the socket's receive buffer.
+      const wave = 10;
+      for (let start = 0; start < perClient; start += wave) {
+        for (let i = start; i < start + wave; i++) {
+          clients.forEach((socket, c) => {
+            const kind = kinds[(i + c) % kinds.length] as (typeof kinds)[number];
+            socket.send(dnsPacket.encode({ type: "query", id: 1000 + i, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: kind.name, type: "A" }] }), server.address.port, "127.0.0.1");
+          });
+        }
+        const expected = (start + wave) * clients.length;
+        for (let waited = 0; replies.size < expected && waited < 100; waited++) await new Promise((r) => setTimeout(r, 10));
+      }
+      await done;
+      for (let i = 0; i < perClient; i++) {
+        clients.forEach((_, c) => {
+          const kind = kinds[(i + c) % kinds.length] as (typeof kinds)[number];
+          const reply = replies.get(`${c}/${1000 + i}`);
+          assert.ok(reply, `client ${c} query ${i} answered`);
+          assert.equal(reply.questions?.[0]?.name, kind.name, "the question as asked (case kept)");
+          assert.equal(reply.rcode, kind.rcode, kind.name);
+          assert.deepEqual(reply.answers?.filter((a) => a.type === "A").map((a) => ("data" in a ? a.data : "")), kind.data, kind.name);
+        });
+      }
+      if (batch) assert.ok(server.batchedDatagrams > 0, "some datagrams went through the batch path");
+      else assert.equal(server.batchedDatagrams, 0);
+      assert.equal(server.metrics.queryTotal(), clients.length * perClient);
+    });
+  }
+
   it("malformed packets: FORMERR with the id, or nothing; never an exception", async () => {
     const server = await startServer(await clusterStore(), undefined);
     await server.whenSynced();

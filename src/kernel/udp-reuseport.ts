@@ -24,10 +24,18 @@ function sockaddr(host: string, port: number): { family: number; bytes: Uint8Arr
 
 /** A bound UDP socket descriptor with SO_REUSEPORT set, for dgram's bind({ fd }). */
 export function reusePortUdpSocket(host: string, port: number): number {
+  return udpSocketDescriptor(host, port, true);
+}
+
+/**
+ * A bound UDP socket descriptor, for dgram's bind({ fd }) when the caller also needs the descriptor
+ * itself (batched receive and send, src/kernel/udp-batch.ts); SO_REUSEPORT when asked.
+ */
+export function udpSocketDescriptor(host: string, port: number, reusePort: boolean): number {
   const address = sockaddr(host, port);
   const fd = socket(address.family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   try {
-    setsockoptInt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
+    if (reusePort) setsockoptInt(fd, SOL_SOCKET, SO_REUSEPORT, 1);
     bind(fd, address.bytes);
     return fd;
   } catch (err) {
