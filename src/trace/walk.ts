@@ -155,17 +155,24 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
       routeHop.protocol = PROTOCOL_NAMES[entry.protocol] ?? String(entry.protocol);
       routeHop.podnet = entry.protocol === PODNET_ROUTE_PROTOCOL;
     }
-    const preHops = nftHops.filter((h) => h.chain !== "postrouting" && h.chain !== "input");
-    const postHops = nftHops.filter((h) => h.chain === "postrouting" || h.chain === "input");
+    // Trace events name chains, not hooks; podnet's chains are named after their hooks, and so are most.
+    const afterRouting = (h: NftHop): boolean => /post|input|forward|fwd/i.test(h.chain);
+    const preHops = nftHops.filter((h) => !afterRouting(h));
+    const postHops = nftHops.filter(afterRouting);
     hops.push(...preHops);
     const stopper = preHops.find((h) => isDropVerdict(h));
-    if (stopper) return drop(ns, stopper.verdict.startsWith("reject") || stopper.rules.some((r) => r.rule.includes("reject")) ? "nft-reject" : "nft-drop", `dropped by nft ${stopper.family} ${stopper.table} ${stopper.chain}: ${stopper.rules.at(-1)?.rule ?? "policy"}`, "nft-trace", [`nft -a list chain ${stopper.family} ${stopper.table} ${stopper.chain}`.replace(/^/, `ip netns exec ${ns} `)]);
+    const nftDrop = (h: NftHop): WalkResult => {
+      const rule = h.rules.at(-1);
+      const reject = h.verdict.startsWith("reject") || h.rules.some((r) => /\breject\b/.test(r.rule));
+      return drop(ns, reject ? "nft-reject" : "nft-drop", `${reject ? "rejected" : "dropped"} by nft ${h.family} ${h.table} ${h.chain}: ${rule ? `${rule.rule}${rule.handle !== undefined ? ` (handle ${rule.handle})` : ""}` : h.verdict}`, "nft-trace", h.explain);
+    };
+    if (stopper) return nftDrop(stopper);
     hops.push(routeHop);
 
     if (lookup.type === "local") {
       hops.push(...postHops);
       const inputStop = postHops.find((h) => isDropVerdict(h));
-      if (inputStop) return drop(ns, "nft-drop", `dropped by nft ${inputStop.family} ${inputStop.table} ${inputStop.chain}`, "nft-trace");
+      if (inputStop) return nftDrop(inputStop);
       const dev = position.iif?.name ?? "lo";
       const observed = seenHere?.kind === "packet" ? seenHere.packet : undefined;
       const saddr = observed?.saddr ?? pkt.src;
@@ -198,7 +205,7 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     }
     hops.push(...postHops);
     const postStop = postHops.find((h) => isDropVerdict(h));
-    if (postStop) return drop(ns, "nft-drop", `dropped by nft ${postStop.family} ${postStop.table} ${postStop.chain}`, "nft-trace");
+    if (postStop) return nftDrop(postStop);
     const masq = postHops.find((h) => h.nat === "masquerade" || h.nat === "snat");
     if (masq) {
       // The source after masquerade is the egress interface's address: the next namespace's trace shows it.

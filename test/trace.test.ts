@@ -1,0 +1,213 @@
+// `podnet trace` end to end on a real lab (2 nodes × 2 pods, podnet's agent and plugin): the paths it
+// reports are checked against what the lab is known to have (its routes, bridges, masquerade), failures
+// are made by breaking the lab on purpose, the JSON is validated against src/trace/trace.schema.json, and
+// every lab namespace's routes and nft ruleset must be the same after a trace. Needs root and `npm run build`.
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Ajv } from "ajv";
+import type { LabStateData } from "../src/lab/lab-state.ts";
+import { REPO_ROOT } from "../src/lab/repo-root.ts";
+import { runCommand } from "../src/supervise/command.ts";
+import { stopRecordedProcess } from "../src/supervise/process.ts";
+import type { Hop, TraceResult } from "../src/trace/model.ts";
+import { lab, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
+
+let t: TestLab;
+let state: LabStateData;
+
+before(async () => {
+  assert.ok(existsSync(join(REPO_ROOT, "dist/cni/podnet")), "dist/cni/podnet is missing: run npm run build");
+  t = newTestLab();
+  const up = await lab(["up", "--nodes", "2", "--pods-per-node", "2", ...t.flags], 180_000);
+  assert.equal(up.code, 0, up.stdout + up.stderr);
+  state = readLabState(t)!;
+});
+after(async () => {
+  if (t) assert.deepEqual(await removeTestLab(t), [], "lab down left these behind");
+});
+
+async function trace(...args: string[]): Promise<{ code: number; result: TraceResult; stderr: string }> {
+  const run = await runCommand([process.execPath, join(REPO_ROOT, "bin/podnet.js"), "trace", ...args, "-o", "json", ...t.flags], { timeoutMs: 60_000 });
+  let result: TraceResult;
+  try {
+    result = JSON.parse(run.stdout) as TraceResult;
+  } catch {
+    throw new Error(`trace ${args.join(" ")} exited ${run.code} without JSON: ${run.stdout}${run.stderr}`);
+  }
+  return { code: run.code, result, stderr: run.stderr };
+}
+
+function sh(argv: string[]): string {
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8" });
+  assert.equal(r.status, 0, `${argv.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
+const pod = (name: string) => state.pods.find((p) => p.name === name)!;
+const node = (name: string) => state.nodeRecords.find((n) => n.name === name)!;
+const hopsOf = <K extends Hop["kind"]>(r: TraceResult, kind: K): Extract<Hop, { kind: K }>[] => r.hops.filter((h): h is Extract<Hop, { kind: K }> => h.kind === kind);
+const subnetOf = (ip: string): string => ip.split(".").slice(0, 3).join(".") + ".0/24";
+
+const validate = new Ajv({ allErrors: true, strict: false }).compile(JSON.parse(readFileSync(join(REPO_ROOT, "src/trace/trace.schema.json"), "utf8")));
+function assertSchema(r: TraceResult): void {
+  assert.ok(validate(r), JSON.stringify(validate.errors, null, 2));
+}
+
+test("pod → pod on one node: the bridge forwards by its FDB entry straight to the other pod's port", async () => {
+  const { code, result } = await trace("node1-pod1", "node1-pod2");
+  assertSchema(result);
+  assert.equal(code, 0);
+  assert.equal(result.delivered, true);
+  const bridge = hopsOf(result, "bridge");
+  assert.equal(bridge.length, 1, JSON.stringify(result.hops));
+  assert.equal(bridge[0]!.bridge, "cni0");
+  assert.equal(bridge[0]!.delivery, "port");
+  assert.equal(bridge[0]!.fdb?.mac, bridge[0]!.dstMac);
+  // The FDB port is the host end of node1-pod2's veth: the next veth hop leads into that pod.
+  const veths = hopsOf(result, "veth");
+  assert.equal(veths.at(-1)!.from.dev, bridge[0]!.egressPort);
+  assert.equal(veths.at(-1)!.to.netns, pod("node1-pod2").netns);
+  assert.ok(!result.hops.some((h) => h.kind === "route" && h.netns === node("node1").netns), "no L3 hop on the node");
+  const arrival = result.hops.at(-1)!;
+  assert.equal(arrival.kind, "arrival");
+  assert.equal(arrival.kind === "arrival" && arrival.saddr, pod("node1-pod1").ip);
+  assert.equal(arrival.evidence, "nft-trace");
+});
+
+test("pod → pod across nodes: podnet's host-gw route on the source node, the underlay switch, the destination's bridge", async () => {
+  const { code, result } = await trace("node1-pod1", "node2-pod1:7007", "--proto", "tcp");
+  assertSchema(result);
+  assert.equal(code, 0, JSON.stringify(result.hops, null, 1));
+  const node1Route = hopsOf(result, "route").find((h) => h.netns === node("node1").netns)!;
+  assert.equal(node1Route.podnet, true);
+  assert.equal(node1Route.gateway, node("node2").ip);
+  assert.equal(node1Route.dev, "eth0");
+  assert.match(node1Route.entry!, new RegExp(`^${subnetOf(pod("node2-pod1").ip!).replaceAll(".", "\\.")} via ${node("node2").ip} dev eth0 proto 80`));
+  assert.equal(node1Route.evidence, "route-lookup");
+  const bridges = hopsOf(result, "bridge").map((b) => `${b.where}:${b.bridge}:${b.delivery}`);
+  assert.deepEqual(bridges, ["node1:cni0:local", "switch:pnl-" + t.id + "-br:port", "node2:cni0:port"]);
+  const node2Route = hopsOf(result, "route").find((h) => h.netns === node("node2").netns)!;
+  assert.equal(node2Route.query.iif, "eth0");
+  assert.equal(node2Route.dev, "cni0");
+  const arrival = result.hops.at(-1)!;
+  assert.ok(arrival.kind === "arrival" && arrival.nat === false && arrival.netns === pod("node2-pod1").netns);
+});
+
+test("pod → external is masqueraded by podnet's rule; the external host sees the node's address", async () => {
+  const { code, result } = await trace("node2-pod2", "external:7007", "--proto", "udp");
+  assertSchema(result);
+  assert.equal(code, 0);
+  const masq = hopsOf(result, "nft").find((h) => h.nat === "masquerade");
+  assert.ok(masq, JSON.stringify(result.hops, null, 1));
+  assert.equal(masq.netns, node("node2").netns);
+  assert.equal(masq.table, "podnet");
+  assert.equal(masq.evidence, "nft-trace");
+  const arrival = result.hops.at(-1)!;
+  assert.ok(arrival.kind === "arrival");
+  assert.equal(arrival.where, "external");
+  assert.equal(arrival.saddr, node("node2").ip);
+  assert.equal(arrival.nat, true);
+});
+
+test("external → NODE:PORT arrives at the node; external → a pod IP has no route on the external host", async () => {
+  const toNode = await trace("external", "node1:30080", "--proto", "tcp");
+  assertSchema(toNode.result);
+  assert.equal(toNode.code, 0);
+  assert.ok(toNode.result.hops.at(-1)!.kind === "arrival" && toNode.result.hops.at(-1)!.netns === node("node1").netns);
+  const toPod = await trace("external", pod("node1-pod1").ip!);
+  assertSchema(toPod.result);
+  assert.equal(toPod.code, 1);
+  const last = toPod.result.hops.at(-1)!;
+  assert.ok(last.kind === "drop" && last.reason === "no-route" && last.where === "external", JSON.stringify(last));
+});
+
+test("icmp, and --explain prints the command for every hop", async () => {
+  const run = await runCommand([process.execPath, join(REPO_ROOT, "bin/podnet.js"), "trace", "node2-pod1", "node1-pod2", "--proto", "icmp", "--explain", ...t.flags], { timeoutMs: 60_000 });
+  assert.equal(run.code, 0, run.stdout + run.stderr);
+  assert.match(run.stdout, /\$ ip -n \S+node2 route get \S+ from \S+ iif cni0 fibmatch/);
+  assert.match(run.stdout, /\$ bridge -n \S+switch fdb show br /);
+  assert.match(run.stdout, /\$ ip -n \S+node2-pod1 neigh show /);
+  assert.match(run.stdout, /delivered to node1-pod2 eth0/);
+});
+
+test("bad input names the field and leaves nothing", async () => {
+  const cases: [string[], RegExp][] = [
+    [["nosuchpod", "node1-pod1"], /src: no pod, node or "external" named "nosuchpod"/],
+    [["node1-pod1", "node2-pod1:99999"], /dst: port must be 1-65535/],
+    [["node1-pod1", "node2-pod1", "--proto", "sctp"], /--proto must be tcp, udp or icmp/],
+    [["node1-pod1", "10.9.9.9"], /dst: 10\.9\.9\.9 is no pod's or node's address/],
+  ];
+  for (const [args, message] of cases) {
+    const run = await runCommand([process.execPath, join(REPO_ROOT, "bin/podnet.js"), "trace", ...args, ...t.flags]);
+    assert.equal(run.code, 2, run.stdout + run.stderr);
+    assert.match(run.stderr, message);
+  }
+});
+
+/** Every lab namespace's routes (all tables) and nft ruleset. */
+function snapshot(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const ns of state.namespaces) {
+    out.set(`${ns} routes`, sh(["ip", "-n", ns, "route", "show", "table", "all"]));
+    out.set(`${ns} nft`, sh(["ip", "netns", "exec", ns, "nft", "list", "ruleset"]));
+  }
+  return out;
+}
+
+test("the lab is unchanged after traces: same routes and nft ruleset in every namespace", async () => {
+  const before = snapshot();
+  await trace("node1-pod1", "node2-pod2");
+  await trace("node2-pod1", "external", "--proto", "icmp");
+  const afterwards = snapshot();
+  assert.deepEqual(afterwards, before);
+  for (const [key, text] of afterwards) assert.doesNotMatch(text, /pntrace_/, key);
+});
+
+test("an nft drop rule on the path ends the trace at that hop, naming the rule", async () => {
+  const ns = node("node1").netns;
+  const target = pod("node2-pod2").ip!;
+  sh(["ip", "netns", "exec", ns, "nft", `add table inet pnt_break; add chain inet pnt_break forward { type filter hook forward priority 0; }; add rule inet pnt_break forward ip daddr ${target} drop`]);
+  try {
+    const { code, result } = await trace("node1-pod1", "node2-pod2");
+    assertSchema(result);
+    assert.equal(code, 1);
+    const last = result.hops.at(-1)!;
+    assert.ok(last.kind === "drop" && last.reason === "nft-drop" && last.netns === ns, JSON.stringify(result.hops, null, 1));
+    assert.match(last.summary, new RegExp(`pnt_break forward: ip daddr ${target.replaceAll(".", "\\.")} drop`));
+  } finally {
+    sh(["ip", "netns", "exec", ns, "nft", "delete table inet pnt_break"]);
+  }
+});
+
+test("a packet over the uplink's MTU (DF set) ends at the node whose link is too small", async () => {
+  const ns = node("node1").netns;
+  sh(["ip", "-n", ns, "link", "set", "dev", "eth0", "mtu", "1200"]);
+  try {
+    const { code, result } = await trace("node1-pod1", "node2-pod1", "--size", "1400");
+    assertSchema(result);
+    assert.equal(code, 1);
+    const last = result.hops.at(-1)!;
+    assert.ok(last.kind === "drop" && last.reason === "mtu" && last.netns === ns, JSON.stringify(last));
+    assert.match(last.summary, /eth0 .* carries 1200 bytes, the probe is 1400/);
+  } finally {
+    sh(["ip", "-n", ns, "link", "set", "dev", "eth0", "mtu", "1500"]);
+  }
+});
+
+// Last: it stops node1's agent, which would otherwise put the route back within a second.
+test("a deleted host-gw route ends the trace at the node with no route", async () => {
+  const agent = state.processes.find((p) => p.role === "agent node1")!;
+  await stopRecordedProcess(agent);
+  const ns = node("node1").netns;
+  const subnet = subnetOf(pod("node2-pod1").ip!);
+  sh(["ip", "-n", ns, "route", "del", subnet]);
+  const { code, result } = await trace("node1-pod1", "node2-pod1");
+  assertSchema(result);
+  assert.equal(code, 1);
+  const last = result.hops.at(-1)!;
+  assert.ok(last.kind === "drop" && last.reason === "no-route" && last.netns === ns, JSON.stringify(result.hops, null, 1));
+  assert.equal(last.evidence, "route-lookup");
+});
