@@ -1,2 +1,119 @@
+// `podnet lab up --explain`: the ip/nft/bridge commands that would build, by hand, what `lab up` (the
+// lab, the plugin and the agent) built. Derived from live state: every namespace is read back after up
+// (links, veth peers, addresses, routes that are not the kernel's own, nft tables) and written as the
+// commands that recreate it, in the order up works: namespaces, the underlay switch and its hosts,
+// each node's agent (host-gw routes, masquerade), then each pod as the CNI plugin wires it.
+
+import { listAddresses } from "../kernel/address.ts";
+import { getBridgePortHairpin, listLinks, type LinkInfo } from "../kernel/link.ts";
+import { namedNetnsPath } from "../kernel/named-netns-path.ts";
+import { NetlinkSocket } from "../kernel/netlink/socket.ts";
+import { listNftTables } from "../kernel/nft-tables.ts";
+import { nftListTable } from "../kernel/nft.ts";
+import { listRoutes, RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC, type RouteSpec } from "../kernel/route.ts";
+import { getSysctlIn } from "../kernel/sysctl.ts";
 import type { LabState } from "../lab/lab-state.ts";
-export function explainLab(_s: LabState): string { return ""; }
+import { planLab } from "../lab/topology.ts";
+import { labNamespaceLabels } from "./trace.ts";
+import { LabKernel, PODNET_ROUTE_PROTOCOL } from "./walk.ts";
+
+function withSocket<T>(netns: string, fn: (nl: NetlinkSocket) => T): T {
+  const nl = NetlinkSocket.open(namedNetnsPath(netns));
+  try {
+    return fn(nl);
+  } finally {
+    nl.close();
+  }
+}
+
+const PROTO_WORDS: Record<number, string> = { [RTPROT_BOOT]: "", [RTPROT_STATIC]: " proto static", [PODNET_ROUTE_PROTOCOL]: " proto 80" };
+
+function routeCommand(ns: string, r: RouteSpec, names: ReadonlyMap<number, string>): string {
+  let text = `ip -n ${ns} route add ${r.dst === "0.0.0.0/0" ? "default" : r.dst}`;
+  if (r.gw) text += ` via ${r.gw}`;
+  if (r.oifIndex !== undefined) text += ` dev ${names.get(r.oifIndex) ?? `#${r.oifIndex}`}`;
+  text += PROTO_WORDS[r.protocol ?? RTPROT_BOOT] ?? ` proto ${r.protocol}`;
+  if (r.onlink) text += " onlink";
+  if (r.metric !== undefined) text += ` metric ${r.metric}`;
+  if (r.mtu !== undefined) text += ` mtu ${r.mtu}`;
+  return text;
+}
+
+export function explainLab(state: LabState): string {
+  const plan = planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode });
+  const labels = labNamespaceLabels(state);
+  const kernel = new LabKernel(labels);
+  const out: string[] = [];
+  const section = (title: string): void => {
+    out.push("", `# ${title}`);
+  };
+  out.push(`# podnet lab ${state.data.id}: equivalent commands, derived from the live kernel state after up`);
+  out.push(`# (read back from every namespace; not a log of the calls, which went over rtnetlink and libnftables)`);
+
+  section("namespaces");
+  for (const ns of state.data.namespaces) out.push(`ip netns add ${ns}`, `ip -n ${ns} link set lo up`);
+
+  /** Creates every link of `ns` whose creation belongs there: bridges, and veths whose other end is elsewhere, made from this side. */
+  const linksOf = (ns: string, vethFromHere: (l: LinkInfo) => boolean): void => {
+    const links = kernel.view(ns).links;
+    for (const bridge of links.filter((l) => l.kind === "bridge")) {
+      out.push(`ip -n ${ns} link add ${bridge.name} type bridge`);
+      out.push(`ip -n ${ns} link set ${bridge.name} up`);
+    }
+    for (const l of links.filter((x) => x.kind === "veth" && vethFromHere(x))) {
+      const peer = kernel.vethPeer(ns, l);
+      out.push(`ip -n ${ns} link add ${l.name} type veth peer name ${peer?.link.name ?? "?"} netns ${peer?.netns ?? "?"}`);
+      const master = links.find((m) => m.index === l.masterIndex);
+      if (master) out.push(`ip -n ${ns} link set ${l.name} master ${master.name}`);
+      out.push(`ip -n ${ns} link set ${l.name} up`);
+      if (master && withSocket(ns, (nl) => getBridgePortHairpin(nl, l.index))) out.push(`bridge -n ${ns} link set dev ${l.name} hairpin on`);
+    }
+  };
+  const addressesOf = (ns: string, only?: (l: LinkInfo) => boolean): void => {
+    const links = kernel.view(ns).links;
+    const names = new Map(links.map((l) => [l.index, l]));
+    for (const a of withSocket(ns, (nl) => listAddresses(nl))) {
+      const link = names.get(a.index);
+      if (!link || link.name === "lo" || a.family !== 4 || (only && !only(link))) continue;
+      out.push(`ip -n ${ns} addr add ${a.cidr} dev ${link.name}`);
+      if (link.kind === "veth" && link.masterIndex === undefined) out.push(`ip -n ${ns} link set ${link.name} up`);
+    }
+  };
+  const routesOf = (ns: string, keep: (r: RouteSpec) => boolean): void => {
+    const names = new Map(kernel.view(ns).links.map((l) => [l.index, l.name]));
+    for (const r of withSocket(ns, (nl) => listRoutes(nl, { family: 4 }))) if (r.protocol !== RTPROT_KERNEL && keep(r)) out.push(routeCommand(ns, r, names));
+  };
+  const nftOf = (ns: string, owner: (family: string, table: string) => boolean): void => {
+    for (const t of listNftTables(namedNetnsPath(ns))) {
+      if (!owner(t.family, t.name)) continue;
+      const text = nftListTable(t.family as "ip", t.name, namedNetnsPath(ns));
+      if (text) out.push(`ip netns exec ${ns} nft -f - <<'EOF'`, text.trimEnd(), "EOF");
+    }
+  };
+
+  section(`underlay: the switch ${plan.switchBridge} and the hosts plugged into it (lab)`);
+  linksOf(plan.switchNetns, () => true);
+  for (const host of [plan.controlPlane, plan.external, ...plan.nodes]) {
+    addressesOf(host.netns, (l) => l.name === host.uplink);
+    if (host.role === "node" && getSysctlIn(namedNetnsPath(host.netns), "net.ipv4.ip_forward") === "1") out.push(`ip netns exec ${host.netns} sysctl -w net.ipv4.ip_forward=1`);
+  }
+
+  for (const node of state.data.nodeRecords) {
+    section(`${node.name}: podnet agent (host-gw routes to the other nodes' subnets, masquerade out of the cluster)`);
+    routesOf(node.netns, (r) => r.protocol === PODNET_ROUTE_PROTOCOL || r.protocol === RTPROT_BOOT || r.protocol === RTPROT_STATIC);
+    nftOf(node.netns, () => true);
+  }
+  for (const node of state.data.nodeRecords) {
+    section(`${node.name}: the CNI plugin, per pod (bridge once, then a veth per pod, its address and routes)`);
+    const nodeLinks = kernel.view(node.netns).links;
+    linksOf(node.netns, (l) => l.masterIndex !== undefined && nodeLinks.some((b) => b.index === l.masterIndex && b.kind === "bridge"));
+    addressesOf(node.netns, (l) => l.kind === "bridge");
+    for (const pod of state.data.pods.filter((p) => p.node === node.name)) {
+      out.push(`# pod ${pod.name}`);
+      addressesOf(pod.netns);
+      routesOf(pod.netns, () => true);
+      nftOf(pod.netns, () => true);
+    }
+  }
+  return out.join("\n").replace(/^\n/, "") + "\n";
+}

@@ -47,8 +47,8 @@ interface NsView {
   links: LinkInfo[];
 }
 
-/** Kernel views of the lab's namespaces, read once per walk. */
-class LabKernel {
+/** Kernel views of the lab's namespaces, read once per walk (or per explain). */
+export class LabKernel {
   private readonly views = new Map<string, NsView>();
   constructor(private readonly labels: ReadonlyMap<string, string>) {}
 
