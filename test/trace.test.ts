@@ -5,7 +5,8 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Ajv } from "ajv";
 import type { LabStateData } from "../src/lab/lab-state.ts";
@@ -17,12 +18,14 @@ import { lab, newTestLab, readLabState, removeTestLab, type TestLab } from "./he
 
 let t: TestLab;
 let state: LabStateData;
+let upOutput: string;
 
 before(async () => {
   assert.ok(existsSync(join(REPO_ROOT, "dist/cni/podnet")), "dist/cni/podnet is missing: run npm run build");
   t = newTestLab();
-  const up = await lab(["up", "--nodes", "2", "--pods-per-node", "2", ...t.flags], 180_000);
+  const up = await lab(["up", "--explain", "--nodes", "2", "--pods-per-node", "2", ...t.flags], 180_000);
   assert.equal(up.code, 0, up.stdout + up.stderr);
+  upOutput = up.stdout;
   state = readLabState(t)!;
 });
 after(async () => {
@@ -145,6 +148,89 @@ test("bad input names the field and leaves nothing", async () => {
     assert.equal(run.code, 2, run.stdout + run.stderr);
     assert.match(run.stderr, message);
   }
+});
+
+/** Headless chromium on a file: a screenshot, or the DOM after its scripts ran. */
+async function chromium(file: string, mode: { screenshot: string } | "dump-dom"): Promise<string> {
+  const profile = mkdtempSync(join(tmpdir(), "podnet-chromium-"));
+  try {
+    const run = await runCommand([
+      "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+      `--user-data-dir=${profile}`, "--window-size=1400,1000", ...(mode === "dump-dom" ? ["--dump-dom"] : [`--screenshot=${mode.screenshot}`]), `file://${file}`,
+    ], { timeoutMs: 90_000 });
+    assert.equal(run.code, 0, run.stderr);
+    return run.stdout;
+  } finally {
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+
+test("lab graph and trace --graph render in headless chromium: labels apart as the browser lays them out, screenshot not blank", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "podnet-graph-"));
+  try {
+    const graph = await lab(["graph", "-o", join(dir, "lab.svg"), ...t.flags]);
+    assert.equal(graph.code, 0, graph.stderr);
+    const svg = readFileSync(join(dir, "lab.svg"), "utf8");
+    for (const p of state.pods) assert.ok(svg.includes(`>${p.name}<`) && svg.includes(`eth0 ${p.ip}<`), `${p.name} and its IP are drawn`);
+    for (const n of state.nodeRecords) assert.ok(svg.includes(`eth0 ${n.ip}<`), `${n.name} is drawn`);
+    const html = await lab(["graph", "-o", join(dir, "lab.html"), ...t.flags]);
+    assert.equal(html.code, 0, html.stderr);
+    assert.match(readFileSync(join(dir, "lab.html"), "utf8"), /<!doctype html>[\s\S]*<svg/);
+
+    const traced = await runCommand([process.execPath, join(REPO_ROOT, "bin/podnet.js"), "trace", "node1-pod1", "node2-pod2", "--graph", join(dir, "path.svg"), ...t.flags], { timeoutMs: 60_000 });
+    assert.equal(traced.code, 0, traced.stdout + traced.stderr);
+    const pathSvg = readFileSync(join(dir, "path.svg"), "utf8");
+    assert.ok((pathSvg.match(/stroke="#d1495b" stroke-width="3"/g) ?? []).length >= 6, "the path's boxes and links are highlighted");
+
+    // The browser's own text boxes: a page that measures every label with getBBox and lists overlapping pairs.
+    for (const name of ["lab.svg", "path.svg"]) {
+      const page = join(dir, `${name}.html`);
+      writeFileSync(page, `<!doctype html><html><body style="margin:0">${readFileSync(join(dir, name), "utf8")}<pre id="result"></pre><script>
+        const boxes = [...document.querySelectorAll("text")].map((t) => ({ text: t.textContent, b: t.getBBox(), m: t.getCTM() }))
+          .map(({ text, b, m }) => ({ text, x: b.x + m.e, y: b.y + m.f, w: b.width, h: b.height }));
+        const bad = [];
+        for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+          const a = boxes[i], c = boxes[j];
+          if (a.x < c.x + c.w - 0.5 && c.x < a.x + a.w - 0.5 && a.y < c.y + c.h - 0.5 && c.y < a.y + a.h - 0.5) bad.push(a.text + " / " + c.text);
+        }
+        document.getElementById("result").textContent = JSON.stringify({ labels: boxes.length, widest: Math.max(...boxes.map((b) => b.w)), overlaps: bad });
+      </script></body></html>`);
+      const dom = await chromium(page, "dump-dom");
+      const result = JSON.parse(/<pre id="result">([^<]*)<\/pre>/.exec(dom)![1]!.replaceAll("&quot;", '"')) as { labels: number; widest: number; overlaps: string[] };
+      assert.ok(result.labels > state.pods.length * 2, `${name}: labels measured (${result.labels})`);
+      assert.ok(result.widest > 50, `${name}: text has width in the browser`);
+      assert.deepEqual(result.overlaps, [], `${name}: labels overlap in the browser`);
+    }
+
+    // Non-blank: the screenshot of the graph is far larger than one of an empty page of the same size.
+    writeFileSync(join(dir, "blank.html"), `<!doctype html><html><body style="margin:0;background:#fff"></body></html>`);
+    await chromium(join(dir, "path.svg"), { screenshot: join(dir, "path.png") });
+    await chromium(join(dir, "blank.html"), { screenshot: join(dir, "blank.png") });
+    const drawn = statSync(join(dir, "path.png")).size;
+    const blank = statSync(join(dir, "blank.png")).size;
+    assert.ok(drawn > 5 * blank, `screenshot ${drawn} bytes against ${blank} for a blank page`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("lab up --explain is derived from the live lab: namespaces, veths per pod, podnet's routes and nft table", async () => {
+  const text = upOutput;
+  assert.match(text, /^\[ *\d+\.\ds\] pod /m, "up's own progress comes first");
+  assert.match(text, /derived from the live kernel state/);
+  for (const ns of state.namespaces) assert.ok(text.includes(`ip netns add ${ns}\n`), ns);
+  for (const p of state.pods) {
+    assert.match(text, new RegExp(`type veth peer name eth0 netns ${p.netns}\\n`));
+    assert.ok(text.includes(`ip -n ${p.netns} addr add ${p.ip}/24 dev eth0`), p.name);
+  }
+  for (const n of state.nodeRecords) {
+    const others = state.nodeRecords.filter((o) => o !== n);
+    for (const o of others) assert.match(text, new RegExp(`ip -n ${n.netns} route add 10\\.244\\.\\d+\\.0/24 via ${o.ip.replaceAll(".", "\\.")} dev eth0 proto 80`));
+    assert.ok(text.includes(`ip netns exec ${n.netns} nft -f - <<'EOF'\ntable ip podnet {`), n.name);
+  }
+  // The order up works in: namespaces, underlay, agents, then pods.
+  const at = (s: string): number => text.indexOf(s);
+  assert.ok(at("ip netns add") < at("type bridge") && at("proto 80") < at("type veth peer name eth0 netns " + state.pods[0]!.netns));
 });
 
 /** Every lab namespace's routes (all tables) and nft ruleset. */
