@@ -296,4 +296,16 @@ test("a deleted host-gw route ends the trace at the node with no route", async (
   const last = result.hops.at(-1)!;
   assert.ok(last.kind === "drop" && last.reason === "no-route" && last.netns === ns, JSON.stringify(result.hops, null, 1));
   assert.equal(last.evidence, "route-lookup");
+
+  // host-gw across subnets: a gateway outside every subnet of the uplink, forced with onlink, never answers ARP.
+  sh(["ip", "-n", ns, "route", "add", subnet, "via", "10.9.9.9", "dev", "eth0", "onlink"]);
+  const offLink = await trace("node1-pod1", "node2-pod1");
+  assertSchema(offLink.result);
+  assert.equal(offLink.code, 1);
+  const route = hopsOf(offLink.result, "route").find((h) => h.netns === ns)!;
+  assert.equal(route.gateway, "10.9.9.9");
+  assert.match(route.entry!, /via 10\.9\.9\.9 dev eth0 onlink/);
+  const end = offLink.result.hops.at(-1)!;
+  assert.ok(end.kind === "drop" && end.reason === "not-on-link" && end.netns === ns, JSON.stringify(end));
+  assert.match(end.summary, /gateway 10\.9\.9\.9 is not on-link: no address of eth0 covers it \(the route forces it with onlink\)/);
 });

@@ -3,6 +3,9 @@
 // veth's other end, the bridge FDB entry that picks a port. nft trace events of the real probe are merged
 // in per namespace. The walk never changes kernel state.
 
+import { listAddresses } from "../kernel/address.ts";
+import { parseIp } from "../net/address.ts";
+import { cidrContains, parseCidr } from "../net/cidr.ts";
 import { listFdb, listNeighbours, NUD_PERMANENT, NUD_REACHABLE, NUD_STALE, NUD_NOARP } from "../kernel/neigh.ts";
 import { listLinks, type LinkInfo } from "../kernel/link.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
@@ -230,8 +233,12 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
         explain: [`${ipN} neigh show ${nextHop} dev ${oif.name}`],
       });
       if (!nextMac || state.includes("FAILED") || state.includes("INCOMPLETE")) {
-        const reason: DropReason = lookup.gw ? "not-on-link" : "no-neighbour";
-        return drop(ns, reason, lookup.gw ? `gateway ${nextHop} does not answer ARP on ${oif.name}: the route's next hop is not on that link` : `${nextHop} does not answer ARP on ${oif.name}`, "kernel-state", [`${ipN} neigh show dev ${oif.name}`]);
+        const onLinkSubnet = withSocket(ns, (nl) => listAddresses(nl, oif.index)).map((a) => a.cidr).find((c) => cidrContains(parseCidr(c), parseIp(nextHop)));
+        const reason: DropReason = lookup.gw && !onLinkSubnet ? "not-on-link" : "no-neighbour";
+        const why = reason === "not-on-link"
+          ? `gateway ${nextHop} is not on-link: no address of ${oif.name} covers it${entry?.onlink ? " (the route forces it with onlink)" : ""}, and nothing answers ARP for it`
+          : `${lookup.gw ? "gateway " : ""}${nextHop} does not answer ARP on ${oif.name} (${state}${onLinkSubnet ? `, in ${onLinkSubnet}` : ""})`;
+        return drop(ns, reason, why, "kernel-state", [`${ipN} neigh show dev ${oif.name}`, `${ipN} addr show dev ${oif.name}`]);
       }
     }
 
