@@ -22,7 +22,8 @@ const LAYERS = {
   // (model, diff, render: no I/O); applying them is the agent reconciler's job.
   services: ["datastore", "k8s", "net", "kernel/nft/model.ts", "kernel/nft/diff.ts", "kernel/nft/render.ts"],
   controlplane: ["datastore", "k8s", "net", "services"],
-  dns: ["datastore", "k8s", "net"],
+  // udp-reuseport.ts makes the SO_REUSEPORT socket that lets several threads answer on one port.
+  dns: ["datastore", "k8s", "net", "kernel/udp-reuseport.ts"],
 
   // The node agent: the reconcilers that make the kernel match the datastore.
   agent: ["datastore", "kernel", "net", "k8s", "services"],

@@ -13,6 +13,7 @@ commands:
   lab up --explain  also print the ip/nft commands that recreate what up built
   trace SRC DST[:PORT]
                     a real probe's path through the lab, hop by hop, from live kernel state
+  dns               cluster DNS: service and pod names from the datastore, the rest forwarded
 `;
 
 export async function main(argv: string[]): Promise<number> {
@@ -25,6 +26,10 @@ export async function main(argv: string[]): Promise<number> {
     case "node": {
       const { runNodeCommand } = await import("../agent/cli.ts");
       return runNodeCommand(rest);
+    }
+    case "dns": {
+      const { runDnsCommand } = await import("../dns/cli.ts");
+      return runDnsCommand(rest);
     }
     case "lab": {
       // graph and up --explain read a lab's live state; they live in src/trace, which may import the lab (not the other way round).

@@ -32,6 +32,10 @@ export const DEFAULT_CLUSTER_CONFIG: ClusterConfig = {
   subnetLength: 24,
   backend: "host-gw",
   nodeLeaseTtlSeconds: 20,
+  backendOptions: {},
+  serviceCidr: "10.96.0.0/12",
+  nodePortRange: { first: 30000, last: 32767 },
+  loadBalancerCidrs: [],
 };
 
 /** "active": others route to it. "leaving": others withdraw their routes and acknowledge; then the record and subnet go. */
@@ -90,7 +94,10 @@ export interface DatastoreWatch {
 }
 
 export interface WatchListener {
-  /** Something under podnet's keys changed; read a fresh snapshot. */
+  /**
+   * Node state changed (the config, a node record, liveness, acks or subnet claims); read a fresh
+   * snapshot. Cluster objects never fire it: watch those by kind with ObjectStore.watchObjects.
+   */
   onChange(): void;
   /** The watch stream connected (true) or broke (false); the backend reconnects by itself. */
   onConnection?(connected: boolean): void;

@@ -1,19 +1,15 @@
 // The Datastore on etcd v3, through the etcd3 client.
 //
 // Keys (all under one prefix, default /podnet/):
-//   config                   JSON ClusterConfig
-//   nodes/<name>             JSON NodeRecord
-//   subnets/<a.b.c.d-len>    owner node name: the allocation claim; a key exists at most once, so two nodes never share a subnet
-//   alive/<name>             lease id; attached to the node's liveness lease, so it vanishes when the lease expires
-//   acks/<leaving>/<acker>   time the acker withdrew its routes to the leaving node
+//   config                   JSON ClusterConfig (cluster-config.ts)
+//   nodes/, subnets/, alive/, acks/   node state (etcd-subnet-registry.ts; the policy is subnet-policy.ts)
+//   objects/, claims/        cluster objects (etcd-objects.ts); invisible to the node watch and snapshots
 //
-// Every multi-key change is one etcd transaction guarded by compare clauses, and the whole state is read in one
-// range request, so each snapshot is consistent at a single revision.
+// Every multi-key change is one etcd transaction guarded by compare clauses, and the node keys are read
+// in one transaction, so each snapshot is consistent at a single revision.
 
 import { Etcd3, type Lease, type IOptions, type Watcher } from "etcd3";
 import {
-  NodeRemovedError,
-  SubnetsExhaustedError,
   type ClusterConfig,
   type ClusterSnapshot,
   type Datastore,
@@ -25,8 +21,11 @@ import {
   type NodeView,
   type WatchListener,
 } from "./datastore.ts";
-import { isIpv4 } from "../net/address.ts";
-import { parseClusterCidr, pickFreeSubnet, subnetCount, subnetIndex } from "./subnets.ts";
+import { parseClusterConfig, resolveClusterConfig } from "./cluster-config.ts";
+import { EtcdObjectStore } from "./etcd-objects.ts";
+import { EtcdSubnetRegistry, parseNodeRecord } from "./etcd-subnet-registry.ts";
+import { finalizeNodeRemoval, markNodeLeaving, registerNode } from "./subnet-policy.ts";
+import { KeyMirror, type MirroredKey } from "./key-mirror.ts";
 
 export interface EtcdDatastoreOptions {
   endpoints: string[];
@@ -40,6 +39,10 @@ export interface EtcdDatastoreOptions {
 
 export class EtcdDatastore implements Datastore {
   readonly client: Etcd3;
+  /** Cluster objects (Kubernetes kinds) and claims, on the same client and prefix. */
+  readonly objects: EtcdObjectStore;
+  /** Node records and subnet claims; the policy over them is subnet-policy.ts. */
+  private readonly registry: EtcdSubnetRegistry;
   private readonly prefix: string;
   private readonly maxAttempts: number;
 
@@ -53,6 +56,8 @@ export class EtcdDatastore implements Datastore {
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
     };
     this.client = new Etcd3(clientOptions);
+    this.objects = new EtcdObjectStore(this.client, this.prefix);
+    this.registry = new EtcdSubnetRegistry(this.client, this.prefix, (result) => this.wrote(result));
   }
 
   /** The mirror the open watch keeps, if any. */
@@ -69,9 +74,9 @@ export class EtcdDatastore implements Datastore {
   }
 
   async ensureClusterConfig(defaults: ClusterConfig): Promise<ClusterConfig> {
-    validateClusterConfig(defaults);
+    const resolved = resolveClusterConfig(defaults);
     const configKey = this.key("config");
-    this.wrote(await this.client.if(configKey, "Create", "==", 0).then(this.client.put(configKey).value(JSON.stringify(defaults))).commit());
+    this.wrote(await this.client.if(configKey, "Create", "==", 0).then(this.client.put(configKey).value(JSON.stringify(resolved))).commit());
     const stored = await this.client.get(configKey).string();
     if (stored === null) throw new Error("cluster config vanished right after it was written");
     return parseClusterConfig(stored);
@@ -83,9 +88,18 @@ export class EtcdDatastore implements Datastore {
       return this.buildSnapshot(mirror.revision, mirror.entries());
     }
     const epoch = mirror?.epoch;
-    const response = await this.client.getAll().prefix(this.prefix).exec();
+    // The node keys only (not the cluster objects beside them), read in one transaction: one revision.
+    const response = await this.client
+      .if(this.key("config"), "Create", ">", -1) // always holds: etcd3 starts a transaction with a compare
+      .then(
+        this.client.get(this.key("config")),
+        ...SNAPSHOT_DIRS.map((dir) => this.client.getAll().prefix(this.key(dir))),
+      )
+      .commit();
     const revision = Number(response.header.revision);
-    const kvs = response.kvs.map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
+    const kvs = response.responses
+      .flatMap((r) => r.response_range?.kvs ?? [])
+      .map((kv) => ({ key: kv.key.toString(), value: kv.value.toString(), modRevision: Number(kv.mod_revision) }));
     // A full read is the mirror's new baseline: events up to its revision are already in it.
     if (mirror && epoch !== undefined) mirror.resetTo(revision, kvs, epoch);
     return this.buildSnapshot(revision, kvs);
@@ -112,13 +126,9 @@ export class EtcdDatastore implements Datastore {
   }
 
   async registerNode(request: NodeRegistrationRequest): Promise<NodeLease> {
-    if (!isValidNodeName(request.name)) throw new Error(`invalid node name ${JSON.stringify(request.name)}`);
-    if (!isIpv4(request.nodeIp)) throw new Error(`invalid node IP ${JSON.stringify(request.nodeIp)}`);
     const configText = await this.client.get(this.key("config")).string();
     if (configText === null) throw new Error("no cluster config in the datastore; call ensureClusterConfig first");
     const config = parseClusterConfig(configText);
-    const cluster = parseClusterCidr(config.clusterCidr);
-
     const lease = this.client.lease(config.nodeLeaseTtlSeconds, { autoKeepAlive: true });
     let leaseId: string;
     try {
@@ -127,119 +137,30 @@ export class EtcdDatastore implements Datastore {
       lease.release();
       throw err;
     }
-    const nodeKey = this.key("nodes", request.name);
-    const aliveKey = this.key("alive", request.name);
-
     try {
-      for (let attempt = 0; attempt < this.maxAttempts; attempt++) {
-        const existing = await this.client.get(nodeKey).exec();
-        const kv = existing.kvs[0];
-        let record: NodeRecord;
-        if (kv) {
-          const previous = parseNodeRecord(kv.value.toString());
-          if (previous.phase === "leaving" && previous.leavingReason === "removed") throw new NodeRemovedError(request.name);
-          record = {
-            name: request.name,
-            nodeIp: request.nodeIp,
-            podSubnet: previous.podSubnet,
-            backendData: request.backendData ?? {},
-            phase: "active",
-          };
-          const claimKey = this.key("subnets", subnetKey(record.podSubnet));
-          const result = await this.client
-            .if(nodeKey, "Mod", "==", Number(kv.mod_revision))
-            .and(claimKey, "Value", "==", request.name)
-            .then(
-              this.client.put(nodeKey).value(JSON.stringify(record)),
-              this.client.put(aliveKey).value(leaseId).lease(leaseId),
-              // A revived node starts a fresh removal cycle should it leave again.
-              this.client.delete().prefix(this.key("acks", request.name) + "/"),
-            )
-            .commit();
-          this.wrote(result);
-          if (result.succeeded) return new EtcdNodeLease(record, lease);
-          continue;
-        }
-        const claims = await this.client.getAll().prefix(this.key("subnets") + "/").keys();
-        const taken = new Set(claims.map((k) => subnetFromKey(k.slice(this.key("subnets").length + 1))));
-        let subnet: string | undefined;
-        if (attempt === 0 && request.preferredSubnet && !taken.has(request.preferredSubnet)
-          && subnetIndex(cluster, config.subnetLength, request.preferredSubnet) !== undefined) {
-          subnet = request.preferredSubnet;
-        } else {
-          subnet = pickFreeSubnet(cluster, config.subnetLength, taken, attempt);
-        }
-        if (subnet === undefined) throw new SubnetsExhaustedError(config.clusterCidr, config.subnetLength);
-        record = { name: request.name, nodeIp: request.nodeIp, podSubnet: subnet, backendData: request.backendData ?? {}, phase: "active" };
-        const claimKey = this.key("subnets", subnetKey(subnet));
-        const result = await this.client
-          .if(nodeKey, "Create", "==", 0)
-          .and(claimKey, "Create", "==", 0)
-          .then(
-            this.client.put(claimKey).value(request.name),
-            this.client.put(nodeKey).value(JSON.stringify(record)),
-            this.client.put(aliveKey).value(leaseId).lease(leaseId),
-          )
-          .commit();
-        this.wrote(result);
-        if (result.succeeded) return new EtcdNodeLease(record, lease);
-      }
-      throw new Error(`could not register node ${request.name} after ${this.maxAttempts} attempts (allocation contention)`);
+      const record = await registerNode(this.registry, config, request, leaseId, { maxAttempts: this.maxAttempts });
+      return new EtcdNodeLease(record, lease);
     } catch (err) {
       await lease.revoke().catch(() => undefined);
       throw err;
     }
   }
 
-  async markNodeLeaving(name: string, reason: LeavingReason, expectedRevision?: number): Promise<boolean> {
-    const nodeKey = this.key("nodes", name);
-    const existing = await this.client.get(nodeKey).exec();
-    const kv = existing.kvs[0];
-    if (!kv) return false;
-    const revision = Number(kv.mod_revision);
-    if (expectedRevision !== undefined && revision !== expectedRevision) return false;
-    const record = parseNodeRecord(kv.value.toString());
-    if (record.phase === "leaving" && (record.leavingReason === reason || record.leavingReason === "removed")) return true;
-    const leaving: NodeRecord = { ...record, phase: "leaving", leavingReason: reason, leavingSince: new Date().toISOString() };
-    const result = await this.client.if(nodeKey, "Mod", "==", revision).then(this.client.put(nodeKey).value(JSON.stringify(leaving))).commit();
-    this.wrote(result);
-    return result.succeeded;
+  markNodeLeaving(name: string, reason: LeavingReason, expectedRevision?: number): Promise<boolean> {
+    return markNodeLeaving(this.registry, name, reason, expectedRevision);
   }
 
-  async ackNodeLeaving(leaving: string, acker: string): Promise<void> {
-    const nodeKey = this.key("nodes", leaving);
-    this.wrote(
-      await this.client
-        .if(nodeKey, "Create", ">", 0)
-        .then(this.client.put(this.key("acks", leaving, acker)).value(new Date().toISOString()))
-        .commit(),
-    );
+  ackNodeLeaving(leaving: string, acker: string): Promise<void> {
+    return this.registry.addAck(leaving, acker);
   }
 
-  async finalizeNodeRemoval(name: string, expectedRevision: number): Promise<boolean> {
-    const nodeKey = this.key("nodes", name);
-    const existing = await this.client.get(nodeKey).exec();
-    const kv = existing.kvs[0];
-    if (!kv || Number(kv.mod_revision) !== expectedRevision) return false;
-    const record = parseNodeRecord(kv.value.toString());
-    if (record.phase !== "leaving") return false;
-    const claimKey = this.key("subnets", subnetKey(record.podSubnet));
-    const result = await this.client
-      .if(nodeKey, "Mod", "==", expectedRevision)
-      .and(claimKey, "Value", "==", name)
-      .then(
-        this.client.delete().key(nodeKey),
-        this.client.delete().key(claimKey),
-        this.client.delete().key(this.key("alive", name)),
-        this.client.delete().prefix(this.key("acks", name) + "/"),
-      )
-      .commit();
-    this.wrote(result);
-    return result.succeeded;
+  finalizeNodeRemoval(name: string, expectedRevision: number): Promise<boolean> {
+    return finalizeNodeRemoval(this.registry, name, expectedRevision);
   }
 
   /**
-   * Watches every podnet key. The events also keep a local mirror of the keys current, so that a
+   * Watches the node state (one stream over the prefix; cluster objects and claims on it are
+   * dropped here, see watchObjects for those). The events also keep a local mirror of the keys current, so that a
    * snapshot after a change costs no round trip and no re-decoding of every node: with 1,000 nodes
    * that is what kept the agent's change latency and memory down. The mirror serves reads only
    * while the stream is up and after a full read gave it a baseline; etcd3 resumes a broken stream
@@ -260,8 +181,16 @@ export class EtcdDatastore implements Datastore {
       current = watcher;
       mirror.connected();
       watcher.on("data", (res) => {
+        let nodeChanges = 0;
         for (const event of res.events) {
           const key = event.kv.key.toString();
+          // Cluster objects and claims share the prefix (and so the stream) but are no node state:
+          // an EndpointSlice change must not make an agent re-plan its routes.
+          const relativeKey = key.slice(this.prefix.length);
+          if (!isNodeKey(relativeKey)) continue;
+          nodeChanges++;
+          // Subnet claims change only together with a node record; a snapshot does not read them.
+          if (!isSnapshotKey(relativeKey)) continue;
           const modRevision = Number(event.kv.mod_revision);
           if (event.type === "Put") mirror.put(key, event.kv.value.toString(), modRevision);
           else mirror.delete(key, modRevision);
@@ -270,7 +199,7 @@ export class EtcdDatastore implements Datastore {
         // slow watcher up in batches: only an empty response (a progress notice, sent to a watcher that
         // is caught up) says that nothing up to it is missing.
         if (res.events.length === 0) mirror.advance(Number(res.header.revision));
-        if (res.events.length > 0) listener.onChange();
+        if (nodeChanges > 0) listener.onChange();
       });
       watcher.on("connected", () => {
         mirror.connected();
@@ -337,63 +266,22 @@ class EtcdNodeLease implements NodeLease {
   }
 }
 
-/** Subnets as key segments: "10.244.1.0/24" → "10.244.1.0-24" (a slash would split the key). */
-export function subnetKey(subnet: string): string {
-  return subnet.replace("/", "-");
+/** Key directories a snapshot is built from (with `config`); the mirror holds exactly these. */
+const SNAPSHOT_DIRS = ["nodes/", "alive/", "acks/"] as const;
+/** Every key directory of node state; a change in any of them fires the node watch. */
+const NODE_DIRS = [...SNAPSHOT_DIRS, "subnets/"] as const;
+
+function isNodeKey(relativeKey: string): boolean {
+  return relativeKey === "config" || NODE_DIRS.some((dir) => relativeKey.startsWith(dir));
 }
 
-function subnetFromKey(key: string): string {
-  return key.replace("-", "/");
+function isSnapshotKey(relativeKey: string): boolean {
+  return relativeKey === "config" || SNAPSHOT_DIRS.some((dir) => relativeKey.startsWith(dir));
 }
 
-export function isValidNodeName(name: string): boolean {
-  return /^[a-z0-9]([a-z0-9.-]{0,62}[a-z0-9])?$/.test(name);
-}
-
+/** Check a config before it is stored; throws an Error naming the bad field. */
 export function validateClusterConfig(config: ClusterConfig): void {
-  const cluster = parseClusterCidr(config.clusterCidr);
-  subnetCount(cluster, config.subnetLength);
-  if (typeof config.backend !== "string" || config.backend === "") throw new Error("cluster config: backend must be a non-empty string");
-  if (!Number.isInteger(config.nodeLeaseTtlSeconds) || config.nodeLeaseTtlSeconds < 2) {
-    throw new Error("cluster config: nodeLeaseTtlSeconds must be an integer of at least 2");
-  }
-}
-
-function parseClusterConfig(text: string): ClusterConfig {
-  const raw = JSON.parse(text) as Partial<ClusterConfig>;
-  const config: ClusterConfig = {
-    clusterCidr: String(raw.clusterCidr),
-    subnetLength: Number(raw.subnetLength),
-    backend: String(raw.backend),
-    nodeLeaseTtlSeconds: Number(raw.nodeLeaseTtlSeconds ?? 20),
-  };
-  validateClusterConfig(config);
-  return config;
-}
-
-function parseNodeRecord(text: string): NodeRecord {
-  const raw = JSON.parse(text) as Partial<NodeRecord>;
-  if (typeof raw.name !== "string" || typeof raw.nodeIp !== "string" || typeof raw.podSubnet !== "string") {
-    throw new Error(`malformed node record: ${text}`);
-  }
-  const record: NodeRecord = {
-    name: raw.name,
-    nodeIp: raw.nodeIp,
-    podSubnet: raw.podSubnet,
-    backendData: raw.backendData ?? {},
-    phase: raw.phase === "leaving" ? "leaving" : "active",
-  };
-  if (raw.leavingReason) record.leavingReason = raw.leavingReason;
-  if (raw.leavingSince) record.leavingSince = raw.leavingSince;
-  return record;
-}
-
-interface MirroredKey {
-  key: string;
-  value: string;
-  modRevision: number;
-  /** The node view last built from this key, reused while nothing it depends on changed. */
-  view?: { node: NodeView; alive: boolean; acks: string };
+  resolveClusterConfig(config);
 }
 
 /**
@@ -413,85 +301,6 @@ function nodeView(kv: MirroredKey, alive: ReadonlySet<string>, acks: ReadonlyMap
   return node;
 }
 
-/**
- * podnet's keys as the watch reports them. `revision` is the store revision the mirror is complete up
- * to: the baseline read's, then each applied event's. A full read becomes the baseline (at the start,
- * after the stream broke, and on every fresh read, which also repairs a mirror gone wrong) only if no
- * newer event has been seen and the stream did not break while the read was in flight; otherwise it
- * could drop events the stream will not send again. Events that arrive while there is no baseline are
- * held back and replayed on top of the next one, skipping those the read already holds.
- */
-export class KeyMirror {
-  private readonly keys = new Map<string, MirroredKey>();
-  revision = 0;
-  /** Revision of the full read the mirror was last based on: events at or below it are in it already. */
-  private baseRevision = 0;
-  /** Highest revision of any event seen, baseline or not. */
-  private seen = 0;
-  /** Bumped whenever the stream breaks: a read started before that cannot be a baseline. */
-  epoch = 0;
-  private hasBaseline = false;
-  private streamUp = false;
-  private heldBack: { key: string; value: string | undefined; modRevision: number }[] = [];
-
-  /** Returns true when the read became the baseline. */
-  resetTo(revision: number, kvs: readonly MirroredKey[], epoch: number): boolean {
-    if (epoch !== this.epoch || revision < this.revision || revision < this.seen) return false;
-    this.keys.clear();
-    for (const kv of kvs) this.keys.set(kv.key, kv);
-    this.revision = revision;
-    this.baseRevision = revision;
-    this.hasBaseline = true;
-    const held = this.heldBack;
-    this.heldBack = [];
-    for (const event of held) this.apply(event.key, event.value, event.modRevision);
-    return true;
-  }
-
-  put(key: string, value: string, modRevision: number): void {
-    this.apply(key, value, modRevision);
-  }
-
-  delete(key: string, modRevision: number): void {
-    this.apply(key, undefined, modRevision);
-  }
-
-  private apply(key: string, value: string | undefined, modRevision: number): void {
-    if (modRevision > this.seen) this.seen = modRevision;
-    if (!this.hasBaseline) {
-      this.heldBack.push({ key, value, modRevision });
-      return;
-    }
-    // Skipped by the baseline's revision, not by `revision`: the keys of one transaction share a
-    // revision and arrive as separate events of one response.
-    if (modRevision <= this.baseRevision) return;
-    if (value === undefined) this.keys.delete(key);
-    else this.keys.set(key, { key, value, modRevision });
-    if (modRevision > this.revision) this.revision = modRevision;
-  }
-
-  /** Nothing up to `revision` is missing (an empty watch response: the watcher is caught up). */
-  advance(revision: number): void {
-    if (this.hasBaseline && revision > this.revision) this.revision = revision;
-    if (revision > this.seen) this.seen = revision;
-  }
-
-  connected(): void {
-    this.streamUp = true;
-  }
-
-  disconnected(): void {
-    this.streamUp = false;
-    this.hasBaseline = false;
-    this.heldBack = [];
-    this.epoch++;
-  }
-
-  servesReadsAfter(writeRevision: number): boolean {
-    return this.streamUp && this.hasBaseline && this.revision >= writeRevision;
-  }
-
-  entries(): Iterable<MirroredKey> {
-    return this.keys.values();
-  }
-}
+// Moved to the policy and the registry; kept reachable from here for existing importers.
+export { isValidNodeName } from "./subnet-policy.ts";
+export { subnetKey } from "./etcd-subnet-registry.ts";

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { KeyMirror } from "./etcd-datastore.ts";
+import { KeyMirror } from "./key-mirror.ts";
 
 const kv = (key: string, value: string, modRevision: number) => ({ key, value, modRevision });
 const contents = (m: KeyMirror) => Object.fromEntries([...m.entries()].map((e) => [e.key, e.value]));
@@ -15,13 +15,12 @@ test("serves nothing until the stream is up and a full read gave it a baseline",
   assert.deepEqual(contents(m), { a: "1" });
 });
 
-test("events seen before the baseline are replayed on top of it, except those the read already holds", () => {
+test("events seen before the baseline are covered by a read at or after them", () => {
   const m = new KeyMirror();
   m.connected();
   const epoch = m.epoch;
   m.put("a", "old", 8); // already in the read at 10
   m.delete("c", 9); // already in the read at 10
-  // A read at 10 started before events 11 and 12 arrived, and answers after them.
   assert.equal(m.resetTo(10, [kv("a", "read", 8)], epoch), true);
   assert.deepEqual(contents(m), { a: "read" });
   const m2 = new KeyMirror();
@@ -107,4 +106,16 @@ test("a broken stream stops serving reads until the next baseline", () => {
   assert.equal(m.servesReadsAfter(0), false);
   m.connected();
   assert.equal(m.servesReadsAfter(0), false);
+});
+
+test("a read that started before a watch was made anew is not a baseline", () => {
+  const m = new KeyMirror();
+  m.connected();
+  assert.ok(m.resetTo(10, [], m.epoch));
+  m.disconnected(); // etcd cancelled the watch (its revision was compacted)
+  const epoch = m.epoch; // a read starts now and answers at revision 12
+  m.connected(); // the new watch starts at the store's revision of this moment, say 14: 13 is in neither
+  assert.equal(m.resetTo(12, [], epoch), false);
+  assert.equal(m.servesReadsAfter(0), false);
+  assert.equal(m.resetTo(14, [], m.epoch), true, "a read after the new watch exists is");
 });

@@ -59,6 +59,7 @@ function canonicalStatement(s: NftStatement): string {
   }
   if ("lookup" in s) return `${s.lookup.map(canonicalSelector).join(" . ")} ${s.negate ? "!=" : "=="} @${s.set}`;
   if ("vmapLookup" in s) return `${s.vmapLookup.map(canonicalSelector).join(" . ")} vmap @${s.map}`;
+  if ("numgenMatch" in s) return `numgen mod ${s.numgenMatch.mod} == ${s.numgenMatch.value}`;
   if ("numgenVmap" in s) return `numgen ${s.numgenVmap.map((v) => renderVerdict("verdict", v)).join(",")}`;
   if ("inlineVmap" in s) {
     const entries = s.entries.map((e) => `${canonicalKey(e.key)}:${renderVerdict("verdict", e.verdict)}`).sort();

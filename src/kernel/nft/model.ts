@@ -47,6 +47,12 @@ export type NftStatement =
   | { vmapLookup: readonly NftSelector[]; map: string }
   /** `numgen random mod N vmap { 0 : goto a, 1 : goto b }`. */
   | { numgenVmap: readonly NftVerdict[] }
+  /**
+   * `numgen random mod MOD == VALUE`: a fresh random draw per rule. A cascade of these (mod N, then
+   * N-1, … each == 0) picks one of N targets evenly with no anonymous map: the kernel names every
+   * anonymous map by scanning the table's sets, so thousands of `numgenVmap`s load superlinearly.
+   */
+  | { numgenMatch: { mod: number; value: number } }
   /** `SEL . SEL vmap { k : verdict, ... }` with an anonymous map. */
   | { inlineVmap: readonly NftSelector[]; entries: readonly { key: readonly NftValue[]; verdict: NftVerdict }[] }
   | { dnat: { family: "ip" | "ip6"; address: string; port?: number } }

@@ -133,6 +133,11 @@ function decodeMatch(m: JsonObject): NftStatement {
     if (op !== "==" && op !== "!=") fail("lookup op", op ?? null);
     return op === "!=" ? { lookup: decodeSelectors(left), set, negate: true } : { lookup: decodeSelectors(left), set };
   }
+  if (isObject(left) && isObject(left["numgen"])) {
+    const numgen = left["numgen"];
+    if (op !== "==" || numgen["mode"] !== "random" || (numgen["offset"] ?? 0) !== 0 || typeof numgen["mod"] !== "number" || typeof right !== "number") fail("numgen match", m);
+    return { numgenMatch: { mod: numgen["mod"], value: right } };
+  }
   const selector = decodeSelector(left);
   // `in` is how nft shows a match on a bitmask (ct state new); it means the same as ==.
   if (op !== "==" && op !== "!=" && op !== "in") fail("match op", op ?? null);

@@ -105,6 +105,12 @@ export function renderStatement(field: string, s: NftStatement): string {
   }
   if ("lookup" in s) return `${renderSelectors(`${field}.lookup`, s.lookup)} ${s.negate ? "!= " : ""}@${checkIdentifier(`${field}.set`, s.set)}`;
   if ("vmapLookup" in s) return `${renderSelectors(`${field}.vmapLookup`, s.vmapLookup)} vmap @${checkIdentifier(`${field}.map`, s.map)}`;
+  if ("numgenMatch" in s) {
+    const { mod, value } = s.numgenMatch;
+    if (!Number.isSafeInteger(mod) || mod < 1) throw new NftModelError(`${field}.numgenMatch.mod`, `${mod} is not a positive integer`);
+    if (!Number.isSafeInteger(value) || value < 0 || value >= mod) throw new NftModelError(`${field}.numgenMatch.value`, `${value} is not in 0..${mod - 1}`);
+    return `numgen random mod ${mod} ${value}`;
+  }
   if ("numgenVmap" in s) {
     if (s.numgenVmap.length === 0) throw new NftModelError(`${field}.numgenVmap`, "needs at least one verdict");
     const entries = s.numgenVmap.map((v, i) => `${i} : ${renderVerdict(`${field}.numgenVmap[${i}]`, v)}`);

@@ -1,0 +1,379 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { NftChain, NftMap, NftRule, NftTable, NftVerdict } from "../kernel/nft/model.ts";
+import { diffTables } from "../kernel/nft/diff.ts";
+import { renderTable, renderTransaction } from "../kernel/nft/render.ts";
+import { withDefaults } from "../k8s/defaults.ts";
+import type { Endpoint, EndpointSlice, Service } from "../k8s/types.ts";
+import { chainName, compileProxyTable, IncrementalProxyCompiler, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
+import { planProxyTransaction, staleUdpFlows } from "./proxy-plan.ts";
+
+const node: ProxyNodeFacts = { nodeName: "n1", nodeIps: ["192.168.1.11"], podCidr: "10.244.1.0/24", clusterCidr: "10.244.0.0/16" };
+
+function service(name: string, spec: Partial<Service["spec"]>, status?: Service["status"]): Service {
+  return withDefaults({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" }, spec: { selector: { app: name }, ports: [{ port: 80, targetPort: 8080 }], ...spec }, ...(status ? { status } : {}) });
+}
+function ep(ip: string, nodeName: string, conditions: Endpoint["conditions"] = { ready: true, serving: true, terminating: false }): Endpoint {
+  return { addresses: [ip], nodeName, conditions };
+}
+function slice(serviceName: string, endpoints: Endpoint[], ports: EndpointSlice["ports"] = [{ port: 8080, protocol: "TCP", name: "" }], sliceName = `${serviceName}-abc`): EndpointSlice {
+  return { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { name: sliceName, namespace: "default", labels: { "kubernetes.io/service-name": serviceName } }, addressType: "IPv4", endpoints, ports };
+}
+
+const chain = (t: NftTable, name: string): NftChain => {
+  const c = t.chains.find((x) => x.name === name);
+  assert.ok(c, `chain ${name} exists`);
+  return c;
+};
+const map = (t: NftTable, name: string): NftMap => t.maps.find((m) => m.name === name)!;
+const element = (t: NftTable, mapName: string, key: (string | number)[]): NftVerdict | undefined =>
+  map(t, mapName).elements.find((e) => JSON.stringify(e.key) === JSON.stringify(key))?.verdict;
+const gotoTarget = (v: NftVerdict | undefined): string => {
+  assert.ok(v && v.verdict === "goto", `a goto verdict, got ${JSON.stringify(v)}`);
+  return (v as { chain: string }).chain;
+};
+/** The chains a balancing chain spreads over: its numgen vmap's verdicts, or its numgen cascade's gotos. */
+const numgenTargets = (c: NftChain): string[] => {
+  const vmap = c.rules.find((x) => x.statements.some((s) => "numgenVmap" in s));
+  if (vmap) return (vmap.statements.find((x) => "numgenVmap" in x) as { numgenVmap: NftVerdict[] }).numgenVmap.map(gotoTarget);
+  const cascade = c.rules.filter((r) => (r.statements.length === 2 && "numgenMatch" in r.statements[0]!) || (r.statements.length === 1 && "verdict" in r.statements[0]! && r.statements[0].verdict === "goto"));
+  return cascade.map((r) => gotoTarget(r.statements.at(-1) as NftVerdict));
+};
+/** The probability the cascade (or vmap) gives each target, computed from the rules. */
+const shares = (c: NftChain): number[] => {
+  if (c.rules.some((x) => x.statements.some((s) => "numgenVmap" in s))) return numgenTargets(c).map((_, __, all) => 1 / all.length);
+  let reach = 1;
+  const out: number[] = [];
+  for (const r of c.rules) {
+    const first = r.statements[0]!;
+    if ("numgenMatch" in first) {
+      out.push(reach / first.numgenMatch.mod);
+      reach -= reach / first.numgenMatch.mod;
+    } else if (r.statements.length === 1 && "verdict" in first && first.verdict === "goto") {
+      out.push(reach);
+      reach = 0;
+    }
+  }
+  return out;
+};
+const dnatOf = (c: NftChain) => {
+  for (const r of c.rules) for (const s of r.statements) if ("dnat" in s) return `${s.dnat.address}:${s.dnat.port}`;
+  return undefined;
+};
+const hasMasqJump = (rules: readonly NftRule[]) => rules.some((r) => r.statements.some((s) => "verdict" in s && s.verdict === "jump" && s.chain === "mark-for-masquerade"));
+
+describe("proxy compiler: dispatch", () => {
+  const web = service("web", { clusterIP: "10.96.0.20" });
+  const eps = slice("web", [ep("10.244.1.5", "n1"), ep("10.244.2.5", "n2"), ep("10.244.2.6", "n2", { ready: false, serving: false, terminating: false })]);
+  const { table } = compileProxyTable([web], [eps], node);
+
+  it("builds the table in kube-proxy's layout", () => {
+    assert.equal(table.family, "ip");
+    assert.equal(table.name, PROXY_TABLE);
+    const services = chain(table, "services");
+    assert.deepEqual(services.rules[0]!.statements, [{ vmapLookup: ["ip daddr", "meta l4proto", "th dport"], map: "service-ips" }]);
+    assert.ok(services.rules[1]!.statements.some((s) => "match" in s && s.match === "fib daddr type" && s.value === "local"));
+    assert.deepEqual(map(table, "service-ips").keyType, ["ipv4_addr", "inet_proto", "inet_service"]);
+    assert.deepEqual(map(table, "service-nodeports").keyType, ["inet_proto", "inet_service"]);
+    assert.equal(chain(table, "nat-prerouting").base?.hook, "prerouting");
+    assert.deepEqual(chain(table, "masquerading").rules[0]!.statements[0], { match: "meta mark", value: MASQUERADE_MARK });
+  });
+  it("sends a ClusterIP to a per-service chain that spreads over ready endpoints with numgen", () => {
+    const svcChain = chain(table, gotoTarget(element(table, "service-ips", ["10.96.0.20", "tcp", 80])));
+    assert.match(svcChain.name, /^service-[0-9A-F]{8}-default\/web\/tcp\/80$/);
+    const targets = numgenTargets(svcChain);
+    assert.deepEqual(targets.map((t) => dnatOf(chain(table, t))), ["10.244.1.5:8080", "10.244.2.5:8080"], "the not-ready endpoint is left out");
+  });
+  it("marks hairpin traffic (source = endpoint) and off-cluster sources, not pod-to-service traffic", () => {
+    const svcChain = chain(table, gotoTarget(element(table, "service-ips", ["10.96.0.20", "tcp", 80])));
+    assert.deepEqual(svcChain.rules[0]!.statements, [{ match: "ip saddr", op: "!=", value: "10.244.0.0/16" }, { verdict: "jump", chain: "mark-for-masquerade" }]);
+    assert.equal(hasMasqJump(svcChain.rules.slice(1)), false);
+    const endpointChain = chain(table, numgenTargets(svcChain)[0]!);
+    assert.deepEqual(endpointChain.rules[0]!.statements, [{ match: "ip saddr", value: "10.244.1.5" }, { verdict: "jump", chain: "mark-for-masquerade" }]);
+    assert.deepEqual(endpointChain.rules.at(-1)!.statements, [{ match: "meta l4proto", value: "tcp" }, { dnat: { family: "ip", address: "10.244.1.5", port: 8080 } }]);
+  });
+  it("lists every ClusterIP so unserved ports are rejected", () => {
+    assert.deepEqual(table.sets.find((s) => s.name === "cluster-ips")!.elements, [["10.96.0.20"]]);
+    const check = chain(table, "cluster-ips-check");
+    assert.ok(check.rules.some((r) => r.statements.some((s) => "reject" in s && s.reject === "tcp reset")));
+    assert.ok(chain(table, "filter-forward").rules.some((r) => r.statements.some((s) => "verdict" in s && s.verdict === "jump" && s.chain === "cluster-ips-check")));
+  });
+  it("renders with the nft layer's renderer", () => {
+    const text = renderTable(table);
+    assert.match(text, /numgen random mod 2 0 goto endpoint-/);
+    assert.match(text, /dnat ip to 10\.244\.1\.5:8080/);
+  });
+  it("keeps names within nft's limit however long the service name", () => {
+    const long = service("a".repeat(63), { clusterIP: "10.96.0.30", ports: [{ name: "p".repeat(63), port: 80 }] });
+    const t = compileProxyTable([long], [slice("a".repeat(63), [ep("10.244.1.9", "n1")], [{ name: "p".repeat(63), port: 80, protocol: "TCP" }])], node).table;
+    for (const c of t.chains) assert.ok(c.name.length <= 200, c.name);
+    assert.doesNotThrow(() => renderTable(t));
+    assert.notEqual(chainName("x", "a".repeat(300)), chainName("x", `${"a".repeat(299)}b`));
+  });
+});
+
+describe("proxy compiler: balancing", () => {
+  for (const n of [1, 2, 3, 5, 16, 17, 40]) {
+    it(`gives each of ${n} endpoints 1/${n} of new connections${n > 16 ? " (one numgen vmap)" : " (a numgen cascade)"}`, () => {
+      const eps = Array.from({ length: n }, (_, i) => ep(`10.244.${1 + (i >> 8)}.${(i & 255) + 1}`, "n1"));
+      const t = compileProxyTable([service("web", { clusterIP: "10.96.0.20" })], [slice("web", eps)], node).table;
+      const c = chain(t, gotoTarget(element(t, "service-ips", ["10.96.0.20", "tcp", 80])));
+      assert.equal(new Set(numgenTargets(c)).size, n);
+      for (const share of shares(c)) assert.ok(Math.abs(share - 1 / n) < 1e-12, `share ${share} for ${n}`);
+      assert.equal(c.rules.some((r) => r.statements.some((s) => "numgenVmap" in s)), n > 16);
+      assert.doesNotThrow(() => renderTable(t));
+    });
+  }
+});
+
+describe("proxy compiler: endpoints", () => {
+  it("rejects a service with no endpoints from the filter hooks (ct state new) and skips headless and ExternalName", () => {
+    const t = compileProxyTable([service("empty", { clusterIP: "10.96.0.21", type: "NodePort", ports: [{ port: 53, protocol: "UDP", nodePort: 30053 }] }), service("hl", { clusterIP: "None" }), service("ext", { type: "ExternalName", externalName: "x.example.com", ports: [] })], [], node).table;
+    assert.equal(gotoTarget(element(t, "no-endpoint-services", ["10.96.0.21", "udp", 53])), "reject-chain");
+    assert.equal(gotoTarget(element(t, "no-endpoint-nodeports", ["udp", 30053])), "reject-chain");
+    assert.equal(map(t, "service-ips").elements.length, 0);
+    const rejects = chain(t, "reject-chain").rules.flatMap((r) => r.statements.filter((s) => "reject" in s).map((s) => (s as { reject: string }).reject));
+    assert.deepEqual(rejects, ["tcp reset", "icmp port-unreachable"]);
+    assert.deepEqual(chain(t, "filter-input").rules.map((r) => r.statements[0]), [{ match: "ct state", value: "new" }, { match: "ct state", value: "new" }]);
+    assert.deepEqual(t.sets.find((s) => s.name === "cluster-ips")!.elements, [["10.96.0.21"]]);
+  });
+  it("uses serving terminating endpoints only when none is ready", () => {
+    const terminating = { ready: false, serving: true, terminating: true };
+    const t1 = compileProxyTable([service("web", { clusterIP: "10.96.0.20" })], [slice("web", [ep("10.244.1.5", "n1", terminating), ep("10.244.1.6", "n1")])], node).table;
+    assert.deepEqual(numgenTargets(chain(t1, gotoTarget(element(t1, "service-ips", ["10.96.0.20", "tcp", 80])))).map((c) => dnatOf(chain(t1, c))), ["10.244.1.6:8080"]);
+    const t2 = compileProxyTable([service("web", { clusterIP: "10.96.0.20" })], [slice("web", [ep("10.244.1.5", "n1", terminating), ep("10.244.1.7", "n1", { ready: false, serving: false, terminating: true })])], node).table;
+    assert.deepEqual(numgenTargets(chain(t2, gotoTarget(element(t2, "service-ips", ["10.96.0.20", "tcp", 80])))).map((c) => dnatOf(chain(t2, c))), ["10.244.1.5:8080"]);
+  });
+  it("maps service ports to slice ports by name and protocol, merging slices", () => {
+    const svc = service("dns", { clusterIP: "10.96.0.10", ports: [{ name: "dns", port: 53, protocol: "UDP", targetPort: "dns" }, { name: "dns-tcp", port: 53, protocol: "TCP", targetPort: 5353 }] });
+    const ports = [{ name: "dns", port: 1053, protocol: "UDP" as const }, { name: "dns-tcp", port: 5353, protocol: "TCP" as const }];
+    const t = compileProxyTable([svc], [slice("dns", [ep("10.244.1.2", "n1")], ports, "dns-a"), slice("dns", [ep("10.244.2.2", "n2")], ports, "dns-b")], node).table;
+    const udp = chain(t, gotoTarget(element(t, "service-ips", ["10.96.0.10", "udp", 53])));
+    assert.deepEqual(numgenTargets(udp).map((c) => dnatOf(chain(t, c))), ["10.244.1.2:1053", "10.244.2.2:1053"]);
+    const tcp = chain(t, gotoTarget(element(t, "service-ips", ["10.96.0.10", "tcp", 53])));
+    assert.deepEqual(numgenTargets(tcp).map((c) => dnatOf(chain(t, c))), ["10.244.1.2:5353", "10.244.2.2:5353"]);
+  });
+});
+
+describe("proxy compiler: external traffic", () => {
+  const eps = slice("web", [ep("10.244.1.5", "n1"), ep("10.244.2.5", "n2")]);
+  it("NodePort and LoadBalancer IP with externalTrafficPolicy Cluster: masquerade, then the cluster-wide chain", () => {
+    const svc = service("web", { type: "LoadBalancer", clusterIP: "10.96.0.20", ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }], externalIPs: ["192.168.1.50"] }, { loadBalancer: { ingress: [{ ip: "192.168.1.240" }] } });
+    const t = compileProxyTable([svc], [eps], node).table;
+    const external = gotoTarget(element(t, "service-nodeports", ["tcp", 30080]));
+    assert.equal(gotoTarget(element(t, "service-ips", ["192.168.1.240", "tcp", 80])), external);
+    assert.equal(gotoTarget(element(t, "service-ips", ["192.168.1.50", "tcp", 80])), external);
+    assert.match(external, /^external-/);
+    const rules = chain(t, external).rules;
+    assert.deepEqual(rules[0]!.statements, [{ verdict: "jump", chain: "mark-for-masquerade" }]);
+    assert.equal(gotoTarget(rules[1]!.statements[0] as NftVerdict), gotoTarget(element(t, "service-ips", ["10.96.0.20", "tcp", 80])));
+  });
+  it("externalTrafficPolicy Local: only local endpoints for outside traffic, no masquerade; pods take the cluster path", () => {
+    const svc = service("web", { type: "NodePort", clusterIP: "10.96.0.20", externalTrafficPolicy: "Local", ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] });
+    const t = compileProxyTable([svc], [eps], node).table;
+    const external = chain(t, gotoTarget(element(t, "service-nodeports", ["tcp", 30080])));
+    assert.equal(hasMasqJump(external.rules), false);
+    assert.deepEqual(external.rules[0]!.statements[0], { match: "ip saddr", value: "10.244.0.0/16" });
+    const local = chain(t, gotoTarget(external.rules[1]!.statements[0] as NftVerdict));
+    assert.match(local.name, /^local-/);
+    assert.deepEqual(numgenTargets(local).map((c) => dnatOf(chain(t, c))), ["10.244.1.5:8080"]);
+    // On a node without local endpoints, outside traffic is dropped.
+    const t3 = compileProxyTable([svc], [eps], { ...node, nodeName: "n3" }).table;
+    const ext3 = chain(t3, gotoTarget(element(t3, "service-nodeports", ["tcp", 30080])));
+    assert.deepEqual(ext3.rules.at(-1)!.statements, [{ verdict: "drop" }]);
+  });
+  it("internalTrafficPolicy Local: ClusterIP uses local endpoints, drops when there are none here", () => {
+    const svc = service("web", { clusterIP: "10.96.0.20", internalTrafficPolicy: "Local" });
+    const t = compileProxyTable([svc], [eps], node).table;
+    const target = chain(t, gotoTarget(element(t, "service-ips", ["10.96.0.20", "tcp", 80])));
+    assert.deepEqual(numgenTargets(target).map((c) => dnatOf(chain(t, c))), ["10.244.1.5:8080"]);
+    const t3 = compileProxyTable([svc], [eps], { ...node, nodeName: "n3" }).table;
+    assert.deepEqual(element(t3, "no-endpoint-services", ["10.96.0.20", "tcp", 80]), { verdict: "drop" });
+  });
+  it("enforces loadBalancerSourceRanges on the LoadBalancer IP", () => {
+    const svc = service("web", { type: "LoadBalancer", clusterIP: "10.96.0.20", loadBalancerSourceRanges: ["192.168.1.0/28", "10.0.0.0/8"], ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] }, { loadBalancer: { ingress: [{ ip: "192.168.1.240" }] } });
+    const t = compileProxyTable([svc], [eps], node).table;
+    const firewall = chain(t, gotoTarget(element(t, "firewall-ips", ["192.168.1.240", "tcp", 80])));
+    assert.deepEqual(firewall.rules[0]!.statements, [{ match: "ip saddr", op: "!=", value: ["192.168.1.0/28", "10.0.0.0/8"] }, { verdict: "drop" }]);
+    assert.ok(chain(t, "filter-prerouting").rules.some((r) => r.statements.some((s) => "verdict" in s && s.verdict === "jump" && s.chain === "firewall-check")));
+  });
+});
+
+describe("proxy compiler: session affinity", () => {
+  it("keeps a client on its endpoint through per-endpoint dynamic sets with the timeout", () => {
+    const svc = service("web", { clusterIP: "10.96.0.20", sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } });
+    const t = compileProxyTable([svc], [slice("web", [ep("10.244.1.5", "n1"), ep("10.244.2.5", "n2")])], node).table;
+    const svcChain = chain(t, gotoTarget(element(t, "service-ips", ["10.96.0.20", "tcp", 80])));
+    const endpoints = numgenTargets(svcChain);
+    const stickRules = svcChain.rules.filter((r) => r.statements.some((s) => "lookup" in s));
+    assert.equal(stickRules.length, 2);
+    for (const [i, r] of stickRules.entries()) {
+      const lookup = r.statements[0] as { lookup: string[]; set: string };
+      assert.deepEqual(lookup.lookup, ["ip saddr"]);
+      assert.equal(gotoTarget(r.statements[1] as NftVerdict), endpoints[i]);
+      const set = t.sets.find((s) => s.name === lookup.set)!;
+      assert.deepEqual([set.flags, set.timeoutSeconds, set.keyType], [["dynamic", "timeout"], 60, ["ipv4_addr"]]);
+      const update = chain(t, endpoints[i]!).rules.find((x) => x.statements.some((s) => "updateSet" in s))!;
+      assert.deepEqual(update.statements[0], { updateSet: set.name, key: ["ip saddr"] });
+    }
+    assert.ok(svcChain.rules.findIndex((r) => r.statements.some((s) => "lookup" in s)) < svcChain.rules.findIndex((r) => r.statements.some((s) => "numgenMatch" in s)));
+  });
+});
+
+describe("incremental planning", () => {
+  const many = Array.from({ length: 50 }, (_, i) => service(`s${i}`, { clusterIP: `10.96.1.${i + 1}` }));
+  const slices = many.map((s, i) => slice(s.metadata.name, [ep(`10.244.1.${i + 10}`, "n1"), ep(`10.244.2.${i + 10}`, "n2")]));
+  const names = (tx: ReturnType<typeof planProxyTransaction>) =>
+    tx.changes.map((c) => ("chain" in c ? `${c.op} ${c.chain.name}` : "name" in c ? `${c.op} ${c.name}` : "setOrMap" in c ? `${c.op} ${c.setOrMap}` : c.op));
+
+  it("the first sync creates everything in one transaction, replacing what was there", () => {
+    const compiler = new ProxyCompiler();
+    const first = compiler.compile(many, slices, node);
+    const tx = planProxyTransaction(undefined, first);
+    assert.deepEqual(tx.changes.slice(0, 3).map((c) => c.op), ["ensureTable", "deleteTable", "ensureTable"]);
+    assert.equal(tx.changes.filter((c) => c.op === "addChain").length, first.table.chains.length);
+    assert.doesNotThrow(() => renderTransaction(tx));
+  });
+  it("no change → an empty transaction", () => {
+    const compiler = new ProxyCompiler();
+    const a = compiler.compile(many, slices, node);
+    const b = compiler.compile(many, slices.map((s) => structuredClone(s)), node);
+    assert.deepEqual(planProxyTransaction(a, b).changes, []);
+  });
+  it("an endpoint removed touches only that service's chains and no map", () => {
+    const compiler = new ProxyCompiler();
+    const a = compiler.compile(many, slices, node);
+    const changed = slices.map((s, i) => (i === 7 ? { ...s, endpoints: s.endpoints.slice(0, 1) } : s));
+    const b = compiler.compile(many, changed, node);
+    const tx = planProxyTransaction(a, b);
+    const svcChain = gotoTarget(element(b.table, "service-ips", ["10.96.1.8", "tcp", 80]));
+    const goneEndpoint = a.table.chains.find((c) => dnatOf(c) === "10.244.2.17:8080")!.name;
+    assert.deepEqual(names(tx), [`replaceChain ${svcChain}`, `replaceChain ${goneEndpoint}`, `deleteChain ${goneEndpoint}`]);
+  });
+  it("a service added: its chains and map elements only; removed: the reverse, elements out before chains go", () => {
+    const compiler = new ProxyCompiler();
+    const a = compiler.compile(many, slices, node);
+    const extra = service("new", { clusterIP: "10.96.2.1" });
+    const b = compiler.compile([...many, extra], [...slices, slice("new", [ep("10.244.1.99", "n1")])], node);
+    const added = planProxyTransaction(a, b);
+    assert.deepEqual(added.changes.filter((c) => c.op === "addChain").length, 2);
+    assert.deepEqual(added.changes.filter((c) => c.op === "addElements").map((c) => (c as { elements: readonly unknown[] }).elements), [[["10.96.2.1"]], [{ key: ["10.96.2.1", "tcp", 80], verdict: { verdict: "goto", chain: gotoTarget(element(b.table, "service-ips", ["10.96.2.1", "tcp", 80])) } }]]);
+    const newChains = new Set(added.changes.filter((c) => c.op === "addChain").map((c) => (c as { chain: NftChain }).chain.name));
+    // The nft layer creates chains empty and then fills them; nothing else is touched.
+    assert.ok(added.changes.every((c) => c.op !== "replaceChain" || newChains.has(c.chain.name)));
+    assert.equal(added.changes.some((c) => c.op === "deleteChain"), false);
+    const c = compiler.compile(many, slices, node);
+    const removed = names(planProxyTransaction(b, c));
+    assert.ok(removed.indexOf("deleteElements service-ips") < removed.findIndex((n) => n.startsWith("deleteChain")));
+    assert.equal(removed.filter((n) => n.startsWith("deleteChain")).length, 2);
+  });
+  it("a service losing all endpoints moves from service-ips to no-endpoint-services", () => {
+    const compiler = new ProxyCompiler();
+    const a = compiler.compile(many, slices, node);
+    const b = compiler.compile(many, slices.map((s, i) => (i === 3 ? { ...s, endpoints: [] } : s)), node);
+    const tx = planProxyTransaction(a, b);
+    const ops = names(tx);
+    assert.ok(ops.includes("deleteElements service-ips"));
+    assert.ok(ops.includes("addElements no-endpoint-services"));
+    assert.equal(ops.filter((n) => n.startsWith("deleteChain")).length, 3);
+    assert.doesNotThrow(() => renderTransaction(tx));
+  });
+});
+
+describe("stale UDP flows", () => {
+  const dns = service("dns", { clusterIP: "10.96.0.10", type: "NodePort", ports: [{ port: 53, protocol: "UDP", nodePort: 30053 }] });
+  const ports = [{ port: 53, protocol: "UDP" as const }];
+  it("lists endpoints that went away per frontend, and frontends that regained endpoints", () => {
+    const compiler = new ProxyCompiler();
+    const a = compiler.compile([dns], [slice("dns", [ep("10.244.1.2", "n1"), ep("10.244.2.2", "n2")], ports)], node);
+    const b = compiler.compile([dns], [slice("dns", [ep("10.244.1.2", "n1")], ports)], node);
+    assert.deepEqual(staleUdpFlows(a, b), [
+      { frontendIp: "10.96.0.10", port: 53, endpointIp: "10.244.2.2" },
+      { port: 30053, endpointIp: "10.244.2.2" },
+    ]);
+    const empty = compiler.compile([dns], [slice("dns", [], ports)], node);
+    assert.equal(staleUdpFlows(b, empty).length, 2);
+    const back = compiler.compile([dns], [slice("dns", [ep("10.244.1.3", "n1")], ports)], node);
+    assert.deepEqual(staleUdpFlows(empty, back), [{ frontendIp: "10.96.0.10", port: 53 }, { port: 30053 }]);
+    assert.deepEqual(staleUdpFlows(back, back), []);
+  });
+});
+
+describe("contested external IPs", () => {
+  it("two services naming one external IP: the first by name wins; when it goes, the other takes over incrementally", () => {
+    const a = service("a", { clusterIP: "10.96.0.31", externalIPs: ["192.168.1.50"] });
+    const b = service("b", { clusterIP: "10.96.0.32", externalIPs: ["192.168.1.50"] });
+    const slices = [slice("a", [ep("10.244.1.5", "n1")]), slice("b", [ep("10.244.1.6", "n1")])];
+    const compiler = new ProxyCompiler();
+    const both = compiler.compile([b, a], slices, node);
+    const external = (t: NftTable) => gotoTarget(element(t, "service-ips", ["192.168.1.50", "tcp", 80]));
+    assert.match(external(both.table), /default\/a\//);
+    assert.equal(map(both.table, "service-ips").elements.filter((e) => e.key[0] === "192.168.1.50").length, 1);
+    const onlyB = compiler.compile([b], slices, node);
+    const tx = planProxyTransaction(both, onlyB);
+    const added = tx.changes.filter((c) => c.op === "addElements" && c.setOrMap === "service-ips").flatMap((c) => (c as { elements: readonly { key: readonly unknown[] }[] }).elements);
+    assert.ok(added.some((e) => e.key[0] === "192.168.1.50"), "b's element for the shared IP is added although b did not change");
+    assert.match(external(onlyB.table), /default\/b\//);
+    assert.doesNotThrow(() => renderTransaction(tx));
+  });
+});
+
+describe("incremental compiler (event by event)", () => {
+  it("produces the same table as a full compile, and a one-service plan after one event", () => {
+    const services = Array.from({ length: 20 }, (_, i) => service(`s${i}`, { clusterIP: `10.96.3.${i + 1}`, ...(i % 5 === 0 ? { externalIPs: ["192.168.1.60"] } : {}) }));
+    const slices = services.map((s, i) => slice(s.metadata.name, [ep(`10.244.1.${i + 10}`, "n1"), ep(`10.244.2.${i + 10}`, "n2")]));
+    const incremental = new IncrementalProxyCompiler();
+    incremental.replaceAll(services, slices);
+    const first = incremental.compile(node);
+    const same = (a: NftTable, b: NftTable) => assert.deepEqual(diffTables(a, b).changes, []);
+    same(first.table, compileProxyTable(services, slices, node).table);
+    // One slice loses an endpoint; a slice moves to another service; a service goes.
+    incremental.upsertSlice({ ...slices[3]!, endpoints: slices[3]!.endpoints.slice(0, 1) });
+    const second = incremental.compile(node);
+    const tx = planProxyTransaction(first, second);
+    assert.ok(tx.changes.length > 0);
+    for (const c of tx.changes) if ("chain" in c) assert.match(c.chain.name, /default\/s3\//);
+    incremental.deleteService("default", "s0");
+    const third = incremental.compile(node);
+    const expected = compileProxyTable(services.slice(1), [{ ...slices[3]!, endpoints: slices[3]!.endpoints.slice(0, 1) }, ...slices.filter((_, i) => i !== 3)], node);
+    same(third.table, expected.table);
+    assert.match(gotoTarget(element(third.table, "service-ips", ["192.168.1.60", "tcp", 80])), /default\/s10\//, "the shared external IP passes to the next service by name");
+    assert.doesNotThrow(() => renderTransaction(planProxyTransaction(second, third)));
+    // An earlier compilation is a snapshot.
+    assert.equal(first.fragments.size, 20);
+    incremental.deleteSlice("default", slices[5]!.metadata.name);
+    const fourth = incremental.compile(node).table;
+    assert.equal(element(fourth, "service-ips", ["10.96.3.6", "tcp", 80]), undefined);
+    assert.equal(gotoTarget(element(fourth, "no-endpoint-services", ["10.96.3.6", "tcp", 80])), "reject-chain", "no endpoints left: rejected");
+  });
+});
+
+describe("full sync ordering", () => {
+  it("writes every chain once, after the chains it jumps to, and map elements after all chains", () => {
+    const svcs = [
+      service("lb", { type: "LoadBalancer", clusterIP: "10.96.0.40", externalTrafficPolicy: "Local", sessionAffinity: "ClientIP", loadBalancerSourceRanges: ["10.0.0.0/8"], ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] }, { loadBalancer: { ingress: [{ ip: "192.168.1.241" }] } }),
+      service("big", { clusterIP: "10.96.0.41" }),
+      service("itp", { clusterIP: "10.96.0.42", internalTrafficPolicy: "Local" }),
+    ];
+    const eps = (n: number) => Array.from({ length: n }, (_, i) => ep(`10.244.${1 + (i % 2)}.${i + 1}`, i % 2 ? "n2" : "n1"));
+    const compiled = compileProxyTable(svcs, [slice("lb", eps(3)), slice("big", eps(20)), slice("itp", eps(4))], node);
+    const tx = planProxyTransaction(undefined, compiled);
+    const added = new Set<string>();
+    let elementsStarted = false;
+    for (const change of tx.changes) {
+      if (change.op === "addElements") elementsStarted = true;
+      if (change.op !== "addChain") continue;
+      assert.equal(elementsStarted, false, "map elements come after every chain");
+      assert.ok(!added.has(change.chain.name), `${change.chain.name} written once`);
+      for (const r of change.chain.rules) {
+        for (const s of r.statements) {
+          const targets = "verdict" in s && (s.verdict === "jump" || s.verdict === "goto") ? [s.chain] : "numgenVmap" in s ? s.numgenVmap.map(gotoTarget) : [];
+          for (const t of targets) assert.ok(added.has(t), `${change.chain.name} jumps to ${t}, written before it`);
+        }
+      }
+      added.add(change.chain.name);
+    }
+    assert.equal(added.size, compiled.table.chains.length);
+    assert.ok(tx.changes.some((c) => c.op === "addSet" && c.set.name.startsWith("affinity-")));
+  });
+});

@@ -1,0 +1,583 @@
+// The service proxy's ruleset: Services and EndpointSlices in, one nftables table out, in
+// kube-proxy's nftables layout (k8s.io/kubernetes pkg/proxy/nftables/proxier.go, KEP-3866):
+//
+//   nat-prerouting / nat-output ─► services: daddr . l4proto . dport vmap @service-ips
+//                                            fib daddr type local → l4proto . dport vmap @service-nodeports
+//   @service-ips      → goto service-… (ClusterIP) or external-… (externalIPs, LoadBalancer IPs)
+//   service-… / local-… → [affinity lookups] numgen random mod N vmap → endpoint-… (DNAT)
+//   nat-postrouting ─► masquerading: packets marked 0x4000 are masqueraded
+//   filter hooks ─► no-endpoint-services / no-endpoint-nodeports (reject or drop, ct state new),
+//                   cluster-ips-check (a ClusterIP on a port it does not serve is rejected),
+//                   firewall (loadBalancerSourceRanges)
+//
+// Pure: the caller reads the objects and hands the table to src/kernel. Chain names are stable
+// (derived from namespace/name/protocol/port name and hashed), so a change to one service yields
+// a change to that service's chains and map elements only (see proxy-plan.ts).
+
+import type { NftChain, NftMapElement, NftRule, NftSet, NftStatement, NftTable, NftValue, NftVerdict } from "../kernel/nft/model.ts";
+import { LABEL_SERVICE_NAME, type EndpointSlice, type Service, type ServicePort } from "../k8s/types.ts";
+import { isIpv4 as isIpv4Text } from "../net/address.ts";
+import { categorizeEndpoints, endpointsOfPort, slicesByService, type ProxyEndpoint } from "./endpoints.ts";
+
+export const PROXY_TABLE = "podnet-svc";
+/** The mark that asks nat-postrouting to masquerade (kube-proxy's --masquerade-bit 14). */
+export const MASQUERADE_MARK = 0x4000;
+/**
+ * Up to this many endpoints a service chain picks one with a cascade of `numgen random mod K == 0`
+ * rules; beyond it, with one `numgen random mod N vmap`. The vmap is one lookup per new
+ * connection, but each is an anonymous map, and the kernel names every anonymous map by scanning
+ * the table's sets: 10,000 of them took over 70 s to load (nft 1.0.6, kernel 6.18), the cascade 5.7 s.
+ * The cascade costs up to N rule evaluations on a connection's first packet only.
+ */
+export const CASCADE_MAX_ENDPOINTS = 16;
+
+export interface ProxyNodeFacts {
+  nodeName: string;
+  /** This node's own addresses (NodePorts are reached on these, through `fib daddr type local`). */
+  nodeIps: readonly string[];
+  /** This node's pod subnet. */
+  podCidr: string;
+  /** All pods of the cluster: sources outside it reaching a ClusterIP are masqueraded, as kube-proxy's local-traffic detector does. */
+  clusterCidr: string;
+  /** When given, traffic to an unallocated address of the service CIDR is rejected too. */
+  serviceCidr?: string;
+}
+
+/** A UDP frontend and the endpoint IPs behind it, for conntrack clean-up by the caller. */
+export interface UdpFrontend {
+  /** The ClusterIP, external IP or LoadBalancer IP; undefined for a NodePort (any local address). */
+  ip?: string;
+  port: number;
+  endpointIps: readonly string[];
+}
+
+export interface CompiledProxy {
+  /** The whole table (assembled on first use: the incremental path never needs it). */
+  readonly table: NftTable;
+  /** Every UDP frontend with its endpoints (assembled on first use). */
+  readonly udpFrontends: readonly UdpFrontend[];
+  /** Per service ("namespace/name"), what it contributes; unchanged services keep the identical object. */
+  readonly fragments: ReadonlyMap<string, ServiceFragment>;
+  /** The fixed chains; the identical array while the node facts stay the same. */
+  readonly skeleton: readonly NftChain[];
+  /**
+   * Map keys two services may both ask for (an external IP is not allocated, so two services can
+   * name the same one): "map|key" → the service that gets it, the first by namespace/name.
+   */
+  readonly contestedOwners: ReadonlyMap<string, string>;
+}
+
+// Fixed object names of the table.
+const SERVICES = "services";
+const MASQUERADING = "masquerading";
+const MARK_FOR_MASQUERADE = "mark-for-masquerade";
+const SERVICE_IPS = "service-ips";
+const SERVICE_NODEPORTS = "service-nodeports";
+const NO_ENDPOINT_SERVICES = "no-endpoint-services";
+const NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports";
+const SERVICE_ENDPOINTS_CHECK = "service-endpoints-check";
+const NODEPORT_ENDPOINTS_CHECK = "nodeport-endpoints-check";
+const CLUSTER_IPS = "cluster-ips";
+const CLUSTER_IPS_CHECK = "cluster-ips-check";
+const FIREWALL_IPS = "firewall-ips";
+const FIREWALL_CHECK = "firewall-check";
+const REJECT_CHAIN = "reject-chain";
+
+const ADDR_PROTO_PORT = ["ipv4_addr", "inet_proto", "inet_service"] as const;
+const PROTO_PORT = ["inet_proto", "inet_service"] as const;
+const DADDR_PROTO_PORT = ["ip daddr", "meta l4proto", "th dport"] as const;
+
+const goto = (chain: string): NftVerdict => ({ verdict: "goto", chain });
+const jump = (chain: string): NftVerdict => ({ verdict: "jump", chain });
+const rule = (statements: NftStatement[], comment?: string): NftRule => (comment ? { statements, comment: shortComment(comment) } : { statements });
+const CT_NEW: NftStatement = { match: "ct state", value: "new" };
+
+function shortComment(text: string): string {
+  const clean = text.replace(/["\\]/g, "");
+  return Buffer.byteLength(clean) <= 120 ? clean : `${clean.slice(0, 117)}...`;
+}
+
+/**
+ * FNV-1a, 32 bits, as 8 hex digits: cheap enough for 60,000 chain names per full compile. The hash
+ * only has to keep names apart once they are truncated; untruncated names carry their whole id.
+ */
+function hash8(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0).toString(16).toUpperCase().padStart(8, "0");
+}
+
+/** `prefix-HASH-id`, at most 200 characters (nft allows 255): the hash keeps truncated names unique. */
+export function chainName(prefix: string, id: string, hashInput = id): string {
+  const name = `${prefix}-${hash8(hashInput)}-${id}`;
+  return name.length <= 200 ? name : name.slice(0, 200);
+}
+
+/** "namespace/name/tcp/portname" (the port number when unnamed): kube-proxy's ServicePortName. */
+export function servicePortId(service: Service, port: ServicePort): string {
+  const protocol = (port.protocol ?? "TCP").toLowerCase();
+  return `${service.metadata.namespace ?? "default"}/${service.metadata.name}/${protocol}/${port.name || String(port.port)}`;
+}
+
+function isIpv4(text: string | undefined): text is string {
+  return typeof text === "string" && isIpv4Text(text);
+}
+
+/** The chains, sets and map elements one service contributes; cached so unchanged services keep identical objects. */
+export interface ServiceFragment {
+  key: string;
+  chains: NftChain[];
+  sets: NftSet[];
+  serviceIps: NftMapElement[];
+  nodePorts: NftMapElement[];
+  noEndpointServices: NftMapElement[];
+  noEndpointNodePorts: NftMapElement[];
+  firewallIps: NftMapElement[];
+  /** One-element tuples, kept as objects so an unchanged service's set elements stay identical. */
+  clusterIps: string[][];
+  udpFrontends: UdpFrontend[];
+  /** "map|key" of the elements keyed by an external or LoadBalancer IP, which another service may also claim. */
+  contested: Set<string>;
+}
+
+export const contestedKey = (map: string, key: readonly NftValue[]) => `${map}|${key.join(" ")}`;
+
+function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts): ServiceFragment {
+  const fragment: ServiceFragment = {
+    key: `${service.metadata.namespace ?? "default"}/${service.metadata.name}`,
+    chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: new Set(),
+  };
+  const spec = service.spec;
+  const type = spec.type ?? "ClusterIP";
+  if (type === "ExternalName") return fragment;
+  const clusterIp = isIpv4(spec.clusterIP) ? spec.clusterIP : undefined;
+  if (!clusterIp) return fragment; // headless or not yet allocated: DNS only, no proxying
+  fragment.clusterIps.push([clusterIp]);
+
+  const externalIps = [...(spec.externalIPs ?? []).filter(isIpv4)];
+  const loadBalancerIps = type === "LoadBalancer" ? (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter(isIpv4) : [];
+  const sourceRanges = type === "LoadBalancer" ? (spec.loadBalancerSourceRanges ?? []).map((r) => r.trim()).filter((r) => r !== "") : [];
+  const affinityTimeout = spec.sessionAffinity === "ClientIP" ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : undefined;
+  const label = `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
+
+  for (const port of spec.ports ?? []) {
+    const protocol = (port.protocol ?? "TCP").toLowerCase();
+    const id = servicePortId(service, port);
+    const endpoints = categorizeEndpoints(service, endpointsOfPort(slices, port), node.nodeName);
+    const portLabel = `${label}:${port.name || port.port}`;
+    const nodePort = (type === "NodePort" || type === "LoadBalancer") && port.nodePort ? port.nodePort : undefined;
+    const hasExternal = nodePort !== undefined || externalIps.length > 0 || loadBalancerIps.length > 0;
+
+    // Endpoint chains, shared by the cluster-wide and the local chain.
+    const endpointChains = new Map<string, { chain: string; affinitySet?: string }>();
+    const endpointChainFor = (endpoint: ProxyEndpoint) => {
+      const key = `${endpoint.ip}/${endpoint.port}`;
+      let entry = endpointChains.get(key);
+      if (entry) return entry;
+      const epId = `${id}__${key}`;
+      const chain = chainName("endpoint", epId);
+      // No comments in endpoint chains: their name says what they are, and at 50,000 of them the
+      // text nft has to parse on a full sync is a cost.
+      const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, jump(MARK_FOR_MASQUERADE)])];
+      entry = { chain };
+      if (affinityTimeout !== undefined) {
+        // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
+        const setName = chainName("affinity", epId, `${epId}#${affinityTimeout}`);
+        entry.affinitySet = setName;
+        fragment.sets.push({ name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
+        statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
+      }
+      statements.push(rule([{ match: "meta l4proto", value: protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }]));
+      fragment.chains.push({ name: chain, rules: statements });
+      endpointChains.set(key, entry);
+      return entry;
+    };
+    const balance = (endpoints: readonly ProxyEndpoint[]): NftRule[] => {
+      const entries = endpoints.map(endpointChainFor);
+      const rules: NftRule[] = [];
+      for (const entry of entries) {
+        if (entry.affinitySet) rules.push(rule([{ lookup: ["ip saddr"], set: entry.affinitySet }, goto(entry.chain)]));
+      }
+      if (entries.length > CASCADE_MAX_ENDPOINTS) {
+        rules.push(rule([{ numgenVmap: entries.map((e) => goto(e.chain)) }]));
+        return rules;
+      }
+      // A cascade: the i-th of N rules takes 1/(N-i) of what reaches it, so each endpoint gets 1/N,
+      // as kube-proxy's iptables mode does with `statistic --probability`.
+      entries.forEach((entry, i) => {
+        const left = entries.length - i;
+        rules.push(rule(left > 1 ? [{ numgenMatch: { mod: left, value: 0 } }, goto(entry.chain)] : [goto(entry.chain)]));
+      });
+      return rules;
+    };
+
+    const clusterChain = chainName("service", id);
+    const localChain = chainName("local", id);
+    if (endpoints.cluster.length > 0) {
+      fragment.chains.push({
+        name: clusterChain,
+        rules: [
+          // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
+          // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
+          rule([{ match: "ip saddr", op: "!=", value: node.clusterCidr }, jump(MARK_FOR_MASQUERADE)], `${portLabel} from outside the pod network`),
+          ...balance(endpoints.cluster),
+        ],
+      });
+    }
+    const needLocal = (spec.internalTrafficPolicy === "Local" || (hasExternal && spec.externalTrafficPolicy === "Local")) && endpoints.local.length > 0;
+    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(endpoints.local) });
+
+    // ClusterIP: dispatch to the internal chain, or reject (no endpoints) / drop (none on this node under internalTrafficPolicy Local).
+    const clusterKey = [clusterIp, protocol, port.port];
+    if (endpoints.internal.length > 0) {
+      fragment.serviceIps.push({ key: clusterKey, verdict: goto(spec.internalTrafficPolicy === "Local" ? localChain : clusterChain) });
+    } else {
+      fragment.noEndpointServices.push({ key: clusterKey, verdict: endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : { verdict: "drop" } });
+    }
+    if (protocol === "udp") fragment.udpFrontends.push({ ip: clusterIp, port: port.port, endpointIps: endpoints.internal.map((e) => e.ip) });
+
+    if (!hasExternal) continue;
+    const externalChain = chainName("external", id);
+    const externalReachable = endpoints.external.length > 0;
+    if (externalReachable || endpoints.cluster.length > 0) {
+      const rules: NftRule[] = [];
+      if (spec.externalTrafficPolicy === "Local") {
+        // Pods reaching the external address take the cluster-wide path (kube-proxy short-circuits them);
+        // traffic from outside keeps its source and goes only to this node's endpoints.
+        if (endpoints.cluster.length > 0) rules.push(rule([{ match: "ip saddr", value: node.clusterCidr }, goto(clusterChain)], `${portLabel} pods take the cluster path`));
+        rules.push(rule([externalReachable ? goto(localChain) : { verdict: "drop" }], externalReachable ? undefined : `${portLabel} no local endpoints`));
+      } else {
+        rules.push(rule([jump(MARK_FOR_MASQUERADE)], `${portLabel} external traffic is masqueraded`));
+        rules.push(rule([goto(clusterChain)]));
+      }
+      fragment.chains.push({ name: externalChain, rules });
+    }
+    const externalVerdict: NftVerdict | undefined = endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : undefined;
+    for (const ip of [...externalIps, ...loadBalancerIps]) {
+      const key = [ip, protocol, port.port];
+      if (externalVerdict) fragment.noEndpointServices.push({ key, verdict: externalVerdict });
+      else fragment.serviceIps.push({ key, verdict: goto(externalChain) });
+      fragment.contested.add(contestedKey(externalVerdict ? NO_ENDPOINT_SERVICES : SERVICE_IPS, key));
+      if (protocol === "udp") fragment.udpFrontends.push({ ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
+    }
+    if (nodePort !== undefined) {
+      const key = [protocol, nodePort];
+      if (externalVerdict) fragment.noEndpointNodePorts.push({ key, verdict: externalVerdict });
+      else fragment.nodePorts.push({ key, verdict: goto(externalChain) });
+      if (protocol === "udp") fragment.udpFrontends.push({ port: nodePort, endpointIps: endpoints.external.map((e) => e.ip) });
+    }
+    if (sourceRanges.length > 0 && loadBalancerIps.length > 0) {
+      const firewallChain = chainName("firewall", id);
+      fragment.chains.push({ name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
+      for (const ip of loadBalancerIps) {
+        fragment.firewallIps.push({ key: [ip, protocol, port.port], verdict: goto(firewallChain) });
+        fragment.contested.add(contestedKey(FIREWALL_IPS, [ip, protocol, port.port]));
+      }
+    }
+  }
+  return fragment;
+}
+
+/** The fixed part of the table: base chains on the hooks and the dispatch chains. */
+function skeletonChains(node: ProxyNodeFacts): NftChain[] {
+  const clusterIpsCheck: NftRule[] = [
+    rule([{ match: "meta l4proto", value: "tcp" }, { lookup: ["ip daddr"], set: CLUSTER_IPS }, { reject: "tcp reset" }], "port not served on this ClusterIP"),
+    rule([{ lookup: ["ip daddr"], set: CLUSTER_IPS }, { reject: "icmp port-unreachable" }], "port not served on this ClusterIP"),
+  ];
+  if (node.serviceCidr) {
+    clusterIpsCheck.push(rule([{ match: "ip daddr", value: node.serviceCidr }, { reject: "icmp port-unreachable" }], "unallocated ClusterIP"));
+  }
+  return [
+    { name: "nat-prerouting", base: { type: "nat", hook: "prerouting", priority: "dstnat" }, rules: [rule([jump(SERVICES)])] },
+    // The output hook takes no priority names in nft 1.0.6 ("dstnat" is prerouting-only): numbers there.
+    { name: "nat-output", base: { type: "nat", hook: "output", priority: -100 }, rules: [rule([jump(SERVICES)])] },
+    { name: "nat-postrouting", base: { type: "nat", hook: "postrouting", priority: "srcnat" }, rules: [rule([jump(MASQUERADING)])] },
+    { name: "filter-prerouting", base: { type: "filter", hook: "prerouting", priority: "dstnat - 10" }, rules: [rule([CT_NEW, jump(FIREWALL_CHECK)])] },
+    {
+      name: "filter-input",
+      base: { type: "filter", hook: "input", priority: "filter - 10" },
+      rules: [rule([CT_NEW, jump(NODEPORT_ENDPOINTS_CHECK)]), rule([CT_NEW, jump(SERVICE_ENDPOINTS_CHECK)])],
+    },
+    {
+      name: "filter-forward",
+      base: { type: "filter", hook: "forward", priority: "filter - 10" },
+      rules: [rule([CT_NEW, jump(SERVICE_ENDPOINTS_CHECK)]), rule([CT_NEW, jump(CLUSTER_IPS_CHECK)])],
+    },
+    {
+      name: "filter-output",
+      base: { type: "filter", hook: "output", priority: -110 },
+      rules: [rule([CT_NEW, jump(SERVICE_ENDPOINTS_CHECK)]), rule([CT_NEW, jump(FIREWALL_CHECK)])],
+    },
+    { name: "filter-output-post-dnat", base: { type: "filter", hook: "output", priority: -90 }, rules: [rule([CT_NEW, jump(CLUSTER_IPS_CHECK)])] },
+    {
+      name: SERVICES,
+      rules: [
+        rule([{ vmapLookup: DADDR_PROTO_PORT, map: SERVICE_IPS }]),
+        rule([{ match: "fib daddr type", value: "local" }, { match: "ip daddr", op: "!=", value: "127.0.0.0/8" }, { vmapLookup: ["meta l4proto", "th dport"], map: SERVICE_NODEPORTS }], "NodePorts on this node's addresses"),
+      ],
+    },
+    { name: MARK_FOR_MASQUERADE, rules: [rule([{ setMarkOr: MASQUERADE_MARK }])] },
+    // The model matches a mark exactly (no bit mask); podnet sets no other mark bits on these packets.
+    { name: MASQUERADING, rules: [rule([{ match: "meta mark", value: MASQUERADE_MARK }, { masquerade: { fullyRandom: true } }])] },
+    { name: SERVICE_ENDPOINTS_CHECK, rules: [rule([{ vmapLookup: DADDR_PROTO_PORT, map: NO_ENDPOINT_SERVICES }])] },
+    { name: NODEPORT_ENDPOINTS_CHECK, rules: [rule([{ match: "fib daddr type", value: "local" }, { vmapLookup: ["meta l4proto", "th dport"], map: NO_ENDPOINT_NODEPORTS }])] },
+    { name: CLUSTER_IPS_CHECK, rules: clusterIpsCheck },
+    { name: FIREWALL_CHECK, rules: [rule([{ vmapLookup: DADDR_PROTO_PORT, map: FIREWALL_IPS }])] },
+    {
+      name: REJECT_CHAIN,
+      rules: [rule([{ match: "meta l4proto", value: "tcp" }, { reject: "tcp reset" }], "service has no endpoints"), rule([{ reject: "icmp port-unreachable" }], "service has no endpoints")],
+    },
+  ];
+}
+
+/**
+ * Compiles the proxy table. Keep one instance per node: it remembers each service's output, so
+ * an unchanged service yields the very same fragment, which lets proxy-plan.ts skip it without
+ * looking inside.
+ */
+export class ProxyCompiler {
+  private cache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
+  private nodeFingerprint = "";
+  private skeleton: readonly NftChain[] = [];
+
+  compile(services: readonly Service[], slices: readonly EndpointSlice[], node: ProxyNodeFacts): CompiledProxy {
+    const nodeFingerprint = JSON.stringify(node);
+    if (nodeFingerprint !== this.nodeFingerprint) {
+      this.cache.clear();
+      this.nodeFingerprint = nodeFingerprint;
+      this.skeleton = skeletonChains(node);
+    }
+    const byService = slicesByService(slices);
+    const nextCache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
+    const keyed = services.map((service) => ({ key: serviceKey(service), service }));
+    keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const fragments = new Map<string, ServiceFragment>();
+    for (const { key, service } of keyed) {
+      const serviceSlices = byService.get(key) ?? [];
+      const fingerprint = fingerprintOf(service, serviceSlices);
+      const cached = this.cache.get(key);
+      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node);
+      nextCache.set(key, { fingerprint, fragment });
+      fragments.set(key, fragment);
+    }
+    this.cache = nextCache;
+    return new Compiled(fragments, this.skeleton, contestedOwnersOf(fragments));
+  }
+}
+
+/** For each contested map key, the service that gets it: the first by namespace/name. */
+function contestedOwnersOf(fragments: ReadonlyMap<string, ServiceFragment>): Map<string, string> {
+  const owners = new Map<string, string>();
+  for (const [key, fragment] of fragments) {
+    for (const contested of fragment.contested) {
+      const owner = owners.get(contested);
+      if (owner === undefined || key < owner) owners.set(contested, key);
+    }
+  }
+  return owners;
+}
+
+/**
+ * The proxy's inputs kept up to date event by event (a watch's added/modified/deleted), so a
+ * compile after one change recompiles that one service and touches nothing else: the agent's path
+ * for "one change with 10,000 services present". `replaceAll` is for a watch's (re)sync.
+ */
+export class IncrementalProxyCompiler {
+  private readonly services = new Map<string, Service>();
+  /** service key → slice key ("namespace/name" of the slice) → slice */
+  private readonly slices = new Map<string, Map<string, EndpointSlice>>();
+  /** slice key → the service key it was filed under (its label may change) */
+  private readonly sliceOwner = new Map<string, string>();
+  private readonly fragments = new Map<string, ServiceFragment>();
+  private readonly dirty = new Set<string>();
+  private nodeFingerprint = "";
+  private skeleton: readonly NftChain[] = [];
+
+  replaceAll(services: readonly Service[], slices: readonly EndpointSlice[]): void {
+    this.services.clear();
+    this.slices.clear();
+    this.sliceOwner.clear();
+    this.fragments.clear();
+    this.dirty.clear();
+    for (const service of services) this.upsertService(service);
+    for (const slice of slices) this.upsertSlice(slice);
+  }
+
+  upsertService(service: Service): void {
+    const key = serviceKey(service);
+    this.services.set(key, service);
+    this.dirty.add(key);
+  }
+
+  deleteService(namespace: string | undefined, name: string): void {
+    const key = `${namespace ?? "default"}/${name}`;
+    this.services.delete(key);
+    this.dirty.add(key);
+  }
+
+  upsertSlice(slice: EndpointSlice): void {
+    const sliceKey = `${slice.metadata.namespace ?? "default"}/${slice.metadata.name}`;
+    this.removeSlice(sliceKey);
+    const service = slice.metadata.labels?.[LABEL_SERVICE_NAME];
+    if (!service || slice.addressType !== "IPv4") return;
+    const key = `${slice.metadata.namespace ?? "default"}/${service}`;
+    let bySlice = this.slices.get(key);
+    if (!bySlice) this.slices.set(key, (bySlice = new Map()));
+    bySlice.set(sliceKey, slice);
+    this.sliceOwner.set(sliceKey, key);
+    this.dirty.add(key);
+  }
+
+  deleteSlice(namespace: string | undefined, name: string): void {
+    this.removeSlice(`${namespace ?? "default"}/${name}`);
+  }
+
+  private removeSlice(sliceKey: string): void {
+    const owner = this.sliceOwner.get(sliceKey);
+    if (owner === undefined) return;
+    this.sliceOwner.delete(sliceKey);
+    const bySlice = this.slices.get(owner);
+    bySlice?.delete(sliceKey);
+    if (bySlice && bySlice.size === 0) this.slices.delete(owner);
+    this.dirty.add(owner);
+  }
+
+  compile(node: ProxyNodeFacts): CompiledProxy {
+    const nodeFingerprint = JSON.stringify(node);
+    if (nodeFingerprint !== this.nodeFingerprint) {
+      this.nodeFingerprint = nodeFingerprint;
+      this.skeleton = skeletonChains(node);
+      for (const key of this.services.keys()) this.dirty.add(key);
+    }
+    for (const key of this.dirty) {
+      const service = this.services.get(key);
+      if (!service) {
+        this.fragments.delete(key);
+        continue;
+      }
+      this.fragments.set(key, compileService(service, [...(this.slices.get(key)?.values() ?? [])], node));
+    }
+    this.dirty.clear();
+    // A snapshot: later events must not change what an earlier CompiledProxy says.
+    const fragments = new Map(this.fragments);
+    return new Compiled(fragments, this.skeleton, contestedOwnersOf(fragments));
+  }
+}
+
+/** One-shot compile, for callers that keep no state. */
+export function compileProxyTable(services: readonly Service[], slices: readonly EndpointSlice[], node: ProxyNodeFacts): CompiledProxy {
+  return new ProxyCompiler().compile(services, slices, node);
+}
+
+function serviceKey(service: Service): string {
+  return `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
+}
+
+/** resourceVersions when every object has one (the datastore sets them), else the objects' JSON. */
+function fingerprintOf(service: Service, slices: readonly EndpointSlice[]): string {
+  let versions = `rv:${service.metadata.uid ?? ""}:${service.metadata.resourceVersion ?? ""}`;
+  let complete = service.metadata.resourceVersion !== undefined;
+  for (const slice of slices) {
+    versions += `,${slice.metadata.name}@${slice.metadata.resourceVersion ?? ""}`;
+    complete &&= slice.metadata.resourceVersion !== undefined;
+  }
+  return complete ? versions : JSON.stringify([service, slices]);
+}
+
+class Compiled implements CompiledProxy {
+  private assembled?: { table: NftTable; udpFrontends: UdpFrontend[] };
+
+  constructor(
+    readonly fragments: ReadonlyMap<string, ServiceFragment>,
+    readonly skeleton: readonly NftChain[],
+    readonly contestedOwners: ReadonlyMap<string, string>,
+  ) {}
+
+  private whole() {
+    return (this.assembled ??= assembleTable([...this.fragments.values()], this.skeleton, this.contestedOwners));
+  }
+  get table(): NftTable {
+    return this.whole().table;
+  }
+  get udpFrontends(): readonly UdpFrontend[] {
+    return this.whole().udpFrontends;
+  }
+}
+
+/**
+ * A table from some fragments: all of them for the full table, or only the changed ones (with or
+ * without the skeleton) for the narrowed tables proxy-plan.ts diffs.
+ */
+export function assembleTable(
+  fragments: readonly ServiceFragment[],
+  skeleton: readonly NftChain[],
+  contestedOwners: ReadonlyMap<string, string>,
+): { table: NftTable; udpFrontends: UdpFrontend[] } {
+  const chains: NftChain[] = [...skeleton];
+  const sets: NftSet[] = [];
+  const serviceIps: NftMapElement[] = [];
+  const nodePorts: NftMapElement[] = [];
+  const noEndpointServices: NftMapElement[] = [];
+  const noEndpointNodePorts: NftMapElement[] = [];
+  const firewallIps: NftMapElement[] = [];
+  const clusterIps: string[][] = [];
+  const udpFrontends: UdpFrontend[] = [];
+  for (const f of fragments) {
+    // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
+    const won = (map: string, e: NftMapElement) => {
+      if (f.contested.size === 0) return true;
+      const key = contestedKey(map, e.key);
+      return !f.contested.has(key) || contestedOwners.get(key) === f.key;
+    };
+    for (const c of f.chains) chains.push(c);
+    for (const x of f.sets) sets.push(x);
+    for (const e of f.serviceIps) if (won(SERVICE_IPS, e)) serviceIps.push(e);
+    for (const e of f.nodePorts) nodePorts.push(e);
+    for (const e of f.noEndpointServices) if (won(NO_ENDPOINT_SERVICES, e)) noEndpointServices.push(e);
+    for (const e of f.noEndpointNodePorts) noEndpointNodePorts.push(e);
+    for (const e of f.firewallIps) if (won(FIREWALL_IPS, e)) firewallIps.push(e);
+    for (const ip of f.clusterIps) clusterIps.push(ip);
+    for (const u of f.udpFrontends) udpFrontends.push(u);
+  }
+  const verdictMap = (name: string, keyType: readonly ("ipv4_addr" | "inet_proto" | "inet_service")[], elements: NftMapElement[], comment: string) => ({
+    name,
+    keyType,
+    valueType: ["verdict"] as const,
+    elements,
+    comment,
+  });
+  return {
+    table: {
+      family: "ip",
+      name: PROXY_TABLE,
+      comment: "podnet service proxy",
+      chains,
+      sets: [{ name: CLUSTER_IPS, keyType: ["ipv4_addr"], elements: clusterIps, comment: "every ClusterIP" }, ...sets],
+      maps: [
+        verdictMap(SERVICE_IPS, ADDR_PROTO_PORT, dedupeElements(serviceIps), "ClusterIP, external IP and LoadBalancer IP dispatch"),
+        verdictMap(SERVICE_NODEPORTS, PROTO_PORT, nodePorts, "NodePort dispatch"),
+        verdictMap(NO_ENDPOINT_SERVICES, ADDR_PROTO_PORT, dedupeElements(noEndpointServices), "service addresses with no usable endpoints"),
+        verdictMap(NO_ENDPOINT_NODEPORTS, PROTO_PORT, noEndpointNodePorts, "NodePorts with no usable endpoints"),
+        verdictMap(FIREWALL_IPS, ADDR_PROTO_PORT, firewallIps, "LoadBalancer IPs with source ranges"),
+      ],
+    },
+    udpFrontends,
+  };
+}
+
+/**
+ * Two services may claim the same external IP and port (externalIPs are not allocated, so the API
+ * server does not stop it); nft refuses a duplicate key, so the first service, by namespace/name, wins.
+ */
+function dedupeElements(elements: NftMapElement[]): NftMapElement[] {
+  const seen = new Set<string>();
+  return elements.filter((e) => {
+    const key = e.key.join(" ");
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
