@@ -141,13 +141,38 @@ test("bad input names the field and leaves nothing", async () => {
     [["nosuchpod", "node1-pod1"], /src: no pod, node or "external" named "nosuchpod"/],
     [["node1-pod1", "node2-pod1:99999"], /dst: port must be 1-65535/],
     [["node1-pod1", "node2-pod1", "--proto", "sctp"], /--proto must be tcp, udp or icmp/],
-    [["node1-pod1", "10.9.9.9"], /dst: 10\.9\.9\.9 is no pod's or node's address/],
+    [["10.9.9.9", "node1-pod1"], /src: 10\.9\.9\.9 is no pod's or node's address/],
   ];
   for (const [args, message] of cases) {
     const run = await runCommand([process.execPath, join(REPO_ROOT, "bin/podnet.js"), "trace", ...args, ...t.flags]);
     assert.equal(run.code, 2, run.stdout + run.stderr);
     assert.match(run.stderr, message);
   }
+});
+
+test("a DNAT before routing (as a Service's endpoint chain writes it) is followed to its target; an address nothing routes ends with no route", async () => {
+  const ns = node("node1").netns;
+  const endpoint = pod("node2-pod1");
+  sh(["ip", "netns", "exec", ns, "nft", `add table ip pnt_svc; add chain ip pnt_svc pre { type nat hook prerouting priority dstnat; }; add rule ip pnt_svc pre ip daddr 10.96.0.10 udp dport 80 dnat ip to ${endpoint.ip}:7007`]);
+  try {
+    const { code, result } = await trace("node1-pod1", "10.96.0.10:80");
+    assertSchema(result);
+    assert.equal(code, 0, JSON.stringify(result.hops, null, 1));
+    assert.equal(result.dst.kind, "address");
+    const dnat = hopsOf(result, "nft").find((h) => h.nat === "dnat")!;
+    assert.deepEqual(dnat.dnatTo, { address: endpoint.ip, port: 7007 });
+    assert.equal(dnat.netns, ns);
+    const route = hopsOf(result, "route").find((h) => h.netns === ns)!;
+    assert.equal(route.query.dst, endpoint.ip, "the node routes the DNAT's target");
+    const arrival = result.hops.at(-1)!;
+    assert.ok(arrival.kind === "arrival" && arrival.netns === endpoint.netns && arrival.daddr === endpoint.ip && arrival.evidence === "nft-trace", JSON.stringify(arrival));
+  } finally {
+    sh(["ip", "netns", "exec", ns, "nft", "delete table ip pnt_svc"]);
+  }
+  const nowhere = await trace("node1-pod1", "10.96.0.10:80");
+  assert.equal(nowhere.code, 1);
+  const last = nowhere.result.hops.at(-1)!;
+  assert.ok(last.kind === "drop" && last.reason === "no-route" && last.netns === ns, JSON.stringify(last));
 });
 
 /** Headless chromium on a file: a screenshot, or the DOM after its scripts ran. */

@@ -21,9 +21,10 @@ test("packet, rule (with handle and verdict), policy and verdict lines become ty
 });
 
 test("the probe match and the trace table refuse what is not a port, id or safe name", () => {
-  assert.equal(probeMatchExpression({ proto: "udp", sport: 40001, dport: 53 }), "udp sport 40001 udp dport 53");
+  assert.equal(probeMatchExpression({ proto: "udp", sport: 40001, dport: 53 }), "udp sport 40001");
   assert.equal(probeMatchExpression({ proto: "icmp", icmpId: 7 }), "icmp type echo-request icmp id 7");
   assert.throws(() => probeMatchExpression({ proto: "tcp", sport: 0, dport: 80 }), /sport must be a port/);
+  assert.throws(() => probeMatchExpression({ proto: "tcp", dport: 80 }), /sport must be a port/);
   assert.throws(() => probeMatchExpression({ proto: "icmp" }), /icmpId/);
   assert.throws(() => traceTableScript("podnet", { proto: "udp", sport: 1, dport: 2 }), /trace table name/);
   assert.match(traceTableScript("pntrace_ab12", { proto: "udp", sport: 1, dport: 2 }), /table bridge pntrace_ab12/);

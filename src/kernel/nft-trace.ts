@@ -16,7 +16,7 @@ export type TraceProto = "tcp" | "udp" | "icmp";
 /** What identifies the probe packet in every namespace it crosses (addresses may be rewritten by NAT; these are not). */
 export interface ProbeMatch {
   proto: TraceProto;
-  /** tcp/udp: the probe's own source port, chosen at random per trace. */
+  /** tcp/udp: the probe's own source port, chosen at random per trace; the only thing matched, as NAT may rewrite the rest. */
   sport?: number;
   dport?: number;
   /** icmp: the echo request's identifier. */
@@ -102,7 +102,9 @@ export function probeMatchExpression(match: ProbeMatch): string {
     if (id === undefined || !Number.isInteger(id) || id < 0 || id > 65535) throw new RangeError(`probe icmpId must be 0-65535, got ${id}`);
     return `icmp type echo-request icmp id ${id}`;
   }
-  return `${match.proto} sport ${port(match.sport, "sport")} ${match.proto} dport ${port(match.dport, "dport")}`;
+  // The source port alone: a DNAT (a Service's endpoint, a NodePort) rewrites the destination port on the way,
+  // and the trace must still see the packet after it.
+  return `${match.proto} sport ${port(match.sport, "sport")}`;
 }
 
 const TABLE_NAME = /^pntrace_[a-z0-9_]{1,40}$/;

@@ -84,6 +84,8 @@ export interface NftHop extends HopBase {
   /** The packet as nft saw it entering the chain. */
   packet?: string;
   nat?: "masquerade" | "snat" | "dnat" | "redirect";
+  /** A `dnat … to ADDRESS[:PORT]` that matched: the walk goes on towards this address (a Service's chosen endpoint). */
+  dnatTo?: { address: string; port?: number };
 }
 
 export interface ArrivalHop extends HopBase {
@@ -91,6 +93,7 @@ export interface ArrivalHop extends HopBase {
   dev: string;
   /** The source address as the receiver sees it. */
   saddr?: string;
+  /** The destination address as the receiver sees it (a DNAT on the way changes it). */
   daddr: string;
   /** Whether the source was rewritten on the way. */
   nat: boolean;
@@ -108,9 +111,11 @@ export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | Arriv
 export interface TraceEndpoint {
   /** As given on the command line. */
   spec: string;
-  kind: "pod" | "node" | "external";
+  /** "address": an IP that no lab namespace holds (a ClusterIP, say); where it leads is found by the walk. */
+  kind: "pod" | "node" | "external" | "address";
   name: string;
-  netns: string;
+  /** The namespace holding the address; absent for kind "address". */
+  netns?: string;
   ip: string;
   port?: number;
 }

@@ -7,7 +7,7 @@ import { startNftTrace, type NftTraceEvent, type NftTraceSession, type TraceProt
 import { sendProbe } from "../kernel/probe.ts";
 import type { LabState } from "../lab/lab-state.ts";
 import { EXTERNAL_IP, planLab } from "../lab/topology.ts";
-import { isIp } from "../net/address.ts";
+import { isIp, isIpv4 } from "../net/address.ts";
 import type { Hop, TraceEndpoint, TraceResult } from "./model.ts";
 import { walkPath } from "./walk.ts";
 
@@ -58,6 +58,8 @@ export function resolveEndpoint(state: LabState, spec: string, field: "src" | "d
   const node = state.data.nodeRecords.find((n) => n.name === name || n.ip === name);
   if (node) return withPort({ kind: "node", name: node.name, netns: node.netns, ip: node.ip });
   const known = ["external", ...state.data.nodeRecords.map((n) => n.name), ...state.data.pods.map((p) => p.name)];
+  // Any other IPv4 address (a ClusterIP, an address outside the lab): the walk finds where it leads.
+  if (field === "dst" && isIpv4(name)) return withPort({ kind: "address", name, ip: name });
   if (isIp(name)) throw new TraceInputError(`${field}: ${name} is no pod's or node's address in lab ${state.data.id}`);
   throw new TraceInputError(`${field}: no pod, node or "external" named "${name}" in lab ${state.data.id}; known: ${known.join(", ")}`);
 }
@@ -72,6 +74,7 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
   if (!Number.isInteger(size) || size < 28 || size > 65535) throw new TraceInputError(`--size must be 28-65535 bytes, got ${req.size}`);
   const src = resolveEndpoint(state, req.src, "src");
   const dst = resolveEndpoint(state, req.dst, "dst");
+  if (!src.netns) throw new TraceInputError(`src: ${src.spec} is not in the lab`);
   if (src.netns === dst.netns) throw new TraceInputError(`src and dst are both ${src.name}: nothing crosses the network`);
   if (req.proto === "icmp" && dst.port !== undefined) throw new TraceInputError(`dst: icmp takes no port ("${dst.spec}")`);
   const labels = labNamespaceLabels(state);
@@ -82,7 +85,7 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
 
   // Pass 1: where the routes lead, to know where to trace.
   const first = walkPath(src.netns, packet, { labels });
-  const toTrace = new Set<string>([src.netns, dst.netns]);
+  const toTrace = new Set<string>([src.netns, ...(dst.netns ? [dst.netns] : [])]);
   for (const h of first.hops) {
     toTrace.add(h.netns);
     if (h.kind === "veth") toTrace.add(h.to.netns);

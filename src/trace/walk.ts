@@ -127,6 +127,13 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     const seenHere = opts.events?.get(ns)?.find((e) => e.kind === "packet" && e.table === opts.traceTable && e.family === "inet");
     if (seenHere?.kind === "packet" && seenHere.packet.saddr && position.iif) pkt.src = seenHere.packet.saddr;
 
+    // A DNAT before routing (a Service's endpoint chain) changes where the packet goes: the look-up is for the new destination.
+    const dnat = nftHops.find((h) => h.dnatTo && !/post|input|forward|fwd/i.test(h.chain))?.dnatTo;
+    if (dnat) {
+      pkt.dst = dnat.address;
+      if (dnat.port !== undefined) pkt.dport = dnat.port;
+    }
+
     // The kernel's route look-up, as for this packet.
     const query = { dst: pkt.dst, ...(position.iif ? { src: pkt.src, iifIndex: position.iif.index } : {}), proto: pkt.proto, ...(pkt.sport ? { sport: pkt.sport } : {}), ...(pkt.dport ? { dport: pkt.dport } : {}) };
     const getCmd = `${ipN} route get ${pkt.dst}${position.iif ? ` from ${pkt.src} iif ${position.iif.name}` : ""}`;
@@ -346,11 +353,14 @@ export function nftHopsFor(ns: string, events: readonly NftTraceEvent[], traceTa
       current.verdict = e.verdict;
       const nat = /\b(masquerade|snat|dnat|redirect)\b/.exec(e.rule)?.[1] as NftHop["nat"] | undefined;
       if (nat) current.nat = nat;
+      // nft prints a literal DNAT as `dnat ip to 10.244.1.3:8080` (or without the port).
+      const dnat = /\bdnat (?:ip )?to (\d+\.\d+\.\d+\.\d+)(?::(\d+))?/.exec(e.rule);
+      if (dnat && e.verdict !== "continue") current.dnatTo = { address: dnat[1]!, ...(dnat[2] ? { port: Number(dnat[2]) } : {}) };
     } else current.verdict = e.kind === "policy" ? `policy ${e.verdict}` : e.verdict;
   }
   for (const h of hops) {
     const last = h.rules.at(-1);
-    h.summary = `nft ${h.family} ${h.table} ${h.chain}: ${last ? `rule "${last.rule}"${last.handle !== undefined ? ` (handle ${last.handle})` : ""} → ${last.verdict}` : h.verdict}${h.nat === "masquerade" ? " — masquerade" : h.rules.length === 0 ? " (no rule matched)" : ""}`;
+    h.summary = `nft ${h.family} ${h.table} ${h.chain}: ${last ? `rule "${last.rule}"${last.handle !== undefined ? ` (handle ${last.handle})` : ""} → ${last.verdict}` : h.verdict}${h.nat === "masquerade" ? " — masquerade" : h.dnatTo ? ` — DNAT to ${h.dnatTo.address}${h.dnatTo.port !== undefined ? `:${h.dnatTo.port}` : ""}` : h.rules.length === 0 ? " (no rule matched)" : ""}`;
   }
   return hops;
 }
