@@ -4,7 +4,7 @@
 // every lab namespace's routes and nft ruleset must be the same after a trace. Needs root and `npm run build`.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -275,6 +275,21 @@ test("the lab is unchanged after traces: same routes and nft ruleset in every na
   const afterwards = snapshot();
   assert.deepEqual(afterwards, before);
   for (const [key, text] of afterwards) assert.doesNotMatch(text, /pntrace_/, key);
+});
+
+test("Ctrl-C during a trace still removes its tables (exit 130)", async () => {
+  const child = spawn(process.execPath, [join(REPO_ROOT, "bin/podnet.js"), "trace", "node1-pod1", "node2-pod1", ...t.flags], { stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  const source = pod("node1-pod1").netns;
+  const deadline = Date.now() + 30_000;
+  // Interrupt once a trace table is there: the trace is then half-way.
+  while (!sh(["ip", "netns", "exec", source, "nft", "list", "tables"]).includes("pntrace_")) {
+    assert.ok(Date.now() < deadline, "no trace table appeared");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  child.kill("SIGINT");
+  assert.equal(await exited, 130);
+  for (const ns of state.namespaces) assert.doesNotMatch(sh(["ip", "netns", "exec", ns, "nft", "list", "tables"]), /pntrace_/, ns);
 });
 
 test("an nft drop rule on the path ends the trace at that hop, naming the rule", async () => {

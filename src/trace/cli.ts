@@ -100,6 +100,15 @@ export async function runTraceCommand(argv: string[]): Promise<number> {
     process.stdout.write(TRACE_USAGE);
     return 0;
   }
+  // A trace takes about a second and puts a table into every namespace it crosses: Ctrl-C waits for it to
+  // finish and remove them, rather than leaving them behind.
+  let interrupted = false;
+  const onSignal = (): void => {
+    interrupted = true;
+    process.stderr.write("podnet trace: finishing the trace to remove its nft tables\n");
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   try {
     const state = LabState.load(labDir(args.stateRoot, args.id));
     if (!state) throw new TraceInputError(`no lab "${args.id}" in ${args.stateRoot}; start one with: podnet lab up`);
@@ -109,9 +118,13 @@ export async function runTraceCommand(argv: string[]): Promise<number> {
       writeFileSync(args.graph, await renderLabGraph(state, { path: result }));
     }
     process.stdout.write(args.output === "json" ? JSON.stringify(result, null, 2) + "\n" : formatTrace(result, { explain: args.explain }));
+    if (interrupted) return 130;
     return result.delivered ? 0 : 1;
   } catch (error) {
     process.stderr.write(`podnet trace: ${(error as Error).message}\n`);
     return error instanceof TraceInputError ? 2 : 3;
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
   }
 }
