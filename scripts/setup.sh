@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 #   podman runc conmon containernetworking-plugins busybox-static: the real runtime and the reference plugins;
 #   bind9-dnsutils (dig) dnsperf dnsmasq-base: cluster DNS, its tests and its benchmark baseline;
 #   iperf3 wget curl python3: clients inside lab pods (throughput, HTTP, UDP);
+#   ethtool: bench:net turns VXLAN tx checksum offload off for its kubernetes#88986 comparison;
 #   chromium graphviz: screenshots and graphs of the lab; openssl: certificates for tests;
 #   ca-certificates time git: npm over TLS, the benchmarks' timing, the checkout itself.
 PACKAGES=(
@@ -20,7 +21,7 @@ PACKAGES=(
   etcd-server etcd-client
   podman runc conmon containernetworking-plugins busybox-static
   bind9-dnsutils dnsperf dnsmasq-base
-  iperf3 wget curl python3
+  iperf3 wget curl python3 ethtool
   chromium graphviz openssl
   ca-certificates time git
 )

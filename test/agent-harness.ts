@@ -40,17 +40,37 @@ export class AgentCluster {
   readonly switchNs = `${this.prefix}-sw`;
   readonly controlNs = `${this.prefix}-cp`;
 
-  /** Build the underlay and start etcd; agents are started separately. */
-  async create(nodeCount: number, opts: { etcdMembers?: number } = {}): Promise<void> {
-    this.addNamespace(this.switchNs);
-    ip("-n", this.switchNs, "link", "add", "br0", "type", "bridge");
-    ip("-n", this.switchNs, "link", "set", "br0", "up");
+  /** The second underlay subnet's switch and the router joining the two, in the routed topology. */
+  readonly switch2Ns = `${this.prefix}-sw2`;
+  readonly routerNs = `${this.prefix}-rt`;
+
+  /**
+   * Build the underlay and start etcd; agents are started separately. `topology: "routed"` puts odd nodes
+   * (and etcd) on 192.168.1.0/24 and even nodes on 192.168.2.0/24, joined by a router namespace (.1 on
+   * each) that knows nothing of pod subnets: host-gw cannot cross it, an overlay can.
+   */
+  async create(nodeCount: number, opts: { etcdMembers?: number; topology?: "flat" | "routed" } = {}): Promise<void> {
+    const routed = opts.topology === "routed";
+    for (const sw of routed ? [this.switchNs, this.switch2Ns] : [this.switchNs]) {
+      this.addNamespace(sw);
+      ip("-n", sw, "link", "add", "br0", "type", "bridge");
+      ip("-n", sw, "link", "set", "br0", "up");
+    }
+    if (routed) {
+      this.addNamespace(this.routerNs);
+      this.attachTo(this.switchNs, this.routerNs, "rt", "192.168.1.1", "eth1");
+      this.attachTo(this.switch2Ns, this.routerNs, "rt", "192.168.2.1", "eth2");
+      execFileSync("ip", ["netns", "exec", this.routerNs, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
     this.attach(this.controlNs, "cp", CONTROL_PLANE_IP);
+    if (routed) ip("-n", this.controlNs, "route", "add", "default", "via", "192.168.1.1");
     for (let i = 1; i <= nodeCount; i++) {
       const name = `node${i}`;
       const netns = `${this.prefix}-n${i}`;
-      const nodeIp = `192.168.1.${10 + i}`;
-      this.attach(netns, `n${i}`, nodeIp);
+      const underlay = routed && i % 2 === 0 ? 2 : 1;
+      const nodeIp = `192.168.${underlay}.${10 + i}`;
+      this.attachTo(underlay === 2 ? this.switch2Ns : this.switchNs, netns, `n${i}`, nodeIp);
+      if (routed) ip("-n", netns, "route", "add", "default", "via", `192.168.${underlay}.1`);
       const confDir = join(this.dir, name, "cni");
       this.nodes.push({ name, ip: nodeIp, netns, confDir, socket: join(this.dir, `${name}.sock`), log: join(this.dir, `${name}.log`) });
     }
@@ -80,11 +100,23 @@ export class AgentCluster {
 
   /** A host namespace whose eth0 is the peer of port `port` on the switch bridge. */
   private attach(netns: string, port: string, address: string): void {
-    this.addNamespace(netns);
-    ip("-n", this.switchNs, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns);
-    ip("-n", this.switchNs, "link", "set", port, "master", "br0", "up");
-    ip("-n", netns, "addr", "add", `${address}/24`, "dev", "eth0");
-    ip("-n", netns, "link", "set", "eth0", "up");
+    this.attachTo(this.switchNs, netns, port, address);
+  }
+
+  /** Namespace `netns` (created unless it exists) gets `ifname`, the peer of port `port` on switch `sw`. */
+  private attachTo(sw: string, netns: string, port: string, address: string, ifname = "eth0"): void {
+    if (!this.namespaces.includes(netns)) this.addNamespace(netns);
+    ip("-n", sw, "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", netns);
+    ip("-n", sw, "link", "set", port, "master", "br0", "up");
+    ip("-n", netns, "addr", "add", `${address}/24`, "dev", ifname);
+    ip("-n", netns, "link", "set", ifname, "up");
+  }
+
+  /** A namespace of this cluster's prefix for a pod (removed by destroy()); returns its name. */
+  podNamespace(label: string): string {
+    const name = `${this.prefix}-${label}`;
+    this.addNamespace(name);
+    return name;
   }
 
   /** Start the node's agent; `env` adds variables (e.g. PODNET_AGENT_FAULTS) to its environment. */

@@ -115,7 +115,7 @@ describe("podnet agent: a backend that cannot be built", () => {
     const s1 = await status(cluster, n1);
     assert.equal(s1.backend, null, "node1 built no backend");
     assert.equal(s1.reconcilers.routes?.ready, false);
-    assert.match(s1.reconcilers.routes?.lastError ?? "", /unknown backend \(this agent knows: host-gw\)/);
+    assert.match(s1.reconcilers.routes?.lastError ?? "", /unknown backend \(this agent knows: host-gw, vxlan\)/);
     assert.equal(s1.reconcilers.masquerade?.healthy, true, "masquerade is unaffected");
     const s2 = await status(cluster, n2);
     assert.equal(s2.backend, "host-gw", "node2 keeps its running backend");

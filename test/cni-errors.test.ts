@@ -74,12 +74,13 @@ describe("errors from below the plugin", () => {
   });
 
   test("ipMasq when nft cannot be run → Nftables (104), and the ADD is undone", async () => {
-    // A PATH with nsenter (which runs the plugin inside the test's node namespace) but without nft:
-    // the plugin reaches nft only for ipMasq, after the veth and the address exist.
+    // A PATH with nsenter (which runs the plugin inside the test's node namespace) but without nft, and
+    // PODNET_NFT=nft so the plugin takes the nft-command path rather than libnftables in-process: the
+    // plugin reaches nft only for ipMasq, after the veth and the address exist.
     const binWithoutNft = join(scratch, "bin");
     mkdirSync(binWithoutNft, { recursive: true });
     symlinkSync(nsenterPath(), join(binWithoutNft, "nsenter"));
-    const error = await failedAdd(env("err-nft", pod.path, { PATH: binWithoutNft }), conf({ ipMasq: true }));
+    const error = await failedAdd(env("err-nft", pod.path, { PATH: binWithoutNft, PODNET_NFT: "nft" }), conf({ ipMasq: true }));
     assert.equal(error.code, 104, JSON.stringify(error));
     assert.equal(error.details, "nft could not be run");
     assert.match(error.msg ?? "", /nft/);

@@ -61,6 +61,7 @@ describe("vxlan overlay", () => {
     assert.equal(vx.kind, "vxlan");
     assert.equal(vx.mac, MAC_A);
     assert.equal(vx.mtu, 1450);
+    assert.deepEqual(vx.vxlan, { vni: 1, port: 4789, learning: false, localIp: "192.168.77.1", underlayIndex: getLink(nlA, "under0")!.index });
     const details = ip("-n", A, "-d", "link", "show", "pnt.1");
     assert.match(details, /vxlan id 1 local 192\.168\.77\.1 dev under0 .*dstport 4789 .*nolearning/s);
     assert.throws(() => createVxlan(nlA, { name: "pnt.1", vni: 1 }), (e: unknown) => e instanceof KernelError && e.code === "EEXIST");

@@ -12,6 +12,7 @@
 // devices of its own name) and never touches anything else.
 
 import type { NodeView } from "../datastore/datastore.ts";
+import type { OverlayKernel } from "./overlay-kernel.ts";
 import type { RouteTable } from "./route-table.ts";
 
 export interface BackendSyncResult {
@@ -28,6 +29,19 @@ export interface BackendSyncResult {
    * removing it failed this time. Every other non-active node is withdrawn from, and can be acknowledged.
    */
   notWithdrawn: string[];
+  /**
+   * Peers this backend cannot reach as configured (host-gw: a peer's node IP is not on-link). They get no
+   * state at all, rather than half-working routes; the agent reports them in /status, the log and a metric.
+   */
+  unreachable?: UnreachablePeers;
+}
+
+export interface UnreachablePeers {
+  /** A short condition name, like a Kubernetes node condition's type. */
+  reason: string;
+  /** What is wrong and what to do about it, naming the peers. */
+  message: string;
+  peers: { name: string; nodeIp: string }[];
 }
 
 export interface Backend {
@@ -46,6 +60,8 @@ export interface Backend {
   reconcile(nodes: readonly NodeView[], self: string): BackendSyncResult;
   /** The MTU pods on this node must use with this backend (an overlay subtracts its header). */
   mtu(): number;
+  /** Backend-specific facts for /status (vxlan: device, VTEP MAC, peers), as of the last reconcile. */
+  describe?(): object;
   /** Remove everything this backend put in the kernel; it is not used again afterwards. */
   teardown(): void;
 }
@@ -55,6 +71,8 @@ export interface BackendEnv {
   nodeName: string;
   nodeIp: string;
   routeTable: RouteTable;
+  /** The overlay's view of devices, neighbours and FDB entries (vxlan); backends without a device ignore it. */
+  overlay?: OverlayKernel;
 }
 
 export interface BackendFactory {

@@ -3,5 +3,6 @@
 
 import type { BackendFactory } from "./backend.ts";
 import { hostGwFactory } from "./host-gw-backend.ts";
+import { vxlanFactory } from "./vxlan-backend.ts";
 
-export const BACKEND_FACTORIES: readonly BackendFactory[] = [hostGwFactory];
+export const BACKEND_FACTORIES: readonly BackendFactory[] = [hostGwFactory, vxlanFactory];

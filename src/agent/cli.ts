@@ -15,6 +15,7 @@ import type { AgentInputs } from "./inputs.ts";
 import { MasqueradeReconciler } from "./masquerade-reconciler.ts";
 import { NftMasquerade } from "./masquerade.ts";
 import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
+import { NetlinkOverlayKernel } from "./overlay-kernel.ts";
 import { NetlinkRouteTable } from "./route-table.ts";
 import { RoutesReconciler } from "./routes-reconciler.ts";
 
@@ -42,6 +43,7 @@ every other node, masquerades pod traffic leaving the cluster, and writes the CN
   --cluster-cidr CIDR      (default ${DEFAULT_CLUSTER_CONFIG.clusterCidr})
   --subnet-length N        (default ${DEFAULT_CLUSTER_CONFIG.subnetLength})
   --backend NAME           (default ${DEFAULT_CLUSTER_CONFIG.backend})
+  --backend-options JSON   options of that backend, e.g. '{"vni":1,"directRouting":true}' for vxlan
   --lease-ttl SECONDS      liveness lease TTL = grace period before a silent node is removed (default ${DEFAULT_CLUSTER_CONFIG.nodeLeaseTtlSeconds})
 `;
 
@@ -94,6 +96,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
         "cluster-cidr": { type: "string" },
         "subnet-length": { type: "string" },
         backend: { type: "string" },
+        "backend-options": { type: "string" },
         "lease-ttl": { type: "string" },
         help: { type: "boolean", short: "h" },
       },
@@ -120,6 +123,18 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
       backend: values.backend ?? DEFAULT_CLUSTER_CONFIG.backend,
       nodeLeaseTtlSeconds: positiveInt("lease-ttl", values["lease-ttl"], DEFAULT_CLUSTER_CONFIG.nodeLeaseTtlSeconds),
     };
+    if (values["backend-options"] !== undefined) {
+      let options: unknown;
+      try {
+        options = JSON.parse(values["backend-options"]);
+      } catch {
+        throw new UsageError(`--backend-options must be a JSON object, got ${JSON.stringify(values["backend-options"])}`);
+      }
+      if (typeof options !== "object" || options === null || Array.isArray(options)) {
+        throw new UsageError(`--backend-options must be a JSON object, got ${JSON.stringify(values["backend-options"])}`);
+      }
+      clusterDefaults.backendOptions = { [clusterDefaults.backend]: options as Record<string, unknown> };
+    }
     const ipamDataDir = resolvePath(values["ipam-data-dir"] ?? "/var/lib/cni/podnet");
     const cniVersion = values["cni-version"] ?? "1.1.0";
     if (cniVersion !== "1.1.0" && cniVersion !== "1.0.0") throw new UsageError(`--cni-version must be 1.1.0 or 1.0.0, got ${JSON.stringify(cniVersion)}`);
@@ -156,7 +171,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
           injectFaults<AgentInputs>(
             [
               new RoutesReconciler(
-                { factories: BACKEND_FACTORIES, env: { nodeName: name, nodeIp, routeTable: new NetlinkRouteTable() }, hub, metrics: agentMetrics, log, ...(mtuOverride !== undefined ? { mtuOverride } : {}) },
+                { factories: BACKEND_FACTORIES, env: { nodeName: name, nodeIp, routeTable: new NetlinkRouteTable(), overlay: new NetlinkOverlayKernel() }, hub, metrics: agentMetrics, log, ...(mtuOverride !== undefined ? { mtuOverride } : {}) },
                 resyncIntervalMs,
               ),
               new MasqueradeReconciler(new NftMasquerade(), resyncIntervalMs, log),

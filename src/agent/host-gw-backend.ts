@@ -1,11 +1,14 @@
-// host-gw: a plain route `<peer pod subnet> via <peer node IP>` per peer. Needs every node on one L2 segment.
+// host-gw: a plain route `<peer pod subnet> via <peer node IP>` per peer. Needs every node on one L2 segment:
+// a peer whose node IP no connected route covers cannot be a next hop (the kernel refuses "invalid gateway",
+// or, through a default route, the packets would leave with the pod address for a router that knows no pod
+// subnets). Such peers get no route at all, and the backend reports them (`unreachable`), suggesting vxlan.
 // Options: none (`backendOptions["host-gw"]` absent or `{}`). Pod MTU: the underlay interface's, since
 // host-gw adds no header.
 
 import type { NodeView } from "../datastore/datastore.ts";
-import { rejectUnknownOptions, type Backend, type BackendFactory, type BackendSyncResult } from "./backend.ts";
-import { desiredRoutes, planRouteChanges, PODNET_ROUTE_PROTOCOL, type OwnedRoute, type RouteChange } from "./route-plan.ts";
-import type { RouteTable } from "./route-table.ts";
+import { rejectUnknownOptions, type Backend, type BackendFactory, type BackendSyncResult, type UnreachablePeers } from "./backend.ts";
+import { desiredRoutes, isOnLink, planRouteChanges, PODNET_ROUTE_PROTOCOL, type OwnedRoute, type RouteChange } from "./route-plan.ts";
+import type { KernelRoute, RouteTable } from "./route-table.ts";
 
 export const hostGwFactory: BackendFactory = {
   name: "host-gw",
@@ -32,8 +35,10 @@ export class HostGwBackend implements Backend {
   ) {}
 
   reconcile(nodes: readonly NodeView[], self: string): BackendSyncResult {
-    const { ours, foreignDsts } = ownRoutes(this.table);
-    const desired = desiredRoutes(nodes, self);
+    const kernelRoutes = this.table.listMainIpv4();
+    const { ours, foreignDsts } = ownRoutes(this.table, kernelRoutes);
+    const { reachable, unreachable } = splitOnLink(nodes, self, kernelRoutes);
+    const desired = desiredRoutes(reachable, self);
     const conflicts: string[] = [];
     const changes = planRouteChanges(desired, ours).filter((change) => {
       // Adding would replace a route someone else made for the same destination: leave theirs and report it.
@@ -58,7 +63,9 @@ export class HostGwBackend implements Backend {
     }
     const notWithdrawn = nodes.filter((n) => n.phase !== "active" && failedDsts.has(n.podSubnet)).map((n) => n.name);
     const programmed = ours.length - counts.delete + counts.add;
-    return { routesProgrammed: programmed, changes: counts, errors, conflicts, notWithdrawn };
+    const result: BackendSyncResult = { routesProgrammed: programmed, changes: counts, errors, conflicts, notWithdrawn };
+    if (unreachable.length > 0) result.unreachable = notOnLinkCondition(unreachable);
+    return result;
   }
 
   mtu(): number {
@@ -73,11 +80,36 @@ export class HostGwBackend implements Backend {
   }
 }
 
-function ownRoutes(table: RouteTable): { ours: OwnedRoute[]; foreignDsts: Set<string> } {
+/** Active peers whose node IP is on-link, and those it is not (host-gw cannot route to them). */
+export function splitOnLink(nodes: readonly NodeView[], self: string, routes: readonly KernelRoute[]): { reachable: NodeView[]; unreachable: NodeView[] } {
+  const reachable: NodeView[] = [];
+  const unreachable: NodeView[] = [];
+  for (const node of nodes) {
+    if (node.name !== self && node.phase === "active" && !isOnLink(node.nodeIp, routes)) unreachable.push(node);
+    else reachable.push(node);
+  }
+  return { reachable, unreachable };
+}
+
+export function notOnLinkCondition(peers: readonly NodeView[]): UnreachablePeers {
+  const named = peers.map((p) => `${p.name} (${p.nodeIp})`).join(", ");
+  return {
+    reason: "PeersNotOnLink",
+    message: `host-gw cannot route to ${peers.length} peer${peers.length === 1 ? "" : "s"} whose node IP is not on a subnet this node is connected to: ${named}; their pods are unreachable from here. Use the vxlan backend (cluster config backend "vxlan"), with directRouting to keep plain routes to same-subnet peers`,
+    peers: peers.map((p) => ({ name: p.name, nodeIp: p.nodeIp })),
+  };
+}
+
+function ownRoutes(table: RouteTable, routes: readonly KernelRoute[] = table.listMainIpv4()): { ours: OwnedRoute[]; foreignDsts: Set<string> } {
   const ours: OwnedRoute[] = [];
   const foreignDsts = new Set<string>();
-  for (const route of table.listMainIpv4()) {
-    if (route.protocol === PODNET_ROUTE_PROTOCOL && route.gw !== undefined) ours.push({ dst: route.dst, gw: route.gw });
+  for (const route of routes) {
+    if (route.protocol === PODNET_ROUTE_PROTOCOL && route.gw !== undefined) {
+      const own: OwnedRoute = { dst: route.dst, gw: route.gw };
+      if (route.oifIndex !== undefined) own.oifIndex = route.oifIndex;
+      if (route.onlink) own.onlink = true;
+      ours.push(own);
+    }
     else foreignDsts.add(route.dst);
   }
   return { ours, foreignDsts };

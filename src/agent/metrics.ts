@@ -9,6 +9,11 @@ export class AgentMetrics {
   readonly routesProgrammed = new Gauge({ name: "podnet_agent_routes_programmed", help: "Routes to peer pod subnets the agent holds in the kernel", registers: [this.registry] });
   readonly routeChanges = new Counter({ name: "podnet_agent_route_changes_total", help: "Route changes made, by operation", labelNames: ["op"], registers: [this.registry] });
   readonly routeConflicts = new Gauge({ name: "podnet_agent_route_conflicts", help: "Peer subnets left unrouted because a route made by someone else covers them", registers: [this.registry] });
+  readonly unreachablePeers = new Gauge({
+    name: "podnet_agent_unreachable_peers",
+    help: "Peers the running backend cannot reach as configured (host-gw: node IP not on-link; use vxlan)",
+    registers: [this.registry],
+  });
   readonly kernelErrors = new Counter({ name: "podnet_agent_kernel_errors_total", help: "Kernel requests that failed (retried at the next resync)", registers: [this.registry] });
   readonly datastoreErrors = new Counter({ name: "podnet_agent_datastore_errors_total", help: "Datastore requests that failed", labelNames: ["op"], registers: [this.registry] });
   readonly datastoreConnected = new Gauge({ name: "podnet_agent_datastore_connected", help: "1 while the last datastore read succeeded", registers: [this.registry] });

@@ -11,6 +11,9 @@ export interface KernelRoute {
   dst: string;
   gw?: string;
   protocol: number;
+  scope?: number;
+  oifIndex?: number;
+  onlink?: boolean;
 }
 
 export interface RouteTable {
@@ -32,8 +35,10 @@ export class NetlinkRouteTable implements RouteTable {
 
   listMainIpv4(): KernelRoute[] {
     return listRoutes(this.nl, { family: 4, table: RT_TABLE_MAIN }).map((r) => {
-      const route: KernelRoute = { dst: r.dst, protocol: r.protocol ?? 0 };
+      const route: KernelRoute = { dst: r.dst, protocol: r.protocol ?? 0, scope: r.scope ?? 0 };
       if (r.gw !== undefined) route.gw = r.gw;
+      if (r.oifIndex !== undefined) route.oifIndex = r.oifIndex;
+      if (r.onlink) route.onlink = true;
       return route;
     });
   }
@@ -48,6 +53,8 @@ export class NetlinkRouteTable implements RouteTable {
         protocol: PODNET_ROUTE_PROTOCOL,
       };
       if (change.op !== "delete") route.scope = RT_SCOPE_UNIVERSE;
+      if (change.route.oifIndex !== undefined) route.oifIndex = change.route.oifIndex;
+      if (change.op !== "delete" && change.route.onlink) route.onlink = true;
       // "add" becomes replace only after the backend has checked nobody else holds the destination.
       return { op: change.op === "delete" ? ("delete" as const) : ("replace" as const), route };
     });

@@ -14,7 +14,8 @@ import type { KernelRoute, RouteTable } from "./route-table.ts";
 import { RoutesReconciler } from "./routes-reconciler.ts";
 
 class MemoryRouteTable implements RouteTable {
-  routes: KernelRoute[] = [];
+  // The underlay's connected route: host-gw peers on 192.168.1.0/24 are on-link.
+  routes: KernelRoute[] = [{ dst: "192.168.1.0/24", protocol: 2, scope: 253 }];
   mtu = 1450;
   failDelete = new Set<string>();
 
@@ -111,6 +112,24 @@ describe("RoutesReconciler", () => {
     assert.deepEqual([...hub.get("withdrawn")!], ["n3@103"]);
     assert.deepEqual(hub.get("backendData"), {});
     assert.equal(reconciler.describe().running, "host-gw");
+  });
+
+  it("host-gw: a peer whose node IP is not on-link gets no route, and the condition names it and suggests vxlan", () => {
+    const { table, sync, reconciler, logs } = setup();
+    const far = node("n9", 9, { nodeIp: "192.168.2.19" });
+    // A route to it from before its IP moved to another subnet: it must not stay half-working.
+    table.apply([{ op: "add", route: { dst: "10.244.9.0/24", gw: "192.168.1.19" } }]);
+    sync(config("host-gw"), [node("n1", 1), node("n2", 2), far]);
+    assert.deepEqual(table.ours(), ["10.244.2.0/24 via 192.168.1.12"]);
+    const condition = reconciler.describe().condition;
+    assert.equal(condition?.reason, "PeersNotOnLink");
+    assert.deepEqual(condition?.peers, [{ name: "n9", nodeIp: "192.168.2.19" }]);
+    assert.match(condition?.message ?? "", /n9 \(192\.168\.2\.19\).*vxlan/);
+    assert.ok(logs.some((l) => l.startsWith("PeersNotOnLink: ")), logs.join("\n"));
+    // The peer comes back onto the shared subnet: the condition clears.
+    sync(config("host-gw"), [node("n1", 1), node("n2", 2), node("n9", 9)]);
+    assert.equal(reconciler.describe().condition, null);
+    assert.deepEqual(table.ours(), ["10.244.2.0/24 via 192.168.1.12", "10.244.9.0/24 via 192.168.1.19"]);
   });
 
   it("--mtu overrides the backend's MTU", () => {

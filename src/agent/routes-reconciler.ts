@@ -13,7 +13,7 @@
 // is torn down, then the new one reconciles.
 
 import type { NodeView } from "../datastore/datastore.ts";
-import type { Backend, BackendEnv, BackendFactory, BackendSyncResult } from "./backend.ts";
+import type { Backend, BackendEnv, BackendFactory, BackendSyncResult, UnreachablePeers } from "./backend.ts";
 import { sameJson, sameSet, withdrawnKey, type AgentInputs } from "./inputs.ts";
 import type { AgentMetrics } from "./metrics.ts";
 import { errorText, NotReadyError, type InputHub, type Reconciler } from "./reconciler.ts";
@@ -30,6 +30,10 @@ export interface RoutesStatus {
   routesProgrammed: number;
   conflicts: string[];
   podMtu: number | null;
+  /** Peers the running backend cannot reach as configured (host-gw: node IP not on-link), with what to do. */
+  condition: UnreachablePeers | null;
+  /** What the running backend reports of itself (vxlan: device, VTEP MAC, peers). */
+  backendStatus: object | null;
 }
 
 export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
@@ -40,7 +44,7 @@ export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
   readonly backoff = { initialMs: 100, maxMs: 2000 };
   private backend: Backend | undefined;
   private backendKey = "";
-  private readonly status: RoutesStatus = { wanted: null, running: null, buildError: null, routesProgrammed: 0, conflicts: [], podMtu: null };
+  private readonly status: RoutesStatus = { wanted: null, running: null, buildError: null, routesProgrammed: 0, conflicts: [], podMtu: null, condition: null, backendStatus: null };
 
   constructor(
     private readonly deps: {
@@ -56,7 +60,7 @@ export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
   ) {}
 
   describe(): RoutesStatus {
-    return { ...this.status, conflicts: [...this.status.conflicts] };
+    return { ...this.status, conflicts: [...this.status.conflicts], backendStatus: this.backend?.describe?.() ?? null };
   }
 
   sync(inputs: { readonly config: AgentInputs["config"]; readonly self: AgentInputs["self"]; readonly snapshot: AgentInputs["snapshot"] }): void {
@@ -127,6 +131,8 @@ export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
       this.deps.log(`backend changes from ${previous.name} to ${next.name}: removing ${previous.name}'s state`);
       previous.teardown();
       this.status.routesProgrammed = 0;
+      this.status.condition = null;
+      this.deps.metrics.unreachablePeers.set(0);
     }
     this.backend = next;
     this.backendKey = key;
@@ -150,6 +156,12 @@ export class RoutesReconciler implements Reconciler<AgentInputs, RoutesInputs> {
       this.deps.log(`left alone, routes of someone else cover: ${result.conflicts.join(", ")}`);
     }
     this.lastConflicts = result.conflicts;
+    const condition = result.unreachable ?? null;
+    if (!sameJson(condition, this.status.condition)) {
+      this.deps.log(condition ? `${condition.reason}: ${condition.message}` : `every peer is reachable by ${backend.name} again`);
+    }
+    this.status.condition = condition;
+    metrics.unreachablePeers.set(condition?.peers.length ?? 0);
     const failed = new Set(result.notWithdrawn);
     this.publishWithdrawn(nodes.filter((n) => n.phase !== "active" && n.name !== self && !failed.has(n.name)));
     return result;

@@ -10,6 +10,7 @@ import {
   NLM_F_EXCL,
   attr,
   attrMap,
+  bytesToIp,
   bytesToMac,
   cstring,
   decodeIfInfoMsg,
@@ -64,6 +65,16 @@ export interface LinkInfo {
   peerIndex?: number;
   /** IFLA_LINK_NETNSID: the peer's namespace, as this namespace's id for it (`ip netns list-id`). */
   linkNetnsId?: number;
+  /** For a VXLAN device: its IFLA_VXLAN_* settings, so a caller can tell a device it wants from one that merely has the name. */
+  vxlan?: VxlanInfo;
+}
+
+export interface VxlanInfo {
+  vni: number;
+  port: number;
+  learning: boolean;
+  localIp?: string;
+  underlayIndex?: number;
 }
 
 function decodeLink(msg: NlMessage): LinkInfo {
@@ -83,6 +94,10 @@ function decodeLink(msg: NlMessage): LinkInfo {
     up: (header.flags & IFF_UP) !== 0,
   };
   if (kind) info.kind = readCString(kind);
+  if (info.kind === "vxlan" && linkInfo) {
+    const data = attrMap(linkInfo).get(IFLA_INFO_DATA);
+    if (data) info.vxlan = decodeVxlanData(data);
+  }
   if (master) info.masterIndex = readU32(master);
   const link = attrs.get(IFLA_LINK);
   if (link) info.peerIndex = readU32(link);
@@ -221,6 +236,23 @@ export interface VxlanOptions {
   port?: number;
   mtu?: number;
   mac?: string;
+}
+
+function decodeVxlanData(data: Uint8Array): VxlanInfo {
+  const attrs = attrMap(data);
+  const id = attrs.get(IFLA_VXLAN_ID);
+  const port = attrs.get(IFLA_VXLAN_PORT);
+  const learning = attrs.get(IFLA_VXLAN_LEARNING);
+  const info: VxlanInfo = {
+    vni: id ? readU32(id) : 0,
+    port: port && port.byteLength >= 2 ? new DataView(port.buffer, port.byteOffset, 2).getUint16(0, false) : 0,
+    learning: learning ? learning[0] === 1 : true,
+  };
+  const local = attrs.get(IFLA_VXLAN_LOCAL) ?? attrs.get(IFLA_VXLAN_LOCAL6);
+  if (local) info.localIp = bytesToIp(local);
+  const link = attrs.get(IFLA_VXLAN_LINK);
+  if (link) info.underlayIndex = readU32(link);
+  return info;
 }
 
 /**

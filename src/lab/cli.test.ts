@@ -34,3 +34,16 @@ test("mistakes are usage errors", () => {
     assert.throws(() => parseLabArgs(argv), UsageError, argv.join(" "));
   }
 });
+
+test("--topology, --backend and --direct-routing", () => {
+  const args = parseLabArgs(["up", "--topology", "routed", "--backend", "vxlan", "--direct-routing"]);
+  assert.equal(args.topology, "routed");
+  assert.equal(args.backend, "vxlan");
+  assert.equal(args.directRouting, true);
+  const defaults = parseLabArgs(["up"]);
+  assert.deepEqual([defaults.topology, defaults.backend, defaults.directRouting], ["flat", "host-gw", false]);
+  assert.throws(() => parseLabArgs(["up", "--topology", "star"]), /--topology must be flat or routed, got "star"/);
+  assert.throws(() => parseLabArgs(["up", "--backend", "flannel"]), /--backend must be host-gw or vxlan/);
+  assert.throws(() => parseLabArgs(["up", "--direct-routing"]), /--direct-routing is an option of the vxlan backend/);
+  assert.throws(() => parseLabArgs(["up", "--network", "reference", "--topology", "routed"]), UsageError);
+});

@@ -2,7 +2,7 @@
 
 import { DEFAULT_STATE_ROOT, type NetworkMode } from "./lab-state.ts";
 import { DEFAULT_TARGET, labCheck, labDown, labExec, labRun, labStatus, labUp, loadLab, type LabTarget } from "./lab.ts";
-import { MAX_NODES, MAX_PODS_PER_NODE, validateLabId } from "./topology.ts";
+import { MAX_NODES, MAX_PODS_PER_NODE, TOPOLOGIES, validateLabId, type LabTopology } from "./topology.ts";
 
 export const LAB_USAGE = `usage: podnet lab [up|status|run|exec|check|down] [options]
 
@@ -20,6 +20,10 @@ options:
   --network podnet|reference
                            podnet: podnet's agent and plugin (default);
                            reference: static routes and the reference bridge/host-local plugins
+  --topology flat|routed   flat: one underlay subnet (default); routed: 192.168.1.0/24 and 192.168.2.0/24
+                           joined by a router that knows no pod subnet (odd nodes on .1, even on .2)
+  --backend host-gw|vxlan  the cluster config's backend, set before the agents start (default host-gw)
+  --direct-routing         vxlan: plain routes to peers on the same subnet, VXLAN to the others
   --id ID                  lab id, a-z0-9, up to 6 characters (default "${DEFAULT_TARGET.id}"); names start pnl-ID-
   --state-root DIR         where lab state lives (default ${DEFAULT_STATE_ROOT})
   --ready-timeout SECONDS  how long a node may stay NotReady during up (default 30)
@@ -34,6 +38,9 @@ export interface LabArgs {
   podsPerNode: number;
   network: NetworkMode;
   readyTimeoutMs: number;
+  topology: LabTopology;
+  backend: "host-gw" | "vxlan";
+  directRouting: boolean;
   /** run/exec: the pod or host name. */
   name?: string;
   /** run/exec: the command after "--". */
@@ -53,6 +60,9 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
     podsPerNode: 2,
     network: "podnet",
     readyTimeoutMs: 30_000,
+    topology: "flat",
+    backend: "host-gw",
+    directRouting: false,
     commandLine: tail,
   };
   const positional: string[] = [];
@@ -84,6 +94,21 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
         args.target.id = v;
         break;
       }
+      case "--topology": {
+        const v = value();
+        if (!(TOPOLOGIES as readonly string[]).includes(v)) throw new UsageError(`--topology must be ${TOPOLOGIES.join(" or ")}, got "${v}"`);
+        args.topology = v as LabTopology;
+        break;
+      }
+      case "--backend": {
+        const v = value();
+        if (v !== "host-gw" && v !== "vxlan") throw new UsageError(`--backend must be host-gw or vxlan, got "${v}"`);
+        args.backend = v;
+        break;
+      }
+      case "--direct-routing":
+        args.directRouting = true;
+        break;
       case "--state-root":
         args.target.stateRoot = value();
         break;
@@ -103,6 +128,10 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
     }
   }
   if (args.command === "help") return args;
+  if (args.directRouting && args.backend !== "vxlan") throw new UsageError("--direct-routing is an option of the vxlan backend; add --backend vxlan");
+  if (args.network === "reference" && (args.backend !== "host-gw" || args.topology !== "flat")) {
+    throw new UsageError("--network reference sets static routes on a flat underlay; --backend and --topology routed need --network podnet");
+  }
   const [sub, ...restPositional] = positional;
   if (sub !== undefined) {
     if (!(SUBCOMMANDS as readonly string[]).includes(sub)) throw new UsageError(`unknown lab command "${sub}"`);
@@ -162,7 +191,7 @@ function idFlag(target: LabTarget): string {
 }
 
 async function dispatch(args: LabArgs): Promise<number> {
-  const upOptions = { ...args.target, nodes: args.nodes, podsPerNode: args.podsPerNode, network: args.network, readyTimeoutMs: args.readyTimeoutMs, log: print };
+  const upOptions = { ...args.target, nodes: args.nodes, podsPerNode: args.podsPerNode, network: args.network, readyTimeoutMs: args.readyTimeoutMs, topology: args.topology, backend: args.backend, directRouting: args.directRouting, log: print };
   switch (args.command) {
     case "help":
       process.stdout.write(LAB_USAGE);

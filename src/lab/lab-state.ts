@@ -24,6 +24,8 @@ export interface NodeRecord {
   ip: string;
   cniConfDir: string;
   ipamDataDir: string;
+  /** The agent's health and /status socket (`--listen`), when it has one. */
+  statusSocket?: string;
 }
 
 export interface PodRecord {
@@ -44,6 +46,11 @@ export interface LabStateData {
   nodes: number;
   podsPerNode: number;
   network: NetworkMode;
+  /** The underlay's shape; absent in labs made before topologies existed, which are flat. */
+  topology?: "flat" | "routed";
+  /** The backend the agents were started with (podnet network), and its options. */
+  backend?: string;
+  backendOptions?: Record<string, unknown>;
   /** "up" once `lab up` finished; anything else means it is in progress or crashed. */
   phase: "creating" | "up";
   namespaces: string[];

@@ -13,12 +13,13 @@ import { runAttached } from "../supervise/command.ts";
 import { isRecordedProcessAlive, pidsInNamespaces, processStartTime, sleep, spawnDetached, stopPids, stopRecordedProcess } from "../supervise/process.ts";
 import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
-import { configureReferenceNode, startAgent } from "./node-network.ts";
+import { conditionLines, describeAgentNetwork, fetchAgentStatus, type AgentStatusView } from "./agent-status.ts";
+import { configureReferenceNode, startAgent, type LabClusterSettings } from "./node-network.ts";
 import { judgeNode } from "./node-status.ts";
 import { addPod, conflistSubnet, nodeNetworkState, removePod, waitForNodeReady } from "./pods.ts";
 import { REPO_ROOT } from "./repo-root.ts";
-import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, labPrefix, planLab, underlayHosts, type LabPlan } from "./topology.ts";
-import { createSwitch, createUnderlayHost, inNamespace } from "./underlay.ts";
+import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, labPrefix, planLab, underlayHosts, type LabPlan, type LabTopology } from "./topology.ts";
+import { createRouter, createSwitch, createUnderlayHost, inNamespace } from "./underlay.ts";
 
 export interface LabTarget {
   id: string;
@@ -31,6 +32,12 @@ export interface UpOptions extends LabTarget {
   network: NetworkMode;
   /** How long a node may stay NotReady (no conflist) before up fails. */
   readyTimeoutMs: number;
+  /** Default "flat". */
+  topology?: LabTopology;
+  /** The cluster config's backend (podnet network); default host-gw. */
+  backend?: string;
+  /** vxlan's directRouting option. */
+  directRouting?: boolean;
   log: (line: string) => void;
 }
 
@@ -48,12 +55,15 @@ function requireLab(target: LabTarget): LabState {
 }
 
 function planOf(state: LabState): LabPlan {
-  return planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode });
+  return planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode, topology: state.data.topology ?? "flat" });
 }
 
 export async function labUp(opts: UpOptions): Promise<LabState> {
   const started = performance.now();
-  const plan = planLab({ id: opts.id, nodes: opts.nodes, podsPerNode: opts.podsPerNode });
+  const plan = planLab({ id: opts.id, nodes: opts.nodes, podsPerNode: opts.podsPerNode, topology: opts.topology ?? "flat" });
+  const backend = opts.backend ?? "host-gw";
+  if (opts.directRouting && backend !== "vxlan") throw new Error("--direct-routing is an option of the vxlan backend; add --backend vxlan");
+  const cluster: LabClusterSettings = { backend, ...(opts.directRouting ? { backendOptions: { directRouting: true } } : {}) };
   const dir = labDir(opts.stateRoot, opts.id);
   const existing = LabState.load(dir);
   if (existing) {
@@ -64,12 +74,24 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     throw new Error(`namespaces named like lab "${opts.id}" exist but no lab records them: ${strays.join(" ")}\nremove them with: ip netns delete NAME`);
   }
   const step = (text: string): void => opts.log(`[${((performance.now() - started) / 1000).toFixed(1).padStart(5)}s] ${text}`);
-  const state = LabState.create(dir, { id: opts.id, nodes: opts.nodes, podsPerNode: opts.podsPerNode, network: opts.network });
+  const state = LabState.create(dir, {
+    id: opts.id,
+    nodes: opts.nodes,
+    podsPerNode: opts.podsPerNode,
+    network: opts.network,
+    topology: plan.topology,
+    ...(opts.network === "podnet" ? { backend, ...(cluster.backendOptions ? { backendOptions: cluster.backendOptions } : {}) } : {}),
+  });
   mkdirSync(join(dir, "logs"), { recursive: true });
-  step(`lab ${opts.id}: ${opts.nodes} nodes × ${opts.podsPerNode} pods, ${opts.network} network, state in ${dir}`);
+  const backendText = opts.network === "podnet" ? ` (backend ${backend}${opts.directRouting ? ", directRouting" : ""})` : "";
+  step(`lab ${opts.id}: ${opts.nodes} nodes × ${opts.podsPerNode} pods, ${opts.network} network${backendText}, ${plan.topology} underlay, state in ${dir}`);
 
   await createSwitch(state, plan);
-  step(`switch    ${plan.switchNetns} (bridge ${plan.switchBridge}, underlay 192.168.1.0/24)`);
+  for (const sw of plan.switches) step(`switch    ${sw.netns} (bridge ${sw.bridge}, underlay ${sw.cidr})`);
+  if (plan.router) {
+    await createRouter(state, plan);
+    step(`router    ${plan.router.netns} ${plan.router.uplinks.map((u) => u.ip).join(" ")} (no pod routes)`);
+  }
   for (const host of underlayHosts(plan)) {
     await createUnderlayHost(state, plan, host);
     step(`${host.role === "node" ? "node" : "host"}      ${host.name.padEnd(13)} ${host.ip.padEnd(15)} netns ${host.netns}`);
@@ -96,7 +118,14 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
 
   const nodes: NodeRecord[] = plan.nodes.map((host) => {
     const nodeDir = join(dir, "nodes", host.name);
-    const node: NodeRecord = { name: host.name, netns: host.netns, ip: host.ip, cniConfDir: join(nodeDir, "net.d"), ipamDataDir: join(nodeDir, "ipam") };
+    const node: NodeRecord = {
+      name: host.name,
+      netns: host.netns,
+      ip: host.ip,
+      cniConfDir: join(nodeDir, "net.d"),
+      ipamDataDir: join(nodeDir, "ipam"),
+      statusSocket: join(nodeDir, "agent.sock"),
+    };
     mkdirSync(node.cniConfDir, { recursive: true });
     mkdirSync(node.ipamDataDir, { recursive: true });
     state.recordNode(node);
@@ -105,7 +134,7 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   const agents = new Map<string, ProcessRecord>();
   if (opts.network === "podnet") {
     for (const node of nodes) {
-      const agent = startAgent(state, node);
+      const agent = startAgent(state, node, cluster);
       agents.set(node.name, agent);
       step(`agent     ${node.name} pid ${agent.pid} (log ${agent.log})`);
     }
@@ -295,7 +324,21 @@ export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } =
   const nodeIps = new Map(state.data.nodeRecords.map((n) => [n.name, n.ip]));
   const report = await runCheck(pods, nodeIps, EXTERNAL_IP, opts);
   const labels = new Map(pods.map((p) => [p.name, `${p.ip}@${p.node}`]));
-  return { report, text: formatReport(report, labels) };
+  let text = formatReport(report, labels);
+  if (!report.ok) {
+    // Say why, where the agents know: host-gw names the peers it cannot route to on a routed underlay.
+    const why = conditionLines(await agentStatuses(state));
+    if (why.length > 0) text += `\nwhy, as the agents report it:\n${why.map((l) => `  ${l}`).join("\n")}\n`;
+  }
+  return { report, text };
+}
+
+/** Each node's agent /status, or undefined where it cannot be read (no socket, agent down). */
+async function agentStatuses(state: LabState): Promise<Map<string, AgentStatusView | undefined>> {
+  const entries = await Promise.all(
+    state.data.nodeRecords.map(async (node) => [node.name, node.statusSocket ? await fetchAgentStatus(node.statusSocket).catch(() => undefined) : undefined] as const),
+  );
+  return new Map(entries);
 }
 
 export async function labStatus(target: LabTarget): Promise<string> {
@@ -303,7 +346,9 @@ export async function labStatus(target: LabTarget): Promise<string> {
   const plan = planOf(state);
   const lines: string[] = [];
   const etcd = state.data.processes.find((p) => p.role === "etcd");
-  lines.push(`lab ${state.data.id}: ${state.data.phase}, ${state.data.network} network, created ${state.data.createdAt}, state ${state.dir}`);
+  lines.push(
+    `lab ${state.data.id}: ${state.data.phase}, ${state.data.network} network${state.data.backend ? ` (backend ${state.data.backend}${state.data.backendOptions ? ` ${JSON.stringify(state.data.backendOptions)}` : ""})` : ""}, ${plan.topology} underlay (${plan.switches.map((s) => s.cidr).join(", ")}${plan.router ? ` via ${plan.router.netns}` : ""}), created ${state.data.createdAt}, state ${state.dir}`,
+  );
   lines.push(`etcd ${`http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
   lines.push(`external ${EXTERNAL_IP} in ${plan.external.netns}`);
   lines.push("");
@@ -316,6 +361,14 @@ export async function labStatus(target: LabTarget): Promise<string> {
     const subnet = network.list ? (conflistSubnet(network.list) ?? "?") : "-";
     lines.push(`${node.name.padEnd(8)} ${node.ip.padEnd(14)} ${subnet.padEnd(16)} ${verdict.status.padEnd(9)} ${verdict.agent.padEnd(12)} ${verdict.reasons.join("; ")}`.trimEnd());
   });
+  if (state.data.network === "podnet") {
+    // The agents' own view: running backend, MTU, VTEP MAC and peers, conditions (from each agent's /status).
+    lines.push("");
+    const statuses = await agentStatuses(state);
+    for (const [name, status] of statuses) {
+      lines.push(...(status ? describeAgentNetwork(name, status) : [`${name}: agent /status not readable`]));
+    }
+  }
   lines.push("");
   lines.push(`${"POD".padEnd(14)} ${"IP".padEnd(14)} ${"NODE".padEnd(8)} PROCESSES`);
   for (const pod of podsInOrder(state)) {

@@ -17,7 +17,19 @@ import { REPO_ROOT } from "./repo-root.ts";
 import { CLUSTER_CIDR, etcdEndpoint, type LabPlan } from "./topology.ts";
 import { inNamespace } from "./underlay.ts";
 
-export function agentArgv(node: NodeRecord): string[] {
+/** The cluster config the lab's agents offer as their default (the first to start writes it to etcd). */
+export interface LabClusterSettings {
+  backend: string;
+  backendOptions?: Record<string, unknown>;
+}
+
+export function agentArgv(node: NodeRecord, cluster?: LabClusterSettings): string[] {
+  const extra: string[] = [];
+  if (node.statusSocket) extra.push("--listen", node.statusSocket);
+  if (cluster) {
+    extra.push("--backend", cluster.backend);
+    if (cluster.backendOptions && Object.keys(cluster.backendOptions).length > 0) extra.push("--backend-options", JSON.stringify(cluster.backendOptions));
+  }
   return argvInNamedNetns(node.netns, [
     process.execPath,
     ...AGENT_NODE_FLAGS,
@@ -30,12 +42,13 @@ export function agentArgv(node: NodeRecord): string[] {
     "--ipam-data-dir", node.ipamDataDir,
     // Every lab node shares this machine's /run: each gets its own ready file.
     "--ready-file", join(node.ipamDataDir, "..", "agent.ready"),
+    ...extra,
   ]);
 }
 
 /** Start the node's agent inside its namespace, recorded before it is spawned. */
-export function startAgent(state: LabState, node: NodeRecord): ProcessRecord {
-  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node), log: join(state.dir, "logs", `agent-${node.name}.log`) });
+export function startAgent(state: LabState, node: NodeRecord, cluster?: LabClusterSettings): ProcessRecord {
+  const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node, cluster), log: join(state.dir, "logs", `agent-${node.name}.log`) });
   spawnDetached(record);
   state.save();
   return record;

@@ -61,3 +61,29 @@ test("bad ids and sizes are refused", () => {
   assert.throws(() => planLab({ id: "lab", nodes: MAX_NODES + 1, podsPerNode: 2 }), RangeError);
   assert.throws(() => planLab({ id: "lab", nodes: 2, podsPerNode: 1.5 }), RangeError);
 });
+
+test("routed: odd nodes on 192.168.1.0/24, even nodes on 192.168.2.0/24, a router at .1 on both", () => {
+  const plan = planLab({ id: "lab", nodes: 4, podsPerNode: 1, topology: "routed" });
+  assert.deepEqual(
+    plan.nodes.map((n) => [n.name, n.ip, n.switchIndex, n.gateway]),
+    [
+      ["node1", "192.168.1.11", 0, "192.168.1.1"],
+      ["node2", "192.168.2.12", 1, "192.168.2.1"],
+      ["node3", "192.168.1.13", 0, "192.168.1.1"],
+      ["node4", "192.168.2.14", 1, "192.168.2.1"],
+    ],
+  );
+  assert.deepEqual(plan.switches.map((s) => [s.netns, s.cidr]), [
+    ["pnl-lab-switch", "192.168.1.0/24"],
+    ["pnl-lab-switch2", "192.168.2.0/24"],
+  ]);
+  assert.deepEqual(plan.router?.uplinks.map((u) => [u.name, u.ip, u.switchIndex]), [
+    ["eth0", "192.168.1.1", 0],
+    ["eth1", "192.168.2.1", 1],
+  ]);
+  assert.equal(plan.controlPlane.gateway, "192.168.1.1");
+  const flat = planLab({ id: "lab", nodes: 2, podsPerNode: 1 });
+  assert.equal(flat.router, undefined);
+  assert.equal(flat.nodes[1]!.gateway, undefined);
+  assert.throws(() => planLab({ id: "lab", nodes: 1, podsPerNode: 0, topology: "mesh" as "flat" }), /--topology must be flat or routed/);
+});

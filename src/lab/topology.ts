@@ -25,10 +25,38 @@ export const MAX_LAB_ID_LENGTH = 6;
 const LAB_ID_PATTERN = /^[a-z0-9]+$/;
 const LINK_NAME_MAX = 15;
 
+/**
+ * flat: one switch, every host on 192.168.1.0/24 (host-gw works). routed: two switches, 192.168.1.0/24
+ * (control plane, external host, odd nodes) and 192.168.2.0/24 (even nodes), joined by a router namespace
+ * that routes between them and knows no pod subnet, as a datacentre router would not.
+ */
+export type LabTopology = "flat" | "routed";
+export const TOPOLOGIES: readonly LabTopology[] = ["flat", "routed"];
+export const SECOND_UNDERLAY_NETWORK = "192.168.2.0";
+const SECOND_UNDERLAY = parseCidr(`${SECOND_UNDERLAY_NETWORK}/${UNDERLAY_PREFIX_LENGTH}`, { hostBits: "reject" });
+/** The router's address on each underlay subnet, and every host's default gateway in the routed topology. */
+export const ROUTER_HOST = 1;
+
 export interface LabOptions {
   id: string;
   nodes: number;
   podsPerNode: number;
+  /** Default "flat". */
+  topology?: LabTopology;
+}
+
+/** One L2 segment: a bridge in its own namespace. */
+export interface SwitchPlan {
+  netns: string;
+  bridge: string;
+  /** The underlay subnet on this switch, e.g. 192.168.2.0/24. */
+  cidr: string;
+}
+
+/** The routed topology's router: one uplink into each switch. */
+export interface RouterPlan {
+  netns: string;
+  uplinks: { name: string; switchPort: string; switchIndex: number; ip: string }[];
 }
 
 /** A host on the underlay switch: a namespace with one veth (uplink) into the switch namespace. */
@@ -42,6 +70,10 @@ export interface UnderlayHost {
   uplink: string;
   /** The uplink's peer, a port of the switch bridge, in the switch namespace. */
   switchPort: string;
+  /** Which of the plan's switches the host is plugged into. */
+  switchIndex: number;
+  /** Default route via this address (the routed topology's router), if any. */
+  gateway?: string;
 }
 
 export interface PodPlan {
@@ -56,8 +88,13 @@ export interface LabPlan {
   id: string;
   /** Every namespace and every link the lab names starts with this. */
   prefix: string;
+  topology: LabTopology;
+  /** The first switch (192.168.1.0/24). */
   switchNetns: string;
   switchBridge: string;
+  /** Every switch, the first one included. */
+  switches: SwitchPlan[];
+  router?: RouterPlan;
   controlPlane: UnderlayHost;
   external: UnderlayHost;
   nodes: UnderlayHost[];
@@ -84,17 +121,34 @@ export function planLab(opts: LabOptions): LabPlan {
   if (!Number.isInteger(opts.podsPerNode) || opts.podsPerNode < 0 || opts.podsPerNode > MAX_PODS_PER_NODE) {
     throw new RangeError(`--pods-per-node must be an integer from 0 to ${MAX_PODS_PER_NODE}, got ${opts.podsPerNode}`);
   }
+  const topology = opts.topology ?? "flat";
+  if (!TOPOLOGIES.includes(topology)) throw new RangeError(`--topology must be ${TOPOLOGIES.join(" or ")}, got ${JSON.stringify(topology)}`);
+  const routed = topology === "routed";
   const prefix = labPrefix(opts.id);
-  const host = (role: UnderlayHost["role"], name: string, ip: string, portSuffix: string): UnderlayHost => ({
-    role,
-    name,
-    netns: `${prefix}${name}`,
-    ip,
-    uplink: "eth0",
-    switchPort: linkName(prefix, portSuffix),
-  });
+  const host = (role: UnderlayHost["role"], name: string, ip: string, portSuffix: string, switchIndex = 0): UnderlayHost => {
+    const h: UnderlayHost = { role, name, netns: `${prefix}${name}`, ip, uplink: "eth0", switchPort: linkName(prefix, portSuffix), switchIndex };
+    if (routed) h.gateway = formatIp(nthAddress(switchIndex === 0 ? UNDERLAY : SECOND_UNDERLAY, ROUTER_HOST));
+    return h;
+  };
   const nodes: UnderlayHost[] = [];
-  for (let i = 1; i <= opts.nodes; i++) nodes.push(host("node", nodeName(i), underlayIp(FIRST_NODE_HOST + i - 1), `n${i}`));
+  for (let i = 1; i <= opts.nodes; i++) {
+    // Routed: even nodes on the second subnet, so any two neighbours in the check cross the router.
+    const second = routed && i % 2 === 0;
+    const ip = formatIp(nthAddress(second ? SECOND_UNDERLAY : UNDERLAY, FIRST_NODE_HOST + i - 1));
+    nodes.push(host("node", nodeName(i), ip, `n${i}`, second ? 1 : 0));
+  }
+  const switches: SwitchPlan[] = [{ netns: `${prefix}switch`, bridge: linkName(prefix, "br"), cidr: `${UNDERLAY_NETWORK}/${UNDERLAY_PREFIX_LENGTH}` }];
+  let router: RouterPlan | undefined;
+  if (routed) {
+    switches.push({ netns: `${prefix}switch2`, bridge: linkName(prefix, "br2"), cidr: `${SECOND_UNDERLAY_NETWORK}/${UNDERLAY_PREFIX_LENGTH}` });
+    router = {
+      netns: `${prefix}router`,
+      uplinks: [
+        { name: "eth0", switchPort: linkName(prefix, "rt1"), switchIndex: 0, ip: formatIp(nthAddress(UNDERLAY, ROUTER_HOST)) },
+        { name: "eth1", switchPort: linkName(prefix, "rt2"), switchIndex: 1, ip: formatIp(nthAddress(SECOND_UNDERLAY, ROUTER_HOST)) },
+      ],
+    };
+  }
   const pods: PodPlan[] = [];
   for (const node of nodes) {
     for (let j = 1; j <= opts.podsPerNode; j++) {
@@ -105,8 +159,11 @@ export function planLab(opts: LabOptions): LabPlan {
   return {
     id: opts.id,
     prefix,
-    switchNetns: `${prefix}switch`,
-    switchBridge: linkName(prefix, "br"),
+    topology,
+    switchNetns: switches[0]!.netns,
+    switchBridge: switches[0]!.bridge,
+    switches,
+    ...(router ? { router } : {}),
     controlPlane: host("control-plane", "control-plane", CONTROL_PLANE_IP, "cp"),
     external: host("external", "external", EXTERNAL_IP, "ext"),
     nodes,
