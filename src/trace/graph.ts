@@ -11,9 +11,10 @@ import { listLinks } from "../kernel/link.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import type { LabState } from "../lab/lab-state.ts";
-import { CONTROL_PLANE_IP, EXTERNAL_IP, UNDERLAY_NETWORK, UNDERLAY_PREFIX_LENGTH, planLab } from "../lab/topology.ts";
+import { CONTROL_PLANE_IP, EXTERNAL_IP, UNDERLAY_NETWORK, UNDERLAY_PREFIX_LENGTH } from "../lab/topology.ts";
 import { canonicalCidrText } from "../net/cidr.ts";
 import type { TraceResult } from "./model.ts";
+import { labPlanOf } from "./trace.ts";
 
 /** Monospace labels are measured, not guessed: 12 px DejaVu Sans Mono advances 7.22 px per character. */
 export const FONT_SIZE = 12;
@@ -53,7 +54,7 @@ export interface PlacedGraph {
 
 /** The lab as boxes and edges, read from its state and (for bridges and subnets) from each node's kernel. */
 export function labGraphModel(state: LabState): LabGraphModel {
-  const plan = planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode });
+  const plan = labPlanOf(state);
   const boxes: GraphBox[] = [];
   const edges: LabGraphModel["edges"] = [];
   boxes.push({ id: "switch", kind: "switch", lines: [`underlay switch ${plan.switchBridge}`, `${UNDERLAY_NETWORK}/${UNDERLAY_PREFIX_LENGTH}`] });

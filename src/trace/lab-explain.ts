@@ -13,8 +13,7 @@ import { nftListTable } from "../kernel/nft.ts";
 import { listRoutes, RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC, type RouteSpec } from "../kernel/route.ts";
 import { getSysctlIn } from "../kernel/sysctl.ts";
 import type { LabState } from "../lab/lab-state.ts";
-import { planLab } from "../lab/topology.ts";
-import { labNamespaceLabels } from "./trace.ts";
+import { labNamespaceLabels, labPlanOf } from "./trace.ts";
 import { LabKernel, PODNET_ROUTE_PROTOCOL } from "./walk.ts";
 
 function withSocket<T>(netns: string, fn: (nl: NetlinkSocket) => T): T {
@@ -40,7 +39,7 @@ function routeCommand(ns: string, r: RouteSpec, names: ReadonlyMap<number, strin
 }
 
 export function explainLab(state: LabState): string {
-  const plan = planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode });
+  const plan = labPlanOf(state);
   const labels = labNamespaceLabels(state);
   const kernel = new LabKernel(labels);
   const out: string[] = [];

@@ -99,14 +99,26 @@ export interface ArrivalHop extends HopBase {
   nat: boolean;
 }
 
-export type DropReason = "no-route" | "not-on-link" | "unreachable-route" | "nft-drop" | "nft-reject" | "mtu" | "no-neighbour" | "not-observed" | "input-refused" | "loop";
+/** A VXLAN device: encapsulation (FDB entry → remote VTEP, outer addresses) or decapsulation at the remote end. */
+export interface VxlanHop extends HopBase {
+  kind: "vxlan";
+  direction: "encap" | "decap";
+  device: string;
+  vni: number;
+  port: number;
+  innerDstMac?: string;
+  fdb?: { mac: string; dst: string };
+  outer: { src?: string; dst: string };
+}
+
+export type DropReason = "no-fdb" | "no-route" | "not-on-link" | "unreachable-route" | "nft-drop" | "nft-reject" | "mtu" | "no-neighbour" | "not-observed" | "input-refused" | "loop";
 
 export interface DropHop extends HopBase {
   kind: "drop";
   reason: DropReason;
 }
 
-export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | ArrivalHop | DropHop;
+export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | VxlanHop | ArrivalHop | DropHop;
 
 export interface TraceEndpoint {
   /** As given on the command line. */

@@ -6,7 +6,7 @@ import { randomBytes, randomInt } from "node:crypto";
 import { startNftTrace, type NftTraceEvent, type NftTraceSession, type TraceProto } from "../kernel/nft-trace.ts";
 import { sendProbe } from "../kernel/probe.ts";
 import type { LabState } from "../lab/lab-state.ts";
-import { EXTERNAL_IP, planLab } from "../lab/topology.ts";
+import { EXTERNAL_IP, planLab, type LabPlan } from "../lab/topology.ts";
 import { isIp, isIpv4 } from "../net/address.ts";
 import type { Hop, TraceEndpoint, TraceResult } from "./model.ts";
 import { walkPath } from "./walk.ts";
@@ -23,11 +23,17 @@ export class TraceInputError extends Error {
   override name = "TraceInputError";
 }
 
+/** The lab's plan, with the topology it was built with. */
+export function labPlanOf(state: LabState): LabPlan {
+  return planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode, ...(state.data.topology ? { topology: state.data.topology } : {}) });
+}
+
 /** Every namespace of the lab, labelled with what it is. */
 export function labNamespaceLabels(state: LabState): Map<string, string> {
-  const plan = planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode });
+  const plan = labPlanOf(state);
   const labels = new Map<string, string>();
-  labels.set(plan.switchNetns, "switch");
+  plan.switches.forEach((sw, i) => labels.set(sw.netns, i === 0 ? "switch" : `switch${i + 1}`));
+  if (plan.router) labels.set(plan.router.netns, "router");
   labels.set(plan.external.netns, "external");
   labels.set(plan.controlPlane.netns, "control-plane");
   for (const n of state.data.nodeRecords) labels.set(n.netns, n.name);
@@ -37,7 +43,7 @@ export function labNamespaceLabels(state: LabState): Map<string, string> {
 
 /** SRC or DST as given: a pod name, a pod IP, NODE or NODE:PORT, a node IP, or "external"; DST may carry :PORT. */
 export function resolveEndpoint(state: LabState, spec: string, field: "src" | "dst"): TraceEndpoint {
-  const plan = planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode });
+  const plan = labPlanOf(state);
   let name = spec;
   let port: number | undefined;
   const colon = spec.lastIndexOf(":");

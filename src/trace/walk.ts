@@ -104,6 +104,8 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
   const base = (ns: string) => ({ netns: ns, where: where(ns), explain: [] as string[] });
   const pkt = { ...packet };
   let position: { netns: string; iif?: LinkInfo } = { netns: start };
+  /** While a VXLAN device carries the packet: the inner packet, restored when the outer one arrives at the remote VTEP. */
+  let encapsulated: { inner: WalkPacket; vni: number; device: string } | undefined;
   const drop = (ns: string, reason: DropReason, summary: string, evidence: DropHop["evidence"], explain: string[] = [], note?: string): WalkResult => {
     const hop: DropHop = { kind: "drop", ...base(ns), reason, summary, evidence, explain };
     if (note) hop.note = note;
@@ -123,8 +125,10 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
 
     // nft: what the probe met in this namespace, observed. Prerouting/output chains come before the
     // routing decision in the kernel, postrouting after; all are listed here, each with its hook's chain.
-    const nftHops = opts.events ? nftHopsFor(ns, opts.events.get(ns) ?? [], opts.traceTable, base(ns)) : [];
-    const seenHere = opts.events?.get(ns)?.find((e) => e.kind === "packet" && e.table === opts.traceTable && e.family === "inet");
+    // The outer VXLAN packet is not traced (its source port is the kernel's flow hash, so the probe's mark does not
+    // match it); the inner packet's events belong to the namespaces where it is routed.
+    const nftHops = opts.events && !encapsulated ? nftHopsFor(ns, opts.events.get(ns) ?? [], opts.traceTable, base(ns)) : [];
+    const seenHere = encapsulated ? undefined : opts.events?.get(ns)?.find((e) => e.kind === "packet" && e.table === opts.traceTable && e.family === "inet" && (!position.iif || e.packet.iif === position.iif.name));
     if (seenHere?.kind === "packet" && seenHere.packet.saddr && position.iif) pkt.src = seenHere.packet.saddr;
 
     // A DNAT before routing (a Service's endpoint chain) changes where the packet goes: the look-up is for the new destination.
@@ -179,6 +183,33 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     if (stopper) return nftDrop(stopper);
     hops.push(routeHop);
 
+    if (lookup.type === "local" && encapsulated) {
+      const vni = encapsulated.vni;
+      const device = view.links.find((l) => l.kind === "vxlan" && l.vxlan?.vni === vni);
+      if (!device) return drop(ns, "no-route", `${where(ns)} has no VXLAN device for VNI ${vni}: the outer packet is delivered, its inner packet dropped`, "kernel-state", [`${ipN} -d link show type vxlan`]);
+      hops.push({
+        kind: "vxlan",
+        ...base(ns),
+        evidence: "kernel-state",
+        direction: "decap",
+        device: device.name,
+        vni,
+        port: device.vxlan?.port ?? 0,
+        outer: { src: pkt.src, dst: pkt.dst },
+        summary: `VXLAN ${device.name} (VNI ${vni}) decapsulates: the inner packet enters ${where(ns)} on ${device.name}`,
+        explain: [`${ipN} -d link show dev ${device.name}`],
+      });
+      pkt.src = encapsulated.inner.src;
+      pkt.dst = encapsulated.inner.dst;
+      pkt.proto = encapsulated.inner.proto;
+      if (encapsulated.inner.sport !== undefined) pkt.sport = encapsulated.inner.sport;
+      if (encapsulated.inner.dport !== undefined) pkt.dport = encapsulated.inner.dport;
+      else delete pkt.dport;
+      encapsulated = undefined;
+      position = { netns: ns, iif: device };
+      namespaces.pop();
+      continue;
+    }
     if (lookup.type === "local") {
       hops.push(...postHops);
       const inputStop = postHops.find((h) => isDropVerdict(h));
@@ -250,6 +281,36 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     }
 
     // Out of the interface: a bridge's port, or a veth to the next namespace.
+    if (oif.kind === "vxlan") {
+      // Into the tunnel: the FDB entry for the next hop's MAC names the remote VTEP; the outer packet is then
+      // routed from this namespace like any packet it sends.
+      const fdb = nextMac ? withSocket(ns, (nl) => listFdb(nl, oif.index)).find((e) => e.mac === nextMac && e.dst) : undefined;
+      const local = oif.vxlan?.localIp ?? lookup.prefsrc;
+      if (!fdb?.dst) return drop(ns, "no-fdb", `VXLAN ${oif.name} has no FDB entry for ${nextMac ?? "the next hop"}: no remote VTEP to send to`, "kernel-state", [`bridge -n ${ns} fdb show dev ${oif.name}`]);
+      hops.push({
+        kind: "vxlan",
+        ...base(ns),
+        evidence: "kernel-state",
+        direction: "encap",
+        device: oif.name,
+        vni: oif.vxlan?.vni ?? 0,
+        port: oif.vxlan?.port ?? 0,
+        ...(nextMac ? { innerDstMac: nextMac } : {}),
+        fdb: { mac: fdb.mac, dst: fdb.dst },
+        outer: { ...(local ? { src: local } : {}), dst: fdb.dst },
+        summary: `VXLAN ${oif.name} (VNI ${oif.vxlan?.vni ?? "?"}): FDB ${fdb.mac} → remote VTEP ${fdb.dst}; outer UDP ${local ?? "?"} → ${fdb.dst}:${oif.vxlan?.port ?? "?"}`,
+        explain: [`bridge -n ${ns} fdb show dev ${oif.name}`, `${ipN} neigh show dev ${oif.name}`, `${ipN} -d link show dev ${oif.name}`],
+      });
+      encapsulated = { inner: { ...pkt }, vni: oif.vxlan?.vni ?? 0, device: oif.name };
+      pkt.src = local ?? pkt.src;
+      pkt.dst = fdb.dst;
+      pkt.proto = "udp";
+      delete pkt.sport;
+      if (oif.vxlan?.port) pkt.dport = oif.vxlan.port;
+      position = { netns: ns };
+      namespaces.pop();
+      continue;
+    }
     const next = leave(kernel, ns, oif, nextMac, base, hops, opts);
     if ("drop" in next) return drop(next.netns, next.reason, next.summary, next.evidence);
     position = next;
