@@ -7,11 +7,12 @@
 import ELK from "elkjs/lib/elk.bundled.js";
 import type { ElkExtendedEdge, ElkNode } from "elkjs/lib/elk-api.js";
 import { listAddresses } from "../kernel/address.ts";
-import { listLinks } from "../kernel/link.ts";
+import { listLinks, type LinkInfo } from "../kernel/link.ts";
+import { listFdb } from "../kernel/neigh.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import type { LabState } from "../lab/lab-state.ts";
-import { CONTROL_PLANE_IP, EXTERNAL_IP, UNDERLAY_NETWORK, UNDERLAY_PREFIX_LENGTH } from "../lab/topology.ts";
+import { CONTROL_PLANE_IP, EXTERNAL_IP } from "../lab/topology.ts";
 import { canonicalCidrText } from "../net/cidr.ts";
 import type { TraceResult } from "./model.ts";
 import { labPlanOf } from "./trace.ts";
@@ -26,7 +27,7 @@ export interface GraphBox {
   id: string;
   /** Lines of the box's label. */
   lines: string[];
-  kind: "switch" | "host" | "node" | "bridge" | "pod";
+  kind: "switch" | "host" | "node" | "bridge" | "pod" | "tunnel";
   parent?: string;
 }
 
@@ -52,22 +53,33 @@ export interface PlacedGraph {
   edges: { id: string; from: string; to: string; points: { x: number; y: number }[] }[];
 }
 
-/** The lab as boxes and edges, read from its state and (for bridges and subnets) from each node's kernel. */
+/** The lab as boxes and edges, read from its state and (for bridges, subnets and tunnels) from each node's kernel. */
 export function labGraphModel(state: LabState): LabGraphModel {
   const plan = labPlanOf(state);
   const boxes: GraphBox[] = [];
   const edges: LabGraphModel["edges"] = [];
-  boxes.push({ id: "switch", kind: "switch", lines: [`underlay switch ${plan.switchBridge}`, `${UNDERLAY_NETWORK}/${UNDERLAY_PREFIX_LENGTH}`] });
+  const switchId = (i: number): string => (i === 0 ? "switch" : `switch${i + 1}`);
+  plan.switches.forEach((sw, i) => boxes.push({ id: switchId(i), kind: "switch", lines: [`underlay switch ${sw.bridge}`, sw.cidr] }));
+  if (plan.router) {
+    boxes.push({ id: "router", kind: "host", lines: ["router", ...plan.router.uplinks.map((u) => `${u.name} ${u.ip}`)] });
+    for (const u of plan.router.uplinks) edges.push({ id: `e-router-${u.switchIndex}`, from: switchId(u.switchIndex), to: "router" });
+  }
   boxes.push({ id: "external", kind: "host", lines: ["external", EXTERNAL_IP] });
   boxes.push({ id: "control-plane", kind: "host", lines: ["control-plane (etcd)", CONTROL_PLANE_IP] });
-  edges.push({ id: "e-external", from: "switch", to: "external" }, { id: "e-control-plane", from: "switch", to: "control-plane" });
+  edges.push({ id: "e-external", from: switchId(plan.external.switchIndex), to: "external" }, { id: "e-control-plane", from: switchId(plan.controlPlane.switchIndex), to: "control-plane" });
+  const vteps = new Map<string, string>();
+  const tunnels: { from: string; remoteIp: string }[] = [];
   for (const node of state.data.nodeRecords) {
-    const bridges = bridgesOf(node.netns);
+    const { bridges, vxlans } = nodeDevices(node.netns);
     boxes.push({ id: node.name, kind: "node", lines: [node.name, `eth0 ${node.ip}`, ...bridges.map((b) => `pods ${b.subnet}`)] });
-    edges.push({ id: `e-${node.name}`, from: "switch", to: node.name });
-    for (const b of bridges) {
-      const id = `${node.name}/${b.name}`;
-      boxes.push({ id, kind: "bridge", parent: node.name, lines: [`bridge ${b.name}`, b.address] });
+    const host = plan.nodes.find((n) => n.name === node.name);
+    edges.push({ id: `e-${node.name}`, from: switchId(host?.switchIndex ?? 0), to: node.name });
+    for (const b of bridges) boxes.push({ id: `${node.name}/${b.name}`, kind: "bridge", parent: node.name, lines: [`bridge ${b.name}`, b.address] });
+    for (const v of vxlans) {
+      const id = `${node.name}/${v.name}`;
+      boxes.push({ id, kind: "tunnel", parent: node.name, lines: [`vxlan ${v.name} VNI ${v.vni}`, `VTEP ${v.local ?? node.ip}`] });
+      vteps.set(v.local ?? node.ip, id);
+      for (const remote of v.remotes) tunnels.push({ from: id, remoteIp: remote });
     }
     for (const pod of state.data.pods.filter((p) => p.node === node.name)) {
       boxes.push({ id: pod.name, kind: "pod", parent: node.name, lines: [pod.name, `eth0 ${pod.ip ?? "-"}`] });
@@ -75,21 +87,44 @@ export function labGraphModel(state: LabState): LabGraphModel {
       if (bridge) edges.push({ id: `e-${pod.name}`, from: `${node.name}/${bridge.name}`, to: pod.name });
     }
   }
-  return { title: `podnet lab ${state.data.id}: ${state.data.nodes} nodes, ${state.data.network} network`, boxes, edges };
+  // One tunnel edge per pair of VTEPs that have FDB entries for each other.
+  const seen = new Set<string>();
+  for (const t of tunnels) {
+    const to = vteps.get(t.remoteIp);
+    if (!to) continue;
+    const key = [t.from, to].sort().join(" ");
+    if (seen.has(key)) continue;
+    seen.add(key);
+    edges.push({ id: `t-${key.replace(" ", "-")}`, from: t.from, to, label: "vxlan" });
+  }
+  const topology = plan.topology === "routed" ? ", routed underlay" : "";
+  const backend = state.data.backend ? `, ${state.data.backend}` : "";
+  return { title: `podnet lab ${state.data.id}: ${state.data.nodes} nodes, ${state.data.network} network${backend}${topology}`, boxes, edges };
 }
 
-function bridgesOf(netns: string): { name: string; address: string; subnet: string }[] {
+function nodeDevices(netns: string): { bridges: { name: string; address: string; subnet: string }[]; vxlans: { name: string; vni: number; local?: string; remotes: string[] }[] } {
   const nl = NetlinkSocket.open(namedNetnsPath(netns));
   try {
-    const links = listLinks(nl).filter((l) => l.kind === "bridge");
-    const addresses = listAddresses(nl);
-    return links.map((l) => {
-      const a = addresses.find((x) => x.index === l.index && x.family === 4);
-      return { name: l.name, address: a ? a.cidr : "no address", subnet: a ? canonicalCidrText(a.cidr) : "-" };
-    });
+    const links = listLinks(nl);
+    const fdb = links.some((l) => l.kind === "vxlan") ? listFdb(nl) : [];
+    const vxlans = links.filter((l) => l.kind === "vxlan").map((l) => ({
+      name: l.name,
+      vni: l.vxlan?.vni ?? 0,
+      ...(l.vxlan?.localIp ? { local: l.vxlan.localIp } : {}),
+      remotes: [...new Set(fdb.filter((e) => e.index === l.index && e.dst && e.dst !== "0.0.0.0").map((e) => e.dst!))],
+    }));
+    return { bridges: bridgesOf(nl, links), vxlans };
   } finally {
     nl.close();
   }
+}
+
+function bridgesOf(nl: NetlinkSocket, links: readonly LinkInfo[]): { name: string; address: string; subnet: string }[] {
+  const addresses = listAddresses(nl);
+  return links.filter((l) => l.kind === "bridge").map((l) => {
+    const a = addresses.find((x) => x.index === l.index && x.family === 4);
+    return { name: l.name, address: a ? a.cidr : "no address", subnet: a ? canonicalCidrText(a.cidr) : "-" };
+  });
 }
 
 function labelSize(lines: readonly string[]): { width: number; height: number } {
@@ -163,15 +198,16 @@ export async function layoutLabGraph(model: LabGraphModel): Promise<PlacedGraph>
 }
 
 const escape = (text: string): string => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-const FILL: Record<GraphBox["kind"], string> = { switch: "#e8eef7", host: "#f4f4f4", node: "#fbfaf3", bridge: "#e9f5ec", pod: "#ffffff" };
+const FILL: Record<GraphBox["kind"], string> = { switch: "#e8eef7", host: "#f4f4f4", node: "#fbfaf3", bridge: "#e9f5ec", pod: "#ffffff", tunnel: "#f3eaf7" };
 
 /** Which boxes and edges a trace crossed: the namespaces of its hops, and the bridges it went through. */
 export function pathElements(model: LabGraphModel, trace: TraceResult): { boxes: Set<string>; edges: Set<string> } {
   const boxes = new Set<string>();
   for (const hop of trace.hops) {
-    if (hop.where === "switch") boxes.add("switch");
-    else if (model.boxes.some((b) => b.id === hop.where)) boxes.add(hop.where);
-    if (hop.kind === "bridge" && hop.where !== "switch") boxes.add(`${hop.where}/${hop.bridge}`);
+    const isSwitch = /^switch\d*$/.test(hop.where);
+    if (model.boxes.some((b) => b.id === hop.where)) boxes.add(hop.where);
+    if (hop.kind === "bridge" && !isSwitch) boxes.add(`${hop.where}/${hop.bridge}`);
+    if (hop.kind === "vxlan") boxes.add(`${hop.where}/${hop.device}`);
   }
   const edges = new Set(model.edges.filter((e) => boxes.has(e.from) && boxes.has(e.to)).map((e) => e.id));
   // A pod's edge starts at its node's bridge: include it when the pod is on the path.
@@ -199,9 +235,12 @@ export function renderSvg(model: LabGraphModel, graph: PlacedGraph, trace?: Trac
   for (const edge of graph.edges) {
     const on = path.edges.has(edge.id);
     const d = edge.points.map((p, i) => `${i === 0 ? "M" : "L"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
-    out.push(`<path data-id="${escape(edge.id)}" d="${d}" fill="none" stroke="${on ? "#d1495b" : "#8a96a8"}" stroke-width="${on ? 3 : 1.2}"/>`);
+    const dashed = edge.id.startsWith("t-") ? ` stroke-dasharray="6 4"` : "";
+    out.push(`<path data-id="${escape(edge.id)}" d="${d}" fill="none" stroke="${on ? "#d1495b" : "#8a96a8"}" stroke-width="${on ? 3 : 1.2}"${dashed}/>`);
   }
   for (const box of graph.boxes) {
+    // The label's band in the box's colour, over any edge elk routed through it, so the text stays readable.
+    out.push(`<rect x="${box.label.x - 3}" y="${box.label.y}" width="${box.label.width + 6}" height="${box.label.height}" fill="${FILL[box.kind]}"/>`);
     box.lines.forEach((line, i) => {
       out.push(`<text class="label" x="${box.label.x}" y="${box.label.y + (i + 1) * LINE_HEIGHT - 4}"${i === 0 ? ` font-weight="bold"` : ""}>${escape(line)}</text>`);
     });
