@@ -6,6 +6,7 @@
 
 import { listAddresses } from "../kernel/address.ts";
 import { getBridgePortHairpin, listLinks, type LinkInfo } from "../kernel/link.ts";
+import { listFdb, listNeighbours, NUD_PERMANENT } from "../kernel/neigh.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import { listNftTables } from "../kernel/nft-tables.ts";
@@ -90,16 +91,27 @@ export function explainLab(state: LabState): string {
     }
   };
 
-  section(`underlay: the switch ${plan.switchBridge} and the hosts plugged into it (lab)`);
-  linksOf(plan.switchNetns, () => true);
-  for (const host of [plan.controlPlane, plan.external, ...plan.nodes]) {
-    addressesOf(host.netns, (l) => l.name === host.uplink);
-    if (host.role === "node" && getSysctlIn(namedNetnsPath(host.netns), "net.ipv4.ip_forward") === "1") out.push(`ip netns exec ${host.netns} sysctl -w net.ipv4.ip_forward=1`);
+  section(`underlay: ${plan.switches.map((sw) => `switch ${sw.bridge} (${sw.cidr})`).join(", ")}${plan.router ? ", the router" : ""} and the hosts plugged in (lab)`);
+  for (const sw of plan.switches) linksOf(sw.netns, () => true);
+  const hosts = [...(plan.router ? [{ netns: plan.router.netns, forwards: true, uplinks: plan.router.uplinks.map((u) => u.name) }] : []), ...[plan.controlPlane, plan.external, ...plan.nodes].map((h) => ({ netns: h.netns, forwards: h.role === "node", uplinks: [h.uplink] }))];
+  for (const host of hosts) {
+    addressesOf(host.netns, (l) => host.uplinks.includes(l.name));
+    if (host.forwards && getSysctlIn(namedNetnsPath(host.netns), "net.ipv4.ip_forward") === "1") out.push(`ip netns exec ${host.netns} sysctl -w net.ipv4.ip_forward=1`);
+    // The routed topology's default route via the router is the lab's, not the agent's.
+    routesOf(host.netns, (r) => r.protocol !== PODNET_ROUTE_PROTOCOL && (r.oifIndex === undefined || host.uplinks.includes(kernel.view(host.netns).links.find((l) => l.index === r.oifIndex)?.name ?? "")));
   }
 
   for (const node of state.data.nodeRecords) {
-    section(`${node.name}: podnet agent (host-gw routes to the other nodes' subnets, masquerade out of the cluster)`);
-    routesOf(node.netns, (r) => r.protocol === PODNET_ROUTE_PROTOCOL || r.protocol === RTPROT_BOOT || r.protocol === RTPROT_STATIC);
+    section(`${node.name}: podnet agent (${state.data.backend ?? "host-gw"}: routes to the other nodes' subnets${state.data.backend === "vxlan" ? " over the VXLAN device, its ARP and FDB entries" : ""}; masquerade out of the cluster)`);
+    for (const v of kernel.view(node.netns).links.filter((l) => l.kind === "vxlan")) {
+      const under = kernel.view(node.netns).links.find((l) => l.index === v.vxlan?.underlayIndex);
+      out.push(`ip -n ${node.netns} link add ${v.name} address ${v.mac} mtu ${v.mtu} type vxlan id ${v.vxlan?.vni ?? "?"}${v.vxlan?.localIp ? ` local ${v.vxlan.localIp}` : ""}${under ? ` dev ${under.name}` : ""} dstport ${v.vxlan?.port ?? "?"}${v.vxlan?.learning ? "" : " nolearning"}`);
+      addressesOf(node.netns, (l) => l.index === v.index);
+      out.push(`ip -n ${node.netns} link set ${v.name} up`);
+      for (const n of withSocket(node.netns, (nl) => listNeighbours(nl, v.index))) if (n.mac && n.state & NUD_PERMANENT) out.push(`ip -n ${node.netns} neigh replace ${n.ip} lladdr ${n.mac} dev ${v.name} nud permanent`);
+      for (const f of withSocket(node.netns, (nl) => listFdb(nl, v.index))) if (f.dst && f.dst !== "0.0.0.0") out.push(`bridge -n ${node.netns} fdb append ${f.mac} dev ${v.name} dst ${f.dst} self permanent`);
+    }
+    routesOf(node.netns, (r) => r.protocol === PODNET_ROUTE_PROTOCOL);
     nftOf(node.netns, () => true);
   }
   for (const node of state.data.nodeRecords) {
