@@ -17,6 +17,8 @@ export interface MachineNotes {
   referencePlugins: string;
   podnetCommit: string;
   podnetBinaryBytes: number | undefined;
+  /** Bytes on disk of each side's plugin files, counting a file with several hard links once. */
+  installBytes: { podnet: number; reference: number };
   loadAtStart: string;
 }
 
@@ -31,7 +33,18 @@ export function formatLoad(): string {
     .join(" ");
 }
 
-export function machineNotes(root: string, bun: string, podnetBinary: string): MachineNotes {
+/** Bytes of the given files, each inode once: podnet-ipam is a hard link to podnet, not a copy. */
+export function installBytes(files: readonly string[]): number {
+  const seen = new Map<string, number>();
+  for (const file of files) {
+    if (!existsSync(file)) continue;
+    const st = statSync(file);
+    seen.set(`${st.dev}:${st.ino}`, st.size);
+  }
+  return [...seen.values()].reduce((a, b) => a + b, 0);
+}
+
+export function machineNotes(root: string, bun: string, podnetBinary: string, installFiles: { podnet: string[]; reference: string[] }): MachineNotes {
   const dirty = spawnSync("git", ["status", "--porcelain", "--untracked-files=no"], { cwd: root, encoding: "utf8" }).stdout.trim() !== "";
   return {
     date: new Date().toISOString(),
@@ -43,6 +56,7 @@ export function machineNotes(root: string, bun: string, podnetBinary: string): M
     referencePlugins: firstLine("dpkg-query", ["-W", "-f", "containernetworking-plugins ${Version}", "containernetworking-plugins"]),
     podnetCommit: `${firstLine("git", ["rev-parse", "--short", "HEAD"], root)}${dirty ? " with uncommitted changes" : ""}`,
     podnetBinaryBytes: existsSync(podnetBinary) ? statSync(podnetBinary).size : undefined,
+    installBytes: { podnet: installBytes(installFiles.podnet), reference: installBytes(installFiles.reference) },
     loadAtStart: formatLoad(),
   };
 }

@@ -35,6 +35,10 @@ export interface BenchReport {
   figures: Map<string, OperationFigures>;
   /** Per figureKey, the resource usage of each measured binary; empty when not measured. */
   usage: Map<string, Map<string, BinaryUsage>>;
+  /** True when podnet ran with its resident service (ADD and CHECK forwarded to it). */
+  podnetService?: boolean;
+  /** How usage was measured; GNU time's CPU figures come in 10 ms steps. */
+  usageMeter?: "wait4" | "gnu-time";
   /** The binary a runtime execs per side; its usage includes any IPAM plugin it runs. */
   mainBinaries: Record<SideName, string>;
   breakdown?: Breakdown;
@@ -83,8 +87,19 @@ const mib = (kib: number | undefined): string => (kib === undefined ? "n/a" : (k
 const ratio = (a: number | undefined, b: number | undefined): string =>
   a === undefined || b === undefined || b === 0 ? "n/a" : `${(a / b).toFixed(2)}×`;
 
+/** The name the usage tables give podnet's resident service. */
+export const SERVICE_BINARY = "podnet-serve";
+
+/**
+ * The exec'd binary's usage; with a resident service, CPU includes the service's share per
+ * operation, while peak RSS stays the exec'd process's (the service's is listed on its own).
+ */
 function mainUsage(report: BenchReport, side: SideName, mode: Mode, op: Operation): BinaryUsage | undefined {
-  return report.usage.get(figureKey(side, mode, op))?.get(report.mainBinaries[side]);
+  const byBinary = report.usage.get(figureKey(side, mode, op));
+  const main = byBinary?.get(report.mainBinaries[side]);
+  const service = byBinary?.get(SERVICE_BINARY);
+  if (!main || !service) return main;
+  return { ...main, meanCpuMs: main.meanCpuMs + service.meanCpuMs };
 }
 
 function resultsTable(report: BenchReport): string[] {
@@ -101,7 +116,7 @@ function resultsTable(report: BenchReport): string[] {
       if (!f) continue;
       const u = usage(side);
       lines.push(
-        `| ${title} | ${side} | ${ms(f.p50)} (${ms(f.p50Range[0])}–${ms(f.p50Range[1])}) | ${ms(f.p99)} | ${seconds(f.wallMs)} | ${mib(u?.peakRssKiB)} | ${u ? ms(u.meanCpuMs) : "n/a"} |`,
+        `| ${title} | ${side} | ${ms(f.p50)} (${ms(f.p50Range[0])}–${ms(f.p50Range[1])}) | ${ms(f.p99)} | ${seconds(f.wallMs)} | ${mib(u?.peakRssKiB)} | ${u ? u.meanCpuMs.toFixed(2) : "n/a"} |`,
       );
     }
     const [p, r] = [figures("podnet"), figures("reference")];
@@ -177,13 +192,17 @@ function breakdownLines(report: BenchReport): string[] {
 }
 
 function usageLines(report: BenchReport): string[] {
-  if (report.usage.size === 0) return ["Memory and CPU time were not measured (GNU time is missing: `apt-get install time`)."];
+  if (report.usage.size === 0) return ["Memory and CPU time were not measured (no C compiler for the wait4 wrapper and no GNU time: `apt-get install gcc` or `time`)."];
+  const how =
+    report.usageMeter === "gnu-time"
+      ? "wrapped in GNU `time` (no C compiler was found; its CPU figures come in 10 ms steps, so only means over many runs mean anything)"
+      : "run by a small C wrapper that logs the child's wait4(2) rusage (CPU in µs)";
   const lines = [
-    "From a separate, untimed pass of every scenario with each plugin binary wrapped in GNU `time`: peak RSS is the largest ru_maxrss of one invocation, CPU is user + system time per invocation (mean). The kernel folds a reaped child into its parent, so `bridge`'s figures include the `host-local` it runs (RSS: the larger of the two; CPU: the sum); the table above shows those for the reference.",
+    `From a separate, untimed pass of every scenario with each plugin binary ${how}: peak RSS is the largest ru_maxrss of one invocation, CPU is user + system time per invocation (mean). The kernel folds a reaped child into its parent, so \`bridge\`'s figures include the \`host-local\` it runs (RSS: the larger of the two; CPU: the sum); the table above shows those for the reference.`,
     "",
   ];
   for (const [key, byBinary] of report.usage) {
-    const parts = [...byBinary].map(([name, u]) => `${name} ${mib(u.peakRssKiB)} MiB, ${ms(u.meanCpuMs)} ms CPU (${u.invocations} runs)`);
+    const parts = [...byBinary].map(([name, u]) => `${name} ${mib(u.peakRssKiB)} MiB, ${u.meanCpuMs.toFixed(2)} ms CPU (${u.invocations} runs)`);
     lines.push(`- ${key}: ${parts.join("; ")}`);
   }
   return lines;
@@ -202,7 +221,8 @@ export function renderReport(report: BenchReport): string {
     "",
     `- Machine: ${m.cpu}, ${m.nproc} CPUs, kernel ${m.kernel}; load average ${m.loadAtStart} at start, ${report.loadAtEnd} at end.`,
     `- Runtimes: Node ${m.node} drives the benchmark; Bun ${m.bun} built podnet (${m.podnetBinaryBytes === undefined ? "size unknown" : `${(m.podnetBinaryBytes / 1048576).toFixed(1)} MiB`}, commit ${m.podnetCommit}).`,
-    `- Reference: ${m.referencePlugins} (\`bridge\` + \`host-local\`, cniVersion 1.0.0); podnet with in-process \`podnet-ipam\`, cniVersion 1.1.0.`,
+    `- Install size: podnet ${(m.installBytes.podnet / 1048576).toFixed(1)} MiB (\`podnet\` and \`podnet-ipam\`, one file under two names when they are hard links); reference ${(m.installBytes.reference / 1048576).toFixed(1)} MiB (\`bridge\` + \`host-local\`).`,
+    `- Reference: ${m.referencePlugins} (\`bridge\` + \`host-local\`, cniVersion 1.0.0); podnet with in-process \`podnet-ipam\`, cniVersion 1.1.0, ${report.podnetService ? "**with its resident service** (`podnet serve` in each node namespace; ADD forwarded to it, DEL run by the exec'd plugin; CPU per operation includes the service's share)" : "on its own (no resident service)"}.`,
     `- ${caLine}`,
     "- Each scenario gets a fresh node namespace and IPAM directory; every ADD is checked for a distinct address and every DEL for leaving no link and no reservation.",
     "",

@@ -3,9 +3,10 @@
 // CniNetwork.add/del, so both plugins pay exactly the same driver, nsenter and exec costs.
 // A scenario also checks that the plugin did its job (distinct addresses on ADD, nothing left
 // after DEL): timing a plugin that leaks or fails would be meaningless.
-import { existsSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { CniNetwork, type Attachment } from "../src/runtime/cni-driver.ts";
+import { startService } from "../test/helpers/cni-service.ts";
 import { Netns, tempDir } from "../test/helpers/netns.ts";
 import { BENCH_BRIDGE, BENCH_NETWORK, type BenchSide } from "./cni-sides.ts";
 
@@ -18,6 +19,22 @@ export interface ScenarioResult {
   delMs: number[];
   addWallMs: number;
   delWallMs: number;
+  /** With a resident service: its CPU time over the ADDs and over the DELs, and its peak RSS. */
+  service?: { addCpuMs: number; delCpuMs: number; peakRssKiB: number };
+}
+
+/** CPU time of every thread of a process so far, in ms, from the scheduler's ns counters. */
+function processCpuMs(pid: number): number {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+  }
+  return ns / 1e6;
+}
+
+function peakRssKiB(pid: number): number {
+  const match = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return match ? Number(match[1]) : 0;
 }
 
 export interface ScenarioOptions {
@@ -80,8 +97,9 @@ function strayLinks(node: Netns): string[] {
 export async function runScenario(side: BenchSide, pods: PodPool, tag: string, opts: ScenarioOptions): Promise<ScenarioResult> {
   const node = Netns.create("bn");
   const dataDir = tempDir("bench-ipam");
+  const service = side.service ? await startService(side.mainBinary, node.path) : undefined;
   try {
-    const network = new CniNetwork(side.confList(dataDir), {
+    const network = new CniNetwork(side.confList(dataDir, service?.socket), {
       cniPath: opts.cniPath ?? side.cniPath,
       nodeNetns: node.path,
       ...(opts.env ? { env: opts.env } : {}),
@@ -92,6 +110,7 @@ export async function runScenario(side: BenchSide, pods: PodPool, tag: string, o
     const addMs: number[] = [];
     const delMs: number[] = [];
 
+    const cpuAtStart = service ? processCpuMs(service.pid) : 0;
     const addStart = performance.now();
     await forEachLimited(attachments, limit, async (att, i) => {
       const started = performance.now();
@@ -103,6 +122,7 @@ export async function runScenario(side: BenchSide, pods: PodPool, tag: string, o
     const addresses = results.map(addressOf);
     if (new Set(addresses).size !== attachments.length) throw new Error(`${side.name} ${opts.mode}: ADD gave duplicate addresses`);
 
+    const cpuAfterAdd = service ? processCpuMs(service.pid) : 0;
     const delStart = performance.now();
     await forEachLimited(attachments, limit, async (att, i) => {
       const started = performance.now();
@@ -110,14 +130,18 @@ export async function runScenario(side: BenchSide, pods: PodPool, tag: string, o
       delMs.push(performance.now() - started);
     });
     const delWallMs = performance.now() - delStart;
+    const serviceUsage = service
+      ? { addCpuMs: cpuAfterAdd - cpuAtStart, delCpuMs: processCpuMs(service.pid) - cpuAfterAdd, peakRssKiB: peakRssKiB(service.pid) }
+      : undefined;
 
     const leftLinks = strayLinks(node);
     const leftReservations = reservedAddresses(dataDir);
     if (leftLinks.length > 0 || leftReservations.length > 0) {
       throw new Error(`${side.name} ${opts.mode}: DEL left links [${leftLinks.join(", ")}] and reservations [${leftReservations.join(", ")}]`);
     }
-    return { side: side.name, mode: opts.mode, addMs, delMs, addWallMs, delWallMs };
+    return { side: side.name, mode: opts.mode, addMs, delMs, addWallMs, delWallMs, ...(serviceUsage ? { service: serviceUsage } : {}) };
   } finally {
+    await service?.kill();
     node.delete();
     rmSync(dataDir, { recursive: true, force: true });
   }

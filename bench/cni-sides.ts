@@ -16,11 +16,13 @@ export interface BenchSide {
   /** The main plugin and the IPAM plugin as separate executables (for start-up and IPAM timing). */
   mainBinary: string;
   ipamBinary: string;
-  /** The conflist of a node whose IPAM state lives in dataDir, optionally with another CNI_PATH. */
-  confList(dataDir: string): NetworkConfigList;
+  /** podnet only: run each scenario's node with a resident `podnet serve`, which ADD and CHECK are forwarded to. */
+  service?: boolean;
+  /** The conflist of a node whose IPAM state lives in dataDir, naming the service's socket if one runs. */
+  confList(dataDir: string, serviceSocket?: string): NetworkConfigList;
 }
 
-function bridgeConfList(cniVersion: string, pluginType: string, ipamType: string, dataDir: string): NetworkConfigList {
+function bridgeConfList(cniVersion: string, pluginType: string, ipamType: string, dataDir: string, serviceSocket?: string): NetworkConfigList {
   return {
     cniVersion,
     name: BENCH_NETWORK,
@@ -31,19 +33,21 @@ function bridgeConfList(cniVersion: string, pluginType: string, ipamType: string
         isGateway: true,
         isDefaultGateway: true,
         ipam: { type: ipamType, ranges: [[{ subnet: BENCH_SUBNET }]], dataDir },
+        ...(serviceSocket ? { serviceSocket } : {}),
       },
     ],
   };
 }
 
-export function podnetSide(binDir: string): BenchSide {
+export function podnetSide(binDir: string, service = false): BenchSide {
   return {
     name: "podnet",
+    service,
     cniPath: [binDir],
     cniVersion: "1.1.0",
     mainBinary: join(binDir, "podnet"),
     ipamBinary: join(binDir, "podnet-ipam"),
-    confList: (dataDir) => bridgeConfList("1.1.0", "podnet", "podnet-ipam", dataDir),
+    confList: (dataDir, serviceSocket) => bridgeConfList("1.1.0", "podnet", "podnet-ipam", dataDir, serviceSocket),
   };
 }
 

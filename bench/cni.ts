@@ -13,8 +13,8 @@ import { parseArgs } from "node:util";
 import { cleanupAll } from "../test/helpers/netns.ts";
 import { measureBreakdown, type Breakdown } from "./cni-breakdown.ts";
 import { checkCaCertsReachPlugins, formatLoad, machineNotes } from "./cni-machine.ts";
-import { canMeasureUsage, readUsageLog, RUSAGE_LOG_VARIABLE, usageWrappers, type BinaryUsage } from "./cni-rusage.ts";
-import { aggregate, figureKey, renderReport, updateResultsFile, type BenchReport } from "./cni-report.ts";
+import { readUsageLog, RUSAGE_LOG_VARIABLE, usageMeter, usageWrappers, type BinaryUsage, type UsageMeter } from "./cni-rusage.ts";
+import { aggregate, figureKey, renderReport, SERVICE_BINARY, updateResultsFile, type BenchReport } from "./cni-report.ts";
 import { PodPool, runScenario, type Mode, type ScenarioResult } from "./cni-scenario.ts";
 import { podnetSide, referenceSide, type BenchSide } from "./cni-sides.ts";
 import { summarize } from "./cni-stats.ts";
@@ -30,6 +30,7 @@ const { values: flags } = parseArgs({
     concurrency: { type: "string", default: "8" },
     "breakdown-samples": { type: "string", default: "30" },
     "podnet-dir": { type: "string", default: join(ROOT, "dist/cni") },
+    "podnet-service": { type: "boolean", default: false },
     "reference-dir": { type: "string", default: "/usr/lib/cni" },
     "time-limit-s": { type: "string", default: "600" },
     "no-usage": { type: "boolean", default: false },
@@ -94,14 +95,14 @@ async function timedRounds(sides: readonly BenchSide[], pods: PodPool): Promise<
   return results;
 }
 
-/** One more pass of every scenario with the plugins wrapped in GNU time; its timings are discarded. */
-async function usagePass(sides: readonly BenchSide[], pods: PodPool): Promise<Map<string, Map<string, BinaryUsage>>> {
+/** One more pass of every scenario with the plugins wrapped in a rusage meter; its timings are discarded. */
+async function usagePass(meter: UsageMeter, sides: readonly BenchSide[], pods: PodPool): Promise<Map<string, Map<string, BinaryUsage>>> {
   const usage = new Map<string, Map<string, BinaryUsage>>();
   for (const side of sides) {
-    const wrappers = usageWrappers([side.mainBinary, side.ipamBinary]);
+    const wrappers = usageWrappers(meter, [side.mainBinary, side.ipamBinary]);
     for (const mode of MODES) {
       const logPath = join(wrappers, `${mode}.log`);
-      await runScenario(side, pods, `use-${side.name}-${mode}`, {
+      const result = await runScenario(side, pods, `use-${side.name}-${mode}`, {
         mode,
         concurrency,
         cniPath: [wrappers, ...side.cniPath],
@@ -109,6 +110,15 @@ async function usagePass(sides: readonly BenchSide[], pods: PodPool): Promise<Ma
       });
       for (const [command, byBinary] of readUsageLog(logPath)) {
         if (command === "ADD" || command === "DEL") usage.set(figureKey(side.name, mode, command), byBinary);
+      }
+      if (result.service) {
+        // The service's share: its CPU over the phase divided by the operations, its peak RSS so far.
+        for (const [command, cpuMs] of [["ADD", result.service.addCpuMs], ["DEL", result.service.delCpuMs]] as const) {
+          const key = figureKey(side.name, mode, command);
+          const byBinary = usage.get(key) ?? new Map<string, BinaryUsage>();
+          byBinary.set(SERVICE_BINARY, { invocations: podCount, peakRssKiB: result.service.peakRssKiB, meanCpuMs: cpuMs / podCount });
+          usage.set(key, byBinary);
+        }
       }
       const main = usage.get(figureKey(side.name, mode, "ADD"))?.get(basename(side.mainBinary));
       log(`usage ${side.name} ${mode}: ADD peak RSS ${((main?.peakRssKiB ?? 0) / 1024).toFixed(1)} MiB, CPU ${main?.meanCpuMs.toFixed(1)} ms per ADD`);
@@ -120,14 +130,17 @@ async function usagePass(sides: readonly BenchSide[], pods: PodPool): Promise<Ma
 async function main(): Promise<void> {
   const started = performance.now();
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root to create network namespaces");
-  const sides = [podnetSide(flags["podnet-dir"]!), referenceSide(flags["reference-dir"]!)];
+  const sides = [podnetSide(flags["podnet-dir"]!, flags["podnet-service"]), referenceSide(flags["reference-dir"]!)];
   for (const side of sides) {
     for (const binary of [side.mainBinary, side.ipamBinary]) {
       if (!existsSync(binary)) throw new Error(`${binary} is missing${side.name === "podnet" ? ": run npm run build" : ""}`);
     }
   }
 
-  const machine = machineNotes(ROOT, BUN, sides[0]!.mainBinary);
+  const machine = machineNotes(ROOT, BUN, sides[0]!.mainBinary, {
+    podnet: [sides[0]!.mainBinary, sides[0]!.ipamBinary],
+    reference: [sides[1]!.mainBinary, sides[1]!.ipamBinary],
+  });
   const probe = await checkCaCertsReachPlugins();
   const caCerts = { ...probe, inBenchProcess: caCertsAtStart };
   log(`${machine.cpu}, ${machine.nproc} CPUs, kernel ${machine.kernel}, node ${machine.node}, bun ${machine.bun}, load ${machine.loadAtStart}`);
@@ -143,7 +156,8 @@ async function main(): Promise<void> {
       log(`breakdown: nsenter /bin/cat ${breakdown.nsenterSpawnMs.toFixed(1)} ms, podnet VERSION ${breakdown.sides.podnet?.mainVersionMs.toFixed(1)} ms, bridge VERSION ${breakdown.sides.reference?.mainVersionMs.toFixed(1)} ms`);
     }
     const results = await timedRounds(sides, pods);
-    const usage = !flags["no-usage"] && canMeasureUsage() ? await usagePass(sides, pods) : new Map<string, Map<string, BinaryUsage>>();
+    const meter = flags["no-usage"] ? undefined : usageMeter();
+    const usage = meter ? await usagePass(meter, sides, pods) : new Map<string, Map<string, BinaryUsage>>();
 
     const report: BenchReport = {
       config: { pods: podCount, rounds, concurrency, breakdownSamples },
@@ -152,6 +166,8 @@ async function main(): Promise<void> {
       loadAtEnd: formatLoad(),
       figures: aggregate(results),
       usage,
+      ...(meter ? { usageMeter: meter.kind } : {}),
+      podnetService: flags["podnet-service"] === true,
       mainBinaries: { podnet: basename(sides[0]!.mainBinary), reference: basename(sides[1]!.mainBinary) },
       ...(breakdown ? { breakdown } : {}),
       durationS: (performance.now() - started) / 1000,

@@ -1,7 +1,7 @@
 // Every bad input gets the spec's error JSON with the right code, a non-zero exit, and leaves nothing behind.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { PODNET, requireBuild, TestNode } from "./helpers/cni.ts";
+import { PODNET, requireBuild, testNode, type TestNode } from "./helpers/cni.ts";
 import { cleanupAll, Netns } from "./helpers/netns.ts";
 
 before(requireBuild);
@@ -10,8 +10,8 @@ after(cleanupAll);
 describe("bad input", () => {
   let node: TestNode;
   let pod: Netns;
-  before(() => {
-    node = new TestNode();
+  before(async () => {
+    node = await testNode();
     pod = Netns.create("p");
   });
   after(() => {

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PluginError } from "../src/runtime/cni-driver.ts";
-import { ipOf, PODNET, podnetConfList, requireBuild, ROOT, TestNode } from "./helpers/cni.ts";
+import { ipOf, PODNET, podnetConfList, requireBuild, ROOT, testNode, type TestNode } from "./helpers/cni.ts";
 import { cleanupAll, Netns } from "./helpers/netns.ts";
 
 before(requireBuild);
@@ -14,7 +14,7 @@ after(cleanupAll);
 
 describe("ADD and DEL", () => {
   let node: TestNode;
-  before(() => (node = new TestNode()));
+  before(async () => (node = await testNode()));
   after(() => node.destroy());
 
   test("two pods get distinct IPs, a default route via the bridge, and reach each other", async () => {
@@ -158,7 +158,7 @@ describe("ADD and DEL", () => {
 
 describe("CHECK", () => {
   let node: TestNode;
-  before(() => (node = new TestNode()));
+  before(async () => (node = await testNode()));
   after(() => node.destroy());
 
   test("passes on a healthy pod and fails once its address or route is removed", async () => {
@@ -193,7 +193,7 @@ describe("CHECK", () => {
 
 describe("IPAM through the plugin", () => {
   let node: TestNode;
-  before(() => (node = new TestNode()));
+  before(async () => (node = await testNode()));
   after(() => node.destroy());
 
   test("addresses are handed out round-robin, exhaustion is a clear error, and a freed address comes back last", async () => {
@@ -284,7 +284,7 @@ describe("IPAM through the plugin", () => {
 
 describe("failure safety", () => {
   let node: TestNode;
-  before(() => (node = new TestNode()));
+  before(async () => (node = await testNode()));
   after(() => node.destroy());
 
   test("an ADD that fails halfway leaves no veth and no reservation", async () => {
@@ -348,7 +348,7 @@ process.on("exit", () => probeDir && rmSync(probeDir, { recursive: true, force: 
 
 describe("ipMasq", () => {
   let node: TestNode;
-  before(() => (node = new TestNode()));
+  before(async () => (node = await testNode()));
   after(() => node.destroy());
 
   test("masquerades pod traffic leaving the cluster CIDR and never pod-to-pod traffic", async () => {

@@ -4,16 +4,16 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadConfigList, type NetworkConfigList } from "../src/runtime/cni-driver.ts";
-import { DIST_CNI, ipOf, REFERENCE_CNI, requireBuild, ROOT, TestNode } from "./helpers/cni.ts";
+import { DIST_CNI, ipOf, REFERENCE_CNI, requireBuild, ROOT, testNode, type TestNode } from "./helpers/cni.ts";
 import { cleanupAll } from "./helpers/netns.ts";
 
 process.on("exit", cleanupAll);
 
 describe("chaining", () => {
   let node: TestNode;
-  before(() => {
+  before(async () => {
     requireBuild();
-    node = new TestNode("ch");
+    node = await testNode("ch");
   });
   after(() => node.destroy());
 

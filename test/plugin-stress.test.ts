@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import type { Attachment } from "../src/runtime/cni-driver.ts";
-import { ipOf, PODNET, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
+import { ipOf, PODNET, podnetConfList, requireBuild, testNode, type TestNode } from "./helpers/cni.ts";
 import { cleanupAll } from "./helpers/netns.ts";
 
 before(requireBuild);
@@ -17,7 +17,7 @@ async function inBatches<T, R>(items: T[], size: number, fn: (item: T) => Promis
 
 describe("concurrency", () => {
   let node: TestNode;
-  before(() => (node = new TestNode()));
+  before(async () => (node = await testNode()));
   after(() => node.destroy());
 
   test("100 pods added 8 at a time get 100 distinct IPs, and DEL leaves nothing", async () => {
@@ -39,7 +39,7 @@ describe("concurrency", () => {
 
 describe("crash safety", () => {
   let node: TestNode;
-  before(() => (node = new TestNode()));
+  before(async () => (node = await testNode()));
   after(() => node.destroy());
 
   function killedAdd(conf: string, att: Attachment, delayMs: number): Promise<void> {

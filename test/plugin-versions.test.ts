@@ -2,14 +2,14 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { PluginError } from "../src/runtime/cni-driver.ts";
-import { podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
+import { podnetConfList, requireBuild, testNode, type TestNode } from "./helpers/cni.ts";
 import { cleanupAll } from "./helpers/netns.ts";
 
 before(requireBuild);
 after(cleanupAll);
 
 let node: TestNode;
-before(() => (node = new TestNode()));
+before(async () => (node = await testNode()));
 after(() => node.destroy());
 
 for (const cniVersion of ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]) {

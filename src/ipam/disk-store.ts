@@ -27,6 +27,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { mark } from "../cni/trace.ts";
 import { CniError, ErrorCode } from "../cni/types.ts";
 import { flock, LOCK_EX, LOCK_UN } from "../kernel/libc.ts";
 import { formatIp, parseIp, tryParseIp, type IpAddress } from "../net/address.ts";
@@ -73,6 +74,11 @@ export class DiskStore implements IpamStore {
    * each range set of one ADD.
    */
   private snapshot: Reservation[] | undefined;
+  /**
+   * The directory's entries as listed when the lock was taken (to remove stale temporary files),
+   * reused by the first full read under the same lock; dropped at the first write.
+   */
+  private listedAtLock: string[] | undefined;
 
   private constructor(
     readonly dir: string,
@@ -116,6 +122,7 @@ export class DiskStore implements IpamStore {
       } catch (error) {
         throw new CniError(ErrorCode.Io, `ipam: cannot lock ${lockPath}: ${(error as Error).message}`);
       }
+      mark("ipam lock taken");
       this.lockDepth = 1;
       try {
         this.removeStaleTemps();
@@ -123,11 +130,13 @@ export class DiskStore implements IpamStore {
       } finally {
         this.lockDepth = 0;
         this.snapshot = undefined;
+        this.listedAtLock = undefined;
         try {
           flock(fd, LOCK_UN);
         } catch {
           // close() below releases the lock anyway.
         }
+        mark("ipam lock released");
       }
     } finally {
       closeSync(fd);
@@ -139,7 +148,9 @@ export class DiskStore implements IpamStore {
     return this.withLock(() =>
       this.io(`reserve ${ip}`, () => {
         const path = join(this.dir, ip);
-        if (existsSync(path)) return false;
+        // Under the lock the snapshot is the directory, so a taken address costs no system call.
+        if (this.snapshot ? this.snapshot.some((r) => r.ip === ip) : existsSync(path)) return false;
+        this.listedAtLock = undefined;
         const content = formatReservationContent(r.containerId, r.ifname);
         const temp = this.writeTemp(content);
         try {
@@ -209,7 +220,7 @@ export class DiskStore implements IpamStore {
   private readAll(): Reservation[] {
     return this.io("list", () => {
       const reservations: Reservation[] = [];
-      for (const name of readdirSync(this.dir)) {
+      for (const name of this.listedAtLock ?? readdirSync(this.dir)) {
         const ip = tryParseIp(name);
         if (!ip || name.startsWith(TEMP_PREFIX)) continue;
         let content: string;
@@ -232,6 +243,7 @@ export class DiskStore implements IpamStore {
     this.withLock(() =>
       this.io(`release ${text}`, () => {
         if (this.snapshot) this.snapshot = this.snapshot.filter((r) => r.ip !== text);
+        this.listedAtLock = undefined;
         if (this.unlinkIfPresent(text)) return;
         // A file written by another tool may spell the address differently (e.g. "10.0.0.7 " or upper-case hex).
         for (const name of readdirSync(this.dir)) {
@@ -280,9 +292,11 @@ export class DiskStore implements IpamStore {
 
   private removeStaleTemps(): void {
     this.io("remove stale temporary files", () => {
-      for (const name of readdirSync(this.dir)) {
+      const names = readdirSync(this.dir);
+      for (const name of names) {
         if (name.startsWith(TEMP_PREFIX)) this.unlinkIfPresent(name);
       }
+      this.listedAtLock = names.filter((name) => !name.startsWith(TEMP_PREFIX));
     });
   }
 

@@ -1,29 +1,7 @@
-// podnet-ipam: the standalone IPAM plugin (built to dist/cni/podnet-ipam), so that other
-// plugins, such as the reference `bridge`, can use podnet's address management.
-// Do not import this file: it runs the plugin and exits. Import ipam.ts instead.
-import { mapHandlerErrors, runPlugin, type PluginContext, type PluginHandlers } from "../cni/skel.ts";
-import { CniError, ErrorCode } from "../cni/types.ts";
-import { errnoName, SysError } from "../kernel/libc.ts";
-import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamStatus, openStoreFor, requestedIps } from "./ipam.ts";
+// podnet-ipam on its own: an entry that serves only the IPAM verbs. The shipped executable is
+// dist/cni/podnet, which serves these same verbs when run as `podnet-ipam` (src/plugin/main.ts);
+// this entry remains for building the IPAM plugin alone. Do not import it: it runs and exits.
+import { runPlugin } from "../cni/skel.ts";
+import { ipamPlugin } from "./plugin.ts";
 
-function attachmentOf(ctx: PluginContext) {
-  return { containerId: ctx.env.containerId, ifname: ctx.env.ifname };
-}
-
-const handlers: PluginHandlers = {
-  add: (ctx) => ipamAdd(ctx.conf, attachmentOf(ctx), requestedIps(ctx), openStoreFor(ctx.conf)),
-  del: (ctx) => ipamDel(ctx.conf, attachmentOf(ctx), openStoreFor(ctx.conf)),
-  check: (ctx) => ipamCheck(ctx.conf, attachmentOf(ctx), openStoreFor(ctx.conf)),
-  status: (ctx) => ipamStatus(ctx.conf, openStoreFor(ctx.conf)),
-  gc: (ctx) => {
-    ipamGc(ctx.conf, ctx.conf["cni.dev/valid-attachments"] ?? [], openStoreFor(ctx.conf));
-  },
-};
-
-/** flock(2) on the store is this plugin's one system call: a refusal is Kernel (101), as in the bridge plugin (src/plugin/errors.ts). */
-function asCniError(err: unknown): unknown {
-  if (err instanceof SysError) return new CniError(ErrorCode.Kernel, err.message, `errno ${errnoName(err.errno)} from ${err.syscall}`);
-  return err;
-}
-
-void runPlugin(mapHandlerErrors(handlers, asCniError), "podnet-ipam").then((code) => process.exit(code));
+void runPlugin(ipamPlugin, "podnet-ipam").then((code) => process.exit(code));

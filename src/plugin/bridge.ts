@@ -4,6 +4,7 @@
 import { closeSync, existsSync } from "node:fs";
 import { execPlugin } from "../cni/delegate.ts";
 import type { PluginContext, PluginHandlers } from "../cni/skel.ts";
+import { mark } from "../cni/trace.ts";
 import {
   CniError,
   ErrorCode,
@@ -184,18 +185,22 @@ function configurePod(netns: string, ifname: string, result: CniResult, routes: 
 }
 
 export function add(ctx: PluginContext): CniResult {
+  mark("handler start");
   const conf = parseBridgeConf(ctx.conf, ctx.env);
   const { containerId, ifname, netns } = ctx.env;
   if (!netnsExists(netns)) throw new CniError(ErrorCode.InvalidEnv, `network namespace ${netns} does not exist`);
   const hostName = hostVethName(containerId, ifname);
   const addressing = ipam(ctx, conf);
+  mark("conf parsed");
   const nl = NetlinkSocket.open();
+  mark("netlink open");
   let reserved = false;
   let vethCreated = false;
   try {
     // IPAM first: a bad range or an exhausted subnet then fails before the kernel is touched.
     const ipamResult = addressing.add();
     reserved = true;
+    mark("ipam done");
     const ips = ipamResult.ips ?? [];
     if (ips.length === 0) throw new CniError(ErrorCode.Delegate, "IPAM returned no address");
     const bridge = ensureBridge(nl, { name: conf.bridge, mac: bridgeMac(conf.bridge), ...(conf.mtu ? { mtu: conf.mtu } : {}) });
@@ -205,6 +210,7 @@ export function add(ctx: PluginContext): CniResult {
     }
     // A host end left by an ADD that was killed is stale: the runtime is starting this attachment afresh.
     if (getLink(nl, hostName)) deleteLink(nl, hostName);
+    mark("bridge ready");
     const nsFd = openNetns(netns);
     try {
       createVethPair(nl, {
@@ -220,11 +226,13 @@ export function add(ctx: PluginContext): CniResult {
       closeSync(nsFd);
     }
     vethCreated = true;
+    mark("veth created");
     const host = getLink(nl, hostName);
     if (!host) throw new CniError(ErrorCode.Kernel, `host veth ${hostName} vanished after creation`);
     if (conf.hairpinMode) setBridgePortHairpin(nl, host.index, true);
     const routes = podRoutes(ipamResult, conf);
     const pod = configurePod(netns, ifname, ipamResult, routes);
+    mark("pod configured");
     if (conf.ipMasq) addMasquerade(ctx.conf.name, ips.map((ip) => ({ address: ip.address })), conf.clusterCidrs);
 
     const interfaces: CniInterface[] = [
@@ -263,9 +271,11 @@ export function add(ctx: PluginContext): CniResult {
 }
 
 export function del(ctx: PluginContext): void {
+  mark("handler start");
   const conf = parseBridgeConf(ctx.conf, ctx.env);
   const { containerId, ifname } = ctx.env;
   const addressing = ipam(ctx, conf);
+  mark("conf parsed");
   if (conf.ipMasq) {
     // With podnet-ipam the store knows the attachment's addresses even without prevResult (a repeated
     // DEL, a runtime cleaning up after a crash), and only the store is trusted: a stale prevResult may
@@ -276,10 +286,13 @@ export function del(ctx: PluginContext): void {
     if (ips.length > 0) removeMasquerade(ctx.conf.name, ips.map((address) => ({ address })));
   }
   addressing.del();
+  mark("ipam done");
   // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
   const nl = NetlinkSocket.open();
+  mark("netlink open");
   try {
     deleteLink(nl, hostVethName(containerId, ifname));
+    mark("veth deleted");
   } finally {
     nl.close();
   }

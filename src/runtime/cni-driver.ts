@@ -105,6 +105,9 @@ export function invoke(binary: string, env: Record<string, string>, stdin: strin
     child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
     child.on("error", reject);
     child.on("close", (exitCode) => resolve({ exitCode, stdout, stderr, durationMs: performance.now() - started }));
+    // A plugin may exit without reading its stdin (VERSION does, and so does one that fails early): the
+    // write then fails with EPIPE, which is not the plugin's answer. Its exit code and output are.
+    child.stdin.on("error", () => undefined);
     child.stdin.end(stdin);
   });
 }

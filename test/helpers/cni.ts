@@ -2,6 +2,7 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { CniNetwork, invoke, type Attachment, type InvokeResult, type NetworkConfigList } from "../../src/runtime/cni-driver.ts";
+import { startService, type RunningService } from "./cni-service.ts";
 import { Netns, tempDir } from "./netns.ts";
 import { formatIp, isIp } from "../../src/net/address.ts";
 import { parseCidr } from "../../src/net/cidr.ts";
@@ -10,6 +11,13 @@ export const ROOT = new URL("../..", import.meta.url).pathname;
 export const DIST_CNI = join(ROOT, "dist/cni");
 export const REFERENCE_CNI = "/usr/lib/cni";
 export const PODNET = join(DIST_CNI, "podnet");
+
+/**
+ * PODNET_TEST_SERVICE=1 runs the plugin tests through podnet's resident service: every TestNode
+ * starts one (`startService`) and its networks name its socket, so ADD and CHECK are forwarded.
+ * Unset, the same tests run the plugin on its own.
+ */
+export const THROUGH_SERVICE = process.env.PODNET_TEST_SERVICE === "1";
 
 export function requireBuild(): void {
   if (!existsSync(PODNET)) throw new Error(`${PODNET} is missing: run npm run build first`);
@@ -53,8 +61,24 @@ export class TestNode {
     this.dataDir = tempDir("ipam");
   }
 
+  /** The node's service, when the tests run through it (THROUGH_SERVICE); started on first use. */
+  service: RunningService | undefined;
+
+  /** Starts this node's service; a network made afterwards forwards to it. */
+  async startService(): Promise<RunningService> {
+    this.service ??= await startService(PODNET, this.ns.path);
+    return this.service;
+  }
+
   network(list: NetworkConfigList, cniPath: string[] = [DIST_CNI]): CniNetwork {
-    return new CniNetwork(list, { cniPath, nodeNetns: this.ns.path });
+    return new CniNetwork(this.withService(list), { cniPath, nodeNetns: this.ns.path });
+  }
+
+  /** The list with this node's service socket in every podnet plugin, if a service is running. */
+  withService(list: NetworkConfigList): NetworkConfigList {
+    const socket = this.service?.socket;
+    if (socket === undefined) return list;
+    return { ...list, plugins: list.plugins.map((p) => (p.type === "podnet" ? { ...p, serviceSocket: socket } : p)) };
   }
 
   pod(): { ns: Netns; attachment: Attachment } {
@@ -66,7 +90,21 @@ export class TestNode {
 
   /** Runs a plugin binary with a raw environment and stdin, inside this node. */
   raw(binary: string, env: Record<string, string>, stdin: string): Promise<InvokeResult> {
-    return invoke(binary, { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, stdin, { cniPath: [DIST_CNI], nodeNetns: this.ns.path });
+    return invoke(binary, { PATH: process.env.PATH ?? "/usr/bin:/bin", ...env }, this.stdinWithService(stdin), { cniPath: [DIST_CNI], nodeNetns: this.ns.path });
+  }
+
+  /** A podnet config as given, plus this node's service socket when one runs; anything else unchanged. */
+  private stdinWithService(stdin: string): string {
+    if (!this.service) return stdin;
+    try {
+      const conf: unknown = JSON.parse(stdin);
+      if (typeof conf === "object" && conf !== null && !Array.isArray(conf) && (conf as { type?: unknown }).type === "podnet") {
+        return JSON.stringify({ ...conf, serviceSocket: this.service.socket });
+      }
+    } catch {
+      // Malformed on purpose (a bad-input test): it cannot name a service, so the plugin runs alone.
+    }
+    return stdin;
   }
 
   /** IPs reserved in the podnet IPAM store (host-local layout: one file per address). */
@@ -82,9 +120,17 @@ export class TestNode {
   }
 
   destroy(): void {
+    if (this.service) void this.service.kill();
     for (const pod of this.pods) pod.delete();
     this.ns.delete();
   }
+}
+
+/** A TestNode, with its service running when the tests run through it (PODNET_TEST_SERVICE=1). */
+export async function testNode(tag?: string): Promise<TestNode> {
+  const node = new TestNode(tag);
+  if (THROUGH_SERVICE) await node.startService();
+  return node;
 }
 
 export function ipOf(result: Record<string, unknown>, index = 0): string {

@@ -1,0 +1,218 @@
+// podnet's resident service (`podnet serve`): what it serves must be exactly what the plugin does on
+// its own, and nothing may leak when either side dies. Needs root and `npm run build`.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { readFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { CniNetwork, PluginError, type Attachment, type NetworkConfigList } from "../src/runtime/cni-driver.ts";
+import { DIST_CNI, ipOf, PODNET, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
+import { startService } from "./helpers/cni-service.ts";
+import { cleanupAll, Netns, tempDir } from "./helpers/netns.ts";
+
+before(requireBuild);
+after(cleanupAll);
+
+/** A network whose plugins record trace marks (src/cni/trace.ts) into a file, to show who did the work. */
+function tracedNetwork(node: TestNode, list: NetworkConfigList): { net: CniNetwork; marks(): string[][] } {
+  const traceFile = join(tempDir("svc-trace"), "trace.jsonl");
+  const net = new CniNetwork(node.withService(list), { cniPath: [DIST_CNI], nodeNetns: node.ns.path, env: { PODNET_TRACE: traceFile } });
+  const marks = (): string[][] =>
+    existsSync(traceFile)
+      ? readFileSync(traceFile, "utf8")
+          .trim()
+          .split("\n")
+          .map((line) => (JSON.parse(line) as { marks: [string, number][] }).marks.map(([label]) => label))
+      : [];
+  return { net, marks };
+}
+
+function servedByService(labels: string[]): boolean {
+  return labels.includes("service replied") && !labels.includes("handler start");
+}
+
+async function errorOf(promise: Promise<unknown>): Promise<{ code: number | undefined; msg: string }> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof PluginError) return { code: error.code, msg: error.msg };
+    throw error;
+  }
+  throw new Error("expected the plugin to fail");
+}
+
+describe("podnet serve", () => {
+  let node: TestNode;
+  let alone: TestNode;
+  before(async () => {
+    node = new TestNode("sv");
+    await node.startService();
+    alone = new TestNode("sa");
+  });
+  after(async () => {
+    await node.service?.kill();
+    node.destroy();
+    alone.destroy();
+  });
+
+  test("ADD and CHECK are served by the service and answer as the plugin alone does; DEL leaves nothing", async () => {
+    const list = podnetConfList({ dataDir: node.dataDir, subnet: "10.244.20.0/24" });
+    const { net, marks } = tracedNetwork(node, list);
+    const pod = node.pod();
+    const served = await net.add(pod.attachment);
+    assert.ok(servedByService(marks()[0]!), `the ADD was not served: ${JSON.stringify(marks())}`);
+    await net.check(pod.attachment, served);
+    assert.ok(servedByService(marks()[1]!), "the CHECK was not served");
+
+    const aloneNet = alone.network(podnetConfList({ dataDir: alone.dataDir, subnet: "10.244.20.0/24" }));
+    const alonePod = alone.pod();
+    const local = await aloneNet.add(alonePod.attachment);
+    // Same addresses, routes and interfaces; MACs are random, and host veths are named after the container ID.
+    const shape = (r: Record<string, unknown>) => ({
+      ...r,
+      interfaces: (r.interfaces as { name: string; sandbox?: string }[]).map((i) => ({
+        name: /^pn[0-9a-f]{12}$/.test(i.name) ? "host veth" : i.name,
+        sandbox: i.sandbox === undefined ? "no" : "yes",
+      })),
+    });
+    assert.deepEqual(shape(served), shape(local));
+    assert.equal(ipOf(served), "10.244.20.2");
+
+    pod.ns.exec("ping", "-c", "1", "-W", "2", "10.244.20.1");
+    await net.del(pod.attachment, served);
+    await aloneNet.del(alonePod.attachment, local);
+    assert.deepEqual(node.hostVeths(), []);
+    assert.deepEqual(node.reservations(), []);
+  });
+
+  test("errors are the same through the service as from the plugin alone", async () => {
+    const bad = podnetConfList({
+      dataDir: node.dataDir,
+      ipam: { type: "podnet-ipam", ranges: [[{ subnet: "10.244.21.0/24", rangeStart: "10.244.22.5" }]], dataDir: node.dataDir },
+    });
+    const viaService = tracedNetwork(node, bad);
+    const pod = node.pod();
+    const served = await errorOf(viaService.net.add(pod.attachment));
+    assert.ok(servedByService(viaService.marks()[0]!), "the failing ADD was not served");
+    const local = await errorOf(alone.network({ ...bad, plugins: bad.plugins.map((p) => ({ ...p, ipam: { ...(p.ipam as object), dataDir: alone.dataDir } })) }).add(alone.pod().attachment));
+    assert.equal(served.code, 7);
+    assert.deepEqual(served, { ...local, msg: local.msg.replace(alone.dataDir, node.dataDir) });
+
+    const missing: Attachment = { containerId: "svc-missing-netns", netns: "/run/netns/pnt-does-not-exist", ifname: "eth0" };
+    const list = podnetConfList({ dataDir: node.dataDir, subnet: "10.244.23.0/24" });
+    assert.deepEqual(await errorOf(node.network(list).add(missing)), await errorOf(alone.network(list).add(missing)));
+    assert.deepEqual(node.hostVeths(), []);
+    assert.deepEqual(node.reservations(), []);
+  });
+
+  test("with no service listening, the plugin does the work itself", async () => {
+    const down = new TestNode("sd");
+    try {
+      const service = await down.startService();
+      await service.kill();
+      const list = podnetConfList({ dataDir: down.dataDir, subnet: "10.244.24.0/24" });
+      const { net, marks } = tracedNetwork(down, list);
+      const pod = down.pod();
+      const result = await net.add(pod.attachment);
+      assert.ok(marks()[0]!.includes("handler start"), "the plugin did not do the ADD itself");
+      assert.equal(ipOf(result), "10.244.24.2");
+      await net.del(pod.attachment, result);
+      assert.deepEqual(down.hostVeths(), []);
+      assert.deepEqual(down.reservations(), []);
+    } finally {
+      down.destroy();
+    }
+  });
+
+  test("a service in another network namespace declines, and the plugin works in its own", async () => {
+    const elsewhere = Netns.create("so");
+    const other = await startService(PODNET, elsewhere.path);
+    try {
+      const list = podnetConfList({ dataDir: alone.dataDir, subnet: "10.244.25.0/24", extra: { serviceSocket: other.socket } });
+      const traceFile = join(tempDir("svc-trace"), "trace.jsonl");
+      const net = new CniNetwork(list, { cniPath: [DIST_CNI], nodeNetns: alone.ns.path, env: { PODNET_TRACE: traceFile } });
+      const pod = alone.pod();
+      const result = await net.add(pod.attachment);
+      assert.ok(readFileSync(traceFile, "utf8").includes("handler start"), "the ADD was served in the wrong namespace");
+      assert.equal(alone.hostVeths().length, 1);
+      assert.deepEqual(elsewhere.links(), ["lo"]);
+      await net.del(pod.attachment, result);
+    } finally {
+      await other.kill();
+      elsewhere.delete();
+    }
+  });
+
+  test("the service killed at random moments under 8 ADDs at once: every ADD completes, DEL leaves nothing", async () => {
+    const crashing = new TestNode("sk");
+    try {
+      const list = podnetConfList({ dataDir: crashing.dataDir, subnet: "10.244.26.0/24" });
+      const results: { attachment: Attachment; result: Record<string, unknown> }[] = [];
+      for (let round = 0; round < 5; round++) {
+        const service = await crashing.startService();
+        const net = crashing.network(list);
+        const pods = Array.from({ length: 8 }, () => crashing.pod());
+        const adds = pods.map(async (p) => ({ attachment: p.attachment, result: await net.add(p.attachment) }));
+        await new Promise((r) => setTimeout(r, Math.random() * 40));
+        await service.kill();
+        crashing.service = undefined;
+        results.push(...(await Promise.all(adds)));
+      }
+      const ips = results.map((r) => ipOf(r.result));
+      assert.equal(new Set(ips).size, ips.length, `duplicate addresses: ${ips.join(" ")}`);
+      assert.equal(crashing.reservations().length, ips.length);
+      assert.equal(crashing.hostVeths().length, ips.length);
+      const net = crashing.network(list);
+      for (const { attachment, result } of results) await net.del(attachment, result);
+      assert.deepEqual(crashing.hostVeths(), []);
+      assert.deepEqual(crashing.reservations(), []);
+    } finally {
+      crashing.destroy();
+    }
+  });
+
+  test("forwarding plugins killed while their ADDs wait in the service's queue: DELs right afterwards leave nothing (the DEL fence)", async () => {
+    const list = podnetConfList({ dataDir: node.dataDir, subnet: "10.244.27.0/24" });
+    const conf = JSON.stringify({ ...node.withService(list).plugins[0], name: list.name, cniVersion: list.cniVersion });
+    const net = node.network(list);
+    const killedAdd = (att: Attachment, delayMs: number): Promise<void> =>
+      new Promise<void>((resolve) => {
+        const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", CNI_COMMAND: "ADD", CNI_CONTAINERID: att.containerId, CNI_NETNS: att.netns, CNI_IFNAME: att.ifname, CNI_PATH: DIST_CNI };
+        // nsenter execs the plugin in place, so the PID killed is the plugin's own.
+        const child = spawn("nsenter", [`--net=${node.ns.path}`, PODNET], { env, stdio: ["pipe", "ignore", "ignore"] });
+        child.stdin.end(conf);
+        const timer = setTimeout(() => child.kill("SIGKILL"), delayMs);
+        child.on("close", () => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    // A service that is slow to get to requests (here: stopped) while the runtime kills the
+    // plugins that sent them and DELs at once. A DEL that ran before the service got to the ADD it
+    // undoes would find nothing, and the ADD would then leave a veth and a reservation behind.
+    const service = node.service!;
+    const pods = Array.from({ length: 4 }, () => node.pod());
+    process.kill(service.pid, "SIGSTOP");
+    let dels: Promise<void>[] = [];
+    try {
+      await Promise.all(pods.map((p) => killedAdd(p.attachment, 400)));
+      dels = pods.map((p) => net.del(p.attachment));
+      await new Promise((r) => setTimeout(r, 400));
+    } finally {
+      process.kill(service.pid, "SIGCONT");
+    }
+    await Promise.all(dels);
+    assert.deepEqual(node.hostVeths(), [], "veths left behind");
+    assert.deepEqual(node.reservations(), [], "reservations left behind");
+
+    // And the same at random moments, with requests queued up by 8 plugins at once.
+    for (let round = 0; round < 3; round++) {
+      const burst = Array.from({ length: 8 }, () => node.pod());
+      await Promise.all(burst.map((p) => killedAdd(p.attachment, 5 + Math.random() * 25)));
+      await Promise.all(burst.map((p) => net.del(p.attachment)));
+      assert.deepEqual(node.hostVeths(), [], `veths left after the plugins were killed, round ${round}`);
+      assert.deepEqual(node.reservations(), [], `reservations left after the plugins were killed, round ${round}`);
+      for (const p of burst) p.ns.delete();
+    }
+  });
+});
