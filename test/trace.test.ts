@@ -14,6 +14,11 @@ import { REPO_ROOT } from "../src/lab/repo-root.ts";
 import { runCommand } from "../src/supervise/command.ts";
 import { stopRecordedProcess } from "../src/supervise/process.ts";
 import type { Hop, TraceResult } from "../src/trace/model.ts";
+import { withDefaults } from "../src/k8s/defaults.ts";
+import type { EndpointSlice, Service } from "../src/k8s/types.ts";
+import { compileProxyTable, PROXY_TABLE } from "../src/services/proxy-compiler.ts";
+import { syncTable } from "../src/kernel/nft.ts";
+import { namedNetnsPath } from "../src/kernel/named-netns-path.ts";
 import { lab, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
 
 let t: TestLab;
@@ -173,6 +178,39 @@ test("a DNAT before routing (as a Service's endpoint chain writes it) is followe
   assert.equal(nowhere.code, 1);
   const last = nowhere.result.hops.at(-1)!;
   assert.ok(last.kind === "drop" && last.reason === "no-route" && last.netns === ns, JSON.stringify(last));
+});
+
+test("pod → ClusterIP through the service proxy's compiled table: the map element, the endpoint chain, the DNAT to the endpoint", async () => {
+  // The proxy's own table (src/services, kube-proxy's nftables layout) applied in node1 as the agent's reconciler will.
+  const ns = node("node1").netns;
+  const endpoint = pod("node2-pod1");
+  const web = withDefaults<Service>({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { clusterIP: "10.96.0.20", selector: { app: "web" }, ports: [{ port: 80, targetPort: 7007 }] } });
+  const endpoints: EndpointSlice = {
+    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice",
+    metadata: { name: "web-x", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
+    addressType: "IPv4", ports: [{ name: "", protocol: "TCP", port: 7007 }],
+    endpoints: [{ addresses: [endpoint.ip!], nodeName: "node2", conditions: { ready: true, serving: true, terminating: false } }],
+  };
+  const compiled = compileProxyTable([web], [endpoints], { nodeName: "node1", nodeIps: [node("node1").ip], podCidr: subnetOf(pod("node1-pod1").ip!), clusterCidr: "10.244.0.0/16", serviceCidr: "10.96.0.0/12" });
+  await syncTable(compiled.table, namedNetnsPath(ns));
+  try {
+    const { code, result } = await trace("node1-pod1", "10.96.0.20:80", "--proto", "tcp");
+    assertSchema(result);
+    assert.equal(code, 0, JSON.stringify(result.hops, null, 1));
+    const service = hopsOf(result, "service")[0];
+    assert.ok(service, JSON.stringify(result.hops, null, 1));
+    assert.equal(service.where, "node1");
+    assert.equal(service.table, PROXY_TABLE);
+    assert.equal(service.map, "service-ips");
+    assert.equal(service.element, "10.96.0.20 . tcp . 80");
+    assert.match(service.serviceChain, /^service-/);
+    assert.match(service.endpointChain ?? "", /^endpoint-/);
+    assert.deepEqual(service.endpoint, { address: endpoint.ip, port: 7007 });
+    const arrival = result.hops.at(-1)!;
+    assert.ok(arrival.kind === "arrival" && arrival.netns === endpoint.netns && arrival.daddr === endpoint.ip && arrival.saddr === pod("node1-pod1").ip, JSON.stringify(arrival));
+  } finally {
+    sh(["ip", "netns", "exec", ns, "nft", `delete table ip ${PROXY_TABLE}`]);
+  }
 });
 
 /** Headless chromium on a file: a screenshot, or the DOM after its scripts ran. */

@@ -99,6 +99,21 @@ export interface ArrivalHop extends HopBase {
   nat: boolean;
 }
 
+/**
+ * A Service, as the proxy's nft table decided it: the map element the packet's (daddr . l4proto . dport)
+ * looked up, the service chain it jumped to, the endpoint chain the service chain chose, and the DNAT there.
+ */
+export interface ServiceHop extends HopBase {
+  kind: "service";
+  table: string;
+  map: string;
+  /** The element's key, as nft writes it: "10.96.0.20 . tcp . 80". */
+  element: string;
+  serviceChain: string;
+  endpointChain?: string;
+  endpoint?: { address: string; port?: number };
+}
+
 /** A VXLAN device: encapsulation (FDB entry → remote VTEP, outer addresses) or decapsulation at the remote end. */
 export interface VxlanHop extends HopBase {
   kind: "vxlan";
@@ -118,7 +133,7 @@ export interface DropHop extends HopBase {
   reason: DropReason;
 }
 
-export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | VxlanHop | ArrivalHop | DropHop;
+export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | ServiceHop | VxlanHop | ArrivalHop | DropHop;
 
 export interface TraceEndpoint {
   /** As given on the command line. */

@@ -14,7 +14,7 @@ import { netnsIdOf } from "../kernel/netns-id.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { lookupRoute, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, type RouteLookup } from "../kernel/route.ts";
 import type { NftTraceEvent, TraceProto } from "../kernel/nft-trace.ts";
-import type { BridgeHop, DropHop, DropReason, Hop, NftHop, RouteHop } from "./model.ts";
+import type { BridgeHop, DropHop, DropReason, Hop, NftHop, RouteHop, ServiceHop } from "./model.ts";
 
 /** podnet's agent marks its routes with this rtm_protocol (src/agent/route-table.ts). */
 export const PODNET_ROUTE_PROTOCOL = 80;
@@ -171,10 +171,12 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     }
     // Trace events name chains, not hooks; podnet's chains are named after their hooks, and so are most.
     const afterRouting = (h: NftHop): boolean => /post|input|forward|fwd/i.test(h.chain);
-    const preHops = nftHops.filter((h) => !afterRouting(h));
+    const preHops: Hop[] = nftHops.filter((h) => !afterRouting(h));
+    const service = serviceHopFrom(nftHops, base(ns), ns);
+    if (service) preHops.push(service);
     const postHops = nftHops.filter(afterRouting);
     hops.push(...preHops);
-    const stopper = preHops.find((h) => isDropVerdict(h));
+    const stopper = preHops.find((h): h is NftHop => h.kind === "nft" && isDropVerdict(h));
     const nftDrop = (h: NftHop): WalkResult => {
       const rule = h.rules.at(-1);
       const reject = h.verdict.startsWith("reject") || h.rules.some((r) => /\breject\b/.test(r.rule));
@@ -386,11 +388,57 @@ function isDropVerdict(h: NftHop): boolean {
   return h.verdict === "drop" || h.verdict.startsWith("reject") || h.rules.some((r) => r.verdict === "drop" || /\breject\b/.test(r.rule));
 }
 
+/**
+ * A Service decision among the nft hops of one namespace: a rule that looked the packet up in a verdict
+ * map (`… vmap @service-ips`) and jumped to a chain, that chain choosing an endpoint chain, and the DNAT
+ * there. The element's key is the packet's own daddr . l4proto . dport at that chain, which the rule looks up.
+ */
+export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string; where: string; explain: string[] }, ns: string): ServiceHop | undefined {
+  for (const h of nftHops) {
+    const lookup = h.rules.find((r) => /vmap @([\w.-]+)/.test(r.rule) && /^(goto|jump) /.test(r.verdict));
+    if (!lookup) continue;
+    const map = /vmap @([\w.-]+)/.exec(lookup.rule)![1]!;
+    const serviceChain = lookup.verdict.split(" ")[1]!;
+    const serviceHop = nftHops.find((x) => x.table === h.table && x.chain === serviceChain);
+    const endpointChain = serviceHop?.rules.map((r) => r.verdict).find((v) => /^(goto|jump) /.test(v))?.split(" ")[1];
+    const endpointHop = endpointChain ? nftHops.find((x) => x.table === h.table && x.chain === endpointChain) : undefined;
+    const packet = h.packet ?? "";
+    const daddr = /(?:^|\s)ip daddr (\S+)/.exec(packet)?.[1];
+    const proto = /(?:^|\s)(tcp|udp|sctp) dport (\d+)/.exec(packet);
+    const element = `${daddr ?? "?"} . ${proto?.[1] ?? "?"} . ${proto?.[2] ?? "?"}`;
+    const endpoint = endpointHop?.dnatTo;
+    const hop: ServiceHop = {
+      kind: "service",
+      ...base,
+      evidence: "nft-trace",
+      table: h.table,
+      map,
+      element,
+      serviceChain,
+      ...(endpointChain ? { endpointChain } : {}),
+      ...(endpoint ? { endpoint } : {}),
+      summary: `service: @${map} element ${element} → ${serviceChain}${endpointChain ? ` → ${endpointChain}` : ""}${endpoint ? ` → DNAT ${endpoint.address}${endpoint.port !== undefined ? `:${endpoint.port}` : ""}` : " (no endpoint chosen)"}`,
+      explain: [
+        `ip netns exec ${ns} nft get element ${h.family} ${h.table} ${map} '{ ${element} }'`,
+        `ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${serviceChain}`,
+        ...(endpointChain ? [`ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${endpointChain}`] : []),
+        `ip netns exec ${ns} conntrack -L -d ${daddr ?? "ADDRESS"}`,
+      ],
+      note: "the element's key is the packet's daddr . l4proto . dport as the lookup rule saw it",
+    };
+    return hop;
+  }
+  return undefined;
+}
+
 /** The probe's nft events in one namespace, one hop per chain it crossed (the trace's own table left out). */
 export function nftHopsFor(ns: string, events: readonly NftTraceEvent[], traceTable: string | undefined, base: { netns: string; where: string; explain: string[] }): NftHop[] {
   const hops: NftHop[] = [];
   let current: NftHop | undefined;
+  // nft prints the packet once per hook, at its first chain; chains jumped to from there see the same packet.
+  let lastPacket: string | undefined;
   for (const e of events) {
+    if (e.kind === "packet") lastPacket = e.packet.text;
     if (e.table === traceTable) continue;
     const key = `${e.family} ${e.table} ${e.chain}`;
     if (!current || `${current.family} ${current.table} ${current.chain}` !== key || e.kind === "packet") {
@@ -405,6 +453,7 @@ export function nftHopsFor(ns: string, events: readonly NftTraceEvent[], traceTa
         rules: [],
         verdict: "continue",
         summary: "",
+        ...(lastPacket && e.kind !== "packet" ? { packet: lastPacket } : {}),
       };
       hops.push(current);
     }
