@@ -26,7 +26,7 @@ after(async () => {
 
 async function upCheckDown(nodes: number, podsPerNode: number): Promise<void> {
   const t = track(newTestLab());
-  const up = await lab(["up", "--nodes", String(nodes), "--pods-per-node", String(podsPerNode), ...t.flags]);
+  const up = await lab(["up", "--app", "none", "--nodes", String(nodes), "--pods-per-node", String(podsPerNode), ...t.flags]);
   assert.equal(up.code, 0, up.stdout + up.stderr);
 
   const status = await lab(["status", ...t.flags]);
@@ -106,8 +106,9 @@ test("5 nodes × 2 pods: up, check, down", () => upCheckDown(5, 2));
 test("10 nodes × 1 pod (the largest --nodes the issue asks for): up, check, down", () => upCheckDown(10, 1));
 
 // Killed right after the agents were spawned, etcd's PID is not yet recorded: down must still find it (it lives
-// in a lab namespace). Killed once nodes are Ready, agents, etcd and pods are all half-way.
-for (const killAt of [/^\[.*\] agent\s+node2 /, /^\[.*\] ready\s+node/]) {
+// in a lab namespace). Killed once nodes are Ready, agents, etcd and pods are all half-way. Killed right after
+// the example app was applied, the controllers' kubelet is creating its pods while down runs.
+for (const killAt of [/^\[.*\] agent\s+node2 /, /^\[.*\] ready\s+node/, /^\[.*\] apply\s+pod\/client/]) {
   test(`down after lab up was killed at "${killAt.source}" removes everything, agents and etcd included`, async () => {
     const t = track(newTestLab());
     const { killed, output } = await labUpKilledAt(t.flags, killAt);

@@ -21,7 +21,7 @@ after(async () => {
 
 test("reference lab: up, status, run/exec over lo, check passes, a broken route fails the check, down leaves nothing", async () => {
   const t = track(newTestLab());
-  const up = await lab(["up", "--network", "reference", ...t.flags]);
+  const up = await lab(["up", "--app", "none", "--network", "reference", ...t.flags]);
   assert.equal(up.code, 0, up.stdout + up.stderr);
   assert.match(up.stdout, /ready\s+node3 subnet 10\.244\.3\.0\/24/);
 

@@ -393,9 +393,13 @@ export function planDelete(targets: readonly DeleteTarget[], state: ClusterState
   const results: PlannedResult[] = [];
   const notFound: string[] = [];
   const all = () => [...planner.objects.values()];
+  // Dependents removed in this plan: a later target among them (a Deployment listed after its Namespace
+  // in the same file) is reported deleted, as kubectl reports each object of a file.
+  const removed = new Set<string>();
   const deleteObject = (object: KubeObject): void => {
     if (!planner.objects.has(idOf(object))) return;
     planner.remove(object);
+    removed.add(idOf(object));
     if (object.kind === "Service") {
       const owner = ownerOf(object);
       for (const pool of ALLOCATION_POOLS) planner.releaseOwned(pool, owner, new Set());
@@ -420,6 +424,11 @@ export function planDelete(targets: readonly DeleteTarget[], state: ClusterState
       throw new ApiError("Forbidden", `namespaces "${target.name}" is forbidden: this namespace may not be deleted`);
     }
     const object = planner.objects.get(objectId(target.kind, namespace, target.name));
+    const alreadyRemoved = removed.has(objectId(target.kind, namespace, target.name));
+    if (!object && alreadyRemoved) {
+      if (!results.some((r) => r.kind === target.kind && r.namespace === namespace && r.name === target.name)) results.push({ kind: target.kind, ...(namespace ? { namespace } : {}), name: target.name, action: "deleted" });
+      continue;
+    }
     if (!object) {
       if (!results.some((r) => r.kind === target.kind && r.namespace === namespace && r.name === target.name)) notFound.push(`${resourceName(target.kind)} "${target.name}" not found`);
       continue;

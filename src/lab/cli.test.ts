@@ -35,6 +35,32 @@ test("mistakes are usage errors", () => {
   }
 });
 
+test("apply, delete and get take kubectl's flags", () => {
+  const apply = parseLabArgs(["apply", "-f", "-", "--id", "t1"]);
+  assert.equal(apply.command, "apply");
+  assert.equal(apply.filename, "-");
+  const get = parseLabArgs(["get", "pods", "-A", "-o", "wide"]);
+  assert.deepEqual(get.resource, { kind: "pods", names: [] });
+  assert.equal(get.allNamespaces, true);
+  assert.equal(get.output, "wide");
+  const del = parseLabArgs(["delete", "svc", "web-svc", "-n", "shop"]);
+  assert.deepEqual(del.resource, { kind: "svc", names: ["web-svc"] });
+  assert.equal(del.namespace, "shop");
+  const exec = parseLabArgs(["exec", "client", "-n", "shop", "--", "curl", "-s", "http://10.96.0.1/"]);
+  assert.equal(exec.namespace, "shop");
+  assert.deepEqual(exec.commandLine, ["curl", "-s", "http://10.96.0.1/"]);
+  assert.equal(parseLabArgs(["up", "--app", "none"]).app, undefined);
+  assert.match(parseLabArgs(["up"]).app ?? "", /examples\/web\.yaml$/);
+});
+
+test("apply, delete and get refuse what kubectl refuses", () => {
+  assert.throws(() => parseLabArgs(["apply"]), /needs -f FILE/);
+  assert.throws(() => parseLabArgs(["get"]), /needs a kind/);
+  assert.throws(() => parseLabArgs(["delete", "pod"]), /needs a name/);
+  assert.throws(() => parseLabArgs(["delete", "pod", "x", "-f", "a.yaml"]), /not both/);
+  assert.throws(() => parseLabArgs(["get", "pods", "-o", "xml"]), /-o must be wide, json or yaml/);
+});
+
 test("--topology, --backend and --direct-routing", () => {
   const args = parseLabArgs(["up", "--topology", "routed", "--backend", "vxlan", "--direct-routing"]);
   assert.equal(args.topology, "routed");

@@ -1,17 +1,27 @@
 // `podnet lab …`: argument parsing and output for the lab's subcommands. The work happens in lab.ts.
 
-import { DEFAULT_STATE_ROOT, type NetworkMode } from "./lab-state.ts";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { callApi, type ApiRequest, type OutputFormat } from "./api.ts";
+import { apiSocketPath, runControllersProcess } from "./controllers.ts";
+import { DEFAULT_STATE_ROOT, labDir, type NetworkMode } from "./lab-state.ts";
 import { DEFAULT_TARGET, labCheck, labDown, labExec, labRun, labStatus, labUp, loadLab, type LabTarget } from "./lab.ts";
+import { REPO_ROOT } from "./repo-root.ts";
 import { MAX_NODES, MAX_PODS_PER_NODE, TOPOLOGIES, validateLabId, type LabTopology } from "./topology.ts";
 
-export const LAB_USAGE = `usage: podnet lab [up|status|run|exec|check|down] [options]
+export const LAB_USAGE = `usage: podnet lab [up|status|run|exec|check|apply|delete|get|down] [options]
 
   (no subcommand)          bring up the default lab if it is not up, then run the check
-  up                       build the cluster: switch, etcd, nodes with agents, pods
+  up                       build the cluster: switch, etcd, controllers, nodes with agents, pods, the example app
   status                   nodes, subnets, pods and every node's routes
-  check                    connectivity matrix; exits 1 on any failure
+  check                    connectivity matrix and services; exits 1 on any failure
   run POD -- CMD [ARG…]    start a long-lived process in POD's network namespace
-  exec NAME -- CMD [ARG…]  run a command in a pod's or host's namespace (node1, external, control-plane, switch)
+  exec NAME [-n NS] -- CMD [ARG…]
+                           run a command in a pod's or host's namespace (node1, external, control-plane, switch)
+  apply -f FILE            create or update the objects in FILE (YAML or JSON, several documents; - for stdin)
+  delete -f FILE | KIND NAME… [-n NS]
+                           delete objects (and what depends on them)
+  get pods|deployments|services|endpointslices|nodes [NAME…] [-n NS | -A] [-o wide|json|yaml]
   down                     remove everything the lab created
 
 options:
@@ -27,9 +37,14 @@ options:
   --id ID                  lab id, a-z0-9, up to 6 characters (default "${DEFAULT_TARGET.id}"); names start pnl-ID-
   --state-root DIR         where lab state lives (default ${DEFAULT_STATE_ROOT})
   --ready-timeout SECONDS  how long a node may stay NotReady during up (default 30)
+  --app FILE|none          what up applies once the nodes are Ready (default examples/web.yaml)
+  -f, --filename FILE      apply/delete: the manifest file, - for stdin
+  -n, --namespace NS       apply/delete/get/exec: the Kubernetes namespace (default "default")
+  -A, --all-namespaces     get: every namespace
+  -o, --output FORMAT      get: wide, json or yaml
 `;
 
-export type LabSubcommand = "default" | "up" | "status" | "run" | "exec" | "check" | "down" | "help";
+export type LabSubcommand = "default" | "up" | "status" | "run" | "exec" | "check" | "down" | "help" | "apply" | "delete" | "get" | "controllers";
 
 export interface LabArgs {
   command: LabSubcommand;
@@ -45,9 +60,17 @@ export interface LabArgs {
   name?: string;
   /** run/exec: the command after "--". */
   commandLine: string[];
+  /** up: the manifest applied once nodes are Ready; undefined for none. */
+  app?: string;
+  filename?: string;
+  namespace?: string;
+  allNamespaces: boolean;
+  output: OutputFormat;
+  /** get/delete: KIND NAME… */
+  resource?: { kind: string; names: string[] };
 }
 
-const SUBCOMMANDS: readonly LabSubcommand[] = ["up", "status", "run", "exec", "check", "down", "help"];
+const SUBCOMMANDS: readonly LabSubcommand[] = ["up", "status", "run", "exec", "check", "down", "help", "apply", "delete", "get", "controllers"];
 
 export function parseLabArgs(argv: readonly string[]): LabArgs {
   const dashDash = argv.indexOf("--");
@@ -64,6 +87,9 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
     backend: "host-gw",
     directRouting: false,
     commandLine: tail,
+    app: DEFAULT_APP,
+    allNamespaces: false,
+    output: "table",
   };
   const positional: string[] = [];
   for (let i = 0; i < head.length; i++) {
@@ -118,6 +144,30 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
         args.readyTimeoutMs = v * 1000;
         break;
       }
+      case "--app": {
+        const v = value();
+        args.app = v === "none" ? undefined : v;
+        break;
+      }
+      case "-f":
+      case "--filename":
+        args.filename = value();
+        break;
+      case "-n":
+      case "--namespace":
+        args.namespace = value();
+        break;
+      case "-A":
+      case "--all-namespaces":
+        args.allNamespaces = true;
+        break;
+      case "-o":
+      case "--output": {
+        const v = value();
+        if (v !== "wide" && v !== "json" && v !== "yaml") throw new UsageError(`-o must be wide, json or yaml, got "${v}"`);
+        args.output = v;
+        break;
+      }
       case "-h":
       case "--help":
         args.command = "help";
@@ -144,11 +194,27 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
     if (dashDash === -1) args.commandLine = inline;
     else if (inline.length > 0) throw new UsageError(`unexpected ${inline.join(" ")} before --`);
     if (args.commandLine.length === 0) throw new UsageError(`lab ${args.command} needs a command: podnet lab ${args.command} ${name} -- CMD [ARG…]`);
+  } else if (args.command === "apply") {
+    if (args.filename === undefined) throw new UsageError("lab apply needs -f FILE (- for stdin)");
+    if (restPositional.length > 0 || tail.length > 0) throw new UsageError(`unexpected arguments: ${[...restPositional, ...tail].join(" ")}`);
+  } else if (args.command === "delete" || args.command === "get") {
+    const [kind, ...names] = restPositional;
+    if (args.filename !== undefined && args.command === "delete") {
+      if (kind !== undefined) throw new UsageError("lab delete takes -f FILE or KIND NAME, not both");
+    } else {
+      if (kind === undefined) throw new UsageError(args.command === "get" ? "lab get needs a kind: pods, deployments, services, endpointslices, nodes" : "lab delete needs -f FILE or KIND NAME");
+      if (args.command === "delete" && names.length === 0) throw new UsageError(`lab delete ${kind} needs a name`);
+      args.resource = { kind, names };
+    }
+    if (tail.length > 0) throw new UsageError(`unexpected arguments: ${tail.join(" ")}`);
   } else if (restPositional.length > 0 || tail.length > 0) {
     throw new UsageError(`unexpected arguments: ${[...restPositional, ...tail].join(" ")}`);
   }
   return args;
 }
+
+/** The example app `lab up` applies: Deployment web, its Services, a client pod. */
+export const DEFAULT_APP = join(REPO_ROOT, "examples/web.yaml");
 
 export class UsageError extends Error {
   override name = "UsageError";
@@ -191,7 +257,7 @@ function idFlag(target: LabTarget): string {
 }
 
 async function dispatch(args: LabArgs): Promise<number> {
-  const upOptions = { ...args.target, nodes: args.nodes, podsPerNode: args.podsPerNode, network: args.network, readyTimeoutMs: args.readyTimeoutMs, topology: args.topology, backend: args.backend, directRouting: args.directRouting, log: print };
+  const upOptions = { ...args.target, nodes: args.nodes, podsPerNode: args.podsPerNode, network: args.network, readyTimeoutMs: args.readyTimeoutMs, topology: args.topology, backend: args.backend, directRouting: args.directRouting, log: print, ...(args.app ? { app: args.app } : {}) };
   switch (args.command) {
     case "help":
       process.stdout.write(LAB_USAGE);
@@ -203,15 +269,15 @@ async function dispatch(args: LabArgs): Promise<number> {
       const existing = loadLab(args.target);
       if (existing?.data.phase === "up") print(`lab ${args.target.id} is already up`);
       else await labUp(upOptions);
-      const { report, text } = await labCheck(args.target);
+      const { ok, text } = await labCheck(args.target);
       process.stdout.write("\n" + text);
-      print(`the lab stays up: podnet lab status | exec POD -- CMD | down${idFlag(args.target)}`);
-      return report.ok ? 0 : 1;
+      print(`the lab stays up: podnet lab status | get pods | exec POD -- CMD | down${idFlag(args.target)}`);
+      return ok ? 0 : 1;
     }
     case "check": {
-      const { report, text } = await labCheck(args.target);
+      const { ok, text } = await labCheck(args.target);
       process.stdout.write(text);
-      return report.ok ? 0 : 1;
+      return ok ? 0 : 1;
     }
     case "status":
       process.stdout.write(await labStatus(args.target));
@@ -227,6 +293,31 @@ async function dispatch(args: LabArgs): Promise<number> {
       return 0;
     }
     case "exec":
-      return labExec(args.target, args.name!, args.commandLine);
+      return labExec(args.target, args.name!, args.commandLine, args.namespace);
+    case "controllers":
+      return runControllersProcess(labDir(args.target.stateRoot, args.target.id));
+    case "apply":
+    case "delete":
+    case "get":
+      return relayApi(args);
   }
+}
+
+function readManifest(filename: string): { text: string; source: string } {
+  return filename === "-" ? { text: readFileSync(0, "utf8"), source: "<stdin>" } : { text: readFileSync(filename, "utf8"), source: filename };
+}
+
+/** apply/delete/get: one request to the lab's API (the controllers process), its output relayed. */
+async function relayApi(args: LabArgs): Promise<number> {
+  const state = loadLab(args.target);
+  if (!state) throw new Error(`no lab "${args.target.id}" (in ${args.target.stateRoot}); start one with: podnet lab up`);
+  const ns = args.namespace !== undefined ? { namespace: args.namespace } : {};
+  let request: ApiRequest;
+  if (args.command === "apply") request = { verb: "apply", ...readManifest(args.filename!) };
+  else if (args.command === "delete") request = args.filename !== undefined ? { verb: "delete", ...readManifest(args.filename), ...ns } : { verb: "delete", kind: args.resource!.kind, names: args.resource!.names, ...ns };
+  else request = { verb: "get", kind: args.resource!.kind, names: args.resource!.names, ...ns, allNamespaces: args.allNamespaces, output: args.output };
+  const response = await callApi(apiSocketPath(state.dir), request);
+  process.stdout.write(response.stdout);
+  process.stderr.write(response.stderr);
+  return response.exitCode;
 }

@@ -30,6 +30,10 @@ export interface NodeRecord {
 
 export interface PodRecord {
   name: string;
+  /** The Kubernetes namespace of a pod the lab's kubelet runs from a Pod object; absent for the lab's probe pods. */
+  namespace?: string;
+  /** The Pod object's uid, for a kubelet pod. */
+  uid?: string;
   node: string;
   netns: string;
   containerId: string;
@@ -134,13 +138,19 @@ export class LabState {
     return pod;
   }
 
-  removePod(name: string): void {
-    this.data.pods = this.data.pods.filter((p) => p.name !== name);
+  removePod(name: string, namespace?: string): void {
+    this.data.pods = this.data.pods.filter((p) => !(p.name === name && p.namespace === namespace));
     this.save();
   }
 
-  pod(name: string): PodRecord | undefined {
-    return this.data.pods.find((p) => p.name === name);
+  /** A pod by name; with `namespace`, only a kubelet pod of that Kubernetes namespace. */
+  pod(name: string, namespace?: string): PodRecord | undefined {
+    return this.data.pods.find((p) => p.name === name && p.namespace === namespace);
+  }
+
+  forgetProcess(record: ProcessRecord): void {
+    this.data.processes = this.data.processes.filter((p) => p !== record && !(p.pid !== undefined && p.pid === record.pid && p.role === record.role));
+    this.save();
   }
 
   node(name: string): NodeRecord | undefined {

@@ -3,10 +3,15 @@
 // exec and check work on a lab that is up.
 
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { callApi } from "./api.ts";
+import { apiSocketPath, controllersReadyFile, LAB_LOAD_BALANCER_CIDR, LAB_SERVICE_CIDR, loadKubeletState } from "./controllers.ts";
+import type { EndpointSlice, Pod, Service } from "../k8s/types.ts";
+import { formatServiceReport, planServiceProbes, podClients, runServiceCheck, type ServiceClient, type ServiceReport } from "./service-check.ts";
+import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { listLinks } from "../kernel/link.ts";
 import { deleteNamedNetns, listNamedNetns, namedNetnsInode } from "../kernel/named-netns.ts";
-import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { argvInNamedNetns, argvInNetnsPath } from "../kernel/netns-exec.ts";
 import { listRoutes, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, RT_SCOPE_HOST, RT_SCOPE_LINK, type RouteSpec } from "../kernel/route.ts";
 import { startEtcd } from "../supervise/etcd-server.ts";
 import { runAttached } from "../supervise/command.ts";
@@ -39,6 +44,8 @@ export interface UpOptions extends LabTarget {
   /** vxlan's directRouting option. */
   directRouting?: boolean;
   log: (line: string) => void;
+  /** A manifest applied once every node has its pods (the example app); none when undefined. */
+  app?: string;
 }
 
 export const DEFAULT_TARGET: LabTarget = { id: "lab", stateRoot: DEFAULT_STATE_ROOT };
@@ -97,8 +104,25 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     step(`${host.role === "node" ? "node" : "host"}      ${host.name.padEnd(13)} ${host.ip.padEnd(15)} netns ${host.netns}`);
   }
 
-  // etcd and the agents start together: an agent's start-up (seconds of Node and TypeScript loading) then
-  // overlaps etcd's, and an agent that finds etcd not yet serving simply retries.
+  const nodes: NodeRecord[] = plan.nodes.map((host) => {
+    const nodeDir = join(dir, "nodes", host.name);
+    const node: NodeRecord = {
+      name: host.name,
+      netns: host.netns,
+      ip: host.ip,
+      cniConfDir: join(nodeDir, "net.d"),
+      ipamDataDir: join(nodeDir, "ipam"),
+      statusSocket: join(nodeDir, "agent.sock"),
+    };
+    mkdirSync(node.cniConfDir, { recursive: true });
+    mkdirSync(node.ipamDataDir, { recursive: true });
+    state.recordNode(node);
+    return node;
+  });
+
+  // etcd and the controllers start together; the controllers store the cluster config (service CIDR,
+  // LoadBalancer pool) as soon as etcd serves, and only then do agents start, since the first config
+  // written wins and an agent would otherwise store the defaults.
   const etcdRecord = state.recordProcess({
     role: "etcd",
     netns: plan.controlPlane.netns,
@@ -116,21 +140,10 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   // If up fails before etcd is awaited, the rejection is reported there, not as an unhandled one.
   etcdStarting.catch(() => {});
 
-  const nodes: NodeRecord[] = plan.nodes.map((host) => {
-    const nodeDir = join(dir, "nodes", host.name);
-    const node: NodeRecord = {
-      name: host.name,
-      netns: host.netns,
-      ip: host.ip,
-      cniConfDir: join(nodeDir, "net.d"),
-      ipamDataDir: join(nodeDir, "ipam"),
-      statusSocket: join(nodeDir, "agent.sock"),
-    };
-    mkdirSync(node.cniConfDir, { recursive: true });
-    mkdirSync(node.ipamDataDir, { recursive: true });
-    state.recordNode(node);
-    return node;
-  });
+  const controllers = startControllers(state, plan);
+  step(`controllers pid ${controllers.pid} (log ${controllers.log})`);
+  await waitForControllers(state, controllers);
+  step(`config    services ${LAB_SERVICE_CIDR}, LoadBalancer IPs ${LAB_LOAD_BALANCER_CIDR}`);
   const agents = new Map<string, ProcessRecord>();
   if (opts.network === "podnet") {
     for (const node of nodes) {
@@ -171,10 +184,58 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   await waitForProbes(state, probes);
   step(`probes    ${probes.length} probe servers listening on :${PROBE_PORT}`);
 
+  if (opts.app) {
+    const applied = await callApi(apiSocketPath(dir), { verb: "apply", text: readFileSync(opts.app, "utf8"), source: opts.app });
+    if (applied.exitCode !== 0) throw new Error(`applying ${opts.app} failed: ${applied.stderr.trim()}`);
+    for (const line of applied.stdout.trim().split("\n")) step(`apply     ${line}`);
+    const pods = await waitForKubePodsReady(dir, opts.readyTimeoutMs + 30_000);
+    step(`app       ${pods} pods Running and Ready (podnet lab get pods -o wide${opts.id === DEFAULT_TARGET.id ? "" : ` --id ${opts.id}`})`);
+  }
+
   state.data.phase = "up";
   state.save();
   step(`lab ${opts.id} is up — podnet lab status | check | down${opts.id === DEFAULT_TARGET.id ? "" : ` --id ${opts.id}`}`);
   return state;
+}
+
+/** The controllers process in the control-plane namespace, entered with nsenter only (see controllers.ts). */
+function startControllers(state: LabState, plan: LabPlan): ProcessRecord {
+  rmSync(controllersReadyFile(state.dir), { force: true });
+  const record = state.recordProcess({
+    role: "controllers",
+    netns: plan.controlPlane.netns,
+    argv: argvInNetnsPath(namedNetnsPath(plan.controlPlane.netns), [
+      process.execPath, join(REPO_ROOT, "bin/podnet.js"), "lab", "controllers", "--id", state.data.id, "--state-root", dirname(state.dir),
+    ]),
+    log: join(state.dir, "logs", "controllers.log"),
+  });
+  spawnDetached(record, probeEnv());
+  state.save();
+  return record;
+}
+
+async function waitForControllers(state: LabState, record: ProcessRecord): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (!existsSync(controllersReadyFile(state.dir)) || !existsSync(apiSocketPath(state.dir))) {
+    if (!isRecordedProcessAlive(record)) throw new Error(`the controllers exited: ${tail(record.log)}`);
+    if (Date.now() > deadline) throw new Error(`the controllers did not store the cluster config; see ${record.log}`);
+    await sleep(50);
+  }
+}
+
+/** Wait until every Pod object is Running and Ready; returns how many there are. */
+async function waitForKubePodsReady(dir: string, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  for (;;) {
+    const got = await callApi(apiSocketPath(dir), { verb: "get", kind: "pods", allNamespaces: true, output: "json" });
+    const items = got.exitCode === 0 ? ((JSON.parse(got.stdout) as { items: Pod[] }).items) : [];
+    const notReady = items.filter((p) => !(p.status?.phase === "Running" && (p.status.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True")));
+    if (items.length > 0 && notReady.length === 0) return items.length;
+    last = notReady.map((p) => `${p.metadata.name} (${p.status?.phase ?? "Pending"}${p.spec.nodeName ? ` on ${p.spec.nodeName}` : ", unscheduled"})`).join(", ") || got.stderr.trim();
+    if (Date.now() > deadline) throw new Error(`pods not Ready after ${timeoutMs / 1000} s: ${last}`);
+    await sleep(100);
+  }
 }
 
 function readyFile(state: LabState, name: string): string {
@@ -239,6 +300,30 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
     return { found: false, problems };
   }
   const problems: string[] = [];
+
+  // The controllers first, so nothing recreates a pod while it is taken down; then the kubelet's pods.
+  for (const record of state.data.processes.filter((r) => r.role === "controllers")) await stopRecordedProcess(record);
+  const kubelet = loadKubeletState(dir);
+  if (kubelet) {
+    await Promise.all(kubelet.data.processes.map((r) => stopRecordedProcess(r, 1000)));
+    await stopPids(pidsInNamespaces(inodesOf(kubelet.data.namespaces)));
+    for (const pod of [...kubelet.data.pods]) {
+      try {
+        problems.push(...(await removePod(kubelet, pod.name, undefined, pod.namespace)));
+        log(`pod       ${pod.namespace ?? "default"}/${pod.name} deleted`);
+      } catch (error) {
+        problems.push(`pod ${pod.name}: ${(error as Error).message}`);
+      }
+    }
+    const present = new Set(listNamedNetns({ includeStale: true }));
+    for (const name of kubelet.data.namespaces) {
+      if (!present.has(name)) continue;
+      const problem = await deleteWithRetries(name);
+      if (problem) problems.push(`netns ${name}: ${problem}`);
+      else kubelet.forgetNamespace(name);
+    }
+    if (kubelet.data.namespaces.length > 0) state.data.namespaces.push(...kubelet.data.namespaces.filter((n) => !state.data.namespaces.includes(n)));
+  }
   const podNamespaces = new Set(state.data.pods.map((p) => p.netns));
   const inPods = (r: ProcessRecord): boolean => podNamespaces.has(r.netns);
 
@@ -315,7 +400,7 @@ function podsInOrder(state: LabState): PodRecord[] {
   return [...state.data.pods].sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
 }
 
-export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; text: string }> {
+export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; services?: ServiceReport; ok: boolean; text: string }> {
   const state = requireLab(target);
   if (state.data.phase !== "up") throw new Error(`lab "${target.id}" is not fully up; run podnet lab down, then up`);
   const pods: CheckPod[] = podsInOrder(state)
@@ -330,7 +415,9 @@ export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } =
     const why = conditionLines(await agentStatuses(state));
     if (why.length > 0) text += `\nwhy, as the agents report it:\n${why.map((l) => `  ${l}`).join("\n")}\n`;
   }
-  return { report, text };
+  const services = state.data.processes.some((p) => p.role === "controllers") ? await checkServices(state, pods) : undefined;
+  if (services) text += formatServiceReport(services);
+  return { report, ...(services ? { services } : {}), ok: report.ok && (services?.ok ?? true), text };
 }
 
 /** Each node's agent /status, or undefined where it cannot be read (no socket, agent down). */
@@ -339,6 +426,26 @@ async function agentStatuses(state: LabState): Promise<Map<string, AgentStatusVi
     state.data.nodeRecords.map(async (node) => [node.name, node.statusSocket ? await fetchAgentStatus(node.statusSocket).catch(() => undefined) : undefined] as const),
   );
   return new Map(entries);
+}
+
+/** The services section: Services, EndpointSlices and Pods read through the lab's API, probed from every pod and the external host. */
+async function checkServices(state: LabState, probePods: readonly CheckPod[]): Promise<ServiceReport> {
+  const socket = apiSocketPath(state.dir);
+  const list = async <T>(kind: string): Promise<T[]> => {
+    const got = await callApi(socket, { verb: "get", kind, allNamespaces: true, output: "json" });
+    if (got.exitCode !== 0) throw new Error(`lab get ${kind}: ${got.stderr.trim()}`);
+    return (JSON.parse(got.stdout) as { items: T[] }).items;
+  };
+  const [services, slices, kubePods] = await Promise.all([list<Service>("services"), list<EndpointSlice>("endpointslices"), list<Pod>("pods")]);
+  const kubelet = loadKubeletState(state.dir);
+  const clients: ServiceClient[] = [
+    ...podClients(kubePods, (pod) => kubelet?.pod(pod.metadata.name, pod.metadata.namespace ?? "default")?.netns),
+    ...probePods.map((p) => ({ name: p.name, netns: p.netns, ip: p.ip })),
+  ];
+  const plan = planOf(state);
+  const external: ServiceClient = { name: "external", netns: plan.external.netns };
+  const probes = planServiceProbes(services, slices, clients, external, state.data.nodeRecords.map((n) => n.ip));
+  return runServiceCheck(probes, [...clients, external]);
 }
 
 export async function labStatus(target: LabTarget): Promise<string> {
@@ -350,6 +457,11 @@ export async function labStatus(target: LabTarget): Promise<string> {
     `lab ${state.data.id}: ${state.data.phase}, ${state.data.network} network${state.data.backend ? ` (backend ${state.data.backend}${state.data.backendOptions ? ` ${JSON.stringify(state.data.backendOptions)}` : ""})` : ""}, ${plan.topology} underlay (${plan.switches.map((s) => s.cidr).join(", ")}${plan.router ? ` via ${plan.router.netns}` : ""}), created ${state.data.createdAt}, state ${state.dir}`,
   );
   lines.push(`etcd ${`http://${CONTROL_PLANE_IP}:${ETCD_CLIENT_PORT}`} in ${plan.controlPlane.netns}: ${etcd && isRecordedProcessAlive(etcd) ? `running (pid ${etcd.pid})` : "NOT running"}`);
+  const controllers = state.data.processes.find((p) => p.role === "controllers");
+  if (controllers) {
+    const kubePods = loadKubeletState(state.dir)?.data.pods.length ?? 0;
+    lines.push(`controllers (API ${apiSocketPath(state.dir)}): ${isRecordedProcessAlive(controllers) ? `running (pid ${controllers.pid})` : "NOT running"}, ${kubePods} pods from Pod objects (podnet lab get pods -A)`);
+  }
   lines.push(`external ${EXTERNAL_IP} in ${plan.external.netns}`);
   lines.push("");
   lines.push(`${"NODE".padEnd(8)} ${"IP".padEnd(14)} ${"SUBNET".padEnd(16)} ${"STATUS".padEnd(9)} ${"AGENT".padEnd(12)} REASON`);
@@ -419,7 +531,10 @@ export function formatRoute(route: RouteSpec, linkNames: ReadonlyMap<number, str
 }
 
 /** Where `lab exec` and `lab run` may run things: a pod, or an underlay host by its short name. */
-export function resolveTarget(state: LabState, name: string): { netns: string; isPod: boolean } {
+export function resolveTarget(state: LabState, name: string, namespace?: string): { netns: string; isPod: boolean } {
+  const kubePod = loadKubeletState(state.dir)?.pod(name, namespace ?? "default");
+  if (kubePod) return { netns: kubePod.netns, isPod: true };
+  if (namespace !== undefined) throw new Error(`no pod "${name}" in namespace ${namespace} of lab ${state.data.id}`);
   const pod = state.pod(name);
   if (pod) return { netns: pod.netns, isPod: true };
   const plan = planOf(state);
@@ -431,9 +546,9 @@ export function resolveTarget(state: LabState, name: string): { netns: string; i
 }
 
 /** Run a command in a pod's (or host's) namespace with the terminal attached; resolves to its exit code. */
-export async function labExec(target: LabTarget, name: string, command: readonly string[]): Promise<number> {
+export async function labExec(target: LabTarget, name: string, command: readonly string[], namespace?: string): Promise<number> {
   const state = requireLab(target);
-  const { netns } = resolveTarget(state, name);
+  const { netns } = resolveTarget(state, name, namespace);
   return runAttached(argvInNamedNetns(netns, command));
 }
 

@@ -17,6 +17,9 @@ import { createNetns } from "./underlay.ts";
 const IFNAME = "eth0";
 const K8S_NAMESPACE = "default";
 
+/** What a runtime passes as CNI runtimeConfig (capability args), e.g. hostPort requests as portMappings. */
+export type RuntimeConfig = Record<string, unknown>;
+
 /** The node's network as its runtime holds it: the conflist, CNI_PATH, and the node namespace plugins run in. */
 export function nodeNetwork(node: NodeRecord, list: NetworkConfigList, cniPath: readonly string[] = CNI_PATH): CniNetwork {
   return new CniNetwork(list, { cniPath: [...cniPath], nodeNetns: namedNetnsPath(node.netns) });
@@ -62,31 +65,38 @@ export async function waitForNodeReady(node: NodeRecord, timeoutMs: number, onTi
   }
 }
 
-function attachment(pod: Pick<PodRecord, "name" | "containerId">, netns: string): Attachment {
+function attachment(pod: Pick<PodRecord, "name" | "containerId" | "namespace" | "uid">, netns: string, runtimeConfig?: RuntimeConfig): Attachment {
   return {
     containerId: pod.containerId,
     netns,
     ifname: IFNAME,
-    args: { K8S_POD_NAMESPACE: K8S_NAMESPACE, K8S_POD_NAME: pod.name, K8S_POD_INFRA_CONTAINER_ID: pod.containerId },
+    args: {
+      K8S_POD_NAMESPACE: pod.namespace ?? K8S_NAMESPACE,
+      K8S_POD_NAME: pod.name,
+      K8S_POD_INFRA_CONTAINER_ID: pod.containerId,
+      ...(pod.uid ? { K8S_POD_UID: pod.uid } : {}),
+    },
+    ...(runtimeConfig && Object.keys(runtimeConfig).length > 0 ? { runtimeConfig } : {}),
   };
 }
 
 /** Create a pod on a node: netns, then CNI ADD through the whole chain. Returns the pod with its IP. */
 export async function addPod(
   state: LabState,
-  pod: Pick<PodRecord, "name" | "node" | "netns" | "containerId">,
+  pod: Pick<PodRecord, "name" | "node" | "netns" | "containerId" | "namespace" | "uid">,
   list: NetworkConfigList,
   cniPath: readonly string[] = CNI_PATH,
+  runtimeConfig?: RuntimeConfig,
 ): Promise<PodRecord> {
   const node = state.node(pod.node);
   if (!node) throw new Error(`no node ${pod.node} in lab ${state.data.id}`);
-  if (state.pod(pod.name)) throw new Error(`pod ${pod.name} already exists`);
+  if (state.pod(pod.name, pod.namespace)) throw new Error(`pod ${pod.name} already exists`);
   const network = nodeNetwork(node, list, cniPath);
   const record = state.recordPod({ ...pod });
   const netnsPath = await createNetns(state, pod.netns);
   let result: Record<string, unknown>;
   try {
-    result = await network.add(attachment(record, netnsPath));
+    result = await network.add(attachment(record, netnsPath, runtimeConfig));
   } catch (error) {
     throw new Error(`ADD for pod ${pod.name} on ${node.name}: ${(error as Error).message}`);
   }
@@ -102,8 +112,8 @@ export async function addPod(
  * Remove a pod: CNI DEL in reverse chain order, then its netns. A failing DEL is reported but does not
  * stop the netns from going, as with a runtime; returns the DEL problems, empty when clean.
  */
-export async function removePod(state: LabState, podName: string, cniPath: readonly string[] = CNI_PATH): Promise<string[]> {
-  const pod = state.pod(podName);
+export async function removePod(state: LabState, podName: string, cniPath: readonly string[] = CNI_PATH, namespace?: string): Promise<string[]> {
+  const pod = state.pod(podName, namespace);
   if (!pod) throw new Error(`no pod ${podName} in lab ${state.data.id}`);
   const problems: string[] = [];
   const node = state.node(pod.node);
@@ -126,7 +136,7 @@ export async function removePod(state: LabState, podName: string, cniPath: reado
   }
   if (existsSync(netnsPath)) await deleteNamedNetns(pod.netns);
   state.forgetNamespace(pod.netns);
-  state.removePod(podName);
+  state.removePod(podName, namespace);
   return problems;
 }
 

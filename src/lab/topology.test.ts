@@ -84,6 +84,7 @@ test("routed: odd nodes on 192.168.1.0/24, even nodes on 192.168.2.0/24, a route
   assert.equal(plan.controlPlane.gateway, "192.168.1.1");
   const flat = planLab({ id: "lab", nodes: 2, podsPerNode: 1 });
   assert.equal(flat.router, undefined);
-  assert.equal(flat.nodes[1]!.gateway, undefined);
+  assert.equal(flat.nodes[1]!.gateway, "192.168.1.200", "flat: nodes route upstream via the external host");
+  assert.equal(flat.controlPlane.gateway, undefined);
   assert.throws(() => planLab({ id: "lab", nodes: 1, podsPerNode: 0, topology: "mesh" as "flat" }), /--topology must be flat or routed/);
 });

@@ -128,6 +128,10 @@ export function planLab(opts: LabOptions): LabPlan {
   const host = (role: UnderlayHost["role"], name: string, ip: string, portSuffix: string, switchIndex = 0): UnderlayHost => {
     const h: UnderlayHost = { role, name, netns: `${prefix}${name}`, ip, uplink: "eth0", switchPort: linkName(prefix, portSuffix), switchIndex };
     if (routed) h.gateway = formatIp(nthAddress(switchIndex === 0 ? UNDERLAY : SECOND_UNDERLAY, ROUTER_HOST));
+    // A real node has a default route; on the flat underlay the external host stands in for the upstream
+    // router. Without one, a packet to an address no rule claims (a ClusterIP without endpoints) fails in
+    // the node's routing with "network unreachable" before any filter hook can reject it.
+    else if (role === "node") h.gateway = EXTERNAL_IP;
     return h;
   };
   const nodes: UnderlayHost[] = [];
