@@ -174,10 +174,15 @@ test("a DNAT before routing (as a Service's endpoint chain writes it) is followe
   } finally {
     sh(["ip", "netns", "exec", ns, "nft", "delete table ip pnt_svc"]);
   }
+  // Without the rule, node1 sends it up its default route, to the external host standing in for the upstream
+  // router, which does not forward: the trace ends there.
   const nowhere = await trace("node1-pod1", "10.96.0.10:80");
   assert.equal(nowhere.code, 1);
+  const node1Route = hopsOf(nowhere.result, "route").find((h) => h.netns === ns)!;
+  assert.match(node1Route.entry!, /^default via 192\.168\.1\.200 dev eth0/);
   const last = nowhere.result.hops.at(-1)!;
-  assert.ok(last.kind === "drop" && last.reason === "no-route" && last.netns === ns, JSON.stringify(last));
+  assert.ok(last.kind === "drop" && last.reason === "no-route" && last.where === "external", JSON.stringify(last));
+  assert.match(last.summary, /it does not forward/);
 });
 
 test("pod → ClusterIP through the service proxy's compiled table: the map element, the endpoint chain, the DNAT to the endpoint", async () => {
@@ -362,7 +367,7 @@ test("a packet over the uplink's MTU (DF set) ends at the node whose link is too
 });
 
 // Last: it stops node1's agent, which would otherwise put the route back within a second.
-test("a deleted host-gw route ends the trace at the node with no route", async () => {
+test("a deleted host-gw route: the node falls back to its default route and the packet dies upstream", async () => {
   const agent = state.processes.find((p) => p.role === "agent node1")!;
   await stopRecordedProcess(agent);
   const ns = node("node1").netns;
@@ -371,8 +376,12 @@ test("a deleted host-gw route ends the trace at the node with no route", async (
   const { code, result } = await trace("node1-pod1", "node2-pod1");
   assertSchema(result);
   assert.equal(code, 1);
+  // node1 falls back to its default route (the lab's upstream stand-in), not podnet's, and the packet dies there.
+  const fallback = hopsOf(result, "route").find((h) => h.netns === ns)!;
+  assert.equal(fallback.podnet, false);
+  assert.match(fallback.entry!, /^default via /);
   const last = result.hops.at(-1)!;
-  assert.ok(last.kind === "drop" && last.reason === "no-route" && last.netns === ns, JSON.stringify(result.hops, null, 1));
+  assert.ok(last.kind === "drop" && last.reason === "no-route" && last.where === "external", JSON.stringify(result.hops, null, 1));
   assert.equal(last.evidence, "route-lookup");
 
   // host-gw across subnets: a gateway outside every subnet of the uplink, forced with onlink, never answers ARP.

@@ -11,6 +11,7 @@ import { listLinks, type LinkInfo } from "../kernel/link.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import { KernelError } from "../kernel/netlink/socket.ts";
 import { netnsIdOf } from "../kernel/netns-id.ts";
+import { getSysctlIn } from "../kernel/sysctl.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { lookupRoute, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, type RouteLookup } from "../kernel/route.ts";
 import type { NftTraceEvent, TraceProto } from "../kernel/nft-trace.ts";
@@ -147,7 +148,10 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     } catch (error) {
       if (!(error instanceof KernelError)) throw error;
       const reason: DropReason = error.code === "ENETUNREACH" || error.code === "EHOSTUNREACH" ? "no-route" : "input-refused";
-      const text = reason === "no-route" ? `no route to ${pkt.dst} in ${where(ns)} (${error.code})` : `${where(ns)} refuses the packet from ${pkt.src} on ${position.iif?.name} (${error.code}: rp_filter, forwarding off, or a martian source)`;
+      // A host that does not forward answers EHOSTUNREACH for anything not its own: say so, it is the reason.
+      const forwarding = position.iif && error.code === "EHOSTUNREACH" ? getSysctlIn(namedNetnsPath(ns), "net.ipv4.conf.all.forwarding") : undefined;
+      const text = forwarding === "0" ? `no route to ${pkt.dst} in ${where(ns)}: it does not forward (net.ipv4.conf.all.forwarding=0), so it routes nothing that is not its own (${error.code})`
+        : reason === "no-route" ? `no route to ${pkt.dst} in ${where(ns)} (${error.code})` : `${where(ns)} refuses the packet from ${pkt.src} on ${position.iif?.name} (${error.code}: rp_filter, forwarding off, or a martian source)`;
       hops.push(...nftHops.filter((h) => h.chain !== "postrouting"));
       return drop(ns, reason, text, "route-lookup", [getCmd, `${ipN} route show`]);
     }
