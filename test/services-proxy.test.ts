@@ -44,7 +44,6 @@ describe("service proxy table in a real kernel", { skip: root ? false : "needs r
   const servers: ChildProcess[] = [];
   const compiler = new ProxyCompiler();
   let applied: CompiledProxy | undefined;
-  let kernelDrift: readonly unknown[] = [];
 
   const sync = (services: Service[], slices: EndpointSlice[]) => {
     const next = compiler.compile(services, slices, facts);
@@ -129,15 +128,8 @@ describe("service proxy table in a real kernel", { skip: root ? false : "needs r
     assert.equal(listing.status, 0, listing.stderr);
     const current = decodeTableJson(listing.stdout, "ip", PROXY_TABLE);
     const drift = diffTables(next.table, current).changes;
-    // Known gap in the nft layer's read-back (src/kernel/nft/readback.ts decodeNat): it wants a
-    // "family" in a dnat's JSON, which nft 1.0.6 leaves out in an `ip` table, so every DNAT rule
-    // reads back as opaque and its endpoint chain looks changed. Everything else must match now;
-    // the endpoint chains are checked by the TODO test below once the read-back decodes them.
-    const endpointChain = (c: (typeof drift)[number]) => c.op === "replaceChain" && c.chain.name.startsWith("endpoint-");
-    assert.deepEqual(drift.filter((c) => !endpointChain(c)), [], JSON.stringify(drift).slice(0, 3000));
-    kernelDrift = drift;
-  });
-  it("after full and incremental syncs the endpoint chains read back as written", { todo: "nft read-back decodes dnat without a family" }, () => {
-    assert.deepEqual(kernelDrift, []);
+    // The read-back decodes a dnat without "family" (nft 1.0.6 leaves it out in an ip table), so
+    // every chain, endpoint chains included, must match the model exactly.
+    assert.deepEqual(drift, [], JSON.stringify(drift).slice(0, 3000));
   });
 });

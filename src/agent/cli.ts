@@ -18,6 +18,7 @@ import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
 import { NetlinkOverlayKernel } from "./overlay-kernel.ts";
 import { NetlinkRouteTable } from "./route-table.ts";
 import { RoutesReconciler } from "./routes-reconciler.ts";
+import { ServicesReconciler } from "./services-reconciler.ts";
 
 const AGENT_USAGE = `usage: podnet agent --node-ip IP --etcd URL[,URL…] [options]
 
@@ -165,6 +166,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
       },
       {
         datastore,
+        objects: datastore.objects,
         metrics: agentMetrics,
         // One reconciler per job; the service proxy and policy join this list (src/agent/README.md).
         reconcilers: (hub) =>
@@ -175,6 +177,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
                 resyncIntervalMs,
               ),
               new MasqueradeReconciler(new NftMasquerade(), resyncIntervalMs, log),
+              new ServicesReconciler(name, resyncIntervalMs, log),
             ],
             faults,
             log,

@@ -2,6 +2,7 @@
 
 import { createServer, type Server } from "node:http";
 import { rmSync } from "node:fs";
+import { parseHostPort } from "../net/endpoint.ts";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 
 export class AgentMetrics {
@@ -132,17 +133,10 @@ export async function serveHealthAndMetrics(listen: string, metrics: AgentMetric
       rmSync(listen, { force: true });
       server.listen(listen, () => resolve());
     } else {
-      const { host, port } = parseHostPort(listen);
+      // A bare port (":9650" or "9650") listens on loopback, as the agent always has.
+      const { host, port } = parseHostPort(listen, { defaultHost: "127.0.0.1" });
       server.listen(port, host, () => resolve());
     }
   });
   return server;
-}
-
-export function parseHostPort(text: string): { host: string; port: number } {
-  const index = text.lastIndexOf(":");
-  const host = index > 0 ? text.slice(0, index).replace(/^\[|\]$/g, "") : "127.0.0.1";
-  const port = Number(index >= 0 ? text.slice(index + 1) : text);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`bad listen address ${JSON.stringify(text)} (want HOST:PORT or /path/to/socket)`);
-  return { host, port };
 }

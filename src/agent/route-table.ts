@@ -4,6 +4,8 @@
 import { listAddresses } from "../kernel/address.ts";
 import { getLinkByIndex } from "../kernel/link.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
+import { ipEquals, tryParseIp } from "../net/address.ts";
+import { parseCidr } from "../net/cidr.ts";
 import { applyRouteChanges, listRoutes, RT_TABLE_MAIN, RT_SCOPE_UNIVERSE, type RouteSpec } from "../kernel/route.ts";
 import { PODNET_ROUTE_PROTOCOL, type RouteChange } from "./route-plan.ts";
 
@@ -62,7 +64,9 @@ export class NetlinkRouteTable implements RouteTable {
   }
 
   interfaceWithAddress(address: string): { name: string; mtu: number } | undefined {
-    const holder = listAddresses(this.nl).find((a) => a.family === 4 && a.cidr.slice(0, a.cidr.indexOf("/")) === address);
+    const wanted = tryParseIp(address);
+    if (wanted?.family !== 4) return undefined;
+    const holder = listAddresses(this.nl).find((a) => a.family === 4 && ipEquals(parseCidr(a.cidr).address, wanted));
     if (!holder) return undefined;
     const link = getLinkByIndex(this.nl, holder.index);
     return link ? { name: link.name, mtu: link.mtu } : undefined;

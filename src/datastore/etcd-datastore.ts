@@ -54,6 +54,10 @@ export class EtcdDatastore implements Datastore {
       hosts: opts.endpoints,
       dialTimeout: timeout,
       defaultCallOptions: (context) => (context.isStream ? {} : { deadline: Date.now() + timeout }),
+      // gRPC's default 4 MiB cap on a received message is below one list of 10,000 Services and
+      // their EndpointSlices (the agent's object watch starts with such a list): the call failed
+      // with RESOURCE_EXHAUSTED and the client's circuit breaker then refused every retry.
+      grpcOptions: { "grpc.max_receive_message_length": 512 * 1024 * 1024 },
     };
     this.client = new Etcd3(clientOptions);
     this.objects = new EtcdObjectStore(this.client, this.prefix);

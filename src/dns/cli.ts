@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { isMainThread, parentPort, Worker } from "node:worker_threads";
 import type { ObjectStore } from "../datastore/objects.ts";
 import type { KubeObject } from "../k8s/types.ts";
+import { parseHostPort } from "../net/endpoint.ts";
 import { nameserversFromResolvConf, parseUpstream, type Upstream } from "./forward.ts";
 import type { PodsMode } from "./index.ts";
 import { serveHttp } from "./metrics.ts";
@@ -45,11 +46,11 @@ type WorkerMessage =
 class UsageError extends Error {}
 
 function hostPort(flag: string, text: string): { host: string; port: number } {
-  const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);
-  if (!m) throw new UsageError(`--${flag}: expected ADDR:PORT, got ${JSON.stringify(text)}`);
-  const port = Number(m[2]);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--${flag}: port must be 0-65535, got ${m[2]}`);
-  return { host: m[1] as string, port };
+  try {
+    return parseHostPort(text);
+  } catch (err) {
+    throw new UsageError(`--${flag}: ${(err as Error).message}`);
+  }
 }
 
 /** An ObjectStore over a fixed list: the watch delivers it once and never changes. */

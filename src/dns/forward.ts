@@ -5,7 +5,8 @@
 
 import dgram from "node:dgram";
 import net from "node:net";
-import { isIp, isIpv6 } from "../net/address.ts";
+import { formatIp, isIpv6, tryParseIp } from "../net/address.ts";
+import { formatHostPort, parseHostPort } from "../net/endpoint.ts";
 import { randomInt } from "node:crypto";
 import * as dnsPacket from "dns-packet";
 import type { Answer, DecodedPacket, RecordClass, RecordType } from "dns-packet";
@@ -54,26 +55,18 @@ interface Pending {
 }
 
 export function upstreamKey(u: Upstream): string {
-  return u.host.includes(":") ? `[${u.host}]:${u.port}` : `${u.host}:${u.port}`;
+  return formatHostPort(u);
 }
 
 /** "1.2.3.4", "1.2.3.4:5353", "[fd00::1]:53", "fd00::1" → Upstream; throws naming the value. */
 export function parseUpstream(text: string): Upstream {
-  const trimmed = text.trim();
-  let host = trimmed;
-  let port = 53;
-  const bracket = /^\[([^\]]+)\](?::(\d+))?$/.exec(trimmed);
-  if (bracket) {
-    host = bracket[1] as string;
-    if (bracket[2]) port = Number(bracket[2]);
-  } else if (/^[^:]+:\d+$/.test(trimmed)) {
-    const at = trimmed.lastIndexOf(":");
-    host = trimmed.slice(0, at);
-    port = Number(trimmed.slice(at + 1));
+  let upstream: Upstream;
+  try {
+    upstream = parseHostPort(text.trim(), { defaultPort: 53, minPort: 1 });
+  } catch (err) {
+    throw new Error(`upstream "${text}": ${(err as Error).message}`);
   }
-  if (!isIp(host)) throw new Error(`upstream "${text}": not an IP address`);
-  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`upstream "${text}": port must be 1-65535`);
-  return { host, port };
+  return upstream;
 }
 
 /** Nameservers of a resolv.conf text (the node's own resolver configuration). */
@@ -83,7 +76,8 @@ export function nameserversFromResolvConf(text: string): Upstream[] {
     const m = /^\s*nameserver\s+(\S+)/.exec(line);
     if (!m) continue;
     const host = (m[1] as string).replace(/%.*$/, "");
-    if (isIp(host)) out.push({ host, port: 53 });
+    const ip = tryParseIp(host);
+    if (ip) out.push({ host: formatIp(ip), port: 53 });
   }
   return out;
 }

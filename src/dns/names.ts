@@ -3,6 +3,8 @@
 // docs/specification.md, schema 1.1.0); where the spec is silent, CoreDNS's kubernetes plugin
 // (plugin/kubernetes/parse.go, parseRequest) decides, so that clients see what they see there.
 
+import { formatIp, ipToBytes, isIpv4, parseIp, tryParseIp } from "../net/address.ts";
+
 /** Lower-cased labels of a domain name, without the root. "." and "" give []. */
 export function labelsOf(name: string): string[] {
   const trimmed = name.endsWith(".") ? name.slice(0, -1) : name;
@@ -90,68 +92,15 @@ export function addressFromDashed(label: string): string | undefined {
   const v4 = label.split("-");
   if (v4.length === 4 && !label.includes("--")) {
     const ip = v4.join(".");
-    return isIPv4(ip) ? ip : undefined;
+    return isIpv4(ip) ? ip : undefined;
   }
-  const v6 = label.replaceAll("-", ":");
-  return isIPv6(v6) ? normalizeIPv6(v6) : undefined;
+  return normalizeIPv6(label.replaceAll("-", ":"));
 }
 
-export function isIPv4(text: string): boolean {
-  const parts = text.split(".");
-  if (parts.length !== 4) return false;
-  return parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255);
-}
-
-export function isIPv6(text: string): boolean {
-  return normalizeIPv6(text) !== undefined;
-}
-
-/** Parses an IPv6 address into 8 groups, or undefined. No zone index, no embedded IPv4. */
-function ipv6Groups(text: string): number[] | undefined {
-  if (!/^[0-9a-fA-F:]+$/.test(text) || text.length < 2) return undefined;
-  const halves = text.split("::");
-  if (halves.length > 2) return undefined;
-  const parse = (part: string): number[] | undefined => {
-    if (part === "") return [];
-    const groups = part.split(":");
-    const out: number[] = [];
-    for (const g of groups) {
-      if (g.length < 1 || g.length > 4) return undefined;
-      out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const head = parse(halves[0] as string);
-  const tail = halves.length === 2 ? parse(halves[1] as string) : [];
-  if (!head || !tail) return undefined;
-  if (halves.length === 1) return head.length === 8 ? head : undefined;
-  const missing = 8 - head.length - tail.length;
-  if (missing < 1) return undefined;
-  return [...head, ...new Array<number>(missing).fill(0), ...tail];
-}
-
-/** RFC 5952 text form, so equal addresses compare equal as strings. */
+/** The RFC 5952 text of an IPv6 address (src/net), so equal addresses compare equal as strings; undefined when it is not one. */
 export function normalizeIPv6(text: string): string | undefined {
-  const groups = ipv6Groups(text);
-  if (!groups) return undefined;
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(":");
-  return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLen).join(":")}`;
+  const ip = tryParseIp(text);
+  return ip?.family === 6 ? formatIp(ip) : undefined;
 }
 
 /** The address a reverse name stands for (`4.3.2.1.in-addr.arpa`, nibbles under `ip6.arpa`), or undefined. */
@@ -160,7 +109,7 @@ export function addressFromReverse(name: string): string | undefined {
   const n = labels.length;
   if (n === 6 && labels[4] === "in-addr" && labels[5] === "arpa") {
     const ip = labels.slice(0, 4).reverse().join(".");
-    return isIPv4(ip) ? ip : undefined;
+    return isIpv4(ip) ? ip : undefined;
   }
   if (n === 34 && labels[32] === "ip6" && labels[33] === "arpa") {
     const nibbles = labels.slice(0, 32).reverse();
@@ -181,15 +130,15 @@ export function isReverseName(name: string): boolean {
 
 /** The reverse name of an address, without trailing dot. */
 export function reverseName(ip: string): string {
-  if (!ip.includes(":")) return `${ip.split(".").reverse().join(".")}.in-addr.arpa`;
-  const groups = ipv6Groups(ip);
-  if (!groups) throw new Error(`not an IPv6 address: ${ip}`);
-  const nibbles = groups.map((g) => g.toString(16).padStart(4, "0")).join("");
+  const address = parseIp(ip);
+  const bytes = [...ipToBytes(address)];
+  if (address.family === 4) return `${bytes.reverse().join(".")}.in-addr.arpa`;
+  const nibbles = bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
   return `${[...nibbles].reverse().join(".")}.ip6.arpa`;
 }
 
 /** Normalizes an address from cluster data (IPv6 in RFC 5952 form); undefined when it is not one. */
 export function normalizeAddress(ip: string): string | undefined {
-  if (isIPv4(ip)) return ip;
-  return normalizeIPv6(ip);
+  const address = tryParseIp(ip);
+  return address && formatIp(address);
 }

@@ -71,7 +71,7 @@ function runCommand(args: string[], netnsPath?: string): NftRun {
 function runCommandAsync(args: string[], netnsPath?: string): Promise<NftRun> {
   const [command, argv] = nftCommand(args, netnsPath);
   return new Promise((resolve, reject) => {
-    process.getBuiltinModule("node:child_process").execFile(command, argv, { encoding: "utf8" }, (error, stdout, stderr) => {
+    process.getBuiltinModule("node:child_process").execFile(command, argv, { encoding: "utf8", maxBuffer: 1 << 30 }, (error, stdout, stderr) => {
       if (error && typeof error.code !== "number") {
         reject(new NftError(`${command} ${argv.join(" ")}`, null, error.message));
         return;
@@ -151,6 +151,27 @@ export async function runNftAsync(script: string, netnsPath?: string): Promise<v
   } finally {
     rmSync(file, { force: true });
   }
+}
+
+/**
+ * runNftAsync through a spawned `nft -f`, whatever the backend: for scripts so large (a full sync of
+ * thousands of services, megabytes) that libnftables' synchronous call would stall the caller's
+ * event loop for seconds.
+ */
+export async function runNftSpawnedAsync(script: string, netnsPath?: string): Promise<void> {
+  const file = writeScriptFile(script);
+  try {
+    const run = await runCommandAsync(["-f", file], netnsPath);
+    if (run.status !== 0) throw new NftError(`nft -f${netnsPath ? ` in ${netnsPath}` : ""}`, run.status, run.stderr);
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
+/** readTableAsync through a spawned `nft -j list table`, so a large table does not stall the event loop while the kernel dumps it. */
+export async function readTableSpawnedAsync(family: NftFamily, name: string, netnsPath?: string): Promise<NftTableState | undefined> {
+  const json = tableListing(await runCommandAsync(listArgs(family, name, true), netnsPath), family, name);
+  return json === undefined ? undefined : decodeTableJson(json, family, name);
 }
 
 /** The text of `nft list table FAMILY NAME`, or undefined if the table does not exist. For people, not for parsing. */

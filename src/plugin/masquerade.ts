@@ -6,7 +6,8 @@
 import { applyTransaction } from "../kernel/nft.ts";
 import type { NftChain, NftChange, NftSet, NftTable } from "../kernel/nft/model.ts";
 import { tableChanges } from "../kernel/nft/render.ts";
-import { canonicalCidrText } from "../net/cidr.ts";
+import { formatIp, parseIp } from "../net/address.ts";
+import { canonicalCidrText, cidrFamily, parseCidr } from "../net/cidr.ts";
 
 export interface MasqueradeEntry {
   /** Pod address in CIDR form, e.g. 10.244.1.5/24. */
@@ -18,8 +19,10 @@ function tableName(network: string): string {
   return `podnet_${network.replace(/[^A-Za-z0-9_]/g, "_").slice(0, 40)}`;
 }
 
-function isV6(cidr: string): boolean {
-  return cidr.includes(":");
+/** A pod's address ("10.244.1.7/24" from a result, or a bare "10.244.1.7"), through src/net. */
+function podAddress(text: string): { ip: string; family: 4 | 6 } {
+  const address = text.includes("/") ? parseCidr(text).address : parseIp(text);
+  return { ip: formatIp(address), family: address.family };
 }
 
 const POSTROUTING: NftChain = {
@@ -46,14 +49,14 @@ export function masqueradeTable(network: string, entries: MasqueradeEntry[], clu
   const exempt4: string[][] = [];
   const exempt6: string[][] = [];
   for (const { address } of entries) {
-    const [ip = ""] = address.split("/");
-    if (isV6(address)) masq6.push([ip]);
+    const { ip, family } = podAddress(address);
+    if (family === 6) masq6.push([ip]);
     else {
       masq4.push([ip]);
       if (address.includes("/")) exempt4.push([canonicalCidrText(address)]);
     }
   }
-  for (const cidr of clusterCidrs) (isV6(cidr) ? exempt6 : exempt4).push([cidr]);
+  for (const cidr of clusterCidrs) (cidrFamily(cidr) === 6 ? exempt6 : exempt4).push([cidr]);
   return {
     family: "inet",
     name: tableName(network),
@@ -83,8 +86,8 @@ export function removeMasquerade(network: string, entries: MasqueradeEntry[]): v
   const masq4: string[][] = [];
   const masq6: string[][] = [];
   for (const { address } of entries) {
-    const [ip = ""] = address.split("/");
-    (isV6(address) ? masq6 : masq4).push([ip]);
+    const { ip, family } = podAddress(address);
+    (family === 6 ? masq6 : masq4).push([ip]);
   }
   const changes: NftChange[] = [{ op: "ensureTable" }, ...MASQ_SETS.map((set): NftChange => ({ op: "addSet", set }))];
   if (masq4.length > 0) changes.push({ op: "deleteElements", setOrMap: "masq4", keys: masq4, ifPresent: true });

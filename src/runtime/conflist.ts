@@ -5,6 +5,8 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { validatePluginType } from "../cni/config.ts";
+import { CNI_NAME_SYNTAX, interfaceNameProblem } from "../cni/env.ts";
+import { compareVersions, isWellFormedVersion } from "../cni/version.ts";
 
 export interface NetworkConfigList {
   cniVersion: string;
@@ -36,11 +38,7 @@ export class ConfigError extends Error {
   }
 }
 
-// pkg/utils/utils.go: cniValidNameChars = `[a-zA-Z0-9][a-zA-Z0-9_.\-]`, for network names and container IDs.
-const VALID_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
-const VERSION = /^\d+\.\d+\.\d+$/;
-// IFNAMSIZ is 16 with the terminating NUL.
-const MAX_IFNAME_BYTES = 15;
+// Network names and container IDs follow pkg/utils/utils.go's cniValidNameChars (CNI_NAME_SYNTAX, cni/env.ts).
 
 function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
@@ -50,11 +48,11 @@ function isObject(value: unknown): value is Record<string, unknown> {
 export function validateConfigList(value: unknown, source = "conflist"): NetworkConfigList {
   if (!isObject(value)) throw new ConfigError(source, "the list", "must be a JSON object");
   const { cniVersion, name, plugins, disableCheck } = value;
-  if (typeof cniVersion !== "string" || !VERSION.test(cniVersion)) {
+  if (typeof cniVersion !== "string" || !isWellFormedVersion(cniVersion)) {
     throw new ConfigError(source, "cniVersion", `must be a version such as "1.1.0", got ${JSON.stringify(cniVersion)}`);
   }
   if (typeof name !== "string" || name === "") throw new ConfigError(source, "name", "is missing");
-  if (!VALID_NAME.test(name)) throw new ConfigError(source, "name", `"${name}" must start with a letter or digit and contain only letters, digits, _ . -`);
+  if (!CNI_NAME_SYNTAX.test(name)) throw new ConfigError(source, "name", `"${name}" must start with a letter or digit and contain only letters, digits, _ . -`);
   if (disableCheck !== undefined && typeof disableCheck !== "boolean") throw new ConfigError(source, "disableCheck", "must be true or false");
   if (!Array.isArray(plugins)) throw new ConfigError(source, "plugins", "is missing");
   if (plugins.length === 0) throw new ConfigError(source, "plugins", "must not be empty");
@@ -104,23 +102,16 @@ export function findConfigList(confDir: string): { path: string; list: NetworkCo
 /** libcni's checks on the runtime's side of an attachment, before any plugin runs. */
 export function validateAttachment(att: Pick<Attachment, "containerId" | "ifname">, source = "attachment"): void {
   if (att.containerId === "") throw new ConfigError(source, "containerId", "is missing");
-  if (!VALID_NAME.test(att.containerId)) {
+  if (!CNI_NAME_SYNTAX.test(att.containerId)) {
     throw new ConfigError(source, "containerId", `"${att.containerId}" must start with a letter or digit and contain only letters, digits, _ . -`);
   }
-  const ifname = att.ifname;
-  if (ifname === "") throw new ConfigError(source, "ifname", "is missing");
-  if (Buffer.byteLength(ifname) > MAX_IFNAME_BYTES) throw new ConfigError(source, "ifname", `"${ifname}" is longer than ${MAX_IFNAME_BYTES} bytes`);
-  if (ifname === "." || ifname === "..") throw new ConfigError(source, "ifname", `"${ifname}" is not allowed`);
-  if (/[/:\s]/.test(ifname)) throw new ConfigError(source, "ifname", `"${ifname}" must not contain "/", ":" or whitespace`);
+  // The same rules the plugin's side applies to CNI_CONTAINERID and CNI_IFNAME (cni/env.ts), as libcni
+  // and skel share them in Go (pkg/utils).
+  const problem = interfaceNameProblem(att.ifname);
+  if (problem !== undefined) throw new ConfigError(source, "ifname", `${JSON.stringify(att.ifname)} ${problem}`);
 }
 
 /** True when `version` (x.y.z) is at least `min`. */
 export function versionAtLeast(version: string, min: string): boolean {
-  const a = version.split(".").map(Number);
-  const b = min.split(".").map(Number);
-  for (let i = 0; i < 3; i++) {
-    const diff = (a[i] ?? 0) - (b[i] ?? 0);
-    if (diff !== 0) return diff > 0;
-  }
-  return true;
+  return compareVersions(version, min) >= 0;
 }

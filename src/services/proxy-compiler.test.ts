@@ -8,7 +8,8 @@ import type { Endpoint, EndpointSlice, Service } from "../k8s/types.ts";
 import { chainName, compileProxyTable, IncrementalProxyCompiler, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
 import { planProxyTransaction, staleUdpFlows } from "./proxy-plan.ts";
 
-const node: ProxyNodeFacts = { nodeName: "n1", nodeIps: ["192.168.1.11"], podCidr: "10.244.1.0/24", clusterCidr: "10.244.0.0/16" };
+// Most cases check kube-proxy's layout (a chain per endpoint); "inline balancing" below checks the default.
+const node: ProxyNodeFacts = { nodeName: "n1", nodeIps: ["192.168.1.11"], podCidr: "10.244.1.0/24", clusterCidr: "10.244.0.0/16", endpointChains: true };
 
 function service(name: string, spec: Partial<Service["spec"]>, status?: Service["status"]): Service {
   return withDefaults({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" }, spec: { selector: { app: name }, ports: [{ port: 80, targetPort: 8080 }], ...spec }, ...(status ? { status } : {}) });
@@ -375,5 +376,51 @@ describe("full sync ordering", () => {
     }
     assert.equal(added.size, compiled.table.chains.length);
     assert.ok(tx.changes.some((c) => c.op === "addSet" && c.set.name.startsWith("affinity-")));
+  });
+});
+
+describe("proxy compiler: inline balancing (the default layout)", () => {
+  const inline: ProxyNodeFacts = { ...node, endpointChains: false };
+  const web = service("web", { clusterIP: "10.96.0.20" });
+  const ips = ["10.244.1.5", "10.244.2.5", "10.244.2.6", "10.244.3.7", "10.244.3.8"];
+  const { table } = compileProxyTable([web], [slice("web", ips.map((ip) => ep(ip, "n2")))], inline);
+  const svcChain = chain(table, gotoTarget(element(table, "service-ips", ["10.96.0.20", "tcp", 80])));
+
+  it("has no endpoint chains: the service chain DNATs, each endpoint getting 1/N", () => {
+    assert.equal(table.chains.filter((c) => c.name.startsWith("endpoint-")).length, 0);
+    let reach = 1;
+    const got = new Map<string, number>();
+    for (const r of svcChain.rules) {
+      const dnat = r.statements.find((s) => "dnat" in s) as { dnat: { address: string; port: number } } | undefined;
+      if (!dnat) continue;
+      const first = r.statements[0]!;
+      const share = "numgenMatch" in first ? reach / first.numgenMatch.mod : reach;
+      reach -= share;
+      got.set(`${dnat.dnat.address}:${dnat.dnat.port}`, share);
+      assert.ok(r.statements.some((s) => "match" in s && s.match === "meta l4proto" && s.value === "tcp"), "dnat with a port needs the l4 protocol");
+    }
+    assert.deepEqual([...got.keys()].sort(), ips.map((ip) => `${ip}:8080`).sort());
+    for (const share of got.values()) assert.ok(Math.abs(share - 1 / ips.length) < 1e-9);
+    assert.ok(reach < 1e-9, "every new connection is DNATed");
+  });
+  it("marks a source that is one of the endpoints (hairpin) before choosing, and nothing else", () => {
+    const marks = svcChain.rules.filter((r) => hasMasqJump([r]));
+    const sources = marks.map((r) => (r.statements[0] as { value: string }).value);
+    assert.deepEqual(sources.slice(1).sort(), [...ips].sort(), "one hairpin rule per endpoint IP, after the off-cluster rule");
+    assert.deepEqual(marks[0]!.statements[0], { match: "ip saddr", op: "!=", value: node.clusterCidr });
+  });
+  it("keeps endpoint chains for session affinity and for more than 16 endpoints", () => {
+    const sticky = service("sticky", { clusterIP: "10.96.0.21", sessionAffinity: "ClientIP" });
+    const big = service("big", { clusterIP: "10.96.0.22" });
+    const many = Array.from({ length: 17 }, (_, i) => ep(`10.244.4.${i + 1}`, "n2"));
+    const t = compileProxyTable([sticky, big], [slice("sticky", [ep("10.244.1.5", "n2")]), slice("big", many)], inline).table;
+    assert.equal(t.chains.filter((c) => c.name.startsWith("endpoint-")).length, 18);
+  });
+  it("an endpoint removed changes only that service's chain, with no chain created or deleted", () => {
+    const compiler = new ProxyCompiler();
+    const before = compiler.compile([web], [slice("web", ips.map((ip) => ep(ip, "n2")))], inline);
+    const after = compiler.compile([web], [slice("web", ips.slice(1).map((ip) => ep(ip, "n2")))], inline);
+    const tx = planProxyTransaction(before, after);
+    assert.deepEqual(tx.changes.map((c) => c.op), ["replaceChain"]);
   });
 });

@@ -46,3 +46,29 @@ describe("reading a table back from nft's JSON", () => {
     assert.throws(() => decodeTableJson("{}", "inet", "t"), /no nftables array/);
   });
 });
+
+// nft 1.0.6 `nft -j list table ip t` / `ip6 t6`: nat statements carry no "family" in a one-family
+// table (an inet table's do, as in LISTING above).
+const IP_NAT = JSON.stringify({"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "t", "handle": 1}}, {"chain": {"family": "ip", "table": "t", "name": "c", "handle": 1, "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}, {"chain": {"family": "ip", "table": "t", "name": "p", "handle": 2, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"rule": {"family": "ip", "table": "t", "chain": "c", "handle": 3, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "10.96.0.1"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}}, {"dnat": {"addr": "10.244.1.3", "port": 8080}}]}}, {"rule": {"family": "ip", "table": "t", "chain": "p", "handle": 4, "expr": [{"snat": {"addr": "192.168.1.1"}}]}}]});
+const IP6_NAT = JSON.stringify({"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "ip6", "name": "t6", "handle": 2}}, {"chain": {"family": "ip6", "table": "t6", "name": "c", "handle": 1, "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}}, {"rule": {"family": "ip6", "table": "t6", "chain": "c", "handle": 2, "expr": [{"dnat": {"addr": "fd00::3"}}]}}]});
+
+describe("nat statements in a one-family table", () => {
+  it("take the family of an ip table", () => {
+    const [dnat, snat] = decodeTableJson(IP_NAT, "ip", "t").chains.map((c) => c.rules[0]!);
+    assert.equal(dnat!.opaque, undefined);
+    assert.deepEqual(dnat!.statements.at(-1), { dnat: { family: "ip", address: "10.244.1.3", port: 8080 } });
+    assert.deepEqual(snat!.statements, [{ snat: { family: "ip", address: "192.168.1.1" } }]);
+  });
+
+  it("take the family of an ip6 table", () => {
+    const rule = decodeTableJson(IP6_NAT, "ip6", "t6").chains[0]!.rules[0]!;
+    assert.deepEqual(rule.statements, [{ dnat: { family: "ip6", address: "fd00::3" } }]);
+  });
+
+  it("stay opaque in an inet table when the family is missing, since the table does not say", () => {
+    const inet = IP6_NAT.replaceAll('"ip6"', '"inet"');
+    const rule = decodeTableJson(inet, "inet", "t6").chains[0]!.rules[0]!;
+    assert.deepEqual(rule.statements, []);
+    assert.match(rule.opaque ?? "", /dnat/);
+  });
+});

@@ -172,9 +172,14 @@ function decodeVmap(v: JsonObject): NftStatement {
   fail("vmap", v);
 }
 
-function decodeNat(kind: "dnat" | "snat", n: Json | undefined): NftStatement {
-  if (!isObject(n) || (n["family"] !== "ip" && n["family"] !== "ip6") || typeof n["addr"] !== "string" || n["flags"] !== undefined) fail(kind, n ?? null);
-  const family = n["family"];
+/**
+ * nft 1.0.6 leaves "family" out of a nat statement in an `ip` or `ip6` table, where the table's
+ * family is the statement's; only an `inet` table's statements carry it.
+ */
+function decodeNat(kind: "dnat" | "snat", n: Json | undefined, tableFamily: NftFamily): NftStatement {
+  const implied = tableFamily === "ip" || tableFamily === "ip6" ? tableFamily : undefined;
+  const family = isObject(n) ? (n["family"] ?? implied) : undefined;
+  if (!isObject(n) || (family !== "ip" && family !== "ip6") || typeof n["addr"] !== "string" || n["flags"] !== undefined) fail(kind, n ?? null);
   const address = n["addr"];
   if (kind === "snat") {
     if (n["port"] !== undefined) fail("snat port", n);
@@ -194,7 +199,7 @@ const REJECTS: Record<string, NftStatement> = {
   "icmpx admin-prohibited": { reject: "icmpx admin-prohibited" },
 };
 
-function decodeStatement(e: Json): NftStatement {
+function decodeStatement(e: Json, tableFamily: NftFamily): NftStatement {
   if (!isObject(e)) fail("statement", e);
   const keys = Object.keys(e);
   if (keys.length !== 1) fail("statement", e);
@@ -210,7 +215,7 @@ function decodeStatement(e: Json): NftStatement {
       if (!isObject(body)) fail("vmap", body ?? null);
       return decodeVmap(body);
     case "dnat": case "snat":
-      return decodeNat(kind, body);
+      return decodeNat(kind, body, tableFamily);
     case "masquerade": {
       if (body === null) return { masquerade: {} };
       const flags = isObject(body) ? body["flags"] : undefined;
@@ -253,14 +258,14 @@ function decodeStatement(e: Json): NftStatement {
   }
 }
 
-function decodeRule(r: JsonObject): NftRuleState {
+function decodeRule(r: JsonObject, tableFamily: NftFamily): NftRuleState {
   const handle = Number(r["handle"]);
   const comment = typeof r["comment"] === "string" ? r["comment"] : undefined;
   const base = comment === undefined ? { handle } : { handle, comment };
   const expr = r["expr"];
   try {
     if (!Array.isArray(expr)) fail("expr", expr ?? null);
-    return { ...base, statements: expr.map(decodeStatement) };
+    return { ...base, statements: expr.map((statement) => decodeStatement(statement, tableFamily)) };
   } catch (err) {
     if (!(err instanceof Unrecognised)) throw err;
     return { ...base, statements: [], opaque: JSON.stringify(expr) };
@@ -379,7 +384,7 @@ export function decodeTableJson(text: string, family: NftFamily, name: string): 
     else if (kind === "rule") {
       const chain = chains.get(String(body["chain"]));
       if (!chain) throw new NftDecodeError(`rule in unknown chain ${JSON.stringify(body["chain"])}`);
-      chain.rules.push(decodeRule(body));
+      chain.rules.push(decodeRule(body, family));
     } else if (kind === "set") sets.push(decodeSet(body));
     else if (kind === "map") maps.push(decodeMap(body));
     else if (kind === "counter") counters.push(decodeCounter(body));

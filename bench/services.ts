@@ -1,0 +1,336 @@
+// Benchmark of the service proxy: `npm run bench:services`.
+//
+// Three copies of one small topology (client pod ─ node ─ server pod, /32 routes over veths, as
+// podnet routes pods), each a set of private namespaces:
+//   - "podnet": the node runs etcd (127.0.0.1) and a real `podnet agent`, whose services reconciler
+//     programs the table from the Services and EndpointSlices this bench commits to etcd;
+//   - "iptables": the node gets kube-proxy's iptables-mode layout (nat KUBE-SERVICES → KUBE-SVC-* →
+//     KUBE-SEP-*, `-m statistic --probability`) for the same services, loaded with Debian's
+//     iptables-legacy-restore (the legacy backend, as kube-proxy's iptables mode is mostly run);
+//   - "plain": no service rules at all; the client connects to the server pod's IP (the floor).
+// Measured, side by side in one run:
+//   1. per-connection cost: new TCP connections per second to one ClusterIP (the podnet and iptables
+//      nodes) or the pod IP (plain) at 100, 1,000, 10,000 and 30,000 services, 5 endpoints each
+//      (the measured service has the server as its single endpoint);
+//   2. one change with 10,000 services present: an EndpointSlice update committed to etcd → the
+//      agent reports the kernel holds that revision, p50/p99 over 100 changes;
+//   3. full sync: the agent SIGKILLed and restarted with 10,000 services in etcd → the table loaded;
+//   4. the agent's RSS with 10,000 services;
+//   5. iperf3 throughput through the ClusterIP against the pod IP.
+// The measuring half runs inside the podnet node namespace (the script re-executes itself there).
+// NODE_EXTRA_CA_CERTS is removed from every child's environment. The machine is shared (2 CPUs,
+// other work running): compare within one run.
+
+import { createHash } from "node:crypto";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.ts";
+import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
+import type { ObjectWrite } from "../src/datastore/objects.ts";
+import { withDefaults } from "../src/k8s/defaults.ts";
+import type { EndpointSlice, Service } from "../src/k8s/types.ts";
+import { startEtcd } from "../src/supervise/etcd-server.ts";
+
+const REPO = resolve(import.meta.dirname, "..");
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "100,1000,10000,30000" },
+    changes: { type: "string", default: "100" },
+    seconds: { type: "string", default: "1" },
+    // iptables-legacy-restore of 30,000 services × 5 endpoints (180,000 chains) takes minutes here.
+    "iptables-max": { type: "string", default: "10000" },
+    prefix: { type: "string" },
+    inner: { type: "boolean", default: false },
+  },
+});
+const SIZES = values.sizes.split(",").map(Number);
+const CHANGES = Number(values.changes);
+const SECONDS = Number(values.seconds);
+const ROUNDS = 5;
+const env = { ...process.env };
+delete env.NODE_EXTRA_CA_CERTS;
+
+const ROLES = ["podnet", "iptables", "plain"] as const;
+type Role = (typeof ROLES)[number];
+const NODE_IP = "192.168.77.11";
+const GATEWAY = "10.244.1.1";
+const CLIENT_IP = "10.244.1.2";
+const SERVER_IP = "10.244.1.3";
+const TARGET_IP = "10.96.0.10";
+const IPERF_IP = "10.96.0.11";
+const ns = (prefix: string, role: Role, part: "n" | "c" | "s") => `${prefix}-${role.slice(0, 2)}${part}`;
+const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: "utf8", env, maxBuffer: 1 << 28 });
+
+if (!values.inner) {
+  const prefix = `pnb-svc-${Math.random().toString(36).slice(2, 6)}`;
+  const made: string[] = [];
+  try {
+    for (const role of ROLES) {
+      const [n, c, s] = (["n", "c", "s"] as const).map((p) => ns(prefix, role, p)) as [string, string, string];
+      for (const name of [n, c, s]) {
+        sh("ip", ["netns", "add", name]);
+        made.push(name);
+        sh("ip", ["-n", name, "link", "set", "lo", "up"]);
+      }
+      sh("ip", ["netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+      sh("ip", ["-n", n, "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp"]);
+      sh("ip", ["-n", n, "addr", "add", `${NODE_IP}/24`, "dev", "uplink"]);
+      sh("ip", ["-n", n, "link", "set", "uplink", "up"]);
+      sh("ip", ["-n", n, "link", "set", "uplinkp", "up"]);
+      for (const [pod, podIp, host] of [[c, CLIENT_IP, "vc"], [s, SERVER_IP, "vs"]] as const) {
+        sh("ip", ["-n", n, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", pod]);
+        sh("ip", ["-n", n, "addr", "add", `${GATEWAY}/32`, "dev", host]);
+        sh("ip", ["-n", n, "link", "set", host, "up"]);
+        sh("ip", ["-n", n, "route", "add", `${podIp}/32`, "dev", host]);
+        sh("ip", ["-n", pod, "addr", "add", `${podIp}/32`, "dev", "eth0"]);
+        sh("ip", ["-n", pod, "link", "set", "eth0", "up"]);
+        sh("ip", ["-n", pod, "route", "add", `${GATEWAY}/32`, "dev", "eth0"]);
+        sh("ip", ["-n", pod, "route", "add", "default", "via", GATEWAY, "dev", "eth0"]);
+      }
+    }
+    const run = spawnSync("ip", ["netns", "exec", ns(prefix, "podnet", "n"), process.execPath, "--import", "tsx", join(REPO, "bench/services.ts"), "--inner", "--prefix", prefix, "--sizes", values.sizes, "--changes", String(CHANGES), "--seconds", String(SECONDS), "--iptables-max", values["iptables-max"]], { stdio: "inherit", env });
+    process.exitCode = run.status ?? 1;
+  } finally {
+    for (const name of made.reverse()) spawnSync("ip", ["netns", "del", name]);
+  }
+} else {
+  await inner(values.prefix!);
+}
+
+// ---- objects
+
+function serviceObject(i: number): Service {
+  const clusterIP = i === 0 ? TARGET_IP : i === 1 ? IPERF_IP : `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+  return withDefaults({ apiVersion: "v1", kind: "Service", metadata: { name: `s${i}`, namespace: "default" }, spec: { clusterIP, selector: { app: `s${i}` }, ports: [{ port: 80, targetPort: i === 1 ? 5201 : 8080 }] } });
+}
+function endpointIps(i: number, generation = 0): string[] {
+  if (i <= 1) return [SERVER_IP];
+  return [0, 1, 2, 3, 4].map((k) => {
+    const n = i * 5 + k + generation;
+    return `10.${200 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+  });
+}
+function sliceObject(i: number, generation = 0): EndpointSlice {
+  return {
+    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice",
+    metadata: { name: `s${i}-x`, namespace: "default", labels: { "kubernetes.io/service-name": `s${i}` } },
+    addressType: "IPv4", ports: [{ name: "", protocol: "TCP", port: i === 1 ? 5201 : 8080 }],
+    endpoints: endpointIps(i, generation).map((ip) => ({ addresses: [ip], nodeName: "bench-node", conditions: { ready: true, serving: true, terminating: false } })),
+  };
+}
+
+// ---- kube-proxy iptables-mode layout (pkg/proxy/iptables/proxier.go), as iptables-restore input
+
+function iptablesRestore(count: number): string {
+  const lines = ["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]", ":KUBE-POSTROUTING - [0:0]"];
+  const rules: string[] = [];
+  // kube-proxy names them by a hash of the service port (and endpoint): 16 characters of base32 of SHA-256.
+  const chainId = (kind: string, text: string) => `${kind}-${createHash("sha256").update(text).digest("hex").slice(0, 16).toUpperCase()}`;
+  for (let i = 0; i < count; i++) {
+    const svc = serviceObject(i);
+    const svcChain = chainId("KUBE-SVC", `s${i}tcp80`);
+    lines.push(`:${svcChain} - [0:0]`);
+    rules.push(`-A KUBE-SERVICES -d ${svc.spec.clusterIP}/32 -p tcp -m comment --comment "default/s${i} cluster IP" -m tcp --dport 80 -j ${svcChain}`);
+    const ips = endpointIps(i);
+    rules.push(`-A ${svcChain} ! -s 10.244.0.0/16 -d ${svc.spec.clusterIP}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ`);
+    ips.forEach((ip, k) => {
+      const sep = chainId("KUBE-SEP", `s${i}-${ip}`);
+      lines.push(`:${sep} - [0:0]`);
+      const left = ips.length - k;
+      rules.push(left > 1 ? `-A ${svcChain} -m statistic --mode random --probability ${(1 / left).toFixed(11)} -j ${sep}` : `-A ${svcChain} -j ${sep}`);
+      rules.push(`-A ${sep} -s ${ip}/32 -j KUBE-MARK-MASQ`);
+      rules.push(`-A ${sep} -p tcp -m tcp -j DNAT --to-destination ${ip}:${i === 1 ? 5201 : 8080}`);
+    });
+  }
+  rules.push("-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES", "-A POSTROUTING -j KUBE-POSTROUTING");
+  rules.push("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000", "-A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE");
+  return [...lines, ...rules, "COMMIT", ""].join("\n");
+}
+
+// ---- measuring half, inside the podnet node namespace
+
+async function inner(prefix: string): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "pnb-svc-"));
+  const children: ChildProcess[] = [];
+  const results: string[] = [];
+  const note = (line: string) => {
+    results.push(line);
+    console.log(line);
+  };
+  const etcd = await startEtcd({ dataDir: dir, name: "bench" });
+  const datastore = new EtcdDatastore({ endpoints: [etcd.endpoints[0]!], prefix: "/podnet/" });
+  const socket = join(dir, "agent.sock");
+  let agent: ChildProcess | undefined;
+  const startAgent = () => {
+    agent = spawn(process.execPath, [...AGENT_NODE_FLAGS, join(REPO, "bin/podnet.js"), "agent", "--name", "bench-node", "--node-ip", NODE_IP, "--etcd", etcd.endpoints[0]!,
+      "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "ready"), "--listen", socket, "--resync-interval-ms", "1000"],
+      { stdio: ["ignore", "ignore", openSync(join(dir, "agent.log"), "a")], env });
+    children.push(agent);
+  };
+  const status = () => new Promise<{ reconcilers?: { services?: { revision: number; services: number; lastFullSync: { ms: number } | null; lastSync: unknown } } }>((res, rej) => {
+    const req = request({ socketPath: socket, path: "/status", timeout: 5000 }, (r) => {
+      let body = "";
+      r.on("data", (c: Buffer) => (body += c.toString()));
+      r.on("end", () => { try { res(JSON.parse(body)); } catch (e) { rej(e); } });
+    });
+    req.on("error", rej);
+    req.end();
+  });
+  const svcStatus = async () => (await status().catch(() => ({}) as Awaited<ReturnType<typeof status>>)).reconcilers?.services;
+  const waitRevision = async (revision: number, timeoutMs: number, pollMs = 2) => {
+    const started = Date.now();
+    for (;;) {
+      const s = await svcStatus();
+      if (s && s.revision >= revision) return;
+      if (Date.now() - started > timeoutMs) throw new Error(`agent did not reach revision ${revision} in ${timeoutMs} ms: ${JSON.stringify(s)}`);
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  };
+  let written = 0;
+  let revision = 0;
+  const writeUpTo = async (count: number) => {
+    for (let i = written; i < count; i += 25) {
+      const writes: ObjectWrite[] = [];
+      for (let k = i; k < Math.min(count, i + 25); k++) writes.push({ op: "create", object: serviceObject(k) }, { op: "create", object: sliceObject(k) });
+      revision = await datastore.objects.commit(writes);
+    }
+    written = count;
+  };
+  const inNs = (role: Role, part: "n" | "c" | "s", argv: string[]) => ["ip", ["netns", "exec", ns(prefix, role, part), ...argv]] as const;
+
+  // Servers: accept-and-close on 8080, iperf3 on 5201, in each server namespace.
+  const serverJs = "require('net').createServer((s)=>{s.on('error',()=>{});s.destroy();}).listen(8080,'0.0.0.0')";
+  for (const role of ROLES) {
+    const [cmd, args] = inNs(role, "s", [process.execPath, "-e", serverJs]);
+    children.push(spawn(cmd, args, { stdio: "ignore", env }));
+    const [icmd, iargs] = inNs(role, "s", ["iperf3", "-s", "-p", "5201"]);
+    children.push(spawn(icmd, iargs, { stdio: "ignore", env }));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+
+  const rateJs = (target: string, seconds: number) => `
+    const net=require('net');let n=0,err=0;const end=Date.now()+${seconds}*1000;
+    function one(){if(Date.now()>end)return;const s=net.connect({host:'${target}',port:${target === SERVER_IP ? 8080 : 80}});
+      s.on('connect',()=>{n++;s.resetAndDestroy();one();});s.on('error',()=>{err++;one();});}
+    for(let i=0;i<8;i++)one();setTimeout(()=>{console.log(JSON.stringify({rate:n/${seconds},err}));process.exit(0)},${seconds}*1000+200);`;
+  const rate = (role: Role) => {
+    const target = role === "plain" ? SERVER_IP : TARGET_IP;
+    const [cmd, args] = inNs(role, "c", [process.execPath, "-e", rateJs(target, SECONDS)]);
+    return JSON.parse(sh(cmd, [...args]).trim()) as { rate: number; err: number };
+  };
+  const loadIptables = (count: number) => {
+    const file = join(dir, "iptables.rules");
+    writeFileSync(file, iptablesRestore(count));
+    const started = performance.now();
+    const [cmd, args] = inNs("iptables", "n", ["iptables-legacy-restore", file]);
+    sh(cmd, [...args]);
+    return performance.now() - started;
+  };
+  const rss = () => {
+    const text = readFileSync(`/proc/${agent!.pid}/status`, "utf8");
+    return Number(/VmRSS:\s+(\d+)/.exec(text)![1]) / 1024;
+  };
+
+  try {
+    note(`# bench:services — ${new Date().toISOString()}, node ${process.version}, ${sh("nft", ["--version"]).trim()}, ${sh("iptables-legacy", ["--version"]).trim()}, load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
+    await writeUpTo(SIZES[0]!);
+    startAgent();
+    await waitRevision(revision, 60_000, 20);
+
+    note("\n| services | podnet conn/s | iptables conn/s | plain routing conn/s | podnet sync after write (ms) | iptables-restore (ms) |");
+    note("|---|---|---|---|---|---|");
+    const rates: Record<string, { podnet: number; iptables: number; plain: number }> = {};
+    for (const size of SIZES) {
+      const writeStarted = performance.now();
+      await writeUpTo(size);
+      const written = performance.now();
+      await waitRevision(revision, 600_000, 20);
+      const synced = performance.now();
+      const withIptables = size <= Number(values["iptables-max"]);
+      const iptMs = withIptables ? loadIptables(size) : NaN;
+      // Interleaved short rounds, each rate also as a ratio to the plain-routing round next to it,
+      // and medians: the machine's load moves under a run far more than the rules change the rate.
+      const rounds: Record<Role, number[]> = { podnet: [], iptables: [], plain: [] };
+      const ratios: Record<"podnet" | "iptables", number[]> = { podnet: [], iptables: [] };
+      for (let k = 0; k < ROUNDS; k++) {
+        const plain = rate("plain").rate;
+        rounds.plain.push(plain);
+        for (const role of ["podnet", "iptables"] as const) {
+          if (role === "iptables" && !withIptables) continue;
+          const got = rate(role).rate;
+          rounds[role].push(got);
+          ratios[role].push(got / plain);
+        }
+      }
+      const median = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
+      const r = { podnet: median(rounds.podnet), iptables: median(rounds.iptables), plain: median(rounds.plain) };
+      rates[size] = r;
+      note(`| ${size} | ${r.podnet.toFixed(0)} (${median(ratios.podnet).toFixed(2)}x plain) | ${r.iptables.toFixed(0)} (${median(ratios.iptables).toFixed(2)}x plain) | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
+
+      if (size === 10_000) {
+        note(`\nagent RSS with 10,000 services × 5 endpoints: ${rss().toFixed(1)} MiB`);
+        // One change: an EndpointSlice moved to other endpoint IPs, datastore write → kernel.
+        const latencies: number[] = [];
+        const agentMs: number[] = [];
+        for (let k = 0; k < CHANGES; k++) {
+          const i = 2 + Math.floor(Math.random() * (size - 2));
+          const started = performance.now();
+          const rev = await datastore.objects.commit([{ op: "update", object: sliceObject(i, k + 1) }]);
+          await waitRevision(rev, 30_000);
+          latencies.push(performance.now() - started);
+          const own = (await svcStatus())?.lastSync as { ms?: number } | undefined;
+          if (own?.ms !== undefined) agentMs.push(own.ms);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        latencies.sort((a, b) => a - b);
+        const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!;
+        note(`one change with 10,000 services (slice update committed → kernel), ${CHANGES} changes: p50 ${pct(50).toFixed(1)} ms, p99 ${pct(99).toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms`);
+        agentMs.sort((a, b) => a - b);
+        note(`  of which the agent's own sync (compile, plan, render, nft transaction, conntrack): p50 ${agentMs[Math.floor(agentMs.length / 2)] ?? NaN} ms, p99 ${agentMs[Math.min(agentMs.length - 1, Math.floor(0.99 * agentMs.length))] ?? NaN} ms`);
+        note(`agent RSS after the changes: ${rss().toFixed(1)} MiB`);
+        // Full sync: SIGKILL and restart the agent; time to the table loaded.
+        agent!.kill("SIGKILL");
+        await new Promise((r) => agent!.once("exit", r));
+        const restarted = performance.now();
+        startAgent();
+        for (;;) {
+          if (performance.now() - restarted > 300_000) throw new Error("no full sync within 5 minutes of the restart (see the agent's log)");
+          const s = await svcStatus();
+          if (s?.lastFullSync && s.services >= size) {
+            note(`full sync after restart, 10,000 services × 5 endpoints in etcd → table in the kernel: ${(performance.now() - restarted).toFixed(0)} ms from agent start (reconciler: compile + plan + render + nft ${s.lastFullSync.ms} ms)`);
+            break;
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        note(`agent RSS after the restart's full sync: ${rss().toFixed(1)} MiB\n`);
+
+        // Throughput: iperf3 through the ClusterIP and to the pod IP, alternating.
+        const iperf = (target: string) => {
+          const [cmd, args] = inNs("podnet", "c", ["iperf3", "-c", target, "-p", target === SERVER_IP ? "5201" : "80", "-t", "4", "-J"]);
+          return JSON.parse(sh(cmd, [...args])).end.sum_received.bits_per_second / 1e9;
+        };
+        const via: number[] = [];
+        const direct: number[] = [];
+        for (let k = 0; k < 2; k++) {
+          via.push(iperf(IPERF_IP));
+          direct.push(iperf(SERVER_IP));
+        }
+        const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+        note(`iperf3 (one TCP stream, 4 s, 2 runs each): ClusterIP ${mean(via).toFixed(2)} Gbit/s, pod IP ${mean(direct).toFixed(2)} Gbit/s, ratio ${(mean(via) / mean(direct)).toFixed(3)}\n`);
+      }
+    }
+    const first = rates[SIZES[0]!]!;
+    const last = rates[SIZES.at(-1)!]!;
+    note(`connection rate at ${SIZES.at(-1)} vs ${SIZES[0]} services: podnet ${(last.podnet / first.podnet).toFixed(2)}x, iptables ${(last.iptables / first.iptables).toFixed(2)}x, plain ${(last.plain / first.plain).toFixed(2)}x`);
+  } finally {
+    for (const child of children.reverse()) if (child.pid && child.exitCode === null) child.kill("SIGKILL");
+    await datastore.close();
+    await etcd.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  process.exit(0);
+}

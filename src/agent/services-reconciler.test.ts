@@ -1,0 +1,122 @@
+// The services reconciler against a recording kernel (pure logic: which transactions, when a full
+// sync, repair, conntrack and announcing). The real kernel is in test/services-agent.test.ts.
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { ClusterConfig, ClusterSnapshot, NodeRecord } from "../datastore/datastore.ts";
+import { withDefaults } from "../k8s/defaults.ts";
+import type { EndpointSlice, Service } from "../k8s/types.ts";
+import type { NftTableState } from "../kernel/nft/readback.ts";
+import type { KindInput } from "./object-feed.ts";
+import { ServicesReconciler, type ServicesKernel } from "./services-reconciler.ts";
+
+const config: ClusterConfig = { clusterCidr: "10.244.0.0/16", subnetLength: 24, backend: "host-gw", nodeLeaseTtlSeconds: 20 };
+const self: NodeRecord = { name: "n1", nodeIp: "192.168.1.11", podSubnet: "10.244.1.0/24", backendData: {}, phase: "active" };
+const snapshot: ClusterSnapshot = { revision: 1, config, nodes: [{ ...self, alive: true, revision: 1, acks: [] }] };
+
+const svc = (name: string, ip: string, spec: Partial<Service["spec"]> = {}, status?: Service["status"]): Service =>
+  withDefaults({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" }, spec: { clusterIP: ip, selector: { app: name }, ports: [{ port: 53, targetPort: 53, protocol: "UDP" }], ...spec }, ...(status ? { status } : {}) });
+const slice = (name: string, ips: string[]): EndpointSlice => ({
+  apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice",
+  metadata: { name: `${name}-x`, namespace: "default", labels: { "kubernetes.io/service-name": name } },
+  addressType: "IPv4", ports: [{ name: "", protocol: "UDP", port: 53 }],
+  endpoints: ips.map((ip) => ({ addresses: [ip], nodeName: "n1", conditions: { ready: true } })),
+});
+
+class RecordingKernel implements ServicesKernel {
+  scripts: string[] = [];
+  udp: unknown[] = [];
+  announced: string[] = [];
+  fail = false;
+  table: NftTableState | undefined;
+  reads = 0;
+  async apply(script: string) {
+    if (this.fail) throw new Error("nft refused");
+    this.scripts.push(script);
+  }
+  readTable = async () => {
+    this.reads++;
+    return this.table;
+  };
+  deleteUdpFlows = async (filter: unknown) => {
+    this.udp.push(filter);
+    return 1;
+  };
+  announce(ips: readonly string[]) {
+    const added = ips.filter((ip) => !this.announced.includes(ip));
+    const removed = this.announced.filter((ip) => !ips.includes(ip));
+    this.announced = [...ips];
+    return { added, removed };
+  }
+}
+
+function feed() {
+  const services = new Map<string, Service>();
+  const slices = new Map<string, EndpointSlice>();
+  let revision = 1;
+  return {
+    services, slices,
+    inputs: () => ({
+      config, self, snapshot,
+      Service: { kind: "Service", revision, objects: services } as KindInput<"Service">,
+      EndpointSlice: { kind: "EndpointSlice", revision: revision++, objects: slices } as KindInput<"EndpointSlice">,
+    }),
+  };
+}
+
+describe("services reconciler", () => {
+  it("starts with a full sync, then sends only the changed service, and clears the removed endpoint's UDP flows", async () => {
+    const kernel = new RecordingKernel();
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    f.services.set("default/dns", svc("dns", "10.96.0.10"));
+    f.services.set("default/web", svc("web", "10.96.0.20"));
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5", "10.244.1.6"]));
+    await r.sync(f.inputs());
+    assert.match(kernel.scripts[0]!, /^add table ip podnet-svc/m);
+    assert.match(kernel.scripts[0]!, /delete table ip podnet-svc/);
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5"]));
+    await r.sync(f.inputs());
+    assert.equal(kernel.scripts.length, 2);
+    assert.doesNotMatch(kernel.scripts[1]!, /delete table|10\.96\.0\.20/);
+    assert.match(kernel.scripts[1]!, /10\.244\.1\.5/);
+    assert.deepEqual(kernel.udp, [{ originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.6" }]);
+  });
+  it("goes back to a full sync after a failed apply", async () => {
+    const kernel = new RecordingKernel();
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    f.services.set("default/dns", svc("dns", "10.96.0.10"));
+    await r.sync(f.inputs());
+    kernel.fail = true;
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5"]));
+    await assert.rejects(r.sync(f.inputs()), /nft refused/);
+    kernel.fail = false;
+    await r.sync(f.inputs());
+    assert.match(kernel.scripts.at(-1)!, /delete table ip podnet-svc/);
+  });
+  it("reads the table back when nothing changed, and repairs what differs", async () => {
+    const kernel = new RecordingKernel();
+    const r = new ServicesReconciler("n1", 1, () => undefined, kernel);
+    const f = feed();
+    f.services.set("default/dns", svc("dns", "10.96.0.10"));
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5"]));
+    await r.sync(f.inputs());
+    await new Promise((res) => setTimeout(res, 30));
+    kernel.table = undefined; // the table was deleted by hand
+    await r.sync(f.inputs());
+    assert.equal(kernel.reads, 1);
+    assert.match(kernel.scripts.at(-1)!, /add chain ip podnet-svc services/);
+    assert.doesNotMatch(kernel.scripts.at(-1)!, /delete table/);
+  });
+  it("announces the LoadBalancer IPs it wins, and withdraws them when the service goes", async () => {
+    const kernel = new RecordingKernel();
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    f.services.set("default/lb", svc("lb", "10.96.0.30", { type: "LoadBalancer", ports: [{ port: 80, nodePort: 30080 }] }, { loadBalancer: { ingress: [{ ip: "192.168.1.240" }] } }));
+    await r.sync(f.inputs());
+    assert.deepEqual(kernel.announced, ["192.168.1.240"]);
+    f.services.delete("default/lb");
+    await r.sync(f.inputs());
+    assert.deepEqual(kernel.announced, []);
+  });
+});

@@ -1,0 +1,250 @@
+// Reconciler: the service proxy. Services and EndpointSlices (and this node's facts) in, the nftables
+// table `ip podnet-svc` out (src/services: kube-proxy's nftables layout), plus stale-UDP conntrack
+// clean-up and the LoadBalancer IPs this node announces on its underlay.
+//
+// - Incremental: the object feed updates its maps in place, so each sync finds what changed by
+//   object identity against the objects it last saw (O(objects) pointer compares, no copying),
+//   feeds only those to the IncrementalProxyCompiler, and applies planProxyTransaction(applied,
+//   next): only the changed services' chains and map elements, in one atomic nft transaction,
+//   without listing the kernel's table.
+// - Full sync on start and after any failure: the table is replaced in one transaction (nothing is
+//   flushed on its own, so established connections keep their conntrack NAT across an agent
+//   restart, and new ones are served by the new table at once). Rules are never removed when the
+//   agent stops or etcd is down: the sync simply does not run.
+// - Verification (rules deleted by hand): a read-back of the whole table, diffed against the
+//   model and repaired with the diff. It costs O(table), so it runs at most every
+//   `max(resyncIntervalMs, VERIFY_COST_FACTOR × its own last duration)`: every resync for a small
+//   table, every minute or two with 10,000 services, so it stays a few percent of one CPU.
+
+import type { EndpointSlice, Service } from "../k8s/types.ts";
+import { deleteUdpFlows } from "../kernel/conntrack.ts";
+import { interfaceOfAddress, syncAnnouncedIps } from "../kernel/lb-announce.ts";
+import { diffTables } from "../kernel/nft/diff.ts";
+import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
+import type { NftTransaction } from "../kernel/nft/model.ts";
+import { ipsToAnnounce, loadBalancerIpsOf } from "../services/lb-announcer.ts";
+import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNodeFacts } from "../services/proxy-compiler.ts";
+import { planProxyTransaction, staleUdpFlows } from "../services/proxy-plan.ts";
+import type { AgentInputs } from "./inputs.ts";
+import type { Reconciler } from "./reconciler.ts";
+
+type Inputs = "config" | "self" | "snapshot" | "Service" | "EndpointSlice";
+
+/** Scripts larger than this go to a spawned `nft -f`, so the event loop is not stalled for seconds. */
+const SPAWN_ABOVE_BYTES = 256 * 1024;
+const VERIFY_COST_FACTOR = 20;
+
+export interface ServicesKernel {
+  /** Apply one nft script atomically. */
+  apply(script: string): Promise<void>;
+  readTable: typeof readTableSpawnedAsync;
+  deleteUdpFlows: typeof deleteUdpFlows;
+  /** Make the set of LoadBalancer IPs this node announces exactly `ips`. */
+  announce(ips: readonly string[], nodeIp: string): { added: string[]; removed: string[] };
+}
+
+export const realServicesKernel: ServicesKernel = {
+  apply: (script) => (Buffer.byteLength(script) > SPAWN_ABOVE_BYTES ? runNftSpawnedAsync(script) : runNftAsync(script)),
+  readTable: readTableSpawnedAsync,
+  deleteUdpFlows,
+  announce(ips, nodeIp) {
+    const ifname = interfaceOfAddress(nodeIp);
+    if (!ifname) throw new Error(`no interface holds the node IP ${nodeIp}; cannot announce LoadBalancer IPs`);
+    return syncAnnouncedIps(ifname, ips);
+  },
+};
+
+export interface ServicesSyncStats {
+  kind: "full" | "incremental" | "repair" | "none";
+  changes: number;
+  scriptBytes: number;
+  ms: number;
+}
+
+export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
+  readonly name = "services";
+  readonly inputs = ["config", "self", "snapshot", "Service", "EndpointSlice"] as const;
+  /** Pods can run without services; a failing proxy is reported, not a reason to stop new pods. */
+  readonly gatesReadiness = false;
+  readonly backoff = { initialMs: 200, maxMs: 5000 };
+  readonly timeoutMs = 120_000;
+
+  private readonly compiler = new IncrementalProxyCompiler();
+  private applied: CompiledProxy | undefined;
+  private seenServices = new Map<string, Service>();
+  private seenSlices = new Map<string, EndpointSlice>();
+  private lastVerifyAt = 0;
+  private lastVerifyMs = 0;
+  private announced: string[] = [];
+  /** Services with LoadBalancer IPs, by "namespace/name". */
+  private readonly loadBalancers = new Map<string, Service>();
+  private announceChecked = false;
+  private last: ServicesSyncStats | undefined;
+  private udpFlowsDeleted = 0;
+  /** The datastore revision of the objects the kernel now reflects (for "write → kernel" timing). */
+  private revision = 0;
+  private lastFull: ServicesSyncStats | undefined;
+
+  constructor(
+    private readonly nodeName: string,
+    readonly resyncIntervalMs: number,
+    private readonly log: (message: string) => void,
+    private readonly kernel: ServicesKernel = realServicesKernel,
+    private readonly onSynced?: (stats: ServicesSyncStats) => void,
+  ) {}
+
+  async sync(inputs: { readonly [P in Inputs]: AgentInputs[P] }): Promise<void> {
+    const started = performance.now();
+    const revision = Math.max(inputs.Service.revision, inputs.EndpointSlice.revision);
+    const node: ProxyNodeFacts = {
+      nodeName: this.nodeName,
+      nodeIps: [inputs.self.nodeIp],
+      podCidr: inputs.self.podSubnet,
+      clusterCidr: inputs.config.clusterCidr,
+    };
+    // Read the feed's maps synchronously: they change in place under later events.
+    const full = this.applied === undefined;
+    if (full) {
+      this.seenServices = new Map(inputs.Service.objects);
+      this.loadBalancers.clear();
+      for (const [key, service] of this.seenServices) this.noteService(key, service);
+      this.seenSlices = new Map(inputs.EndpointSlice.objects);
+      this.compiler.replaceAll([...this.seenServices.values()], [...this.seenSlices.values()]);
+    } else {
+      this.feedChanges(inputs.Service.objects, inputs.EndpointSlice.objects);
+    }
+    const liveNodes = inputs.snapshot.nodes.filter((n) => n.alive && n.phase === "active").map((n) => n.name);
+    const wantedAnnounced = this.loadBalancers.size === 0 ? [] : ipsToAnnounce(this.nodeName, this.loadBalancers.values(), this.slicesOfLoadBalancers(), liveNodes);
+
+    const next = this.compiler.compile(node);
+    let tx = planProxyTransaction(this.applied, next);
+    let kind: ServicesSyncStats["kind"] = full ? "full" : tx.changes.length > 0 ? "incremental" : "none";
+    if (!full && tx.changes.length === 0 && this.verifyDue()) {
+      tx = await this.repairTransaction(next);
+      if (tx.changes.length > 0) kind = "repair";
+    }
+    const script = tx.changes.length > 0 ? transactionScript(tx) : "";
+    if (script !== "") {
+      try {
+        await this.kernel.apply(script);
+      } catch (err) {
+        // The kernel may hold anything now: start over with a full sync.
+        this.applied = undefined;
+        throw err;
+      }
+      if (kind === "repair") this.log(`services: repaired ${tx.changes.length} change(s) made to table ${PROXY_TABLE} by someone else`);
+      if (kind === "full") this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(script.length / 1024).toFixed(0)} KiB`);
+    }
+    const previous = this.applied;
+    this.applied = next;
+    if (full) {
+      // Reading the table back costs about what loading it did: until a read-back has been timed,
+      // take the full sync's duration as its cost, so a large table is not read back at once.
+      this.lastVerifyAt = Date.now();
+      this.lastVerifyMs = Math.max(this.lastVerifyMs, performance.now() - started);
+    }
+
+    // UDP flows pinned to endpoints that went away (or to nothing, before the service had endpoints).
+    for (const flow of staleUdpFlows(previous, next)) {
+      try {
+        this.udpFlowsDeleted += await this.kernel.deleteUdpFlows({
+          ...(flow.frontendIp !== undefined ? { originalDst: flow.frontendIp } : {}),
+          originalPort: flow.port,
+          ...(flow.endpointIp !== undefined ? { replySrc: flow.endpointIp } : {}),
+        });
+      } catch (err) {
+        this.log(`services: clearing stale UDP flows to ${flow.frontendIp ?? "*"}:${flow.port}: ${(err as Error).message}`);
+      }
+    }
+
+    // Two `ip` runs per sync: skipped while there is nothing to announce and nothing was (after the first look, which clears what an earlier run left).
+    const announceNeeded = wantedAnnounced.length > 0 || this.announced.length > 0 || !this.announceChecked;
+    const changed = announceNeeded ? this.kernel.announce(wantedAnnounced, inputs.self.nodeIp) : { added: [], removed: [] };
+    this.announceChecked = true;
+    if (changed.added.length > 0 || changed.removed.length > 0) {
+      this.log(`services: announcing LoadBalancer IPs ${JSON.stringify(wantedAnnounced)} (added ${changed.added.join(", ") || "none"}, withdrew ${changed.removed.join(", ") || "none"})`);
+    }
+    this.announced = wantedAnnounced;
+    this.last = { kind, changes: tx.changes.length, scriptBytes: Buffer.byteLength(script), ms: Math.round(performance.now() - started) };
+    if (kind === "full") this.lastFull = this.last;
+    this.revision = revision;
+    this.onSynced?.(this.last);
+  }
+
+  /** The slices that belong to a LoadBalancer service (only those matter for announcing). */
+  private *slicesOfLoadBalancers(): Iterable<EndpointSlice> {
+    for (const slice of this.seenSlices.values()) {
+      const name = slice.metadata.labels?.["kubernetes.io/service-name"];
+      if (name && this.loadBalancers.has(`${slice.metadata.namespace ?? "default"}/${name}`)) yield slice;
+    }
+  }
+
+  private noteService(key: string, service: Service | undefined): void {
+    if (service && loadBalancerIpsOf(service).length > 0) this.loadBalancers.set(key, service);
+    else this.loadBalancers.delete(key);
+  }
+
+  /** Feeds the compiler every object that is not the identical object seen last time. */
+  private feedChanges(services: ReadonlyMap<string, Service>, slices: ReadonlyMap<string, EndpointSlice>): void {
+    for (const [key, service] of services) {
+      if (this.seenServices.get(key) !== service) {
+        this.seenServices.set(key, service);
+        this.noteService(key, service);
+        this.compiler.upsertService(service);
+      }
+    }
+    if (this.seenServices.size > services.size) {
+      for (const [key, service] of this.seenServices) {
+        if (!services.has(key)) {
+          this.seenServices.delete(key);
+          this.noteService(key, undefined);
+          this.compiler.deleteService(service.metadata.namespace, service.metadata.name);
+        }
+      }
+    }
+    for (const [key, slice] of slices) {
+      if (this.seenSlices.get(key) !== slice) {
+        this.seenSlices.set(key, slice);
+        this.compiler.upsertSlice(slice);
+      }
+    }
+    if (this.seenSlices.size > slices.size) {
+      for (const [key, slice] of this.seenSlices) {
+        if (!slices.has(key)) {
+          this.seenSlices.delete(key);
+          this.compiler.deleteSlice(slice.metadata.namespace, slice.metadata.name);
+        }
+      }
+    }
+  }
+
+  private verifyDue(): boolean {
+    const interval = Math.max(this.resyncIntervalMs, VERIFY_COST_FACTOR * this.lastVerifyMs);
+    return Date.now() - this.lastVerifyAt >= interval;
+  }
+
+  /** Reads the table back and returns what brings it to the model (empty when nobody touched it). */
+  private async repairTransaction(next: CompiledProxy): Promise<NftTransaction> {
+    const started = Date.now();
+    try {
+      const current = await this.kernel.readTable("ip", PROXY_TABLE);
+      return diffTables(next.table, current);
+    } finally {
+      this.lastVerifyAt = Date.now();
+      this.lastVerifyMs = this.lastVerifyAt - started;
+    }
+  }
+
+  describe(): object {
+    return {
+      services: this.seenServices.size,
+      endpointSlices: this.seenSlices.size,
+      revision: this.revision,
+      lastSync: this.last ?? null,
+      lastFullSync: this.lastFull ?? null,
+      lastVerifyMs: this.lastVerifyMs,
+      announcedLoadBalancerIps: this.announced,
+      udpFlowsDeleted: this.udpFlowsDeleted,
+    };
+  }
+}
