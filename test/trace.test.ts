@@ -16,7 +16,7 @@ import { stopRecordedProcess } from "../src/supervise/process.ts";
 import type { Hop, TraceResult } from "../src/trace/model.ts";
 import { withDefaults } from "../src/k8s/defaults.ts";
 import type { EndpointSlice, Service } from "../src/k8s/types.ts";
-import { compileProxyTable, PROXY_TABLE } from "../src/services/proxy-compiler.ts";
+import { compileProxyTable } from "../src/services/proxy-compiler.ts";
 import { syncTable } from "../src/kernel/nft.ts";
 import { namedNetnsPath } from "../src/kernel/named-netns-path.ts";
 import { lab, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
@@ -158,9 +158,9 @@ test("bad input names the field and leaves nothing", async () => {
 test("a DNAT before routing (as a Service's endpoint chain writes it) is followed to its target; an address nothing routes ends with no route", async () => {
   const ns = node("node1").netns;
   const endpoint = pod("node2-pod1");
-  sh(["ip", "netns", "exec", ns, "nft", `add table ip pnt_svc; add chain ip pnt_svc pre { type nat hook prerouting priority dstnat; }; add rule ip pnt_svc pre ip daddr 10.96.0.10 udp dport 80 dnat ip to ${endpoint.ip}:7007`]);
+  sh(["ip", "netns", "exec", ns, "nft", `add table ip pnt_svc; add chain ip pnt_svc pre { type nat hook prerouting priority dstnat; }; add rule ip pnt_svc pre ip daddr 10.200.0.10 udp dport 80 dnat ip to ${endpoint.ip}:7007`]);
   try {
-    const { code, result } = await trace("node1-pod1", "10.96.0.10:80");
+    const { code, result } = await trace("node1-pod1", "10.200.0.10:80");
     assertSchema(result);
     assert.equal(code, 0, JSON.stringify(result.hops, null, 1));
     assert.equal(result.dst.kind, "address");
@@ -176,7 +176,7 @@ test("a DNAT before routing (as a Service's endpoint chain writes it) is followe
   }
   // Without the rule, node1 sends it up its default route, to the external host standing in for the upstream
   // router, which does not forward: the trace ends there.
-  const nowhere = await trace("node1-pod1", "10.96.0.10:80");
+  const nowhere = await trace("node1-pod1", "10.200.0.10:80");
   assert.equal(nowhere.code, 1);
   const node1Route = hopsOf(nowhere.result, "route").find((h) => h.netns === ns)!;
   assert.match(node1Route.entry!, /^default via 192\.168\.1\.200 dev eth0/);
@@ -186,35 +186,38 @@ test("a DNAT before routing (as a Service's endpoint chain writes it) is followe
 });
 
 test("pod → ClusterIP through the service proxy's compiled table: the map element, the endpoint chain, the DNAT to the endpoint", async () => {
-  // The proxy's own table (src/services, kube-proxy's nftables layout) applied in node1 as the agent's reconciler will.
+  // The proxy's compiled table (src/services, kube-proxy's nftables layout), under a name of the test's own: the
+  // agent's services reconciler owns ip podnet-svc and would repair any change to it.
   const ns = node("node1").netns;
+  const TEST_TABLE = "pnt_svctest";
   const endpoint = pod("node2-pod1");
-  const web = withDefaults<Service>({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { clusterIP: "10.96.0.20", selector: { app: "web" }, ports: [{ port: 80, targetPort: 7007 }] } });
+  const web = withDefaults<Service>({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { clusterIP: "10.200.0.20", selector: { app: "web" }, ports: [{ port: 80, targetPort: 7007 }] } });
   const endpoints: EndpointSlice = {
     apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice",
     metadata: { name: "web-x", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
     addressType: "IPv4", ports: [{ name: "", protocol: "TCP", port: 7007 }],
     endpoints: [{ addresses: [endpoint.ip!], nodeName: "node2", conditions: { ready: true, serving: true, terminating: false } }],
   };
-  const compiled = compileProxyTable([web], [endpoints], { nodeName: "node1", nodeIps: [node("node1").ip], podCidr: subnetOf(pod("node1-pod1").ip!), clusterCidr: "10.244.0.0/16", serviceCidr: "10.96.0.0/12" });
-  await syncTable(compiled.table, namedNetnsPath(ns));
+  const compiled = compileProxyTable([web], [endpoints], { nodeName: "node1", nodeIps: [node("node1").ip], podCidr: subnetOf(pod("node1-pod1").ip!), clusterCidr: "10.244.0.0/16" });
+  await syncTable({ ...compiled.table, name: TEST_TABLE }, namedNetnsPath(ns));
   try {
-    const { code, result } = await trace("node1-pod1", "10.96.0.20:80", "--proto", "tcp");
+    const { code, result } = await trace("node1-pod1", "10.200.0.20:80", "--proto", "tcp");
     assertSchema(result);
     assert.equal(code, 0, JSON.stringify(result.hops, null, 1));
     const service = hopsOf(result, "service")[0];
     assert.ok(service, JSON.stringify(result.hops, null, 1));
     assert.equal(service.where, "node1");
-    assert.equal(service.table, PROXY_TABLE);
+    assert.equal(service.table, TEST_TABLE);
     assert.equal(service.map, "service-ips");
-    assert.equal(service.element, "10.96.0.20 . tcp . 80");
+    assert.equal(service.element, "10.200.0.20 . tcp . 80");
     assert.match(service.serviceChain, /^service-/);
-    assert.match(service.endpointChain ?? "", /^endpoint-/);
+    // With one endpoint the compiler may DNAT in the service chain itself; with more, an endpoint chain does.
+    if (service.endpointChain !== undefined) assert.match(service.endpointChain, /^endpoint-/);
     assert.deepEqual(service.endpoint, { address: endpoint.ip, port: 7007 });
     const arrival = result.hops.at(-1)!;
     assert.ok(arrival.kind === "arrival" && arrival.netns === endpoint.netns && arrival.daddr === endpoint.ip && arrival.saddr === pod("node1-pod1").ip, JSON.stringify(arrival));
   } finally {
-    sh(["ip", "netns", "exec", ns, "nft", `delete table ip ${PROXY_TABLE}`]);
+    sh(["ip", "netns", "exec", ns, "nft", `delete table ip ${TEST_TABLE}`]);
   }
 });
 

@@ -410,7 +410,8 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
     const daddr = /(?:^|\s)ip daddr (\S+)/.exec(packet)?.[1];
     const proto = /(?:^|\s)(tcp|udp|sctp) dport (\d+)/.exec(packet);
     const element = `${daddr ?? "?"} . ${proto?.[1] ?? "?"} . ${proto?.[2] ?? "?"}`;
-    const endpoint = endpointHop?.dnatTo;
+    // One endpoint: the service chain may DNAT itself, with no endpoint chain between.
+    const endpoint = endpointHop?.dnatTo ?? serviceHop?.dnatTo;
     const hop: ServiceHop = {
       kind: "service",
       ...base,
