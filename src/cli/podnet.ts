@@ -8,6 +8,11 @@ commands:
   node remove NAME  remove a node from the cluster and free its subnet
   lab up|status|run|exec|check|down
                     a multi-node cluster of network namespaces on this machine
+  lab graph [-o FILE.svg|FILE.html]
+                    draw the lab: underlay, nodes, bridges, pods
+  lab up --explain  also print the ip/nft commands that recreate what up built
+  trace SRC DST[:PORT]
+                    a real probe's path through the lab, hop by hop, from live kernel state
   dns               cluster DNS: service and pod names from the datastore, the rest forwarded
 `;
 
@@ -27,8 +32,21 @@ export async function main(argv: string[]): Promise<number> {
       return runDnsCommand(rest);
     }
     case "lab": {
+      // graph and up --explain read a lab's live state; they live in src/trace, which may import the lab (not the other way round).
+      if (rest[0] === "graph") {
+        const { runLabGraphCommand } = await import("../trace/graph-cli.ts");
+        return runLabGraphCommand(rest.slice(1));
+      }
+      const explain = rest.includes("--explain") && rest[0] === "up";
       const { runLabCommand } = await import("../lab/cli.ts");
-      return runLabCommand(rest);
+      const code = await runLabCommand(explain ? rest.filter((a) => a !== "--explain") : rest);
+      if (code !== 0 || !explain) return code;
+      const { runLabExplainCommand } = await import("../trace/graph-cli.ts");
+      return runLabExplainCommand(rest.filter((a) => a !== "--explain"));
+    }
+    case "trace": {
+      const { runTraceCommand } = await import("../trace/cli.ts");
+      return runTraceCommand(rest);
     }
     case undefined:
     case "help":

@@ -21,6 +21,7 @@ import {
   macToBytes,
   nested,
   readCString,
+  readS32,
   readU32,
   s32,
   u32,
@@ -33,11 +34,13 @@ import { KernelError, type NetlinkSocket } from "./netlink/socket.ts";
 const IFLA_ADDRESS = 1;
 const IFLA_IFNAME = 3;
 const IFLA_MTU = 4;
+const IFLA_LINK = 5;
 const IFLA_MASTER = 10;
 const IFLA_PROTINFO = 12;
 const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
 const IFLA_EXT_MASK = 29;
+const IFLA_LINK_NETNSID = 37;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
@@ -58,6 +61,10 @@ export interface LinkInfo {
   /** Administratively up (IFF_UP), not whether it has carrier. */
   up: boolean;
   masterIndex?: number;
+  /** IFLA_LINK: a veth's peer index (in the namespace of linkNetnsId when that is set). */
+  peerIndex?: number;
+  /** IFLA_LINK_NETNSID: the peer's namespace, as this namespace's id for it (`ip netns list-id`). */
+  linkNetnsId?: number;
   /** For a VXLAN device: its IFLA_VXLAN_* settings, so a caller can tell a device it wants from one that merely has the name. */
   vxlan?: VxlanInfo;
 }
@@ -92,6 +99,10 @@ function decodeLink(msg: NlMessage): LinkInfo {
     if (data) info.vxlan = decodeVxlanData(data);
   }
   if (master) info.masterIndex = readU32(master);
+  const link = attrs.get(IFLA_LINK);
+  if (link) info.peerIndex = readU32(link);
+  const linkNetns = attrs.get(IFLA_LINK_NETNSID);
+  if (linkNetns) info.linkNetnsId = readS32(linkNetns);
   return info;
 }
 

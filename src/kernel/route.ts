@@ -205,3 +205,131 @@ export function applyRouteChanges(nl: NetlinkSocket, changes: readonly RouteChan
     return error ? { route: c.route, error } : { route: c.route };
   });
 }
+
+// ---- the kernel's own route look-up (RTM_GETROUTE for one address, as `ip route get` does) ----
+
+const RTA_SRC = 2;
+const RTA_IIF = 3;
+const RTA_PREFSRC = 7;
+const RTA_MARK = 16;
+const RTA_IP_PROTO = 27;
+const RTA_SPORT = 28;
+const RTA_DPORT = 29;
+/** Answer with the FIB entry that matched rather than the resulting dst (kernel 4.13+, `ip route get … fibmatch`). */
+const RTM_F_FIB_MATCH = 0x2000;
+const IPPROTO_NUMBERS = { icmp: 1, tcp: 6, udp: 17 } as const;
+
+/** rtm_type of a route or of a look-up's answer. */
+export const ROUTE_TYPE_NAMES: Readonly<Record<number, string>> = {
+  1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat",
+};
+
+export interface RouteQuery {
+  dst: string;
+  src?: string;
+  /** The interface the packet came in on: the look-up is then the forwarding path (ip_route_input), not the local output path. */
+  iifIndex?: number;
+  /** fwmark, as nft's `meta mark` would have set it. */
+  mark?: number;
+  proto?: keyof typeof IPPROTO_NUMBERS;
+  sport?: number;
+  dport?: number;
+}
+
+export interface RouteLookup {
+  /** "unicast", "local", "unreachable", "blackhole", "prohibit", … */
+  type: string;
+  /** The resulting route for this one packet (the dst cache entry). */
+  gw?: string;
+  oifIndex?: number;
+  prefsrc?: string;
+  table: number;
+  /** The FIB entry that decided it: prefix, protocol, scope, gateway, device, as `ip route get … fibmatch` shows. */
+  entry?: RouteSpec & { type: string };
+}
+
+function lookupRequest(q: RouteQuery, fibMatch: boolean): NlRequest {
+  const dst = ipToBytes(q.dst);
+  const family = dst.byteLength === 4 ? AF_INET : AF_INET6;
+  const full = dst.byteLength * 8;
+  const attrs: AttrSpec[] = [attr(RTA_DST, dst)];
+  if (q.src !== undefined) attrs.push(attr(RTA_SRC, ipToBytes(q.src)));
+  if (q.iifIndex !== undefined) attrs.push(attr(RTA_IIF, u32(q.iifIndex)));
+  if (q.mark !== undefined) attrs.push(attr(RTA_MARK, u32(q.mark)));
+  if (q.proto !== undefined) attrs.push(attr(RTA_IP_PROTO, new Uint8Array([IPPROTO_NUMBERS[q.proto]])));
+  // Ports travel in network byte order.
+  const be16 = (n: number): Uint8Array => new Uint8Array([(n >> 8) & 0xff, n & 0xff]);
+  if (q.sport !== undefined) attrs.push(attr(RTA_SPORT, be16(q.sport)));
+  if (q.dport !== undefined) attrs.push(attr(RTA_DPORT, be16(q.dport)));
+  return {
+    type: RTM_GETROUTE,
+    flags: 0,
+    header: encodeRtMsg({ family, dstLen: full, srcLen: q.src !== undefined ? full : 0, flags: fibMatch ? RTM_F_FIB_MATCH : 0 }),
+    attrs,
+  };
+}
+
+function describeQuery(q: RouteQuery): string {
+  return `route get ${q.dst}${q.src ? ` from ${q.src}` : ""}${q.iifIndex !== undefined ? ` iif #${q.iifIndex}` : ""}${q.mark !== undefined ? ` mark ${q.mark}` : ""}`;
+}
+
+/**
+ * Asks the kernel which route one packet takes: the same look-up a real packet makes, with its input
+ * interface, source, mark and ports. Throws KernelError when the kernel has none (ENETUNREACH,
+ * EHOSTUNREACH; EXDEV/EINVAL when the input path refuses the source).
+ */
+export function lookupRoute(nl: NetlinkSocket, q: RouteQuery): RouteLookup {
+  const op = describeQuery(q);
+  const reply = nl.request(lookupRequest(q, false), op).find((m) => m.type === RTM_NEWROUTE);
+  if (!reply) throw new Error(`${op}: the kernel sent no route`);
+  const header = decodeRtMsg(reply.payload);
+  const attrs = attrMap(reply.payload.subarray(RTMSG_LEN));
+  const tableAttr = attrs.get(RTA_TABLE);
+  const result: RouteLookup = { type: ROUTE_TYPE_NAMES[header.type] ?? String(header.type), table: tableAttr ? readU32(tableAttr) : header.table };
+  const gw = attrs.get(RTA_GATEWAY);
+  if (gw) result.gw = bytesToIp(gw);
+  const oif = attrs.get(RTA_OIF);
+  if (oif) result.oifIndex = readU32(oif);
+  const prefsrc = attrs.get(RTA_PREFSRC);
+  if (prefsrc) result.prefsrc = bytesToIp(prefsrc);
+  const entry = fibMatch(nl, q, op);
+  if (entry) result.entry = entry;
+  return result;
+}
+
+function fibMatch(nl: NetlinkSocket, q: RouteQuery, op: string): (RouteSpec & { type: string }) | undefined {
+  let replies;
+  try {
+    replies = nl.request(lookupRequest(q, true), `${op} fibmatch`);
+  } catch {
+    // Local and broadcast answers have no FIB entry to show on some paths; the look-up itself stands.
+    return undefined;
+  }
+  const reply = replies.find((m) => m.type === RTM_NEWROUTE);
+  if (!reply) return undefined;
+  const header = decodeRtMsg(reply.payload);
+  const family = header.family === AF_INET ? 4 : 6;
+  const attrs = attrMap(reply.payload.subarray(RTMSG_LEN));
+  const dst = attrs.get(RTA_DST);
+  const tableAttr = attrs.get(RTA_TABLE);
+  const entry: RouteSpec & { type: string } = {
+    type: ROUTE_TYPE_NAMES[header.type] ?? String(header.type),
+    dst: `${dst ? bytesToIp(dst) : family === 4 ? "0.0.0.0" : "::"}/${header.dstLen}`,
+    table: tableAttr ? readU32(tableAttr) : header.table,
+    protocol: header.protocol,
+    scope: header.scope,
+    family,
+  };
+  const gw = attrs.get(RTA_GATEWAY);
+  if (gw) entry.gw = bytesToIp(gw);
+  const oif = attrs.get(RTA_OIF);
+  if (oif) entry.oifIndex = readU32(oif);
+  if (header.flags & RTNH_F_ONLINK) entry.onlink = true;
+  const priority = attrs.get(RTA_PRIORITY);
+  if (priority) entry.metric = readU32(priority);
+  const metrics = attrs.get(RTA_METRICS);
+  if (metrics) {
+    for (const m of parseAttrs(metrics)) if (m.type === RTAX_MTU) entry.mtu = readU32(m.data);
+  }
+  return entry;
+}
