@@ -1,7 +1,7 @@
 // `podnet dns`: flag parsing and wiring only; the server is server.ts.
 
 import { ETCD_CLIENT_FLAGS, ETCD_CLIENT_USAGE, EtcdFlagError, insecureWarning, parseEtcdConnection, type EtcdConnection } from "../datastore/etcd-client-options.ts";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { isMainThread, parentPort, Worker } from "node:worker_threads";
 import type { ObjectStore } from "../datastore/objects.ts";
@@ -33,6 +33,8 @@ ${ETCD_CLIENT_USAGE}  --etcd-prefix PREFIX   key prefix in etcd (default /podnet
   --metrics ADDR:PORT    /metrics, /health and /ready over HTTP (default 127.0.0.1:9153; "none" to disable)
   --no-batch             move UDP one datagram per callback and send (dgram only), not in batches
                          (recvmmsg/sendmmsg); for comparison
+  --ready-file PATH      write PATH (the pid) once /ready would say ready, remove it on exit (a
+                         supervisor's readiness check without HTTP)
   --workers N            answer UDP on N threads sharing the port (SO_REUSEPORT), each with its own
                          watch and index; TCP, metrics and the loop probe stay on the first (default 1)
 `;
@@ -95,6 +97,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
         metrics: { type: "string", default: "127.0.0.1:9153" },
         workers: { type: "string", default: "1" },
         "no-batch": { type: "boolean", default: false },
+        "ready-file": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
       strict: true,
@@ -195,6 +198,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
       await serveHttp(metricsAddr.host, metricsAddr.port, server.metrics, () => ({ ready: server.ready, services: server.index.serviceCount, upstreams: server.forwarder.activeUpstreams.length }));
     }
     pool = await startWorkers(server, workers - 1, args);
+    if (values["ready-file"]) watchReadiness(server, values["ready-file"]);
     const { host, port } = server.address;
     process.stderr.write(`${new Date().toISOString()} podnet-dns: listening on ${host}:${port} (udp, tcp), zone ${server.zone}, upstreams ${upstreams.map((u) => `${u.host}:${u.port}`).join(",") || "none"}\n`);
   } catch (err) {
@@ -211,6 +215,7 @@ export async function runDnsCommand(args: string[]): Promise<number> {
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
   });
+  if (values["ready-file"]) rmSync(values["ready-file"], { force: true });
   await Promise.all(pool.map((w) => w.terminate()));
   await server.stop();
   await closeStore();
@@ -279,4 +284,17 @@ async function serveAsWorker(server: DnsServer, closeStore: () => Promise<void>)
   await server.stop();
   await closeStore();
   return 0;
+}
+
+/** Keep `path` in step with server.ready: present (holding the pid) while ready, absent otherwise. */
+function watchReadiness(server: DnsServer, path: string): void {
+  let written = false;
+  const check = (): void => {
+    if (server.ready === written) return;
+    if (server.ready) writeFileSync(path, `${process.pid}\n`);
+    else rmSync(path, { force: true });
+    written = server.ready;
+  };
+  check();
+  setInterval(check, 100).unref();
 }

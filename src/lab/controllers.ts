@@ -33,8 +33,11 @@ import { probeEnv } from "./check.ts";
 import { LabState, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { addPod, nodeNetworkState, removePod, type RuntimeConfig } from "./pods.ts";
 import { CNI_PATH, REPO_ROOT } from "./repo-root.ts";
-import { labEtcdDatastoreOptions } from "./etcd-security.ts";
-import { CLUSTER_CIDR, labPrefix } from "./topology.ts";
+import { etcdGuardTable, labEtcdDatastoreOptions, labEtcdFlags } from "./etcd-security.ts";
+import { CLUSTER_CIDR, EXTERNAL_IP, labPrefix } from "./topology.ts";
+import { isDnsPod, removePodResolvConf, writePodResolvConf, type EtcNetnsRecord } from "./pod-dns.ts";
+import { syncTable } from "../kernel/nft.ts";
+import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 
 /** ClusterIPs come from here (Kubernetes' default --service-cluster-ip-range). */
 export const LAB_SERVICE_CIDR = "10.96.0.0/12";
@@ -42,6 +45,7 @@ export const LAB_SERVICE_CIDR = "10.96.0.0/12";
 export const LAB_LOAD_BALANCER_CIDR = "192.168.1.240/28";
 export const KUBELET_DIR = "kubelet";
 const TEST_SERVER = join(REPO_ROOT, "src/controlplane/test-server.mjs");
+const PODNET_CLI = join(REPO_ROOT, "bin/podnet.js");
 /** A test server that died is started again at most this often. */
 const SERVER_RESTART_MS = 5000;
 
@@ -135,6 +139,8 @@ export class LabControllers {
   private readonly backoff = new Map<string, number>();
   /** Pod uid → when its dead test server is started again. */
   private readonly restartAt = new Map<string, number>();
+  /** Pod netns → IP of the running cluster DNS pods, let through the etcd guard. */
+  private readonly dnsPodIps = new Map<string, string>();
 
   constructor(private readonly opts: ControllersOptions) {
     const lab = LabState.load(opts.labDir);
@@ -334,6 +340,24 @@ export class LabControllers {
     return this.kubelet.data.processes.find((p) => p.netns === record.netns && p.role.startsWith("server "));
   }
 
+  private get etcNetns(): EtcNetnsRecord {
+    this.kubelet.data.etcNetns ??= { createdRoot: false, dirs: [] };
+    return this.kubelet.data.etcNetns;
+  }
+
+  /**
+   * Pods are kept from etcd on every node (etcd-security.ts), but cluster DNS must watch it, as CoreDNS
+   * watches the API server: its pods' addresses are let through, and only theirs.
+   */
+  private async syncEtcdGuards(): Promise<void> {
+    for (const record of this.kubelet.data.pods) {
+      const pod = this.cache?.list("Pod").find((p) => p.metadata.uid === record.uid);
+      if (pod && isDnsPod(pod) && record.ip) this.dnsPodIps.set(record.netns, record.ip);
+    }
+    const allowed = [...this.dnsPodIps.values()].sort();
+    for (const node of this.kubelet.data.nodeRecords) await syncTable(etcdGuardTable(allowed), namedNetnsPath(node.netns));
+  }
+
   private readyFileOf(uid: string): string {
     return join(this.kubelet.dir, "ready", `${uid}.json`);
   }
@@ -355,6 +379,8 @@ export class LabControllers {
         portMappings(pod),
       );
       this.opts.log(`pod ${label}: ${record.ip} on ${node.name} (ADD ${Math.round(performance.now() - started)} ms)`);
+      writePodResolvConf(this.etcNetns, () => this.kubelet.save(), record.netns, ns);
+      if (isDnsPod(pod)) await this.syncEtcdGuards();
       this.startServer(pod, record);
       this.backoff.delete(uid);
     } catch (error) {
@@ -367,11 +393,19 @@ export class LabControllers {
 
   private startServer(pod: Pod, record: PodRecord): void {
     const readyFile = this.readyFileOf(record.uid!);
+    // A `podnet/dns` pod runs cluster DNS on its pod IP with the lab's dns certificate, forwarding to
+    // the external host's upstream zone; Ready once its /ready would say so (the --ready-file).
+    const command = isDnsPod(pod)
+      ? [
+          process.execPath, PODNET_CLI, "dns", ...labEtcdFlags(this.opts.labDir, "dns", true),
+          "--listen", `${record.ip}:53`, "--upstream", `${EXTERNAL_IP}:53`, "--metrics", "127.0.0.1:9153", "--ready-file", readyFile,
+        ]
+      : // The script by its place in the checkout: a bundled CLI has no test-server.mjs beside it.
+        [process.execPath, TEST_SERVER, ...testServerArgs(pod, readyFile).slice(1)];
     const process_ = this.kubelet.recordProcess({
       role: `server ${namespace(pod)}/${pod.metadata.name}`,
       netns: record.netns,
-      // The script by its place in the checkout: a bundled CLI has no test-server.mjs beside it.
-      argv: argvInNamedNetns(record.netns, [process.execPath, TEST_SERVER, ...testServerArgs(pod, readyFile).slice(1)]),
+      argv: argvInNamedNetns(record.netns, command),
       log: join(this.kubelet.dir, "logs", `${namespace(pod)}.${pod.metadata.name}.log`),
     });
     spawnDetached(process_, probeEnv());
@@ -389,6 +423,8 @@ export class LabControllers {
     if (inode !== undefined) await stopPids(pidsInNamespaces(new Set([inode])));
     const problems = await removePod(this.kubelet, record.name, CNI_PATH, record.namespace);
     if (record.uid) rmSync(this.readyFileOf(record.uid), { force: true });
+    removePodResolvConf(this.etcNetns, () => this.kubelet.save(), record.netns);
+    if (this.dnsPodIps.delete(record.netns)) await this.syncEtcdGuards();
     this.opts.log(`pod ${label}: removed${problems.length > 0 ? ` (${problems.join("; ")})` : ""}`);
   }
 }

@@ -14,11 +14,11 @@ import { join } from "node:path";
 import { resolveClusterConfig } from "../datastore/cluster-config.ts";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
 import { controlPlaneRole, dnsRole, nodeAgentRole, nodeAgentUser } from "../datastore/etcd-roles.ts";
-import type { NftTable } from "../kernel/nft/model.ts";
+import type { NftRule, NftTable } from "../kernel/nft/model.ts";
 import { createCertificateAuthority, issueCertificate } from "../supervise/certs.ts";
 import { enableEtcdAuth, etcdctl, type EtcdctlTarget } from "../supervise/etcd-auth.ts";
 import type { EtcdServerTls } from "../supervise/etcd-server.ts";
-import { CLUSTER_CIDR, CONTROL_PLANE_IP, ETCD_CLIENT_PORT, etcdEndpoint } from "./topology.ts";
+import { CLUSTER_CIDR, CONTROL_PLANE_IP, ETCD_CLIENT_PORT, ETCD_POD_CLIENT_PORT, etcdEndpoint, etcdPodEndpoint } from "./topology.ts";
 
 export const ETCD_PREFIX = "/podnet/";
 
@@ -40,9 +40,9 @@ export function labClientTls(labDir: string, client: LabEtcdClient): { caFile: s
 }
 
 /** The etcd flags of a podnet command run by `client` in the lab. */
-export function labEtcdFlags(labDir: string, client: LabEtcdClient): string[] {
+export function labEtcdFlags(labDir: string, client: LabEtcdClient, fromPod = false): string[] {
   const tls = labClientTls(labDir, client);
-  return ["--etcd", etcdEndpoint(), "--etcd-cafile", tls.caFile, "--etcd-certfile", tls.certFile, "--etcd-keyfile", tls.keyFile];
+  return ["--etcd", fromPod ? etcdPodEndpoint() : etcdEndpoint(), "--etcd-cafile", tls.caFile, "--etcd-certfile", tls.certFile, "--etcd-keyfile", tls.keyFile];
 }
 
 /** EtcdDatastore options for `client` (endpoints and TLS files). */
@@ -106,15 +106,16 @@ export function removeLabPki(labDir: string): boolean {
   return true;
 }
 
-/** The etcd ports pods are kept away from: client and peer. */
-export const ETCD_GUARDED_PORTS = [ETCD_CLIENT_PORT, ETCD_CLIENT_PORT + 1] as const;
+/** The etcd ports pods are kept away from: client, peer, and the pods' client port (but for DNS pods). */
+export const ETCD_GUARDED_PORTS = [ETCD_CLIENT_PORT, ETCD_CLIENT_PORT + 1, ETCD_POD_CLIENT_PORT] as const;
 
 /**
  * A node's guard: pod traffic (from the cluster CIDR) forwarded to the control plane's etcd ports is
  * dropped before it leaves the node, so a pod cannot even open a connection to etcd. Node processes
- * (the agent) are not forwarded traffic and are unaffected.
+ * (the agent) are not forwarded traffic and are unaffected. `allowedPodIps` (the cluster DNS pods,
+ * which must watch the datastore) may reach etcd's pod client port, and only that one.
  */
-export function etcdGuardTable(): NftTable {
+export function etcdGuardTable(allowedPodIps: readonly string[] = []): NftTable {
   return {
     family: "ip",
     name: "podnet-lab-guard",
@@ -123,7 +124,11 @@ export function etcdGuardTable(): NftTable {
     chains: [{
       name: "forward",
       base: { type: "filter", hook: "forward", priority: "filter", policy: "accept" },
-      rules: [{
+      rules: [
+        ...(allowedPodIps.length > 0
+          ? [{ statements: [{ match: "ip saddr", value: [...allowedPodIps] }, { match: "ip daddr", value: CONTROL_PLANE_IP }, { match: "tcp dport", value: ETCD_POD_CLIENT_PORT }, { verdict: "accept" }] } satisfies NftRule]
+          : []),
+        {
         statements: [
           { match: "ip saddr", value: CLUSTER_CIDR },
           { match: "ip daddr", value: CONTROL_PLANE_IP },

@@ -3,6 +3,7 @@
 // so `lab down` can undo a `lab up` that crashed at any point. Writes are synchronous on purpose:
 // concurrent pod set-ups in one process then can never interleave two half-written files.
 
+import type { EtcNetnsRecord } from "./pod-dns.ts";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { SupervisedProcess } from "../supervise/process.ts";
@@ -61,6 +62,8 @@ export interface LabStateData {
   processes: ProcessRecord[];
   nodeRecords: NodeRecord[];
   pods: PodRecord[];
+  /** Per-pod resolv.conf files under /etc/netns (kubelet's state only), recorded before they are written. */
+  etcNetns?: EtcNetnsRecord;
 }
 
 export function labDir(stateRoot: string, id: string): string {

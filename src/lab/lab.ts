@@ -25,7 +25,8 @@ import { configureReferenceNode, startAgent, type LabClusterSettings } from "./n
 import { judgeNode } from "./node-status.ts";
 import { addPod, conflistSubnet, nodeNetworkState, removePod, waitForNodeReady } from "./pods.ts";
 import { REPO_ROOT } from "./repo-root.ts";
-import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, etcdEndpoint, labPrefix, planLab, underlayHosts, type LabPlan, type LabTopology } from "./topology.ts";
+import { kubeDnsManifest, removeAllResolvConfs } from "./pod-dns.ts";
+import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, ETCD_POD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, etcdEndpoint, labPrefix, planLab, underlayHosts, type LabPlan, type LabTopology } from "./topology.ts";
 import { createRouter, createSwitch, createUnderlayHost, inNamespace } from "./underlay.ts";
 
 export interface LabTarget {
@@ -140,6 +141,7 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     host: CONTROL_PLANE_IP,
     netns: plan.controlPlane.netns,
     clientPort: ETCD_CLIENT_PORT,
+    extraClientPorts: [ETCD_POD_CLIENT_PORT],
     detached: true,
     tls: labEtcdServerTls(dir),
   }).then(async (etcd) => {
@@ -163,6 +165,8 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     }
   }
   const probes = [startProbeServer(state, "external", plan.external.netns)];
+  const upstream = startUpstreamDns(state, plan.external.netns);
+  step(`upstream  dnsmasq pid ${upstream.pid} on ${EXTERNAL_IP}:53 serving ${UPSTREAM_ZONE} (log ${upstream.log})`);
 
   const etcd = await etcdStarting;
   etcdRecord.pid = etcd.pid;
@@ -196,6 +200,12 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   await waitForProbes(state, probes);
   step(`probes    ${probes.length} probe servers listening on :${PROBE_PORT}`);
 
+  if (opts.app && opts.network === "podnet") {
+    // Cluster DNS before the app, as kubeadm installs its addon before any workload.
+    const dns = await callApi(apiSocketPath(dir), { verb: "apply", text: kubeDnsManifest(nodes.map((n) => n.name)), source: "kube-dns" });
+    if (dns.exitCode !== 0) throw new Error(`applying kube-dns failed: ${dns.stderr.trim()}`);
+    for (const line of dns.stdout.trim().split("\n")) step(`dns       ${line}`);
+  }
   if (opts.app) {
     const applied = await callApi(apiSocketPath(dir), { verb: "apply", text: readFileSync(opts.app, "utf8"), source: opts.app });
     if (applied.exitCode !== 0) throw new Error(`applying ${opts.app} failed: ${applied.stderr.trim()}`);
@@ -248,6 +258,34 @@ async function waitForKubePodsReady(dir: string, timeoutMs: number): Promise<num
     if (Date.now() > deadline) throw new Error(`pods not Ready after ${timeoutMs / 1000} s: ${last}`);
     await sleep(100);
   }
+}
+
+/** The external host's upstream zone: what `podnet dns` forwards to, without leaving the machine. */
+export const UPSTREAM_ZONE = "example.test";
+export const UPSTREAM_RECORDS: readonly { name: string; ip: string }[] = [
+  { name: `www.${UPSTREAM_ZONE}`, ip: EXTERNAL_IP },
+  { name: `api.${UPSTREAM_ZONE}`, ip: "192.168.1.201" },
+];
+
+/**
+ * dnsmasq (Debian dnsmasq-base) in the external host's namespace, authoritative for the upstream zone:
+ * no config file, no /etc/hosts, no resolv.conf, so it answers only its own records, NXDOMAIN for
+ * other names in the zone (--local) and REFUSED-free nothing else, and never queries outside.
+ */
+function startUpstreamDns(state: LabState, netns: string): ProcessRecord {
+  const record = state.recordProcess({
+    role: "upstream-dns",
+    netns,
+    argv: argvInNamedNetns(netns, [
+      "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--no-hosts", "--no-resolv", "--pid-file=",
+      `--listen-address=${EXTERNAL_IP}`, "--bind-interfaces", "--port=53", "--log-facility=-", "--user=root",
+      `--local=/${UPSTREAM_ZONE}/`, ...UPSTREAM_RECORDS.map((r) => `--host-record=${r.name},${r.ip}`),
+    ]),
+    log: join(state.dir, "logs", "upstream-dns.log"),
+  });
+  spawnDetached(record);
+  state.save();
+  return record;
 }
 
 function readyFile(state: LabState, name: string): string {
@@ -334,6 +372,9 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
       if (problem) problems.push(`netns ${name}: ${problem}`);
       else kubelet.forgetNamespace(name);
     }
+    const etcProblems = removeAllResolvConfs(kubelet.data.etcNetns ?? { createdRoot: false, dirs: [] });
+    problems.push(...etcProblems);
+    if (kubelet.data.etcNetns) kubelet.save();
     if (kubelet.data.namespaces.length > 0) state.data.namespaces.push(...kubelet.data.namespaces.filter((n) => !state.data.namespaces.includes(n)));
   }
   const podNamespaces = new Set(state.data.pods.map((p) => p.netns));

@@ -13,6 +13,12 @@ export const EXTERNAL_IP = "192.168.1.200";
 export const FIRST_NODE_HOST = 11;
 export const CLUSTER_CIDR = "10.244.0.0/16";
 export const ETCD_CLIENT_PORT = 2379;
+/**
+ * etcd's second client port, for the few pods that must watch the datastore (cluster DNS), as pods
+ * reach the API server on a real cluster. Nodes' agents drop pod traffic to ETCD_CLIENT_PORT; this one
+ * is guarded by the lab's own table, which lets only the DNS pods' addresses through.
+ */
+export const ETCD_POD_CLIENT_PORT = 2382;
 /** The TCP port of every probe server (pods and the external host). */
 export const PROBE_PORT = 7007;
 
@@ -186,6 +192,11 @@ export function underlayIp(hostPart: number): string {
 
 export function underlayHosts(plan: LabPlan): UnderlayHost[] {
   return [plan.controlPlane, plan.external, ...plan.nodes];
+}
+
+/** The endpoint cluster DNS pods use (ETCD_POD_CLIENT_PORT). */
+export function etcdPodEndpoint(): string {
+  return `https://${CONTROL_PLANE_IP}:${ETCD_POD_CLIENT_PORT}`;
 }
 
 export function etcdEndpoint(): string {

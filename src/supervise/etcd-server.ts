@@ -71,6 +71,8 @@ export interface StartEtcdOptions {
   detached?: boolean;
   /** How long to wait for /health; default 20 s. */
   startTimeoutMs?: number;
+  /** More client ports on the same host (listened on, not advertised): a separately guarded way in. */
+  extraClientPorts?: readonly number[];
 }
 
 export interface StartEtcdClusterOptions {
@@ -92,6 +94,7 @@ interface MemberPlan {
   logPath: string;
   clientUrl: string;
   peerUrl: string;
+  extraClientUrls?: string[];
 }
 
 /** Start one single-member etcd and wait until it answers /health. */
@@ -106,6 +109,7 @@ export async function startEtcd(opts: StartEtcdOptions): Promise<EtcdServer> {
     logPath: join(opts.dataDir, `${name}.log`),
     clientUrl: `${scheme}://${host}:${clientPort}`,
     peerUrl: `${scheme}://${host}:${peerPort}`,
+    extraClientUrls: (opts.extraClientPorts ?? []).map((port) => `${scheme}://${host}:${port}`),
   };
   const initialCluster = `${name}=${plan.peerUrl}`;
   return launchMember(plan, initialCluster, `${name}-token`, "new", opts);
@@ -187,7 +191,7 @@ async function launchMember(
   const args = [
     "--name", plan.name,
     "--data-dir", plan.dataDir,
-    "--listen-client-urls", plan.clientUrl,
+    "--listen-client-urls", [plan.clientUrl, ...(plan.extraClientUrls ?? [])].join(","),
     "--advertise-client-urls", plan.clientUrl,
     "--listen-peer-urls", plan.peerUrl,
     "--initial-advertise-peer-urls", plan.peerUrl,
