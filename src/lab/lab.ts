@@ -25,7 +25,8 @@ import { configureReferenceNode, startAgent, type LabClusterSettings } from "./n
 import { judgeNode } from "./node-status.ts";
 import { addPod, conflistSubnet, nodeNetworkState, removePod, waitForNodeReady } from "./pods.ts";
 import { REPO_ROOT } from "./repo-root.ts";
-import { kubeDnsManifest, removeAllResolvConfs } from "./pod-dns.ts";
+import { etcNetnsDir, kubeDnsManifest, removeAllResolvConfs, writePodResolvConf } from "./pod-dns.ts";
+import { formatDnsReport, planDnsProbes, runDnsCheck, type DnsReport } from "./dns-check.ts";
 import { CONTROL_PLANE_IP, ETCD_CLIENT_PORT, ETCD_POD_CLIENT_PORT, EXTERNAL_IP, PROBE_PORT, etcdEndpoint, labPrefix, planLab, underlayHosts, type LabPlan, type LabTopology } from "./topology.ts";
 import { createRouter, createSwitch, createUnderlayHost, inNamespace } from "./underlay.ts";
 
@@ -192,6 +193,10 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
       for (const pod of plan.pods.filter((p) => p.node === node.name)) {
         const t0 = performance.now();
         const record = await addPod(state, pod, list);
+        if (opts.network === "podnet" && opts.app) {
+          state.data.etcNetns ??= { createdRoot: false, dirs: [] };
+          writePodResolvConf(state.data.etcNetns, () => state.save(), pod.netns, "default");
+        }
         step(`pod       ${pod.name.padEnd(13)} ${(record.ip ?? "?").padEnd(15)} on ${node.name} (ADD ${Math.round(performance.now() - t0)} ms)`);
         probes.push(startProbeServer(state, pod.name, pod.netns));
       }
@@ -392,6 +397,11 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
     }
   }
 
+  if (state.data.etcNetns) {
+    problems.push(...removeAllResolvConfs(state.data.etcNetns));
+    state.save();
+  }
+
   // Then everything else that runs: probes, agents, etcd last so agents never see it vanish first.
   const rest = state.data.processes.filter((r) => !inPods(r));
   const etcd = rest.filter((r) => r.role === "etcd");
@@ -455,7 +465,7 @@ function podsInOrder(state: LabState): PodRecord[] {
   return [...state.data.pods].sort((a, b) => a.name.localeCompare(b.name, "en", { numeric: true }));
 }
 
-export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; services?: ServiceReport; ok: boolean; text: string }> {
+export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } = {}): Promise<{ report: CheckReport; services?: ServiceReport; dns?: DnsReport; ok: boolean; text: string }> {
   const state = requireLab(target);
   if (state.data.phase !== "up") throw new Error(`lab "${target.id}" is not fully up; run podnet lab down, then up`);
   const pods: CheckPod[] = podsInOrder(state)
@@ -472,7 +482,9 @@ export async function labCheck(target: LabTarget, opts: { timeoutMs?: number } =
   }
   const services = state.data.processes.some((p) => p.role === "controllers") ? await checkServices(state, pods) : undefined;
   if (services) text += formatServiceReport(services);
-  return { report, ...(services ? { services } : {}), ok: report.ok && (services?.ok ?? true), text };
+  const dns = state.data.processes.some((p) => p.role === "upstream-dns") ? await checkDns(state, pods) : undefined;
+  if (dns) text += formatDnsReport(dns);
+  return { report, ...(services ? { services } : {}), ...(dns ? { dns } : {}), ok: report.ok && (services?.ok ?? true) && (dns?.ok ?? true), text };
 }
 
 /** Each node's agent /status, or undefined where it cannot be read (no socket, agent down). */
@@ -484,6 +496,22 @@ async function agentStatuses(state: LabState): Promise<Map<string, AgentStatusVi
 }
 
 /** The services section: Services, EndpointSlices and Pods read through the lab's API, probed from every pod and the external host. */
+/** The DNS section: every pod that has kubelet's resolv.conf (the kubelet's pods and the probe pods). */
+async function checkDns(state: LabState, probePods: readonly CheckPod[]): Promise<DnsReport | undefined> {
+  const got = await callApi(apiSocketPath(state.dir), { verb: "get", kind: "services", allNamespaces: true, output: "json" });
+  if (got.exitCode !== 0) throw new Error(`lab get services: ${got.stderr.trim()}`);
+  const services = (JSON.parse(got.stdout) as { items: Service[] }).items;
+  if (!services.some((s) => s.metadata.name === "kube-dns")) return undefined;
+  const kubelet = loadKubeletState(state.dir);
+  const withResolvConf = (netns: string): boolean => existsSync(join(etcNetnsDir(netns), "resolv.conf"));
+  const clients: ServiceClient[] = [
+    ...(kubelet?.data.pods ?? []).map((p) => ({ name: `${p.namespace ?? "default"}/${p.name}`, netns: p.netns })),
+    ...probePods.map((p) => ({ name: p.name, netns: p.netns })),
+  ].filter((c) => withResolvConf(c.netns)).sort((a, b) => a.name.localeCompare(b.name));
+  const probes = planDnsProbes(services, clients, { upstream: UPSTREAM_RECORDS[0]!, missingUpstream: `no-such-name.${UPSTREAM_ZONE}` });
+  return runDnsCheck(probes);
+}
+
 async function checkServices(state: LabState, probePods: readonly CheckPod[]): Promise<ServiceReport> {
   const socket = apiSocketPath(state.dir);
   const list = async <T>(kind: string): Promise<T[]> => {
@@ -499,7 +527,9 @@ async function checkServices(state: LabState, probePods: readonly CheckPod[]): P
   ];
   const plan = planOf(state);
   const external: ServiceClient = { name: "external", netns: plan.external.netns };
-  const probes = planServiceProbes(services, slices, clients, external, state.data.nodeRecords.map((n) => n.ip));
+  // kube-dns is served by podnet dns, not the test server the service probes speak to: the DNS section checks it.
+  const testServerServices = services.filter((s) => !(s.metadata.name === "kube-dns" && s.metadata.namespace === "kube-system"));
+  const probes = planServiceProbes(testServerServices, slices, clients, external, state.data.nodeRecords.map((n) => n.ip));
   return runServiceCheck(probes, [...clients, external]);
 }
 

@@ -1,0 +1,128 @@
+// `lab check`'s DNS section: from every pod that has kubelet's resolv.conf, real resolvers ask the
+// cluster DNS through 10.96.0.10 (the pod's /etc/resolv.conf, bind-mounted by `ip netns exec`):
+// - glibc (`getent hosts`) resolves every service by its namespaced and full name, and by its short
+//   name from pods in the same namespace (only there does the search path make it one);
+// - GNU wget fetches http://web-svc/hostname by name (from other namespaces, web-svc.default);
+// - an upstream name (the external host's zone) resolves through forwarding;
+// - a missing name gets NXDOMAIN (dig's status), in the cluster zone and in the upstream zone.
+
+import type { Service } from "../k8s/types.ts";
+import { argvInNamedNetns } from "../kernel/netns-exec.ts";
+import { runCommand } from "../supervise/command.ts";
+import { CLUSTER_DOMAIN } from "./pod-dns.ts";
+import type { ServiceClient } from "./service-check.ts";
+
+export interface DnsProbe {
+  client: ServiceClient;
+  /** What is checked, the same for every client: "getent web-svc.default". */
+  label: string;
+  argv: string[];
+  /** Judges the command's outcome: undefined when it passed, else why not. */
+  judge: (result: { code: number; stdout: string; stderr: string }) => string | undefined;
+}
+
+export interface DnsCell {
+  label: string;
+  client: string;
+  ok: boolean;
+  problem?: string;
+}
+
+export interface DnsReport {
+  cells: DnsCell[];
+  ok: boolean;
+}
+
+export interface DnsCheckTargets {
+  /** A name in the upstream zone and the address it has there. */
+  upstream: { name: string; ip: string };
+  /** A name the upstream zone does not have. */
+  missingUpstream: string;
+}
+
+function expectAddress(ip: string) {
+  return (r: { code: number; stdout: string; stderr: string }): string | undefined => {
+    if (r.code !== 0) return `exit ${r.code}${r.stderr.trim() ? `: ${r.stderr.trim()}` : " (not found)"}`;
+    const got = r.stdout.trim().split(/\s+/)[0];
+    return got === ip ? undefined : `got ${got}, want ${ip}`;
+  };
+}
+
+function expectStatus(status: string) {
+  return (r: { code: number; stdout: string; stderr: string }): string | undefined => {
+    const got = /status: ([A-Z]+)/.exec(r.stdout)?.[1];
+    return got === status ? undefined : `status ${got ?? `unknown (exit ${r.code}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ""})`}, want ${status}`;
+  };
+}
+
+/** A pod's Kubernetes namespace from its client name ("ns/name"); the lab's probe pods are in default. */
+function namespaceOf(client: ServiceClient): string {
+  const slash = client.name.indexOf("/");
+  return slash === -1 ? "default" : client.name.slice(0, slash);
+}
+
+/** Every probe, for every client; pure. Services without a ClusterIP (headless, ExternalName) are skipped. */
+export function planDnsProbes(services: readonly Service[], clients: readonly ServiceClient[], targets: DnsCheckTargets): DnsProbe[] {
+  const probes: DnsProbe[] = [];
+  const withIp = services.filter((s) => s.spec.clusterIP && s.spec.clusterIP !== "None" && s.spec.type !== "ExternalName");
+  const web = withIp.find((s) => s.metadata.name === "web-svc" && (s.metadata.namespace ?? "default") === "default");
+  for (const client of clients) {
+    const ns = namespaceOf(client);
+    for (const svc of withIp) {
+      const svcNs = svc.metadata.namespace ?? "default";
+      const names = [`${svc.metadata.name}.${svcNs}`, `${svc.metadata.name}.${svcNs}.svc.${CLUSTER_DOMAIN}`];
+      if (svcNs === ns) names.unshift(svc.metadata.name);
+      for (const name of names) probes.push({ client, label: `getent ${name}`, argv: ["getent", "hosts", name], judge: expectAddress(svc.spec.clusterIP!) });
+    }
+    if (web) {
+      const url = `http://${ns === "default" ? "web-svc" : "web-svc.default"}/hostname`;
+      probes.push({
+        client,
+        label: `wget http://web-svc/hostname`,
+        argv: ["wget", "-qO-", "-T", "5", "-t", "1", url],
+        judge: (r) => (r.code === 0 && r.stdout.trim() !== "" ? undefined : `exit ${r.code}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ""}`),
+      });
+    }
+    probes.push({ client, label: `getent ${targets.upstream.name} (upstream)`, argv: ["getent", "hosts", targets.upstream.name], judge: expectAddress(targets.upstream.ip) });
+    // dig reads the pod's resolv.conf; +search off: the name is asked exactly as written.
+    for (const missing of [`no-such-service.${ns}.svc.${CLUSTER_DOMAIN}`, targets.missingUpstream]) {
+      probes.push({ client, label: `dig ${missing.startsWith("no-such-service.") ? "no-such-service.<ns>.svc" : missing} NXDOMAIN`, argv: ["dig", "+time=2", "+tries=2", missing], judge: expectStatus("NXDOMAIN") });
+    }
+  }
+  return probes;
+}
+
+export async function runDnsCheck(probes: readonly DnsProbe[], concurrency = 8): Promise<DnsReport> {
+  const cells: DnsCell[] = new Array(probes.length);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < probes.length) {
+      const i = next++;
+      const probe = probes[i]!;
+      let problem: string | undefined;
+      try {
+        problem = probe.judge(await runCommand(argvInNamedNetns(probe.client.netns, probe.argv), { timeoutMs: 15_000 }));
+      } catch (error) {
+        problem = (error as Error).message;
+      }
+      cells[i] = { label: probe.label, client: probe.client.name, ok: problem === undefined, ...(problem ? { problem } : {}) };
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, probes.length) }, worker));
+  return { cells, ok: cells.every((c) => c.ok) };
+}
+
+export function formatDnsReport(report: DnsReport): string {
+  const lines = ["", "dns"];
+  if (report.cells.length === 0) lines.push("  (no pods with cluster DNS to check)");
+  const byLabel = new Map<string, DnsCell[]>();
+  for (const cell of report.cells) byLabel.set(cell.label, [...(byLabel.get(cell.label) ?? []), cell]);
+  for (const [label, cells] of [...byLabel].sort(([a], [b]) => a.localeCompare(b))) {
+    const passed = cells.filter((c) => c.ok).length;
+    lines.push(`  ${passed === cells.length ? "ok  " : "FAIL"} ${label}: ${passed}/${cells.length} pods`);
+    for (const c of cells.filter((x) => !x.ok)) lines.push(`       ${c.client}: ${c.problem ?? "?"}`);
+  }
+  const failures = report.cells.filter((c) => !c.ok).length;
+  lines.push(report.ok ? "dns: PASS" : `dns: FAIL (${failures} of ${report.cells.length})`);
+  return lines.join("\n") + "\n";
+}
