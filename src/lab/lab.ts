@@ -215,7 +215,10 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
     const applied = await callApi(apiSocketPath(dir), { verb: "apply", text: readFileSync(opts.app, "utf8"), source: opts.app });
     if (applied.exitCode !== 0) throw new Error(`applying ${opts.app} failed: ${applied.stderr.trim()}`);
     for (const line of applied.stdout.trim().split("\n")) step(`apply     ${line}`);
-    const pods = await waitForKubePodsReady(dir, opts.readyTimeoutMs + 30_000);
+    const ready = await waitForKubePodsReady(dir, opts.readyTimeoutMs + 30_000);
+    const dnsPods = ready.filter((p) => p.metadata.namespace === "kube-system").length;
+    if (dnsPods > 0) step(`dns       ${dnsPods} podnet dns pods Running and Ready behind kube-dns 10.96.0.10`);
+    const pods = ready.length - dnsPods;
     step(`app       ${pods} pods Running and Ready (podnet lab get pods -o wide${opts.id === DEFAULT_TARGET.id ? "" : ` --id ${opts.id}`})`);
   }
 
@@ -250,15 +253,15 @@ async function waitForControllers(state: LabState, record: ProcessRecord): Promi
   }
 }
 
-/** Wait until every Pod object is Running and Ready; returns how many there are. */
-async function waitForKubePodsReady(dir: string, timeoutMs: number): Promise<number> {
+/** Wait until every Pod object is Running and Ready; returns them. */
+async function waitForKubePodsReady(dir: string, timeoutMs: number): Promise<Pod[]> {
   const deadline = Date.now() + timeoutMs;
   let last = "";
   for (;;) {
     const got = await callApi(apiSocketPath(dir), { verb: "get", kind: "pods", allNamespaces: true, output: "json" });
     const items = got.exitCode === 0 ? ((JSON.parse(got.stdout) as { items: Pod[] }).items) : [];
     const notReady = items.filter((p) => !(p.status?.phase === "Running" && (p.status.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True")));
-    if (items.length > 0 && notReady.length === 0) return items.length;
+    if (items.length > 0 && notReady.length === 0) return items;
     last = notReady.map((p) => `${p.metadata.name} (${p.status?.phase ?? "Pending"}${p.spec.nodeName ? ` on ${p.spec.nodeName}` : ", unscheduled"})`).join(", ") || got.stderr.trim();
     if (Date.now() > deadline) throw new Error(`pods not Ready after ${timeoutMs / 1000} s: ${last}`);
     await sleep(100);
