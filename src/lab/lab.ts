@@ -380,7 +380,14 @@ export async function labDown(target: LabTarget, log: (line: string) => void): P
       if (problem) problems.push(`netns ${name}: ${problem}`);
       else kubelet.forgetNamespace(name);
     }
-    const etcProblems = removeAllResolvConfs(kubelet.data.etcNetns ?? { createdRoot: false, dirs: [] });
+    const kubeletEtc = kubelet.data.etcNetns ?? { createdRoot: false, dirs: [] };
+    // The probe pods' directories may still be under /etc/netns: if the kubelet made /etc/netns, the
+    // lab's own removal below takes it once they are gone too.
+    if (kubeletEtc.createdRoot && state.data.etcNetns && state.data.etcNetns.dirs.length > 0) {
+      state.data.etcNetns.createdRoot = true;
+      state.save();
+    }
+    const etcProblems = removeAllResolvConfs(kubeletEtc);
     problems.push(...etcProblems);
     if (kubelet.data.etcNetns) kubelet.save();
     if (kubelet.data.namespaces.length > 0) state.data.namespaces.push(...kubelet.data.namespaces.filter((n) => !state.data.namespaces.includes(n)));
