@@ -5,26 +5,16 @@
 // each node's agent (host-gw routes, masquerade), then each pod as the CNI plugin wires it.
 
 import { listAddresses } from "../kernel/address.ts";
-import { getBridgePortHairpin, listLinks, type LinkInfo } from "../kernel/link.ts";
+import { getBridgePortHairpin, type LinkInfo } from "../kernel/link.ts";
 import { listFdb, listNeighbours, NUD_PERMANENT } from "../kernel/neigh.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
-import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import { listNftTables } from "../kernel/nft-tables.ts";
 import { nftListTable } from "../kernel/nft.ts";
 import { listRoutes, RTPROT_KERNEL, RTPROT_BOOT, RTPROT_STATIC, type RouteSpec } from "../kernel/route.ts";
 import { getSysctlIn } from "../kernel/sysctl.ts";
 import type { LabState } from "../lab/lab-state.ts";
 import { labNamespaceLabels, labPlanOf } from "./trace.ts";
-import { LabKernel, PODNET_ROUTE_PROTOCOL } from "./walk.ts";
-
-function withSocket<T>(netns: string, fn: (nl: NetlinkSocket) => T): T {
-  const nl = NetlinkSocket.open(namedNetnsPath(netns));
-  try {
-    return fn(nl);
-  } finally {
-    nl.close();
-  }
-}
+import { LabKernel, PODNET_ROUTE_PROTOCOL, withSocket } from "./walk.ts";
 
 const PROTO_WORDS: Record<number, string> = { [RTPROT_BOOT]: "", [RTPROT_STATIC]: " proto static", [PODNET_ROUTE_PROTOCOL]: " proto 80" };
 

@@ -81,7 +81,8 @@ export class LabKernel {
   }
 }
 
-function withSocket<T>(netns: string, fn: (nl: NetlinkSocket) => T): T {
+/** Run `fn` with a netlink socket opened in a named namespace, closed however `fn` ends. */
+export function withSocket<T>(netns: string, fn: (nl: NetlinkSocket) => T): T {
   const nl = NetlinkSocket.open(namedNetnsPath(netns));
   try {
     return fn(nl);
