@@ -1,6 +1,7 @@
 // The lab's etcd, as production runs it (src/lab/etcd-security.ts): pods cannot reach it, a client
 // without a certificate is refused, an agent's certificate cannot rewrite another node, an agent follows
-// its certificate being replaced while it runs, the lab check still passes, and `lab down` leaves no key.
+// its certificate being replaced while it runs, the lab check still passes, a dead node is expired and
+// removed by the control plane's node lifecycle controller, and `lab down` leaves no key.
 // Needs root and `npm run build`; every namespace, process and file is removed afterwards.
 
 import { after, before, test } from "node:test";
@@ -13,6 +14,7 @@ import { runCommand } from "../src/supervise/command.ts";
 import { issueCertificate } from "../src/supervise/certs.ts";
 import { labClientTls, labEtcdFlags, labPkiDir } from "../src/lab/etcd-security.ts";
 import { nodeAgentUser } from "../src/datastore/etcd-roles.ts";
+import { processStartTime } from "../src/supervise/process.ts";
 
 let t: TestLab;
 before(() => {
@@ -53,11 +55,12 @@ test("the lab's etcd: TLS and roles, pods kept out, rotation, nothing left after
   assert.notEqual(fromPod.code, 0, fromPod.stdout);
   assert.match(fromPod.stderr, /deadline exceeded/i);
   // Two guards drop them: the agent's (podnet-etcd-guard, for the etcd endpoint it uses) and the lab's
-  // own (podnet-lab-guard, also for the peer port); whichever hook runs first counts.
+  // own (podnet-lab-guard, also for the peer port and the DNS pods' client port); whichever hook runs
+  // first counts, and which one that is depends on the order the tables were made in.
   const ruleset = await runCommand(["ip", "netns", "exec", `pnl-${t.id}-node1`, "nft", "list", "ruleset"]);
   assert.match(ruleset.stdout, /table ip podnet-etcd-guard/);
   assert.match(ruleset.stdout, /table ip podnet-lab-guard/);
-  const dropped = [...ruleset.stdout.matchAll(/tcp dport (?:2379|\{ 2379, 2380 \}) counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  const dropped = [...ruleset.stdout.matchAll(/tcp dport (?:2379|\{ 2379(?:, \d+)* \}) counter packets (\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
   assert.ok(dropped > 0, `the guards counted the pod's packets: ${ruleset.stdout}`);
 
   // Past the guard (the node's own namespace), a client without a certificate is refused by etcd.
@@ -111,6 +114,27 @@ test("the lab's etcd: TLS and roles, pods kept out, rotation, nothing left after
   const list = await podnet("root", ["node", "list"]);
   assert.equal(list.code, 0, list.stderr);
   assert.deepEqual([...list.stdout.matchAll(/^(node\d)\s/gm)].map((m) => m[1]), ["node1", "node2"]);
+
+  // node2's agent dies (SIGKILL, by its recorded PID) and stays dead. No agent may expire it on its
+  // least-privilege role: the controllers' node lifecycle controller, on a role of its own, marks it
+  // leaving once its 20 s liveness lease runs out, node1 acknowledges, and the controller deletes it.
+  const agent2 = readLabState(t)?.processes.find((p) => p.role === "agent node2");
+  const agent2Pid = agent2?.pid;
+  assert.ok(agent2Pid !== undefined && agent2?.startTime !== undefined && processStartTime(agent2Pid) === agent2.startTime, "node2's agent runs as recorded");
+  process.kill(agent2Pid, "SIGKILL");
+  const expiry = Date.now() + 60_000;
+  let nodes = "";
+  for (;;) {
+    const now = await podnet("root", ["node", "list"]);
+    nodes = now.stdout;
+    if (!/^node2\s/m.test(nodes) || Date.now() > expiry) break;
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+  assert.deepEqual([...nodes.matchAll(/^(node\d)\s/gm)].map((m) => m[1]), ["node1"], nodes);
+  const controllersLog = readFileSync(join(labDir(), "logs", "controllers.log"), "utf8");
+  assert.match(controllersLog, /node node2 missed its liveness lease; marked leaving \(expired\)/);
+  assert.match(controllersLog, /node node2 removed; subnet 10\.244\.\d+\.0\/24 is free/);
+  assert.match(readFileSync(join(labDir(), "logs", "agent-node1.log"), "utf8"), /withdrew routes to leaving node node2; acknowledged/);
 
   // Down: no key and no certificate remain.
   const state = readLabState(t);

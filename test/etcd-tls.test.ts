@@ -13,7 +13,8 @@ import { enableEtcdAuth, etcdctl } from "../src/supervise/etcd-auth.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../src/datastore/datastore.ts";
 import { EtcdFlagError, explainEtcdError, parseEtcdConnection, type EtcdTlsFiles } from "../src/datastore/etcd-client-options.ts";
-import { controlPlaneRole, dnsRole, nodeAgentRole, nodeAgentUser } from "../src/datastore/etcd-roles.ts";
+import { controlPlaneRole, dnsRole, nodeAgentRole, nodeAgentUser, nodeLifecycleRole } from "../src/datastore/etcd-roles.ts";
+import { NodeLifecycleController } from "../src/controlplane/node-lifecycle-controller.ts";
 import { spawn } from "node:child_process";
 import { REPO_ROOT } from "../src/lab/repo-root.ts";
 
@@ -26,6 +27,7 @@ interface Pki {
   root: CertPair;
   node1: CertPair;
   node2: CertPair;
+  lifecycle: CertPair;
 }
 
 async function makePki(dir: string, caName: string): Promise<Pki> {
@@ -34,7 +36,8 @@ async function makePki(dir: string, caName: string): Promise<Pki> {
   const root = await issueCertificate(ca, { name: "root", commonName: "root", usage: "client" });
   const node1 = await issueCertificate(ca, { name: "node1", commonName: nodeAgentUser("node1"), usage: "client" });
   const node2 = await issueCertificate(ca, { name: "node2", commonName: nodeAgentUser("node2"), usage: "client" });
-  return { ca, server, root, node1, node2 };
+  const lifecycle = await issueCertificate(ca, { name: "lifecycle", commonName: nodeLifecycleRole(PREFIX).name, usage: "client" });
+  return { ca, server, root, node1, node2, lifecycle };
 }
 
 function serverTls(pki: Pki): EtcdServerTls {
@@ -73,7 +76,7 @@ describe("etcd with mutual TLS and per-client roles", () => {
     pki = await makePki(join(dir, "pki"), "podnet-test-ca");
     etcd = await startEtcd({ dataDir: join(dir, "etcd"), tls: serverTls(pki) });
     endpoint = etcd.endpoints[0]!;
-    await enableEtcdAuth({ endpoint, tls: files(pki, pki.root) }, [nodeAgentRole(PREFIX, "node1"), nodeAgentRole(PREFIX, "node2"), controlPlaneRole(PREFIX), dnsRole(PREFIX)]);
+    await enableEtcdAuth({ endpoint, tls: files(pki, pki.root) }, [nodeAgentRole(PREFIX, "node1"), nodeAgentRole(PREFIX, "node2"), controlPlaneRole(PREFIX), dnsRole(PREFIX), nodeLifecycleRole(PREFIX)]);
     // The administrator writes the cluster config: agents may read it, not create it.
     await withDatastore(new EtcdDatastore({ endpoints: [endpoint], tls: files(pki, pki.root) }), (ds) => ds.ensureClusterConfig(config));
   });
@@ -121,6 +124,55 @@ describe("etcd with mutual TLS and per-client roles", () => {
       assert.match((await rejection(ds.client.put(`${PREFIX}config`).value("{}").exec())).message, /permission denied/i);
       assert.match((await rejection(ds.client.put(`${PREFIX}objects/Service/default/x`).value("{}").exec())).message, /permission denied/i);
     });
+  });
+
+  it("the node lifecycle controller's role expires a dead node and removes it once live peers acked, which agents may not", async () => {
+    const node1 = new EtcdDatastore({ endpoints: [endpoint], tls: files(pki, pki.node1) });
+    const controllerStore = new EtcdDatastore({ endpoints: [endpoint], tls: files(pki, pki.lifecycle) });
+    const lines: string[] = [];
+    const controller = new NodeLifecycleController(controllerStore, (line) => lines.push(line));
+    try {
+      const lease1 = await node1.registerNode({ name: "node1", nodeIp: "192.0.2.1" });
+      try {
+        // node2 registers, then its agent dies: the lease is left to run out (TTL 5 s here).
+        await withDatastore(new EtcdDatastore({ endpoints: [endpoint], tls: files(pki, pki.node2) }), async (ds) => {
+          (await ds.registerNode({ name: "node2", nodeIp: "192.0.2.2" })).release();
+        });
+        const node2Subnet = (await node1.snapshot({ fresh: true })).nodes.find((n) => n.name === "node2")!.podSubnet;
+        const claimKey = `${PREFIX}subnets/${node2Subnet.replace("/", "-")}`;
+        assert.equal(await node1.client.get(claimKey).string(), "node2", "node2 holds its subnet claim");
+
+        // The agent of node1 is refused the expiry duty; the controller does it once the lease is gone.
+        const deadline = Date.now() + 15_000;
+        let actions = await controller.reconcile();
+        while (!actions.expired.includes("node2") && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 250));
+          actions = await controller.reconcile();
+        }
+        assert.deepEqual(actions.expired, ["node2"], `node2 marked expired (log: ${lines.join(" | ")})`);
+        const leaving = (await node1.snapshot({ fresh: true })).nodes.find((n) => n.name === "node2")!;
+        assert.equal(leaving.phase, "leaving");
+        const refused = await rejection(node1.finalizeNodeRemoval("node2", leaving.revision));
+        assert.match(refused.message, /permission denied/i);
+
+        // node1 is alive and has not withdrawn its routes yet: nothing is deleted.
+        assert.deepEqual((await controller.reconcile()).removed, []);
+        await node1.ackNodeLeaving("node2", "node1");
+        assert.deepEqual((await controller.reconcile()).removed, ["node2"]);
+        const after = await node1.snapshot({ fresh: true });
+        assert.deepEqual(after.nodes.map((n) => n.name), ["node1"], "node2's record is gone, node1's stays");
+        assert.equal(await node1.client.get(claimKey).string(), null, "node2's subnet is free again");
+
+        // The controller's role reaches nodes, not the cluster config or objects.
+        assert.match((await rejection(controllerStore.client.put(`${PREFIX}config`).value("{}").exec())).message, /permission denied/i);
+        assert.match((await rejection(controllerStore.client.put(`${PREFIX}objects/Service/default/x`).value("{}").exec())).message, /permission denied/i);
+      } finally {
+        lease1.release();
+      }
+    } finally {
+      await controllerStore.close();
+      await node1.close();
+    }
   });
 
   it("with --etcd-username and a password file, the password's user (not the certificate's CN) is who writes", async () => {

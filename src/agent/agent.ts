@@ -367,7 +367,8 @@ export class NodeAgent {
         this.opts.log(`withdrew routes to leaving node ${node.name}; acknowledged`);
       }
       // With least privilege in etcd (datastore/etcd-roles.ts) an agent may write only its own record:
-      // expiring and deleting peers is then an administrator's job, and the refusal is not a fault.
+      // expiring and deleting peers is then the control plane's node lifecycle controller's job
+      // (controlplane/node-lifecycle-controller.ts), and the refusal is not a fault.
       if (!this.peerDutiesRefused) {
         try {
           for (const node of plan.markExpired) {
@@ -383,7 +384,7 @@ export class NodeAgent {
         } catch (err) {
           if (!/permission denied/i.test(errorText(err))) throw err;
           this.peerDutiesRefused = true;
-          this.opts.log(`this node's etcd role may not write other nodes' records; expiring and removing peers is left to an administrator (podnet node remove)`);
+          this.opts.log(`this node's etcd role may not write other nodes' records; expiring and removing peers is left to the control plane's node lifecycle controller`);
         }
       }
     } catch (err) {

@@ -12,8 +12,9 @@
 //   in /<acker>", so an agent needs write on all of acks/. A forged ack can only hurry the final delete
 //   of a node that is already leaving.
 // - Marking an expired peer leaving and deleting a removed peer's record are writes to other nodes'
-//   records: agents are refused them; `podnet node remove` (an administrator) finalizes removals, and
-//   the agents skip the expiry duties their role forbids.
+//   records: agents are refused them and skip those duties. The control plane's node lifecycle
+//   controller (src/controlplane/node-lifecycle-controller.ts, role nodeLifecycleRole) does them, as
+//   kube-controller-manager's node lifecycle controller does in Kubernetes, with a role of its own.
 
 export type EtcdAccess = "read" | "write" | "readwrite";
 
@@ -57,6 +58,24 @@ export function controlPlaneRole(prefix: string, name = "podnet-control-plane"):
       { key: `${prefix}config`, prefix: false, access: "readwrite" },
       { key: `${prefix}objects/`, prefix: true, access: "readwrite" },
       { key: `${prefix}claims/`, prefix: true, access: "readwrite" },
+    ],
+  };
+}
+
+/**
+ * The node lifecycle controller: marks nodes whose liveness lease expired leaving, and deletes a leaving
+ * node's record, subnet claim, liveness key and acks once every live node has withdrawn its routes.
+ * A role apart from controlPlaneRole, so that `podnet lab apply` credentials cannot rewrite nodes.
+ */
+export function nodeLifecycleRole(prefix: string, name = "podnet-node-lifecycle"): EtcdRoleSpec {
+  return {
+    name,
+    permissions: [
+      { key: prefix, prefix: true, access: "read" },
+      { key: `${prefix}nodes/`, prefix: true, access: "readwrite" },
+      { key: `${prefix}subnets/`, prefix: true, access: "readwrite" },
+      { key: `${prefix}alive/`, prefix: true, access: "readwrite" },
+      { key: `${prefix}acks/`, prefix: true, access: "readwrite" },
     ],
   };
 }

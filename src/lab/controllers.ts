@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { applyRequest, deleteRequest, getRequest, type ApiRequest, type ApiResponse } from "./api.ts";
 import { isPodReady, planDeploymentWrites, planPodScheduling, type NodeInfo } from "../controlplane/deployment-controller.ts";
 import { planEndpointSlices, planLoadBalancerStatus } from "../controlplane/endpoints-controller.ts";
+import { NodeLifecycleController } from "../controlplane/node-lifecycle-controller.ts";
 import { LOAD_BALANCER_IP_POOL } from "../controlplane/allocation.ts";
 import { testServerArgs } from "../controlplane/test-server-ports.ts";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
@@ -139,6 +140,11 @@ export class LabControllers {
   private readonly backoff = new Map<string, number>();
   /** Pod uid → when its dead test server is started again. */
   private readonly restartAt = new Map<string, number>();
+  /** Its own etcd identity (role nodeLifecycleRole): expires dead nodes and deletes removed ones. */
+  private readonly lifecycleStore: EtcdDatastore;
+  private readonly nodeLifecycle: NodeLifecycleController;
+  private lifecycleRunning = false;
+  private lifecycleError = "";
   /** Pod netns → IP of the running cluster DNS pods, let through the etcd guard. */
   private readonly dnsPodIps = new Map<string, string>();
 
@@ -148,6 +154,8 @@ export class LabControllers {
     this.lab = lab;
     // Its own certificate and role (etcd-security.ts): the cluster config, objects and claims.
     this.datastore = new EtcdDatastore({ ...labEtcdDatastoreOptions(opts.labDir, "control-plane"), log: opts.log });
+    this.lifecycleStore = new EtcdDatastore({ ...labEtcdDatastoreOptions(opts.labDir, "node-lifecycle"), log: opts.log });
+    this.nodeLifecycle = new NodeLifecycleController(this.lifecycleStore, opts.log);
     const dir = kubeletDir(opts.labDir);
     const existing = LabState.load(dir);
     this.kubelet = existing ?? LabState.create(dir, { id: lab.data.id, nodes: lab.data.nodes, podsPerNode: 0, network: lab.data.network });
@@ -175,10 +183,19 @@ export class LabControllers {
     });
     this.cache = watch.cache;
     this.closers.push(() => watch.close());
-    const nodeWatch = await this.datastore.watch({ onChange: () => this.trigger() });
+    const nodeWatch = await this.datastore.watch({
+      onChange: () => {
+        this.trigger();
+        this.runNodeLifecycle();
+      },
+    });
     this.closers.push(() => nodeWatch.close());
-    // A periodic pass catches what no event announces: a test server becoming ready, a dead server.
-    const timer = setInterval(() => this.trigger(), 1000);
+    // A periodic pass catches what no event announces: a test server becoming ready, a dead server,
+    // a node's liveness lease running out (etcd deletes the key; the timer notices within a second).
+    const timer = setInterval(() => {
+      this.trigger();
+      this.runNodeLifecycle();
+    }, 1000);
     this.closers.push(async () => clearInterval(timer));
     this.trigger();
   }
@@ -188,6 +205,7 @@ export class LabControllers {
     this.server?.close();
     for (const close of this.closers) await close().catch(() => {});
     await this.datastore.close();
+    await this.lifecycleStore.close();
     rmSync(apiSocketPath(this.opts.labDir), { force: true });
   }
 
@@ -222,6 +240,25 @@ export class LabControllers {
   }
 
   /** Schedule a pass; passes never overlap, and a trigger during one runs another right after. */
+  /** One node lifecycle pass at a time; a failure is logged once per distinct error and retried on the next tick. */
+  private runNodeLifecycle(): void {
+    if (this.lifecycleRunning || this.stopped) return;
+    this.lifecycleRunning = true;
+    this.nodeLifecycle
+      .reconcile()
+      .then(() => {
+        this.lifecycleError = "";
+      })
+      .catch((error: unknown) => {
+        const text = error instanceof Error ? error.message : String(error);
+        if (text !== this.lifecycleError) this.opts.log(`node lifecycle: ${text}`);
+        this.lifecycleError = text;
+      })
+      .finally(() => {
+        this.lifecycleRunning = false;
+      });
+  }
+
   trigger(): void {
     if (this.stopped) return;
     if (this.running) {

@@ -1,7 +1,8 @@
 // The lab runs etcd as production does: a CA of its own (in <state dir>/pki, 0700, keys 0600), etcd
 // serving only TLS and requiring a client certificate on its client and peer ports, auth enabled with one
 // least-privilege role per client (datastore/etcd-roles.ts), and each client holding its own certificate:
-// one per node agent, one for the control plane, one for DNS, one for the administrator (root).
+// one per node agent, one for the control plane, one for its node lifecycle controller, one for DNS, one for
+// the administrator (root).
 //
 // Users come from the certificate's CN (etcd's --client-cert-auth mapping), so no password exists on
 // disk or in any argv. `lab down` removes the pki directory even when it must keep the rest of the state.
@@ -13,7 +14,7 @@ import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { resolveClusterConfig } from "../datastore/cluster-config.ts";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
-import { controlPlaneRole, dnsRole, nodeAgentRole, nodeAgentUser } from "../datastore/etcd-roles.ts";
+import { controlPlaneRole, dnsRole, nodeAgentRole, nodeAgentUser, nodeLifecycleRole } from "../datastore/etcd-roles.ts";
 import type { NftRule, NftTable } from "../kernel/nft/model.ts";
 import { createCertificateAuthority, issueCertificate } from "../supervise/certs.ts";
 import { enableEtcdAuth, etcdctl, type EtcdctlTarget } from "../supervise/etcd-auth.ts";
@@ -23,7 +24,7 @@ import { CLUSTER_CIDR, CONTROL_PLANE_IP, ETCD_CLIENT_PORT, ETCD_POD_CLIENT_PORT,
 export const ETCD_PREFIX = "/podnet/";
 
 /** Who talks to the lab's etcd: each has its own certificate and role. */
-export type LabEtcdClient = "root" | "control-plane" | "dns" | { node: string };
+export type LabEtcdClient = "root" | "control-plane" | "node-lifecycle" | "dns" | { node: string };
 
 export function labPkiDir(labDir: string): string {
   return join(labDir, "pki");
@@ -73,6 +74,7 @@ export async function makeLabPki(labDir: string, nodeNames: readonly string[]): 
     issueCertificate(ca, { name: "etcd-peer", commonName: "etcd-peer", usage: "peer", ips: etcdIps, dnsNames: ["localhost"] }),
     issueCertificate(ca, { name: "root", commonName: "root", usage: "client" }),
     issueCertificate(ca, { name: "control-plane", commonName: controlPlaneRole(ETCD_PREFIX).name, usage: "client" }),
+    issueCertificate(ca, { name: "node-lifecycle", commonName: nodeLifecycleRole(ETCD_PREFIX).name, usage: "client" }),
     issueCertificate(ca, { name: "dns", commonName: dnsRole(ETCD_PREFIX).name, usage: "client" }),
     ...nodeNames.map((node) => issueCertificate(ca, { name: stem({ node }), commonName: nodeAgentUser(node), usage: "client" })),
   ]);
@@ -86,7 +88,7 @@ export async function makeLabPki(labDir: string, nodeNames: readonly string[]): 
  */
 export async function secureLabEtcd(labDir: string, netns: string, nodeNames: readonly string[], config: ClusterConfig | undefined = DEFAULT_CLUSTER_CONFIG): Promise<void> {
   const target: EtcdctlTarget = { endpoint: etcdEndpoint(), tls: labClientTls(labDir, "root"), netns };
-  await enableEtcdAuth(target, [controlPlaneRole(ETCD_PREFIX), dnsRole(ETCD_PREFIX), ...nodeNames.map((n) => nodeAgentRole(ETCD_PREFIX, n))]);
+  await enableEtcdAuth(target, [controlPlaneRole(ETCD_PREFIX), nodeLifecycleRole(ETCD_PREFIX), dnsRole(ETCD_PREFIX), ...nodeNames.map((n) => nodeAgentRole(ETCD_PREFIX, n))]);
   if (config) await storeConfigIfAbsent(target, config);
 }
 
