@@ -17,6 +17,11 @@ export interface TraceRequest {
   proto: TraceProto;
   /** Total IP packet size; default 84 bytes (a default ping). */
   size?: number;
+  /**
+   * tcp/udp: the probe's source port, instead of a random one. A port a client's flow already uses makes the
+   * probe a packet of that flow: conntrack's entry then decides its NAT, and the trace shows that entry.
+   */
+  sport?: number;
 }
 
 export class TraceInputError extends Error {
@@ -83,10 +88,14 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
   if (!src.netns) throw new TraceInputError(`src: ${src.spec} is not in the lab`);
   if (src.netns === dst.netns) throw new TraceInputError(`src and dst are both ${src.name}: nothing crosses the network`);
   if (req.proto === "icmp" && dst.port !== undefined) throw new TraceInputError(`dst: icmp takes no port ("${dst.spec}")`);
+  if (req.sport !== undefined) {
+    if (req.proto === "icmp") throw new TraceInputError("--sport: icmp has no ports; use --proto tcp or udp");
+    if (!Number.isInteger(req.sport) || req.sport < 1 || req.sport > 65535) throw new TraceInputError(`--sport must be a port 1-65535, got ${req.sport}`);
+  }
   const labels = labNamespaceLabels(state);
   const probe = req.proto === "icmp"
     ? { proto: req.proto, icmpId: randomInt(1, 65535) }
-    : { proto: req.proto, sport: randomInt(40_000, 60_000), dport: dst.port ?? DEFAULT_PORT };
+    : { proto: req.proto, sport: req.sport ?? randomInt(40_000, 60_000), dport: dst.port ?? DEFAULT_PORT };
   const packet = { src: src.ip, dst: dst.ip, size, ...probe };
 
   // Pass 1: where the routes lead, to know where to trace.
@@ -102,9 +111,12 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
   const sessions: NftTraceSession[] = [];
   const events = new Map<string, NftTraceEvent[]>();
   let outcome = "not sent";
+  let via: "socket" | "raw" | undefined;
   try {
     for (const ns of toTrace) sessions.push(await startNftTrace(ns, table, probe));
-    outcome = (await sendProbe(src.netns, { ...probe, dst: dst.ip, size })).outcome;
+    const sent = await sendProbe(src.netns, { ...probe, dst: dst.ip, size });
+    outcome = sent.outcome;
+    via = sent.via;
     // The probe crosses the namespaces in well under a millisecond; this covers a loaded machine.
     await new Promise((r) => setTimeout(r, 200));
   } finally {
@@ -117,7 +129,7 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
   }
 
   // Pass 2: the same walk, now with what nft saw and the neighbour/FDB entries the probe made.
-  const second = walkPath(src.netns, packet, { labels, events, traceTable: table });
+  const second = walkPath(src.netns, packet, { labels, events, traceTable: table, flowsBefore: first.flows });
   let hops: Hop[] = second.hops;
   if (outcome !== "sent" && outcome !== "not sent") {
     // The sender's own kernel refused it (EMSGSIZE for DF over the MTU, ENETUNREACH…): that is the first hop's verdict.
@@ -135,7 +147,13 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
     src,
     dst,
     proto: req.proto,
-    probe: { ...("sport" in probe ? { sport: probe.sport, dport: probe.dport } : { icmpId: probe.icmpId }), size, outcome },
+    probe: {
+      ...("sport" in probe ? { sport: probe.sport, dport: probe.dport } : { icmpId: probe.icmpId }),
+      size,
+      outcome,
+      ...(via ? { via } : {}),
+      ...(req.sport !== undefined ? { sportGiven: true } : {}),
+    },
     delivered: second.delivered,
     hops,
     tracedNamespaces: [...toTrace],
