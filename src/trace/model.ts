@@ -115,9 +115,10 @@ export interface ServiceHop extends HopBase {
   /**
    * ClientIP session affinity (kube-proxy's per-endpoint `dynamic, timeout` sets): the set and its element,
    * the client's address. `decided`: the service chain's `ip saddr @SET` rule matched, so an element there
-   * before this packet chose the endpoint; otherwise the endpoint chain's `update @SET` added or refreshed it.
+   * before this packet chose the endpoint; otherwise the endpoint chain's `update @SET` added it (read from
+   * the kernel: that rule is not in the trace). `expires`: the element's time left, read after the probe.
    */
-  affinity?: { set: string; element: string; decided: boolean };
+  affinity?: { set: string; element: string; decided: boolean; expires?: string };
 }
 
 /**

@@ -5,7 +5,8 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { startNftTrace, type NftTraceEvent, type NftTraceSession, type TraceProto } from "../kernel/nft-trace.ts";
 import { sendProbe } from "../kernel/probe.ts";
-import type { LabState } from "../lab/lab-state.ts";
+import { join } from "node:path";
+import { LabState, type PodRecord } from "../lab/lab-state.ts";
 import { EXTERNAL_IP, planLab, type LabPlan } from "../lab/topology.ts";
 import { isIp, isIpv4 } from "../net/address.ts";
 import type { Hop, TraceEndpoint, TraceResult } from "./model.ts";
@@ -33,6 +34,21 @@ export function labPlanOf(state: LabState): LabPlan {
   return planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode, ...(state.data.topology ? { topology: state.data.topology } : {}) });
 }
 
+/** The directory where the lab's kubelet records the pods it runs from Pod objects (src/lab/controllers.ts, KUBELET_DIR). */
+const KUBELET_STATE_DIR = "kubelet";
+
+/**
+ * Every pod of the lab: its own probe pods, then those its kubelet runs from Pod objects (a Deployment's,
+ * the example app's), read afresh as the kubelet replaces them. Kubelet pods are named "NAMESPACE/NAME".
+ */
+export function labPods(state: LabState): { label: string; record: PodRecord }[] {
+  const kubelet = LabState.load(join(state.dir, KUBELET_STATE_DIR));
+  return [
+    ...state.data.pods.map((record) => ({ label: record.name, record })),
+    ...(kubelet?.data.pods ?? []).map((record) => ({ label: `${record.namespace ?? "default"}/${record.name}`, record })),
+  ];
+}
+
 /** Every namespace of the lab, labelled with what it is. */
 export function labNamespaceLabels(state: LabState): Map<string, string> {
   const plan = labPlanOf(state);
@@ -42,11 +58,11 @@ export function labNamespaceLabels(state: LabState): Map<string, string> {
   labels.set(plan.external.netns, "external");
   labels.set(plan.controlPlane.netns, "control-plane");
   for (const n of state.data.nodeRecords) labels.set(n.netns, n.name);
-  for (const p of state.data.pods) labels.set(p.netns, p.name);
+  for (const p of labPods(state)) labels.set(p.record.netns, p.label);
   return labels;
 }
 
-/** SRC or DST as given: a pod name, a pod IP, NODE or NODE:PORT, a node IP, or "external"; DST may carry :PORT. */
+/** SRC or DST as given: a pod name ("NAMESPACE/NAME" for the kubelet's), a pod IP, NODE or NODE:PORT, a node IP, or "external"; DST may carry :PORT. */
 export function resolveEndpoint(state: LabState, spec: string, field: "src" | "dst"): TraceEndpoint {
   const plan = labPlanOf(state);
   let name = spec;
@@ -61,14 +77,16 @@ export function resolveEndpoint(state: LabState, spec: string, field: "src" | "d
   }
   const withPort = (e: Omit<TraceEndpoint, "spec" | "port">): TraceEndpoint => ({ spec, ...e, ...(port !== undefined ? { port } : {}) });
   if (name === "external") return withPort({ kind: "external", name: "external", netns: plan.external.netns, ip: EXTERNAL_IP });
-  const pod = state.data.pods.find((p) => p.name === name || (p.ip !== undefined && p.ip === name));
+  // A pod by its name ("node1-pod1", a kubelet pod as "NAMESPACE/NAME" or, in "default", just "NAME") or its IP.
+  const pods = labPods(state);
+  const pod = pods.find((p) => p.label === name || p.label === `default/${name}` || (p.record.ip !== undefined && p.record.ip === name));
   if (pod) {
-    if (!pod.ip) throw new TraceInputError(`${field}: pod ${pod.name} has no address yet`);
-    return withPort({ kind: "pod", name: pod.name, netns: pod.netns, ip: pod.ip });
+    if (!pod.record.ip) throw new TraceInputError(`${field}: pod ${pod.label} has no address yet`);
+    return withPort({ kind: "pod", name: pod.label, netns: pod.record.netns, ip: pod.record.ip });
   }
   const node = state.data.nodeRecords.find((n) => n.name === name || n.ip === name);
   if (node) return withPort({ kind: "node", name: node.name, netns: node.netns, ip: node.ip });
-  const known = ["external", ...state.data.nodeRecords.map((n) => n.name), ...state.data.pods.map((p) => p.name)];
+  const known = ["external", ...state.data.nodeRecords.map((n) => n.name), ...pods.map((p) => p.label)];
   // Any other IPv4 address (a ClusterIP, an address outside the lab): the walk finds where it leads.
   if (field === "dst" && isIpv4(name)) return withPort({ kind: "address", name, ip: name });
   if (isIp(name)) throw new TraceInputError(`${field}: ${name} is no pod's or node's address in lab ${state.data.id}`);

@@ -14,7 +14,7 @@ import { netnsIdOf } from "../kernel/netns-id.ts";
 import { getSysctlIn } from "../kernel/sysctl.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { lookupRoute, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, type RouteLookup } from "../kernel/route.ts";
-import type { NftTraceEvent, TraceProto } from "../kernel/nft-trace.ts";
+import { getSetElement, listChainRules, type NftTraceEvent, type TraceProto } from "../kernel/nft-trace.ts";
 import { conntrackListArgs, listFlows, type ConntrackEntry, type ConntrackFilter, type ConntrackTuple } from "../kernel/conntrack.ts";
 import type { BridgeHop, ConntrackHop, DropHop, DropReason, Hop, NftHop, RouteHop, ServiceHop } from "./model.ts";
 
@@ -193,7 +193,10 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     const afterRouting = (h: NftHop): boolean => /post|input|forward|fwd/i.test(h.chain);
     const preHops: Hop[] = nftHops.filter((h) => !afterRouting(h));
     const service = serviceHopFrom(nftHops, base(ns), ns);
-    if (service) preHops.push(service);
+    if (service) {
+      if (opts.events) withAffinityElement(service, ns, seenHere?.kind === "packet" ? seenHere.packet.saddr ?? pkt.src : pkt.src);
+      preHops.push(service);
+    }
     if (conntrack) preHops.push(conntrack);
     const postHops = nftHops.filter(afterRouting);
     hops.push(...preHops);
@@ -435,12 +438,10 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
     const element = `${daddr ?? "?"} . ${proto?.[1] ?? "?"} . ${proto?.[2] ?? "?"}`;
     // One endpoint: the service chain may DNAT itself, with no endpoint chain between.
     const endpoint = endpointHop?.dnatTo ?? serviceHop?.dnatTo;
-    // ClientIP affinity: the service chain's `ip saddr @SET goto CHAIN` matched (an element chose), or the
-    // endpoint chain's `update @SET { ip saddr }` recorded this client for next time.
+    // ClientIP affinity: the service chain's `ip saddr @SET goto CHAIN` matched, so an element chose.
     const saddr = /(?:^|\s)ip saddr (\S+)/.exec(serviceHop?.packet ?? packet)?.[1];
-    const bySet = chosen && /(?:^|\s)ip saddr @([\w.-]+)/.exec(chosen.rule)?.[1];
-    const updated = endpointHop?.rules.map((r) => /\bupdate @([\w.-]+) \{ ip saddr/.exec(r.rule)?.[1]).find((x) => x !== undefined);
-    const affinity = saddr && (bySet || updated) ? { set: (bySet || updated)!, element: saddr, decided: Boolean(bySet) } : undefined;
+    const bySet = chosen && /(?:^|\s)ip saddr @([^\s{}]+)/.exec(chosen.rule)?.[1];
+    const affinity = saddr && bySet ? { set: bySet, element: saddr, decided: true } : undefined;
     const hop: ServiceHop = {
       kind: "service",
       ...base,
@@ -453,12 +454,11 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
       ...(endpoint ? { endpoint } : {}),
       ...(affinity ? { affinity } : {}),
       summary: `service: @${map} element ${element} → ${serviceChain}${endpointChain ? ` → ${endpointChain}` : ""}${endpoint ? ` → DNAT ${endpoint.address}${endpoint.port !== undefined ? `:${endpoint.port}` : ""}` : " (no endpoint chosen)"}${
-        affinity ? (affinity.decided ? `; chosen by session affinity: element ${affinity.element} of @${affinity.set}` : `; session affinity: ${affinity.element} added to @${affinity.set}`) : ""}`,
+        affinity ? `; chosen by session affinity: element ${affinity.element} of @${affinity.set}` : ""}`,
       explain: [
         `ip netns exec ${ns} nft get element ${h.family} ${h.table} ${map} '{ ${element} }'`,
         `ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${serviceChain}`,
         ...(endpointChain ? [`ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${endpointChain}`] : []),
-        ...(affinity ? [`ip netns exec ${ns} nft get element ${h.family} ${h.table} ${affinity.set} '{ ${affinity.element} }'`] : []),
         `ip netns exec ${ns} conntrack -L -d ${daddr ?? "ADDRESS"}`,
       ],
       note: "the element's key is the packet's daddr . l4proto . dport as the lookup rule saw it",
@@ -526,6 +526,27 @@ function formatEntry(entry: NonNullable<RouteLookup["entry"]>, nameOf: (i: numbe
   if (entry.mtu !== undefined) parts.push("mtu", String(entry.mtu));
   if (entry.table !== undefined && entry.table !== 254) parts.push("table", String(entry.table));
   return parts.join(" ");
+}
+
+/**
+ * Completes a service hop's session affinity from the kernel: the element's expiry, and, when no affinity
+ * rule matched (the trace does not report the endpoint chain's `update @SET`, a dynset that never ends a
+ * rule's evaluation), the set that chain updates, read from the chain, with this client's element in it.
+ */
+function withAffinityElement(service: ServiceHop, ns: string, client: string | undefined): void {
+  const family = "ip";
+  let affinity = service.affinity;
+  if (!affinity && service.endpointChain && client) {
+    const set = listChainRules(ns, family, service.table, service.endpointChain)?.map((r) => /\bupdate @([^\s{}]+) \{ ip saddr \}/.exec(r)?.[1]).find((x) => x !== undefined);
+    if (set) affinity = { set, element: client, decided: false };
+  }
+  if (!affinity) return;
+  const element = getSetElement(ns, family, service.table, affinity.set, affinity.element);
+  if (!element.present) return;
+  service.affinity = { ...affinity, ...(element.expires ? { expires: element.expires } : {}) };
+  if (!affinity.decided) service.summary += `; session affinity: ${affinity.element} now in @${affinity.set}, so it keeps this endpoint`;
+  if (element.expires) service.summary += ` (expires in ${element.expires})`;
+  service.explain.push(`ip netns exec ${ns} nft get element ${family} ${service.table} ${affinity.set} '{ ${affinity.element} }'`);
 }
 
 const sameTuple = (a: ConntrackTuple, b: ConntrackTuple): boolean => a.src === b.src && a.dst === b.dst && a.sport === b.sport && a.dport === b.dport;
