@@ -10,7 +10,7 @@ import { LabState, type PodRecord } from "../lab/lab-state.ts";
 import { EXTERNAL_IP, planLab, type LabPlan } from "../lab/topology.ts";
 import { isIp, isIpv4 } from "../net/address.ts";
 import type { Hop, TraceEndpoint, TraceResult } from "./model.ts";
-import { walkPath } from "./walk.ts";
+import { firstPacketEvents, walkPath } from "./walk.ts";
 
 export interface TraceRequest {
   src: string;
@@ -140,7 +140,7 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
   } finally {
     const stopped = await Promise.allSettled(sessions.map((s) => s.stop()));
     stopped.forEach((r, i) => {
-      if (r.status === "fulfilled") events.set(sessions[i]!.netns, r.value);
+      if (r.status === "fulfilled") events.set(sessions[i]!.netns, firstPacketEvents(r.value));
     });
     const failed = stopped.find((r) => r.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;

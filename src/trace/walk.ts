@@ -468,6 +468,26 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
   return undefined;
 }
 
+/**
+ * The events of the probe's first packet in one namespace. A TCP probe whose connection is answered sends
+ * more packets from the same port (the handshake's last ACK, the FIN), and each goes through the same base
+ * chains again; nft prints the packet at the first event of every base chain, so a second "packet" event at
+ * a chain that already had one is the next packet.
+ */
+export function firstPacketEvents(events: readonly NftTraceEvent[]): NftTraceEvent[] {
+  const seen = new Set<string>();
+  const first: NftTraceEvent[] = [];
+  for (const e of events) {
+    if (e.kind === "packet") {
+      const key = `${e.family} ${e.table} ${e.chain}`;
+      if (seen.has(key)) break;
+      seen.add(key);
+    }
+    first.push(e);
+  }
+  return first;
+}
+
 /** The probe's nft events in one namespace, one hop per chain it crossed (the trace's own table left out). */
 export function nftHopsFor(ns: string, events: readonly NftTraceEvent[], traceTable: string | undefined, base: { netns: string; where: string; explain: string[] }): NftHop[] {
   const hops: NftHop[] = [];
