@@ -583,7 +583,9 @@ function existingFlow(ns: string, pkt: WalkPacket, nftHops: readonly NftHop[], o
   flows.set(ns, [...(flows.get(ns) ?? []), ...entries]);
   const dnatOf = (e: ConntrackEntry) => (e.reply.src !== e.original.dst || e.reply.sport !== e.original.dport ? { address: e.reply.src, ...(e.reply.sport !== undefined ? { port: e.reply.sport } : {}) } : undefined);
   const snatOf = (e: ConntrackEntry) => (e.reply.dst !== e.original.src || e.reply.dport !== e.original.sport ? { address: e.reply.dst, ...(e.reply.dport !== undefined ? { port: e.reply.dport } : {}) } : undefined);
-  const entry = entries.find((e) => dnatOf(e) || snatOf(e));
+  // A SYN to a flow in TIME_WAIT or CLOSE starts a new flow (conntrack re-creates the entry and the rules run
+  // again), so such an entry decides nothing for the probe.
+  const entry = entries.find((e) => (dnatOf(e) || snatOf(e)) && e.state !== "TIME_WAIT" && e.state !== "CLOSE");
   if (!entry) return undefined;
   const existedBefore = opts.flowsBefore === undefined || (opts.flowsBefore.get(ns) ?? []).some((e) => sameTuple(e.original, entry.original) && sameTuple(e.reply, entry.reply));
   if (!existedBefore) return undefined;
