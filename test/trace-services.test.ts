@@ -241,6 +241,18 @@ test("an existing TCP flow, followed with --sport: its conntrack entry decides, 
     assert.equal(explained.code, 0, explained.stderr);
     assert.ok(explained.stdout.includes(`$ ip netns exec ${nodeNs} conntrack -L -f ipv4 -p tcp --orig-src ${src.ip} --orig-dst ${ip} --orig-port-src ${sport} --orig-port-dst 80`), explained.stdout);
     assert.match(explained.stdout, /conntrack +conntrack: existing tcp flow .* ESTABLISHED/);
+
+    // Once the client has closed, its entry lingers in TIME_WAIT; a SYN there starts a new flow, so the
+    // rules decide again and the trace says so (a service hop, no conntrack hop).
+    await client.stop();
+    const deadline = Date.now() + 15_000;
+    while (!/TIME_WAIT|CLOSE /.test(sh(["ip", "netns", "exec", nodeNs, "conntrack", "-L", "-p", "tcp", "--orig-port-src", String(sport)]))) {
+      assert.ok(Date.now() < deadline, "the closed flow's entry never reached TIME_WAIT");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const closed = await trace("node2-pod1", `${ip}:80`, "--proto", "tcp", "--sport", String(sport));
+    assert.equal(hopsOf(closed, "conntrack").length, 0, JSON.stringify(closed.hops, null, 1));
+    assert.equal(hopsOf(closed, "service").length, 1);
   } finally {
     await client.stop();
   }
