@@ -6,7 +6,7 @@
 // trace table's own "add table" and "delete table" lines, which tell us, without guessing with sleeps,
 // that it is subscribed before the probe is sent and that it has read everything up to the delete.
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { argvInNamedNetns } from "./netns-exec.ts";
 import { namedNetnsPath } from "./named-netns-path.ts";
 import { runNftAsync } from "./nft.ts";
@@ -217,4 +217,44 @@ export async function startNftTrace(netns: string, table: string, match: ProbeMa
       return lines.map(parseNftTraceLine).filter((e): e is NftTraceEvent => e !== undefined);
     },
   };
+}
+
+// Reading what the probe's trace names, for the walk (synchronous, like its other kernel reads): the rules
+// of one chain, and one element of a set. Object names are passed as separate arguments, never through a shell.
+
+function nftSync(netns: string, args: string[]): { ok: boolean; stdout: string; stderr: string } {
+  const argv = ["nsenter", `--net=${namedNetnsPath(netns)}`, "nft", ...args];
+  const run = spawnSync(argv[0]!, argv.slice(1), { encoding: "utf8", timeout: 10_000 });
+  if (run.error) throw new Error(`nft ${args.join(" ")} in ${netns}: ${run.error.message}`);
+  return { ok: run.status === 0, stdout: run.stdout, stderr: run.stderr };
+}
+
+const NAME = /^[A-Za-z0-9_./-]{1,256}$/;
+const FAMILIES = new Set(["ip", "ip6", "inet", "bridge", "arp", "netdev"]);
+function checkNames(family: string, ...names: string[]): void {
+  if (!FAMILIES.has(family)) throw new RangeError(`nft family must be one of ${[...FAMILIES].join(", ")}, got "${family}"`);
+  for (const n of names) if (!NAME.test(n)) throw new RangeError(`nft object name "${n}" has characters nft does not take here`);
+}
+
+/** The rules of one chain as `nft list chain` prints them (handles dropped), or undefined when the chain is gone. */
+export function listChainRules(netns: string, family: string, table: string, chain: string): string[] | undefined {
+  checkNames(family, table, chain);
+  const run = nftSync(netns, ["list", "chain", family, table, chain]);
+  if (!run.ok) return undefined;
+  const lines = run.stdout.split("\n").map((l) => l.trim());
+  const start = lines.findIndex((l) => l.startsWith("chain "));
+  return lines.slice(start + 1).filter((l) => l !== "" && l !== "}" && !l.startsWith("type "));
+}
+
+/** One IPv4 element of a set: present or not, and for a timeout set when it expires ("2h59m55s568ms"). */
+export function getSetElement(netns: string, family: string, table: string, set: string, address: string): { present: boolean; expires?: string } {
+  checkNames(family, table, set);
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(address)) throw new RangeError(`set element must be an IPv4 address, got "${address}"`);
+  const run = nftSync(netns, ["get", "element", family, table, set, `{ ${address} }`]);
+  if (!run.ok) {
+    if (/No such file or directory/.test(run.stderr)) return { present: false };
+    throw new Error(`nft get element ${family} ${table} ${set} { ${address} } in ${netns}: ${run.stderr.trim()}`);
+  }
+  const expires = new RegExp(`${address.replaceAll(".", "\\.")}(?: timeout \\S+)? expires (\\S+?)[,\\s}]`).exec(run.stdout)?.[1];
+  return { present: true, ...(expires ? { expires } : {}) };
 }

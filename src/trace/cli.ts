@@ -1,4 +1,4 @@
-// `podnet trace SRC DST[:PORT] [--proto tcp|udp|icmp] [-o text|json] [--explain] [--graph FILE.svg]`.
+// `podnet trace SRC DST[:PORT] [--proto tcp|udp|icmp] [--sport N] [-o text|json] [--explain] [--graph FILE.svg]`.
 
 import { writeFileSync } from "node:fs";
 import { DEFAULT_STATE_ROOT, LabState, labDir } from "../lab/lab-state.ts";
@@ -11,6 +11,9 @@ export const TRACE_USAGE = `usage: podnet trace SRC DST[:PORT] [options]
   SRC, DST     a pod name or IP, a node name or IP (DST: NODE:PORT), or "external"
   --proto P    tcp, udp (default) or icmp
   --size N     the probe's IP packet size in bytes, sent with DF (default 84)
+  --sport N    tcp/udp: send from this source port (default: a random one). The port of a
+               client's existing flow follows that flow: its conntrack entry, not the rules,
+               decides the NAT, and the trace shows the entry (the flow keeps its endpoint)
   -o FORMAT    text (default) or json
   --explain    print, per hop, the ip/nft/bridge command that shows that object
   --graph F    draw the lab with this path onto F (.svg)
@@ -22,6 +25,7 @@ export interface TraceArgs {
   dst: string;
   proto: TraceProto;
   size?: number;
+  sport?: number;
   output: "text" | "json";
   explain: boolean;
   graph?: string;
@@ -51,6 +55,13 @@ export function parseTraceArgs(argv: readonly string[]): TraceArgs | "help" {
         const n = Number(text);
         if (!/^\d+$/.test(text) || n < 28 || n > 65535) throw new TraceInputError(`--size must be 28-65535 bytes, got "${text}"`);
         args.size = n;
+        break;
+      }
+      case "--sport": {
+        const text = value();
+        const n = Number(text);
+        if (!/^\d+$/.test(text) || n < 1 || n > 65535) throw new TraceInputError(`--sport must be a port 1-65535, got "${text}"`);
+        args.sport = n;
         break;
       }
       case "-o":
@@ -112,7 +123,7 @@ export async function runTraceCommand(argv: string[]): Promise<number> {
   try {
     const state = LabState.load(labDir(args.stateRoot, args.id));
     if (!state) throw new TraceInputError(`no lab "${args.id}" in ${args.stateRoot}; start one with: podnet lab up`);
-    const result = await runTrace(state, { src: args.src, dst: args.dst, proto: args.proto, ...(args.size !== undefined ? { size: args.size } : {}) });
+    const result = await runTrace(state, { src: args.src, dst: args.dst, proto: args.proto, ...(args.size !== undefined ? { size: args.size } : {}), ...(args.sport !== undefined ? { sport: args.sport } : {}) });
     if (args.graph) {
       const { renderLabGraph } = await import("./graph.ts");
       writeFileSync(args.graph, await renderLabGraph(state, { path: result }));

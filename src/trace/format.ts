@@ -13,7 +13,7 @@ const EVIDENCE_WORDS: Record<Evidence, string> = {
 export function formatTrace(result: TraceResult, opts: { explain?: boolean } = {}): string {
   const lines: string[] = [];
   const port = result.probe.dport !== undefined ? `:${result.probe.dport}` : "";
-  lines.push(`trace ${result.proto} ${result.src.name} (${result.src.ip}) → ${result.dst.name} (${result.dst.ip}${port}), lab ${result.lab}, probe ${result.probe.size} bytes ${result.probe.sport !== undefined ? `from port ${result.probe.sport}` : `icmp id ${result.probe.icmpId}`}: ${result.probe.outcome}`);
+  lines.push(`trace ${result.proto} ${result.src.name} (${result.src.ip}) → ${result.dst.name} (${result.dst.ip}${port}), lab ${result.lab}, probe ${result.probe.size} bytes ${result.probe.sport !== undefined ? `from port ${result.probe.sport}` : `icmp id ${result.probe.icmpId}`}${result.probe.via === "raw" ? " (the port is a client's: written as a packet of its flow)" : ""}: ${result.probe.outcome}`);
   const width = Math.max(...result.hops.map((h) => h.where.length), 4);
   result.hops.forEach((hop, i) => {
     const marker = hop.kind === "drop" ? "✗" : hop.kind === "arrival" ? "✓" : " ";

@@ -112,6 +112,39 @@ export interface ServiceHop extends HopBase {
   serviceChain: string;
   endpointChain?: string;
   endpoint?: { address: string; port?: number };
+  /**
+   * ClientIP session affinity (kube-proxy's per-endpoint `dynamic, timeout` sets): the set and its element,
+   * the client's address. `decided`: the service chain's `ip saddr @SET` rule matched, so an element there
+   * before this packet chose the endpoint; otherwise the endpoint chain's `update @SET` added it (read from
+   * the kernel: that rule is not in the trace). `expires`: the element's time left, read after the probe.
+   */
+  affinity?: { set: string; element: string; decided: boolean; expires?: string };
+}
+
+/**
+ * A flow conntrack already knew before the probe was sent: its entry, not a rule, decided the NAT (the nat
+ * hooks see only a flow's first packet), so an existing flow keeps going to the endpoint it went to first.
+ */
+export interface ConntrackHop extends HopBase {
+  kind: "conntrack";
+  proto: string;
+  /** The flow's first packet as it arrived, before NAT. */
+  original: { src: string; dst: string; sport?: number; dport?: number };
+  /** What a reply must carry: its source is where the DNAT sends the flow. */
+  reply: { src: string; dst: string; sport?: number; dport?: number };
+  /** TCP's state; absent for UDP. */
+  state?: string;
+  /** "ASSURED", "UNREPLIED", as the kernel reports them. */
+  flags: string[];
+  /** Seconds left, as read after the probe passed. */
+  timeout: number;
+  mark?: number;
+  /** The destination the entry rewrites to (a Service's endpoint), when it DNATs. */
+  dnatTo?: { address: string; port?: number };
+  /** The source the entry rewrites to (masquerade), when it SNATs. */
+  snatTo?: { address: string; port?: number };
+  /** True: the entry was there before the probe was sent (read by the first walk), so the probe joined an existing flow. */
+  existing: boolean;
 }
 
 /** A VXLAN device: encapsulation (FDB entry → remote VTEP, outer addresses) or decapsulation at the remote end. */
@@ -133,7 +166,7 @@ export interface DropHop extends HopBase {
   reason: DropReason;
 }
 
-export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | ServiceHop | VxlanHop | ArrivalHop | DropHop;
+export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | ServiceHop | ConntrackHop | VxlanHop | ArrivalHop | DropHop;
 
 export interface TraceEndpoint {
   /** As given on the command line. */
@@ -154,7 +187,17 @@ export interface TraceResult {
   dst: TraceEndpoint;
   proto: TraceProto;
   /** The probe packet: identifiers chosen for this trace, size, and what the sender's socket said. */
-  probe: { sport?: number; dport?: number; icmpId?: number; size: number; outcome: string };
+  probe: {
+    sport?: number;
+    dport?: number;
+    icmpId?: number;
+    size: number;
+    outcome: string;
+    /** "socket"; or "raw": the source port (--sport) belonged to a client's socket, so the probe was written as a packet of its flow. */
+    via?: "socket" | "raw";
+    /** True when the source port was asked for (--sport) rather than picked at random. */
+    sportGiven?: boolean;
+  };
   delivered: boolean;
   hops: Hop[];
   /** The namespaces a trace table was put in (and removed from). */

@@ -5,11 +5,12 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { startNftTrace, type NftTraceEvent, type NftTraceSession, type TraceProto } from "../kernel/nft-trace.ts";
 import { sendProbe } from "../kernel/probe.ts";
-import type { LabState } from "../lab/lab-state.ts";
+import { join } from "node:path";
+import { LabState, type PodRecord } from "../lab/lab-state.ts";
 import { EXTERNAL_IP, planLab, type LabPlan } from "../lab/topology.ts";
 import { isIp, isIpv4 } from "../net/address.ts";
 import type { Hop, TraceEndpoint, TraceResult } from "./model.ts";
-import { walkPath } from "./walk.ts";
+import { firstPacketEvents, walkPath } from "./walk.ts";
 
 export interface TraceRequest {
   src: string;
@@ -17,6 +18,11 @@ export interface TraceRequest {
   proto: TraceProto;
   /** Total IP packet size; default 84 bytes (a default ping). */
   size?: number;
+  /**
+   * tcp/udp: the probe's source port, instead of a random one. A port a client's flow already uses makes the
+   * probe a packet of that flow: conntrack's entry then decides its NAT, and the trace shows that entry.
+   */
+  sport?: number;
 }
 
 export class TraceInputError extends Error {
@@ -28,6 +34,21 @@ export function labPlanOf(state: LabState): LabPlan {
   return planLab({ id: state.data.id, nodes: state.data.nodes, podsPerNode: state.data.podsPerNode, ...(state.data.topology ? { topology: state.data.topology } : {}) });
 }
 
+/** The directory where the lab's kubelet records the pods it runs from Pod objects (src/lab/controllers.ts, KUBELET_DIR). */
+const KUBELET_STATE_DIR = "kubelet";
+
+/**
+ * Every pod of the lab: its own probe pods, then those its kubelet runs from Pod objects (a Deployment's,
+ * the example app's), read afresh as the kubelet replaces them. Kubelet pods are named "NAMESPACE/NAME".
+ */
+export function labPods(state: LabState): { label: string; record: PodRecord }[] {
+  const kubelet = LabState.load(join(state.dir, KUBELET_STATE_DIR));
+  return [
+    ...state.data.pods.map((record) => ({ label: record.name, record })),
+    ...(kubelet?.data.pods ?? []).map((record) => ({ label: `${record.namespace ?? "default"}/${record.name}`, record })),
+  ];
+}
+
 /** Every namespace of the lab, labelled with what it is. */
 export function labNamespaceLabels(state: LabState): Map<string, string> {
   const plan = labPlanOf(state);
@@ -37,11 +58,11 @@ export function labNamespaceLabels(state: LabState): Map<string, string> {
   labels.set(plan.external.netns, "external");
   labels.set(plan.controlPlane.netns, "control-plane");
   for (const n of state.data.nodeRecords) labels.set(n.netns, n.name);
-  for (const p of state.data.pods) labels.set(p.netns, p.name);
+  for (const p of labPods(state)) labels.set(p.record.netns, p.label);
   return labels;
 }
 
-/** SRC or DST as given: a pod name, a pod IP, NODE or NODE:PORT, a node IP, or "external"; DST may carry :PORT. */
+/** SRC or DST as given: a pod name ("NAMESPACE/NAME" for the kubelet's), a pod IP, NODE or NODE:PORT, a node IP, or "external"; DST may carry :PORT. */
 export function resolveEndpoint(state: LabState, spec: string, field: "src" | "dst"): TraceEndpoint {
   const plan = labPlanOf(state);
   let name = spec;
@@ -56,14 +77,16 @@ export function resolveEndpoint(state: LabState, spec: string, field: "src" | "d
   }
   const withPort = (e: Omit<TraceEndpoint, "spec" | "port">): TraceEndpoint => ({ spec, ...e, ...(port !== undefined ? { port } : {}) });
   if (name === "external") return withPort({ kind: "external", name: "external", netns: plan.external.netns, ip: EXTERNAL_IP });
-  const pod = state.data.pods.find((p) => p.name === name || (p.ip !== undefined && p.ip === name));
+  // A pod by its name ("node1-pod1", a kubelet pod as "NAMESPACE/NAME" or, in "default", just "NAME") or its IP.
+  const pods = labPods(state);
+  const pod = pods.find((p) => p.label === name || p.label === `default/${name}` || (p.record.ip !== undefined && p.record.ip === name));
   if (pod) {
-    if (!pod.ip) throw new TraceInputError(`${field}: pod ${pod.name} has no address yet`);
-    return withPort({ kind: "pod", name: pod.name, netns: pod.netns, ip: pod.ip });
+    if (!pod.record.ip) throw new TraceInputError(`${field}: pod ${pod.label} has no address yet`);
+    return withPort({ kind: "pod", name: pod.label, netns: pod.record.netns, ip: pod.record.ip });
   }
   const node = state.data.nodeRecords.find((n) => n.name === name || n.ip === name);
   if (node) return withPort({ kind: "node", name: node.name, netns: node.netns, ip: node.ip });
-  const known = ["external", ...state.data.nodeRecords.map((n) => n.name), ...state.data.pods.map((p) => p.name)];
+  const known = ["external", ...state.data.nodeRecords.map((n) => n.name), ...pods.map((p) => p.label)];
   // Any other IPv4 address (a ClusterIP, an address outside the lab): the walk finds where it leads.
   if (field === "dst" && isIpv4(name)) return withPort({ kind: "address", name, ip: name });
   if (isIp(name)) throw new TraceInputError(`${field}: ${name} is no pod's or node's address in lab ${state.data.id}`);
@@ -83,10 +106,14 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
   if (!src.netns) throw new TraceInputError(`src: ${src.spec} is not in the lab`);
   if (src.netns === dst.netns) throw new TraceInputError(`src and dst are both ${src.name}: nothing crosses the network`);
   if (req.proto === "icmp" && dst.port !== undefined) throw new TraceInputError(`dst: icmp takes no port ("${dst.spec}")`);
+  if (req.sport !== undefined) {
+    if (req.proto === "icmp") throw new TraceInputError("--sport: icmp has no ports; use --proto tcp or udp");
+    if (!Number.isInteger(req.sport) || req.sport < 1 || req.sport > 65535) throw new TraceInputError(`--sport must be a port 1-65535, got ${req.sport}`);
+  }
   const labels = labNamespaceLabels(state);
   const probe = req.proto === "icmp"
     ? { proto: req.proto, icmpId: randomInt(1, 65535) }
-    : { proto: req.proto, sport: randomInt(40_000, 60_000), dport: dst.port ?? DEFAULT_PORT };
+    : { proto: req.proto, sport: req.sport ?? randomInt(40_000, 60_000), dport: dst.port ?? DEFAULT_PORT };
   const packet = { src: src.ip, dst: dst.ip, size, ...probe };
 
   // Pass 1: where the routes lead, to know where to trace.
@@ -102,22 +129,25 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
   const sessions: NftTraceSession[] = [];
   const events = new Map<string, NftTraceEvent[]>();
   let outcome = "not sent";
+  let via: "socket" | "raw" | undefined;
   try {
     for (const ns of toTrace) sessions.push(await startNftTrace(ns, table, probe));
-    outcome = (await sendProbe(src.netns, { ...probe, dst: dst.ip, size })).outcome;
+    const sent = await sendProbe(src.netns, { ...probe, dst: dst.ip, size });
+    outcome = sent.outcome;
+    via = sent.via;
     // The probe crosses the namespaces in well under a millisecond; this covers a loaded machine.
     await new Promise((r) => setTimeout(r, 200));
   } finally {
     const stopped = await Promise.allSettled(sessions.map((s) => s.stop()));
     stopped.forEach((r, i) => {
-      if (r.status === "fulfilled") events.set(sessions[i]!.netns, r.value);
+      if (r.status === "fulfilled") events.set(sessions[i]!.netns, firstPacketEvents(r.value));
     });
     const failed = stopped.find((r) => r.status === "rejected");
     if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   // Pass 2: the same walk, now with what nft saw and the neighbour/FDB entries the probe made.
-  const second = walkPath(src.netns, packet, { labels, events, traceTable: table });
+  const second = walkPath(src.netns, packet, { labels, events, traceTable: table, flowsBefore: first.flows });
   let hops: Hop[] = second.hops;
   if (outcome !== "sent" && outcome !== "not sent") {
     // The sender's own kernel refused it (EMSGSIZE for DF over the MTU, ENETUNREACH…): that is the first hop's verdict.
@@ -135,7 +165,13 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
     src,
     dst,
     proto: req.proto,
-    probe: { ...("sport" in probe ? { sport: probe.sport, dport: probe.dport } : { icmpId: probe.icmpId }), size, outcome },
+    probe: {
+      ...("sport" in probe ? { sport: probe.sport, dport: probe.dport } : { icmpId: probe.icmpId }),
+      size,
+      outcome,
+      ...(via ? { via } : {}),
+      ...(req.sport !== undefined ? { sportGiven: true } : {}),
+    },
     delivered: second.delivered,
     hops,
     tracedNamespaces: [...toTrace],

@@ -14,8 +14,9 @@ import { netnsIdOf } from "../kernel/netns-id.ts";
 import { getSysctlIn } from "../kernel/sysctl.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { lookupRoute, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, type RouteLookup } from "../kernel/route.ts";
-import type { NftTraceEvent, TraceProto } from "../kernel/nft-trace.ts";
-import type { BridgeHop, DropHop, DropReason, Hop, NftHop, RouteHop, ServiceHop } from "./model.ts";
+import { getSetElement, listChainRules, type NftTraceEvent, type TraceProto } from "../kernel/nft-trace.ts";
+import { conntrackListArgs, listFlows, type ConntrackEntry, type ConntrackFilter, type ConntrackTuple } from "../kernel/conntrack.ts";
+import type { BridgeHop, ConntrackHop, DropHop, DropReason, Hop, NftHop, RouteHop, ServiceHop } from "./model.ts";
 
 /** podnet's agent marks its routes with this rtm_protocol (src/agent/route-table.ts). */
 export const PODNET_ROUTE_PROTOCOL = 80;
@@ -37,6 +38,11 @@ export interface WalkOptions {
   events?: ReadonlyMap<string, NftTraceEvent[]>;
   /** The trace's own table, whose events are left out. */
   traceTable?: string;
+  /**
+   * The conntrack entries the first walk found per namespace, before the probe was sent (pass 2): only a
+   * flow that was there before is one the probe joined. Absent in the first walk, where every entry found is.
+   */
+  flowsBefore?: ReadonlyMap<string, ConntrackEntry[]>;
 }
 
 export interface WalkResult {
@@ -44,6 +50,8 @@ export interface WalkResult {
   delivered: boolean;
   /** Every namespace the packet entered, in order. */
   namespaces: string[];
+  /** The conntrack entries of the packet's flow read in each namespace (tcp and udp). */
+  flows: Map<string, ConntrackEntry[]>;
 }
 
 interface NsView {
@@ -102,6 +110,7 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
   const kernel = new LabKernel(opts.labels);
   const hops: Hop[] = [];
   const namespaces: string[] = [];
+  const flows = new Map<string, ConntrackEntry[]>();
   const where = (ns: string): string => opts.labels.get(ns) ?? ns;
   const base = (ns: string) => ({ netns: ns, where: where(ns), explain: [] as string[] });
   const pkt = { ...packet };
@@ -112,7 +121,7 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     const hop: DropHop = { kind: "drop", ...base(ns), reason, summary, evidence, explain };
     if (note) hop.note = note;
     hops.push(hop);
-    return { hops, delivered: false, namespaces };
+    return { hops, delivered: false, namespaces, flows };
   };
 
   for (;;) {
@@ -138,6 +147,12 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     if (dnat) {
       pkt.dst = dnat.address;
       if (dnat.port !== undefined) pkt.dport = dnat.port;
+    }
+    // No rule rewrote it here: a flow conntrack already knows is NATed by its entry, without any nat rule.
+    const conntrack = dnat || encapsulated ? undefined : existingFlow(ns, pkt, nftHops, opts, flows, base(ns));
+    if (conntrack?.dnatTo) {
+      pkt.dst = conntrack.dnatTo.address;
+      if (conntrack.dnatTo.port !== undefined) pkt.dport = conntrack.dnatTo.port;
     }
 
     // The kernel's route look-up, as for this packet.
@@ -178,7 +193,11 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     const afterRouting = (h: NftHop): boolean => /post|input|forward|fwd/i.test(h.chain);
     const preHops: Hop[] = nftHops.filter((h) => !afterRouting(h));
     const service = serviceHopFrom(nftHops, base(ns), ns);
-    if (service) preHops.push(service);
+    if (service) {
+      if (opts.events) withAffinityElement(service, ns, seenHere?.kind === "packet" ? seenHere.packet.saddr ?? pkt.src : pkt.src);
+      preHops.push(service);
+    }
+    if (conntrack) preHops.push(conntrack);
     const postHops = nftHops.filter(afterRouting);
     hops.push(...preHops);
     const stopper = preHops.find((h): h is NftHop => h.kind === "nft" && isDropVerdict(h));
@@ -240,7 +259,7 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
       if (opts.events && !arrivedObserved) {
         return drop(ns, "not-observed", `the probe never reached ${where(ns)}, though the routes lead there`, "nft-trace", [], "routes and tables say it should arrive; something outside them (a qdisc, a firewall outside nft, a link down) lost it");
       }
-      return { hops, delivered: true, namespaces };
+      return { hops, delivered: true, namespaces, flows };
     }
     if (lookup.type !== "unicast") {
       return drop(ns, "unreachable-route", `${where(ns)} has a ${lookup.type} route for ${pkt.dst}: ${entryText ?? ""}`.trim(), "route-lookup", [getCmd]);
@@ -258,6 +277,9 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     if (masq) {
       // The source after masquerade is the egress interface's address: the next namespace's trace shows it.
       pkt.src = lookup.prefsrc ?? pkt.src;
+    } else if (conntrack?.snatTo) {
+      pkt.src = conntrack.snatTo.address;
+      if (conntrack.snatTo.port !== undefined) pkt.sport = conntrack.snatTo.port;
     }
 
     // Layer 2: the next hop's MAC from the neighbour table.
@@ -405,7 +427,10 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
     const map = /vmap @([\w.-]+)/.exec(lookup.rule)![1]!;
     const serviceChain = lookup.verdict.split(" ")[1]!;
     const serviceHop = nftHops.find((x) => x.table === h.table && x.chain === serviceChain);
-    const endpointChain = serviceHop?.rules.map((r) => r.verdict).find((v) => /^(goto|jump) /.test(v))?.split(" ")[1];
+    // The service chain's last goto (or jump) decided: an earlier jump may only mark the packet for masquerade.
+    const verdicts = serviceHop?.rules.filter((r) => /^(goto|jump) /.test(r.verdict)) ?? [];
+    const chosen = verdicts.filter((r) => r.verdict.startsWith("goto ")).at(-1) ?? verdicts.at(-1);
+    const endpointChain = chosen?.verdict.split(" ")[1];
     const endpointHop = endpointChain ? nftHops.find((x) => x.table === h.table && x.chain === endpointChain) : undefined;
     const packet = h.packet ?? "";
     const daddr = /(?:^|\s)ip daddr (\S+)/.exec(packet)?.[1];
@@ -413,6 +438,10 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
     const element = `${daddr ?? "?"} . ${proto?.[1] ?? "?"} . ${proto?.[2] ?? "?"}`;
     // One endpoint: the service chain may DNAT itself, with no endpoint chain between.
     const endpoint = endpointHop?.dnatTo ?? serviceHop?.dnatTo;
+    // ClientIP affinity: the service chain's `ip saddr @SET goto CHAIN` matched, so an element chose.
+    const saddr = /(?:^|\s)ip saddr (\S+)/.exec(serviceHop?.packet ?? packet)?.[1];
+    const bySet = chosen && /(?:^|\s)ip saddr @([^\s{}]+)/.exec(chosen.rule)?.[1];
+    const affinity = saddr && bySet ? { set: bySet, element: saddr, decided: true } : undefined;
     const hop: ServiceHop = {
       kind: "service",
       ...base,
@@ -423,7 +452,9 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
       serviceChain,
       ...(endpointChain ? { endpointChain } : {}),
       ...(endpoint ? { endpoint } : {}),
-      summary: `service: @${map} element ${element} → ${serviceChain}${endpointChain ? ` → ${endpointChain}` : ""}${endpoint ? ` → DNAT ${endpoint.address}${endpoint.port !== undefined ? `:${endpoint.port}` : ""}` : " (no endpoint chosen)"}`,
+      ...(affinity ? { affinity } : {}),
+      summary: `service: @${map} element ${element} → ${serviceChain}${endpointChain ? ` → ${endpointChain}` : ""}${endpoint ? ` → DNAT ${endpoint.address}${endpoint.port !== undefined ? `:${endpoint.port}` : ""}` : " (no endpoint chosen)"}${
+        affinity ? `; chosen by session affinity: element ${affinity.element} of @${affinity.set}` : ""}`,
       explain: [
         `ip netns exec ${ns} nft get element ${h.family} ${h.table} ${map} '{ ${element} }'`,
         `ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${serviceChain}`,
@@ -435,6 +466,26 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
     return hop;
   }
   return undefined;
+}
+
+/**
+ * The events of the probe's first packet in one namespace. A TCP probe whose connection is answered sends
+ * more packets from the same port (the handshake's last ACK, the FIN), and each goes through the same base
+ * chains again; nft prints the packet at the first event of every base chain, so a second "packet" event at
+ * a chain that already had one is the next packet.
+ */
+export function firstPacketEvents(events: readonly NftTraceEvent[]): NftTraceEvent[] {
+  const seen = new Set<string>();
+  const first: NftTraceEvent[] = [];
+  for (const e of events) {
+    if (e.kind === "packet") {
+      const key = `${e.family} ${e.table} ${e.chain}`;
+      if (seen.has(key)) break;
+      seen.add(key);
+    }
+    first.push(e);
+  }
+  return first;
 }
 
 /** The probe's nft events in one namespace, one hop per chain it crossed (the trace's own table left out). */
@@ -495,4 +546,72 @@ function formatEntry(entry: NonNullable<RouteLookup["entry"]>, nameOf: (i: numbe
   if (entry.mtu !== undefined) parts.push("mtu", String(entry.mtu));
   if (entry.table !== undefined && entry.table !== 254) parts.push("table", String(entry.table));
   return parts.join(" ");
+}
+
+/**
+ * Completes a service hop's session affinity from the kernel: the element's expiry, and, when no affinity
+ * rule matched (the trace does not report the endpoint chain's `update @SET`, a dynset that never ends a
+ * rule's evaluation), the set that chain updates, read from the chain, with this client's element in it.
+ */
+function withAffinityElement(service: ServiceHop, ns: string, client: string | undefined): void {
+  const family = "ip";
+  let affinity = service.affinity;
+  if (!affinity && service.endpointChain && client) {
+    const set = listChainRules(ns, family, service.table, service.endpointChain)?.map((r) => /\bupdate @([^\s{}]+) \{ ip saddr \}/.exec(r)?.[1]).find((x) => x !== undefined);
+    if (set) affinity = { set, element: client, decided: false };
+  }
+  if (!affinity) return;
+  const element = getSetElement(ns, family, service.table, affinity.set, affinity.element);
+  if (!element.present) return;
+  service.affinity = { ...affinity, ...(element.expires ? { expires: element.expires } : {}) };
+  if (!affinity.decided) service.summary += `; session affinity: ${affinity.element} now in @${affinity.set}, so it keeps this endpoint`;
+  if (element.expires) service.summary += ` (expires in ${element.expires})`;
+  service.explain.push(`ip netns exec ${ns} nft get element ${family} ${service.table} ${affinity.set} '{ ${affinity.element} }'`);
+}
+
+const sameTuple = (a: ConntrackTuple, b: ConntrackTuple): boolean => a.src === b.src && a.dst === b.dst && a.sport === b.sport && a.dport === b.dport;
+
+/**
+ * The conntrack entry of the packet's flow in `ns`, as a hop, when the flow was there before the probe and
+ * its entry NATs: then the entry, not a rule, decides where the packet goes (nf_nat runs the nat chains
+ * for a flow's first packet only, and applies the stored binding to every later one).
+ */
+function existingFlow(ns: string, pkt: WalkPacket, nftHops: readonly NftHop[], opts: WalkOptions, flows: Map<string, ConntrackEntry[]>, base: { netns: string; where: string; explain: string[] }): ConntrackHop | undefined {
+  if ((pkt.proto !== "tcp" && pkt.proto !== "udp") || pkt.sport === undefined || pkt.dport === undefined) return undefined;
+  const filter: ConntrackFilter = { proto: pkt.proto, originalSrc: pkt.src, originalSport: pkt.sport, originalDst: pkt.dst, originalDport: pkt.dport };
+  const entries = listFlows(filter, namedNetnsPath(ns));
+  flows.set(ns, [...(flows.get(ns) ?? []), ...entries]);
+  const dnatOf = (e: ConntrackEntry) => (e.reply.src !== e.original.dst || e.reply.sport !== e.original.dport ? { address: e.reply.src, ...(e.reply.sport !== undefined ? { port: e.reply.sport } : {}) } : undefined);
+  const snatOf = (e: ConntrackEntry) => (e.reply.dst !== e.original.src || e.reply.dport !== e.original.sport ? { address: e.reply.dst, ...(e.reply.dport !== undefined ? { port: e.reply.dport } : {}) } : undefined);
+  // A SYN to a flow in TIME_WAIT or CLOSE starts a new flow (conntrack re-creates the entry and the rules run
+  // again), so such an entry decides nothing for the probe.
+  const entry = entries.find((e) => (dnatOf(e) || snatOf(e)) && e.state !== "TIME_WAIT" && e.state !== "CLOSE");
+  if (!entry) return undefined;
+  const existedBefore = opts.flowsBefore === undefined || (opts.flowsBefore.get(ns) ?? []).some((e) => sameTuple(e.original, entry.original) && sameTuple(e.reply, entry.reply));
+  if (!existedBefore) return undefined;
+  const dnatTo = dnatOf(entry);
+  const snatTo = snatOf(entry);
+  const natRuleMet = nftHops.some((h) => h.nat !== undefined);
+  const t = (x: ConntrackTuple): string => `${x.src}${x.sport !== undefined ? `:${x.sport}` : ""} → ${x.dst}${x.dport !== undefined ? `:${x.dport}` : ""}`;
+  const target = (x: { address: string; port?: number }): string => `${x.address}${x.port !== undefined ? `:${x.port}` : ""}`;
+  const hop: ConntrackHop = {
+    kind: "conntrack",
+    ...base,
+    evidence: "kernel-state",
+    proto: entry.proto,
+    original: entry.original,
+    reply: entry.reply,
+    ...(entry.state ? { state: entry.state } : {}),
+    flags: entry.flags,
+    timeout: entry.timeout,
+    ...(entry.mark !== undefined ? { mark: entry.mark } : {}),
+    ...(dnatTo ? { dnatTo } : {}),
+    ...(snatTo ? { snatTo } : {}),
+    existing: true,
+    summary: `conntrack: existing ${entry.proto} flow ${t(entry.original)}${entry.state ? ` ${entry.state}` : ""}${entry.flags.length ? ` [${entry.flags.join(",")}]` : ""}, reply ${t(entry.reply)}: ${
+      dnatTo ? `DNAT to ${target(dnatTo)}` : ""}${dnatTo && snatTo ? ", " : ""}${snatTo ? `SNAT to ${target(snatTo)}` : ""} by the entry; no service rule chose ${dnatTo ? "the endpoint" : "the address"}`,
+    explain: [`ip netns exec ${ns} conntrack ${conntrackListArgs(filter).join(" ")}`],
+    note: `the entry was there before the probe was sent; nat chains run for a flow's first packet only${opts.events ? (natRuleMet ? "" : ", and the probe met no nat rule here (nft trace)") : ""}`,
+  };
+  return hop;
 }

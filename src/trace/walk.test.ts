@@ -1,0 +1,55 @@
+// The walk's pure parts: which trace events are the probe's first packet, and how a service hop is read
+// from the nft hops (the lines are as nft 1.0.6 printed them for the agent's podnet-svc table in a lab).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { parseNftTraceLine, type NftTraceEvent } from "../kernel/nft-trace.ts";
+import { firstPacketEvents, nftHopsFor, serviceHopFrom } from "./walk.ts";
+
+const events = (lines: string[]): NftTraceEvent[] => lines.map((l) => parseNftTraceLine(l)!).filter(Boolean);
+const base = { netns: "pnl-x-node1", where: "node1", explain: [] as string[] };
+const STICKY = "service-C9FB9F1A-default/web-sticky/tcp/80";
+const EP = "endpoint-7B5CF7FB-default/web-sticky/tcp/80__10.244.0.5/8080";
+const SET = "affinity-0F170BC3-default/web-sticky/tcp/80__10.244.0.5/8080";
+const PKT = `iif "cni0" ether saddr 7a:f9:be:5e:ec:01 ether daddr 02:0e:2d:ef:e9:7d ip saddr 10.244.1.2 ip daddr 10.96.0.2 ip dscp cs0 ip ecn not-ect ip ttl 64 ip id 1 ip length 60 tcp sport 47001 tcp dport 80 tcp flags == syn`;
+
+test("a TCP probe's later packets (same port, same chains again) are cut off after the first", () => {
+  const all = events([
+    `trace id aa inet pntrace_x pre packet: ${PKT}`,
+    "trace id aa inet pntrace_x pre rule tcp sport 47001 meta nftrace set 1 (verdict continue)",
+    "trace id aa inet pntrace_x pre policy accept",
+    "trace id aa ip podnet-svc nat-prerouting rule jump services (verdict jump services)",
+    `trace id bb inet pntrace_x pre packet: ${PKT.replace("syn", "ack")}`,
+    "trace id bb inet pntrace_x pre policy accept",
+  ]);
+  const first = firstPacketEvents(all);
+  assert.equal(first.length, 4);
+  assert.ok(first.every((e) => e.traceId === "aa"));
+});
+
+test("service hop: the affinity rule that matched names the set and the client's element; an earlier masquerade jump is not the endpoint chain", () => {
+  const hops = nftHopsFor("pnl-x-node1", events([
+    `trace id aa ip podnet-svc services packet: ${PKT}`,
+    `trace id aa ip podnet-svc services rule ip daddr . meta l4proto . th dport vmap @service-ips # handle 8 (verdict goto ${STICKY})`,
+    `trace id aa ip podnet-svc ${STICKY} rule ip saddr != 10.244.0.0/16 jump mark-for-masquerade # handle 74 (verdict jump mark-for-masquerade)`,
+    `trace id aa ip podnet-svc ${STICKY} rule ip saddr @${SET} goto ${EP} # handle 75 (verdict goto ${EP})`,
+    `trace id aa ip podnet-svc ${EP} rule meta l4proto tcp dnat to 10.244.0.5:8080 # handle 71 (verdict accept)`,
+  ]), undefined, base);
+  const service = serviceHopFrom(hops, base, "pnl-x-node1")!;
+  assert.equal(service.element, "10.96.0.2 . tcp . 80");
+  assert.equal(service.endpointChain, EP);
+  assert.deepEqual(service.endpoint, { address: "10.244.0.5", port: 8080 });
+  assert.deepEqual(service.affinity, { set: SET, element: "10.244.1.2", decided: true });
+  assert.match(service.summary, /chosen by session affinity: element 10\.244\.1\.2 of @affinity-0F170BC3/);
+});
+
+test("service hop: a cascade goto chose, so no affinity is claimed from the trace", () => {
+  const hops = nftHopsFor("pnl-x-node1", events([
+    `trace id aa ip podnet-svc services packet: ${PKT}`,
+    `trace id aa ip podnet-svc services rule ip daddr . meta l4proto . th dport vmap @service-ips # handle 8 (verdict goto ${STICKY})`,
+    `trace id aa ip podnet-svc ${STICKY} rule goto ${EP} # handle 78 (verdict goto ${EP})`,
+    `trace id aa ip podnet-svc ${EP} rule meta l4proto tcp dnat to 10.244.0.5:8080 # handle 71 (verdict accept)`,
+  ]), undefined, base);
+  const service = serviceHopFrom(hops, base, "pnl-x-node1")!;
+  assert.equal(service.endpointChain, EP);
+  assert.equal(service.affinity, undefined);
+});
