@@ -39,9 +39,9 @@ const LAYERS = {
   // never by importing plugin/ or ipam/.
   lab: ["runtime", "cni/types.ts", "datastore", "agent/node-flags.ts", "kernel", "net", "k8s", "controlplane", "supervise"],
 
-  // `podnet trace`, `lab graph`, `lab up --explain`: read a lab's state and its live kernel state (through src/kernel
+  // `podnet trace`, `lab graph`, `lab up --explain`: read a lab's state, its Services over the lab API (api-client), and its live kernel state (through src/kernel
   // only), send a probe and trace it. Nothing imports trace but the CLI.
-  trace: ["lab/lab-state.ts", "lab/topology.ts", "kernel", "net"],
+  trace: ["lab/lab-state.ts", "lab/topology.ts", "lab/api-client.ts", "k8s/types.ts", "kernel", "net"],
 
   // The `podnet` command wires everything.
   cli: ["*"],

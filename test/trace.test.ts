@@ -244,6 +244,17 @@ test("lab graph and trace --graph render in headless chromium: labels apart as t
     const svg = readFileSync(join(dir, "lab.svg"), "utf8");
     for (const p of state.pods) assert.ok(svg.includes(`>${p.name}<`) && svg.includes(`eth0 ${p.ip}<`), `${p.name} and its IP are drawn`);
     for (const n of state.nodeRecords) assert.ok(svg.includes(`eth0 ${n.ip}<`), `${n.name} is drawn`);
+    // The services, read from the controllers, each with an edge to every endpoint pod, and the kubelet's pods.
+    const services = JSON.parse((await lab(["get", "services", "-A", "-o", "json", ...t.flags])).stdout) as { items: { metadata: { namespace: string; name: string }; spec: { clusterIP: string } }[] };
+    const slices = JSON.parse((await lab(["get", "endpointslices", "-n", "default", "-o", "json", ...t.flags])).stdout) as { items: { metadata: { labels: Record<string, string> }; endpoints: { addresses: string[]; targetRef?: { name: string } }[] }[] };
+    assert.ok(services.items.length >= 2, "the example app and kube-dns are there");
+    for (const s of services.items) assert.ok(svg.includes(`>service ${s.metadata.namespace}/${s.metadata.name}<`) && svg.includes(`ClusterIP ${s.spec.clusterIP}<`), `${s.metadata.name} is drawn`);
+    const webEndpoints = slices.items.filter((sl) => sl.metadata.labels["kubernetes.io/service-name"] === "web-svc").flatMap((sl) => sl.endpoints);
+    assert.ok(webEndpoints.length >= 2, "web-svc has endpoints");
+    for (const e of webEndpoints) {
+      assert.ok(svg.includes(`>default/${e.targetRef!.name}<`), `pod default/${e.targetRef!.name} is drawn`);
+      assert.ok(svg.includes(`data-id="s-service:default/web-svc-default/${e.targetRef!.name}"`), `web-svc → ${e.targetRef!.name} is drawn`);
+    }
     const html = await lab(["graph", "-o", join(dir, "lab.html"), ...t.flags]);
     assert.equal(html.code, 0, html.stderr);
     assert.match(readFileSync(join(dir, "lab.html"), "utf8"), /<!doctype html>[\s\S]*<svg/);
@@ -283,6 +294,38 @@ test("lab graph and trace --graph render in headless chromium: labels apart as t
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("a Service as DST: by name its ClusterIP and first port, with that port's protocol; as SRC, refused by name", async () => {
+  const { code, result } = await trace("node1-pod1", "web-svc");
+  assertSchema(result);
+  assert.equal(code, 0, JSON.stringify(result.hops));
+  assert.equal(result.delivered, true);
+  assert.equal(result.dst.kind, "service");
+  assert.equal(result.dst.name, "default/web-svc");
+  assert.equal(result.proto, "tcp");
+  assert.equal(result.probe.dport, 80);
+  const clusterIp = (JSON.parse((await lab(["get", "svc", "web-svc", "-o", "json", ...t.flags])).stdout) as { spec: { clusterIP: string } }).spec.clusterIP;
+  assert.equal(result.dst.ip, clusterIp);
+  const service = hopsOf(result, "service");
+  assert.equal(service.length, 1, JSON.stringify(result.hops));
+  assert.equal(service[0]!.element, `${clusterIp} . tcp . 80`);
+  assert.equal(service[0]!.endpoint?.port, 8080, "DNAT to the pods' targetPort");
+  assert.equal(result.hops.at(-1)!.kind, "arrival");
+  assert.match(result.hops.at(-1)!.where, /^default\/web-/, "it arrives at one of web-svc's pods");
+
+  // The DNS name of a Service in another namespace, and its UDP port.
+  const dns = await trace("node2-pod1", "kube-dns.kube-system.svc.cluster.local");
+  assert.equal(dns.result.dst.ip, "10.96.0.10");
+  assert.equal(dns.result.proto, "udp");
+  assert.equal(dns.result.probe.dport, 53);
+
+  const asSource = await runCommand([process.execPath, join(REPO_ROOT, "bin/podnet.js"), "trace", "web-svc", "node1-pod1", ...t.flags], { timeoutMs: 60_000 });
+  assert.equal(asSource.code, 2);
+  assert.match(asSource.stderr, /src: default\/web-svc is a Service; a packet starts at a pod, a node or "external"/);
+  const unknown = await runCommand([process.execPath, join(REPO_ROOT, "bin/podnet.js"), "trace", "node1-pod1", "no-such-svc", ...t.flags], { timeoutMs: 60_000 });
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /no pod, node or "external" named "no-such-svc".*; services: .*default\/web-svc/);
 });
 
 test("lab up --explain is derived from the live lab: namespaces, veths per pod, podnet's routes and nft table", async () => {

@@ -3,7 +3,6 @@
 // src/controlplane, committing one batch per request). Output is made server-side as kubectl prints it,
 // so the CLI only relays stdout, stderr and the exit code.
 
-import { request as httpRequest } from "node:http";
 import { stringify } from "yaml";
 import { ALLOCATION_POOLS, ApplyRejectedError, ApiError, describeResult, planApply, planDelete, type ClusterState, type DeleteTarget } from "../controlplane/apply.ts";
 import { noResourcesMessage, printNodes, printObjects, printTable, type NodeRow } from "../controlplane/printer.ts";
@@ -13,19 +12,9 @@ import { InvalidObjectError } from "../k8s/field-errors.ts";
 import { resolveKind, singularResourceName, UnknownKindError } from "../k8s/kinds.ts";
 import { ManifestError, parseManifests } from "../k8s/manifest.ts";
 import { isNamespaced, OBJECT_KINDS, type KubeObject } from "../k8s/types.ts";
+import type { ApiRequest, ApiResponse } from "./api-client.ts";
 
-export type OutputFormat = "table" | "wide" | "json" | "yaml";
-
-export type ApiRequest =
-  | { verb: "apply"; text: string; source: string }
-  | { verb: "delete"; text?: string; source?: string; kind?: string; names?: string[]; namespace?: string }
-  | { verb: "get"; kind: string; names?: string[]; namespace?: string; allNamespaces?: boolean; output: OutputFormat };
-
-export interface ApiResponse {
-  exitCode: number;
-  stdout: string;
-  stderr: string;
-}
+export { apiSocketPath, callApi, type ApiRequest, type ApiResponse, type OutputFormat } from "./api-client.ts";
 
 export interface ApiDeps {
   datastore: Pick<Datastore, "snapshot">;
@@ -134,31 +123,6 @@ export async function getRequest(request: Extract<ApiRequest, { verb: "get" }>, 
   } catch (error) {
     return failure(error);
   }
-}
-
-/** Send one request to the lab's API socket. */
-export function callApi(socketPath: string, request: ApiRequest, timeoutMs = 60_000): Promise<ApiResponse> {
-  return new Promise((resolve, reject) => {
-    const body = JSON.stringify(request);
-    const req = httpRequest({ socketPath, path: "/", method: "POST", headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) }, timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => {
-        try {
-          resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")) as ApiResponse);
-        } catch (error) {
-          reject(new Error(`bad answer from the lab API: ${(error as Error).message}`));
-        }
-      });
-      res.on("error", reject);
-    });
-    req.on("timeout", () => req.destroy(new Error(`the lab API did not answer in ${timeoutMs / 1000} s`)));
-    req.on("error", (error: NodeJS.ErrnoException) => {
-      if (error.code === "ENOENT" || error.code === "ECONNREFUSED") reject(new Error(`the lab's controllers are not running (no API at ${socketPath})`));
-      else reject(error);
-    });
-    req.end(body);
-  });
 }
 
 function withNewline(text: string): string {

@@ -16,7 +16,9 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
-import { applyRequest, deleteRequest, getRequest, type ApiRequest, type ApiResponse } from "./api.ts";
+import { applyRequest, deleteRequest, getRequest } from "./api.ts";
+import { apiSocketPath, type ApiRequest, type ApiResponse } from "./api-client.ts";
+export { apiSocketPath };
 import { isPodReady, planDeploymentWrites, planPodScheduling, type NodeInfo } from "../controlplane/deployment-controller.ts";
 import { planEndpointSlices, planLoadBalancerStatus } from "../controlplane/endpoints-controller.ts";
 import { NodeLifecycleController } from "../controlplane/node-lifecycle-controller.ts";
@@ -60,10 +62,6 @@ export function labClusterConfig(backend = DEFAULT_CLUSTER_CONFIG.backend, backe
     serviceCidr: LAB_SERVICE_CIDR,
     loadBalancerCidrs: [LAB_LOAD_BALANCER_CIDR],
   };
-}
-
-export function apiSocketPath(labDir: string): string {
-  return join(labDir, "api.sock");
 }
 
 /** Written once the cluster config is stored: agents may start after it. */

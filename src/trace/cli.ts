@@ -8,8 +8,10 @@ import { runTrace, TraceInputError } from "./trace.ts";
 
 export const TRACE_USAGE = `usage: podnet trace SRC DST[:PORT] [options]
 
-  SRC, DST     a pod name or IP, a node name or IP (DST: NODE:PORT), or "external"
-  --proto P    tcp, udp (default) or icmp
+  SRC, DST     a pod name ("NAMESPACE/NAME" for a Pod object's) or IP, a node name or IP
+               (DST: NODE:PORT), or "external"; DST also a Service ("NAME", "NAMESPACE/NAME" or
+               NAME.NAMESPACE[.svc.cluster.local], with :PORT, default its first port) or any IP
+  --proto P    tcp, udp or icmp (default: the Service port's protocol, else udp)
   --size N     the probe's IP packet size in bytes, sent with DF (default 84)
   --sport N    tcp/udp: send from this source port (default: a random one). The port of a
                client's existing flow follows that flow: its conntrack entry, not the rules,
@@ -23,7 +25,7 @@ export const TRACE_USAGE = `usage: podnet trace SRC DST[:PORT] [options]
 export interface TraceArgs {
   src: string;
   dst: string;
-  proto: TraceProto;
+  proto?: TraceProto;
   size?: number;
   sport?: number;
   output: "text" | "json";
@@ -35,7 +37,7 @@ export interface TraceArgs {
 
 export function parseTraceArgs(argv: readonly string[]): TraceArgs | "help" {
   const positional: string[] = [];
-  const args: Omit<TraceArgs, "src" | "dst"> = { proto: "udp", output: "text", explain: false, id: "lab", stateRoot: DEFAULT_STATE_ROOT };
+  const args: Omit<TraceArgs, "src" | "dst"> = { output: "text", explain: false, id: "lab", stateRoot: DEFAULT_STATE_ROOT };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const value = (): string => {
@@ -123,7 +125,7 @@ export async function runTraceCommand(argv: string[]): Promise<number> {
   try {
     const state = LabState.load(labDir(args.stateRoot, args.id));
     if (!state) throw new TraceInputError(`no lab "${args.id}" in ${args.stateRoot}; start one with: podnet lab up`);
-    const result = await runTrace(state, { src: args.src, dst: args.dst, proto: args.proto, ...(args.size !== undefined ? { size: args.size } : {}), ...(args.sport !== undefined ? { sport: args.sport } : {}) });
+    const result = await runTrace(state, { src: args.src, dst: args.dst, ...(args.proto ? { proto: args.proto } : {}), ...(args.size !== undefined ? { size: args.size } : {}), ...(args.sport !== undefined ? { sport: args.sport } : {}) });
     if (args.graph) {
       const { renderLabGraph } = await import("./graph.ts");
       writeFileSync(args.graph, await renderLabGraph(state, { path: result }));

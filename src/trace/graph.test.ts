@@ -2,7 +2,8 @@
 // two labels may overlap, nor may a label leave its box.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { layoutLabGraph, renderSvg, type LabGraphModel, type PlacedBox } from "./graph.ts";
+import { layoutLabGraph, pathElements, renderSvg, type LabGraphModel, type PlacedBox } from "./graph.ts";
+import type { TraceResult } from "./model.ts";
 
 function model(nodes: number, pods: number): LabGraphModel {
   const boxes: LabGraphModel["boxes"] = [
@@ -49,4 +50,35 @@ test("names with markup characters are escaped", async () => {
   const svg = renderSvg(m, await layoutLabGraph(m));
   assert.ok(svg.includes("&lt;script&gt;") && svg.includes("a&lt;b &amp; c&gt;"));
   assert.ok(!svg.includes("<script>"));
+});
+
+test("services are boxes with an edge to each endpoint pod (dashed while not ready); a trace to one lights it and the chosen pod only", async () => {
+  const m = model(2, 2);
+  m.boxes.push({ id: "service:default/web-svc", kind: "service", lines: ["service default/web-svc", "ClusterIP 10.96.0.20", "80/tcp"] });
+  m.edges.push(
+    { id: "s-web-1", from: "service:default/web-svc", to: "node1-pod1" },
+    { id: "s-web-2", from: "service:default/web-svc", to: "node2-pod2", dashed: true },
+  );
+  const g = await layoutLabGraph(m);
+  for (let i = 0; i < g.boxes.length; i++) {
+    for (let j = i + 1; j < g.boxes.length; j++) assert.ok(!overlaps(g.boxes[i]!.label, g.boxes[j]!.label), `labels of ${g.boxes[i]!.id} and ${g.boxes[j]!.id} overlap`);
+  }
+  const trace = {
+    proto: "tcp",
+    delivered: true,
+    src: { spec: "node2-pod1", kind: "pod", name: "node2-pod1", ip: "10.244.2.2" },
+    dst: { spec: "web-svc", kind: "service", name: "default/web-svc", ip: "10.96.0.20", port: 80 },
+    hops: [
+      { kind: "route", where: "node2-pod1", netns: "x", summary: "" },
+      { kind: "service", where: "node2", netns: "y", summary: "", table: "podnet-svc", map: "service-ips", element: "10.96.0.20 . tcp . 80", serviceChain: "s" },
+      { kind: "arrive", where: "node1-pod1", netns: "z", summary: "" },
+    ],
+  } as unknown as TraceResult;
+  const path = pathElements(m, trace);
+  assert.ok(path.boxes.has("service:default/web-svc"), "the service is on the path");
+  assert.ok(path.edges.has("s-web-1"), "the edge to the endpoint that answered is lit");
+  assert.ok(!path.edges.has("s-web-2"), "the other endpoint's is not");
+  const svg = renderSvg(m, g, trace);
+  assert.match(svg, /data-id="s-web-2"[^>]*stroke-dasharray/);
+  assert.doesNotMatch(svg, /data-id="s-web-1"[^>]*stroke-dasharray/);
 });

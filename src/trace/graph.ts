@@ -1,8 +1,9 @@
 // A picture of a lab: the underlay switch, the hosts on it, every node with its subnet and bridge, the
 // pods with their addresses. elkjs (the Eclipse Layout Kernel) places boxes and routes edges; this
 // module only measures labels, builds the graph, and writes SVG from elk's coordinates. A trace's path
-// is drawn onto it by highlighting the boxes and links it crossed. Services and tunnels become more
-// boxes and edges (issues 8 and 10) without changing the rendering.
+// is drawn onto it by highlighting the boxes and links it crossed. Services (read over the lab's API) are
+// boxes of their own with an edge to each endpoint pod (dashed while not ready); VXLAN tunnels are boxes in
+// their nodes with an edge between VTEPs that know each other.
 
 import ELK from "elkjs/lib/elk.bundled.js";
 import type { ElkExtendedEdge, ElkNode } from "elkjs/lib/elk-api.js";
@@ -15,7 +16,12 @@ import type { LabState } from "../lab/lab-state.ts";
 import { CONTROL_PLANE_IP, EXTERNAL_IP } from "../lab/topology.ts";
 import { canonicalCidrText } from "../net/cidr.ts";
 import type { TraceResult } from "./model.ts";
-import { labPlanOf } from "./trace.ts";
+import { labPlanOf, labPods } from "./trace.ts";
+import { readLabServices, type LabService } from "./lab-services.ts";
+
+function serviceBoxId(service: Pick<LabService, "namespace" | "name">): string {
+  return `service:${service.namespace}/${service.name}`;
+}
 
 /** Monospace labels are measured, not guessed: 12 px DejaVu Sans Mono advances 7.22 px per character. */
 export const FONT_SIZE = 12;
@@ -27,14 +33,14 @@ export interface GraphBox {
   id: string;
   /** Lines of the box's label. */
   lines: string[];
-  kind: "switch" | "host" | "node" | "bridge" | "pod" | "tunnel";
+  kind: "switch" | "host" | "node" | "bridge" | "pod" | "tunnel" | "service";
   parent?: string;
 }
 
 export interface LabGraphModel {
   title: string;
   boxes: GraphBox[];
-  edges: { id: string; from: string; to: string; label?: string }[];
+  edges: { id: string; from: string; to: string; label?: string; dashed?: boolean }[];
 }
 
 export interface PlacedBox extends GraphBox {
@@ -53,8 +59,11 @@ export interface PlacedGraph {
   edges: { id: string; from: string; to: string; points: { x: number; y: number }[] }[];
 }
 
-/** The lab as boxes and edges, read from its state and (for bridges, subnets and tunnels) from each node's kernel. */
-export function labGraphModel(state: LabState): LabGraphModel {
+/**
+ * The lab as boxes and edges, read from its state, (for bridges, subnets and tunnels) from each node's
+ * kernel, and (services) from its controllers, given as `services`.
+ */
+export function labGraphModel(state: LabState, services: readonly LabService[] = []): LabGraphModel {
   const plan = labPlanOf(state);
   const boxes: GraphBox[] = [];
   const edges: LabGraphModel["edges"] = [];
@@ -69,6 +78,8 @@ export function labGraphModel(state: LabState): LabGraphModel {
   edges.push({ id: "e-external", from: switchId(plan.external.switchIndex), to: "external" }, { id: "e-control-plane", from: switchId(plan.controlPlane.switchIndex), to: "control-plane" });
   const vteps = new Map<string, string>();
   const tunnels: { from: string; remoteIp: string }[] = [];
+  const pods = labPods(state);
+  const podByIp = new Map<string, string>();
   for (const node of state.data.nodeRecords) {
     const { bridges, vxlans } = nodeDevices(node.netns);
     boxes.push({ id: node.name, kind: "node", lines: [node.name, `eth0 ${node.ip}`, ...bridges.map((b) => `pods ${b.subnet}`)] });
@@ -81,10 +92,21 @@ export function labGraphModel(state: LabState): LabGraphModel {
       vteps.set(v.local ?? node.ip, id);
       for (const remote of v.remotes) tunnels.push({ from: id, remoteIp: remote });
     }
-    for (const pod of state.data.pods.filter((p) => p.node === node.name)) {
-      boxes.push({ id: pod.name, kind: "pod", parent: node.name, lines: [pod.name, `eth0 ${pod.ip ?? "-"}`] });
+    // The lab's probe pods and the pods its kubelet runs from Pod objects ("NAMESPACE/NAME"), as trace names them.
+    for (const { label, record: pod } of pods.filter((p) => p.record.node === node.name)) {
+      boxes.push({ id: label, kind: "pod", parent: node.name, lines: [label, `eth0 ${pod.ip ?? "-"}`] });
+      if (pod.ip) podByIp.set(pod.ip, label);
       const bridge = bridges[0];
-      if (bridge) edges.push({ id: `e-${pod.name}`, from: `${node.name}/${bridge.name}`, to: pod.name });
+      if (bridge) edges.push({ id: `e-${label}`, from: `${node.name}/${bridge.name}`, to: label });
+    }
+  }
+  for (const service of services) {
+    const id = serviceBoxId(service);
+    const ports = service.ports.map((p) => `${p.port}/${p.protocol}${p.nodePort ? ` nodePort ${p.nodePort}` : ""}`);
+    boxes.push({ id, kind: "service", lines: [`service ${service.namespace}/${service.name}`, service.clusterIp ? `ClusterIP ${service.clusterIp}` : service.type === "ExternalName" ? "ExternalName" : "headless", ...ports] });
+    for (const endpoint of service.endpoints) {
+      const pod = podByIp.get(endpoint.ip);
+      if (pod) edges.push({ id: `s-${id}-${pod}`, from: id, to: pod, ...(endpoint.ready ? {} : { dashed: true }) });
     }
   }
   // One tunnel edge per pair of VTEPs that have FDB entries for each other.
@@ -198,7 +220,7 @@ export async function layoutLabGraph(model: LabGraphModel): Promise<PlacedGraph>
 }
 
 const escape = (text: string): string => text.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
-const FILL: Record<GraphBox["kind"], string> = { switch: "#e8eef7", host: "#f4f4f4", node: "#fbfaf3", bridge: "#e9f5ec", pod: "#ffffff", tunnel: "#f3eaf7" };
+const FILL: Record<GraphBox["kind"], string> = { switch: "#e8eef7", host: "#f4f4f4", node: "#fbfaf3", bridge: "#e9f5ec", pod: "#ffffff", tunnel: "#f3eaf7", service: "#fdf1e3" };
 
 /** Which boxes and edges a trace crossed: the namespaces of its hops, and the bridges it went through. */
 export function pathElements(model: LabGraphModel, trace: TraceResult): { boxes: Set<string>; edges: Set<string> } {
@@ -209,6 +231,11 @@ export function pathElements(model: LabGraphModel, trace: TraceResult): { boxes:
     if (hop.kind === "bridge" && !isSwitch) boxes.add(`${hop.where}/${hop.bridge}`);
     if (hop.kind === "vxlan") boxes.add(`${hop.where}/${hop.device}`);
   }
+  // A service the probe was sent to, or whose map element it matched, and the endpoint it was sent on to.
+  const serviceIps = new Set<string>();
+  if (trace.dst.kind === "service" || trace.dst.kind === "address") serviceIps.add(trace.dst.ip);
+  for (const hop of trace.hops) if (hop.kind === "service") serviceIps.add(hop.element.split(" . ")[0]!);
+  for (const box of model.boxes) if (box.kind === "service" && box.lines.some((l) => serviceIps.has(l.replace(/^ClusterIP /, "")))) boxes.add(box.id);
   const edges = new Set(model.edges.filter((e) => boxes.has(e.from) && boxes.has(e.to)).map((e) => e.id));
   // A pod's edge starts at its node's bridge: include it when the pod is on the path.
   for (const e of model.edges) if (boxes.has(e.to) && e.from.includes("/") && boxes.has(e.from.split("/")[0]!)) edges.add(e.id);
@@ -235,7 +262,7 @@ export function renderSvg(model: LabGraphModel, graph: PlacedGraph, trace?: Trac
   for (const edge of graph.edges) {
     const on = path.edges.has(edge.id);
     const d = edge.points.map((p, i) => `${i === 0 ? "M" : "L"}${p.x.toFixed(1)},${p.y.toFixed(1)}`).join(" ");
-    const dashed = edge.id.startsWith("t-") ? ` stroke-dasharray="6 4"` : "";
+    const dashed = edge.id.startsWith("t-") || model.edges.find((e) => e.id === edge.id)?.dashed ? ` stroke-dasharray="6 4"` : "";
     out.push(`<path data-id="${escape(edge.id)}" d="${d}" fill="none" stroke="${on ? "#d1495b" : "#8a96a8"}" stroke-width="${on ? 3 : 1.2}"${dashed}/>`);
   }
   for (const box of graph.boxes) {
@@ -260,7 +287,16 @@ function traceCaption(trace: TraceResult): string[] {
 }
 
 export async function renderLabGraph(state: LabState, opts: { path?: TraceResult } = {}): Promise<string> {
-  const model = labGraphModel(state);
+  // A graph is still drawn when the controllers do not answer: without services, and says so in its title.
+  let services: LabService[] = [];
+  let unread = "";
+  try {
+    services = await readLabServices(state);
+  } catch (error) {
+    unread = ` (services not shown: ${(error as Error).message})`;
+  }
+  const model = labGraphModel(state, services);
+  model.title += unread;
   return renderSvg(model, await layoutLabGraph(model), opts.path);
 }
 

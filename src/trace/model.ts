@@ -171,8 +171,11 @@ export type Hop = RouteHop | NeighbourHop | VethHop | BridgeHop | NftHop | Servi
 export interface TraceEndpoint {
   /** As given on the command line. */
   spec: string;
-  /** "address": an IP that no lab namespace holds (a ClusterIP, say); where it leads is found by the walk. */
-  kind: "pod" | "node" | "external" | "address";
+  /**
+   * "address": an IP that no lab namespace holds (a ClusterIP, say); where it leads is found by the walk.
+   * "service": a Service named on the command line; `ip` is its ClusterIP, `name` NAMESPACE/NAME.
+   */
+  kind: "pod" | "node" | "external" | "address" | "service";
   name: string;
   /** The namespace holding the address; absent for kind "address". */
   netns?: string;

@@ -11,11 +11,13 @@ import { EXTERNAL_IP, planLab, type LabPlan } from "../lab/topology.ts";
 import { isIp, isIpv4 } from "../net/address.ts";
 import type { Hop, TraceEndpoint, TraceResult } from "./model.ts";
 import { firstPacketEvents, walkPath } from "./walk.ts";
+import { findService, readLabServices } from "./lab-services.ts";
 
 export interface TraceRequest {
   src: string;
   dst: string;
-  proto: TraceProto;
+  /** Default: the protocol of the port a Service DST names, else udp. */
+  proto?: TraceProto;
   /** Total IP packet size; default 84 bytes (a default ping). */
   size?: number;
   /**
@@ -96,24 +98,69 @@ export function resolveEndpoint(state: LabState, spec: string, field: "src" | "d
 const DEFAULT_PORT = 33434;
 const DEFAULT_SIZE = 84;
 
+/**
+ * resolveEndpoint, and when nothing of the lab's own has that name, a Service (lab-services.ts): DST becomes
+ * its ClusterIP on the port named (or its first port), and that port's protocol unless --proto says
+ * otherwise. A Service is no sender, so as SRC it is refused by name.
+ */
+async function resolveOrService(state: LabState, spec: string, field: "src" | "dst"): Promise<{ endpoint: TraceEndpoint; protocol?: TraceProto }> {
+  try {
+    return { endpoint: resolveEndpoint(state, spec, field) };
+  } catch (error) {
+    if (!(error instanceof TraceInputError)) throw error;
+    const colon = spec.lastIndexOf(":");
+    const name = colon > 0 ? spec.slice(0, colon) : spec;
+    const services = await readLabServices(state).catch(() => []);
+    const service = findService(services, name);
+    if (!service) {
+      const names = services.map((s) => `${s.namespace}/${s.name}`);
+      throw new TraceInputError(`${error.message}${names.length ? `; services: ${names.join(", ")}` : ""}`);
+    }
+    const label = `${service.namespace}/${service.name}`;
+    if (field === "src") throw new TraceInputError(`src: ${label} is a Service; a packet starts at a pod, a node or "external"`);
+    if (!service.clusterIp) {
+      const endpoints = service.endpoints.map((e) => e.ip).join(", ") || "none";
+      throw new TraceInputError(`dst: ${label} has no ClusterIP (${service.type === "ExternalName" ? "ExternalName" : "headless"}); trace to one of its endpoints: ${endpoints}`);
+    }
+    let port: number | undefined;
+    if (colon > 0) {
+      const text = spec.slice(colon + 1);
+      port = Number(text);
+      if (!/^\d+$/.test(text) || port < 1 || port > 65535) throw new TraceInputError(`dst: port must be 1-65535, got "${text}" in "${spec}"`);
+    }
+    // A port it does not serve is still traced: the service proxy rejects it, and the trace shows that.
+    const served = port === undefined ? service.ports[0] : service.ports.find((p) => p.port === port);
+    const protocol = served && served.protocol !== "sctp" ? served.protocol : undefined;
+    const chosenPort = port ?? served?.port;
+    return {
+      endpoint: { spec, kind: "service", name: label, ip: service.clusterIp, ...(chosenPort !== undefined ? { port: chosenPort } : {}) },
+      ...(protocol ? { protocol } : {}),
+    };
+  }
+}
+
 export async function runTrace(state: LabState, req: TraceRequest): Promise<TraceResult> {
   if (state.data.phase !== "up") throw new TraceInputError(`lab ${state.data.id} is not up`);
-  if (!["tcp", "udp", "icmp"].includes(req.proto)) throw new TraceInputError(`--proto must be tcp, udp or icmp, got "${req.proto}"`);
+  if (req.proto !== undefined && !["tcp", "udp", "icmp"].includes(req.proto)) throw new TraceInputError(`--proto must be tcp, udp or icmp, got "${req.proto}"`);
   const size = req.size ?? DEFAULT_SIZE;
   if (!Number.isInteger(size) || size < 28 || size > 65535) throw new TraceInputError(`--size must be 28-65535 bytes, got ${req.size}`);
-  const src = resolveEndpoint(state, req.src, "src");
-  const dst = resolveEndpoint(state, req.dst, "dst");
+  const src = (await resolveOrService(state, req.src, "src")).endpoint;
+  const resolved = await resolveOrService(state, req.dst, "dst");
+  const proto: TraceProto = req.proto ?? resolved.protocol ?? "udp";
+  // icmp to a Service: its ClusterIP, no port (ping of a ClusterIP is not served, and the trace shows it).
+  const dst: TraceEndpoint = { ...resolved.endpoint };
+  if (proto === "icmp" && dst.kind === "service") delete dst.port;
   if (!src.netns) throw new TraceInputError(`src: ${src.spec} is not in the lab`);
   if (src.netns === dst.netns) throw new TraceInputError(`src and dst are both ${src.name}: nothing crosses the network`);
-  if (req.proto === "icmp" && dst.port !== undefined) throw new TraceInputError(`dst: icmp takes no port ("${dst.spec}")`);
+  if (proto === "icmp" && dst.port !== undefined) throw new TraceInputError(`dst: icmp takes no port ("${dst.spec}")`);
   if (req.sport !== undefined) {
-    if (req.proto === "icmp") throw new TraceInputError("--sport: icmp has no ports; use --proto tcp or udp");
+    if (proto === "icmp") throw new TraceInputError("--sport: icmp has no ports; use --proto tcp or udp");
     if (!Number.isInteger(req.sport) || req.sport < 1 || req.sport > 65535) throw new TraceInputError(`--sport must be a port 1-65535, got ${req.sport}`);
   }
   const labels = labNamespaceLabels(state);
-  const probe = req.proto === "icmp"
-    ? { proto: req.proto, icmpId: randomInt(1, 65535) }
-    : { proto: req.proto, sport: req.sport ?? randomInt(40_000, 60_000), dport: dst.port ?? DEFAULT_PORT };
+  const probe = proto === "icmp"
+    ? { proto, icmpId: randomInt(1, 65535) }
+    : { proto, sport: req.sport ?? randomInt(40_000, 60_000), dport: dst.port ?? DEFAULT_PORT };
   const packet = { src: src.ip, dst: dst.ip, size, ...probe };
 
   // Pass 1: where the routes lead, to know where to trace.
@@ -164,7 +211,7 @@ export async function runTrace(state: LabState, req: TraceRequest): Promise<Trac
     lab: state.data.id,
     src,
     dst,
-    proto: req.proto,
+    proto,
     probe: {
       ...("sport" in probe ? { sport: probe.sport, dport: probe.dport } : { icmpId: probe.icmpId }),
       size,
