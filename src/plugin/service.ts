@@ -105,6 +105,65 @@ interface Job {
   resolve: (reply: ServiceReply | undefined) => void;
 }
 
+type CarriedError = { code: number; msg: string; details: string };
+
+/** Messages from the main thread to a worker (service-worker.ts). */
+export type ToWorker =
+  | { kind: "request"; request: ServiceRequest; own: ServiceIdentity }
+  | { kind: "filtersRemoved"; id: number; error?: CarriedError }
+  | { kind: "removeBatch"; veths: string[] };
+
+/** Messages from a worker to the main thread. */
+export type FromWorker =
+  | { kind: "reply"; reply: ServiceReply }
+  | { kind: "removeFilters"; id: number; veth: string }
+  | { kind: "batchRemoved"; error?: CarriedError };
+
+/**
+ * The filter removals of DELs, run on a thread of their own while the DELs' workers delete their
+ * veths (bridge.ts, removeFiltersElsewhere). Removals asked for while a batch runs go together
+ * into the next one: the kernel's 12-16 ms commit is paid once per batch, not once per DEL.
+ */
+class FilterRemovals {
+  private worker: Worker;
+  private readonly queue: { veth: string; done: (error?: CarriedError) => void }[] = [];
+  private running: { veth: string; done: (error?: CarriedError) => void }[] | undefined;
+
+  constructor(private readonly spawn: () => Worker) {
+    this.worker = this.start();
+  }
+
+  private start(): Worker {
+    const worker = this.spawn();
+    worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      if (event.data.kind === "batchRemoved") this.finish(event.data.error);
+    };
+    worker.onerror = () => {
+      worker.terminate();
+      this.worker = this.start();
+      this.finish({ code: 999, msg: "the service's filter thread failed", details: "" });
+    };
+    return worker;
+  }
+
+  remove(veth: string, done: (error?: CarriedError) => void): void {
+    this.queue.push({ veth, done });
+    this.pump();
+  }
+
+  private finish(error: CarriedError | undefined): void {
+    for (const job of this.running ?? []) job.done(error);
+    this.running = undefined;
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.running || this.queue.length === 0) return;
+    this.running = this.queue.splice(0);
+    this.worker.postMessage({ kind: "removeBatch", veths: this.running.map((j) => j.veth) } satisfies ToWorker);
+  }
+}
+
 /**
  * Worker threads that each answer one request at a time (service-worker.ts). Several requests then
  * run at once, as they do when a runtime execs several plugins: setns(2) and the netlink sockets
@@ -114,11 +173,13 @@ interface Job {
 class WorkerPool {
   private readonly idle: Worker[] = [];
   private readonly waiting: Job[] = [];
+  private readonly filters: FilterRemovals;
 
   constructor(
     count: number,
     private readonly own: ServiceIdentity,
   ) {
+    this.filters = new FilterRemovals(() => this.spawn());
     for (let i = 0; i < count; i++) this.idle.push(this.spawn());
   }
 
@@ -141,9 +202,15 @@ class WorkerPool {
         continue;
       }
       const worker = this.idle.pop()!;
-      worker.onmessage = (event: MessageEvent<ServiceReply>) => {
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const message = event.data;
+        if (message.kind === "removeFilters") {
+          this.filters.remove(message.veth, (error) => worker.postMessage({ kind: "filtersRemoved", id: message.id, ...(error ? { error } : {}) } satisfies ToWorker));
+          return;
+        }
+        if (message.kind !== "reply") return;
         this.idle.push(worker);
-        job.resolve(event.data);
+        job.resolve(message.reply);
         this.pump();
       };
       worker.onerror = () => {
@@ -154,7 +221,7 @@ class WorkerPool {
         job.resolve({ local: true, reason: "the service's worker failed" });
         this.pump();
       };
-      worker.postMessage({ request: job.request, own: this.own });
+      worker.postMessage({ kind: "request", request: job.request, own: this.own } satisfies ToWorker);
     }
   }
 }
