@@ -42,7 +42,7 @@ async function main(): Promise<number> {
       writeAll(2, "usage: podnet serve --socket /absolute/path.sock [--workers N (default 4; 0: serve on the main thread)]\n");
       return 2;
     }
-    (await import("./service.ts")).serve(socket, await bridgeHandlers(), workers);
+    await (await import("./service.ts")).serve(socket, await bridgeHandlers(), workers);
     writeAll(2, `podnet: serving CNI requests on ${socket} with ${workers} worker threads\n`);
     return -1; // keep running
   }

@@ -9,7 +9,10 @@ import { mapHandlerErrors } from "../cni/skel.ts";
 import { bridgePlugin, removeFiltersElsewhere } from "./bridge.ts";
 import { asCniError } from "./errors.ts";
 import { CniError } from "../cni/types.ts";
-import { removePodFilters } from "./podfilter.ts";
+import { listLinks } from "../kernel/link.ts";
+import { NetlinkSocket } from "../kernel/netlink/socket.ts";
+import { readTable } from "../kernel/nft.ts";
+import { ANTISPOOF_FAMILY, ANTISPOOF_TABLE, removePodFilters } from "./podfilter.ts";
 import { answer } from "./service.ts";
 import type { ToWorker } from "./service.ts";
 
@@ -28,6 +31,21 @@ removeFiltersElsewhere(
       postMessage({ kind: "removeFilters", id, veth });
     }),
 );
+
+// Warm up before the first pod: bun:ffi's bindings and trampolines, libnftables' loading and the
+// first netlink socket cost the first request on a fresh thread several milliseconds otherwise.
+try {
+  const nl = NetlinkSocket.open();
+  try {
+    listLinks(nl);
+  } finally {
+    nl.close();
+  }
+  readTable(ANTISPOOF_FAMILY, ANTISPOOF_TABLE);
+} catch {
+  // Only a warm-up: the first request meets and reports whatever failed here.
+}
+postMessage({ kind: "ready" });
 
 self.onmessage = async (event: MessageEvent<ToWorker>) => {
   const message = event.data;

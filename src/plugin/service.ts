@@ -115,6 +115,7 @@ export type ToWorker =
 
 /** Messages from a worker to the main thread. */
 export type FromWorker =
+  | { kind: "ready" }
   | { kind: "reply"; reply: ServiceReply }
   | { kind: "removeFilters"; id: number; veth: string }
   | { kind: "batchRemoved"; error?: CarriedError };
@@ -174,13 +175,30 @@ class WorkerPool {
   private readonly idle: Worker[] = [];
   private readonly waiting: Job[] = [];
   private readonly filters: FilterRemovals;
+  /** Resolves once every first worker has warmed up (service-worker.ts). */
+  readonly ready: Promise<void>;
 
   constructor(
     count: number,
     private readonly own: ServiceIdentity,
   ) {
-    this.filters = new FilterRemovals(() => this.spawn());
-    for (let i = 0; i < count; i++) this.idle.push(this.spawn());
+    const warming: Promise<void>[] = [];
+    const spawnWarm = (): Worker => {
+      const worker = this.spawn();
+      warming.push(
+        new Promise<void>((resolve) => {
+          // Listeners, not onmessage/onerror: those are the request's, and a request may come first.
+          worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+            if (event.data.kind === "ready") resolve();
+          });
+          worker.addEventListener("error", () => resolve());
+        }),
+      );
+      return worker;
+    };
+    this.filters = new FilterRemovals(spawnWarm);
+    for (let i = 0; i < count; i++) this.idle.push(spawnWarm());
+    this.ready = Promise.all(warming).then(() => undefined);
   }
 
   private spawn(): Worker {
@@ -235,10 +253,11 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 /**
- * Listens on socketPath until the process is killed; returns once listening. With workers > 0,
- * served requests run on that many worker threads; with 0, on this thread, one at a time.
+ * Listens on socketPath until the process is killed; resolves once listening with its workers
+ * warm. With workers > 0, served requests run on that many worker threads; with 0, on this
+ * thread, one at a time.
  */
-export function serve(socketPath: string, handlers: PluginHandlers, workers = 0): void {
+export async function serve(socketPath: string, handlers: PluginHandlers, workers = 0): Promise<void> {
   const own: ServiceIdentity = { netns: netnsIdentity(), socket: socketPath };
   removeStaleSocket(socketPath);
   const pool = workers > 0 ? new WorkerPool(workers, own) : undefined;
@@ -318,4 +337,5 @@ export function serve(socketPath: string, handlers: PluginHandlers, workers = 0)
   });
   // Only root may ask: the service creates links and reserves addresses on anyone's behalf.
   chmodSync(socketPath, 0o600);
+  await pool?.ready;
 }
