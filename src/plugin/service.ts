@@ -5,8 +5,9 @@
 // whatever it cannot answer exactly as the full plugin would, and the forwarder then execs the
 // full plugin, which does the work itself.
 //
-// Served requests run on worker threads (`--workers N`), so concurrent ADDs and DELs run at once
-// as concurrent plugin processes would; with `--workers 0`, one at a time on the main thread.
+// DELs run on worker threads (`--workers N`), so their kernel waits overlap as concurrent plugin
+// processes' would; everything else, and with `--workers 0` DELs too, runs one at a time on the
+// main thread, which runs the plugin code faster than a worker thread does.
 // Requests for the same attachment (container ID and interface) run one after another in arrival
 // order, so a DEL never overtakes the ADD it undoes; a request whose forwarder is gone before the
 // request starts (the runtime killed it) is dropped, as if it had never been sent.
@@ -263,7 +264,11 @@ export async function serve(socketPath: string, handlers: PluginHandlers, worker
   const pool = workers > 0 ? new WorkerPool(workers, own) : undefined;
   let inThread: Promise<unknown> = Promise.resolve();
   const execute = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
-    if (pool) return pool.run(request, wanted);
+    // DELs go to the workers: most of a DEL is the kernel deleting the veth (15-22 ms of waiting),
+    // which overlaps across threads as it does across processes. Everything else runs here, one
+    // at a time: an ADD is mostly CPU, and this thread ran it in 10-16 ms where a worker thread
+    // took 16-28 ms (bench/RESULTS.md), so on a 2-CPU node queuing ADDs here beats spreading them.
+    if (pool && request.env.CNI_COMMAND === "DEL") return pool.run(request, wanted);
     // One at a time: a second flock(2) on the store from this thread would wait for itself.
     const reply = inThread.then(() => (wanted() ? answer(request, handlers, own) : undefined));
     inThread = reply.catch(() => undefined);
