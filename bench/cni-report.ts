@@ -170,10 +170,12 @@ function breakdownLines(report: BenchReport): string[] {
   // podnet's IPAM runs in-process: its cost is the standalone IPAM binary minus that binary's start.
   // The reference's bridge execs host-local without nsenter, so host-local's share is its run
   // through the driver minus nsenter's own cost.
+  // With the service, a call's start is the forwarder's exec plus a round trip to the service.
+  const podnetStart = (podnet.servedVersionMs ?? podnet.mainVersionMs) - nsenter;
   const columns = [
-    { start: podnet.mainVersionMs - nsenter, ipam: podnet.ipamAddMs - podnet.ipamVersionMs, total: total("podnet", "ADD") },
+    { start: podnetStart, ipam: podnet.ipamAddMs - podnet.ipamVersionMs, total: total("podnet", "ADD") },
     { start: reference.mainVersionMs - nsenter, ipam: reference.ipamAddMs - nsenterOnly, total: total("reference", "ADD") },
-    { start: podnet.mainVersionMs - nsenter, ipam: podnet.ipamDelMs - podnet.ipamVersionMs, total: total("podnet", "DEL") },
+    { start: podnetStart, ipam: podnet.ipamDelMs - podnet.ipamVersionMs, total: total("podnet", "DEL") },
     { start: reference.mainVersionMs - nsenter, ipam: reference.ipamDelMs - nsenterOnly, total: total("reference", "DEL") },
   ];
   const row = (label: string, cell: (c: (typeof columns)[number]) => number) => `| ${label} | ${columns.map((c) => ms(cell(c))).join(" | ")} |`;
@@ -183,8 +185,8 @@ function breakdownLines(report: BenchReport): string[] {
     "| part | podnet ADD | reference ADD | podnet DEL | reference DEL |",
     "|---|---|---|---|---|",
     row("driver: spawn + `nsenter --net` (measured as `nsenter … /bin/cat`)", () => nsenter),
-    row("plugin exec + runtime start (VERSION − row above)", (c) => c.start),
-    row("IPAM (podnet: in-process, IPAM binary's ADD/DEL − its VERSION; reference: host-local exec, all of it)", (c) => c.ipam),
+    row(podnet.servedVersionMs === undefined ? "plugin exec + runtime start (VERSION − row above)" : "plugin exec + runtime start (VERSION − row above; podnet: the forwarder's exec and its round trip to the service)", (c) => c.start),
+    row("IPAM (podnet: in-process, IPAM binary's ADD/DEL − its VERSION, a cold process's figure; reference: host-local exec, all of it)", (c) => c.ipam),
     row("kernel work, parsing, result (by difference)", (c) => c.total - nsenter - c.start - c.ipam),
     row("**total: sequential p50**", (c) => c.total),
     "",
@@ -192,7 +194,7 @@ function breakdownLines(report: BenchReport): string[] {
     "",
     `- \`/bin/cat\` spawned directly: ${ms(b.spawnMs)}; through \`nsenter --net=\`: ${ms(b.nsenterSpawnMs)}`,
     ...(b.bunFloorMs === undefined ? [] : [`- empty \`bun build --compile\` binary through nsenter: ${ms(b.bunFloorMs)}`]),
-    `- podnet: VERSION ${ms(podnet.mainVersionMs)}; podnet-ipam VERSION ${ms(podnet.ipamVersionMs)}, ADD ${ms(podnet.ipamAddMs)}, DEL ${ms(podnet.ipamDelMs)}`,
+    `- podnet: VERSION ${ms(podnet.mainVersionMs)} (the forwarder execing the full plugin)${podnet.servedVersionMs === undefined ? "" : `, VERSION answered by the service through the forwarder ${ms(podnet.servedVersionMs)}`}; podnet-ipam VERSION ${ms(podnet.ipamVersionMs)}, ADD ${ms(podnet.ipamAddMs)}, DEL ${ms(podnet.ipamDelMs)}`,
     `- reference: bridge VERSION ${ms(reference.mainVersionMs)}; host-local VERSION ${ms(reference.ipamVersionMs)}, ADD ${ms(reference.ipamAddMs)}, DEL ${ms(reference.ipamDelMs)}`,
   ];
   return lines;
