@@ -6,8 +6,9 @@
 // full plugin, which does the work itself.
 //
 // DELs run on worker threads (`--workers N`), so their kernel waits overlap as concurrent plugin
-// processes' would; everything else, and with `--workers 0` DELs too, runs one at a time on the
-// main thread, which runs the plugin code faster than a worker thread does.
+// processes' would; everything else runs on the main thread, which runs the plugin code faster
+// than a worker thread does, when it is free, and on a worker when it is not. With `--workers 0`
+// everything runs one at a time on the main thread.
 // Requests for the same attachment (container ID and interface) run one after another in arrival
 // order, so a DEL never overtakes the ADD it undoes; a request whose forwarder is gone before the
 // request starts (the runtime killed it) is dropped, as if it had never been sent.
@@ -263,16 +264,23 @@ export async function serve(socketPath: string, handlers: PluginHandlers, worker
   removeStaleSocket(socketPath);
   const pool = workers > 0 ? new WorkerPool(workers, own) : undefined;
   let inThread: Promise<unknown> = Promise.resolve();
-  const execute = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
-    // DELs go to the workers: most of a DEL is the kernel deleting the veth (15-22 ms of waiting),
-    // which overlaps across threads as it does across processes. Everything else runs here, one
-    // at a time: an ADD is mostly CPU, and this thread ran it in 10-16 ms where a worker thread
-    // took 16-28 ms (bench/RESULTS.md), so on a 2-CPU node queuing ADDs here beats spreading them.
-    if (pool && request.env.CNI_COMMAND === "DEL") return pool.run(request, wanted);
+  let onMainThread = 0;
+  const runHere = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
     // One at a time: a second flock(2) on the store from this thread would wait for itself.
+    onMainThread++;
     const reply = inThread.then(() => (wanted() ? answer(request, handlers, own) : undefined));
-    inThread = reply.catch(() => undefined);
+    inThread = reply.catch(() => undefined).finally(() => onMainThread--);
     return reply;
+  };
+  const execute = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
+    if (!pool) return runHere(request, wanted);
+    // DELs go to the workers: most of a DEL is the kernel deleting the veth (15-22 ms of waiting),
+    // which overlaps across threads as it does across processes. Anything else runs here when
+    // this thread is free, since it ran an ADD in 10-16 ms where a worker thread took 16-28 ms
+    // (bench/RESULTS.md); when it is busy, on a worker, so that a burst of ADDs runs on as many
+    // threads as a burst of plugin processes would, and gets as large a share of a busy machine.
+    if (request.env.CNI_COMMAND === "DEL" || onMainThread > 0) return pool.run(request, wanted);
+    return runHere(request, wanted);
   };
 
   // The last request of each attachment, in arrival order: the next one for it starts after that.
