@@ -37,15 +37,16 @@ async function main(): Promise<number> {
     const options = new Map<string, string>();
     for (let i = 1; i + 1 < args.length; i += 2) options.set(args[i]!, args[i + 1]!);
     const socket = options.get("--socket");
-    // As many DEL threads as runtimes commonly run calls at once (8 in bench:cni): a DEL is mostly
-    // the kernel's wait, and fewer threads would queue what the kernel could overlap.
+    // Worker threads for every DEL, and for other calls while the main thread is busy: as many as
+    // runtimes commonly run calls at once (8 in bench:cni), since a DEL is mostly the kernel's
+    // wait, and fewer threads would queue what the kernel could overlap.
     const workers = Number(options.get("--workers") ?? "8");
     if (!socket || !socket.startsWith("/") || !Number.isInteger(workers) || workers < 0 || args.length % 2 === 0) {
-      writeAll(2, "usage: podnet serve --socket /absolute/path.sock [--workers N (threads for DEL, default 8; 0: DEL on the main thread too)]\n");
+      writeAll(2, "usage: podnet serve --socket /absolute/path.sock [--workers N (default 8; 0: everything on the main thread)]\n");
       return 2;
     }
     await (await import("./service.ts")).serve(socket, await bridgeHandlers(), workers);
-    writeAll(2, `podnet: serving CNI requests on ${socket}, DEL on ${workers} worker threads\n`);
+    writeAll(2, `podnet: serving CNI requests on ${socket} with ${workers} worker threads\n`);
     return -1; // keep running
   }
   mark("modules loaded");
