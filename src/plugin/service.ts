@@ -7,8 +7,8 @@
 //
 // DELs run on worker threads (`--workers N`), so their kernel waits overlap as concurrent plugin
 // processes' would; everything else runs on the main thread, which runs the plugin code faster
-// than a worker thread does, when it is free, and on a worker when it is not. With `--workers 0`
-// everything runs one at a time on the main thread.
+// than a worker thread does, when nothing else is in flight, and on a worker when something is.
+// With `--workers 0` everything runs one at a time on the main thread.
 // Requests for the same attachment (container ID and interface) run one after another in arrival
 // order, so a DEL never overtakes the ADD it undoes; a request whose forwarder is gone before the
 // request starts (the runtime killed it) is dropped, as if it had never been sent.
@@ -264,23 +264,29 @@ export async function serve(socketPath: string, handlers: PluginHandlers, worker
   removeStaleSocket(socketPath);
   const pool = workers > 0 ? new WorkerPool(workers, own) : undefined;
   let inThread: Promise<unknown> = Promise.resolve();
-  let onMainThread = 0;
+  let inFlight = 0;
   const runHere = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
     // One at a time: a second flock(2) on the store from this thread would wait for itself.
-    onMainThread++;
     const reply = inThread.then(() => (wanted() ? answer(request, handlers, own) : undefined));
-    inThread = reply.catch(() => undefined).finally(() => onMainThread--);
+    inThread = reply.catch(() => undefined);
     return reply;
   };
-  const execute = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
+  const choose = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
     if (!pool) return runHere(request, wanted);
     // DELs go to the workers: most of a DEL is the kernel deleting the veth (15-22 ms of waiting),
     // which overlaps across threads as it does across processes. Anything else runs here when
-    // this thread is free, since it ran an ADD in 10-16 ms where a worker thread took 16-28 ms
-    // (bench/RESULTS.md); when it is busy, on a worker, so that a burst of ADDs runs on as many
-    // threads as a burst of plugin processes would, and gets as large a share of a busy machine.
-    if (request.env.CNI_COMMAND === "DEL" || onMainThread > 0) return pool.run(request, wanted);
+    // nothing else is in flight, since this thread ran an ADD in 10-16 ms where a worker thread
+    // took 16-28 ms (bench/RESULTS.md). In a burst everything goes to the workers: this thread
+    // then only moves requests and replies, so none waits for another's work here, and the burst
+    // runs on as many threads as plugin processes would.
+    if (request.env.CNI_COMMAND === "DEL" || inFlight > 0) return pool.run(request, wanted);
     return runHere(request, wanted);
+  };
+  const execute = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
+    const reply = choose(request, wanted);
+    inFlight++;
+    void reply.catch(() => undefined).finally(() => inFlight--);
+    return reply;
   };
 
   // The last request of each attachment, in arrival order: the next one for it starts after that.
