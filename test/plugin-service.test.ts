@@ -4,8 +4,8 @@
 // `npm run build`.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { readFileSync, existsSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { CniNetwork, PluginError, type Attachment, type NetworkConfigList } from "../src/runtime/cni-driver.ts";
 import { DIST_CNI, ipOf, PODNET, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
@@ -62,6 +62,23 @@ async function errorOf(promise: Promise<unknown>): Promise<{ code: number | unde
   }
   throw new Error("expected the plugin to fail");
 }
+
+describe("the forwarder on its own", () => {
+  test("without podnet-plugin beside it, it answers a CNI I/O error (code 5) naming what is missing, and exits 1", () => {
+    const lonely = join(tempDir("fwd-alone"), "podnet");
+    copyFileSync(PODNET, lonely);
+    const run = spawnSync(lonely, [], {
+      env: { PATH: "/usr/bin:/bin", CNI_COMMAND: "ADD", CNI_CONTAINERID: "fwd-alone", CNI_NETNS: "/run/netns/none", CNI_IFNAME: "eth0", CNI_PATH: "/nonexistent" },
+      input: JSON.stringify({ cniVersion: "1.1.0", name: "n", type: "podnet" }),
+      encoding: "utf8",
+    });
+    assert.equal(run.status, 1);
+    const error = JSON.parse(run.stdout) as { code: number; msg: string; details: string };
+    assert.equal(error.code, 5);
+    assert.match(error.msg, /cannot run the full plugin/);
+    assert.match(error.details, /^podnet-plugin: errno 2$/);
+  });
+});
 
 describe("podnet serve", () => {
   let node: TestNode;
