@@ -4,19 +4,24 @@
 //   - VERSION of each plugin binary: exec plus runtime start, since VERSION does no work;
 //   - the IPAM plugin alone, ADD and DEL: for the reference that is exactly the host-local exec
 //     bridge pays; for podnet, minus its own VERSION, the IPAM work done in-process;
-//   - optionally an empty `bun build --compile` binary: the floor for any Bun-built plugin.
+//   - optionally an empty `bun build --compile` binary: the floor for any Bun-built plugin;
+//   - with podnet's resident service: VERSION through the forwarder and the service, which is
+//     what a served call pays to be exec'd and answered (the Bun executable never starts).
 // Whatever is left of a full ADD or DEL after start-up and IPAM is kernel work plus parsing and
 // result encoding; the report computes that by difference.
 import { spawnSync } from "node:child_process";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { invoke, type DriverOptions, type InvokeResult } from "../src/runtime/cni-driver.ts";
+import { startService, type RunningService } from "../test/helpers/cni-service.ts";
 import { Netns, tempDir } from "../test/helpers/netns.ts";
 import { median } from "./cni-stats.ts";
 import type { BenchSide } from "./cni-sides.ts";
 
 export interface SideBreakdown {
   mainVersionMs: number;
+  /** With a resident service: VERSION sent by the forwarder to the service and answered there. */
+  servedVersionMs?: number;
   ipamVersionMs: number;
   ipamAddMs: number;
   ipamDelMs: number;
@@ -73,7 +78,11 @@ export async function measureBreakdown(sides: readonly BenchSide[], podNetns: st
   const node = Netns.create("bn");
   const scratch = tempDir("bench-breakdown");
   const dataDirs = new Map(sides.map((side) => [side.name, tempDir(`bench-ipam-${side.name}`)]));
+  const services = new Map<string, RunningService>();
   try {
+    for (const side of sides) {
+      if (side.service) services.set(side.name, await startService(side.mainBinary, node.path, side.serviceWorkers === undefined ? {} : { workers: side.serviceWorkers }));
+    }
     const inNode: DriverOptions = { cniPath: [], nodeNetns: node.path };
     const direct: DriverOptions = { cniPath: [] };
     const bunFloor = compileEmptyBun(bun, scratch);
@@ -81,7 +90,7 @@ export async function measureBreakdown(sides: readonly BenchSide[], podNetns: st
     const spawnMs: number[] = [];
     const nsenterSpawnMs: number[] = [];
     const bunFloorMs: number[] = [];
-    const perSide = new Map(sides.map((side) => [side.name, { mainVersion: [] as number[], ipamVersion: [] as number[], ipamAdd: [] as number[], ipamDel: [] as number[] }]));
+    const perSide = new Map(sides.map((side) => [side.name, { mainVersion: [] as number[], servedVersion: [] as number[], ipamVersion: [] as number[], ipamAdd: [] as number[], ipamDel: [] as number[] }]));
 
     for (let i = 0; i < samples; i++) {
       spawnMs.push(mustSucceed("/bin/cat", await invoke("/bin/cat", BASE_ENV, "", direct)));
@@ -96,6 +105,11 @@ export async function measureBreakdown(sides: readonly BenchSide[], podNetns: st
         // pipe whose reader already exited fails with EPIPE (an unhandled error in the driver).
         const version = "";
         times.mainVersion.push(mustSucceed(`${side.name} VERSION`, await invoke(side.mainBinary, cniEnv(side, "VERSION"), version, inNode)));
+        const service = services.get(side.name);
+        if (service) {
+          const served = JSON.stringify({ cniVersion: side.cniVersion, serviceSocket: service.socket });
+          times.servedVersion.push(mustSucceed(`${side.name} VERSION through the service`, await invoke(side.mainBinary, cniEnv(side, "VERSION"), served, inNode)));
+        }
         times.ipamVersion.push(mustSucceed(`${side.name} IPAM VERSION`, await invoke(side.ipamBinary, cniEnv(side, "VERSION"), version, inNode)));
         const containerId = `breakdown-${i}`;
         const stdin = pluginStdin(side, dataDir);
@@ -109,6 +123,7 @@ export async function measureBreakdown(sides: readonly BenchSide[], podNetns: st
     for (const [name, times] of perSide) {
       result.sides[name] = {
         mainVersionMs: median(times.mainVersion),
+        ...(times.servedVersion.length > 0 ? { servedVersionMs: median(times.servedVersion) } : {}),
         ipamVersionMs: median(times.ipamVersion),
         ipamAddMs: median(times.ipamAdd),
         ipamDelMs: median(times.ipamDel),
@@ -116,6 +131,7 @@ export async function measureBreakdown(sides: readonly BenchSide[], podNetns: st
     }
     return result;
   } finally {
+    for (const service of services.values()) await service.kill();
     node.delete();
     rmSync(scratch, { recursive: true, force: true });
     for (const dir of dataDirs.values()) rmSync(dir, { recursive: true, force: true });

@@ -7,7 +7,9 @@
 // are measured too. The same pod is ADDed and DELeted `--samples` times in a fresh node
 // namespace; each phase is reported as its median. The reference (Go) cannot be instrumented
 // this way; bench/RESULTS.md puts its strace timeline beside these figures. With --service, a
-// resident `podnet serve` runs in the node namespace and ADD is forwarded to it.
+// resident `podnet serve` (--workers N, default the service's) runs in the node namespace, the
+// forwarder sends it every call, and the phases are the driver's and the service's own marks
+// (the forwarder records none).
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -23,6 +25,7 @@ const { values: flags } = parseArgs({
     samples: { type: "string", default: "40" },
     "podnet-dir": { type: "string", default: join(ROOT, "dist/cni") },
     service: { type: "boolean", default: false },
+    workers: { type: "string" },
   },
 });
 const samples = Number(flags.samples);
@@ -41,8 +44,9 @@ function epochMs(): number {
 }
 
 /** Phase name → duration, for one invocation: the gaps between consecutive points in time. */
-function phases(spawnedAt: number, exitedAt: number, trace: TraceLine): [string, number][] {
-  const points: [string, number][] = [["driver spawned nsenter", spawnedAt], ["runtime time origin", trace.originMs]];
+function phases(spawnedAt: number, exitedAt: number, trace: TraceLine, served: boolean): [string, number][] {
+  // A served call's time origin is the service's start, long before: only its marks count.
+  const points: [string, number][] = [["driver spawned nsenter", spawnedAt], ...(served ? [] : [["runtime time origin", trace.originMs] as [string, number]])];
   for (const [label, ms] of trace.marks) points.push([label, trace.originMs + ms]);
   points.push(["driver saw the exit", exitedAt]);
   const out: [string, number][] = [];
@@ -56,7 +60,11 @@ async function main(): Promise<void> {
   const pod = Netns.create("pp");
   const dataDir = tempDir("profile-ipam");
   const traceDir = tempDir("profile-trace");
-  const service = flags.service ? await startService(side.mainBinary, node.path) : undefined;
+  const serviceTrace = join(traceDir, "service.jsonl");
+  const service = flags.service
+    ? await startService(side.mainBinary, node.path, { traceFile: serviceTrace, ...(flags.workers === undefined ? {} : { workers: Number(flags.workers) }) })
+    : undefined;
+  let servedLines = 0;
   try {
     const opts: DriverOptions = { cniPath: side.cniPath, nodeNetns: node.path };
     const list = side.confList(dataDir, service?.socket);
@@ -80,10 +88,22 @@ async function main(): Promise<void> {
         const run = await invoke(side.mainBinary, env, stdin, opts);
         const exitedAt = epochMs();
         if (run.exitCode !== 0) throw new Error(`podnet ${command} exited ${run.exitCode}: ${run.stdout}${run.stderr}`);
-        if (i < 2) continue; // warm-up: page cache, the bridge's first creation
-        const trace = JSON.parse(readFileSync(traceFile, "utf8").trim()) as TraceLine;
+        if (i < 2) {
+          // warm-up: page cache, the bridge's first creation
+          if (service) servedLines = readFileSync(serviceTrace, "utf8").trim().split("\n").length;
+          continue;
+        }
+        let trace: TraceLine;
+        if (service) {
+          const lines = readFileSync(serviceTrace, "utf8").trim().split("\n");
+          if (lines.length !== servedLines + 1) throw new Error(`the service did not serve ${command} ${i} (${lines.length} trace lines, expected ${servedLines + 1})`);
+          servedLines = lines.length;
+          trace = JSON.parse(lines.at(-1)!) as TraceLine;
+        } else {
+          trace = JSON.parse(readFileSync(traceFile, "utf8").trim()) as TraceLine;
+        }
         const table = byCommand.get(command) ?? new Map<string, number[]>();
-        for (const [name, ms] of phases(spawnedAt, exitedAt, trace)) table.set(name, [...(table.get(name) ?? []), ms]);
+        for (const [name, ms] of phases(spawnedAt, exitedAt, trace, service !== undefined)) table.set(name, [...(table.get(name) ?? []), ms]);
         byCommand.set(command, table);
         totals.set(command, [...(totals.get(command) ?? []), exitedAt - spawnedAt]);
       }

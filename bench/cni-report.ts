@@ -35,8 +35,10 @@ export interface BenchReport {
   figures: Map<string, OperationFigures>;
   /** Per figureKey, the resource usage of each measured binary; empty when not measured. */
   usage: Map<string, Map<string, BinaryUsage>>;
-  /** True when podnet ran with its resident service (ADD and CHECK forwarded to it). */
+  /** True when podnet ran with its resident service (every call forwarded to it). */
   podnetService?: boolean;
+  /** The service's --workers, when given. */
+  serviceWorkers?: number;
   /** How usage was measured; GNU time's CPU figures come in 10 ms steps. */
   usageMeter?: "wait4" | "gnu-time";
   /** The binary a runtime execs per side; its usage includes any IPAM plugin it runs. */
@@ -119,6 +121,11 @@ function resultsTable(report: BenchReport): string[] {
         `| ${title} | ${side} | ${ms(f.p50)} (${ms(f.p50Range[0])}–${ms(f.p50Range[1])}) | ${ms(f.p99)} | ${seconds(f.wallMs)} | ${mib(u?.peakRssKiB)} | ${u ? u.meanCpuMs.toFixed(2) : "n/a"} |`,
       );
     }
+    const serviceUsage = report.usage.get(figureKey("podnet", mode, op))?.get(SERVICE_BINARY);
+    if (serviceUsage) {
+      // The resident service is not exec'd, so it is not in the ratio's RSS; its own figures go beside it.
+      lines.push(`| ${title} | podnet's resident service (in podnet's CPU above) | | | | ${mib(serviceUsage.peakRssKiB)} | ${serviceUsage.meanCpuMs.toFixed(2)} |`);
+    }
     const [p, r] = [figures("podnet"), figures("reference")];
     const [pu, ru] = [usage("podnet"), usage("reference")];
     lines.push(
@@ -163,10 +170,12 @@ function breakdownLines(report: BenchReport): string[] {
   // podnet's IPAM runs in-process: its cost is the standalone IPAM binary minus that binary's start.
   // The reference's bridge execs host-local without nsenter, so host-local's share is its run
   // through the driver minus nsenter's own cost.
+  // With the service, a call's start is the forwarder's exec plus a round trip to the service.
+  const podnetStart = (podnet.servedVersionMs ?? podnet.mainVersionMs) - nsenter;
   const columns = [
-    { start: podnet.mainVersionMs - nsenter, ipam: podnet.ipamAddMs - podnet.ipamVersionMs, total: total("podnet", "ADD") },
+    { start: podnetStart, ipam: podnet.ipamAddMs - podnet.ipamVersionMs, total: total("podnet", "ADD") },
     { start: reference.mainVersionMs - nsenter, ipam: reference.ipamAddMs - nsenterOnly, total: total("reference", "ADD") },
-    { start: podnet.mainVersionMs - nsenter, ipam: podnet.ipamDelMs - podnet.ipamVersionMs, total: total("podnet", "DEL") },
+    { start: podnetStart, ipam: podnet.ipamDelMs - podnet.ipamVersionMs, total: total("podnet", "DEL") },
     { start: reference.mainVersionMs - nsenter, ipam: reference.ipamDelMs - nsenterOnly, total: total("reference", "DEL") },
   ];
   const row = (label: string, cell: (c: (typeof columns)[number]) => number) => `| ${label} | ${columns.map((c) => ms(cell(c))).join(" | ")} |`;
@@ -176,8 +185,8 @@ function breakdownLines(report: BenchReport): string[] {
     "| part | podnet ADD | reference ADD | podnet DEL | reference DEL |",
     "|---|---|---|---|---|",
     row("driver: spawn + `nsenter --net` (measured as `nsenter … /bin/cat`)", () => nsenter),
-    row("plugin exec + runtime start (VERSION − row above)", (c) => c.start),
-    row("IPAM (podnet: in-process, IPAM binary's ADD/DEL − its VERSION; reference: host-local exec, all of it)", (c) => c.ipam),
+    row(podnet.servedVersionMs === undefined ? "plugin exec + runtime start (VERSION − row above)" : "plugin exec + runtime start (VERSION − row above; podnet: the forwarder's exec and its round trip to the service)", (c) => c.start),
+    row("IPAM (podnet: in-process, IPAM binary's ADD/DEL − its VERSION, a cold process's figure; reference: host-local exec, all of it)", (c) => c.ipam),
     row("kernel work, parsing, result (by difference)", (c) => c.total - nsenter - c.start - c.ipam),
     row("**total: sequential p50**", (c) => c.total),
     "",
@@ -185,7 +194,7 @@ function breakdownLines(report: BenchReport): string[] {
     "",
     `- \`/bin/cat\` spawned directly: ${ms(b.spawnMs)}; through \`nsenter --net=\`: ${ms(b.nsenterSpawnMs)}`,
     ...(b.bunFloorMs === undefined ? [] : [`- empty \`bun build --compile\` binary through nsenter: ${ms(b.bunFloorMs)}`]),
-    `- podnet: VERSION ${ms(podnet.mainVersionMs)}; podnet-ipam VERSION ${ms(podnet.ipamVersionMs)}, ADD ${ms(podnet.ipamAddMs)}, DEL ${ms(podnet.ipamDelMs)}`,
+    `- podnet: VERSION ${ms(podnet.mainVersionMs)} (the forwarder execing the full plugin)${podnet.servedVersionMs === undefined ? "" : `, VERSION answered by the service through the forwarder ${ms(podnet.servedVersionMs)}`}; podnet-ipam VERSION ${ms(podnet.ipamVersionMs)}, ADD ${ms(podnet.ipamAddMs)}, DEL ${ms(podnet.ipamDelMs)}`,
     `- reference: bridge VERSION ${ms(reference.mainVersionMs)}; host-local VERSION ${ms(reference.ipamVersionMs)}, ADD ${ms(reference.ipamAddMs)}, DEL ${ms(reference.ipamDelMs)}`,
   ];
   return lines;
@@ -221,8 +230,8 @@ export function renderReport(report: BenchReport): string {
     "",
     `- Machine: ${m.cpu}, ${m.nproc} CPUs, kernel ${m.kernel}; load average ${m.loadAtStart} at start, ${report.loadAtEnd} at end.`,
     `- Runtimes: Node ${m.node} drives the benchmark; Bun ${m.bun} built podnet (${m.podnetBinaryBytes === undefined ? "size unknown" : `${(m.podnetBinaryBytes / 1048576).toFixed(1)} MiB`}, commit ${m.podnetCommit}).`,
-    `- Install size: podnet ${(m.installBytes.podnet / 1048576).toFixed(1)} MiB (\`podnet\` and \`podnet-ipam\`, one file under two names when they are hard links); reference ${(m.installBytes.reference / 1048576).toFixed(1)} MiB (\`bridge\` + \`host-local\`).`,
-    `- Reference: ${m.referencePlugins} (\`bridge\` + \`host-local\`, cniVersion 1.0.0); podnet with in-process \`podnet-ipam\`, cniVersion 1.1.0, ${report.podnetService ? "**with its resident service** (`podnet serve` in each node namespace; ADD forwarded to it, DEL run by the exec'd plugin; CPU per operation includes the service's share)" : "on its own (no resident service)"}.`,
+    `- Install size: podnet ${(m.installBytes.podnet / 1048576).toFixed(1)} MiB (the forwarder \`podnet\`, and one Bun executable, \`podnet-plugin\`, also named \`podnet-ipam\` by a hard link); reference ${(m.installBytes.reference / 1048576).toFixed(1)} MiB (\`bridge\` + \`host-local\`).`,
+    `- Reference: ${m.referencePlugins} (\`bridge\` + \`host-local\`, cniVersion 1.0.0); podnet with in-process \`podnet-ipam\`, cniVersion 1.1.0, ${report.podnetService ? `**with its resident service** (\`podnet serve\`${report.serviceWorkers === undefined ? "" : ` --workers ${report.serviceWorkers}`} in each node namespace; the exec'd \`podnet\` is the C forwarder, which sends every ADD and DEL to it; peak RSS is the exec'd forwarder's, CPU per operation includes the service's share, and the service's own RSS and CPU are listed beside)` : "on its own (no resident service: the forwarder execs the full Bun plugin for every call)"}.`,
     `- ${caLine}`,
     "- Each scenario gets a fresh node namespace and IPAM directory; every ADD is checked for a distinct address and every DEL for leaving no link and no reservation.",
     "",

@@ -99,7 +99,7 @@ function strayLinks(node: Netns): string[] {
 export async function runScenario(side: BenchSide, pods: PodPool, tag: string, opts: ScenarioOptions): Promise<ScenarioResult> {
   const node = Netns.create("bn");
   const dataDir = tempDir("bench-ipam");
-  const service = side.service ? await startService(side.mainBinary, node.path) : undefined;
+  const service = side.service ? await startService(side.mainBinary, node.path, side.serviceWorkers === undefined ? {} : { workers: side.serviceWorkers }) : undefined;
   try {
     const network = new CniNetwork(side.confList(dataDir, service?.socket), {
       cniPath: opts.cniPath ?? side.cniPath,

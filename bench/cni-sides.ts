@@ -16,8 +16,12 @@ export interface BenchSide {
   /** The main plugin and the IPAM plugin as separate executables (for start-up and IPAM timing). */
   mainBinary: string;
   ipamBinary: string;
-  /** podnet only: run each scenario's node with a resident `podnet serve`, which ADD and CHECK are forwarded to. */
+  /** podnet only: run each scenario's node with a resident `podnet serve`, which the forwarder sends every call to. */
   service?: boolean;
+  /** With a service: its `--workers` (the service's default when unset). */
+  serviceWorkers?: number;
+  /** Every file the side installs (for the install size). */
+  installFiles: string[];
   /** The conflist of a node whose IPAM state lives in dataDir, naming the service's socket if one runs. */
   confList(dataDir: string, serviceSocket?: string): NetworkConfigList;
 }
@@ -39,10 +43,13 @@ function bridgeConfList(cniVersion: string, pluginType: string, ipamType: string
   };
 }
 
-export function podnetSide(binDir: string, service = false): BenchSide {
+export function podnetSide(binDir: string, service = false, serviceWorkers?: number): BenchSide {
   return {
     name: "podnet",
     service,
+    ...(serviceWorkers === undefined ? {} : { serviceWorkers }),
+    // The forwarder a runtime execs, and the one Bun executable (podnet-ipam is a hard link to it).
+    installFiles: [join(binDir, "podnet"), join(binDir, "podnet-plugin"), join(binDir, "podnet-ipam")],
     cniPath: [binDir],
     cniVersion: "1.1.0",
     mainBinary: join(binDir, "podnet"),
@@ -56,6 +63,7 @@ export function referenceSide(binDir: string): BenchSide {
     name: "reference",
     cniPath: [binDir],
     cniVersion: "1.0.0",
+    installFiles: [join(binDir, "bridge"), join(binDir, "host-local")],
     mainBinary: join(binDir, "bridge"),
     ipamBinary: join(binDir, "host-local"),
     confList: (dataDir) => bridgeConfList("1.0.0", "bridge", "host-local", dataDir),

@@ -31,7 +31,10 @@ const { values: flags } = parseArgs({
     concurrency: { type: "string", default: "8" },
     "breakdown-samples": { type: "string", default: "30" },
     "podnet-dir": { type: "string", default: join(ROOT, "dist/cni") },
-    "podnet-service": { type: "boolean", default: false },
+    // podnet as recommended (README, "Design"): the forwarder and a resident service per node.
+    // --podnet-alone measures the forwarder execing the full plugin for every call instead.
+    "podnet-alone": { type: "boolean", default: false },
+    "service-workers": { type: "string" },
     "reference-dir": { type: "string", default: "/usr/lib/cni" },
     "time-limit-s": { type: "string", default: "600" },
     "no-usage": { type: "boolean", default: false },
@@ -133,22 +136,25 @@ async function usagePass(meter: UsageMeter, sides: readonly BenchSide[], pods: P
 async function main(): Promise<void> {
   const started = performance.now();
   if (process.getuid?.() !== 0) throw new Error("the benchmark needs root to create network namespaces");
-  const sides = [podnetSide(flags["podnet-dir"]!, flags["podnet-service"]), referenceSide(flags["reference-dir"]!)];
+  const serviceWorkers = flags["service-workers"] === undefined ? undefined : Number(flags["service-workers"]);
+  if (serviceWorkers !== undefined && (!Number.isInteger(serviceWorkers) || serviceWorkers < 0)) throw new Error(`--service-workers must be a whole number, not ${flags["service-workers"]}`);
+  const withService = !flags["podnet-alone"];
+  const sides = [podnetSide(flags["podnet-dir"]!, withService, serviceWorkers), referenceSide(flags["reference-dir"]!)];
   for (const side of sides) {
     for (const binary of [side.mainBinary, side.ipamBinary]) {
       if (!existsSync(binary)) throw new Error(`${binary} is missing${side.name === "podnet" ? ": run npm run build" : ""}`);
     }
   }
 
-  const machine = machineNotes(ROOT, BUN, sides[0]!.mainBinary, {
-    podnet: [sides[0]!.mainBinary, sides[0]!.ipamBinary],
-    reference: [sides[1]!.mainBinary, sides[1]!.ipamBinary],
+  const machine = machineNotes(ROOT, BUN, join(flags["podnet-dir"]!, "podnet-plugin"), {
+    podnet: sides[0]!.installFiles,
+    reference: sides[1]!.installFiles,
   });
   const probe = await checkCaCertsReachPlugins();
   const caCerts = { ...probe, inBenchProcess: caCertsAtStart };
   log(`${machine.cpu}, ${machine.nproc} CPUs, kernel ${machine.kernel}, node ${machine.node}, bun ${machine.bun}, load ${machine.loadAtStart}`);
   log(`NODE_EXTRA_CA_CERTS: ${caCertsAtStart ? "set in this process, " : ""}${probe.reachedPlugins ? "REACHED the plugins" : "unset for the plugins (checked with a probe plugin)"}`);
-  log(`${rounds} rounds × ${podCount} pods, concurrency ${concurrency}`);
+  log(`${rounds} rounds × ${podCount} pods, concurrency ${concurrency}, podnet ${withService ? `with its service (workers: ${serviceWorkers ?? "default"})` : "alone"}`);
 
   const pods = PodPool.create(podCount);
   try {
@@ -170,7 +176,8 @@ async function main(): Promise<void> {
       figures: aggregate(results),
       usage,
       ...(meter ? { usageMeter: meter.kind } : {}),
-      podnetService: flags["podnet-service"] === true,
+      podnetService: withService,
+      ...(serviceWorkers === undefined ? {} : { serviceWorkers }),
       mainBinaries: { podnet: basename(sides[0]!.mainBinary), reference: basename(sides[1]!.mainBinary) },
       ...(breakdown ? { breakdown } : {}),
       durationS: (performance.now() - started) / 1000,

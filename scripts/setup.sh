@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 #   iperf3 wget curl python3: clients inside lab pods (throughput, HTTP, UDP);
 #   ethtool: bench:net turns VXLAN tx checksum offload off for its kubernetes#88986 comparison;
 #   chromium graphviz: screenshots and graphs of the lab; openssl: certificates for tests;
-#   ca-certificates time git: npm over TLS, the benchmarks' timing, the checkout itself.
+#   ca-certificates time git: npm over TLS, the benchmarks' timing, the checkout itself;
+#   gcc libc6-dev: npm run build compiles the CNI forwarder (src/plugin/forwarder.c, static).
 PACKAGES=(
   iproute2 nftables iptables conntrack iputils-ping util-linux procps
   etcd-server etcd-client
@@ -24,6 +25,7 @@ PACKAGES=(
   iperf3 wget curl python3 ethtool
   chromium graphviz openssl
   ca-certificates time git
+  gcc libc6-dev
 )
 
 check_only=false

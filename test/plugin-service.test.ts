@@ -1,34 +1,56 @@
-// podnet's resident service (`podnet serve`): what it serves must be exactly what the plugin does on
-// its own, and nothing may leak when either side dies. Needs root and `npm run build`.
+// podnet's resident service (`podnet serve`) behind the forwarder (`podnet`, forwarder.c): what it
+// serves must be exactly what the full plugin does on its own, the full plugin must take over
+// whenever the service cannot answer, and nothing may leak when either side dies. Needs root and
+// `npm run build`.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { readFileSync, existsSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, readFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { CniNetwork, PluginError, type Attachment, type NetworkConfigList } from "../src/runtime/cni-driver.ts";
 import { DIST_CNI, ipOf, PODNET, podnetConfList, requireBuild, TestNode } from "./helpers/cni.ts";
+import { readTable } from "../src/kernel/nft.ts";
+import { ANTISPOOF_FAMILY, ANTISPOOF_TABLE } from "../src/plugin/podfilter.ts";
 import { startService } from "./helpers/cni-service.ts";
 import { cleanupAll, Netns, tempDir } from "./helpers/netns.ts";
 
 before(requireBuild);
 after(cleanupAll);
 
-/** A network whose plugins record trace marks (src/cni/trace.ts) into a file, to show who did the work. */
-function tracedNetwork(node: TestNode, list: NetworkConfigList): { net: CniNetwork; marks(): string[][] } {
-  const traceFile = join(tempDir("svc-trace"), "trace.jsonl");
-  const net = new CniNetwork(node.withService(list), { cniPath: [DIST_CNI], nodeNetns: node.ns.path, env: { PODNET_TRACE: traceFile } });
-  const marks = (): string[][] =>
-    existsSync(traceFile)
-      ? readFileSync(traceFile, "utf8")
-          .trim()
-          .split("\n")
-          .map((line) => (JSON.parse(line) as { marks: [string, number][] }).marks.map(([label]) => label))
-      : [];
-  return { net, marks };
+/** The anti-spoofing sets' elements in the node, as "set:key" (the plugin adds them at ADD). */
+function antispoofElements(node: TestNode): string[] {
+  const table = readTable(ANTISPOOF_FAMILY, ANTISPOOF_TABLE, node.ns.path);
+  return (table?.sets ?? []).flatMap((s) => s.elements.map((e) => `${s.name}:${e.join(" . ")}`));
 }
 
-function servedByService(labels: string[]): boolean {
-  return labels.includes("service replied") && !labels.includes("handler start");
+function traceLines(file: string): { command: string; labels: string[] }[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, "utf8")
+    .trim()
+    .split("\n")
+    .filter((line) => line !== "")
+    .map((line) => {
+      const parsed = JSON.parse(line) as { command: string; marks: [string, number][] };
+      return { command: parsed.command, labels: parsed.marks.map(([label]) => label) };
+    });
+}
+
+/**
+ * Who did each call: the full plugin records a line in the network's trace file (PODNET_TRACE
+ * reaches it through the forwarder's exec), the service one in its own. The forwarder records none.
+ */
+interface Tracer {
+  net: CniNetwork;
+  /** Calls done by the full plugin so far. */
+  local(): { command: string; labels: string[] }[];
+  /** Calls served by the node's service so far (the service must have been started with serviceTrace). */
+  served(): { command: string; labels: string[] }[];
+}
+
+function tracedNetwork(node: TestNode, list: NetworkConfigList, serviceTrace?: string): Tracer {
+  const traceFile = join(tempDir("svc-trace"), "trace.jsonl");
+  const net = new CniNetwork(node.withService(list), { cniPath: [DIST_CNI], nodeNetns: node.ns.path, env: { PODNET_TRACE: traceFile } });
+  return { net, local: () => traceLines(traceFile), served: () => (serviceTrace ? traceLines(serviceTrace) : []) };
 }
 
 async function errorOf(promise: Promise<unknown>): Promise<{ code: number | undefined; msg: string }> {
@@ -41,12 +63,30 @@ async function errorOf(promise: Promise<unknown>): Promise<{ code: number | unde
   throw new Error("expected the plugin to fail");
 }
 
+describe("the forwarder on its own", () => {
+  test("without podnet-plugin beside it, it answers a CNI I/O error (code 5) naming what is missing, and exits 1", () => {
+    const lonely = join(tempDir("fwd-alone"), "podnet");
+    copyFileSync(PODNET, lonely);
+    const run = spawnSync(lonely, [], {
+      env: { PATH: "/usr/bin:/bin", CNI_COMMAND: "ADD", CNI_CONTAINERID: "fwd-alone", CNI_NETNS: "/run/netns/none", CNI_IFNAME: "eth0", CNI_PATH: "/nonexistent" },
+      input: JSON.stringify({ cniVersion: "1.1.0", name: "n", type: "podnet" }),
+      encoding: "utf8",
+    });
+    assert.equal(run.status, 1);
+    const error = JSON.parse(run.stdout) as { code: number; msg: string; details: string };
+    assert.equal(error.code, 5);
+    assert.match(error.msg, /cannot run the full plugin/);
+    assert.match(error.details, /^podnet-plugin: errno 2$/);
+  });
+});
+
 describe("podnet serve", () => {
   let node: TestNode;
   let alone: TestNode;
+  const serviceTrace = join(tempDir("svc-trace"), "service.jsonl");
   before(async () => {
     node = new TestNode("sv");
-    await node.startService();
+    await node.startService({ traceFile: serviceTrace });
     alone = new TestNode("sa");
   });
   after(async () => {
@@ -55,14 +95,18 @@ describe("podnet serve", () => {
     alone.destroy();
   });
 
-  test("ADD and CHECK are served by the service and answer as the plugin alone does; DEL leaves nothing", async () => {
+  test("ADD, CHECK and DEL are served by the service and answer as the plugin alone does; DEL leaves nothing", async () => {
     const list = podnetConfList({ dataDir: node.dataDir, subnet: "10.244.20.0/24" });
-    const { net, marks } = tracedNetwork(node, list);
+    const traced = tracedNetwork(node, list, serviceTrace);
+    const servedBefore = traced.served().length;
     const pod = node.pod();
-    const served = await net.add(pod.attachment);
-    assert.ok(servedByService(marks()[0]!), `the ADD was not served: ${JSON.stringify(marks())}`);
-    await net.check(pod.attachment, served);
-    assert.ok(servedByService(marks()[1]!), "the CHECK was not served");
+    const served = await traced.net.add(pod.attachment);
+    await traced.net.check(pod.attachment, served);
+    assert.deepEqual(traced.local(), [], "the full plugin ran although the service was up");
+    assert.deepEqual(
+      traced.served().slice(servedBefore).map((l) => l.command),
+      ["service ADD", "service CHECK"],
+    );
 
     const aloneNet = alone.network(podnetConfList({ dataDir: alone.dataDir, subnet: "10.244.20.0/24" }));
     const alonePod = alone.pod();
@@ -79,10 +123,13 @@ describe("podnet serve", () => {
     assert.equal(ipOf(served), "10.244.20.2");
 
     pod.ns.exec("ping", "-c", "1", "-W", "2", "10.244.20.1");
-    await net.del(pod.attachment, served);
+    await traced.net.del(pod.attachment, served);
+    assert.equal(traced.served().at(-1)?.command, "service DEL");
+    assert.deepEqual(traced.local(), [], "the full plugin ran the DEL although the service was up");
     await aloneNet.del(alonePod.attachment, local);
     assert.deepEqual(node.hostVeths(), []);
     assert.deepEqual(node.reservations(), []);
+    assert.deepEqual(antispoofElements(node), []);
   });
 
   test("errors are the same through the service as from the plugin alone", async () => {
@@ -90,10 +137,12 @@ describe("podnet serve", () => {
       dataDir: node.dataDir,
       ipam: { type: "podnet-ipam", ranges: [[{ subnet: "10.244.21.0/24", rangeStart: "10.244.22.5" }]], dataDir: node.dataDir },
     });
-    const viaService = tracedNetwork(node, bad);
+    const viaService = tracedNetwork(node, bad, serviceTrace);
+    const servedBefore = viaService.served().length;
     const pod = node.pod();
     const served = await errorOf(viaService.net.add(pod.attachment));
-    assert.ok(servedByService(viaService.marks()[0]!), "the failing ADD was not served");
+    assert.equal(viaService.served().length, servedBefore + 1, "the failing ADD was not served");
+    assert.deepEqual(viaService.local(), []);
     const local = await errorOf(alone.network({ ...bad, plugins: bad.plugins.map((p) => ({ ...p, ipam: { ...(p.ipam as object), dataDir: alone.dataDir } })) }).add(alone.pod().attachment));
     assert.equal(served.code, 7);
     assert.deepEqual(served, { ...local, msg: local.msg.replace(alone.dataDir, node.dataDir) });
@@ -105,20 +154,37 @@ describe("podnet serve", () => {
     assert.deepEqual(node.reservations(), []);
   });
 
-  test("with no service listening, the plugin does the work itself", async () => {
+  test("with no service listening (its socket left behind: connection refused), the full plugin does the work itself", async () => {
     const down = new TestNode("sd");
     try {
       const service = await down.startService();
-      await service.kill();
+      // Killed without removing its socket, as a crash leaves it.
+      process.kill(service.pid, "SIGKILL");
+      while (existsSync(`/proc/${service.pid}`)) await new Promise((r) => setTimeout(r, 5));
+      assert.ok(existsSync(service.socket), "the dead service's socket should still be there");
       const list = podnetConfList({ dataDir: down.dataDir, subnet: "10.244.24.0/24" });
-      const { net, marks } = tracedNetwork(down, list);
+      const { net, local } = tracedNetwork(down, list);
       const pod = down.pod();
       const result = await net.add(pod.attachment);
-      assert.ok(marks()[0]!.includes("handler start"), "the plugin did not do the ADD itself");
+      assert.ok(local()[0]?.labels.includes("handler start"), "the full plugin did not do the ADD itself");
       assert.equal(ipOf(result), "10.244.24.2");
       await net.del(pod.attachment, result);
+      assert.deepEqual(
+        local().map((l) => l.command),
+        ["ADD", "DEL"],
+      );
       assert.deepEqual(down.hostVeths(), []);
       assert.deepEqual(down.reservations(), []);
+      // And with no socket file at all.
+      await service.kill();
+      assert.ok(!existsSync(service.socket));
+      const again = await net.add(pod.attachment);
+      assert.match(ipOf(again), /^10\.244\.24\.\d+$/);
+      assert.equal(local().length, 3, "the full plugin did not do the second ADD");
+      await net.del(pod.attachment, again);
+      assert.deepEqual(down.hostVeths(), []);
+      assert.deepEqual(down.reservations(), []);
+      assert.deepEqual(antispoofElements(down), []);
     } finally {
       down.destroy();
     }
@@ -143,35 +209,47 @@ describe("podnet serve", () => {
     }
   });
 
-  test("the service killed at random moments under 8 ADDs at once: every ADD completes, DEL leaves nothing", async () => {
+  test("the service SIGKILLed at random moments under 8 ADDs, then 8 DELs, at once: every call completes, nothing is left", async () => {
     const crashing = new TestNode("sk");
     try {
       const list = podnetConfList({ dataDir: crashing.dataDir, subnet: "10.244.26.0/24" });
-      const results: { attachment: Attachment; result: Record<string, unknown> }[] = [];
-      for (let round = 0; round < 5; round++) {
-        const service = await crashing.startService();
-        const net = crashing.network(list);
+      let killedMidDel = 0;
+      // At least 4 rounds, and more (up to 12) until a kill has landed while DELs were in progress.
+      for (let round = 0; round < 4 || (killedMidDel === 0 && round < 12); round++) {
+        let service = await crashing.startService();
+        let net = crashing.network(list);
         const pods = Array.from({ length: 8 }, () => crashing.pod());
         const adds = pods.map(async (p) => ({ attachment: p.attachment, result: await net.add(p.attachment) }));
         await new Promise((r) => setTimeout(r, Math.random() * 40));
         await service.kill();
         crashing.service = undefined;
-        results.push(...(await Promise.all(adds)));
+        const results = await Promise.all(adds);
+        const ips = results.map((r) => ipOf(r.result));
+        assert.equal(new Set(ips).size, ips.length, `duplicate addresses: ${ips.join(" ")}`);
+        assert.equal(crashing.reservations().length, ips.length);
+        assert.equal(crashing.hostVeths().length, ips.length);
+
+        service = await crashing.startService();
+        net = crashing.network(list);
+        const dels = results.map(({ attachment, result }) => net.del(attachment, result));
+        // 8 DELs overlap in the service and are done within tens of ms: kill early in that window.
+        await new Promise((r) => setTimeout(r, 1 + Math.random() * 8));
+        if (crashing.hostVeths().length > 0) killedMidDel += 1;
+        await service.kill();
+        crashing.service = undefined;
+        await Promise.all(dels);
+        assert.deepEqual(crashing.hostVeths(), [], `veths left, round ${round}`);
+        assert.deepEqual(crashing.reservations(), [], `reservations left, round ${round}`);
+        assert.deepEqual(antispoofElements(crashing), [], `anti-spoofing elements left, round ${round}`);
+        for (const p of pods) assert.ok(!p.ns.links().includes("eth0"), `pod interface left, round ${round}`);
       }
-      const ips = results.map((r) => ipOf(r.result));
-      assert.equal(new Set(ips).size, ips.length, `duplicate addresses: ${ips.join(" ")}`);
-      assert.equal(crashing.reservations().length, ips.length);
-      assert.equal(crashing.hostVeths().length, ips.length);
-      const net = crashing.network(list);
-      for (const { attachment, result } of results) await net.del(attachment, result);
-      assert.deepEqual(crashing.hostVeths(), []);
-      assert.deepEqual(crashing.reservations(), []);
+      assert.ok(killedMidDel > 0, "no kill landed while DELs were in progress; the DEL half proves nothing");
     } finally {
       crashing.destroy();
     }
   });
 
-  test("forwarding plugins killed while their ADDs wait in the service's queue: DELs right afterwards leave nothing (the DEL fence)", async () => {
+  test("forwarders killed while their ADDs wait in the service's queue: DELs right afterwards leave nothing (requests of one attachment keep their order)", async () => {
     const list = podnetConfList({ dataDir: node.dataDir, subnet: "10.244.27.0/24" });
     const conf = JSON.stringify({ ...node.withService(list).plugins[0], name: list.name, cniVersion: list.cniVersion });
     const net = node.network(list);

@@ -281,7 +281,34 @@ export function add(ctx: PluginContext): CniResult {
   }
 }
 
-export function del(ctx: PluginContext): void {
+/**
+ * Removes a pod's filter elements (podfilter.ts) somewhere else while this thread deletes its veth.
+ * Both are mostly the kernel waiting: 15-22 ms for the veth, 12-16 ms to commit any transaction
+ * that deletes set elements (bench/RESULTS.md), so done at once a DEL costs the longer of the two,
+ * not their sum. The resident service installs one (service-worker.ts) that runs the removals on
+ * a thread of their own and puts the removals of concurrent DELs into one transaction. The plugin
+ * on its own does them in turn, in this thread.
+ */
+export type FilterRemover = (hostVeth: string) => Promise<void>;
+let filterRemover: FilterRemover | undefined;
+
+export function removeFiltersElsewhere(remover: FilterRemover | undefined): void {
+  filterRemover = remover;
+}
+
+function deleteHostVeth(hostName: string): void {
+  // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
+  const nl = NetlinkSocket.open();
+  mark("netlink open");
+  try {
+    deleteLink(nl, hostName);
+    mark("veth deleted");
+  } finally {
+    nl.close();
+  }
+}
+
+export async function del(ctx: PluginContext): Promise<void> {
   mark("handler start");
   const conf = parseBridgeConf(ctx.conf, ctx.env);
   const { containerId, ifname } = ctx.env;
@@ -299,19 +326,28 @@ export function del(ctx: PluginContext): void {
   // Before the release, as the masquerade: a failure is retried by the runtime's next DEL. Read from
   // the tables themselves, so it needs neither prevResult nor runtimeConfig (a repeated DEL has none).
   const hostName = hostVethName(containerId, ifname);
-  removePodFilters((veth) => veth === hostName);
+  if (!filterRemover) {
+    removePodFilters((veth) => veth === hostName);
+    mark("filters removed");
+    addressing.del();
+    mark("ipam done");
+    deleteHostVeth(hostName);
+    return;
+  }
+  // Removed while the veth goes; the pod sends nothing by now: runtimes stop its containers before
+  // they tear down its network (containerd's StopPodSandbox, pkg/cri/server/sandbox_stop.go; podman
+  // stops the container before its network teardown), so no packet is in flight either way.
+  const filtersGone = filterRemover(hostName);
+  try {
+    deleteHostVeth(hostName);
+  } catch (error) {
+    await filtersGone.catch(() => undefined);
+    throw error;
+  }
+  await filtersGone;
   mark("filters removed");
   addressing.del();
   mark("ipam done");
-  // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
-  const nl = NetlinkSocket.open();
-  mark("netlink open");
-  try {
-    deleteLink(nl, hostName);
-    mark("veth deleted");
-  } finally {
-    nl.close();
-  }
 }
 
 export function check(ctx: PluginContext): void {

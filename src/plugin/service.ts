@@ -1,47 +1,63 @@
 // `podnet serve --socket PATH`: the resident per-node service. It runs the same bridge plugin code
-// as the exec'd binary, but warm: no runtime start, no module loading, no FFI set-up, JIT-compiled
-// after the first pods. The exec'd plugin forwards ADD and CHECK here (forward.ts) when its config
-// names the socket; the service declines (a `local` reply) whatever it cannot answer exactly as
-// the exec'd plugin would, and the plugin then does the work itself. DEL is always declined, but
-// in arrival order, which makes it a fence behind any ADD still in progress (service-protocol.ts).
+// as the full plugin executable, but warm: no runtime start, no module loading, no FFI set-up,
+// JIT-compiled after the first pods. The forwarder that runtimes exec (forwarder.c, `podnet`)
+// sends it every CNI call whose config names this socket; the service declines (a `local` reply)
+// whatever it cannot answer exactly as the full plugin would, and the forwarder then execs the
+// full plugin, which does the work itself.
 //
-// Served requests run on worker threads (`--workers N`, default 4), so concurrent ADDs run at once
-// as concurrent plugin processes would; with `--workers 0`, one at a time on the main thread.
-// Crash safety is the plugin's own: a service killed mid-ADD leaves what a plugin killed at the
-// same point leaves, and the plugin, seeing no complete reply, redoes the ADD, which is idempotent
-// (the attachment's reserved address is handed back, a stale host veth is replaced).
-import { chmodSync, lstatSync, unlinkSync } from "node:fs";
+// DELs run on worker threads (`--workers N`), so their kernel waits overlap as concurrent plugin
+// processes' would; everything else runs on the main thread, which runs the plugin code faster
+// than a worker thread does, when nothing else is in flight, and on a worker when something is.
+// With `--workers 0` everything runs one at a time on the main thread.
+// Requests for the same attachment (container ID and interface) run one after another in arrival
+// order, so a DEL never overtakes the ADD it undoes; a request whose forwarder is gone before the
+// request starts (the runtime killed it) is dropped, as if it had never been sent.
+// Crash safety is the plugin's own: a service killed mid-request leaves what a plugin killed at
+// the same point leaves, and the forwarder, seeing no complete reply, execs the full plugin, which
+// redoes the request: ADD and DEL are idempotent (the attachment's reserved address is handed
+// back, a stale host veth is replaced; DEL of what is gone succeeds).
+import { chmodSync, lstatSync, statSync, unlinkSync } from "node:fs";
 import { runPlugin, type PluginHandlers, type PluginIo } from "../cni/skel.ts";
 import { flushTrace, mark } from "../cni/trace.ts";
-import { netnsIdentity } from "./forward.ts";
-import { parseRequest, SERVED_COMMANDS, type ServiceReply } from "./service-protocol.ts";
+import { encodeReply, parseRequest, SERVICE_SOCKET_KEY, type ServiceReply, type ServiceRequest } from "./service-protocol.ts";
 
 /** IPAM types the service serves: in-process ones. A delegated IPAM would run with the service's environment. */
 const SERVED_IPAM_TYPES = new Set(["podnet-ipam"]);
 
-function ipamTypeOf(stdin: string): unknown {
-  try {
-    const conf: unknown = JSON.parse(stdin);
-    return typeof conf === "object" && conf !== null ? (conf as { ipam?: { type?: unknown } }).ipam?.type : undefined;
-  } catch {
-    return undefined;
-  }
+/** "dev:ino" of this thread's network namespace, the identity forwarder.c sends for its own. */
+export function netnsIdentity(): string {
+  const st = statSync("/proc/thread-self/ns/net");
+  return `${st.dev}:${st.ino}`;
 }
 
-/** One request line to one reply; never throws. */
-export async function answer(line: string, handlers: PluginHandlers, ownNetns: string): Promise<ServiceReply> {
-  let request;
+/** Who the service is: the callers it may serve must be in its namespace and name its socket. */
+export interface ServiceIdentity {
+  netns: string;
+  socket: string;
+}
+
+/** Why this request must run in the full plugin instead, or undefined when the service can answer it exactly. */
+function declineReason(request: ServiceRequest, own: ServiceIdentity): string | undefined {
+  if (request.netns !== own.netns) return `the caller's network namespace ${request.netns} is not the service's ${own.netns}`;
+  let conf: unknown;
   try {
-    request = parseRequest(line);
-  } catch (error) {
-    return { local: true, reason: `bad request: ${(error as Error).message}` };
+    conf = JSON.parse(request.stdin);
+  } catch {
+    return "the config is not JSON; the plugin reports that";
   }
-  if (request.netns !== ownNetns) return { local: true, reason: `the caller's network namespace ${request.netns} is not the service's ${ownNetns}` };
+  if (typeof conf !== "object" || conf === null || Array.isArray(conf)) return "the config is not a JSON object; the plugin reports that";
+  const fields = conf as Record<string, unknown>;
+  if (fields[SERVICE_SOCKET_KEY] !== own.socket) return `the config's ${SERVICE_SOCKET_KEY} is not ${own.socket}`;
+  const ipamType = (fields.ipam as { type?: unknown } | undefined)?.type;
+  if (ipamType !== undefined && !SERVED_IPAM_TYPES.has(String(ipamType))) return `IPAM type ${String(ipamType)} is exec'd, not served`;
+  return undefined;
+}
+
+/** One request to one reply; never throws. */
+export async function answer(request: ServiceRequest, handlers: PluginHandlers, own: ServiceIdentity): Promise<ServiceReply> {
+  const reason = declineReason(request, own);
+  if (reason !== undefined) return { local: true, reason };
   const command = request.env.CNI_COMMAND ?? "";
-  if (!SERVED_COMMANDS.has(command)) return { local: true, reason: `${command || "no command"} runs in the plugin` };
-  const ipamType = ipamTypeOf(request.stdin);
-  // Malformed stdin is served: runPlugin reports it exactly as the exec'd plugin would.
-  if (ipamType !== undefined && !SERVED_IPAM_TYPES.has(String(ipamType))) return { local: true, reason: `IPAM type ${String(ipamType)} is exec'd, not served` };
   let stdout = "";
   let stderr = "";
   const stdin = new TextEncoder().encode(request.stdin);
@@ -56,7 +72,13 @@ export async function answer(line: string, handlers: PluginHandlers, ownNetns: s
     },
   };
   mark("service start");
-  const exitCode = await runPlugin(handlers, "podnet bridge plugin (service)", io);
+  let exitCode: number;
+  try {
+    exitCode = await runPlugin(handlers, "podnet bridge plugin (service)", io);
+  } catch (error) {
+    // runPlugin reports every handler error itself; anything escaping it is the service's own fault.
+    return { local: true, reason: `the service failed: ${(error as Error).message}` };
+  }
   mark("service done");
   flushTrace(`service ${command}`);
   return { exitCode, stdout, stderr };
@@ -72,146 +94,267 @@ function removeStaleSocket(path: string): void {
 }
 
 interface Connection {
-  received: string;
-  answered: boolean;
+  received: Uint8Array;
+  started: boolean;
+  /** The forwarder hung up (it was killed): nobody waits for an answer. */
+  gone: boolean;
   pending: Uint8Array;
 }
 
-/** The CNI command of a request line, or "" when it has none; never throws. */
-function commandOf(line: string): string {
-  try {
-    const command = (JSON.parse(line) as { env?: { CNI_COMMAND?: unknown } }).env?.CNI_COMMAND;
-    return typeof command === "string" ? command : "";
-  } catch {
-    return "";
+interface Job {
+  request: ServiceRequest;
+  wanted: () => boolean;
+  resolve: (reply: ServiceReply | undefined) => void;
+}
+
+type CarriedError = { code: number; msg: string; details: string };
+
+/** Messages from the main thread to a worker (service-worker.ts). */
+export type ToWorker =
+  | { kind: "request"; request: ServiceRequest; own: ServiceIdentity }
+  | { kind: "filtersRemoved"; id: number; error?: CarriedError }
+  | { kind: "removeBatch"; veths: string[] };
+
+/** Messages from a worker to the main thread. */
+export type FromWorker =
+  | { kind: "ready" }
+  | { kind: "reply"; reply: ServiceReply }
+  | { kind: "removeFilters"; id: number; veth: string }
+  | { kind: "batchRemoved"; error?: CarriedError };
+
+/**
+ * The filter removals of DELs, run on a thread of their own while the DELs' workers delete their
+ * veths (bridge.ts, removeFiltersElsewhere). Removals asked for while a batch runs go together
+ * into the next one: the kernel's 12-16 ms commit is paid once per batch, not once per DEL.
+ */
+class FilterRemovals {
+  private worker: Worker;
+  private readonly queue: { veth: string; done: (error?: CarriedError) => void }[] = [];
+  private running: { veth: string; done: (error?: CarriedError) => void }[] | undefined;
+
+  constructor(private readonly spawn: () => Worker) {
+    this.worker = this.start();
+  }
+
+  private start(): Worker {
+    const worker = this.spawn();
+    worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      if (event.data.kind === "batchRemoved") this.finish(event.data.error);
+    };
+    worker.onerror = () => {
+      worker.terminate();
+      this.worker = this.start();
+      this.finish({ code: 999, msg: "the service's filter thread failed", details: "" });
+    };
+    return worker;
+  }
+
+  remove(veth: string, done: (error?: CarriedError) => void): void {
+    this.queue.push({ veth, done });
+    this.pump();
+  }
+
+  private finish(error: CarriedError | undefined): void {
+    for (const job of this.running ?? []) job.done(error);
+    this.running = undefined;
+    this.pump();
+  }
+
+  private pump(): void {
+    if (this.running || this.queue.length === 0) return;
+    this.running = this.queue.splice(0);
+    this.worker.postMessage({ kind: "removeBatch", veths: this.running.map((j) => j.veth) } satisfies ToWorker);
   }
 }
 
 /**
- * Worker threads that each answer one request at a time (service-worker.ts). Several ADDs then run
- * at once, as they do when a runtime execs several plugins: setns(2) and the netlink sockets are
- * per thread, and the IPAM store's flock(2) is taken on a descriptor each thread opens, so threads
- * exclude each other exactly as processes do.
+ * Worker threads that each answer one request at a time (service-worker.ts). Several requests then
+ * run at once, as they do when a runtime execs several plugins: setns(2) and the netlink sockets
+ * are per thread, and the IPAM store's flock(2) is taken on a descriptor each thread opens, so
+ * threads exclude each other exactly as processes do.
  */
 class WorkerPool {
   private readonly idle: Worker[] = [];
-  private readonly waiting: { line: string; resolve: (reply: ServiceReply) => void }[] = [];
+  private readonly waiting: Job[] = [];
+  private readonly filters: FilterRemovals;
+  /** Resolves once every first worker has warmed up (service-worker.ts). */
+  readonly ready: Promise<void>;
 
   constructor(
     count: number,
-    private readonly ownNetns: string,
+    private readonly own: ServiceIdentity,
   ) {
-    for (let i = 0; i < count; i++) this.idle.push(this.spawn());
+    const warming: Promise<void>[] = [];
+    const spawnWarm = (): Worker => {
+      const worker = this.spawn();
+      warming.push(
+        new Promise<void>((resolve) => {
+          // Listeners, not onmessage/onerror: those are the request's, and a request may come first.
+          worker.addEventListener("message", (event: MessageEvent<FromWorker>) => {
+            if (event.data.kind === "ready") resolve();
+          });
+          worker.addEventListener("error", () => resolve());
+        }),
+      );
+      return worker;
+    };
+    this.filters = new FilterRemovals(spawnWarm);
+    for (let i = 0; i < count; i++) this.idle.push(spawnWarm());
+    this.ready = Promise.all(warming).then(() => undefined);
   }
 
   private spawn(): Worker {
     return new Worker(new URL("./service-worker.ts", import.meta.url).href);
   }
 
-  run(line: string): Promise<ServiceReply> {
+  run(request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> {
     return new Promise((resolve) => {
-      this.waiting.push({ line, resolve });
+      this.waiting.push({ request, wanted, resolve });
       this.pump();
     });
   }
 
   private pump(): void {
     while (this.idle.length > 0 && this.waiting.length > 0) {
-      const worker = this.idle.pop()!;
       const job = this.waiting.shift()!;
-      worker.onmessage = (event: MessageEvent<ServiceReply>) => {
+      if (!job.wanted()) {
+        job.resolve(undefined);
+        continue;
+      }
+      const worker = this.idle.pop()!;
+      worker.onmessage = (event: MessageEvent<FromWorker>) => {
+        const message = event.data;
+        if (message.kind === "removeFilters") {
+          this.filters.remove(message.veth, (error) => worker.postMessage({ kind: "filtersRemoved", id: message.id, ...(error ? { error } : {}) } satisfies ToWorker));
+          return;
+        }
+        if (message.kind !== "reply") return;
         this.idle.push(worker);
-        job.resolve(event.data);
+        job.resolve(message.reply);
         this.pump();
       };
       worker.onerror = () => {
-        // A worker that died mid-request may have done part of it: the plugin, told to work
-        // alone, redoes the ADD, which is idempotent, exactly as after a crash of the service.
+        // A worker that died mid-request may have done part of it: the full plugin, told to work
+        // alone, redoes the request, which is idempotent, exactly as after a crash of the service.
         worker.terminate();
         this.idle.push(this.spawn());
         job.resolve({ local: true, reason: "the service's worker failed" });
         this.pump();
       };
-      worker.postMessage({ line: job.line, ownNetns: this.ownNetns });
+      worker.postMessage({ kind: "request", request: job.request, own: this.own } satisfies ToWorker);
     }
   }
 }
 
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
 /**
- * Listens on socketPath until the process is killed; returns once listening. With workers > 0,
- * served requests run on that many worker threads; with 0, on this thread, one at a time.
+ * Listens on socketPath until the process is killed; resolves once listening with its workers
+ * warm. With workers > 0, served requests run on that many worker threads; with 0, on this
+ * thread, one at a time.
  */
-export function serve(socketPath: string, handlers: PluginHandlers, workers = 0): void {
-  const ownNetns = netnsIdentity();
+export async function serve(socketPath: string, handlers: PluginHandlers, workers = 0): Promise<void> {
+  const own: ServiceIdentity = { netns: netnsIdentity(), socket: socketPath };
   removeStaleSocket(socketPath);
-  const pool = workers > 0 ? new WorkerPool(workers, ownNetns) : undefined;
+  const pool = workers > 0 ? new WorkerPool(workers, own) : undefined;
   let inThread: Promise<unknown> = Promise.resolve();
-  const execute = (line: string): Promise<ServiceReply> => {
-    if (pool) return pool.run(line);
+  let inFlight = 0;
+  const runHere = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
     // One at a time: a second flock(2) on the store from this thread would wait for itself.
-    const reply = inThread.then(() => answer(line, handlers, ownNetns));
+    const reply = inThread.then(() => (wanted() ? answer(request, handlers, own) : undefined));
     inThread = reply.catch(() => undefined);
     return reply;
   };
-
-  // Requests in arrival order. A request that is not served (DEL above all) is answered only
-  // when every request that arrived before it has finished: the fence of service-protocol.ts.
-  let nextSeq = 0;
-  const running = new Set<number>();
-  const fences: { seq: number; release: () => void }[] = [];
-  const clear = (seq: number): boolean => ![...running].some((s) => s < seq);
-  const releaseFences = (): void => {
-    for (const fence of [...fences]) {
-      if (!clear(fence.seq)) continue;
-      fences.splice(fences.indexOf(fence), 1);
-      fence.release();
-    }
+  const choose = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
+    if (!pool) return runHere(request, wanted);
+    // DELs go to the workers: most of a DEL is the kernel deleting the veth (15-22 ms of waiting),
+    // which overlaps across threads as it does across processes. Anything else runs here when
+    // nothing else is in flight, since this thread ran an ADD in 10-16 ms where a worker thread
+    // took 16-28 ms (bench/RESULTS.md). In a burst everything goes to the workers: this thread
+    // then only moves requests and replies, so none waits for another's work here, and the burst
+    // runs on as many threads as plugin processes would.
+    if (request.env.CNI_COMMAND === "DEL" || inFlight > 0) return pool.run(request, wanted);
+    return runHere(request, wanted);
   };
-  const handle = async (line: string): Promise<ServiceReply> => {
-    const seq = nextSeq++;
-    if (SERVED_COMMANDS.has(commandOf(line))) {
-      running.add(seq);
-      try {
-        return await execute(line);
-      } finally {
-        running.delete(seq);
-        releaseFences();
-      }
-    }
-    if (!clear(seq)) await new Promise<void>((release) => fences.push({ seq, release }));
-    return answer(line, handlers, ownNetns);
+  const execute = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
+    const reply = choose(request, wanted);
+    inFlight++;
+    void reply.catch(() => undefined).finally(() => inFlight--);
+    return reply;
   };
 
-  const flush = (socket: { write(data: Uint8Array): number; end(): void; data: Connection }): void => {
+  // The last request of each attachment, in arrival order: the next one for it starts after that.
+  const byAttachment = new Map<string, Promise<unknown>>();
+  const handle = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
+    const id = request.env.CNI_CONTAINERID;
+    if (id === undefined) return execute(request, wanted);
+    const key = `${id}\0${request.env.CNI_IFNAME ?? ""}`;
+    const before = byAttachment.get(key) ?? Promise.resolve();
+    const reply = before.then(() => execute(request, wanted));
+    const settled = reply.catch(() => undefined);
+    byAttachment.set(key, settled);
+    void settled.then(() => {
+      if (byAttachment.get(key) === settled) byAttachment.delete(key);
+    });
+    return reply;
+  };
+
+  type Socket = { write(data: Uint8Array): number; end(): void; data: Connection };
+  const flush = (socket: Socket): void => {
     const conn = socket.data;
     if (conn.pending.length === 0) return;
     const written = socket.write(conn.pending);
     if (written > 0) conn.pending = conn.pending.subarray(written);
     if (conn.pending.length === 0) socket.end();
   };
+  const reply = (socket: Socket, answer: ServiceReply): void => {
+    socket.data.pending = encodeReply(answer);
+    flush(socket);
+  };
   Bun.listen<Connection>({
     unix: socketPath,
     socket: {
       open(socket) {
-        socket.data = { received: "", answered: false, pending: new Uint8Array() };
+        socket.data = { received: new Uint8Array(), started: false, gone: false, pending: new Uint8Array() };
       },
       data(socket, chunk) {
         const conn = socket.data;
-        conn.received += new TextDecoder().decode(chunk);
-        const newline = conn.received.indexOf("\n");
-        if (newline < 0 || conn.answered) return;
-        conn.answered = true;
-        handle(conn.received.slice(0, newline))
-          .then((reply) => {
-            conn.pending = new TextEncoder().encode(`${JSON.stringify(reply)}\n`);
-            flush(socket);
+        if (conn.started) return;
+        conn.received = concat(conn.received, chunk);
+        let request: ServiceRequest | undefined;
+        try {
+          request = parseRequest(conn.received);
+        } catch (error) {
+          conn.started = true;
+          reply(socket, { local: true, reason: `bad request: ${(error as Error).message}` });
+          return;
+        }
+        if (request === undefined) return;
+        conn.started = true;
+        conn.received = new Uint8Array();
+        handle(request, () => !conn.gone)
+          .then((answer) => {
+            if (answer !== undefined && !conn.gone) reply(socket, answer);
           })
           // A caller that hung up cannot be answered; the others still are.
           .catch(() => undefined);
       },
       drain: flush,
+      end(socket) {
+        socket.data.gone = true;
+      },
+      close(socket) {
+        socket.data.gone = true;
+      },
     },
   });
   // Only root may ask: the service creates links and reserves addresses on anyone's behalf.
   chmodSync(socketPath, 0o600);
+  await pool?.ready;
 }

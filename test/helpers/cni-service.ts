@@ -14,10 +14,20 @@ export interface RunningService {
 
 const running = new Set<ChildProcess>();
 
-export async function startService(binary: string, nodeNetns: string): Promise<RunningService> {
+export interface ServiceOptions {
+  /** Worker threads (`--workers`); the service's default when unset. */
+  workers?: number;
+  /** PODNET_TRACE for the service: one line per request it serves (src/cni/trace.ts). */
+  traceFile?: string;
+}
+
+export async function startService(binary: string, nodeNetns: string, options: ServiceOptions = {}): Promise<RunningService> {
   const socket = join(tempDir("svc"), "cni.sock");
-  // nsenter execs the binary in place, so the child's PID is the service's.
-  const child = spawn("nsenter", [`--net=${nodeNetns}`, binary, "serve", "--socket", socket], { stdio: ["ignore", "ignore", "pipe"] });
+  const args = [`--net=${nodeNetns}`, binary, "serve", "--socket", socket, ...(options.workers === undefined ? [] : ["--workers", String(options.workers)])];
+  const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", ...(options.traceFile ? { PODNET_TRACE: options.traceFile } : {}) };
+  // nsenter execs the binary in place (and the forwarder execs the full plugin in place), so the
+  // child's PID is the service's.
+  const child = spawn("nsenter", args, { env, stdio: ["ignore", "ignore", "pipe"] });
   running.add(child);
   let stderr = "";
   child.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));

@@ -2,7 +2,7 @@
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { CniNetwork, invoke, type Attachment, type InvokeResult, type NetworkConfigList } from "../../src/runtime/cni-driver.ts";
-import { startService, type RunningService } from "./cni-service.ts";
+import { startService, type RunningService, type ServiceOptions } from "./cni-service.ts";
 import { Netns, tempDir } from "./netns.ts";
 import { formatIp, isIp } from "../../src/net/address.ts";
 import { parseCidr } from "../../src/net/cidr.ts";
@@ -10,17 +10,20 @@ import { parseCidr } from "../../src/net/cidr.ts";
 export const ROOT = new URL("../..", import.meta.url).pathname;
 export const DIST_CNI = join(ROOT, "dist/cni");
 export const REFERENCE_CNI = "/usr/lib/cni";
+/** The forwarder (src/plugin/forwarder.c): what runtimes exec; it execs PODNET_PLUGIN when no service answers. */
 export const PODNET = join(DIST_CNI, "podnet");
+/** The full plugin (Bun): does the work itself, never forwards. */
+export const PODNET_PLUGIN = join(DIST_CNI, "podnet-plugin");
 
 /**
  * PODNET_TEST_SERVICE=1 runs the plugin tests through podnet's resident service: every TestNode
- * starts one (`startService`) and its networks name its socket, so ADD and CHECK are forwarded.
+ * starts one (`startService`) and its networks name its socket, so every call is forwarded to it.
  * Unset, the same tests run the plugin on its own.
  */
 export const THROUGH_SERVICE = process.env.PODNET_TEST_SERVICE === "1";
 
 export function requireBuild(): void {
-  if (!existsSync(PODNET)) throw new Error(`${PODNET} is missing: run npm run build first`);
+  for (const file of [PODNET, PODNET_PLUGIN]) if (!existsSync(file)) throw new Error(`${file} is missing: run npm run build first`);
 }
 
 export interface PodnetConfOptions {
@@ -65,8 +68,8 @@ export class TestNode {
   service: RunningService | undefined;
 
   /** Starts this node's service; a network made afterwards forwards to it. */
-  async startService(): Promise<RunningService> {
-    this.service ??= await startService(PODNET, this.ns.path);
+  async startService(options?: ServiceOptions): Promise<RunningService> {
+    this.service ??= await startService(PODNET, this.ns.path, options);
     return this.service;
   }
 
