@@ -24,7 +24,7 @@ const LAYERS = {
   controlplane: ["datastore", "k8s", "net", "services"],
   // udp-reuseport.ts makes the SO_REUSEPORT socket that lets several threads answer on one port.
   // udp-batch.ts moves datagrams in batches (recvmmsg/sendmmsg) on that socket.
-  dns: ["datastore", "k8s", "net", "kernel/udp-reuseport.ts", "kernel/udp-batch.ts"],
+  dns: ["datastore", "k8s", "net", "kernel/udp-reuseport.ts", "kernel/udp-batch.ts", "kernel/malloc-trim.ts"],
 
   // The node agent: the reconcilers that make the kernel match the datastore.
   agent: ["datastore", "kernel", "net", "k8s", "services"],

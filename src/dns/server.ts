@@ -19,6 +19,7 @@ import { DnsMetrics, type QueryCount } from "./metrics.ts";
 import { labelsOf } from "./names.ts";
 import { udpSocketDescriptor } from "../kernel/udp-reuseport.ts";
 import { MSG_TRUNC, openUdpBatch, type UdpBatch } from "../kernel/udp-batch.ts";
+import { releaseFreedNativeMemory } from "../kernel/malloc-trim.ts";
 
 export interface DnsServerOptions {
   store: ObjectStore;
@@ -107,6 +108,7 @@ export class DnsServer {
   private readonly probes = new Map<string, Upstream>();
   private readonly syncWaiters: (() => void)[] = [];
   private stopped = false;
+  private trimTimer: NodeJS.Timeout | undefined;
   private readonly log: (line: string) => void;
   private readonly autopath: boolean;
   private readonly nodeSearch: string[];
@@ -205,6 +207,9 @@ export class DnsServer {
     // ready, and answers SERVFAIL for cluster names (a datastore that is down must not keep the
     // port closed, nor make us deny names we have not seen yet).
     void this.openWatch();
+    // Watch events, forwarded answers and TCP streams keep freeing C heap in the middle of the arena;
+    // a trim walks the arenas in well under a millisecond (measured 0.02-0.3 ms).
+    this.trimTimer = setInterval(releaseFreedNativeMemory, 30_000).unref();
     if (this.options.probe !== false) void this.probeLoops();
   }
 
@@ -220,7 +225,7 @@ export class DnsServer {
             if (first) this.log(`dns: synced at revision ${revision}: ${this.index.serviceCount} services`);
             // The full list (every object as JSON, then parsed) is garbage now; collect it at once
             // so the heap settles at the index's size instead of carrying it until the next major GC.
-            setTimeout(collectGarbage, 50).unref();
+            setTimeout(settleMemory, 50).unref();
             for (const resolve of this.syncWaiters.splice(0)) resolve();
           },
           onEvent: (event) => this.index.onEvent(event),
@@ -230,7 +235,7 @@ export class DnsServer {
         else this.watch = watch;
         // The store held the first full list until its watch was up (after onSync's collection
         // was scheduled, on a slow etcd): collect again now that nothing refers to it.
-        setTimeout(collectGarbage, 10).unref();
+        setTimeout(settleMemory, 10).unref();
         return;
       } catch (err) {
         this.log(`dns: cannot watch the datastore (${(err as Error).message}); retrying in 1 s`);
@@ -248,6 +253,7 @@ export class DnsServer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    clearInterval(this.trimTimer);
     await this.watch?.close().catch(() => undefined);
     this.forwarder.close();
     for (const s of this.tcpSockets) s.destroy();
@@ -657,6 +663,16 @@ export class DnsServer {
  * One full garbage collection. Node exposes gc() only with --expose-gc; setting the flag at run time
  * and fetching gc from a fresh context gets it without a start flag (V8 reads the flag when a context is made).
  */
+/**
+ * After a full list: collect the garbage it left, then give the C heap's freed pages back. Start-up
+ * (compiling modules, the gRPC stream's buffers, decoding the list) leaves about 20 MiB of freed
+ * malloc memory resident that glibc would otherwise keep (bench/RESULTS.md, "Cluster DNS").
+ */
+function settleMemory(): void {
+  collectGarbage();
+  releaseFreedNativeMemory();
+}
+
 function collectGarbage(): void {
   try {
     v8.setFlagsFromString("--expose-gc");
