@@ -74,7 +74,7 @@ test("lab check passes, with its DNS section", async () => {
   const check = await lab(["check", ...t.flags], 180_000);
   assert.equal(check.code, 0, check.stdout + check.stderr);
   assert.match(check.stdout, /^dns: PASS$/m);
-  for (const line of [/ok\s+getent web-svc: \d+\/\d+ pods/, /ok\s+getent kube-dns\.kube-system\.svc\.cluster\.local: /, /ok\s+wget http:\/\/web-svc\/hostname: /, /ok\s+getent www\.example\.test \(upstream\): /, /ok\s+dig no-such-name\.example\.test NXDOMAIN: /]) {
+  for (const line of [/ok\s+getent web-svc: \d+\/\d+ pods/, /ok\s+getent kube-dns\.kube-system\.svc\.cluster\.local: /, /ok\s+wget http:\/\/web-svc\/hostname: /, /ok\s+getent www\.example\.test \(upstream\): /, /ok\s+dig no-such-name\.example\.test NXDOMAIN: /, /ok\s+dig \+tcp web-svc A: /, /ok\s+dig web-svc AAAA NODATA: /, /ok\s+dig PTR of web-svc's ClusterIP: /, /ok\s+dig dns-version TXT: /, /ok\s+busybox nslookup web-svc: /]) {
     assert.match(check.stdout, line);
   }
 });
