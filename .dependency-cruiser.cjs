@@ -37,7 +37,7 @@ const LAYERS = {
 
   // A cluster of namespaces on one machine. It runs the plugin as a separate process, through runtime/,
   // never by importing plugin/ or ipam/.
-  lab: ["runtime", "cni/types.ts", "datastore", "agent/node-flags.ts", "kernel", "net", "k8s", "controlplane", "supervise"],
+  lab: ["runtime", "cni/types.ts", "datastore", "agent/node-flags.ts", "dns/node-flags.ts", "kernel", "net", "k8s", "controlplane", "supervise"],
 
   // `podnet trace`, `lab graph`, `lab up --explain`: read a lab's state and its live kernel state (through src/kernel
   // only), send a probe and trace it. Nothing imports trace but the CLI.

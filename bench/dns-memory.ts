@@ -8,8 +8,8 @@
 // The figures are compared with the 60 MB target as PSS and as RssAnon + the process's private file pages:
 // the node binary's file pages are shared by every Node process on a node (see bench/RESULTS.md).
 
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -18,6 +18,7 @@ import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import type { ObjectWrite } from "../src/datastore/objects.ts";
 import { clusterIPService, endpointSlice, namespace } from "../src/dns/fixtures.ts";
+import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 const CLI = join(REPO, "bin/podnet.js");
@@ -50,11 +51,13 @@ const VARIANTS: Variant[] = [
   { name: "bare node + etcd3", node: DEFAULT_FLAGS, bare: "await import('etcd3'); setInterval(() => {}, 1000);" },
   { name: "bare node + prom-client", node: DEFAULT_FLAGS, bare: "await import('prom-client'); setInterval(() => {}, 1000);" },
   { name: "bare node + etcd3 + prom-client + dns-packet", node: DEFAULT_FLAGS, bare: "await import('etcd3'); await import('prom-client'); await import('dns-packet'); setInterval(() => {}, 1000);" },
-  { name: "podnet dns (as shipped)", node: DEFAULT_FLAGS },
+  { name: "podnet dns (as the lab starts it: DNS_NODE_FLAGS, DNS_ENV)", node: [...DNS_NODE_FLAGS], env: { ...DNS_ENV } },
+  { name: "podnet dns, bin/podnet.js's flag only (no --v8-pool-size)", node: DEFAULT_FLAGS },
   { name: "podnet dns MALLOC_ARENA_MAX=2", node: DEFAULT_FLAGS, env: { MALLOC_ARENA_MAX: "2" } },
   { name: "podnet dns --max-old-space-size=48", node: [...DEFAULT_FLAGS, "--max-old-space-size=48"] },
   { name: "podnet dns --v8-pool-size=1 UV_THREADPOOL_SIZE=1", node: [...DEFAULT_FLAGS, "--v8-pool-size=1"], env: { UV_THREADPOOL_SIZE: "1" } },
   { name: "podnet dns --no-batch", node: DEFAULT_FLAGS, args: ["--no-batch"] },
+  { name: "podnet dns --single-threaded UV_THREADPOOL_SIZE=1", node: [...DEFAULT_FLAGS, "--single-threaded"], env: { UV_THREADPOOL_SIZE: "1" } },
   { name: "podnet dns --optimize-for-size", node: [...DEFAULT_FLAGS, "--optimize-for-size"] },
   { name: "podnet dns --max-old-space-size=64", node: [...DEFAULT_FLAGS, "--max-old-space-size=64"] },
 ];
@@ -153,6 +156,7 @@ async function main(): Promise<void> {
     const wanted = values.variants?.split(",");
     const chosen = wanted ? VARIANTS.filter((v, i) => wanted.includes(String(i)) || wanted.includes(v.name)) : VARIANTS;
     const rows: string[] = [];
+    const perfRows: string[] = [];
     const out = (r: string) => {
       rows.push(r);
       process.stderr.write(`${r}\n`);
@@ -190,7 +194,9 @@ async function main(): Promise<void> {
       const syncMs = performance.now() - started;
       await sleep(3000);
       const idle = { ...memoryOf(child.pid as number), ...(await heapOf(metricsPort)) };
-      execFileSync("dnsperf", ["-s", "127.0.0.1", "-p", String(port), "-d", queryFile, "-c", "4", "-Q", "200000", "-l", values.load as string], { encoding: "utf8" });
+      const ticks = cpuTicks(child.pid as number);
+      const perf = runDnsperf(port, queryFile, join(dir, "dnsperf.out"));
+      perfRows.push(`| ${v.name} | ${perf.qps.toFixed(0)} | ${(((cpuTicks(child.pid as number) - ticks) / TICKS) * 1e6 / perf.n).toFixed(2)} | ${perf.p50.toFixed(3)} / ${perf.p99.toFixed(3)} |`);
       await sleep(1000);
       const loaded = { ...memoryOf(child.pid as number), ...(await heapOf(metricsPort)) };
       child.kill("SIGTERM");
@@ -203,6 +209,10 @@ async function main(): Promise<void> {
         "| process | RSS | RssAnon | RssFile | PSS | Pss_Anon | Pss_File | private file | threads | V8 heap used / total | external |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         ...rows,
+        "",
+        `| variant | QPS (dnsperf -c 4 -Q 200000 -l ${values.load}) | CPU µs per query | p50 / p99 ms |`,
+        "|---|---|---|---|",
+        ...perfRows,
       ].join("\n") + "\n",
     );
   } finally {
@@ -211,6 +221,32 @@ async function main(): Promise<void> {
     await etcd?.stop();
     if (existsSync(dir)) rmSync(dir, { recursive: true, force: true });
   }
+}
+
+const TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
+
+/** utime + stime of a process, all threads, in clock ticks (proc(5) /proc/pid/stat fields 14 and 15). */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/** dnsperf -v into a file (parsed after the run, so parsing takes no CPU from the server): QPS, answers, p50, p99. */
+function runDnsperf(port: number, queryFile: string, outFile: string): { qps: number; n: number; p50: number; p99: number } {
+  const fd = openSync(outFile, "w");
+  spawnSync("dnsperf", ["-s", "127.0.0.1", "-p", String(port), "-d", queryFile, "-c", "4", "-Q", "200000", "-l", values.load as string, "-v"], { stdio: ["ignore", fd, "ignore"] });
+  closeSync(fd);
+  const latencies: number[] = [];
+  let summary = "";
+  for (const line of readFileSync(outFile, "utf8").split("\n")) {
+    if (line.startsWith("> ")) latencies.push(Number(line.slice(line.lastIndexOf(" ") + 1)) * 1000);
+    else summary += `${line}\n`;
+  }
+  rmSync(outFile);
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
+  return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), n: latencies.length, p50: at(0.5), p99: at(0.99) };
 }
 
 function row(name: string, m: Memory): string {

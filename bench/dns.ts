@@ -28,6 +28,7 @@ import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import type { ObjectWrite } from "../src/datastore/objects.ts";
 import { clusterIPService, endpointSlice, namespace } from "../src/dns/fixtures.ts";
+import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({
@@ -72,7 +73,7 @@ let etcd: EtcdServer | undefined;
 let writer: EtcdDatastore | undefined;
 
 function start(cmd: string, args: string[], logName: string): ChildProcess {
-  const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(cmd, args, { env: args.includes("dns") ? { ...env, ...DNS_ENV } : env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   child.stdout?.on("data", (d: Buffer) => (log += d.toString()));
   child.stderr?.on("data", (d: Buffer) => (log += d.toString()));
@@ -217,15 +218,15 @@ async function main(): Promise<void> {
   start("dnsmasq", ["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.3", "--port=53", "--user=root", "--pid-file=", "--address=/example.test/192.0.2.10", "--address=/example.test/2001:db8::10", "--log-queries", `--log-facility=${upstreamLog}`], "upstream");
 
   const podnetStarted = performance.now();
-  const podnet = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.1:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9153"], "podnet-dns");
+  const podnet = start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.1:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9153"], "podnet-dns");
   await waitFor("podnet dns ready", async () => (await fetch("http://127.0.0.1:9153/ready")).status === 200);
   const syncSeconds = (performance.now() - podnetStarted) / 1000;
 
   // The same server on two threads sharing the UDP port (--workers 2), for the throughput comparison.
-  const podnet2 = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.5:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9155", "--workers", "2"], "podnet-dns-2");
+  const podnet2 = start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.5:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9155", "--workers", "2"], "podnet-dns-2");
   await waitFor("podnet dns --workers 2 ready", async () => (await fetch("http://127.0.0.1:9155/ready")).status === 200);
   // The same server moving UDP one datagram at a time through dgram (the design before batching).
-  const podnetSingle = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.6:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9156", "--no-batch"], "podnet-dns-single");
+  const podnetSingle = start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.6:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9156", "--no-batch"], "podnet-dns-single");
   await waitFor("podnet dns --no-batch ready", async () => (await fetch("http://127.0.0.1:9156/ready")).status === 200);
   // What Node itself costs before any DNS work: the same modules loaded, nothing else.
   const bare = spawn(process.execPath, ["--max-semi-space-size=1", "--input-type=module", "-e", "await import('etcd3'); await import('prom-client'); await import('dns-packet'); setTimeout(() => {}, 60000);"], { env, cwd: REPO, stdio: "ignore" });
@@ -298,7 +299,7 @@ async function main(): Promise<void> {
   }
 
   // 5. the search walk through glibc, with and without server-side answering
-  start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.4:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9154", "--no-autopath"], "podnet-dns-plain");
+  start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.4:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9154", "--no-autopath"], "podnet-dns-plain");
   await waitFor("second podnet dns ready", async () => (await fetch("http://127.0.0.1:9154/ready")).status === 200);
   const resolvConf = join("/etc/netns", nsName, "resolv.conf");
   const walk: { mode: string; kind: string; clientPerLookup: number; upstreamPerLookup: number; ok: number }[] = [];

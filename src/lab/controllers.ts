@@ -38,6 +38,7 @@ import { CLUSTER_CIDR, EXTERNAL_IP, labPrefix } from "./topology.ts";
 import { DNS_METRICS_PORT, isDnsPod, removePodResolvConf, writePodResolvConf, type EtcNetnsRecord } from "./pod-dns.ts";
 import { ProbeState, probeCommand, probeOutcome, readinessProbeOf, type ReadinessProbe } from "./readiness.ts";
 import { runCommand } from "../supervise/command.ts";
+import { DNS_ENV, DNS_NODE_FLAGS } from "../dns/node-flags.ts";
 import { syncTable } from "../kernel/nft.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 
@@ -451,7 +452,7 @@ export class LabControllers {
     // pod's readinessProbe reaches it from the node, as CoreDNS's :8181/ready.
     const command = isDnsPod(pod)
       ? [
-          process.execPath, PODNET_CLI, "dns", ...labEtcdFlags(this.opts.labDir, "dns", true),
+          process.execPath, ...DNS_NODE_FLAGS, PODNET_CLI, "dns", ...labEtcdFlags(this.opts.labDir, "dns", true),
           "--listen", `${record.ip}:53`, "--upstream", `${EXTERNAL_IP}:53`, "--metrics", `${record.ip}:${DNS_METRICS_PORT}`, "--ready-file", readyFile,
         ]
       : // The script by its place in the checkout: a bundled CLI has no test-server.mjs beside it.
@@ -462,7 +463,7 @@ export class LabControllers {
       argv: argvInNamedNetns(record.netns, command),
       log: join(this.kubelet.dir, "logs", `${namespace(pod)}.${pod.metadata.name}.log`),
     });
-    spawnDetached(process_, probeEnv());
+    spawnDetached(process_, isDnsPod(pod) ? { ...probeEnv(), ...DNS_ENV } : probeEnv());
     this.kubelet.save();
   }
 
