@@ -158,11 +158,32 @@ function dnsperf(server: string, queryFile: string, pid: number): PerfRun {
  * dnsperf -v prints one line per answer with its latency. They go to a file and are read afterwards,
  * so that parsing them does not take CPU from the server being measured.
  */
-async function latencyRun(server: string, queryFile: string, rate = 200_000): Promise<{ qps: number; p50: number; p99: number; n: number }> {
+/** The main thread's time on a CPU and waiting on a run queue, ns (/proc/pid/schedstat, sched-stats.rst). */
+function schedstat(pid: number): { running: number; waiting: number } {
+  const [running, waiting] = readFileSync(`/proc/${pid}/schedstat`, "utf8").trim().split(" ").map(Number);
+  return { running: running ?? NaN, waiting: waiting ?? NaN };
+}
+
+interface LatencyRun {
+  qps: number;
+  p50: number;
+  p99: number;
+  n: number;
+  /** Of the run's wall time, the share the server's main thread spent runnable but not running. */
+  waitShare: number;
+  /** ... and the share it spent on a CPU. */
+  runShare: number;
+}
+
+async function latencyRun(server: string, queryFile: string, pid: number, rate = 200_000): Promise<LatencyRun> {
   const outFile = join(dir, "dnsperf-v.out");
+  const before = schedstat(pid);
+  const startedAt = performance.now();
   const fd = openSync(outFile, "w");
   const child = spawn("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", String(rate), "-l", String(Math.max(3, Math.floor(SECONDS / 2))), "-v"], { env, stdio: ["ignore", fd, "ignore"] });
   await new Promise((r) => child.on("exit", r));
+  const wallNs = (performance.now() - startedAt) * 1e6;
+  const after = schedstat(pid);
   closeSync(fd);
   const latencies: number[] = [];
   let summary = "";
@@ -175,7 +196,7 @@ async function latencyRun(server: string, queryFile: string, rate = 200_000): Pr
   rmSync(outFile);
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), p50: at(0.5), p99: at(0.99), n: latencies.length };
+  return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), p50: at(0.5), p99: at(0.99), n: latencies.length, waitShare: (after.waiting - before.waiting) / wallNs, runShare: (after.running - before.running) / wallNs };
 }
 
 function metricSum(text: string, name: string): number {
@@ -271,16 +292,16 @@ async function main(): Promise<void> {
       runs.push({ server, run: dnsperf(addr, queryFile, child.pid as number) });
     }
   }
-  const latDnsmasq = await latencyRun("127.0.0.2", queryFile);
-  const latPodnet = await latencyRun("127.0.0.1", queryFile);
-  const latTwo = await latencyRun("127.0.0.5", queryFile);
-  const latSingle = await latencyRun("127.0.0.6", queryFile);
+  const latDnsmasq = await latencyRun("127.0.0.2", queryFile, dnsmasq.pid as number);
+  const latPodnet = await latencyRun("127.0.0.1", queryFile, podnet.pid as number);
+  const latTwo = await latencyRun("127.0.0.5", queryFile, podnet2.pid as number);
+  const latSingle = await latencyRun("127.0.0.6", queryFile, podnetSingle.pid as number);
   // The same at a fixed offered rate both servers keep up with: latency without a saturated queue
   // (at saturation dnsperf keeps 100 queries outstanding per client, so its latency is mostly
   // outstanding queries / throughput, Little's law, whatever the server's own service time).
   const FIXED_RATE = 20_000;
-  const fixedDnsmasq = await latencyRun("127.0.0.2", queryFile, FIXED_RATE);
-  const fixedPodnet = await latencyRun("127.0.0.1", queryFile, FIXED_RATE);
+  const fixedDnsmasq = await latencyRun("127.0.0.2", queryFile, dnsmasq.pid as number, FIXED_RATE);
+  const fixedPodnet = await latencyRun("127.0.0.1", queryFile, podnet.pid as number, FIXED_RATE);
   const rssAfter = rssMiB(podnet.pid as number);
   const anonAfter = rssMiB(podnet.pid as number, "RssAnon");
   const pssAfter = pssMiB(podnet.pid as number);
@@ -343,6 +364,7 @@ async function main(): Promise<void> {
     "",
     `- At a fixed ${fmt(FIXED_RATE)} queries/s (-Q ${FIXED_RATE}, not saturated), p50 / p99 ms: dnsmasq ${fmt(fixedDnsmasq.p50, 3)} / ${fmt(fixedDnsmasq.p99, 3)}, podnet dns ${fmt(fixedPodnet.p50, 3)} / ${fmt(fixedPodnet.p99, 3)} (p99 ratio ${fmt(fixedPodnet.p99 / fixedDnsmasq.p99, 2)}x).`,
     `- p99 at saturation podnet dns / dnsmasq: ${fmt(latPodnet.p99 / latDnsmasq.p99, 2)}x (p50 ${fmt(latPodnet.p50 / latDnsmasq.p50, 2)}x).`,
+    `- The server's main thread during the -v runs (/proc/pid/schedstat), share of wall time on a CPU / runnable but waiting for one: dnsmasq ${fmt(latDnsmasq.runShare * 100)}% / ${fmt(latDnsmasq.waitShare * 100)}%, podnet dns ${fmt(latPodnet.runShare * 100)}% / ${fmt(latPodnet.waitShare * 100)}%; at the fixed rate dnsmasq ${fmt(fixedDnsmasq.runShare * 100)}% / ${fmt(fixedDnsmasq.waitShare * 100)}%, podnet dns ${fmt(fixedPodnet.runShare * 100)}% / ${fmt(fixedPodnet.waitShare * 100)}%. Time spent waiting for a CPU is latency no server code can remove.`,
     `- CPU per query podnet dns / dnsmasq (medians; independent of how the shared CPUs were split): **${fmt(cpu("podnet dns") / cpu("dnsmasq"), 2)}x** (--no-batch: ${fmt(cpu("podnet dns --no-batch") / cpu("dnsmasq"), 2)}x).`,
     `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two, ${fmt(median(qps("podnet dns --no-batch")) / median(qps("dnsmasq")), 2)}x with --no-batch; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
     `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: PSS **${fmt(pssLoaded.pss, 1)} MiB** idle (Pss_Anon ${fmt(pssLoaded.pssAnon, 1)}), RSS ${fmt(rssLoaded, 1)} MiB (RssAnon ${fmt(anonLoaded, 1)} MiB, RssFile ${fmt(fileLoaded, 1)} MiB, the node binary's pages, shared by every Node process); after the load runs PSS ${fmt(pssAfter.pss, 1)} MiB, RSS ${fmt(rssAfter, 1)} MiB, RssAnon ${fmt(anonAfter, 1)} MiB (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB, RssFile ${fmt(fileBare, 1)} MiB).`,
