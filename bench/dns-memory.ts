@@ -46,20 +46,25 @@ interface Variant {
 }
 
 const DEFAULT_FLAGS = ["--max-semi-space-size=1"];
+/**
+ * A bare process's body: load the modules, then after a second collect garbage and trim the C heap,
+ * as the server does after its first sync, so the baselines compare like with like.
+ */
+const bare = (modules: string[]): string =>
+  `${modules.map((m) => `await import(${JSON.stringify(m)});`).join(" ")} setTimeout(() => { globalThis.gc(); createRequire(process.cwd() + "/package.json")("koffi").load("libc.so.6").func("int malloc_trim(size_t pad)")(0); }, 1000); setInterval(() => {}, 1000);`;
+const BARE_FLAGS = [...DEFAULT_FLAGS, "--expose-gc"];
 const VARIANTS: Variant[] = [
-  { name: "bare node", node: [], bare: "setInterval(() => {}, 1000);" },
-  { name: "bare node + etcd3", node: DEFAULT_FLAGS, bare: "await import('etcd3'); setInterval(() => {}, 1000);" },
-  { name: "bare node + prom-client", node: DEFAULT_FLAGS, bare: "await import('prom-client'); setInterval(() => {}, 1000);" },
-  { name: "bare node + etcd3 + prom-client + dns-packet", node: DEFAULT_FLAGS, bare: "await import('etcd3'); await import('prom-client'); await import('dns-packet'); setInterval(() => {}, 1000);" },
+  { name: "bare node", node: BARE_FLAGS, bare: bare([]) },
+  { name: "bare node + etcd3", node: BARE_FLAGS, bare: bare(["etcd3"]) },
+  { name: "bare node + prom-client", node: BARE_FLAGS, bare: bare(["prom-client"]) },
+  { name: "bare node + etcd3 + prom-client + dns-packet", node: BARE_FLAGS, bare: bare(["etcd3", "prom-client", "dns-packet"]) },
   { name: "podnet dns (as the lab starts it: DNS_NODE_FLAGS, DNS_ENV)", node: [...DNS_NODE_FLAGS], env: { ...DNS_ENV } },
   { name: "podnet dns, bin/podnet.js's flag only (no --v8-pool-size)", node: DEFAULT_FLAGS },
   { name: "podnet dns MALLOC_ARENA_MAX=2", node: DEFAULT_FLAGS, env: { MALLOC_ARENA_MAX: "2" } },
   { name: "podnet dns --max-old-space-size=48", node: [...DEFAULT_FLAGS, "--max-old-space-size=48"] },
-  { name: "podnet dns --v8-pool-size=1 UV_THREADPOOL_SIZE=1", node: [...DEFAULT_FLAGS, "--v8-pool-size=1"], env: { UV_THREADPOOL_SIZE: "1" } },
-  { name: "podnet dns --no-batch", node: DEFAULT_FLAGS, args: ["--no-batch"] },
   { name: "podnet dns --single-threaded UV_THREADPOOL_SIZE=1", node: [...DEFAULT_FLAGS, "--single-threaded"], env: { UV_THREADPOOL_SIZE: "1" } },
   { name: "podnet dns --optimize-for-size", node: [...DEFAULT_FLAGS, "--optimize-for-size"] },
-  { name: "podnet dns --max-old-space-size=64", node: [...DEFAULT_FLAGS, "--max-old-space-size=64"] },
+  { name: "podnet dns --no-batch", node: DEFAULT_FLAGS, args: ["--no-batch"] },
 ];
 
 async function freePort(): Promise<number> {
@@ -164,7 +169,7 @@ async function main(): Promise<void> {
     process.stdout.write(`load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}; node ${process.version}; ${SERVICES} services + ${SERVICES} endpoints\n`);
     for (const v of chosen) {
       if (v.bare !== undefined) {
-        const child = spawn(process.execPath, [...v.node, "--input-type=module", "-e", v.bare], { env: { ...env, ...v.env }, cwd: REPO, stdio: "ignore" });
+        const child = spawn(process.execPath, [...v.node, "--input-type=module", "-e", `import { createRequire } from "node:module"; ${v.bare}`], { env: { ...env, ...v.env }, cwd: REPO, stdio: "ignore" });
         children.push(child);
         await sleep(3000);
         const m = memoryOf(child.pid as number);
@@ -192,7 +197,8 @@ async function main(): Promise<void> {
         continue;
       }
       const syncMs = performance.now() - started;
-      await sleep(3000);
+      // Past the server's last start-up collection (3 s after its watch is up).
+      await sleep(5000);
       const idle = { ...memoryOf(child.pid as number), ...(await heapOf(metricsPort)) };
       const ticks = cpuTicks(child.pid as number);
       const perf = runDnsperf(port, queryFile, join(dir, "dnsperf.out"));
