@@ -24,7 +24,7 @@ const LAYERS = {
   controlplane: ["datastore", "k8s", "net", "services"],
   // udp-reuseport.ts makes the SO_REUSEPORT socket that lets several threads answer on one port.
   // udp-batch.ts moves datagrams in batches (recvmmsg/sendmmsg) on that socket.
-  dns: ["datastore", "k8s", "net", "kernel/udp-reuseport.ts", "kernel/udp-batch.ts"],
+  dns: ["datastore", "k8s", "net", "kernel/udp-reuseport.ts", "kernel/udp-batch.ts", "kernel/malloc-trim.ts"],
 
   // The node agent: the reconcilers that make the kernel match the datastore.
   agent: ["datastore", "kernel", "net", "k8s", "services"],
@@ -37,7 +37,7 @@ const LAYERS = {
 
   // A cluster of namespaces on one machine. It runs the plugin as a separate process, through runtime/,
   // never by importing plugin/ or ipam/.
-  lab: ["runtime", "cni/types.ts", "datastore", "agent/node-flags.ts", "kernel", "net", "k8s", "controlplane", "supervise"],
+  lab: ["runtime", "cni/types.ts", "datastore", "agent/node-flags.ts", "dns/node-flags.ts", "kernel", "net", "k8s", "controlplane", "supervise"],
 
   // `podnet trace`, `lab graph`, `lab up --explain`: read a lab's state, its Services over the lab API (api-client), and its live kernel state (through src/kernel
   // only), send a probe and trace it. Nothing imports trace but the CLI.

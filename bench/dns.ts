@@ -28,6 +28,7 @@ import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import type { ObjectWrite } from "../src/datastore/objects.ts";
 import { clusterIPService, endpointSlice, namespace } from "../src/dns/fixtures.ts";
+import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({
@@ -72,7 +73,7 @@ let etcd: EtcdServer | undefined;
 let writer: EtcdDatastore | undefined;
 
 function start(cmd: string, args: string[], logName: string): ChildProcess {
-  const child = spawn(cmd, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(cmd, args, { env: args.includes("dns") ? { ...env, ...DNS_ENV } : env, stdio: ["ignore", "pipe", "pipe"] });
   let log = "";
   child.stdout?.on("data", (d: Buffer) => (log += d.toString()));
   child.stderr?.on("data", (d: Buffer) => (log += d.toString()));
@@ -80,6 +81,13 @@ function start(cmd: string, args: string[], logName: string): ChildProcess {
   child.on("exit", () => existsSync(dir) && writeFileSync(join(dir, `${logName}.log`), log));
   children.push(child);
   return child;
+}
+
+/** Proportional set size and its anonymous part (/proc/pid/smaps_rollup), MiB: shared file pages counted by share. */
+function pssMiB(pid: number): { pss: number; pssAnon: number } {
+  const text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? "NaN");
+  return { pss: kb("Pss") / 1024, pssAnon: kb("Pss_Anon") / 1024 };
 }
 
 function rssMiB(pid: number, field = "VmRSS"): number {
@@ -150,11 +158,32 @@ function dnsperf(server: string, queryFile: string, pid: number): PerfRun {
  * dnsperf -v prints one line per answer with its latency. They go to a file and are read afterwards,
  * so that parsing them does not take CPU from the server being measured.
  */
-async function latencyRun(server: string, queryFile: string): Promise<{ qps: number; p50: number; p99: number; n: number }> {
+/** The main thread's time on a CPU and waiting on a run queue, ns (/proc/pid/schedstat, sched-stats.rst). */
+function schedstat(pid: number): { running: number; waiting: number } {
+  const [running, waiting] = readFileSync(`/proc/${pid}/schedstat`, "utf8").trim().split(" ").map(Number);
+  return { running: running ?? NaN, waiting: waiting ?? NaN };
+}
+
+interface LatencyRun {
+  qps: number;
+  p50: number;
+  p99: number;
+  n: number;
+  /** Of the run's wall time, the share the server's main thread spent runnable but not running. */
+  waitShare: number;
+  /** ... and the share it spent on a CPU. */
+  runShare: number;
+}
+
+async function latencyRun(server: string, queryFile: string, pid: number, rate = 200_000): Promise<LatencyRun> {
   const outFile = join(dir, "dnsperf-v.out");
+  const before = schedstat(pid);
+  const startedAt = performance.now();
   const fd = openSync(outFile, "w");
-  const child = spawn("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", "200000", "-l", String(Math.max(3, Math.floor(SECONDS / 2))), "-v"], { env, stdio: ["ignore", fd, "ignore"] });
+  const child = spawn("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", String(rate), "-l", String(Math.max(3, Math.floor(SECONDS / 2))), "-v"], { env, stdio: ["ignore", fd, "ignore"] });
   await new Promise((r) => child.on("exit", r));
+  const wallNs = (performance.now() - startedAt) * 1e6;
+  const after = schedstat(pid);
   closeSync(fd);
   const latencies: number[] = [];
   let summary = "";
@@ -167,7 +196,7 @@ async function latencyRun(server: string, queryFile: string): Promise<{ qps: num
   rmSync(outFile);
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), p50: at(0.5), p99: at(0.99), n: latencies.length };
+  return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), p50: at(0.5), p99: at(0.99), n: latencies.length, waitShare: (after.waiting - before.waiting) / wallNs, runShare: (after.running - before.running) / wallNs };
 }
 
 function metricSum(text: string, name: string): number {
@@ -210,15 +239,15 @@ async function main(): Promise<void> {
   start("dnsmasq", ["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.3", "--port=53", "--user=root", "--pid-file=", "--address=/example.test/192.0.2.10", "--address=/example.test/2001:db8::10", "--log-queries", `--log-facility=${upstreamLog}`], "upstream");
 
   const podnetStarted = performance.now();
-  const podnet = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.1:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9153"], "podnet-dns");
+  const podnet = start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.1:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9153"], "podnet-dns");
   await waitFor("podnet dns ready", async () => (await fetch("http://127.0.0.1:9153/ready")).status === 200);
   const syncSeconds = (performance.now() - podnetStarted) / 1000;
 
   // The same server on two threads sharing the UDP port (--workers 2), for the throughput comparison.
-  const podnet2 = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.5:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9155", "--workers", "2"], "podnet-dns-2");
+  const podnet2 = start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.5:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9155", "--workers", "2"], "podnet-dns-2");
   await waitFor("podnet dns --workers 2 ready", async () => (await fetch("http://127.0.0.1:9155/ready")).status === 200);
   // The same server moving UDP one datagram at a time through dgram (the design before batching).
-  const podnetSingle = start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--listen", "127.0.0.6:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9156", "--no-batch"], "podnet-dns-single");
+  const podnetSingle = start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.6:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9156", "--no-batch"], "podnet-dns-single");
   await waitFor("podnet dns --no-batch ready", async () => (await fetch("http://127.0.0.1:9156/ready")).status === 200);
   // What Node itself costs before any DNS work: the same modules loaded, nothing else.
   const bare = spawn(process.execPath, ["--max-semi-space-size=1", "--input-type=module", "-e", "await import('etcd3'); await import('prom-client'); await import('dns-packet'); setTimeout(() => {}, 60000);"], { env, cwd: REPO, stdio: "ignore" });
@@ -245,6 +274,7 @@ async function main(): Promise<void> {
   const rssLoaded = rssMiB(podnet.pid as number);
   const anonLoaded = rssMiB(podnet.pid as number, "RssAnon");
   const fileLoaded = rssMiB(podnet.pid as number, "RssFile");
+  const pssLoaded = pssMiB(podnet.pid as number);
   const heapText = await metrics(9153);
   const mib = (name: string) => metricSum(heapText, name) / 1048576;
   const heap = { used: mib("podnet_dns_nodejs_heap_size_used_bytes"), total: mib("podnet_dns_nodejs_heap_size_total_bytes"), external: mib("podnet_dns_nodejs_external_memory_bytes") };
@@ -262,11 +292,19 @@ async function main(): Promise<void> {
       runs.push({ server, run: dnsperf(addr, queryFile, child.pid as number) });
     }
   }
-  const latDnsmasq = await latencyRun("127.0.0.2", queryFile);
-  const latPodnet = await latencyRun("127.0.0.1", queryFile);
-  const latTwo = await latencyRun("127.0.0.5", queryFile);
-  const latSingle = await latencyRun("127.0.0.6", queryFile);
+  const latDnsmasq = await latencyRun("127.0.0.2", queryFile, dnsmasq.pid as number);
+  const latPodnet = await latencyRun("127.0.0.1", queryFile, podnet.pid as number);
+  const latTwo = await latencyRun("127.0.0.5", queryFile, podnet2.pid as number);
+  const latSingle = await latencyRun("127.0.0.6", queryFile, podnetSingle.pid as number);
+  // The same at a fixed offered rate both servers keep up with: latency without a saturated queue
+  // (at saturation dnsperf keeps 100 queries outstanding per client, so its latency is mostly
+  // outstanding queries / throughput, Little's law, whatever the server's own service time).
+  const FIXED_RATE = 20_000;
+  const fixedDnsmasq = await latencyRun("127.0.0.2", queryFile, dnsmasq.pid as number, FIXED_RATE);
+  const fixedPodnet = await latencyRun("127.0.0.1", queryFile, podnet.pid as number, FIXED_RATE);
   const rssAfter = rssMiB(podnet.pid as number);
+  const anonAfter = rssMiB(podnet.pid as number, "RssAnon");
+  const pssAfter = pssMiB(podnet.pid as number);
 
   // 4. commit → resolvable
   const delays: number[] = [];
@@ -282,7 +320,7 @@ async function main(): Promise<void> {
   }
 
   // 5. the search walk through glibc, with and without server-side answering
-  start(join(REPO, "bin/podnet.js"), ["dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.4:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9154", "--no-autopath"], "podnet-dns-plain");
+  start(process.execPath, [...DNS_NODE_FLAGS, join(REPO, "bin/podnet.js"), "dns", "--etcd", etcd.endpoints.join(","), "--etcd-insecure", "--listen", "127.0.0.4:53", "--upstream", "127.0.0.3:53", "--metrics", "127.0.0.1:9154", "--no-autopath"], "podnet-dns-plain");
   await waitFor("second podnet dns ready", async () => (await fetch("http://127.0.0.1:9154/ready")).status === 200);
   const resolvConf = join("/etc/netns", nsName, "resolv.conf");
   const walk: { mode: string; kind: string; clientPerLookup: number; upstreamPerLookup: number; ok: number }[] = [];
@@ -324,9 +362,12 @@ async function main(): Promise<void> {
     ),
     `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | — | 33,669 | — | — | — | — |`,
     "",
+    `- At a fixed ${fmt(FIXED_RATE)} queries/s (-Q ${FIXED_RATE}, not saturated), p50 / p99 ms: dnsmasq ${fmt(fixedDnsmasq.p50, 3)} / ${fmt(fixedDnsmasq.p99, 3)}, podnet dns ${fmt(fixedPodnet.p50, 3)} / ${fmt(fixedPodnet.p99, 3)} (p99 ratio ${fmt(fixedPodnet.p99 / fixedDnsmasq.p99, 2)}x).`,
+    `- p99 at saturation podnet dns / dnsmasq: ${fmt(latPodnet.p99 / latDnsmasq.p99, 2)}x (p50 ${fmt(latPodnet.p50 / latDnsmasq.p50, 2)}x).`,
+    `- The server's main thread during the -v runs (/proc/pid/schedstat), share of wall time on a CPU / runnable but waiting for one: dnsmasq ${fmt(latDnsmasq.runShare * 100)}% / ${fmt(latDnsmasq.waitShare * 100)}%, podnet dns ${fmt(latPodnet.runShare * 100)}% / ${fmt(latPodnet.waitShare * 100)}%; at the fixed rate dnsmasq ${fmt(fixedDnsmasq.runShare * 100)}% / ${fmt(fixedDnsmasq.waitShare * 100)}%, podnet dns ${fmt(fixedPodnet.runShare * 100)}% / ${fmt(fixedPodnet.waitShare * 100)}%. Time spent waiting for a CPU is latency no server code can remove.`,
     `- CPU per query podnet dns / dnsmasq (medians; independent of how the shared CPUs were split): **${fmt(cpu("podnet dns") / cpu("dnsmasq"), 2)}x** (--no-batch: ${fmt(cpu("podnet dns --no-batch") / cpu("dnsmasq"), 2)}x).`,
     `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two, ${fmt(median(qps("podnet dns --no-batch")) / median(qps("dnsmasq")), 2)}x with --no-batch; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
-    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: **${fmt(rssLoaded, 1)} MiB** idle (RssAnon ${fmt(anonLoaded, 1)} MiB, RssFile ${fmt(fileLoaded, 1)} MiB), ${fmt(rssAfter, 1)} MiB after the load runs (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB, RssFile ${fmt(fileBare, 1)} MiB).`,
+    `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: PSS **${fmt(pssLoaded.pss, 1)} MiB** idle (Pss_Anon ${fmt(pssLoaded.pssAnon, 1)}), RSS ${fmt(rssLoaded, 1)} MiB (RssAnon ${fmt(anonLoaded, 1)} MiB, RssFile ${fmt(fileLoaded, 1)} MiB, the node binary's pages, shared by every Node process); after the load runs PSS ${fmt(pssAfter.pss, 1)} MiB, RSS ${fmt(rssAfter, 1)} MiB, RssAnon ${fmt(anonAfter, 1)} MiB (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB, RssFile ${fmt(fileBare, 1)} MiB).`,
     `- V8 heap of podnet dns when idle: ${fmt(heap.used, 1)} MiB used of ${fmt(heap.total, 1)} MiB, external (buffers) ${fmt(heap.external, 1)} MiB.`,
     `- Service committed to etcd → first answer, 20 services: median **${fmt(median(delays), 1)} ms**, max ${fmt(Math.max(...delays), 1)} ms.`,
     "",

@@ -118,6 +118,21 @@ describe("dns server", () => {
     assert.deepEqual(reply.answers?.map((a) => ("data" in a ? a.data : "")), ["10.96.0.30"], "the cached NXDOMAIN was not served after the change");
   });
 
+  it("keeps at most answerCacheEntries encoded answers, dropping the oldest, and answers right throughout", async () => {
+    const store = await clusterStore();
+    for (let i = 0; i < 60; i++) await store.apply(clusterIPService("default", `s${i}`, [`10.96.1.${i + 1}`]));
+    const server = await startServer(store, undefined, { answerCacheEntries: 25 });
+    await server.whenSynced();
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 60; i++) {
+        const reply = await ask(server.address.port, `s${i}.default.svc.cluster.local`);
+        assert.deepEqual(reply.answers?.map((a) => ("data" in a ? a.data : "")), [`10.96.1.${i + 1}`], `s${i}, round ${round}`);
+        assert.ok(server.answerCacheSize <= 25, `${server.answerCacheSize} cached answers`);
+      }
+    }
+    assert.equal(server.answerCacheSize, 25);
+  });
+
   it("caches upstream answers and denials by their TTLs", async () => {
     const upstream = await fakeUpstream();
     closers.push(upstream.close);

@@ -19,6 +19,7 @@ import { DnsMetrics, type QueryCount } from "./metrics.ts";
 import { labelsOf } from "./names.ts";
 import { udpSocketDescriptor } from "../kernel/udp-reuseport.ts";
 import { MSG_TRUNC, openUdpBatch, type UdpBatch } from "../kernel/udp-batch.ts";
+import { releaseFreedNativeMemory } from "../kernel/malloc-trim.ts";
 
 export interface DnsServerOptions {
   store: ObjectStore;
@@ -45,6 +46,8 @@ export interface DnsServerOptions {
    * through dgram (default, where available); false keeps dgram's one callback and one send per datagram.
    */
   batch?: boolean;
+  /** Encoded cluster answers kept at most (default ANSWER_CACHE_MAX); the oldest goes first. */
+  answerCacheEntries?: number;
   log?: (line: string) => void;
 }
 
@@ -54,7 +57,12 @@ const UDP_DEFAULT = 512;
 /** What we advertise in our OPT (the DNS flag day 2020 size: no fragmentation). */
 const OUR_UDP_SIZE = 1232;
 const TCP_IDLE_MS = 10_000;
-const ANSWER_CACHE_MAX = 50_000;
+/**
+ * Encoded cluster answers kept at most: about 350 bytes each (one Buffer for query and reply, the
+ * entry, the map slot), so at most ~7 MiB. Past it the oldest entry goes (a Map iterates in insertion
+ * order): a client asking endless distinct names (random 0x20 case, say) cannot grow the process.
+ */
+export const ANSWER_CACHE_MAX = 20_000;
 
 interface Prepared {
   buffer: Buffer;
@@ -62,11 +70,14 @@ interface Prepared {
   type: string;
 }
 
-/** An encoded cluster answer, kept until the index changes: the query's bytes after the id → the reply's. */
+/**
+ * An encoded cluster answer, kept until the index changes: the query's bytes after the id → the reply's.
+ * Both in one Buffer (query first, reply from `split`): one object per entry instead of two.
+ */
 interface CachedAnswer {
   generation: number;
-  query: Uint8Array;
-  reply: Uint8Array;
+  bytes: Buffer;
+  split: number;
   rcode: string;
   type: string;
   count: QueryCount;
@@ -107,6 +118,7 @@ export class DnsServer {
   private readonly probes = new Map<string, Upstream>();
   private readonly syncWaiters: (() => void)[] = [];
   private stopped = false;
+  private trimTimer: NodeJS.Timeout | undefined;
   private readonly log: (line: string) => void;
   private readonly autopath: boolean;
   private readonly nodeSearch: string[];
@@ -142,6 +154,11 @@ export class DnsServer {
 
   get zone(): string {
     return this.builder.zone;
+  }
+
+  /** Encoded cluster answers held now. */
+  get answerCacheSize(): number {
+    return this.answerCache.size;
   }
 
   get ready(): boolean {
@@ -205,6 +222,9 @@ export class DnsServer {
     // ready, and answers SERVFAIL for cluster names (a datastore that is down must not keep the
     // port closed, nor make us deny names we have not seen yet).
     void this.openWatch();
+    // Watch events, forwarded answers and TCP streams keep freeing C heap in the middle of the arena;
+    // a trim walks the arenas in well under a millisecond (measured 0.02-0.3 ms).
+    this.trimTimer = setInterval(releaseFreedNativeMemory, 30_000).unref();
     if (this.options.probe !== false) void this.probeLoops();
   }
 
@@ -220,7 +240,7 @@ export class DnsServer {
             if (first) this.log(`dns: synced at revision ${revision}: ${this.index.serviceCount} services`);
             // The full list (every object as JSON, then parsed) is garbage now; collect it at once
             // so the heap settles at the index's size instead of carrying it until the next major GC.
-            setTimeout(collectGarbage, 50).unref();
+            setTimeout(settleMemory, 50).unref();
             for (const resolve of this.syncWaiters.splice(0)) resolve();
           },
           onEvent: (event) => this.index.onEvent(event),
@@ -229,8 +249,11 @@ export class DnsServer {
         if (this.stopped) await watch.close();
         else this.watch = watch;
         // The store held the first full list until its watch was up (after onSync's collection
-        // was scheduled, on a slow etcd): collect again now that nothing refers to it.
-        setTimeout(collectGarbage, 10).unref();
+        // was scheduled, on a slow etcd): collect again now that nothing refers to it; and once more
+        // a few seconds on, when the watch's own start-up buffers are gone: on a loaded machine V8
+        // kept the heap at 42 MiB (24 used) in some runs where these collections came too early.
+        setTimeout(settleMemory, 10).unref();
+        setTimeout(settleMemory, 3000).unref();
         return;
       } catch (err) {
         this.log(`dns: cannot watch the datastore (${(err as Error).message}); retrying in 1 s`);
@@ -248,6 +271,7 @@ export class DnsServer {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    clearInterval(this.trimTimer);
     await this.watch?.close().catch(() => undefined);
     this.forwarder.close();
     for (const s of this.tcpSockets) s.destroy();
@@ -324,7 +348,7 @@ export class DnsServer {
     const started = performance.now();
     const hit = msg.length <= 512 ? this.cached(msg, 0, msg.length) : undefined;
     if (hit) {
-      this.udp?.send([msg.subarray(0, 2), hit.reply], rinfo.port, rinfo.address);
+      this.udp?.send([msg.subarray(0, 2), hit.bytes.subarray(hit.split)], rinfo.port, rinfo.address);
       this.queriesSeen++;
       hit.count.n++;
       this.metrics.latency.observe("cache", (performance.now() - started) / 1000);
@@ -402,12 +426,13 @@ export class DnsServer {
           continue;
         }
         const hit = length <= 512 ? this.cached(bytes, at, length) : undefined;
-        if (hit && hit.reply.length + 2 <= batch.sendSize) {
+        const replyLength = hit ? hit.bytes.length - hit.split : 0;
+        if (hit && replyLength + 2 <= batch.sendSize) {
           const to = batch.sendOffset(out);
           bytes[to] = bytes[at] as number;
           bytes[to + 1] = bytes[at + 1] as number;
-          bytes.set(hit.reply, to + 2);
-          batch.setReply(out++, i, hit.reply.length + 2);
+          hit.bytes.copy(bytes, to + 2, hit.split);
+          batch.setReply(out++, i, replyLength + 2);
           hit.count.n++;
           hits++;
           continue;
@@ -453,20 +478,25 @@ export class DnsServer {
   private cached(bytes: Uint8Array, at: number, length: number): CachedAnswer | undefined {
     if (length < 12) return undefined;
     const hit = this.answerCache.get(hashBytes(bytes, at + 2, at + length));
-    if (!hit || hit.generation !== this.index.generation || hit.query.length !== length - 2) return undefined;
-    const query = hit.query;
-    for (let k = 0; k < query.length; k++) if (query[k] !== bytes[at + 2 + k]) return undefined;
+    if (!hit || hit.generation !== this.index.generation || hit.split !== length - 2) return undefined;
+    const stored = hit.bytes;
+    for (let k = 0; k < hit.split; k++) if (stored[k] !== bytes[at + 2 + k]) return undefined;
     return hit;
   }
 
   private remember(msg: Buffer, prepared: Prepared): void {
     if (msg.length > 512 || msg.length < 12) return;
-    if (this.answerCache.size >= ANSWER_CACHE_MAX) this.answerCache.clear();
-    this.answerCache.set(hashBytes(msg, 2, msg.length), {
+    const key = hashBytes(msg, 2, msg.length);
+    if (this.answerCache.size >= (this.options.answerCacheEntries ?? ANSWER_CACHE_MAX) && !this.answerCache.has(key)) {
+      const oldest = this.answerCache.keys().next();
+      if (!oldest.done) this.answerCache.delete(oldest.value);
+    }
+    // Buffer.concat copies into Node's shared 8 KiB pool: no ArrayBuffer of its own per entry.
+    const bytes = Buffer.concat([msg.subarray(2), prepared.buffer.subarray(2)]);
+    this.answerCache.set(key, {
       generation: this.index.generation,
-      // Buffer.from copies into Node's shared 8 KiB pool: no ArrayBuffer of its own per entry.
-      query: Buffer.from(msg.subarray(2)),
-      reply: Buffer.from(prepared.buffer.subarray(2)),
+      bytes,
+      split: msg.length - 2,
       rcode: prepared.rcode,
       type: prepared.type,
       count: this.metrics.queryCount(prepared.type, prepared.rcode, "udp"),
@@ -657,6 +687,16 @@ export class DnsServer {
  * One full garbage collection. Node exposes gc() only with --expose-gc; setting the flag at run time
  * and fetching gc from a fresh context gets it without a start flag (V8 reads the flag when a context is made).
  */
+/**
+ * After a full list: collect the garbage it left, then give the C heap's freed pages back. Start-up
+ * (compiling modules, the gRPC stream's buffers, decoding the list) leaves about 20 MiB of freed
+ * malloc memory resident that glibc would otherwise keep (bench/RESULTS.md, "Cluster DNS").
+ */
+function settleMemory(): void {
+  collectGarbage();
+  releaseFreedNativeMemory();
+}
+
 function collectGarbage(): void {
   try {
     v8.setFlagsFromString("--expose-gc");

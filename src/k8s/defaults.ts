@@ -55,6 +55,18 @@ function defaultPodSpec(spec: PodSpec | undefined): void {
   spec.dnsPolicy ??= "ClusterFirst";
   for (const container of spec.containers ?? []) {
     for (const port of container.ports ?? []) port.protocol ??= "TCP";
+    const probe = container.readinessProbe;
+    if (probe && typeof probe === "object") {
+      // SetDefaults_Probe and SetDefaults_HTTPGetAction (pkg/apis/core/v1/defaults.go): 0 means unset.
+      if (!probe.timeoutSeconds) probe.timeoutSeconds = 1;
+      if (!probe.periodSeconds) probe.periodSeconds = 10;
+      if (!probe.successThreshold) probe.successThreshold = 1;
+      if (!probe.failureThreshold) probe.failureThreshold = 3;
+      if (probe.httpGet && typeof probe.httpGet === "object") {
+        probe.httpGet.path ||= "/";
+        probe.httpGet.scheme ??= "HTTP";
+      }
+    }
   }
 }
 

@@ -73,6 +73,18 @@ describe("validation", () => {
     assert.equal(messages(svc({ ports: [{ port: 65536 }] })).length, 2);
     assert.deepEqual(messages(svc({ ports: [{ port: 80, targetPort: 70000 }] })), ["spec.ports[0].targetPort: Invalid value: 70000: must be between 1 and 65535, inclusive"]);
   });
+  it("defaults and checks a readinessProbe as the API server does (SetDefaults_Probe, validateProbe)", () => {
+    const pod = (probe: unknown) => withDefaults({ apiVersion: "v1", kind: "Pod", metadata: { name: "p" }, spec: { containers: [{ name: "c", ports: [{ name: "metrics", containerPort: 9153 }], readinessProbe: probe as never }] } });
+    const ok = pod({ httpGet: { port: "metrics" } });
+    assert.deepEqual(ok.spec.containers[0]!.readinessProbe, { httpGet: { port: "metrics", path: "/", scheme: "HTTP" }, timeoutSeconds: 1, periodSeconds: 10, successThreshold: 1, failureThreshold: 3 });
+    assert.deepEqual(messages(ok), []);
+    assert.deepEqual(messages(pod({ httpGet: { port: 70000, path: "/ready" } })), ["spec.containers[0].readinessProbe.httpGet.port: Invalid value: 70000: must be between 1 and 65535, inclusive"]);
+    assert.deepEqual(messages(pod({ httpGet: { path: "/ready" } })), ["spec.containers[0].readinessProbe.httpGet.port: Required value"]);
+    assert.deepEqual(messages(pod({ httpGet: { port: 8181, scheme: "FTP" } })), ['spec.containers[0].readinessProbe.httpGet.scheme: Unsupported value: "FTP": supported values: "HTTP", "HTTPS"']);
+    assert.deepEqual(messages(pod({ periodSeconds: 2 })), ["spec.containers[0].readinessProbe: Required value: must specify a handler type"]);
+    assert.deepEqual(messages(pod({ httpGet: { port: 1 }, tcpSocket: { port: 1 } })), ["spec.containers[0].readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type"]);
+    assert.deepEqual(messages(pod({ httpGet: { port: 1 }, failureThreshold: -1 })), ["spec.containers[0].readinessProbe.failureThreshold: Invalid value: -1: must be greater than or equal to 0"]);
+  });
   it("checks names: DNS-1035 for services, DNS-1123 label for namespaces, subdomain for pods", () => {
     assert.match(messages(svc({}, "1web"))[0]!, /^metadata.name: Invalid value: "1web": a DNS-1035 label/);
     assert.match(messages(svc({}, "Web"))[0]!, /^metadata.name: Invalid value: "Web"/);

@@ -60,12 +60,36 @@ export interface ContainerPort {
   hostIP?: string;
 }
 
+/** core/v1 HTTPGetAction: GET scheme://host:port/path; host defaults to the pod's IP. */
+export interface HTTPGetAction {
+  path?: string;
+  /** A number, or the name of one of the container's ports. */
+  port: number | string;
+  host?: string;
+  scheme?: "HTTP" | "HTTPS";
+  httpHeaders?: { name: string; value: string }[];
+}
+
+/** core/v1 Probe (the handler and its timing); the lab's kubelet runs httpGet readiness probes. */
+export interface Probe {
+  httpGet?: HTTPGetAction;
+  tcpSocket?: { port: number | string; host?: string };
+  exec?: { command?: string[] };
+  grpc?: { port: number; service?: string };
+  initialDelaySeconds?: number;
+  timeoutSeconds?: number;
+  periodSeconds?: number;
+  successThreshold?: number;
+  failureThreshold?: number;
+}
+
 export interface Container {
   name: string;
   image?: string;
   command?: string[];
   args?: string[];
   ports?: ContainerPort[];
+  readinessProbe?: Probe;
   [extra: string]: unknown;
 }
 

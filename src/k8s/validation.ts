@@ -9,7 +9,7 @@ import { cidrContains, parseCidr, type Cidr } from "../net/cidr.ts";
 import { duplicate, forbidden, invalid, notSupported, required, type FieldError } from "./field-errors.ts";
 import { dns1035LabelErrors, dns1123LabelErrors, dns1123SubdomainErrors, labelKeyErrors, labelValueErrors, portNameErrors } from "./names.ts";
 import { labelSelectorMatches } from "./selector.ts";
-import type { Container, Deployment, KubeObject, LabelSelector, Namespace, Pod, PodSpec, Service } from "./types.ts";
+import type { Container, Deployment, Probe, KubeObject, LabelSelector, Namespace, Pod, PodSpec, Service } from "./types.ts";
 
 export const DEFAULT_SERVICE_CIDR = "10.96.0.0/12";
 export const DEFAULT_NODE_PORT_RANGE = { first: 30000, last: 32767 } as const;
@@ -117,7 +117,39 @@ function validatePodSpec(spec: PodSpec | undefined, path: string): FieldError[] 
       names.add(container.name);
     }
     errors.push(...validateContainerPorts(container?.ports, `${cPath}.ports`));
+    if (container?.readinessProbe !== undefined) errors.push(...validateProbe(container.readinessProbe, `${cPath}.readinessProbe`));
   });
+  return errors;
+}
+
+const PROBE_HANDLERS = ["exec", "httpGet", "tcpSocket", "grpc"] as const;
+const HTTP_SCHEMES = ["HTTP", "HTTPS"] as const;
+
+/** validateProbe → validateHandler → validateHTTPGetAction / validateTCPSocketAction (core validation.go). */
+function validateProbe(probe: Probe, path: string): FieldError[] {
+  if (probe === null || typeof probe !== "object" || Array.isArray(probe)) return [invalid(path, probe, "must be an object")];
+  const errors: FieldError[] = [];
+  for (const field of ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"] as const) {
+    const value = probe[field];
+    if (value !== undefined && (!isInt(value) || value < 0)) errors.push(invalid(`${path}.${field}`, value, "must be greater than or equal to 0"));
+  }
+  const handlers = PROBE_HANDLERS.filter((h) => probe[h] !== undefined);
+  if (handlers.length === 0) return [...errors, required(path, "must specify a handler type")];
+  if (handlers.length > 1) return [...errors, forbidden(`${path}.${handlers[1]}`, "may not specify more than 1 handler type")];
+  const portErrors = (port: unknown, field: string): FieldError[] => {
+    if (port === undefined || port === "" || port === 0) return [required(field)];
+    if (typeof port === "number") return isInt(port) && port >= 1 && port <= 65535 ? [] : [invalid(field, port, PORT_RANGE)];
+    if (typeof port === "string") return portNameErrors(port).map((d) => invalid(field, port, d));
+    return [invalid(field, port, "must be a port number or name")];
+  };
+  if (probe.httpGet !== undefined) {
+    const get = probe.httpGet;
+    if (get === null || typeof get !== "object") return [...errors, invalid(`${path}.httpGet`, get, "must be an object")];
+    errors.push(...portErrors(get.port, `${path}.httpGet.port`));
+    if (get.path !== undefined && typeof get.path !== "string") errors.push(invalid(`${path}.httpGet.path`, get.path, "must be a string"));
+    if (get.scheme !== undefined && !(HTTP_SCHEMES as readonly string[]).includes(get.scheme)) errors.push(notSupported(`${path}.httpGet.scheme`, get.scheme, HTTP_SCHEMES));
+  }
+  if (probe.tcpSocket !== undefined) errors.push(...portErrors(probe.tcpSocket?.port, `${path}.tcpSocket.port`));
   return errors;
 }
 

@@ -38,7 +38,10 @@ import { addPod, nodeNetworkState, removePod, type RuntimeConfig } from "./pods.
 import { CNI_PATH, REPO_ROOT } from "./repo-root.ts";
 import { etcdGuardTable, labEtcdDatastoreOptions, labEtcdFlags } from "./etcd-security.ts";
 import { CLUSTER_CIDR, EXTERNAL_IP, labPrefix } from "./topology.ts";
-import { isDnsPod, removePodResolvConf, writePodResolvConf, type EtcNetnsRecord } from "./pod-dns.ts";
+import { DNS_METRICS_PORT, isDnsPod, removePodResolvConf, writePodResolvConf, type EtcNetnsRecord } from "./pod-dns.ts";
+import { ProbeState, probeCommand, probeOutcome, readinessProbeOf, type ReadinessProbe } from "./readiness.ts";
+import { runCommand } from "../supervise/command.ts";
+import { DNS_ENV, DNS_NODE_FLAGS } from "../dns/node-flags.ts";
 import { syncTable } from "../kernel/nft.ts";
 import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 
@@ -104,12 +107,25 @@ export function runningStatus(pod: Pod, podIp: string, hostIp: string, now: stri
   };
 }
 
-/** A running pod whose server is gone: Ready and ContainersReady False. */
-export function notReadyStatus(pod: Pod, now: string): Pod["status"] {
+/** A running pod whose server is gone (or whose readiness probe fails): Ready and ContainersReady False. */
+export function notReadyStatus(pod: Pod, now: string, message = "the test server is not running"): Pod["status"] {
   const conditions = (pod.status?.conditions ?? []).map((c) =>
-    c.type === "Ready" || c.type === "ContainersReady" ? { type: c.type, status: "False" as const, lastTransitionTime: now, reason: "ContainersNotReady", message: "the test server is not running" } : c,
+    c.type === "Ready" || c.type === "ContainersReady" ? { type: c.type, status: "False" as const, lastTransitionTime: c.status === "False" ? (c.lastTransitionTime ?? now) : now, reason: "ContainersNotReady", message } : c,
   );
   return { ...pod.status, conditions };
+}
+
+/**
+ * A pod whose server runs but whose readiness probe has not passed: Running with its IP (so its
+ * endpoints exist, not ready), Ready and ContainersReady False (kubelet's status manager with a
+ * failing readiness result).
+ */
+export function probeNotReadyStatus(pod: Pod, podIp: string, hostIp: string, now: string, message: string): Pod["status"] {
+  return notReadyStatus({ ...pod, status: runningStatus(pod, podIp, hostIp, now) }, now, message);
+}
+
+function hasProbeNotReadyStatus(pod: Pod, podIp: string, hostIp: string): boolean {
+  return pod.status?.phase === "Running" && pod.status.podIP === podIp && pod.status.hostIP === hostIp && (pod.status.conditions ?? []).some((c) => c.type === "Ready" && c.status === "False");
 }
 
 function hasRunningStatus(pod: Pod, podIp: string, hostIp: string): boolean {
@@ -143,6 +159,8 @@ export class LabControllers {
   private readonly nodeLifecycle: NodeLifecycleController;
   private lifecycleRunning = false;
   private lifecycleError = "";
+  /** Pod uid → its readiness probe's results (pods with a readinessProbe only), reset when its server restarts. */
+  private readonly probes = new Map<string, ProbeState>();
   /** Pod netns → IP of the running cluster DNS pods, let through the etcd guard. */
   private readonly dnsPodIps = new Map<string, string>();
 
@@ -351,7 +369,19 @@ export class LabControllers {
         this.restartAt.delete(uid);
         if (server) this.kubelet.forgetProcess(server);
         rmSync(this.readyFileOf(uid), { force: true });
+        this.probes.delete(uid);
         this.startServer(pod, record);
+        continue;
+      }
+      const probe = readinessProbeOf(pod);
+      if (probe && record.ip) {
+        const hostIp = this.kubelet.node(record.node)?.ip ?? "";
+        const state = this.probeReadiness(uid, pod, record, probe);
+        if (state.ready ? hasRunningStatus(pod, record.ip, hostIp) : hasProbeNotReadyStatus(pod, record.ip, hostIp)) continue;
+        const now = new Date().toISOString();
+        if (isPodReady(pod) && !state.ready) this.opts.log(`pod ${namespace(pod)}/${pod.metadata.name}: NotReady (${state.detail})`);
+        const status = state.ready ? runningStatus(pod, record.ip, hostIp, now) : probeNotReadyStatus(pod, record.ip, hostIp, now, `readiness probe: ${state.detail}`);
+        statusWrites.push(this.commit([{ op: "update", object: { ...pod, status } }], `status ${pod.metadata.name}`));
         continue;
       }
       if (!existsSync(this.readyFileOf(uid)) || !record.ip) continue;
@@ -361,6 +391,30 @@ export class LabControllers {
       statusWrites.push(this.commit([{ op: "update", object: updated }], `status ${pod.metadata.name}`));
     }
     await Promise.all(statusWrites);
+  }
+
+  /**
+   * The pod's probe state, running the probe in the background when it is due (from the pod's node,
+   * as a kubelet probes: the node's namespace reaches its pods' IPs). A changed result triggers a pass.
+   */
+  private probeReadiness(uid: string, pod: Pod, record: PodRecord, probe: ReadinessProbe): ProbeState | { ready: false; detail: string } {
+    if (probe.kind === "unsupported") return { ready: false, detail: probe.reason };
+    let state = this.probes.get(uid);
+    if (!state) this.probes.set(uid, (state = new ProbeState(probe, Date.now())));
+    const node = this.kubelet.node(record.node);
+    if (state.running || Date.now() < state.nextAt || !node || !record.ip) return state;
+    state.running = true;
+    const current = state;
+    void runCommand(argvInNamedNetns(node.netns, probeCommand(probe, record.ip)), { timeoutMs: probe.timeoutMs + 2000 })
+      .then(probeOutcome, (error: unknown) => ({ ok: false, detail: (error as Error).message }))
+      .then(({ ok, detail }) => {
+        current.running = false;
+        if (current.observe(ok, detail, Date.now())) {
+          this.opts.log(`pod ${namespace(pod)}/${pod.metadata.name}: readiness probe ${ok ? "passed" : "failed"} (${detail})`);
+          this.trigger();
+        }
+      });
+    return state;
   }
 
   private track(uid: string, task: Promise<void>): void {
@@ -429,11 +483,12 @@ export class LabControllers {
   private startServer(pod: Pod, record: PodRecord): void {
     const readyFile = this.readyFileOf(record.uid!);
     // A `podnet/dns` pod runs cluster DNS on its pod IP with the lab's dns certificate, forwarding to
-    // the external host's upstream zone; Ready once its /ready would say so (the --ready-file).
+    // the external host's upstream zone. Its /ready (and /metrics) listens on the pod's IP, where the
+    // pod's readinessProbe reaches it from the node, as CoreDNS's :8181/ready.
     const command = isDnsPod(pod)
       ? [
-          process.execPath, PODNET_CLI, "dns", ...labEtcdFlags(this.opts.labDir, "dns", true),
-          "--listen", `${record.ip}:53`, "--upstream", `${EXTERNAL_IP}:53`, "--metrics", "127.0.0.1:9153", "--ready-file", readyFile,
+          process.execPath, ...DNS_NODE_FLAGS, PODNET_CLI, "dns", ...labEtcdFlags(this.opts.labDir, "dns", true),
+          "--listen", `${record.ip}:53`, "--upstream", `${EXTERNAL_IP}:53`, "--metrics", `${record.ip}:${DNS_METRICS_PORT}`, "--ready-file", readyFile,
         ]
       : // The script by its place in the checkout: a bundled CLI has no test-server.mjs beside it.
         [process.execPath, TEST_SERVER, ...testServerArgs(pod, readyFile).slice(1)];
@@ -443,7 +498,7 @@ export class LabControllers {
       argv: argvInNamedNetns(record.netns, command),
       log: join(this.kubelet.dir, "logs", `${namespace(pod)}.${pod.metadata.name}.log`),
     });
-    spawnDetached(process_, probeEnv());
+    spawnDetached(process_, isDnsPod(pod) ? { ...probeEnv(), ...DNS_ENV } : probeEnv());
     this.kubelet.save();
   }
 
@@ -457,7 +512,10 @@ export class LabControllers {
     const inode = namedNetnsInode(record.netns);
     if (inode !== undefined) await stopPids(pidsInNamespaces(new Set([inode])));
     const problems = await removePod(this.kubelet, record.name, CNI_PATH, record.namespace);
-    if (record.uid) rmSync(this.readyFileOf(record.uid), { force: true });
+    if (record.uid) {
+      rmSync(this.readyFileOf(record.uid), { force: true });
+      this.probes.delete(record.uid);
+    }
     removePodResolvConf(this.etcNetns, () => this.kubelet.save(), record.netns);
     if (this.dnsPodIps.delete(record.netns)) await this.syncEtcdGuards();
     this.opts.log(`pod ${label}: removed${problems.length > 0 ? ` (${problems.join("; ")})` : ""}`);

@@ -33,3 +33,21 @@ test("judges: the expected address, and NXDOMAIN from dig's status line", () => 
   assert.equal(nx.judge({ code: 0, stdout: ";; ->>HEADER<<- opcode: QUERY, status: NXDOMAIN, id: 1\n", stderr: "" }), undefined);
   assert.match(nx.judge({ code: 0, stdout: ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n", stderr: "" })!, /status NOERROR, want NXDOMAIN/);
 });
+
+test("web-svc over TCP, AAAA NODATA, PTR, dns-version TXT and busybox nslookup: judged on what the clients print", () => {
+  const probes = planDnsProbes([service("default", "web-svc", "10.96.0.5")], [{ name: "default/client", netns: "a" }], targets);
+  const by = (label: string) => probes.find((p) => p.label === label)!;
+  assert.deepEqual(by("dig +tcp web-svc A").argv, ["dig", "+time=2", "+tries=2", "+tcp", "+short", "web-svc.default.svc.cluster.local", "A"]);
+  assert.equal(by("dig +tcp web-svc A").judge({ code: 0, stdout: "10.96.0.5\n", stderr: "" }), undefined);
+  assert.match(by("dig +tcp web-svc A").judge({ code: 9, stdout: ";; connection timed out\n", stderr: "" })!, /exit 9/);
+  const nodata = by("dig web-svc AAAA NODATA");
+  assert.equal(nodata.judge({ code: 0, stdout: ";; ->>HEADER<<- opcode: QUERY, status: NOERROR, id: 1\n;; flags: qr aa rd; QUERY: 1, ANSWER: 0, AUTHORITY: 1, ADDITIONAL: 1\n", stderr: "" }), undefined);
+  assert.match(nodata.judge({ code: 0, stdout: "status: NXDOMAIN, id: 1\n;; flags: qr; QUERY: 1, ANSWER: 0, AUTHORITY: 1\n", stderr: "" })!, /status NXDOMAIN/);
+  assert.match(nodata.judge({ code: 0, stdout: "status: NOERROR, id: 1\n;; flags: qr; QUERY: 1, ANSWER: 1, AUTHORITY: 0\n", stderr: "" })!, /with 1 answers/);
+  assert.equal(by("dig PTR of web-svc's ClusterIP").judge({ code: 0, stdout: "web-svc.default.svc.cluster.local.\n", stderr: "" }), undefined);
+  assert.deepEqual(by("dig PTR of web-svc's ClusterIP").argv.slice(-2), ["-x", "10.96.0.5"]);
+  assert.equal(by("dig dns-version TXT").judge({ code: 0, stdout: '"1.1.0"\n', stderr: "" }), undefined);
+  const bb = by("busybox nslookup web-svc");
+  assert.equal(bb.judge({ code: 0, stdout: "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\nName:\tweb-svc.default.svc.cluster.local\nAddress: 10.96.0.5\n", stderr: "" }), undefined);
+  assert.ok(bb.judge({ code: 0, stdout: "Address: 10.96.0.50\n", stderr: "" }), "a longer address that starts the same does not pass");
+});

@@ -4,7 +4,9 @@
 //   name from pods in the same namespace (only there does the search path make it one);
 // - GNU wget fetches http://web-svc/hostname by name (from other namespaces, web-svc.default);
 // - an upstream name (the external host's zone) resolves through forwarding;
-// - a missing name gets NXDOMAIN (dig's status), in the cluster zone and in the upstream zone.
+// - a missing name gets NXDOMAIN (dig's status), in the cluster zone and in the upstream zone;
+// - web-svc over TCP, its AAAA as NODATA, the PTR of its ClusterIP, dns-version TXT (dig), and
+//   busybox's own resolver (Debian busybox-static's nslookup).
 
 import type { Service } from "../k8s/types.ts";
 import { argvInNamedNetns } from "../kernel/netns-exec.ts";
@@ -48,6 +50,20 @@ function expectAddress(ip: string) {
   };
 }
 
+function expectShort(want: string) {
+  return (r: { code: number; stdout: string; stderr: string }): string | undefined => {
+    const got = r.stdout.trim();
+    return r.code === 0 && got === want ? undefined : `got ${JSON.stringify(got)} (exit ${r.code}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ""}), want ${JSON.stringify(want)}`;
+  };
+}
+
+/** NOERROR with no answer: the name exists, the type does not (RFC 2308 NODATA). */
+function expectNodata(r: { code: number; stdout: string; stderr: string }): string | undefined {
+  const status = /status: ([A-Z]+)/.exec(r.stdout)?.[1];
+  const answers = /ANSWER: (\d+)/.exec(r.stdout)?.[1];
+  return status === "NOERROR" && answers === "0" ? undefined : `status ${status ?? `unknown (exit ${r.code})`} with ${answers ?? "?"} answers, want NOERROR with none`;
+}
+
 function expectStatus(status: string) {
   return (r: { code: number; stdout: string; stderr: string }): string | undefined => {
     const got = /status: ([A-Z]+)/.exec(r.stdout)?.[1];
@@ -83,6 +99,20 @@ export function planDnsProbes(services: readonly Service[], clients: readonly Se
         judge: (r) => (r.code === 0 && r.stdout.trim() !== "" ? undefined : `exit ${r.code}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ""}`),
       });
     }
+    if (web) {
+      const full = `web-svc.default.svc.${CLUSTER_DOMAIN}`;
+      const dig = ["dig", "+time=2", "+tries=2"];
+      probes.push({ client, label: "dig +tcp web-svc A", argv: [...dig, "+tcp", "+short", full, "A"], judge: expectShort(web.spec.clusterIP!) });
+      probes.push({ client, label: "dig web-svc AAAA NODATA", argv: [...dig, full, "AAAA"], judge: expectNodata });
+      probes.push({ client, label: "dig PTR of web-svc's ClusterIP", argv: [...dig, "+short", "-x", web.spec.clusterIP!], judge: expectShort(`${full}.`) });
+      probes.push({
+        client,
+        label: "busybox nslookup web-svc",
+        argv: ["/bin/busybox", "nslookup", full],
+        judge: (r) => (new RegExp(`^Address:\\s+${web.spec.clusterIP!.replaceAll(".", "\\.")}$`, "m").test(r.stdout) ? undefined : `no "Address: ${web.spec.clusterIP}" (exit ${r.code}): ${(r.stdout + r.stderr).trim().split("\n").pop()}`),
+      });
+    }
+    probes.push({ client, label: "dig dns-version TXT", argv: ["dig", "+time=2", "+tries=2", "+short", `dns-version.${CLUSTER_DOMAIN}`, "TXT"], judge: expectShort('"1.1.0"') });
     probes.push({ client, label: `getent ${targets.upstream.name} (upstream)`, argv: ["getent", "hosts", targets.upstream.name], judge: expectAddress(targets.upstream.ip) });
     // dig reads the pod's resolv.conf; +search off: the name is asked exactly as written.
     for (const missing of [`no-such-service.${ns}.svc.${CLUSTER_DOMAIN}`, targets.missingUpstream]) {

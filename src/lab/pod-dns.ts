@@ -17,6 +17,8 @@ export const CLUSTER_DOMAIN = "cluster.local";
 /** A pod whose (first) container names this image runs `podnet dns` instead of the test server. */
 export const DNS_IMAGE = "podnet/dns";
 export const ETC_NETNS = "/etc/netns";
+/** Where a `podnet dns` pod serves /metrics, /health and /ready (CoreDNS's metrics port). */
+export const DNS_METRICS_PORT = 9153;
 
 export function resolvConfText(namespace: string): string {
   return [
@@ -126,7 +128,11 @@ export function kubeDnsManifest(nodeNames: readonly string[]): string {
         ports: [
           { name: "dns", containerPort: 53, protocol: "UDP" },
           { name: "dns-tcp", containerPort: 53, protocol: "TCP" },
+          { name: "metrics", containerPort: DNS_METRICS_PORT, protocol: "TCP" },
         ],
+        // As CoreDNS's (kubeadm's manifest: httpGet /ready on 8181, periodSeconds 10), checked more
+        // often here so the lab's pods turn Ready within a second or two of their first sync.
+        readinessProbe: { httpGet: { path: "/ready", port: "metrics", scheme: "HTTP" }, periodSeconds: 1, timeoutSeconds: 1, successThreshold: 1, failureThreshold: 2 },
       }],
     },
   }));
