@@ -34,6 +34,9 @@ import {
 } from "./codec.ts";
 
 const NETLINK_ROUTE = 0;
+/** nfnetlink: nf_tables and the other netfilter subsystems. */
+export const NETLINK_NETFILTER = 12;
+const SO_SNDBUFFORCE = 32;
 const SOL_NETLINK = 270;
 const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
@@ -82,10 +85,58 @@ export class NetlinkSocket {
     this.seq = (Date.now() & 0xffff) << 12;
   }
 
-  /** Opens a NETLINK_ROUTE socket in the current namespace, or inside `nsPath` if given. */
-  static open(nsPath?: string): NetlinkSocket {
-    const fd = nsPath === undefined ? createSocket() : withNetns(nsPath, createSocket);
+  private sndbuf = 0;
+
+  /** Opens a NETLINK_ROUTE (or `protocol`) socket in the current namespace, or inside `nsPath` if given. */
+  static open(nsPath?: string, protocol = NETLINK_ROUTE): NetlinkSocket {
+    const create = () => createSocket(protocol);
+    const fd = nsPath === undefined ? create() : withNetns(nsPath, create);
     return new NetlinkSocket(fd);
+  }
+
+  /**
+   * Sends `begin`, the items and `end` in one datagram, as nfnetlink wants a batch (the kernel
+   * commits or aborts it as a whole). Only the last item asks for an ACK: nfnetlink reports a
+   * failed message unasked and delivers every report of a batch, the commit's own error first,
+   * before the last item's ACK, so that ACK means the whole batch is settled — and a batch of
+   * 100,000 messages does not flood the receive buffer with ACKs. Throws the first KernelError.
+   */
+  nfBatch(begin: NlRequest, items: readonly BatchItem[], end: NlRequest): void {
+    if (items.length === 0) return;
+    let bytes = messageLength(begin) + messageLength(end);
+    for (const item of items) bytes += messageLength(item.request);
+    if (bytes > this.sndbuf) {
+      // The whole batch is one skb: the send buffer must hold it (the FORCE variant needs CAP_NET_ADMIN, which writing nf_tables needs anyway).
+      const size = Math.max(bytes * 2, SOCKET_RCVBUF_BYTES);
+      setsockoptInt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, size);
+      this.sndbuf = size;
+    }
+    const out = new Uint8Array(bytes);
+    const beginSeq = this.nextSeq();
+    let offset = encodeMessageInto(out, 0, { ...begin, flags: begin.flags | NLM_F_REQUEST }, beginSeq);
+    const firstSeq = this.seq + 1;
+    items.forEach((item, i) => {
+      const ack = i === items.length - 1 ? NLM_F_ACK : 0;
+      offset = encodeMessageInto(out, offset, { ...item.request, flags: item.request.flags | NLM_F_REQUEST | ack }, this.nextSeq());
+    });
+    const lastSeq = this.seq;
+    offset = encodeMessageInto(out, offset, { ...end, flags: end.flags | NLM_F_REQUEST }, this.nextSeq());
+    this.sendAll(out.subarray(0, offset));
+    let failure: KernelError | undefined;
+    for (;;) {
+      for (const msg of this.receive()) {
+        if (msg.type !== NLMSG_ERROR || msg.seq < beginSeq || msg.seq > lastSeq + 1) continue;
+        const error = decodeError(msg);
+        if (error.errno !== 0 && failure === undefined) {
+          const op = msg.seq === beginSeq ? "commit" : (items[msg.seq - firstSeq]?.op ?? "batch");
+          failure = new KernelError(op, error.errno, error.extMessage);
+        }
+        if (msg.seq === lastSeq) {
+          if (failure) throw failure;
+          return;
+        }
+      }
+    }
   }
 
   /** Sends one request and waits for its ACK; returns any replies that came before the ACK. */
@@ -221,8 +272,8 @@ export class NetlinkSocket {
   }
 }
 
-function createSocket(): number {
-  const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+function createSocket(protocol: number): number {
+  const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
   try {
     // sockaddr_nl with pid 0: the kernel assigns the port id.
     const address = new Uint8Array(12);
