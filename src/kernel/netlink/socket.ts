@@ -95,40 +95,38 @@ export class NetlinkSocket {
   }
 
   /**
-   * Sends `begin`, the items and `end` in one datagram, as nfnetlink wants a batch (the kernel
-   * commits or aborts it as a whole). Only the last item asks for an ACK: nfnetlink reports a
-   * failed message unasked and delivers every report of a batch, the commit's own error first,
-   * before the last item's ACK, so that ACK means the whole batch is settled — and a batch of
-   * 100,000 messages does not flood the receive buffer with ACKs. Throws the first KernelError.
+   * Sends one nfnetlink batch (BATCH_BEGIN, messages, BATCH_END, already encoded, with sequence
+   * numbers 0…n+1 that this adds its own base to) in one datagram: the kernel commits or aborts
+   * it as a whole. Only the last message asks for an ACK: nfnetlink reports a failed message
+   * unasked and delivers every report of a batch (the commit's own error first) before that ACK,
+   * so it means the whole batch is settled — and 100,000 messages do not flood the receive
+   * buffer with ACKs. Throws the first KernelError, named by `opOf(index of the message)`.
    */
-  nfBatch(begin: NlRequest, items: readonly BatchItem[], end: NlRequest): void {
-    if (items.length === 0) return;
-    let bytes = messageLength(begin) + messageLength(end);
-    for (const item of items) bytes += messageLength(item.request);
-    if (bytes > this.sndbuf) {
-      // The whole batch is one skb: the send buffer must hold it (the FORCE variant needs CAP_NET_ADMIN, which writing nf_tables needs anyway).
-      const size = Math.max(bytes * 2, SOCKET_RCVBUF_BYTES);
+  nfBatch(batch: Uint8Array, opOf: (index: number) => string): void {
+    const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
+    if (batch.byteLength > this.sndbuf) {
+      // The whole batch is one skb, so the send buffer must hold it (the FORCE variant needs
+      // CAP_NET_ADMIN, which writing nf_tables needs anyway).
+      const size = Math.max(batch.byteLength * 2, SOCKET_RCVBUF_BYTES);
       setsockoptInt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, size);
       this.sndbuf = size;
     }
-    const out = new Uint8Array(bytes);
-    const beginSeq = this.nextSeq();
-    let offset = encodeMessageInto(out, 0, { ...begin, flags: begin.flags | NLM_F_REQUEST }, beginSeq);
-    const firstSeq = this.seq + 1;
-    items.forEach((item, i) => {
-      const ack = i === items.length - 1 ? NLM_F_ACK : 0;
-      offset = encodeMessageInto(out, offset, { ...item.request, flags: item.request.flags | NLM_F_REQUEST | ack }, this.nextSeq());
-    });
-    const lastSeq = this.seq;
-    offset = encodeMessageInto(out, offset, { ...end, flags: end.flags | NLM_F_REQUEST }, this.nextSeq());
-    this.sendAll(out.subarray(0, offset));
+    const base = this.seq + 1;
+    let count = 0;
+    for (let offset = 0; offset < batch.byteLength; count++) {
+      view.setUint32(offset + 8, (base + view.getUint32(offset + 8, true)) >>> 0, true);
+      offset += view.getUint32(offset, true);
+    }
+    this.seq = (base + count - 1) >>> 0;
+    const lastSeq = this.seq - 1; // the last message before BATCH_END
+    this.sendAll(batch);
     let failure: KernelError | undefined;
     for (;;) {
       for (const msg of this.receive()) {
-        if (msg.type !== NLMSG_ERROR || msg.seq < beginSeq || msg.seq > lastSeq + 1) continue;
+        if (msg.type !== NLMSG_ERROR || msg.seq < base || msg.seq > lastSeq + 1) continue;
         const error = decodeError(msg);
         if (error.errno !== 0 && failure === undefined) {
-          const op = msg.seq === beginSeq ? "commit" : (items[msg.seq - firstSeq]?.op ?? "batch");
+          const op = msg.seq === base ? "commit" : opOf(msg.seq - base - 1);
           failure = new KernelError(op, error.errno, error.extMessage);
         }
         if (msg.seq === lastSeq) {

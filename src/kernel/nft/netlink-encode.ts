@@ -11,8 +11,7 @@
 // else throws NftNotEncodable before a byte is sent; the caller applies that transaction through
 // libnftables instead.
 
-import { ipToBytes } from "../netlink/codec.ts";
-import { attr, cstring, nested, u32be, u64be, type AttrSpec, type NlRequest } from "../netlink/codec.ts";
+import { ipToBytes, u32be } from "../netlink/codec.ts";
 import { parseCidr } from "../../net/cidr.ts";
 import { priorityNumber } from "./diff.ts";
 import type {
@@ -95,14 +94,22 @@ export interface SetSchema {
 /** Looks up a set's schema as the kernel has it now (from earlier transactions). */
 export type SchemaLookup = (set: string) => SetSchema | undefined;
 
-export interface EncodedMessage {
-  request: NlRequest;
-  /** What it does, for errors: "add rule services …". */
-  op: string;
-}
+/**
+ * An attribute to encode. Leaves keep their value unconverted (a number, a string) so a rule costs
+ * a few small objects and one write, not a buffer per attribute: a full sync is ~120,000 messages.
+ */
+type A =
+  | { t: number; k: 0; v: number } // u32, big-endian
+  | { t: number; k: 1; s: string } // NUL-terminated string
+  | { t: number; k: 2; b: Uint8Array }
+  | { t: number; k: 3; c: A[]; len?: number } // nested
+  | { t: number; k: 4; v: number }; // u64, big-endian
 
 export interface EncodedTransaction {
-  messages: EncodedMessage[];
+  /** The whole NFNL batch, ready to send (see BatchBuffer). */
+  batch: Buffer;
+  /** What each message does, for errors ("add rule services (rule 1)"), by message index from 0. */
+  ops: readonly string[];
   /** Sets and maps as they are after the transaction: undefined for deleted ones. */
   schemaChanges: Map<string, SetSchema | undefined>;
   /** True when the transaction deletes the table (every schema before it is gone). */
@@ -119,28 +126,134 @@ const NFPROTOS: Record<string, number> = { ipv4: 2, ipv6: 10 };
 const ELEMENT_BYTES_PER_MESSAGE = 32 * 1024;
 
 
-function nfgenmsg(family: number, resId = 0): Uint8Array {
-  const b = new Uint8Array(4);
-  b[0] = family;
-  new DataView(b.buffer).setUint16(2, resId, false);
-  return b;
-}
-
-/** BATCH_BEGIN / BATCH_END for the nf_tables subsystem. */
-export function batchMarker(type: typeof NFNL_MSG_BATCH_BEGIN | typeof NFNL_MSG_BATCH_END): NlRequest {
-  return { type, flags: 0, header: nfgenmsg(0, NFNL_SUBSYS_NFTABLES) };
-}
-
 function msgType(msg: number): number {
   return (NFNL_SUBSYS_NFTABLES << 8) | msg;
 }
 
-function str(type: number, value: string): AttrSpec {
-  return attr(type, cstring(value));
+function attr(t: number, b: Uint8Array): A {
+  return { t, k: 2, b };
+}
+function nested(t: number, c: A[]): A {
+  return { t, k: 3, c };
+}
+function str(t: number, s: string): A {
+  return { t, k: 1, s };
+}
+function be32(t: number, v: number): A {
+  return { t, k: 0, v };
+}
+function be64(t: number, v: number): A {
+  return { t, k: 4, v };
+}
+function cstring(value: string): Uint8Array {
+  return Buffer.from(`${value}\0`, "utf8");
 }
 
-function be32(type: number, value: number): AttrSpec {
-  return attr(type, u32be(value));
+const NLA_F_NESTED = 0x8000;
+const NLMSG_HDRLEN = 16;
+const NFGENMSG_LEN = 4;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+
+/** Payload length of an attribute (header included, trailing padding not). */
+function attrSize(a: A): number {
+  switch (a.k) {
+    case 0: return 8;
+    case 1: return 4 + Buffer.byteLength(a.s) + 1;
+    case 2: return 4 + a.b.byteLength;
+    case 4: return 12;
+    case 3: {
+      if (a.len !== undefined) return a.len;
+      let len = 4;
+      for (const c of a.c) len += (attrSize(c) + 3) & ~3;
+      if (len > 0xffff) throw new NftNotEncodable(`an attribute of ${len} bytes (netlink attributes stop at 64 KiB)`);
+      a.len = len;
+      return len;
+    }
+  }
+}
+
+function writeAttrs(buf: Buffer, pos: number, attrs: readonly A[]): number {
+  for (const a of attrs) {
+    const len = attrSize(a);
+    buf.writeUInt16LE(len, pos);
+    buf.writeUInt16LE(a.k === 3 ? a.t | NLA_F_NESTED : a.t, pos + 2);
+    switch (a.k) {
+      case 0: buf.writeUInt32BE(a.v >>> 0, pos + 4); break;
+      case 1: {
+        const n = buf.write(a.s, pos + 4, "utf8");
+        buf[pos + 4 + n] = 0;
+        break;
+      }
+      case 2: buf.set(a.b, pos + 4); break;
+      case 4: buf.writeBigUInt64BE(BigInt(a.v), pos + 4); break;
+      case 3: writeAttrs(buf, pos + 4, a.c); break;
+    }
+    const end = pos + ((len + 3) & ~3);
+    buf.fill(0, pos + len, end);
+    pos = end;
+  }
+  return pos;
+}
+
+const HEADER_LEN = NLMSG_HDRLEN + NFGENMSG_LEN;
+
+/**
+ * The batch's bytes, written message by message as the encoder produces them, so no message's
+ * attribute tree outlives its own encoding (a full sync is ~120,000 messages; holding their trees
+ * costs more in garbage collection than the encoding itself). Sequence numbers are the message's
+ * index (0 for BATCH_BEGIN); the socket adds its own base. Only the last message asks for an ACK
+ * (see NetlinkSocket.nfBatch).
+ */
+class BatchBuffer {
+  private buf = Buffer.alloc(64 * 1024);
+  private pos = HEADER_LEN; // BATCH_BEGIN is written last, at offset 0
+  private lastOffset = -1;
+  readonly ops: string[] = [];
+
+  get count(): number {
+    return this.ops.length;
+  }
+
+  push(type: number, flags: number, attrs: readonly A[], op: string): void {
+    let len = HEADER_LEN;
+    for (const a of attrs) len += (attrSize(a) + 3) & ~3;
+    this.ensure(len + HEADER_LEN);
+    this.ops.push(op);
+    this.header(this.pos, len, type, flags | NLM_F_REQUEST, this.ops.length, NFPROTO_IPV4, 0);
+    const end = writeAttrs(this.buf, this.pos + HEADER_LEN, attrs);
+    if (end !== this.pos + len) throw new Error("nf_tables encoder: message length mismatch");
+    this.lastOffset = this.pos;
+    this.pos = end;
+  }
+
+  /** The finished batch: BATCH_BEGIN, the messages (the last one asking for an ACK), BATCH_END. */
+  finish(): Buffer {
+    this.header(0, HEADER_LEN, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES);
+    if (this.lastOffset >= 0) this.buf.writeUInt16LE(this.buf.readUInt16LE(this.lastOffset + 6) | NLM_F_ACK, this.lastOffset + 6);
+    this.ensure(HEADER_LEN);
+    this.header(this.pos, HEADER_LEN, NFNL_MSG_BATCH_END, NLM_F_REQUEST, this.ops.length + 1, 0, NFNL_SUBSYS_NFTABLES);
+    return this.buf.subarray(0, this.pos + HEADER_LEN);
+  }
+
+  private ensure(extra: number): void {
+    if (this.pos + extra <= this.buf.length) return;
+    const grown = Buffer.alloc(Math.max(this.buf.length * 2, this.pos + extra));
+    this.buf.copy(grown, 0, 0, this.pos);
+    this.buf = grown;
+  }
+
+  private header(at: number, len: number, type: number, flags: number, seq: number, family: number, resId: number): void {
+    const buf = this.buf;
+    buf.writeUInt32LE(len, at);
+    buf.writeUInt16LE(type, at + 4);
+    buf.writeUInt16LE(flags, at + 6);
+    buf.writeUInt32LE(seq, at + 8);
+    buf.writeUInt32LE(0, at + 12);
+    buf[at + 16] = family;
+    buf[at + 17] = 0;
+    buf.writeUInt16BE(resId, at + 18);
+  }
 }
 
 function u32le(value: number): Uint8Array {
@@ -176,8 +289,7 @@ function commentUdata(type: number, field: string, comment: string): Uint8Array 
   return udata(type, cstring(comment));
 }
 
-
-function expr(name: string, data: AttrSpec[]): AttrSpec {
+function expr(name: string, data: A[]): A {
   return nested(NFTA_LIST_ELEM, [str(NFTA_EXPR_NAME, name), nested(NFTA_EXPR_DATA, data)]);
 }
 
@@ -196,8 +308,16 @@ function portNumber(field: string, value: NftValue): number {
 }
 
 function ipv4Bytes(field: string, value: NftValue): Uint8Array {
-  if (typeof value !== "string" || !/^\d{1,3}(\.\d{1,3}){3}$/.test(value)) throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
-  return ipToBytes(value);
+  const parts = typeof value === "string" ? value.split(".") : [];
+  if (parts.length !== 4) throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
+  const out = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const part = parts[i]!;
+    const n = Number(part);
+    if (!/^\d{1,3}$/.test(part) || n > 255) throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
+    out[i] = n;
+  }
+  return out;
 }
 
 /** A key component of a set element in its type's wire form (unpadded). */
@@ -256,8 +376,8 @@ function keyTypeId(types: readonly NftDataType[]): number {
   return id;
 }
 
-function verdictData(field: string, v: NftVerdict): AttrSpec {
-  const children: AttrSpec[] = [];
+function verdictData(field: string, v: NftVerdict): A {
+  const children: A[] = [];
   switch (v.verdict) {
     case "accept": children.push(be32(NFTA_VERDICT_CODE, NF_ACCEPT)); break;
     case "drop": children.push(be32(NFTA_VERDICT_CODE, NF_DROP)); break;
@@ -274,33 +394,33 @@ function verdictData(field: string, v: NftVerdict): AttrSpec {
 
 // ---- expressions ----
 
-function payload(dreg: number, base: number, offset: number, len: number): AttrSpec {
+function payload(dreg: number, base: number, offset: number, len: number): A {
   return expr("payload", [be32(1, dreg), be32(2, base), be32(3, offset), be32(4, len)]);
 }
 
-function meta(dreg: number, key: number): AttrSpec {
+function meta(dreg: number, key: number): A {
   return expr("meta", [be32(2, key), be32(1, dreg)]);
 }
 
-function cmp(op: number, bytes: Uint8Array, sreg = NFT_REG_1): AttrSpec {
+function cmp(op: number, bytes: Uint8Array, sreg = NFT_REG_1): A {
   return expr("cmp", [be32(1, sreg), be32(2, op), nested(3, [attr(NFTA_DATA_VALUE, bytes)])]);
 }
 
-function bitwise(len: number, mask: Uint8Array, xor: Uint8Array): AttrSpec {
+function bitwise(len: number, mask: Uint8Array, xor: Uint8Array): A {
   return expr("bitwise", [be32(1, NFT_REG_1), be32(2, NFT_REG_1), be32(3, len), nested(4, [attr(NFTA_DATA_VALUE, mask)]), nested(5, [attr(NFTA_DATA_VALUE, xor)])]);
 }
 
-function immediateData(dreg: number, bytes: Uint8Array): AttrSpec {
+function immediateData(dreg: number, bytes: Uint8Array): A {
   return expr("immediate", [be32(1, dreg), nested(2, [attr(NFTA_DATA_VALUE, bytes)])]);
 }
 
-function immediateVerdict(field: string, v: NftVerdict): AttrSpec {
+function immediateVerdict(field: string, v: NftVerdict): A {
   return expr("immediate", [be32(1, NFT_REG_VERDICT), nested(2, [verdictData(field, v)])]);
 }
 
 interface SelectorLoad {
   /** The loading expression for destination register `dreg`. */
-  load(dreg: number): AttrSpec;
+  load(dreg: number): A;
   len: number;
   /** The selector's value as bytes. */
   value(field: string, v: NftValue): Uint8Array;
@@ -308,7 +428,18 @@ interface SelectorLoad {
   type: NftDataType | "integer";
 }
 
+const selectorCache = new Map<NftSelector, SelectorLoad>();
+
 function selector(field: string, sel: NftSelector): SelectorLoad {
+  let load = selectorCache.get(sel);
+  if (load === undefined) {
+    load = makeSelector(field, sel);
+    selectorCache.set(sel, load);
+  }
+  return load;
+}
+
+function makeSelector(field: string, sel: NftSelector): SelectorLoad {
   switch (sel) {
     case "ip saddr": case "ip daddr": {
       const offset = sel === "ip saddr" ? 12 : 16;
@@ -342,9 +473,9 @@ function lookupName(field: string, table: Record<string, number>, value: NftValu
 }
 
 /** Loads a (concatenated) key into registers the way nft does: NFT_REG_1, then 32-bit registers. */
-function loadKey(field: string, selectors: readonly NftSelector[]): { exprs: AttrSpec[]; loads: SelectorLoad[] } {
+function loadKey(field: string, selectors: readonly NftSelector[]): { exprs: A[]; loads: SelectorLoad[] } {
   if (selectors.length === 0) throw new NftNotEncodable(`${field}: no selectors`);
-  const exprs: AttrSpec[] = [];
+  const exprs: A[] = [];
   const loads: SelectorLoad[] = [];
   let words = 0;
   selectors.forEach((sel, i) => {
@@ -359,26 +490,26 @@ function loadKey(field: string, selectors: readonly NftSelector[]): { exprs: Att
 /** Per-transaction state: ids of sets created in it (anonymous ones are referred to by id). */
 class Context {
   private nextSetId = 1;
-  readonly messages: EncodedMessage[] = [];
-  constructor(readonly table: string, private readonly where: string) {}
+  readonly out = new BatchBuffer();
+  constructor(readonly table: string) {}
 
   setId(): number {
     return this.nextSetId++;
   }
 
-  push(msg: number, flags: number, attrs: AttrSpec[], op: string): void {
-    this.messages.push({ request: { type: msgType(msg), flags, header: nfgenmsg(NFPROTO_IPV4), attrs }, op: `${op} in ${this.where}` });
+  push(msg: number, flags: number, attrs: A[], op: string): void {
+    this.out.push(msgType(msg), flags, attrs, op);
   }
 }
 
 /** An anonymous constant set (or verdict map) for `{ a, b }` / `vmap { … }`, sent before its rule. */
 function anonymousSet(ctx: Context, field: string, spec: {
-  keyTypeId: number; keyLen: number; keyByteorder: number; interval: boolean; map: boolean; elements: AttrSpec[]; udataExtra?: Uint8Array[];
+  keyTypeId: number; keyLen: number; keyByteorder: number; interval: boolean; map: boolean; elements: A[]; udataExtra?: Uint8Array[];
 }): { name: string; id: number } {
   const id = ctx.setId();
   const name = spec.map ? "__map%d" : "__set%d";
   const flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | (spec.interval ? NFT_SET_INTERVAL : 0) | (spec.map ? NFT_SET_MAP : 0);
-  const attrs: AttrSpec[] = [
+  const attrs: A[] = [
     str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name), be32(NFTA_SET_FLAGS, flags),
     be32(NFTA_SET_KEY_TYPE, spec.keyTypeId), be32(NFTA_SET_KEY_LEN, spec.keyLen),
   ];
@@ -397,7 +528,7 @@ function anonymousSet(ctx: Context, field: string, spec: {
   return { name, id };
 }
 
-function element(key: Uint8Array, extra: AttrSpec[] = []): AttrSpec {
+function element(key: Uint8Array, extra: A[] = []): A {
   return nested(NFTA_LIST_ELEM, [nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, key)]), ...extra]);
 }
 
@@ -435,7 +566,29 @@ function be32Bytes(n: number): Uint8Array {
   return u32be(n);
 }
 
-function matchStatement(ctx: Context, field: string, s: Extract<NftStatement, { match: NftSelector }>): AttrSpec[] {
+/**
+ * Expressions of single-value matches, by selector, operator and value: the same few (the cluster
+ * CIDR, a protocol, `ct state new`) recur in thousands of rules. Encoded attributes are never
+ * changed after they are sized, so sharing them is safe.
+ */
+const matchCache = new Map<string, A[]>();
+const MATCH_CACHE_MAX = 256;
+
+function matchStatement(ctx: Context, field: string, s: Extract<NftStatement, { match: NftSelector }>): A[] {
+  if (typeof s.value === "string" || typeof s.value === "number") {
+    const key = `${s.match}|${s.op ?? "=="}|${s.value}`;
+    let exprs = matchCache.get(key);
+    if (exprs === undefined) {
+      exprs = encodeMatch(ctx, field, s);
+      if (matchCache.size >= MATCH_CACHE_MAX) matchCache.clear();
+      matchCache.set(key, exprs);
+    }
+    return exprs;
+  }
+  return encodeMatch(ctx, field, s);
+}
+
+function encodeMatch(ctx: Context, field: string, s: Extract<NftStatement, { match: NftSelector }>): A[] {
   const negate = s.op === "!=";
   if (s.op !== undefined && s.op !== "==" && s.op !== "!=") throw new NftNotEncodable(`${field}.op ${JSON.stringify(s.op)}`);
   const values = Array.isArray(s.value) ? (s.value as readonly NftValue[]) : [s.value as NftValue];
@@ -473,7 +626,7 @@ function matchStatement(ctx: Context, field: string, s: Extract<NftStatement, { 
   let set: { name: string; id: number };
   if (isIp && values.some((v) => typeof v === "string" && v.includes("/") && !v.endsWith("/32"))) {
     const ranges = ipv4Ranges(`${field}.value`, values);
-    const elements: AttrSpec[] = [];
+    const elements: A[] = [];
     const endFlag = be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
     // nft starts an interval set whose first range is above zero with an end marker at zero.
     if (ranges[0]![0] > 0) elements.push(nested(NFTA_LIST_ELEM, [endFlag, nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, be32Bytes(0))])]));
@@ -487,7 +640,7 @@ function matchStatement(ctx: Context, field: string, s: Extract<NftStatement, { 
     if (load.type === "integer") throw new NftNotEncodable(`${field}: a set of ${s.match} values`);
     const dt = datatype(load.type);
     const seen = new Set<string>();
-    const elements: AttrSpec[] = [];
+    const elements: A[] = [];
     for (const [i, v] of values.entries()) {
       const bytes = load.value(`${field}.value[${i}]`, typeof v === "string" && v.endsWith("/32") ? v.slice(0, -3) : v);
       const k = Buffer.from(bytes).toString("hex");
@@ -500,19 +653,19 @@ function matchStatement(ctx: Context, field: string, s: Extract<NftStatement, { 
   return [load.load(NFT_REG_1), lookupExpr(set.name, set.id, NFT_REG_1, undefined, negate)];
 }
 
-function lookupExpr(set: string, setId: number | undefined, sreg: number, dreg: number | undefined, invert: boolean): AttrSpec {
-  const attrs: AttrSpec[] = [str(1, set), be32(2, sreg)];
+function lookupExpr(set: string, setId: number | undefined, sreg: number, dreg: number | undefined, invert: boolean): A {
+  const attrs: A[] = [str(1, set), be32(2, sreg)];
   if (dreg !== undefined) attrs.push(be32(3, dreg));
   if (setId !== undefined) attrs.push(be32(4, setId));
   if (invert) attrs.push(be32(5, NFT_LOOKUP_F_INV));
   return expr("lookup", attrs);
 }
 
-function numgen(mod: number): AttrSpec {
+function numgen(mod: number): A {
   return expr("numgen", [be32(1, NFT_REG_1), be32(2, mod), be32(3, NFT_NG_RANDOM)]);
 }
 
-function statementExprs(ctx: Context, field: string, s: NftStatement): AttrSpec[] {
+function statementExprs(ctx: Context, field: string, s: NftStatement): A[] {
   if ("verdict" in s) return [immediateVerdict(field, s)];
   if ("match" in s) return matchStatement(ctx, field, s);
   if ("lookup" in s) {
@@ -538,7 +691,7 @@ function statementExprs(ctx: Context, field: string, s: NftStatement): AttrSpec[
     const target = "dnat" in s ? s.dnat : s.snat;
     if (target.family !== "ip") throw new NftNotEncodable(`${field}: nat family ${target.family}`);
     const exprs = [immediateData(NFT_REG_1, ipv4Bytes(`${field}.address`, target.address))];
-    const nat: AttrSpec[] = [be32(1, "dnat" in s ? NFT_NAT_DNAT : NFT_NAT_SNAT), be32(2, NFPROTO_IPV4), be32(3, NFT_REG_1)];
+    const nat: A[] = [be32(1, "dnat" in s ? NFT_NAT_DNAT : NFT_NAT_SNAT), be32(2, NFPROTO_IPV4), be32(3, NFT_REG_1)];
     const port = "dnat" in s ? s.dnat.port : undefined;
     if (port !== undefined) {
       const b = new Uint8Array(2);
@@ -558,7 +711,7 @@ function statementExprs(ctx: Context, field: string, s: NftStatement): AttrSpec[
     const { exprs } = loadKey(`${field}.key`, s.key);
     return [...exprs, expr("dynset", [str(1, checkIdentifier(`${field}.updateSet`, s.updateSet)), be32(3, NFT_DYNSET_OP_UPDATE), be32(4, NFT_REG_1)])];
   }
-  if ("counter" in s) return [expr("counter", [attr(1, u64be(0)), attr(2, u64be(0))])];
+  if ("counter" in s) return [expr("counter", [be64(1, 0), be64(2, 0)])];
   if ("namedCounter" in s) return [expr("objref", [be32(1, 1), str(2, checkIdentifier(`${field}.namedCounter`, s.namedCounter))])];
   if ("reject" in s) {
     switch (s.reject) {
@@ -573,22 +726,22 @@ function statementExprs(ctx: Context, field: string, s: NftStatement): AttrSpec[
   throw new NftNotEncodable(`${field}: statement ${JSON.stringify(s)}`);
 }
 
-function ruleAttrs(ctx: Context, field: string, chain: string, rule: NftRule): AttrSpec[] {
+function ruleAttrs(ctx: Context, field: string, chain: string, rule: NftRule): A[] {
   if (rule.statements.length === 0) throw new NftNotEncodable(`${field}: a rule without statements`);
   const exprs = rule.statements.flatMap((s, i) => statementExprs(ctx, `${field}.statements[${i}]`, s));
-  const attrs: AttrSpec[] = [str(NFTA_RULE_TABLE, ctx.table), str(NFTA_RULE_CHAIN, chain), nested(NFTA_RULE_EXPRESSIONS, exprs)];
+  const attrs: A[] = [str(NFTA_RULE_TABLE, ctx.table), str(NFTA_RULE_CHAIN, chain), nested(NFTA_RULE_EXPRESSIONS, exprs)];
   if (rule.comment !== undefined) attrs.push(attr(NFTA_RULE_USERDATA, commentUdata(UDATA_COMMENT, `${field}.comment`, rule.comment)));
   return attrs;
 }
 
-function baseChainAttrs(field: string, base: NftBaseChain): AttrSpec[] {
+function baseChainAttrs(field: string, base: NftBaseChain): A[] {
   const hook = NF_INET_HOOKS[base.hook];
   if (hook === undefined) throw new NftNotEncodable(`${field}.hook ${base.hook}`);
   if (base.device !== undefined) throw new NftNotEncodable(`${field}.device`);
   if (!["filter", "nat", "route"].includes(base.type)) throw new NftNotEncodable(`${field}.type ${base.type}`);
   const priority = priorityNumber("ip", base.priority);
   if (!Number.isSafeInteger(priority)) throw new NftNotEncodable(`${field}.priority ${JSON.stringify(base.priority)}`);
-  const attrs: AttrSpec[] = [nested(NFTA_CHAIN_HOOK, [be32(NFTA_HOOK_HOOKNUM, hook), be32(NFTA_HOOK_PRIORITY, priority)])];
+  const attrs: A[] = [nested(NFTA_CHAIN_HOOK, [be32(NFTA_HOOK_HOOKNUM, hook), be32(NFTA_HOOK_PRIORITY, priority)])];
   if (base.policy !== undefined) {
     if (base.policy !== "accept" && base.policy !== "drop") throw new NftNotEncodable(`${field}.policy`);
     attrs.push(be32(NFTA_CHAIN_POLICY, base.policy === "accept" ? NF_ACCEPT : NF_DROP));
@@ -624,7 +777,7 @@ function addSetOrMap(ctx: Context, field: string, s: NftSet | NftMap, isMap: boo
     else if (f === "constant") flags |= NFT_SET_CONSTANT;
     else throw new NftNotEncodable(`${field}.flags ${f}`);
   }
-  const attrs: AttrSpec[] = [str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name)];
+  const attrs: A[] = [str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name)];
   if (isMap) {
     const map = s as NftMap;
     if (map.valueType.length !== 1 || map.valueType[0] !== "verdict") throw new NftNotEncodable(`${field}: a data map (${map.valueType.join(" . ")})`);
@@ -636,7 +789,7 @@ function addSetOrMap(ctx: Context, field: string, s: NftSet | NftMap, isMap: boo
   const timeout = isMap ? undefined : (s as NftSet).timeoutSeconds;
   if (timeout !== undefined) {
     if (!Number.isSafeInteger(timeout) || timeout <= 0) throw new NftNotEncodable(`${field}.timeoutSeconds ${timeout}`);
-    attrs.push(attr(NFTA_SET_TIMEOUT, u64be(timeout * 1000)));
+    attrs.push(be64(NFTA_SET_TIMEOUT, timeout * 1000));
   }
   if (!isMap && (s as NftSet).autoMerge) throw new NftNotEncodable(`${field}.autoMerge`);
   attrs.push(attr(NFTA_SET_USERDATA, setUserdata(s.keyType, isMap, s.comment, field)));
@@ -651,7 +804,7 @@ function isMapElement(e: readonly NftValue[] | NftMapElement): e is NftMapElemen
 }
 
 function elementMessages(ctx: Context, field: string, set: string, schema: SetSchema, elements: readonly (readonly NftValue[] | NftMapElement)[], remove: boolean): void {
-  let batch: AttrSpec[] = [];
+  let batch: A[] = [];
   let bytes = 0;
   const flush = () => {
     if (batch.length === 0) return;
@@ -687,7 +840,7 @@ function elementMessages(ctx: Context, field: string, set: string, schema: SetSc
 export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): EncodedTransaction {
   if (tx.family !== "ip") throw new NftNotEncodable(`family ${tx.family}`);
   const table = checkIdentifier("table", tx.table);
-  const ctx = new Context(table, `table ip ${table}`);
+  const ctx = new Context(table);
   const schemas = new Map<string, SetSchema | undefined>();
   let tableDeleted = false;
   const schema = (name: string): SetSchema | undefined => (schemas.has(name) ? schemas.get(name) : tableDeleted ? undefined : schemaOf(name));
@@ -733,5 +886,5 @@ export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): E
         throw new NftNotEncodable(`${field}: ${change.op}`);
     }
   });
-  return { messages: ctx.messages, schemaChanges: schemas, tableDeleted };
+  return { ops: ctx.out.ops, batch: ctx.out.finish(), schemaChanges: schemas, tableDeleted };
 }

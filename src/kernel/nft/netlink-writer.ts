@@ -11,10 +11,9 @@
 // The socket is opened on first use in the namespace given (else the caller's) and kept: a
 // netlink socket stays in the namespace it was made in.
 
-import { messageLength } from "../netlink/codec.ts";
 import { NETLINK_NETFILTER, NetlinkSocket } from "../netlink/socket.ts";
 import type { NftTransaction } from "./model.ts";
-import { NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, batchMarker, encodeTransaction, type SetSchema } from "./netlink-encode.ts";
+import { encodeTransaction, type SetSchema } from "./netlink-encode.ts";
 
 export { NftNotEncodable } from "./netlink-encode.ts";
 
@@ -43,10 +42,11 @@ export class NftNetlinkWriter {
     const tableKey = `${tx.family} ${tx.table}`;
     const known = this.schemas.get(tableKey);
     const encoded = encodeTransaction(tx, (name) => known?.get(name));
+    const batch = encoded.batch;
     const encodedAt = performance.now();
     this.socket ??= NetlinkSocket.open(this.netnsPath, NETLINK_NETFILTER);
     try {
-      this.socket.nfBatch(batchMarker(NFNL_MSG_BATCH_BEGIN), encoded.messages, batchMarker(NFNL_MSG_BATCH_END));
+      this.socket.nfBatch(batch, (i) => `${encoded.ops[i] ?? "batch"} in table ${tx.family} ${tx.table}`);
     } catch (error) {
       // Whatever the kernel now holds is unknown to us only if the batch was not atomic; it is, but a
       // failed socket may have lost the reply: forget the socket, keep the schemas of committed work.
@@ -59,9 +59,7 @@ export class NftNetlinkWriter {
       else table.set(name, schema);
     }
     this.schemas.set(tableKey, table);
-    let bytes = 0;
-    for (const m of encoded.messages) bytes += messageLength(m.request);
-    this.last = { messages: encoded.messages.length, bytes, encodeMs: encodedAt - started, kernelMs: performance.now() - encodedAt };
+    this.last = { messages: encoded.ops.length, bytes: batch.byteLength, encodeMs: encodedAt - started, kernelMs: performance.now() - encodedAt };
   }
 
   /** Forgets what it knows of a table (someone else may have replaced it). */
