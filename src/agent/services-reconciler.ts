@@ -5,8 +5,10 @@
 // - Incremental: the object feed updates its maps in place, so each sync finds what changed by
 //   object identity against the objects it last saw (O(objects) pointer compares, no copying),
 //   feeds only those to the IncrementalProxyCompiler, and applies planProxyTransaction(applied,
-//   next): only the changed services' chains and map elements, in one atomic nft transaction,
-//   without listing the kernel's table.
+//   next): only the changed services' chains and map elements, in one atomic transaction,
+//   without listing the kernel's table: an nf_tables netlink batch (src/kernel/nft/netlink-writer.ts;
+//   nft 1.0.6 would first read all 10,000 chains into its cache), or libnftables for what the
+//   writer does not encode.
 // - Full sync on start and after any failure: the table is replaced in one transaction (nothing is
 //   flushed on its own, so established connections keep their conntrack NAT across an agent
 //   restart, and new ones are served by the new table at once). Rules are never removed when the
@@ -22,6 +24,7 @@ import { interfaceOfAddress, syncAnnouncedIps, underlayOfAddress } from "../kern
 import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
+import { NftNetlinkWriter, NftNotEncodable } from "../kernel/nft/netlink-writer.ts";
 import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
 import { tryParseCidr } from "../net/cidr.ts";
 import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNodeFacts } from "../services/proxy-compiler.ts";
@@ -35,9 +38,25 @@ type Inputs = "config" | "self" | "snapshot" | "Service" | "EndpointSlice";
 const SPAWN_ABOVE_BYTES = 256 * 1024;
 const VERIFY_COST_FACTOR = 20;
 
+/** How a transaction reached the kernel. */
+export interface AppliedTransaction {
+  way: "netlink" | "libnftables";
+  bytes: number;
+  /** Why the netlink writer did not take it (a statement outside its subset). */
+  fallback?: string;
+  /** Netlink only: encoding and the kernel's batch (send to ACK). */
+  encodeMs?: number;
+  kernelMs?: number;
+}
+
 export interface ServicesKernel {
   /** Apply one nft script atomically. */
   apply(script: string): Promise<void>;
+  /**
+   * Apply one transaction atomically, when the kernel side can take it without a script (the
+   * nf_tables netlink writer). Without it, transactions are rendered and given to `apply`.
+   */
+  applyTransaction?(tx: NftTransaction): Promise<AppliedTransaction>;
   readTable: typeof readTableSpawnedAsync;
   deleteUdpFlows: typeof deleteUdpFlows;
   /** Make the set of LoadBalancer IPs this node announces exactly `ips`. */
@@ -46,8 +65,30 @@ export interface ServicesKernel {
   underlaySegment(nodeIp: string): string | undefined;
 }
 
+const applyScript = (script: string) => (Buffer.byteLength(script) > SPAWN_ABOVE_BYTES ? runNftSpawnedAsync(script) : runNftAsync(script));
+/** The agent's own namespace: the socket is opened on first use, where the agent runs. */
+let netlinkWriter: NftNetlinkWriter | undefined;
+
 export const realServicesKernel: ServicesKernel = {
-  apply: (script) => (Buffer.byteLength(script) > SPAWN_ABOVE_BYTES ? runNftSpawnedAsync(script) : runNftAsync(script)),
+  apply: applyScript,
+  // nf_tables netlink batches: no nft cache read of the table's 10,000 chains per change, no
+  // script text. What the writer cannot encode goes through libnftables, as one script.
+  async applyTransaction(tx) {
+    netlinkWriter ??= new NftNetlinkWriter();
+    try {
+      netlinkWriter.apply(tx);
+      const last = netlinkWriter.last;
+      return { way: "netlink", bytes: last?.bytes ?? 0, ...(last ? { encodeMs: last.encodeMs, kernelMs: last.kernelMs } : {}) };
+    } catch (err) {
+      if (!(err instanceof NftNotEncodable)) throw err;
+      // The table may now differ from what the writer last wrote: it forgets its set types, so
+      // element changes go through libnftables until its next full sync through netlink.
+      netlinkWriter.forget(tx.family, tx.table);
+      const script = transactionScript(tx);
+      await applyScript(script);
+      return { way: "libnftables", bytes: Buffer.byteLength(script), fallback: err.what };
+    }
+  },
   readTable: readTableSpawnedAsync,
   deleteUdpFlows,
   announce(ips, nodeIp) {
@@ -64,8 +105,12 @@ export const realServicesKernel: ServicesKernel = {
 export interface ServicesSyncStats {
   kind: "full" | "incremental" | "repair" | "none";
   changes: number;
+  /** Bytes sent to the kernel: the netlink batch, or the nft script. */
   scriptBytes: number;
+  way?: AppliedTransaction["way"];
   ms: number;
+  /** Where the sync's time went, ms: compile, plan, apply (encode + kernel, or render + nft), UDP conntrack clean-up. */
+  phases?: { compile: number; plan: number; apply: number; encode?: number; kernel?: number; conntrack: number };
 }
 
 export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
@@ -124,25 +169,42 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     const liveNodes = live.map((n) => n.name);
     const wantedAnnounced = this.loadBalancers.size === 0 ? [] : ipsToAnnounce(this.nodeName, this.loadBalancers.values(), this.slicesOfLoadBalancers(), liveNodes, this.segment(inputs.self.nodeIp, live));
 
+    const compileStarted = performance.now();
     const next = this.compiler.compile(node);
+    const planStarted = performance.now();
     let tx = planProxyTransaction(this.applied, next);
+    const planned = performance.now();
     let kind: ServicesSyncStats["kind"] = full ? "full" : tx.changes.length > 0 ? "incremental" : "none";
     if (!full && tx.changes.length === 0 && this.verifyDue()) {
       tx = await this.repairTransaction(next);
       if (tx.changes.length > 0) kind = "repair";
     }
-    const script = tx.changes.length > 0 ? transactionScript(tx) : "";
-    if (script !== "") {
+    let bytes = 0;
+    let way: AppliedTransaction["way"] | undefined;
+    let netlinkSplit: Pick<AppliedTransaction, "encodeMs" | "kernelMs"> = {};
+    const applyStarted = performance.now();
+    if (tx.changes.length > 0) {
       try {
-        await this.kernel.apply(script);
+        if (this.kernel.applyTransaction) {
+          const applied = await this.kernel.applyTransaction(tx);
+          ({ bytes, way } = applied);
+          netlinkSplit = applied;
+          if (applied.fallback !== undefined) this.log(`services: ${kind} sync through libnftables: the netlink writer cannot encode ${applied.fallback}`);
+        } else {
+          const script = transactionScript(tx);
+          bytes = Buffer.byteLength(script);
+          way = "libnftables";
+          await this.kernel.apply(script);
+        }
       } catch (err) {
         // The kernel may hold anything now: start over with a full sync.
         this.applied = undefined;
         throw err;
       }
       if (kind === "repair") this.log(`services: repaired ${tx.changes.length} change(s) made to table ${PROXY_TABLE} by someone else`);
-      if (kind === "full") this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(script.length / 1024).toFixed(0)} KiB`);
+      if (kind === "full") this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(bytes / 1024).toFixed(0)} KiB through ${way}`);
     }
+    const applied = performance.now();
     const previous = this.applied;
     this.applied = next;
     if (full) {
@@ -153,6 +215,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     }
 
     // UDP flows pinned to endpoints that went away (or to nothing, before the service had endpoints).
+    const conntrackStarted = performance.now();
     for (const flow of staleUdpFlows(previous, next)) {
       try {
         this.udpFlowsDeleted += await this.kernel.deleteUdpFlows({
@@ -173,7 +236,14 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       this.log(`services: announcing LoadBalancer IPs ${JSON.stringify(wantedAnnounced)} (added ${changed.added.join(", ") || "none"}, withdrew ${changed.removed.join(", ") || "none"})`);
     }
     this.announced = wantedAnnounced;
-    this.last = { kind, changes: tx.changes.length, scriptBytes: Buffer.byteLength(script), ms: Math.round(performance.now() - started) };
+    const round = (ms: number) => Math.round(ms * 100) / 100;
+    const phases: NonNullable<ServicesSyncStats["phases"]> = {
+      compile: round(planStarted - compileStarted), plan: round(planned - planStarted), apply: round(applied - applyStarted),
+      ...(netlinkSplit.encodeMs !== undefined ? { encode: round(netlinkSplit.encodeMs) } : {}),
+      ...(netlinkSplit.kernelMs !== undefined ? { kernel: round(netlinkSplit.kernelMs) } : {}),
+      conntrack: round(performance.now() - conntrackStarted),
+    };
+    this.last = { kind, changes: tx.changes.length, scriptBytes: bytes, ...(way ? { way } : {}), ms: Math.round(performance.now() - started), phases };
     if (kind === "full") this.lastFull = this.last;
     this.revision = revision;
     this.onSynced?.(this.last);
