@@ -213,7 +213,8 @@ class BatchBuffer {
 
   /** `sizeHint`: the expected size, so a full sync's ~36 MB are allocated once, not by doubling. */
   constructor(sizeHint: number) {
-    this.buf = Buffer.alloc(Math.max(64 * 1024, sizeHint));
+    // Every byte up to the end is written (padding explicitly), so the buffer needs no zeroing.
+    this.buf = Buffer.allocUnsafe(Math.max(64 * 1024, sizeHint));
   }
 
   get count(): number {
@@ -243,7 +244,7 @@ class BatchBuffer {
 
   private ensure(extra: number): void {
     if (this.pos + extra <= this.buf.length) return;
-    const grown = Buffer.alloc(Math.max(Math.ceil(this.buf.length * 1.5), this.pos + extra));
+    const grown = Buffer.allocUnsafe(Math.max(Math.ceil(this.buf.length * 1.5), this.pos + extra));
     this.buf.copy(grown, 0, 0, this.pos);
     this.buf = grown;
   }
@@ -313,16 +314,28 @@ function portNumber(field: string, value: NftValue): number {
 }
 
 function ipv4Bytes(field: string, value: NftValue): Uint8Array {
-  const parts = typeof value === "string" ? value.split(".") : [];
-  if (parts.length !== 4) throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
   const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const part = parts[i]!;
-    const n = Number(part);
-    if (!/^\d{1,3}$/.test(part) || n > 255) throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
-    out[i] = n;
+  if (typeof value === "string") {
+    let part = 0;
+    let digits = 0;
+    let n = 0;
+    for (let i = 0; i <= value.length; i++) {
+      const c = i < value.length ? value.charCodeAt(i) : 46;
+      if (c >= 48 && c <= 57 && digits < 3) {
+        n = n * 10 + (c - 48);
+        digits++;
+      } else if (c === 46 && digits > 0 && n <= 255 && part < 4) {
+        out[part++] = n;
+        n = 0;
+        digits = 0;
+      } else {
+        part = -1;
+        break;
+      }
+    }
+    if (part === 4) return out;
   }
-  return out;
+  throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
 }
 
 /** A key component of a set element in its type's wire form (unpadded). */
@@ -496,8 +509,11 @@ function loadKey(field: string, selectors: readonly NftSelector[]): { exprs: A[]
 class Context {
   private nextSetId = 1;
   readonly out: BatchBuffer;
+  /** NFTA_RULE_TABLE (= NFTA_SET_TABLE, NFTA_CHAIN_TABLE: all 1), encoded once. */
+  readonly tableAttr: A;
   constructor(readonly table: string, sizeHint: number) {
     this.out = new BatchBuffer(sizeHint);
+    this.tableAttr = attr(1, cstring(table));
   }
 
   setId(): number {
@@ -733,10 +749,13 @@ function statementExprs(ctx: Context, field: string, s: NftStatement): A[] {
   throw new NftNotEncodable(`${field}: statement ${JSON.stringify(s)}`);
 }
 
-function ruleAttrs(ctx: Context, field: string, chain: string, rule: NftRule): A[] {
+function ruleAttrs(ctx: Context, field: string, chain: A, rule: NftRule): A[] {
   if (rule.statements.length === 0) throw new NftNotEncodable(`${field}: a rule without statements`);
-  const exprs = rule.statements.flatMap((s, i) => statementExprs(ctx, `${field}.statements[${i}]`, s));
-  const attrs: A[] = [str(NFTA_RULE_TABLE, ctx.table), str(NFTA_RULE_CHAIN, chain), nested(NFTA_RULE_EXPRESSIONS, exprs)];
+  const exprs: A[] = [];
+  rule.statements.forEach((s, i) => {
+    for (const e of statementExprs(ctx, `${field}.statements[${i}]`, s)) exprs.push(e);
+  });
+  const attrs: A[] = [ctx.tableAttr, chain, nested(NFTA_RULE_EXPRESSIONS, exprs)];
   if (rule.comment !== undefined) attrs.push(attr(NFTA_RULE_USERDATA, commentUdata(UDATA_COMMENT, `${field}.comment`, rule.comment)));
   return attrs;
 }
@@ -761,7 +780,8 @@ function addChain(ctx: Context, field: string, chain: NftChain, flush: boolean):
   const name = checkIdentifier(`${field}.name`, chain.name);
   ctx.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE, [str(NFTA_CHAIN_TABLE, ctx.table), str(NFTA_CHAIN_NAME, name), ...(chain.base ? baseChainAttrs(`${field}.base`, chain.base) : [])], `add chain ${name}`);
   if (flush) ctx.push(NFT_MSG_DELRULE, 0, [str(NFTA_RULE_TABLE, ctx.table), str(NFTA_RULE_CHAIN, name)], `flush chain ${name}`);
-  chain.rules.forEach((rule, i) => ctx.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, ruleAttrs(ctx, `${field}.rules[${i}]`, name, rule), `add rule ${name} (rule ${i})`));
+  const chainAttr = attr(NFTA_RULE_CHAIN, cstring(name));
+  chain.rules.forEach((rule, i) => ctx.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, ruleAttrs(ctx, `${field}.rules[${i}]`, chainAttr, rule), `add rule ${name} (rule ${i})`));
 }
 
 function setUserdata(keyType: readonly NftDataType[], map: boolean, comment: string | undefined, field: string): Uint8Array {
