@@ -5,6 +5,9 @@
 // must list identically, and the netlink-written one must read back (nft -j) with no difference
 // from the model; then the same incremental transactions are applied both ways after each change.
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
+import { serialize } from "node:v8";
 import { after, before, describe, it } from "node:test";
 import { withDefaults } from "../src/k8s/defaults.ts";
 import type { EndpointSlice, Service } from "../src/k8s/types.ts";
@@ -128,6 +131,29 @@ describe("nf_tables netlink writer against the real kernel", { skip: root ? fals
     const again = planProxyTransaction(undefined, applied);
     applyBoth(again);
     assertSame(applied, "second full sync");
+  });
+
+  it("the podnet command's child entry applies a transaction handed to it on stdin (the agent's full-sync path)", () => {
+    const compiler = new ProxyCompiler();
+    const { services, slices } = cluster();
+    const compiled = compiler.compile(services, slices, facts);
+    const viaChild = Netns.create("nlc");
+    try {
+      const run = spawnSync("ip", ["netns", "exec", viaChild.name, process.execPath, join(import.meta.dirname, "../bin/podnet.js"), "internal-nft-netlink-apply"], { input: serialize(planProxyTransaction(undefined, compiled)) });
+      assert.equal(run.status, 0, run.stderr.toString());
+      const stats = JSON.parse(run.stdout.toString()) as { messages: number; bytes: number };
+      assert.ok(stats.messages > 50 && stats.bytes > 10_000, JSON.stringify(stats));
+      const readBack = readTable("ip", PROXY_TABLE, viaChild.path);
+      assert.ok(readBack);
+      assert.deepEqual(diffTables(compiled.table, readBack).changes, []);
+      // Not encodable: exit code 3, nothing applied.
+      const refused = spawnSync("ip", ["netns", "exec", viaChild.name, process.execPath, join(import.meta.dirname, "../bin/podnet.js"), "internal-nft-netlink-apply"],
+        { input: serialize({ family: "ip", table: "pnt-other", changes: [{ op: "ensureTable" }, { op: "addChain", chain: { name: "c", rules: [{ statements: [{ nftrace: true }] }] } }] }) });
+      assert.equal(refused.status, 3, refused.stderr.toString());
+      assert.equal(nftListTable("ip", "pnt-other", viaChild.path), undefined);
+    } finally {
+      viaChild.delete();
+    }
   });
 
   it("a refused batch changes nothing (atomic), and names the failing change", () => {

@@ -25,6 +25,8 @@ import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
 import { NftNetlinkWriter, NftNotEncodable } from "../kernel/nft/netlink-writer.ts";
+import { applyInChild, childApplyAvailable } from "../kernel/nft/netlink-child.ts";
+import { estimateBytes } from "../kernel/nft/netlink-encode.ts";
 import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
 import { tryParseCidr } from "../net/cidr.ts";
 import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNodeFacts } from "../services/proxy-compiler.ts";
@@ -37,6 +39,8 @@ type Inputs = "config" | "self" | "snapshot" | "Service" | "EndpointSlice";
 /** Scripts larger than this go to a spawned `nft -f`, so the event loop is not stalled for seconds. */
 const SPAWN_ABOVE_BYTES = 256 * 1024;
 const VERIFY_COST_FACTOR = 20;
+/** Netlink batches estimated above this go to a child process (see netlink-child.ts). */
+const CHILD_ABOVE_BYTES = 2 * 1024 * 1024;
 
 /** How a transaction reached the kernel. */
 export interface AppliedTransaction {
@@ -76,6 +80,13 @@ export const realServicesKernel: ServicesKernel = {
   async applyTransaction(tx) {
     netlinkWriter ??= new NftNetlinkWriter();
     try {
+      // A full sync is encoded and sent by a child process with V8's optimising compilers (the
+      // agent runs with --lite-mode) while the agent's loop stays free; small changes in-process.
+      if (estimateBytes(tx) > CHILD_ABOVE_BYTES && childApplyAvailable()) {
+        const stats = await applyInChild(tx);
+        netlinkWriter.recordApplied(tx);
+        return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs };
+      }
       netlinkWriter.apply(tx);
       const last = netlinkWriter.last;
       return { way: "netlink", bytes: last?.bytes ?? 0, ...(last ? { encodeMs: last.encodeMs, kernelMs: last.kernelMs } : {}) };

@@ -860,8 +860,26 @@ function elementMessages(ctx: Context, field: string, set: string, schema: SetSc
   flush();
 }
 
+/**
+ * The sets and maps a transaction leaves behind, as encodeTransaction reports them, without
+ * encoding it (for a transaction applied by another process).
+ */
+export function schemaChangesOf(tx: NftTransaction): Pick<EncodedTransaction, "schemaChanges" | "tableDeleted"> {
+  const schemaChanges = new Map<string, SetSchema | undefined>();
+  let tableDeleted = false;
+  for (const c of tx.changes) {
+    if (c.op === "deleteTable") {
+      schemaChanges.clear();
+      tableDeleted = true;
+    } else if (c.op === "addSet") schemaChanges.set(c.set.name, { keyType: c.set.keyType, verdictMap: false });
+    else if (c.op === "addMap") schemaChanges.set(c.map.name, { keyType: c.map.keyType, verdictMap: true });
+    else if (c.op === "deleteSet" || c.op === "deleteMap") schemaChanges.set(c.name, undefined);
+  }
+  return { schemaChanges, tableDeleted };
+}
+
 /** A generous guess at the batch's size (measured: ~300 bytes a rule, ~100 an element). */
-function estimateBytes(tx: NftTransaction): number {
+export function estimateBytes(tx: NftTransaction): number {
   let bytes = 256;
   for (const c of tx.changes) {
     if (c.op === "addChain" || c.op === "replaceChain") bytes += 128 + 360 * c.chain.rules.length;

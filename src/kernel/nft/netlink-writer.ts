@@ -13,7 +13,7 @@
 
 import { NETLINK_NETFILTER, NetlinkSocket } from "../netlink/socket.ts";
 import type { NftTransaction } from "./model.ts";
-import { encodeTransaction, type SetSchema } from "./netlink-encode.ts";
+import { encodeTransaction, schemaChangesOf, type EncodedTransaction, type SetSchema } from "./netlink-encode.ts";
 
 export { NftNotEncodable } from "./netlink-encode.ts";
 
@@ -53,13 +53,23 @@ export class NftNetlinkWriter {
       if (!(error instanceof Error && error.name === "KernelError")) this.closeSocket();
       throw error;
     }
-    const table = encoded.tableDeleted ? new Map<string, SetSchema>() : (known ?? new Map<string, SetSchema>());
-    for (const [name, schema] of encoded.schemaChanges) {
+    this.remember(tableKey, encoded);
+    this.last = { messages: encoded.ops.length, bytes: batch.byteLength, encodeMs: encodedAt - started, kernelMs: performance.now() - encodedAt };
+  }
+
+  /** Takes note of the sets and maps of a transaction that was applied by someone else (the child process). */
+  recordApplied(tx: NftTransaction): void {
+    this.remember(`${tx.family} ${tx.table}`, schemaChangesOf(tx));
+  }
+
+  private remember(tableKey: string, changes: Pick<EncodedTransaction, "schemaChanges" | "tableDeleted">): void {
+    const known = this.schemas.get(tableKey);
+    const table = changes.tableDeleted ? new Map<string, SetSchema>() : (known ?? new Map<string, SetSchema>());
+    for (const [name, schema] of changes.schemaChanges) {
       if (schema === undefined) table.delete(name);
       else table.set(name, schema);
     }
     this.schemas.set(tableKey, table);
-    this.last = { messages: encoded.ops.length, bytes: batch.byteLength, encodeMs: encodedAt - started, kernelMs: performance.now() - encodedAt };
   }
 
   /** Forgets what it knows of a table (someone else may have replaced it). */
