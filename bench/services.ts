@@ -332,6 +332,11 @@ async function inner(prefix: string): Promise<void> {
     const first = rates[SIZES[0]!]!;
     const last = rates[SIZES.at(-1)!]!;
     note(`connection rate at ${SIZES.at(-1)} vs ${SIZES[0]} services: podnet ${(last.podnet / first.podnet).toFixed(2)}x, iptables ${(last.iptables / first.iptables).toFixed(2)}x, plain ${(last.plain / first.plain).toFixed(2)}x`);
+  } catch (error) {
+    // The run's directory goes with it: show why the agent stopped answering first.
+    const log = readFileSync(join(dir, "agent.log"), "utf8");
+    console.error(`agent log (last 3,000 characters):\n${log.slice(-3000)}`);
+    throw error;
   } finally {
     for (const child of children.reverse()) if (child.pid && child.exitCode === null) child.kill("SIGKILL");
     await datastore.close();

@@ -218,9 +218,12 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     const applied = performance.now();
     const previous = this.applied;
     this.applied = next;
-    if (full) {
+    if (full || bytes > CHILD_ABOVE_BYTES) {
       // Reading the table back costs about what loading it did: until a read-back has been timed,
-      // take the full sync's duration as its cost, so a large table is not read back at once.
+      // take the full sync's duration as its cost, so a large table is not read back at once. A
+      // large incremental sync (thousands of services added at once) counts too: otherwise the
+      // read-back, timed on the small table of the first sync, comes due at once and holds the
+      // loop for seconds while changes wait (measured: a 9.5 s change).
       this.lastVerifyAt = Date.now();
       this.lastVerifyMs = Math.max(this.lastVerifyMs, performance.now() - started);
     }
