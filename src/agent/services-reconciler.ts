@@ -51,6 +51,8 @@ export interface AppliedTransaction {
   /** Netlink only: encoding and the kernel's batch (send to ACK). */
   encodeMs?: number;
   kernelMs?: number;
+  /** Through the child process: serialising the transaction, the child's start and decoding it. */
+  handOverMs?: number;
 }
 
 export interface ServicesKernel {
@@ -85,7 +87,7 @@ export const realServicesKernel: ServicesKernel = {
       if (estimateBytes(tx) > CHILD_ABOVE_BYTES && childApplyAvailable()) {
         const stats = await applyInChild(tx);
         netlinkWriter.recordApplied(tx);
-        return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs };
+        return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.childStartMs };
       }
       netlinkWriter.apply(tx);
       const last = netlinkWriter.last;
@@ -121,7 +123,7 @@ export interface ServicesSyncStats {
   way?: AppliedTransaction["way"];
   ms: number;
   /** Where the sync's time went, ms: compile, plan, apply (encode + kernel, or render + nft), UDP conntrack clean-up. */
-  phases?: { compile: number; plan: number; apply: number; encode?: number; kernel?: number; conntrack: number };
+  phases?: { compile: number; plan: number; apply: number; encode?: number; kernel?: number; handOver?: number; conntrack: number };
 }
 
 export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
@@ -192,7 +194,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     }
     let bytes = 0;
     let way: AppliedTransaction["way"] | undefined;
-    let netlinkSplit: Pick<AppliedTransaction, "encodeMs" | "kernelMs"> = {};
+    let netlinkSplit: Pick<AppliedTransaction, "encodeMs" | "kernelMs" | "handOverMs"> = {};
     const applyStarted = performance.now();
     if (tx.changes.length > 0) {
       try {
@@ -255,6 +257,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       compile: round(planStarted - compileStarted), plan: round(planned - planStarted), apply: round(applied - applyStarted),
       ...(netlinkSplit.encodeMs !== undefined ? { encode: round(netlinkSplit.encodeMs) } : {}),
       ...(netlinkSplit.kernelMs !== undefined ? { kernel: round(netlinkSplit.kernelMs) } : {}),
+      ...(netlinkSplit.handOverMs !== undefined ? { handOver: round(netlinkSplit.handOverMs) } : {}),
       conntrack: round(performance.now() - conntrackStarted),
     };
     this.last = { kind, changes: tx.changes.length, scriptBytes: bytes, ...(way ? { way } : {}), ms: Math.round(performance.now() - started), phases };

@@ -38,7 +38,14 @@ export function childApplyAvailable(): boolean {
  * Applies `tx` in a child process (see above). Rejects with NftNotEncodable (nothing was sent) or
  * an Error carrying the kernel's refusal (nothing was changed).
  */
-export function applyInChild(tx: NftTransaction): Promise<NetlinkApplyStats> {
+export interface ChildApplyStats extends NetlinkApplyStats {
+  /** The parent's structured clone of the transaction. */
+  serializeMs: number;
+  /** From the child's start to the transaction decoded (process start, module loading, stdin, decoding). */
+  childStartMs: number;
+}
+
+export function applyInChild(tx: NftTransaction): Promise<ChildApplyStats> {
   const script = podnetScript();
   if (script === undefined) return Promise.reject(new Error("netlink child: this process was not started as the podnet command"));
   const flags = process.execArgv.filter((flag) => !DROPPED_FLAGS.test(flag));
@@ -56,7 +63,7 @@ export function applyInChild(tx: NftTransaction): Promise<NetlinkApplyStats> {
       const stderr = Buffer.concat(err).toString("utf8").trim();
       if (code === 0) {
         try {
-          resolve(JSON.parse(Buffer.concat(out).toString("utf8")) as NetlinkApplyStats);
+          resolve({ ...(JSON.parse(Buffer.concat(out).toString("utf8")) as NetlinkApplyStats & { childStartMs: number }), serializeMs });
         } catch (error) {
           reject(new Error(`netlink child: unreadable answer: ${(error as Error).message}`));
         }
@@ -66,7 +73,10 @@ export function applyInChild(tx: NftTransaction): Promise<NetlinkApplyStats> {
         reject(new Error(stderr || `netlink child exited with ${code}`));
       }
     });
-    child.stdin.end(serialize(tx));
+    const serializeStarted = performance.now();
+    const bytes = serialize(tx);
+    const serializeMs = performance.now() - serializeStarted;
+    child.stdin.end(bytes);
   });
 }
 
@@ -76,10 +86,12 @@ export async function runNftApplyChild(): Promise<number> {
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   const tx = deserialize(Buffer.concat(chunks)) as NftTransaction;
   chunks.length = 0;
+  // performance.now() counts from this process's start.
+  const childStartMs = performance.now();
   const writer = new NftNetlinkWriter();
   try {
     writer.apply(tx);
-    process.stdout.write(`${JSON.stringify(writer.last)}\n`);
+    process.stdout.write(`${JSON.stringify({ ...writer.last, childStartMs })}\n`);
     return 0;
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n`);
