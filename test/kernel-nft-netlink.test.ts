@@ -7,7 +7,6 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { serialize } from "node:v8";
 import { after, before, describe, it } from "node:test";
 import { withDefaults } from "../src/k8s/defaults.ts";
 import type { EndpointSlice, Service } from "../src/k8s/types.ts";
@@ -139,7 +138,7 @@ describe("nf_tables netlink writer against the real kernel", { skip: root ? fals
     const compiled = compiler.compile(services, slices, facts);
     const viaChild = Netns.create("nlc");
     try {
-      const run = spawnSync("ip", ["netns", "exec", viaChild.name, process.execPath, join(import.meta.dirname, "../bin/podnet.js"), "internal-nft-netlink-apply"], { input: serialize(planProxyTransaction(undefined, compiled)) });
+      const run = spawnSync("ip", ["netns", "exec", viaChild.name, process.execPath, join(import.meta.dirname, "../bin/podnet.js"), "internal-nft-netlink-apply"], { input: JSON.stringify(planProxyTransaction(undefined, compiled)) });
       assert.equal(run.status, 0, run.stderr.toString());
       const stats = JSON.parse(run.stdout.toString()) as { messages: number; bytes: number };
       assert.ok(stats.messages > 50 && stats.bytes > 10_000, JSON.stringify(stats));
@@ -148,7 +147,7 @@ describe("nf_tables netlink writer against the real kernel", { skip: root ? fals
       assert.deepEqual(diffTables(compiled.table, readBack).changes, []);
       // Not encodable: exit code 3, nothing applied.
       const refused = spawnSync("ip", ["netns", "exec", viaChild.name, process.execPath, join(import.meta.dirname, "../bin/podnet.js"), "internal-nft-netlink-apply"],
-        { input: serialize({ family: "ip", table: "pnt-other", changes: [{ op: "ensureTable" }, { op: "addChain", chain: { name: "c", rules: [{ statements: [{ nftrace: true }] }] } }] }) });
+        { input: JSON.stringify({ family: "ip", table: "pnt-other", changes: [{ op: "ensureTable" }, { op: "addChain", chain: { name: "c", rules: [{ statements: [{ nftrace: true }] }] } }] }) });
       assert.equal(refused.status, 3, refused.stderr.toString());
       assert.equal(nftListTable("ip", "pnt-other", viaChild.path), undefined);
     } finally {

@@ -7,13 +7,13 @@
 //     take (its node lease is 20 s), as the spawned `nft -f` for large scripts did before.
 // The child is the podnet command itself (`podnet internal-nft-netlink-apply`, from src/cli), started
 // with the agent's script but without its memory-saving V8 flags, in the agent's namespace. The
-// transaction goes to it as V8's structured-clone bytes on stdin (no JSON, no script text); it
-// answers with one line of JSON.
+// transaction goes to it as JSON on stdin (measured at 10,000 services, 17 MB: stringify 0.33 s in
+// lite mode + parse 0.46 s, against 0.63 s + 0.8-1.4 s for V8's structured clone); it answers with
+// one line of JSON.
 //
 // Exit codes: 0 applied; 3 not encodable (stderr: what); anything else a failure (stderr: why).
 
 import { spawn } from "node:child_process";
-import { deserialize, serialize } from "node:v8";
 import type { NftTransaction } from "./model.ts";
 import { NftNotEncodable } from "./netlink-encode.ts";
 import { NftNetlinkWriter, type NetlinkApplyStats } from "./netlink-writer.ts";
@@ -39,7 +39,7 @@ export function childApplyAvailable(): boolean {
  * an Error carrying the kernel's refusal (nothing was changed).
  */
 export interface ChildApplyStats extends NetlinkApplyStats {
-  /** The parent's structured clone of the transaction. */
+  /** The parent's JSON of the transaction. */
   serializeMs: number;
   /** From the child's start to the transaction decoded (process start, module loading, stdin, decoding). */
   childStartMs: number;
@@ -74,7 +74,7 @@ export function applyInChild(tx: NftTransaction): Promise<ChildApplyStats> {
       }
     });
     const serializeStarted = performance.now();
-    const bytes = serialize(tx);
+    const bytes = JSON.stringify(tx);
     const serializeMs = performance.now() - serializeStarted;
     child.stdin.end(bytes);
   });
@@ -84,7 +84,7 @@ export function applyInChild(tx: NftTransaction): Promise<ChildApplyStats> {
 export async function runNftApplyChild(): Promise<number> {
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  const tx = deserialize(Buffer.concat(chunks)) as NftTransaction;
+  const tx = JSON.parse(Buffer.concat(chunks).toString("utf8")) as NftTransaction;
   chunks.length = 0;
   // performance.now() counts from this process's start.
   const childStartMs = performance.now();
