@@ -11,7 +11,7 @@
 // else throws NftNotEncodable before a byte is sent; the caller applies that transaction through
 // libnftables instead.
 
-import { ipToBytes, u32be } from "../netlink/codec.ts";
+import { u32be } from "../netlink/codec.ts";
 import { parseCidr } from "../../net/cidr.ts";
 import { priorityNumber } from "./diff.ts";
 import type {
@@ -567,9 +567,8 @@ function ipTypeofUdata(sel: NftSelector): Uint8Array | undefined {
 function ipv4Ranges(field: string, values: readonly NftValue[]): [number, number][] {
   const ranges: [number, number][] = values.map((v, i) => {
     if (typeof v !== "string") throw new NftNotEncodable(`${field}[${i}]: ${JSON.stringify(v)}`);
-    const cidr = parseCidr(v.includes("/") ? v : `${v}/32`);
-    if (cidr.address.family !== 4) throw new NftNotEncodable(`${field}[${i}]: ${v} is not IPv4`);
-    const b = ipToBytes(v.split("/")[0]!);
+    const cidr = cidrOf(`${field}[${i}]`, v.includes("/") ? v : `${v}/32`);
+    const b = ipv4Bytes(`${field}[${i}]`, v.split("/")[0]!);
     const n = new DataView(b.buffer, b.byteOffset, 4).getUint32(0, false);
     const size = 2 ** (32 - cidr.prefix);
     const start = n - (n % size);
@@ -583,6 +582,17 @@ function ipv4Ranges(field: string, values: readonly NftValue[]): [number, number
     else merged.push([r[0], r[1]]);
   }
   return merged;
+}
+
+/** A CIDR the encoder can write; anything parseCidr refuses goes to libnftables (and nft's own checks) instead. */
+function cidrOf(field: string, text: string): ReturnType<typeof parseCidr> {
+  try {
+    const cidr = parseCidr(text);
+    if (cidr.address.family === 4) return cidr;
+  } catch {
+    // reported below
+  }
+  throw new NftNotEncodable(`${field}: ${JSON.stringify(text)} is not an IPv4 CIDR the encoder writes`);
 }
 
 function be32Bytes(n: number): Uint8Array {
@@ -621,10 +631,10 @@ function encodeMatch(ctx: Context, field: string, s: Extract<NftStatement, { mat
   if (values.length === 1) {
     const v = values[0]!;
     if (isIp && typeof v === "string" && v.includes("/")) {
-      const cidr = parseCidr(v);
+      const cidr = cidrOf(`${field}.value`, v);
       const prefix = cidr.prefix;
       const offset = s.match === "ip saddr" ? 12 : 16;
-      const bytes = ipToBytes(v.split("/")[0]!);
+      const bytes = ipv4Bytes(`${field}.value`, v.split("/")[0]!);
       if (prefix === 32) return [load.load(NFT_REG_1), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, bytes)];
       if (prefix === 0) throw new NftNotEncodable(`${field}: prefix /0`);
       const mask = new Uint8Array(4);
