@@ -25,7 +25,7 @@ import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
 import { NftNetlinkWriter, NftNotEncodable } from "../kernel/nft/netlink-writer.ts";
-import { applyInChild, childApplyAvailable } from "../kernel/nft/netlink-child.ts";
+import { ChildApplier, childApplyAvailable } from "../kernel/nft/netlink-child.ts";
 import { estimateBytes } from "../kernel/nft/netlink-encode.ts";
 import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
 import { tryParseCidr } from "../net/cidr.ts";
@@ -41,6 +41,8 @@ const SPAWN_ABOVE_BYTES = 256 * 1024;
 const VERIFY_COST_FACTOR = 20;
 /** Netlink batches estimated above this go to a child process (see netlink-child.ts). */
 const CHILD_ABOVE_BYTES = 2 * 1024 * 1024;
+/** ~2 MiB of batch: 600 services of 5 endpoints make about that much. */
+const PREPARE_CHILD_AT_SERVICES = 1000;
 
 /** How a transaction reached the kernel. */
 export interface AppliedTransaction {
@@ -63,6 +65,8 @@ export interface ServicesKernel {
    * nf_tables netlink writer). Without it, transactions are rendered and given to `apply`.
    */
   applyTransaction?(tx: NftTransaction): Promise<AppliedTransaction>;
+  /** A large transaction is coming (a full sync of many services): get ready for it while it is compiled. */
+  prepareLargeTransaction?(): void;
   readTable: typeof readTableSpawnedAsync;
   deleteUdpFlows: typeof deleteUdpFlows;
   /** Make the set of LoadBalancer IPs this node announces exactly `ips`. */
@@ -74,6 +78,8 @@ export interface ServicesKernel {
 const applyScript = (script: string) => (Buffer.byteLength(script) > SPAWN_ABOVE_BYTES ? runNftSpawnedAsync(script) : runNftAsync(script));
 /** The agent's own namespace: the socket is opened on first use, where the agent runs. */
 let netlinkWriter: NftNetlinkWriter | undefined;
+/** A child started while a full sync compiles (see prepareLargeTransaction). */
+let preparedChild: ChildApplier | undefined;
 
 export const realServicesKernel: ServicesKernel = {
   apply: applyScript,
@@ -84,16 +90,21 @@ export const realServicesKernel: ServicesKernel = {
     try {
       // A full sync is encoded and sent by a child process with V8's optimising compilers (the
       // agent runs with --lite-mode) while the agent's loop stays free; small changes in-process.
+      const child = preparedChild;
+      preparedChild = undefined;
       if (estimateBytes(tx) > CHILD_ABOVE_BYTES && childApplyAvailable()) {
-        const stats = await applyInChild(tx);
+        const stats = await (child ?? new ChildApplier()).apply(tx);
         netlinkWriter.recordApplied(tx);
-        return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.childStartMs };
+        return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.decodeMs };
       }
+      child?.cancel();
       netlinkWriter.apply(tx);
       const last = netlinkWriter.last;
       return { way: "netlink", bytes: last?.bytes ?? 0, ...(last ? { encodeMs: last.encodeMs, kernelMs: last.kernelMs } : {}) };
     } catch (err) {
       if (!(err instanceof NftNotEncodable)) throw err;
+      preparedChild?.cancel();
+      preparedChild = undefined;
       // The table may now differ from what the writer last wrote: it forgets its set types, so
       // element changes go through libnftables until its next full sync through netlink.
       netlinkWriter.forget(tx.family, tx.table);
@@ -101,6 +112,9 @@ export const realServicesKernel: ServicesKernel = {
       await applyScript(script);
       return { way: "libnftables", bytes: Buffer.byteLength(script), fallback: err.what };
     }
+  },
+  prepareLargeTransaction() {
+    if (preparedChild === undefined && childApplyAvailable()) preparedChild = new ChildApplier();
   },
   readTable: readTableSpawnedAsync,
   deleteUdpFlows,
@@ -170,6 +184,8 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     // Read the feed's maps synchronously: they change in place under later events.
     const full = this.applied === undefined;
     if (full) {
+      // Thousands of services make a batch the kernel layer sends from a child process: let it start now.
+      if (inputs.Service.objects.size >= PREPARE_CHILD_AT_SERVICES) this.kernel.prepareLargeTransaction?.();
       this.seenServices = new Map(inputs.Service.objects);
       this.loadBalancers.clear();
       for (const [key, service] of this.seenServices) this.noteService(key, service);
