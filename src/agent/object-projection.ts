@@ -1,0 +1,152 @@
+// What the agent keeps of each cluster object: only the fields its reconcilers read, made at ingest
+// by the object feed. The agent holds every Service and EndpointSlice of the cluster (20,000 objects
+// with 10,000 services), and most of a stored object is of no use to a node: uid, timestamps,
+// annotations (kubectl's last-applied-configuration alone is a copy of the whole object),
+// managedFields, ownerReferences, the selector, every endpoint's targetRef, hostname and zone.
+//
+// A projection is still a valid object of its kind (only optional fields are left out), so the
+// reconcilers and src/services read it through the same types. Values that repeat across objects
+// (namespaces, node names, protocols, port names, endpoint conditions) are shared: one string or one
+// frozen object for all, instead of one copy per object from JSON.parse.
+//
+// A reconciler that needs another field adds it here (and the feed's test names it).
+
+import { LABEL_SERVICE_NAME, type Endpoint, type EndpointConditions, type EndpointPort, type EndpointSlice, type KindMap, type ObjectKind, type ObjectMeta, type Service, type ServicePort, type ServiceSpec } from "../k8s/types.ts";
+
+/**
+ * Strings that repeat across objects, one copy each. Only fields with few distinct values go
+ * through it (namespaces, node names, protocols, port names), so it stays small; it is cleared
+ * when it passes MAX_INTERNED, in case a cluster has unusually many.
+ */
+const MAX_INTERNED = 50_000;
+const interned = new Map<string, string>();
+function intern<T extends string | undefined>(text: T): T {
+  if (text === undefined) return text;
+  const known = interned.get(text);
+  if (known !== undefined) return known as T;
+  if (interned.size >= MAX_INTERNED) interned.clear();
+  interned.set(text, text);
+  return text;
+}
+
+/** The 27 combinations of ready/serving/terminating (each true, false or unset), one frozen object each. */
+const conditionsCache = new Map<string, EndpointConditions>();
+function sharedConditions(conditions: EndpointConditions | undefined): EndpointConditions | undefined {
+  if (conditions === undefined) return undefined;
+  const { ready, serving, terminating } = conditions;
+  const key = `${ready}|${serving}|${terminating}`;
+  let shared = conditionsCache.get(key);
+  if (!shared) {
+    shared = Object.freeze({
+      ...(ready !== undefined ? { ready } : {}),
+      ...(serving !== undefined ? { serving } : {}),
+      ...(terminating !== undefined ? { terminating } : {}),
+    });
+    conditionsCache.set(key, shared);
+  }
+  return shared;
+}
+
+/**
+ * Identity and versioning only: name, namespace, uid if asked (the proxy compiler's fingerprint tells
+ * a recreated Service apart by it), resourceVersion, deletionTimestamp, and the labels in `keepLabels`.
+ */
+function compactMeta(metadata: ObjectMeta, keepLabels: readonly string[], keepUid: boolean): ObjectMeta {
+  const meta: ObjectMeta = { name: metadata.name };
+  if (metadata.namespace !== undefined) meta.namespace = intern(metadata.namespace);
+  if (keepUid && metadata.uid !== undefined) meta.uid = metadata.uid;
+  if (metadata.resourceVersion !== undefined) meta.resourceVersion = metadata.resourceVersion;
+  if (metadata.deletionTimestamp !== undefined) meta.deletionTimestamp = metadata.deletionTimestamp;
+  if (metadata.labels) {
+    let labels: Record<string, string> | undefined;
+    for (const key of keepLabels) {
+      const value = metadata.labels[key];
+      if (value !== undefined) (labels ??= {})[key] = value;
+    }
+    if (labels) meta.labels = labels;
+  }
+  return meta;
+}
+
+function compactServicePort(port: ServicePort): ServicePort {
+  const out: ServicePort = { port: port.port };
+  if (port.name !== undefined) out.name = intern(port.name);
+  if (port.protocol !== undefined) out.protocol = intern(port.protocol);
+  if (port.targetPort !== undefined) out.targetPort = typeof port.targetPort === "string" ? intern(port.targetPort) : port.targetPort;
+  if (port.nodePort !== undefined) out.nodePort = port.nodePort;
+  return out;
+}
+
+/**
+ * The spec fields the service proxy and the LoadBalancer announcer read (src/services): type,
+ * addresses, ports, traffic policies, session affinity, source ranges. The selector is left out:
+ * nodes never select pods, the endpoints controller does.
+ */
+const SERVICE_SPEC_STRINGS = ["type", "clusterIP", "externalTrafficPolicy", "internalTrafficPolicy", "sessionAffinity", "externalName"] as const;
+export function compactService(service: Service): Service {
+  const spec = service.spec ?? {};
+  const out: ServiceSpec = {};
+  for (const field of SERVICE_SPEC_STRINGS) {
+    const value = spec[field];
+    // Policies and types are a handful of words: shared. Addresses are unique: kept as they are.
+    if (value !== undefined) (out as Record<string, unknown>)[field] = field === "clusterIP" || field === "externalName" ? value : intern(value);
+  }
+  if (spec.clusterIPs !== undefined) out.clusterIPs = spec.clusterIPs;
+  if (spec.ports !== undefined) out.ports = spec.ports.map(compactServicePort);
+  if (spec.externalIPs !== undefined) out.externalIPs = spec.externalIPs;
+  if (spec.sessionAffinityConfig !== undefined) out.sessionAffinityConfig = spec.sessionAffinityConfig;
+  if (spec.loadBalancerSourceRanges !== undefined) out.loadBalancerSourceRanges = spec.loadBalancerSourceRanges;
+  if (spec.loadBalancerIP !== undefined) out.loadBalancerIP = spec.loadBalancerIP;
+  if (spec.loadBalancerClass !== undefined) out.loadBalancerClass = spec.loadBalancerClass;
+  if (spec.healthCheckNodePort !== undefined) out.healthCheckNodePort = spec.healthCheckNodePort;
+  if (spec.publishNotReadyAddresses !== undefined) out.publishNotReadyAddresses = spec.publishNotReadyAddresses;
+  const compact: Service = { apiVersion: service.apiVersion, kind: service.kind, metadata: compactMeta(service.metadata, [], true), spec: out };
+  const ingress = service.status?.loadBalancer?.ingress;
+  if (ingress !== undefined) compact.status = { loadBalancer: { ingress } };
+  return compact;
+}
+
+function compactEndpoint(endpoint: Endpoint): Endpoint {
+  const out: Endpoint = { addresses: endpoint.addresses };
+  const conditions = sharedConditions(endpoint.conditions);
+  if (conditions !== undefined) out.conditions = conditions;
+  if (endpoint.nodeName !== undefined) out.nodeName = intern(endpoint.nodeName);
+  return out;
+}
+
+function compactEndpointPort(port: EndpointPort): EndpointPort {
+  const out: EndpointPort = {};
+  if (port.name !== undefined) out.name = intern(port.name);
+  if (port.protocol !== undefined) out.protocol = intern(port.protocol);
+  if (port.port !== undefined) out.port = port.port;
+  return out;
+}
+
+/**
+ * Addresses, node name and conditions of each endpoint (what kube-proxy's endpointslicecache.go
+ * reads, less topology hints and zones, which podnet does not use), the ports, and the service-name
+ * label that ties the slice to its Service.
+ */
+export function compactEndpointSlice(slice: EndpointSlice): EndpointSlice {
+  const compact: EndpointSlice = {
+    apiVersion: slice.apiVersion,
+    kind: slice.kind,
+    metadata: compactMeta(slice.metadata, [LABEL_SERVICE_NAME], false),
+    addressType: intern(slice.addressType),
+    endpoints: (slice.endpoints ?? []).map(compactEndpoint),
+  };
+  if (slice.ports !== undefined) compact.ports = slice.ports.map(compactEndpointPort);
+  return compact;
+}
+
+/** The agent's projection of an object of `kind`; kinds the agent has no projection for are kept whole. */
+export function compactObject<K extends ObjectKind>(kind: K, object: KindMap[K]): KindMap[K] {
+  switch (kind) {
+    case "Service":
+      return compactService(object as Service) as KindMap[K];
+    case "EndpointSlice":
+      return compactEndpointSlice(object as EndpointSlice) as KindMap[K];
+    default:
+      return object;
+  }
+}
