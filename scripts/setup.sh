@@ -24,6 +24,8 @@ PACKAGES=(
   iperf3 wget curl python3 ethtool
   chromium graphviz openssl
   ca-certificates time git
+  # arping: gratuitous ARP when a node takes a LoadBalancer IP over (src/kernel/lb-announce.ts)
+  iputils-arping
 )
 
 check_only=false

@@ -58,3 +58,48 @@ export function deleteUdpFlows(filter: UdpFlowFilter, netnsPath?: string): Promi
     });
   });
 }
+
+/** A UDP conntrack entry: where its first packet was sent, and who answers (the DNAT target, or the same address when not NATed). */
+export interface UdpFlow {
+  originalDst: string;
+  originalPort: number;
+  replySrc: string;
+}
+
+/**
+ * Parses `conntrack -L -f ipv4 -p udp` output (conntrack-tools 1.4.7): one entry per line, the
+ * original tuple's `src= dst= sport= dport=` first and the reply tuple's after them.
+ */
+export function parseUdpFlows(text: string): UdpFlow[] {
+  const flows: UdpFlow[] = [];
+  for (const line of text.split("\n")) {
+    if (!/^udp\s/.test(line)) continue;
+    const dst: string[] = [];
+    const src: string[] = [];
+    const dport: string[] = [];
+    for (const field of line.split(/\s+/)) {
+      const eq = field.indexOf("=");
+      if (eq < 0) continue;
+      const [key, value] = [field.slice(0, eq), field.slice(eq + 1)];
+      if (key === "dst") dst.push(value);
+      else if (key === "src") src.push(value);
+      else if (key === "dport") dport.push(value);
+    }
+    const [originalDst, replySrc, port] = [dst[0], src[1], Number(dport[0])];
+    if (originalDst === undefined || replySrc === undefined || !Number.isInteger(port)) continue;
+    flows.push({ originalDst, originalPort: port, replySrc });
+  }
+  return flows;
+}
+
+/** Every IPv4 UDP conntrack entry of the caller's network namespace (or of `netnsPath`). */
+export function listUdpFlows(netnsPath?: string): Promise<UdpFlow[]> {
+  const args = ["-L", "-f", "ipv4", "-p", "udp"];
+  const [command, argv] = netnsPath === undefined ? ["conntrack", args] : ["nsenter", [`--net=${netnsPath}`, "conntrack", ...args]];
+  return new Promise((resolve, reject) => {
+    execFile(command, argv, { encoding: "utf8", timeout: 30_000, maxBuffer: 256 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`conntrack ${args.join(" ")}: ${error.message} ${stderr.trim()}`.trim()));
+      else resolve(parseUdpFlows(stdout));
+    });
+  });
+}
