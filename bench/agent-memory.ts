@@ -6,7 +6,7 @@
 // set (default: AGENT_NODE_FLAGS, then the same without --lite-mode), side by side in one run:
 //   1. the agent starts on an empty cluster, then N services × 5 endpoints are written (the
 //      incremental path takes them as they arrive): peak RSS while it catches up, time to caught up;
-//   2. steady RSS 5 s later;
+//   2. steady RSS 10 s later;
 //   3. SIGKILL, restart with the N services in etcd: time to the full sync, peak RSS, steady RSS;
 //   4. the agent's CPU time (user + sys, from /proc) over each phase.
 // RSS is VmRSS sampled every 50 ms; the peak is VmHWM. NODE_EXTRA_CA_CERTS is removed from every
@@ -111,7 +111,7 @@ async function inner(): Promise<void> {
     const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
     const ticks = Number(stat[11]) + Number(stat[12]);
-    return { rssMiB: kib("VmRSS") / 1024, hwmMiB: kib("VmHWM") / 1024, cpuS: ticks / 100 };
+    return { rssMiB: kib("VmRSS") / 1024, anonMiB: kib("RssAnon") / 1024, fileMiB: kib("RssFile") / 1024, hwmMiB: kib("VmHWM") / 1024, cpuS: ticks / 100 };
   };
   const resetHwm = (pid: number) => spawnSync("sh", ["-c", `echo 5 > /proc/${pid}/clear_refs`]);
   /** Waits until the agent's services reconciler reflects `revision` (and, if asked, a full sync of `count` services). */
@@ -143,8 +143,8 @@ async function inner(): Promise<void> {
   };
   try {
     note(`# bench agent-memory — ${new Date().toISOString()}, node ${process.version}, ${COUNT} services × 5 endpoints, load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
-    note("\n| V8 flags | catch up with N new: s, CPU s, peak MiB | steady MiB | restart full sync: s, CPU s, peak MiB | steady MiB |");
-    note("|---|---|---|---|---|");
+    note("\n| V8 flags | idle, no services: MiB (anon + file) | catch up with N new: s, CPU s, peak MiB | steady MiB (anon + file) | restart full sync: s, CPU s, peak MiB | steady MiB (anon + file) |");
+    note("|---|---|---|---|---|---|");
     for (const flags of FLAG_SETS) {
       // An empty cluster: delete what the previous flag set left.
       const existing = await datastore.objects.list("Service");
@@ -157,6 +157,7 @@ async function inner(): Promise<void> {
       }
       let agent = startAgent(flags);
       await waitFor(agent, (s) => s.lastFullSync !== null, 60_000);
+      const idle = await settle(agent, 3);
       const before = proc(agent.pid!);
       resetHwm(agent.pid!);
       let revision = 0;
@@ -167,14 +168,15 @@ async function inner(): Promise<void> {
       }
       const caughtUp = await waitFor(agent, (s) => s.revision >= revision, 900_000);
       const afterCatchUp = proc(agent.pid!);
-      const steady = await settle(agent, 5);
+      const steady = await settle(agent, 10);
 
       await stop(agent);
       agent = startAgent(flags);
       const restarted = await waitFor(agent, (s) => s.lastFullSync !== null && s.services >= COUNT, 900_000);
       const afterRestart = proc(agent.pid!);
-      const steadyRestart = await settle(agent, 5);
-      note(`| \`${flags.join(" ") || "(none)"}\` | ${(caughtUp.ms / 1000).toFixed(1)} s, ${(afterCatchUp.cpuS - before.cpuS).toFixed(1)} s, ${afterCatchUp.hwmMiB.toFixed(0)} | ${steady.rssMiB.toFixed(0)} | ${(restarted.ms / 1000).toFixed(1)} s, ${afterRestart.cpuS.toFixed(1)} s, ${afterRestart.hwmMiB.toFixed(0)} | ${steadyRestart.rssMiB.toFixed(0)} |`);
+      const steadyRestart = await settle(agent, 10);
+      const split = (p: ReturnType<typeof proc>) => `${p.rssMiB.toFixed(0)} (${p.anonMiB.toFixed(0)} + ${p.fileMiB.toFixed(0)})`;
+      note(`| \`${flags.join(" ") || "(none)"}\` | ${split(idle)} | ${(caughtUp.ms / 1000).toFixed(1)} s, ${(afterCatchUp.cpuS - before.cpuS).toFixed(1)} s, ${afterCatchUp.hwmMiB.toFixed(0)} | ${split(steady)} | ${(restarted.ms / 1000).toFixed(1)} s, ${afterRestart.cpuS.toFixed(1)} s, ${afterRestart.hwmMiB.toFixed(0)} | ${split(steadyRestart)} |`);
       await stop(agent);
     }
   } finally {

@@ -52,74 +52,76 @@ function sharedConditions(conditions: EndpointConditions | undefined): EndpointC
  * a recreated Service apart by it), resourceVersion, deletionTimestamp, and the labels in `keepLabels`.
  */
 function compactMeta(metadata: ObjectMeta, keepLabels: readonly string[], keepUid: boolean): ObjectMeta {
-  const meta: ObjectMeta = { name: metadata.name };
-  if (metadata.namespace !== undefined) meta.namespace = intern(metadata.namespace);
-  if (keepUid && metadata.uid !== undefined) meta.uid = metadata.uid;
-  if (metadata.resourceVersion !== undefined) meta.resourceVersion = metadata.resourceVersion;
-  if (metadata.deletionTimestamp !== undefined) meta.deletionTimestamp = metadata.deletionTimestamp;
+  let labels: Record<string, string> | undefined;
   if (metadata.labels) {
-    let labels: Record<string, string> | undefined;
     for (const key of keepLabels) {
       const value = metadata.labels[key];
       if (value !== undefined) (labels ??= {})[key] = value;
     }
-    if (labels) meta.labels = labels;
   }
-  return meta;
+  // One object literal with every field (an absent one left undefined, which JSON and the
+  // readers treat as absent): V8 then keeps all fields inside the object, where adding them one by
+  // one would give each object a second, out-of-object property store.
+  return {
+    name: metadata.name,
+    namespace: intern(metadata.namespace),
+    uid: keepUid ? metadata.uid : undefined,
+    resourceVersion: metadata.resourceVersion,
+    deletionTimestamp: metadata.deletionTimestamp,
+    labels,
+  };
 }
 
 function compactServicePort(port: ServicePort): ServicePort {
-  const out: ServicePort = { port: port.port };
-  if (port.name !== undefined) out.name = intern(port.name);
-  if (port.protocol !== undefined) out.protocol = intern(port.protocol);
-  if (port.targetPort !== undefined) out.targetPort = typeof port.targetPort === "string" ? intern(port.targetPort) : port.targetPort;
-  if (port.nodePort !== undefined) out.nodePort = port.nodePort;
-  return out;
+  return {
+    name: intern(port.name),
+    protocol: intern(port.protocol),
+    port: port.port,
+    targetPort: typeof port.targetPort === "string" ? intern(port.targetPort) : port.targetPort,
+    nodePort: port.nodePort,
+  };
 }
 
 /**
  * The spec fields the service proxy and the LoadBalancer announcer read (src/services): type,
  * addresses, ports, traffic policies, session affinity, source ranges. The selector is left out:
- * nodes never select pods, the endpoints controller does.
+ * nodes never select pods, the endpoints controller does. Policies and types are a handful of
+ * words, so they are shared; addresses are unique and kept as they are.
  */
-const SERVICE_SPEC_STRINGS = ["type", "clusterIP", "externalTrafficPolicy", "internalTrafficPolicy", "sessionAffinity", "externalName"] as const;
 export function compactService(service: Service): Service {
-  const spec = service.spec ?? {};
-  const out: ServiceSpec = {};
-  for (const field of SERVICE_SPEC_STRINGS) {
-    const value = spec[field];
-    // Policies and types are a handful of words: shared. Addresses are unique: kept as they are.
-    if (value !== undefined) (out as Record<string, unknown>)[field] = field === "clusterIP" || field === "externalName" ? value : intern(value);
-  }
-  if (spec.clusterIPs !== undefined) out.clusterIPs = spec.clusterIPs;
-  if (spec.ports !== undefined) out.ports = spec.ports.map(compactServicePort);
-  if (spec.externalIPs !== undefined) out.externalIPs = spec.externalIPs;
-  if (spec.sessionAffinityConfig !== undefined) out.sessionAffinityConfig = spec.sessionAffinityConfig;
-  if (spec.loadBalancerSourceRanges !== undefined) out.loadBalancerSourceRanges = spec.loadBalancerSourceRanges;
-  if (spec.loadBalancerIP !== undefined) out.loadBalancerIP = spec.loadBalancerIP;
-  if (spec.loadBalancerClass !== undefined) out.loadBalancerClass = spec.loadBalancerClass;
-  if (spec.healthCheckNodePort !== undefined) out.healthCheckNodePort = spec.healthCheckNodePort;
-  if (spec.publishNotReadyAddresses !== undefined) out.publishNotReadyAddresses = spec.publishNotReadyAddresses;
-  const compact: Service = { apiVersion: service.apiVersion, kind: service.kind, metadata: compactMeta(service.metadata, [], true), spec: out };
+  const spec: ServiceSpec = service.spec ?? {};
   const ingress = service.status?.loadBalancer?.ingress;
-  if (ingress !== undefined) compact.status = { loadBalancer: { ingress } };
-  return compact;
+  return {
+    apiVersion: service.apiVersion,
+    kind: service.kind,
+    metadata: compactMeta(service.metadata, [], true),
+    spec: {
+      type: intern(spec.type),
+      clusterIP: spec.clusterIP,
+      clusterIPs: spec.clusterIPs,
+      ports: spec.ports?.map(compactServicePort),
+      externalIPs: spec.externalIPs,
+      externalName: spec.externalName,
+      externalTrafficPolicy: intern(spec.externalTrafficPolicy),
+      internalTrafficPolicy: intern(spec.internalTrafficPolicy),
+      sessionAffinity: intern(spec.sessionAffinity),
+      sessionAffinityConfig: spec.sessionAffinityConfig,
+      loadBalancerIP: spec.loadBalancerIP,
+      loadBalancerSourceRanges: spec.loadBalancerSourceRanges,
+      loadBalancerClass: spec.loadBalancerClass,
+      healthCheckNodePort: spec.healthCheckNodePort,
+      publishNotReadyAddresses: spec.publishNotReadyAddresses,
+    },
+    status: ingress !== undefined ? { loadBalancer: { ingress } } : undefined,
+  };
 }
 
 function compactEndpoint(endpoint: Endpoint): Endpoint {
-  const out: Endpoint = { addresses: endpoint.addresses };
-  const conditions = sharedConditions(endpoint.conditions);
-  if (conditions !== undefined) out.conditions = conditions;
-  if (endpoint.nodeName !== undefined) out.nodeName = intern(endpoint.nodeName);
-  return out;
+  return { addresses: endpoint.addresses, conditions: sharedConditions(endpoint.conditions), nodeName: intern(endpoint.nodeName) };
 }
 
 function compactEndpointPort(port: EndpointPort): EndpointPort {
-  const out: EndpointPort = {};
-  if (port.name !== undefined) out.name = intern(port.name);
-  if (port.protocol !== undefined) out.protocol = intern(port.protocol);
-  if (port.port !== undefined) out.port = port.port;
-  return out;
+  return { name: intern(port.name), protocol: intern(port.protocol), port: port.port };
 }
 
 /**
@@ -128,15 +130,14 @@ function compactEndpointPort(port: EndpointPort): EndpointPort {
  * label that ties the slice to its Service.
  */
 export function compactEndpointSlice(slice: EndpointSlice): EndpointSlice {
-  const compact: EndpointSlice = {
+  return {
     apiVersion: slice.apiVersion,
     kind: slice.kind,
     metadata: compactMeta(slice.metadata, [LABEL_SERVICE_NAME], false),
     addressType: intern(slice.addressType),
     endpoints: (slice.endpoints ?? []).map(compactEndpoint),
+    ports: slice.ports?.map(compactEndpointPort),
   };
-  if (slice.ports !== undefined) compact.ports = slice.ports.map(compactEndpointPort);
-  return compact;
 }
 
 /** The agent's projection of an object of `kind`; kinds the agent has no projection for are kept whole. */
