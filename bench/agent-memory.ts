@@ -6,8 +6,8 @@
 // set (default: AGENT_NODE_FLAGS, then the same without --lite-mode), side by side in one run:
 //   1. the agent starts on an empty cluster, then N services × 5 endpoints are written (the
 //      incremental path takes them as they arrive): peak RSS while it catches up, time to caught up;
-//   2. steady RSS 10 s later;
-//   3. SIGKILL, restart with the N services in etcd: time to the full sync, peak RSS, steady RSS;
+//   2. RSS over the next 30 s (--settle): the last sample and the range;
+//   3. SIGKILL, restart with the N services in etcd: time to the full sync, peak RSS, RSS over the next 30 s;
 //   4. the agent's CPU time (user + sys, from /proc) over each phase.
 // RSS is VmRSS sampled every 50 ms; the peak is VmHWM. NODE_EXTRA_CA_CERTS is removed from every
 // child. The objects are the shapes bench/services.ts writes.
@@ -29,12 +29,14 @@ const REPO = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({
   options: {
     services: { type: "string", default: "10000" },
+    settle: { type: "string", default: "30" },
     flags: { type: "string" },
     inner: { type: "boolean", default: false },
     ns: { type: "string" },
   },
 });
 const COUNT = Number(values.services);
+const SETTLE_SECONDS = Number(values.settle);
 const FLAG_SETS: string[][] = values.flags !== undefined
   ? values.flags.split(";").map((set) => set.trim().split(/\s+/).filter((f) => f !== ""))
   : [[...AGENT_NODE_FLAGS], AGENT_NODE_FLAGS.filter((f) => f !== "--lite-mode")];
@@ -52,7 +54,7 @@ if (!values.inner) {
     sh("ip", ["-n", name, "addr", "add", `${NODE_IP}/24`, "dev", "uplink"]);
     sh("ip", ["-n", name, "link", "set", "uplink", "up"]);
     sh("ip", ["-n", name, "link", "set", "uplinkp", "up"]);
-    const argv = [process.execPath, "--import", "tsx", join(REPO, "bench/agent-memory.ts"), "--inner", "--ns", name, "--services", String(COUNT), `--flags=${FLAG_SETS.map((s) => s.join(" ")).join(";")}`];
+    const argv = [process.execPath, "--import", "tsx", join(REPO, "bench/agent-memory.ts"), "--inner", "--ns", name, "--services", String(COUNT), "--settle", String(SETTLE_SECONDS), `--flags=${FLAG_SETS.map((s) => s.join(" ")).join(";")}`];
     const run = spawnSync("ip", ["netns", "exec", name, ...argv], { stdio: "inherit", env });
     process.exitCode = run.status ?? 1;
   } finally {
@@ -126,12 +128,21 @@ async function inner(): Promise<void> {
       await new Promise((r) => setTimeout(r, 50));
     }
   };
+  /** RSS over the next `seconds` (sampled every 250 ms): the last sample, and the range (a table read-back lands in it now and then). */
   const settle = async (agent: ChildProcess, seconds: number) => {
-    await new Promise((r) => setTimeout(r, seconds * 1000));
-    return proc(agent.pid!);
+    let min = Infinity;
+    let max = 0;
+    const until = performance.now() + seconds * 1000;
+    while (performance.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      const rss = proc(agent.pid!).rssMiB;
+      min = Math.min(min, rss);
+      max = Math.max(max, rss);
+    }
+    return { ...proc(agent.pid!), min, max };
   };
   const stop = async (agent: ChildProcess) => {
-    if (agent.exitCode === null) {
+    if (agent.exitCode === null && agent.signalCode === null) {
       agent.kill("SIGKILL");
       await new Promise((r) => agent.once("exit", r));
     }
@@ -143,7 +154,7 @@ async function inner(): Promise<void> {
   };
   try {
     note(`# bench agent-memory — ${new Date().toISOString()}, node ${process.version}, ${COUNT} services × 5 endpoints, load ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")}`);
-    note("\n| V8 flags | idle, no services: MiB (anon + file) | catch up with N new: s, CPU s, peak MiB | steady MiB (anon + file) | restart full sync: s, CPU s, peak MiB | steady MiB (anon + file) |");
+    note("\n| V8 flags | idle, no services: MiB (anon + file) | catch up with N new: s, CPU s, peak MiB | then: last MiB (anon + file), range over SETTLE s | restart full sync: s, CPU s, peak MiB | then: last MiB (anon + file), range |".replace("SETTLE", String(SETTLE_SECONDS)));
     note("|---|---|---|---|---|---|");
     for (const flags of FLAG_SETS) {
       // An empty cluster: delete what the previous flag set left.
@@ -168,15 +179,16 @@ async function inner(): Promise<void> {
       }
       const caughtUp = await waitFor(agent, (s) => s.revision >= revision, 900_000);
       const afterCatchUp = proc(agent.pid!);
-      const steady = await settle(agent, 10);
+      const steady = await settle(agent, SETTLE_SECONDS);
 
       await stop(agent);
       agent = startAgent(flags);
       const restarted = await waitFor(agent, (s) => s.lastFullSync !== null && s.services >= COUNT, 900_000);
       const afterRestart = proc(agent.pid!);
-      const steadyRestart = await settle(agent, 10);
+      const steadyRestart = await settle(agent, SETTLE_SECONDS);
       const split = (p: ReturnType<typeof proc>) => `${p.rssMiB.toFixed(0)} (${p.anonMiB.toFixed(0)} + ${p.fileMiB.toFixed(0)})`;
-      note(`| \`${flags.join(" ") || "(none)"}\` | ${split(idle)} | ${(caughtUp.ms / 1000).toFixed(1)} s, ${(afterCatchUp.cpuS - before.cpuS).toFixed(1)} s, ${afterCatchUp.hwmMiB.toFixed(0)} | ${split(steady)} | ${(restarted.ms / 1000).toFixed(1)} s, ${afterRestart.cpuS.toFixed(1)} s, ${afterRestart.hwmMiB.toFixed(0)} | ${split(steadyRestart)} |`);
+      const range = (p: Awaited<ReturnType<typeof settle>>) => `${split(p)}, ${p.min.toFixed(0)}-${p.max.toFixed(0)}`;
+      note(`| \`${flags.join(" ") || "(none)"}\` | ${split(idle)} | ${(caughtUp.ms / 1000).toFixed(1)} s, ${(afterCatchUp.cpuS - before.cpuS).toFixed(1)} s, ${afterCatchUp.hwmMiB.toFixed(0)} | ${range(steady)} | ${(restarted.ms / 1000).toFixed(1)} s, ${afterRestart.cpuS.toFixed(1)} s, ${afterRestart.hwmMiB.toFixed(0)} | ${range(steadyRestart)} |`);
       await stop(agent);
     }
   } finally {
