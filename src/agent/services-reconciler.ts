@@ -258,12 +258,9 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
   /** Reads the table back and returns what brings it to the model (empty when nobody touched it). */
   private async repairTransaction(next: CompiledProxy): Promise<NftTransaction> {
     const started = Date.now();
-    // Assembled before the await: the fragments' output is held weakly, and after the read-back
-    // it might have to be compiled again (proxy-compiler.ts, RecomputedFragment).
-    const wanted = next.table;
     try {
       const current = await this.kernel.readTable("ip", PROXY_TABLE);
-      return diffTables(wanted, current);
+      return diffTables(next.table, current);
     } finally {
       this.lastVerifyAt = Date.now();
       this.lastVerifyMs = this.lastVerifyAt - started;
