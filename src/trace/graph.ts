@@ -4,7 +4,6 @@
 // is drawn onto it by highlighting the boxes and links it crossed. Services and tunnels become more
 // boxes and edges (issues 8 and 10) without changing the rendering.
 
-import ELK from "elkjs/lib/elk.bundled.js";
 import type { ElkExtendedEdge, ElkNode } from "elkjs/lib/elk-api.js";
 import { listAddresses } from "../kernel/address.ts";
 import { listLinks, type LinkInfo } from "../kernel/link.ts";
@@ -165,6 +164,9 @@ export async function layoutLabGraph(model: LabGraphModel): Promise<PlacedGraph>
     (parent!.children ??= []).push(elkNodes.get(box.id)!);
   }
   root.edges = model.edges.map((e): ElkExtendedEdge => ({ id: e.id, sources: [e.from], targets: [e.to] }));
+  // Loaded here, not at the top: the CLI bundle is one module for every subcommand, and elk's
+  // import alone is ~23 MB of heap, which a long-lived `podnet agent` would carry for nothing.
+  const { default: ELK } = await import("elkjs/lib/elk.bundled.js");
   const laidOut = await new ELK().layout(root);
 
   const absolute = new Map<string, { x: number; y: number }>([["root", { x: 0, y: 0 }]]);
