@@ -6,6 +6,7 @@ import type { ClusterConfig, ClusterSnapshot, NodeRecord } from "../datastore/da
 import { withDefaults } from "../k8s/defaults.ts";
 import type { EndpointSlice, Service } from "../k8s/types.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
+import type { UdpFlow } from "../kernel/conntrack.ts";
 import type { NftTableState } from "../kernel/nft/readback.ts";
 import type { KindInput } from "./object-feed.ts";
 import { ServicesReconciler, type ServicesKernel } from "./services-reconciler.ts";
@@ -42,6 +43,9 @@ class RecordingKernel implements ServicesKernel {
     this.udp.push(filter);
     return 1;
   };
+  /** The UDP conntrack entries the kernel holds. */
+  flows: UdpFlow[] = [];
+  listUdpFlows = async () => this.flows;
   underlaySegment(): string | undefined {
     return undefined;
   }
@@ -85,6 +89,31 @@ describe("services reconciler", () => {
     assert.doesNotMatch(kernel.scripts[1]!, /delete table|10\.96\.0\.20/);
     assert.match(kernel.scripts[1]!, /10\.244\.1\.5/);
     assert.deepEqual(kernel.udp, [{ originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.6" }]);
+  });
+  it("after a full sync, clears the UDP entries whose endpoint is gone, left from before the start", async () => {
+    const kernel = new RecordingKernel();
+    kernel.flows = [
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.5" }, // a live endpoint: kept
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.9" }, // deleted while the agent was down
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.9" }, // another client's entry to it: one filter
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.96.0.10" }, // sent while there were no endpoints: not NATed
+      { originalDst: "10.96.0.99", originalPort: 53, replySrc: "10.244.1.9" }, // no such frontend: not ours
+      { originalDst: "10.96.0.10", originalPort: 5353, replySrc: "10.244.1.9" }, // a port the service does not have
+    ];
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    f.services.set("default/dns", svc("dns", "10.96.0.10"));
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5", "10.244.1.6"]));
+    await r.sync(f.inputs());
+    assert.deepEqual(kernel.udp, [
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.9" },
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.96.0.10" },
+    ]);
+    // Incremental syncs do not list the kernel's entries again.
+    kernel.udp = [];
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5", "10.244.1.6", "10.244.1.7"]));
+    await r.sync(f.inputs());
+    assert.deepEqual(kernel.udp, []);
   });
   it("goes back to a full sync after a failed apply", async () => {
     const kernel = new RecordingKernel();

@@ -19,7 +19,7 @@
 //   table, every minute or two with 10,000 services, so it stays a few percent of one CPU.
 
 import type { EndpointSlice, Service } from "../k8s/types.ts";
-import { deleteUdpFlows } from "../kernel/conntrack.ts";
+import { deleteUdpFlows, listUdpFlows } from "../kernel/conntrack.ts";
 import { interfaceOfAddress, syncAnnouncedIps, underlayOfAddress } from "../kernel/lb-announce.ts";
 import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
@@ -30,7 +30,8 @@ import { estimateBytes } from "../kernel/nft/netlink-encode.ts";
 import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
 import { tryParseCidr } from "../net/cidr.ts";
 import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNodeFacts } from "../services/proxy-compiler.ts";
-import { planProxyTransaction, staleUdpFlows } from "../services/proxy-plan.ts";
+import { planProxyTransaction, staleUdpFlows, type StaleUdpFlow } from "../services/proxy-plan.ts";
+import { staleUdpFlowsAtStart } from "../services/stale-flows.ts";
 import type { AgentInputs } from "./inputs.ts";
 import type { Reconciler } from "./reconciler.ts";
 
@@ -69,6 +70,8 @@ export interface ServicesKernel {
   prepareLargeTransaction?(): void;
   readTable: typeof readTableSpawnedAsync;
   deleteUdpFlows: typeof deleteUdpFlows;
+  /** Every UDP conntrack entry (read once per full sync, for flows left stale while the agent was down). */
+  listUdpFlows(): ReturnType<typeof listUdpFlows>;
   /** Make the set of LoadBalancer IPs this node announces exactly `ips`. */
   announce(ips: readonly string[], nodeIp: string): { added: string[]; removed: string[] };
   /** The subnet of the underlay address `nodeIp` (its L2 segment), if an interface holds it. */
@@ -118,6 +121,7 @@ export const realServicesKernel: ServicesKernel = {
   },
   readTable: readTableSpawnedAsync,
   deleteUdpFlows,
+  listUdpFlows: () => listUdpFlows(),
   announce(ips, nodeIp) {
     const ifname = interfaceOfAddress(nodeIp);
     if (!ifname) throw new Error(`no interface holds the node IP ${nodeIp}; cannot announce LoadBalancer IPs`);
@@ -203,6 +207,8 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     const planStarted = performance.now();
     let tx = planProxyTransaction(this.applied, next);
     const planned = performance.now();
+    // Read now, while the full table planned above is still assembled (it is held weakly).
+    const udpFrontendsAtFullSync = full ? next.udpFrontends : undefined;
     let kind: ServicesSyncStats["kind"] = full ? "full" : tx.changes.length > 0 ? "incremental" : "none";
     if (!full && tx.changes.length === 0 && this.verifyDue()) {
       tx = await this.repairTransaction(next);
@@ -246,9 +252,19 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       this.lastVerifyMs = Math.max(this.lastVerifyMs, performance.now() - started);
     }
 
-    // UDP flows pinned to endpoints that went away (or to nothing, before the service had endpoints).
+    // UDP flows pinned to endpoints that went away (or to nothing, before the service had endpoints):
+    // from the change itself, or after a full sync from the kernel's entries (changes made while
+    // this agent was not running, or before a failed apply, were never seen as changes).
     const conntrackStarted = performance.now();
-    for (const flow of staleUdpFlows(previous, next)) {
+    let stale: StaleUdpFlow[] = staleUdpFlows(previous, next);
+    if (udpFrontendsAtFullSync !== undefined) {
+      try {
+        stale = staleUdpFlowsAtStart(udpFrontendsAtFullSync, await this.kernel.listUdpFlows(), node.nodeIps);
+      } catch (err) {
+        this.log(`services: listing UDP conntrack entries after the full sync: ${(err as Error).message}`);
+      }
+    }
+    for (const flow of stale) {
       try {
         this.udpFlowsDeleted += await this.kernel.deleteUdpFlows({
           ...(flow.frontendIp !== undefined ? { originalDst: flow.frontendIp } : {}),
