@@ -326,6 +326,35 @@ function snapshot(ignore: (port: number) => boolean): Map<string, string> {
   return out;
 }
 
+test("external → a LoadBalancer IP and → a NodePort: the service hop on the node it reaches, DNAT to a web pod, the source masqueraded", async () => {
+  const web = services.get("web-svc")!;
+  const lbIp = web.status?.loadBalancer?.ingress?.[0]?.ip;
+  assert.ok(lbIp, `web-svc has a LoadBalancer IP: ${JSON.stringify(web.status)}`);
+  const viaLb = await trace("external", `${lbIp}:80`, "--proto", "tcp");
+  const lbService = hopsOf(viaLb, "service")[0];
+  assert.ok(lbService, JSON.stringify(viaLb.hops, null, 1));
+  assert.equal(lbService.table, "podnet-svc");
+  assert.equal(lbService.element, `${lbIp} . tcp . 80`);
+  assert.ok(state.nodeRecords.some((n) => n.netns === lbService.netns), "decided on a node, the one that answers ARP for the IP");
+  assert.equal(podByIp(lbService.endpoint?.address)?.metadata.labels?.app, "web");
+  assert.equal(lbService.endpoint?.port, 8080);
+  const lbArrival = viaLb.hops.at(-1)!;
+  assert.ok(lbArrival.kind === "arrival" && lbArrival.daddr === lbService.endpoint!.address, JSON.stringify(lbArrival));
+  // externalTrafficPolicy Cluster: the endpoint sees the node's address on the way out (its underlay address,
+  // or its bridge's when the endpoint is local), not the external host's: kube-proxy masquerades it.
+  const nodeSide = (ip: string | undefined) => state.nodeRecords.some((n) => n.ip === ip) || /^10\.244\.\d+\.1$/.test(ip ?? "");
+  assert.ok(lbArrival.nat && lbArrival.saddr !== "192.168.1.200" && nodeSide(lbArrival.saddr), `masqueraded to a node address: ${JSON.stringify(lbArrival)}`);
+
+  const nodePort = web.spec.ports![0]!.nodePort!;
+  const viaNodePort = await trace("external", `node2:${nodePort}`, "--proto", "tcp");
+  const npService = hopsOf(viaNodePort, "service")[0];
+  assert.ok(npService, JSON.stringify(viaNodePort.hops, null, 1));
+  assert.equal(npService.netns, node("node2").netns);
+  assert.equal(npService.element, `tcp . ${nodePort}`);
+  assert.equal(podByIp(npService.endpoint?.address)?.metadata.labels?.app, "web");
+  assert.equal(viaNodePort.hops.at(-1)!.kind, "arrival");
+});
+
 test("the lab is unchanged after traces through services: routes, nft ruleset, and conntrack entries the trace did not create", async () => {
   const sports = [47_201, 47_202];
   const ours = (port: number): boolean => port >= 47_000 && port < 48_000;

@@ -100,16 +100,20 @@ export interface ArrivalHop extends HopBase {
 }
 
 /**
- * A Service, as the proxy's nft table decided it: the map element the packet's (daddr . l4proto . dport)
- * looked up, the service chain it jumped to, the endpoint chain the service chain chose, and the DNAT there.
+ * A Service, as the proxy's nft table decided it: the map element the packet's (daddr . l4proto . dport,
+ * or l4proto . dport for a NodePort) looked up, the chain the map sent it to, the chain that chose the
+ * endpoint and DNATed (an endpoint chain; or, for an external or LoadBalancer IP, the service chain the
+ * external chain went on to), and the DNAT there.
  */
 export interface ServiceHop extends HopBase {
   kind: "service";
   table: string;
   map: string;
-  /** The element's key, as nft writes it: "10.96.0.20 . tcp . 80". */
+  /** The element's key, as nft writes it: "10.96.0.20 . tcp . 80" (a NodePort: "tcp . 30080"). */
   element: string;
+  /** The chain the map's verdict named. */
   serviceChain: string;
+  /** The chain, below serviceChain, that DNATed; absent when serviceChain itself did. */
   endpointChain?: string;
   endpoint?: { address: string; port?: number };
   /**

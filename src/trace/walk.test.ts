@@ -53,3 +53,38 @@ test("service hop: a cascade goto chose, so no affinity is claimed from the trac
   assert.equal(service.endpointChain, EP);
   assert.equal(service.affinity, undefined);
 });
+
+test("service hop for a LoadBalancer IP: external chain → (mark) → service chain, whose own rule DNATs; a NodePort's element has no address", () => {
+  const EXT = "external-017B8E39-default/web-svc/tcp/http";
+  const SVC = "service-017B8E39-default/web-svc/tcp/http";
+  const LB = PKT.replace("ip daddr 10.96.0.2", "ip daddr 192.168.1.241");
+  const lbHops = nftHopsFor("pnl-x-node2", events([
+    `trace id aa ip podnet-svc services packet: ${LB}`,
+    `trace id aa ip podnet-svc services rule ip daddr . meta l4proto . th dport vmap @service-ips # handle 8 (verdict goto ${EXT})`,
+    `trace id aa ip podnet-svc ${EXT} rule jump mark-for-masquerade # handle 61 (verdict jump mark-for-masquerade)`,
+    "trace id aa ip podnet-svc mark-for-masquerade rule meta mark set meta mark | 0x00004000 # handle 41 (verdict continue)",
+    "trace id aa ip podnet-svc mark-for-masquerade verdict continue",
+    `trace id aa ip podnet-svc ${EXT} rule goto ${SVC} # handle 62 (verdict goto ${SVC})`,
+    `trace id aa ip podnet-svc ${SVC} rule ip saddr != 10.244.0.0/16 jump mark-for-masquerade # handle 54 (verdict jump mark-for-masquerade)`,
+    "trace id aa ip podnet-svc mark-for-masquerade rule meta mark set meta mark | 0x00004000 # handle 41 (verdict continue)",
+    "trace id aa ip podnet-svc mark-for-masquerade verdict continue",
+    `trace id aa ip podnet-svc ${SVC} rule meta l4proto tcp dnat to 10.244.1.5:8080 # handle 60 (verdict accept)`,
+  ]), undefined, base);
+  const lb = serviceHopFrom(lbHops, base, "pnl-x-node2")!;
+  assert.equal(lb.element, "192.168.1.241 . tcp . 80");
+  assert.equal(lb.serviceChain, EXT);
+  assert.equal(lb.endpointChain, SVC);
+  assert.deepEqual(lb.endpoint, { address: "10.244.1.5", port: 8080 });
+  assert.match(lb.summary, new RegExp(`${EXT} → ${SVC} → DNAT 10\\.244\\.1\\.5:8080`));
+
+  const npHops = nftHopsFor("pnl-x-node2", events([
+    `trace id bb ip podnet-svc services packet: ${PKT.replace("dport 80", "dport 31234")}`,
+    `trace id bb ip podnet-svc services rule fib daddr type local meta l4proto . th dport vmap @service-nodeports # handle 9 (verdict goto ${EXT})`,
+    `trace id bb ip podnet-svc ${EXT} rule goto ${SVC} # handle 62 (verdict goto ${SVC})`,
+    `trace id bb ip podnet-svc ${SVC} rule meta l4proto tcp dnat to 10.244.1.6:8080 # handle 60 (verdict accept)`,
+  ]), undefined, base);
+  const np = serviceHopFrom(npHops, base, "pnl-x-node2")!;
+  assert.equal(np.map, "service-nodeports");
+  assert.equal(np.element, "tcp . 31234");
+  assert.deepEqual(np.endpoint, { address: "10.244.1.6", port: 8080 });
+});

@@ -16,7 +16,7 @@ import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { lookupRoute, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, type RouteLookup } from "../kernel/route.ts";
 import { getSetElement, listChainRules, type NftTraceEvent, type TraceProto } from "../kernel/nft-trace.ts";
 import { conntrackListArgs, listFlows, type ConntrackEntry, type ConntrackFilter, type ConntrackTuple } from "../kernel/conntrack.ts";
-import type { BridgeHop, ConntrackHop, DropHop, DropReason, Hop, NftHop, RouteHop, ServiceHop } from "./model.ts";
+import type { BridgeHop, ConntrackHop, DropHop, DropReason, Hop, NftHop, NftRuleMatch, RouteHop, ServiceHop } from "./model.ts";
 
 /** podnet's agent marks its routes with this rtm_protocol (src/agent/route-table.ts). */
 export const PODNET_ROUTE_PROTOCOL = 80;
@@ -117,6 +117,8 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
   let position: { netns: string; iif?: LinkInfo } = { netns: start };
   /** While a VXLAN device carries the packet: the inner packet, restored when the outer one arrives at the remote VTEP. */
   let encapsulated: { inner: WalkPacket; vni: number; device: string } | undefined;
+  /** A masquerade rewrote the probe's source port (kube-proxy's `fully-random`): where, and to what. */
+  let portRewritten: { ns: string; sport: number } | undefined;
   const drop = (ns: string, reason: DropReason, summary: string, evidence: DropHop["evidence"], explain: string[] = [], note?: string): WalkResult => {
     const hop: DropHop = { kind: "drop", ...base(ns), reason, summary, evidence, explain };
     if (note) hop.note = note;
@@ -256,7 +258,11 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
         explain: [`ip -n ${ns} addr show dev ${dev}`],
         ...(arrivedObserved ? {} : { note: opts.events ? "the probe was not seen entering this namespace" : "walk only; no probe sent" }),
       });
-      if (opts.events && !arrivedObserved) {
+      if (opts.events && !arrivedObserved && portRewritten) {
+        const last = hops.at(-1)!;
+        last.evidence = "kernel-state";
+        last.note = `the masquerade in ${where(portRewritten.ns)} gave the probe source port ${portRewritten.sport} (its conntrack entry), which the trace's tables do not match: arrival follows from the routes, the source from that entry`;
+      } else if (opts.events && !arrivedObserved) {
         return drop(ns, "not-observed", `the probe never reached ${where(ns)}, though the routes lead there`, "nft-trace", [], "routes and tables say it should arrive; something outside them (a qdisc, a firewall outside nft, a link down) lost it");
       }
       return { hops, delivered: true, namespaces, flows };
@@ -274,12 +280,26 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     const postStop = postHops.find((h) => isDropVerdict(h));
     if (postStop) return nftDrop(postStop);
     const masq = postHops.find((h) => h.nat === "masquerade" || h.nat === "snat");
+    const before = { src: pkt.src, sport: pkt.sport };
     if (masq) {
       // The source after masquerade is the egress interface's address: the next namespace's trace shows it.
       pkt.src = lookup.prefsrc ?? pkt.src;
     } else if (conntrack?.snatTo) {
       pkt.src = conntrack.snatTo.address;
       if (conntrack.snatTo.port !== undefined) pkt.sport = conntrack.snatTo.port;
+    }
+    // After the probe, the flow's conntrack entry here says what a source NAT made of it (a masquerade may
+    // also pick another port: always, with kube-proxy's fully-random). The trace tables match the probe's own
+    // port, so past a changed port they cannot see it; the arrival then rests on the routes and this entry.
+    if (opts.events && !conntrack && (pkt.proto === "tcp" || pkt.proto === "udp") && before.sport !== undefined) {
+      const entry = listFlows({ proto: pkt.proto, originalSrc: before.src, originalSport: before.sport }, namedNetnsPath(ns)).find((e) => e.reply.dst !== before.src || e.reply.dport !== before.sport);
+      if (entry) {
+        pkt.src = entry.reply.dst;
+        if (entry.reply.dport !== undefined && entry.reply.dport !== before.sport) {
+          pkt.sport = entry.reply.dport;
+          portRewritten = { ns, sport: entry.reply.dport };
+        }
+      }
     }
 
     // Layer 2: the next hop's MAC from the neighbour table.
@@ -426,21 +446,37 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
     if (!lookup) continue;
     const map = /vmap @([\w.-]+)/.exec(lookup.rule)![1]!;
     const serviceChain = lookup.verdict.split(" ")[1]!;
-    const serviceHop = nftHops.find((x) => x.table === h.table && x.chain === serviceChain);
-    // The service chain's last goto (or jump) decided: an earlier jump may only mark the packet for masquerade.
-    const verdicts = serviceHop?.rules.filter((r) => /^(goto|jump) /.test(r.verdict)) ?? [];
-    const chosen = verdicts.filter((r) => r.verdict.startsWith("goto ")).at(-1) ?? verdicts.at(-1);
-    const endpointChain = chosen?.verdict.split(" ")[1];
-    const endpointHop = endpointChain ? nftHops.find((x) => x.table === h.table && x.chain === endpointChain) : undefined;
+    // A chain can be entered more than once (left by a jump, come back to): all its visits count.
+    const visits = (chain: string): NftHop[] => nftHops.filter((x) => x.table === h.table && x.chain === chain);
+    // A jump into a chain that only sets a mark (kube-proxy's mark-for-masquerade) decides nothing.
+    const onlyMarks = (chain: string): boolean => visits(chain).every((v) => v.rules.every((r) => /^meta mark set /.test(r.rule)));
+    // From the map's target, follow the deciding goto (or jump) down to the chain that DNATs: service-… for
+    // a ClusterIP, external-… → service-… for an external IP or LoadBalancer IP, then endpoint-… when the
+    // service has endpoint chains (session affinity, many endpoints).
+    const followed: NftRuleMatch[] = [];
+    const path = [serviceChain];
+    let endpoint: { address: string; port?: number } | undefined;
+    for (let chain = serviceChain; path.length <= 6; ) {
+      endpoint = visits(chain).find((v) => v.dnatTo)?.dnatTo;
+      if (endpoint) break;
+      const moves = visits(chain).flatMap((v) => v.rules).filter((r) => /^(goto|jump) /.test(r.verdict) && !onlyMarks(r.verdict.split(" ")[1]!));
+      const next = moves.filter((r) => r.verdict.startsWith("goto ")).at(-1) ?? moves.at(-1);
+      if (!next) break;
+      followed.push(next);
+      chain = next.verdict.split(" ")[1]!;
+      path.push(chain);
+    }
+    const endpointChain = path.length > 1 ? path.at(-1) : undefined;
     const packet = h.packet ?? "";
     const daddr = /(?:^|\s)ip daddr (\S+)/.exec(packet)?.[1];
     const proto = /(?:^|\s)(tcp|udp|sctp) dport (\d+)/.exec(packet);
-    const element = `${daddr ?? "?"} . ${proto?.[1] ?? "?"} . ${proto?.[2] ?? "?"}`;
-    // One endpoint: the service chain may DNAT itself, with no endpoint chain between.
-    const endpoint = endpointHop?.dnatTo ?? serviceHop?.dnatTo;
-    // ClientIP affinity: the service chain's `ip saddr @SET goto CHAIN` matched, so an element chose.
-    const saddr = /(?:^|\s)ip saddr (\S+)/.exec(serviceHop?.packet ?? packet)?.[1];
-    const bySet = chosen && /(?:^|\s)ip saddr @([^\s{}]+)/.exec(chosen.rule)?.[1];
+    // The element's key is what the lookup rule concatenates: daddr . l4proto . dport, or (NodePorts) l4proto . dport.
+    const keyHasAddress = /ip daddr \. meta l4proto/.test(lookup.rule);
+    const element = `${keyHasAddress ? `${daddr ?? "?"} . ` : ""}${proto?.[1] ?? "?"} . ${proto?.[2] ?? "?"}`;
+    // ClientIP affinity: a followed `ip saddr @SET goto CHAIN` rule matched, so an element chose.
+    const byAffinity = followed.find((r) => /(?:^|\s)ip saddr @([^\s{}]+)/.test(r.rule));
+    const bySet = byAffinity && /(?:^|\s)ip saddr @([^\s{}]+)/.exec(byAffinity.rule)?.[1];
+    const saddr = /(?:^|\s)ip saddr (\S+)/.exec(visits(serviceChain)[0]?.packet ?? packet)?.[1];
     const affinity = saddr && bySet ? { set: bySet, element: saddr, decided: true } : undefined;
     const hop: ServiceHop = {
       kind: "service",
@@ -453,15 +489,15 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
       ...(endpointChain ? { endpointChain } : {}),
       ...(endpoint ? { endpoint } : {}),
       ...(affinity ? { affinity } : {}),
-      summary: `service: @${map} element ${element} → ${serviceChain}${endpointChain ? ` → ${endpointChain}` : ""}${endpoint ? ` → DNAT ${endpoint.address}${endpoint.port !== undefined ? `:${endpoint.port}` : ""}` : " (no endpoint chosen)"}${
+      summary: `service: @${map} element ${element} → ${path.join(" → ")}${endpoint ? ` → DNAT ${endpoint.address}${endpoint.port !== undefined ? `:${endpoint.port}` : ""}` : " (no endpoint chosen)"}${
         affinity ? `; chosen by session affinity: element ${affinity.element} of @${affinity.set}` : ""}`,
       explain: [
         `ip netns exec ${ns} nft get element ${h.family} ${h.table} ${map} '{ ${element} }'`,
         `ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${serviceChain}`,
-        ...(endpointChain ? [`ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${endpointChain}`] : []),
-        `ip netns exec ${ns} conntrack -L -d ${daddr ?? "ADDRESS"}`,
+        ...path.slice(1).map((chain) => `ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${chain}`),
+        `ip netns exec ${ns} conntrack -L${keyHasAddress && daddr ? ` -d ${daddr}` : ""}${proto ? ` -p ${proto[1]} --orig-port-dst ${proto[2]}` : ""}`,
       ],
-      note: "the element's key is the packet's daddr . l4proto . dport as the lookup rule saw it",
+      note: `the element's key is the packet's ${keyHasAddress ? "daddr . " : ""}l4proto . dport as the lookup rule saw it`,
     };
     return hop;
   }
