@@ -171,7 +171,8 @@ async function inner(prefix: string): Promise<void> {
       { stdio: ["ignore", "ignore", openSync(join(dir, "agent.log"), "a")], env });
     children.push(agent);
   };
-  const status = () => new Promise<{ reconcilers?: { services?: { revision: number; services: number; lastFullSync: { ms: number } | null; lastSync: unknown } } }>((res, rej) => {
+  type SyncStats = { ms: number; way?: string; scriptBytes?: number; phases?: Record<string, number> };
+  const status = () => new Promise<{ reconcilers?: { services?: { revision: number; services: number; lastFullSync: SyncStats | null; lastSync: SyncStats | null } } }>((res, rej) => {
     const req = request({ socketPath: socket, path: "/status", timeout: 5000 }, (r) => {
       let body = "";
       r.on("data", (c: Buffer) => (body += c.toString()));
@@ -276,21 +277,25 @@ async function inner(prefix: string): Promise<void> {
         // One change: an EndpointSlice moved to other endpoint IPs, datastore write → kernel.
         const latencies: number[] = [];
         const agentMs: number[] = [];
+        const phases = new Map<string, number[]>();
         for (let k = 0; k < CHANGES; k++) {
           const i = 2 + Math.floor(Math.random() * (size - 2));
           const started = performance.now();
           const rev = await datastore.objects.commit([{ op: "update", object: sliceObject(i, k + 1) }]);
           await waitRevision(rev, 30_000);
           latencies.push(performance.now() - started);
-          const own = (await svcStatus())?.lastSync as { ms?: number } | undefined;
+          const own = (await svcStatus())?.lastSync;
           if (own?.ms !== undefined) agentMs.push(own.ms);
+          for (const [phase, ms] of Object.entries(own?.phases ?? {})) phases.set(phase, [...(phases.get(phase) ?? []), ms]);
           await new Promise((r) => setTimeout(r, 20));
         }
         latencies.sort((a, b) => a - b);
         const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))]!;
         note(`one change with 10,000 services (slice update committed → kernel), ${CHANGES} changes: p50 ${pct(50).toFixed(1)} ms, p99 ${pct(99).toFixed(1)} ms, max ${latencies.at(-1)!.toFixed(1)} ms`);
         agentMs.sort((a, b) => a - b);
-        note(`  of which the agent's own sync (compile, plan, render, nft transaction, conntrack): p50 ${agentMs[Math.floor(agentMs.length / 2)] ?? NaN} ms, p99 ${agentMs[Math.min(agentMs.length - 1, Math.floor(0.99 * agentMs.length))] ?? NaN} ms`);
+        note(`  of which the agent's own sync (compile, plan, encode, kernel, conntrack): p50 ${agentMs[Math.floor(agentMs.length / 2)] ?? NaN} ms, p99 ${agentMs[Math.min(agentMs.length - 1, Math.floor(0.99 * agentMs.length))] ?? NaN} ms`);
+        const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+        note(`  the agent's phases, p50 ms: ${[...phases].map(([phase, xs]) => `${phase} ${p50(xs).toFixed(2)}`).join(", ")} (way: ${(await svcStatus())?.lastSync?.way ?? "?"})`);
         note(`agent RSS after the changes: ${rss().toFixed(1)} MiB`);
         // Full sync: SIGKILL and restart the agent; time to the table loaded.
         agent!.kill("SIGKILL");
@@ -301,7 +306,8 @@ async function inner(prefix: string): Promise<void> {
           if (performance.now() - restarted > 300_000) throw new Error("no full sync within 5 minutes of the restart (see the agent's log)");
           const s = await svcStatus();
           if (s?.lastFullSync && s.services >= size) {
-            note(`full sync after restart, 10,000 services × 5 endpoints in etcd → table in the kernel: ${(performance.now() - restarted).toFixed(0)} ms from agent start (reconciler: compile + plan + render + nft ${s.lastFullSync.ms} ms)`);
+            const f = s.lastFullSync;
+            note(`full sync after restart, 10,000 services × 5 endpoints in etcd → table in the kernel: ${(performance.now() - restarted).toFixed(0)} ms from agent start (reconciler ${f.ms} ms through ${f.way ?? "?"}, ${((f.scriptBytes ?? 0) / 1048576).toFixed(1)} MiB: ${Object.entries(f.phases ?? {}).map(([phase, ms]) => `${phase} ${ms.toFixed(0)}`).join(", ")} ms)`);
             break;
           }
           await new Promise((r) => setTimeout(r, 20));
@@ -326,6 +332,11 @@ async function inner(prefix: string): Promise<void> {
     const first = rates[SIZES[0]!]!;
     const last = rates[SIZES.at(-1)!]!;
     note(`connection rate at ${SIZES.at(-1)} vs ${SIZES[0]} services: podnet ${(last.podnet / first.podnet).toFixed(2)}x, iptables ${(last.iptables / first.iptables).toFixed(2)}x, plain ${(last.plain / first.plain).toFixed(2)}x`);
+  } catch (error) {
+    // The run's directory goes with it: show why the agent stopped answering first.
+    const log = readFileSync(join(dir, "agent.log"), "utf8");
+    console.error(`agent log (last 3,000 characters):\n${log.slice(-3000)}`);
+    throw error;
   } finally {
     for (const child of children.reverse()) if (child.pid && child.exitCode === null) child.kill("SIGKILL");
     await datastore.close();

@@ -26,6 +26,8 @@ PACKAGES=(
   chromium graphviz openssl
   ca-certificates time git
   gcc libc6-dev
+  # arping: gratuitous ARP when a node takes a LoadBalancer IP over (src/kernel/lb-announce.ts)
+  iputils-arping
 )
 
 check_only=false

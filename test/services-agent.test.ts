@@ -165,6 +165,11 @@ describe("the agent's service proxy, end to end", { skip: root ? false : "needs 
     for (let i = 0; i < 40 && seen.size < 3; i++) seen.add(get("client", "http://10.96.0.20/hostname"));
     assert.ok(seen.size >= 2, `answers from at least 2 endpoints: ${[...seen]}`);
     assert.equal(get("client", "http://10.96.0.20/clientip").split(":")[0], pods.get("client")!.ip);
+    // The agent writes the table with nf_tables netlink batches, not through nft (src/kernel/nft/netlink-writer.ts).
+    for (const node of cluster.nodes) {
+      assert.match(cluster.logOf(node), /full sync of table podnet-svc.* through netlink/);
+      assert.doesNotMatch(cluster.logOf(node), /through libnftables/);
+    }
   });
 
   it("masquerades hairpin traffic, and refuses a service with no endpoints in under a second", async () => {

@@ -12,8 +12,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { diffTables } from "../src/kernel/nft/diff.ts";
 import { decodeTableJson } from "../src/kernel/nft/readback.ts";
-import { renderTransaction } from "../src/kernel/nft/render.ts";
-import { runNft } from "../src/kernel/nft.ts";
+import { NftNetlinkWriter } from "../src/kernel/nft/netlink-writer.ts";
 import { withDefaults } from "../src/k8s/defaults.ts";
 import type { EndpointSlice, Service } from "../src/k8s/types.ts";
 import { TEST_SERVER_SCRIPT } from "../src/controlplane/test-server-ports.ts";
@@ -44,10 +43,13 @@ describe("service proxy table in a real kernel", { skip: root ? false : "needs r
   const servers: ChildProcess[] = [];
   const compiler = new ProxyCompiler();
   let applied: CompiledProxy | undefined;
+  let writer: NftNetlinkWriter | undefined;
 
   const sync = (services: Service[], slices: EndpointSlice[]) => {
     const next = compiler.compile(services, slices, facts);
-    runNft(renderTransaction(planProxyTransaction(applied, next)), node.path);
+    // Through the agent's path: nf_tables netlink batches (src/kernel/nft/netlink-writer.ts).
+    writer ??= new NftNetlinkWriter(node.path);
+    writer.apply(planProxyTransaction(applied, next));
     applied = next;
     return next;
   };
@@ -88,6 +90,7 @@ describe("service proxy table in a real kernel", { skip: root ? false : "needs r
   });
   after(() => {
     for (const server of servers) if (server.pid && server.exitCode === null) server.kill("SIGTERM");
+    writer?.close();
     for (const pod of pods.values()) pod.delete();
     node?.delete();
   });

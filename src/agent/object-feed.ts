@@ -6,6 +6,7 @@
 
 import type { ObjectEvent, ObjectStore } from "../datastore/objects.ts";
 import { OBJECT_KINDS, type KindMap, type ObjectKind } from "../k8s/types.ts";
+import { compactObject } from "./object-projection.ts";
 import type { InputHub } from "./reconciler.ts";
 
 /** Every object of one kind, by "namespace/name" (or "name" for cluster-scoped kinds). */
@@ -34,7 +35,8 @@ export function objectKindsIn(inputs: Iterable<PropertyKey>): ObjectKind[] {
 
 /**
  * Watch `kinds` in `store` and keep the hub's KindInput of each current: replaced whole on every
- * (re)list, updated per event, published (waking the kind's reconcilers) after each.
+ * (re)list, updated per event, published (waking the kind's reconcilers) after each. Objects are
+ * kept as the agent's projection of them (object-projection.ts), never whole.
  */
 export async function feedObjects<M extends ObjectInputs>(
   store: ObjectStore,
@@ -53,7 +55,7 @@ export async function feedObjects<M extends ObjectInputs>(
     onSync(lists, revision) {
       for (const kind of kinds) {
         const map = new Map<string, KindMap[ObjectKind]>();
-        for (const object of (lists[kind] ?? []) as KindMap[ObjectKind][]) map.set(objectKey(object), object);
+        for (const object of (lists[kind] ?? []) as KindMap[ObjectKind][]) map.set(objectKey(object), compactObject(kind, object));
         maps.set(kind, map);
         publish(kind, revision);
       }
@@ -63,7 +65,7 @@ export async function feedObjects<M extends ObjectInputs>(
       if (!map) maps.set(event.kind, (map = new Map()));
       const key = objectKey(event.object);
       if (event.type === "deleted") map.delete(key);
-      else map.set(key, event.object);
+      else map.set(key, compactObject(event.kind, event.object));
       publish(event.kind, event.revision);
     },
     ...(onConnection ? { onConnection } : {}),

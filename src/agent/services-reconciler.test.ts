@@ -5,6 +5,8 @@ import { describe, it } from "node:test";
 import type { ClusterConfig, ClusterSnapshot, NodeRecord } from "../datastore/datastore.ts";
 import { withDefaults } from "../k8s/defaults.ts";
 import type { EndpointSlice, Service } from "../k8s/types.ts";
+import type { NftTransaction } from "../kernel/nft/model.ts";
+import type { UdpFlow } from "../kernel/conntrack.ts";
 import type { NftTableState } from "../kernel/nft/readback.ts";
 import type { KindInput } from "./object-feed.ts";
 import { ServicesReconciler, type ServicesKernel } from "./services-reconciler.ts";
@@ -41,6 +43,9 @@ class RecordingKernel implements ServicesKernel {
     this.udp.push(filter);
     return 1;
   };
+  /** The UDP conntrack entries the kernel holds. */
+  flows: UdpFlow[] = [];
+  listUdpFlows = async () => this.flows;
   underlaySegment(): string | undefined {
     return undefined;
   }
@@ -85,6 +90,31 @@ describe("services reconciler", () => {
     assert.match(kernel.scripts[1]!, /10\.244\.1\.5/);
     assert.deepEqual(kernel.udp, [{ originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.6" }]);
   });
+  it("after a full sync, clears the UDP entries whose endpoint is gone, left from before the start", async () => {
+    const kernel = new RecordingKernel();
+    kernel.flows = [
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.5" }, // a live endpoint: kept
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.9" }, // deleted while the agent was down
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.9" }, // another client's entry to it: one filter
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.96.0.10" }, // sent while there were no endpoints: not NATed
+      { originalDst: "10.96.0.99", originalPort: 53, replySrc: "10.244.1.9" }, // no such frontend: not ours
+      { originalDst: "10.96.0.10", originalPort: 5353, replySrc: "10.244.1.9" }, // a port the service does not have
+    ];
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    f.services.set("default/dns", svc("dns", "10.96.0.10"));
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5", "10.244.1.6"]));
+    await r.sync(f.inputs());
+    assert.deepEqual(kernel.udp, [
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.9" },
+      { originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.96.0.10" },
+    ]);
+    // Incremental syncs do not list the kernel's entries again.
+    kernel.udp = [];
+    f.slices.set("default/dns-x", slice("dns", ["10.244.1.5", "10.244.1.6", "10.244.1.7"]));
+    await r.sync(f.inputs());
+    assert.deepEqual(kernel.udp, []);
+  });
   it("goes back to a full sync after a failed apply", async () => {
     const kernel = new RecordingKernel();
     const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
@@ -105,12 +135,40 @@ describe("services reconciler", () => {
     f.services.set("default/dns", svc("dns", "10.96.0.10"));
     f.slices.set("default/dns-x", slice("dns", ["10.244.1.5"]));
     await r.sync(f.inputs());
-    await new Promise((res) => setTimeout(res, 30));
+    // A read-back is due after 20x the cost it is estimated at (the full sync's duration, which a loaded machine stretches).
+    const { lastVerifyMs } = r.describe() as { lastVerifyMs: number };
+    await new Promise((res) => setTimeout(res, Math.max(30, 20 * lastVerifyMs + 10)));
     kernel.table = undefined; // the table was deleted by hand
     await r.sync(f.inputs());
     assert.equal(kernel.reads, 1);
     assert.match(kernel.scripts.at(-1)!, /add chain ip podnet-svc services/);
     assert.doesNotMatch(kernel.scripts.at(-1)!, /delete table/);
+  });
+  it("hands transactions, not scripts, to a kernel that takes them, and says when one went through libnftables", async () => {
+    const transactions: NftTransaction[] = [];
+    let prepared = 0;
+    const kernel = Object.assign(new RecordingKernel(), {
+      applyTransaction: async (tx: NftTransaction) => {
+        transactions.push(tx);
+        return transactions.length === 1 ? { way: "netlink" as const, bytes: 100 } : { way: "libnftables" as const, bytes: 50, fallback: "changes[0]: statement log" };
+      },
+      prepareLargeTransaction: () => void prepared++,
+    });
+    const logs: string[] = [];
+    const r = new ServicesReconciler("n1", 60_000, (m) => logs.push(m), kernel);
+    const f = feed();
+    for (let i = 0; i < 1000; i++) f.services.set(`default/s${i}`, svc(`s${i}`, `10.96.${i >> 8}.${i & 255}`));
+    await r.sync(f.inputs());
+    assert.equal(prepared, 1, "a full sync of 1,000 services lets the kernel side get ready");
+    assert.equal(transactions[0]!.changes[0]!.op, "ensureTable");
+    assert.ok(transactions[0]!.changes.some((c) => c.op === "deleteTable"));
+    f.slices.set("default/s1-x", slice("s1", ["10.244.1.5"]));
+    await r.sync(f.inputs());
+    assert.equal(transactions.length, 2);
+    assert.equal(kernel.scripts.length, 0);
+    assert.ok(!transactions[1]!.changes.some((c) => c.op === "deleteTable"));
+    assert.ok(logs.some((m) => /incremental sync through libnftables: the netlink writer cannot encode changes\[0\]: statement log/.test(m)), logs.join("\n"));
+    assert.deepEqual((r.describe() as { lastSync: { way: string } }).lastSync.way, "libnftables");
   });
   it("announces the LoadBalancer IPs it wins, and withdraws them when the service goes", async () => {
     const kernel = new RecordingKernel();

@@ -5,8 +5,10 @@
 // - Incremental: the object feed updates its maps in place, so each sync finds what changed by
 //   object identity against the objects it last saw (O(objects) pointer compares, no copying),
 //   feeds only those to the IncrementalProxyCompiler, and applies planProxyTransaction(applied,
-//   next): only the changed services' chains and map elements, in one atomic nft transaction,
-//   without listing the kernel's table.
+//   next): only the changed services' chains and map elements, in one atomic transaction,
+//   without listing the kernel's table: an nf_tables netlink batch (src/kernel/nft/netlink-writer.ts;
+//   nft 1.0.6 would first read all 10,000 chains into its cache), or libnftables for what the
+//   writer does not encode.
 // - Full sync on start and after any failure: the table is replaced in one transaction (nothing is
 //   flushed on its own, so established connections keep their conntrack NAT across an agent
 //   restart, and new ones are served by the new table at once). Rules are never removed when the
@@ -17,15 +19,19 @@
 //   table, every minute or two with 10,000 services, so it stays a few percent of one CPU.
 
 import type { EndpointSlice, Service } from "../k8s/types.ts";
-import { deleteUdpFlows } from "../kernel/conntrack.ts";
+import { deleteUdpFlows, listUdpFlows } from "../kernel/conntrack.ts";
 import { interfaceOfAddress, syncAnnouncedIps, underlayOfAddress } from "../kernel/lb-announce.ts";
 import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
+import { NftNetlinkWriter, NftNotEncodable } from "../kernel/nft/netlink-writer.ts";
+import { ChildApplier, childApplyAvailable } from "../kernel/nft/netlink-child.ts";
+import { estimateBytes } from "../kernel/nft/netlink-encode.ts";
 import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
 import { tryParseCidr } from "../net/cidr.ts";
 import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNodeFacts } from "../services/proxy-compiler.ts";
-import { planProxyTransaction, staleUdpFlows } from "../services/proxy-plan.ts";
+import { planProxyTransaction, staleUdpFlows, type StaleUdpFlow } from "../services/proxy-plan.ts";
+import { staleUdpFlowsAtStart } from "../services/stale-flows.ts";
 import type { AgentInputs } from "./inputs.ts";
 import type { Reconciler } from "./reconciler.ts";
 
@@ -34,22 +40,88 @@ type Inputs = "config" | "self" | "snapshot" | "Service" | "EndpointSlice";
 /** Scripts larger than this go to a spawned `nft -f`, so the event loop is not stalled for seconds. */
 const SPAWN_ABOVE_BYTES = 256 * 1024;
 const VERIFY_COST_FACTOR = 20;
+/** Netlink batches estimated above this go to a child process (see netlink-child.ts). */
+const CHILD_ABOVE_BYTES = 2 * 1024 * 1024;
+/** ~2 MiB of batch: 600 services of 5 endpoints make about that much. */
+const PREPARE_CHILD_AT_SERVICES = 1000;
+
+/** How a transaction reached the kernel. */
+export interface AppliedTransaction {
+  way: "netlink" | "libnftables";
+  bytes: number;
+  /** Why the netlink writer did not take it (a statement outside its subset). */
+  fallback?: string;
+  /** Netlink only: encoding and the kernel's batch (send to ACK). */
+  encodeMs?: number;
+  kernelMs?: number;
+  /** Through the child process: serialising the transaction, the child's start and decoding it. */
+  handOverMs?: number;
+}
 
 export interface ServicesKernel {
   /** Apply one nft script atomically. */
   apply(script: string): Promise<void>;
+  /**
+   * Apply one transaction atomically, when the kernel side can take it without a script (the
+   * nf_tables netlink writer). Without it, transactions are rendered and given to `apply`.
+   */
+  applyTransaction?(tx: NftTransaction): Promise<AppliedTransaction>;
+  /** A large transaction is coming (a full sync of many services): get ready for it while it is compiled. */
+  prepareLargeTransaction?(): void;
   readTable: typeof readTableSpawnedAsync;
   deleteUdpFlows: typeof deleteUdpFlows;
+  /** Every UDP conntrack entry (read once per full sync, for flows left stale while the agent was down). */
+  listUdpFlows(): ReturnType<typeof listUdpFlows>;
   /** Make the set of LoadBalancer IPs this node announces exactly `ips`. */
   announce(ips: readonly string[], nodeIp: string): { added: string[]; removed: string[] };
   /** The subnet of the underlay address `nodeIp` (its L2 segment), if an interface holds it. */
   underlaySegment(nodeIp: string): string | undefined;
 }
 
+const applyScript = (script: string) => (Buffer.byteLength(script) > SPAWN_ABOVE_BYTES ? runNftSpawnedAsync(script) : runNftAsync(script));
+/** The agent's own namespace: the socket is opened on first use, where the agent runs. */
+let netlinkWriter: NftNetlinkWriter | undefined;
+/** A child started while a full sync compiles (see prepareLargeTransaction). */
+let preparedChild: ChildApplier | undefined;
+
 export const realServicesKernel: ServicesKernel = {
-  apply: (script) => (Buffer.byteLength(script) > SPAWN_ABOVE_BYTES ? runNftSpawnedAsync(script) : runNftAsync(script)),
+  apply: applyScript,
+  // nf_tables netlink batches: no nft cache read of the table's 10,000 chains per change, no
+  // script text. What the writer cannot encode goes through libnftables, as one script.
+  async applyTransaction(tx) {
+    netlinkWriter ??= new NftNetlinkWriter();
+    try {
+      // A full sync is encoded and sent by a child process with V8's optimising compilers (the
+      // agent runs with --lite-mode) while the agent's loop stays free; small changes in-process.
+      const child = preparedChild;
+      preparedChild = undefined;
+      if (estimateBytes(tx) > CHILD_ABOVE_BYTES && childApplyAvailable()) {
+        const stats = await (child ?? new ChildApplier()).apply(tx);
+        netlinkWriter.recordApplied(tx);
+        return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.decodeMs };
+      }
+      child?.cancel();
+      netlinkWriter.apply(tx);
+      const last = netlinkWriter.last;
+      return { way: "netlink", bytes: last?.bytes ?? 0, ...(last ? { encodeMs: last.encodeMs, kernelMs: last.kernelMs } : {}) };
+    } catch (err) {
+      if (!(err instanceof NftNotEncodable)) throw err;
+      preparedChild?.cancel();
+      preparedChild = undefined;
+      // The table may now differ from what the writer last wrote: it forgets its set types, so
+      // element changes go through libnftables until its next full sync through netlink.
+      netlinkWriter.forget(tx.family, tx.table);
+      const script = transactionScript(tx);
+      await applyScript(script);
+      return { way: "libnftables", bytes: Buffer.byteLength(script), fallback: err.what };
+    }
+  },
+  prepareLargeTransaction() {
+    if (preparedChild === undefined && childApplyAvailable()) preparedChild = new ChildApplier();
+  },
   readTable: readTableSpawnedAsync,
   deleteUdpFlows,
+  listUdpFlows: () => listUdpFlows(),
   announce(ips, nodeIp) {
     const ifname = interfaceOfAddress(nodeIp);
     if (!ifname) throw new Error(`no interface holds the node IP ${nodeIp}; cannot announce LoadBalancer IPs`);
@@ -64,8 +136,12 @@ export const realServicesKernel: ServicesKernel = {
 export interface ServicesSyncStats {
   kind: "full" | "incremental" | "repair" | "none";
   changes: number;
+  /** Bytes sent to the kernel: the netlink batch, or the nft script. */
   scriptBytes: number;
+  way?: AppliedTransaction["way"];
   ms: number;
+  /** Where the sync's time went, ms: compile, plan, apply (encode + kernel, or render + nft), UDP conntrack clean-up. */
+  phases?: { compile: number; plan: number; apply: number; encode?: number; kernel?: number; handOver?: number; conntrack: number };
 }
 
 export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
@@ -112,6 +188,8 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     // Read the feed's maps synchronously: they change in place under later events.
     const full = this.applied === undefined;
     if (full) {
+      // Thousands of services make a batch the kernel layer sends from a child process: let it start now.
+      if (inputs.Service.objects.size >= PREPARE_CHILD_AT_SERVICES) this.kernel.prepareLargeTransaction?.();
       this.seenServices = new Map(inputs.Service.objects);
       this.loadBalancers.clear();
       for (const [key, service] of this.seenServices) this.noteService(key, service);
@@ -124,36 +202,69 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     const liveNodes = live.map((n) => n.name);
     const wantedAnnounced = this.loadBalancers.size === 0 ? [] : ipsToAnnounce(this.nodeName, this.loadBalancers.values(), this.slicesOfLoadBalancers(), liveNodes, this.segment(inputs.self.nodeIp, live));
 
+    const compileStarted = performance.now();
     const next = this.compiler.compile(node);
+    const planStarted = performance.now();
     let tx = planProxyTransaction(this.applied, next);
+    const planned = performance.now();
+    // Read now, while the full table planned above is still assembled (it is held weakly).
+    const udpFrontendsAtFullSync = full ? next.udpFrontends : undefined;
     let kind: ServicesSyncStats["kind"] = full ? "full" : tx.changes.length > 0 ? "incremental" : "none";
     if (!full && tx.changes.length === 0 && this.verifyDue()) {
       tx = await this.repairTransaction(next);
       if (tx.changes.length > 0) kind = "repair";
     }
-    const script = tx.changes.length > 0 ? transactionScript(tx) : "";
-    if (script !== "") {
+    let bytes = 0;
+    let way: AppliedTransaction["way"] | undefined;
+    let netlinkSplit: Pick<AppliedTransaction, "encodeMs" | "kernelMs" | "handOverMs"> = {};
+    const applyStarted = performance.now();
+    if (tx.changes.length > 0) {
       try {
-        await this.kernel.apply(script);
+        if (this.kernel.applyTransaction) {
+          const applied = await this.kernel.applyTransaction(tx);
+          ({ bytes, way } = applied);
+          netlinkSplit = applied;
+          if (applied.fallback !== undefined) this.log(`services: ${kind} sync through libnftables: the netlink writer cannot encode ${applied.fallback}`);
+        } else {
+          const script = transactionScript(tx);
+          bytes = Buffer.byteLength(script);
+          way = "libnftables";
+          await this.kernel.apply(script);
+        }
       } catch (err) {
         // The kernel may hold anything now: start over with a full sync.
         this.applied = undefined;
         throw err;
       }
       if (kind === "repair") this.log(`services: repaired ${tx.changes.length} change(s) made to table ${PROXY_TABLE} by someone else`);
-      if (kind === "full") this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(script.length / 1024).toFixed(0)} KiB`);
+      if (kind === "full") this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(bytes / 1024).toFixed(0)} KiB through ${way}`);
     }
+    const applied = performance.now();
     const previous = this.applied;
     this.applied = next;
-    if (full) {
+    if (full || bytes > CHILD_ABOVE_BYTES) {
       // Reading the table back costs about what loading it did: until a read-back has been timed,
-      // take the full sync's duration as its cost, so a large table is not read back at once.
+      // take the full sync's duration as its cost, so a large table is not read back at once. A
+      // large incremental sync (thousands of services added at once) counts too: otherwise the
+      // read-back, timed on the small table of the first sync, comes due at once and holds the
+      // loop for seconds while changes wait (measured: a 9.5 s change).
       this.lastVerifyAt = Date.now();
       this.lastVerifyMs = Math.max(this.lastVerifyMs, performance.now() - started);
     }
 
-    // UDP flows pinned to endpoints that went away (or to nothing, before the service had endpoints).
-    for (const flow of staleUdpFlows(previous, next)) {
+    // UDP flows pinned to endpoints that went away (or to nothing, before the service had endpoints):
+    // from the change itself, or after a full sync from the kernel's entries (changes made while
+    // this agent was not running, or before a failed apply, were never seen as changes).
+    const conntrackStarted = performance.now();
+    let stale: StaleUdpFlow[] = staleUdpFlows(previous, next);
+    if (udpFrontendsAtFullSync !== undefined) {
+      try {
+        stale = staleUdpFlowsAtStart(udpFrontendsAtFullSync, await this.kernel.listUdpFlows(), node.nodeIps);
+      } catch (err) {
+        this.log(`services: listing UDP conntrack entries after the full sync: ${(err as Error).message}`);
+      }
+    }
+    for (const flow of stale) {
       try {
         this.udpFlowsDeleted += await this.kernel.deleteUdpFlows({
           ...(flow.frontendIp !== undefined ? { originalDst: flow.frontendIp } : {}),
@@ -173,7 +284,15 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       this.log(`services: announcing LoadBalancer IPs ${JSON.stringify(wantedAnnounced)} (added ${changed.added.join(", ") || "none"}, withdrew ${changed.removed.join(", ") || "none"})`);
     }
     this.announced = wantedAnnounced;
-    this.last = { kind, changes: tx.changes.length, scriptBytes: Buffer.byteLength(script), ms: Math.round(performance.now() - started) };
+    const round = (ms: number) => Math.round(ms * 100) / 100;
+    const phases: NonNullable<ServicesSyncStats["phases"]> = {
+      compile: round(planStarted - compileStarted), plan: round(planned - planStarted), apply: round(applied - applyStarted),
+      ...(netlinkSplit.encodeMs !== undefined ? { encode: round(netlinkSplit.encodeMs) } : {}),
+      ...(netlinkSplit.kernelMs !== undefined ? { kernel: round(netlinkSplit.kernelMs) } : {}),
+      ...(netlinkSplit.handOverMs !== undefined ? { handOver: round(netlinkSplit.handOverMs) } : {}),
+      conntrack: round(performance.now() - conntrackStarted),
+    };
+    this.last = { kind, changes: tx.changes.length, scriptBytes: bytes, ...(way ? { way } : {}), ms: Math.round(performance.now() - started), phases };
     if (kind === "full") this.lastFull = this.last;
     this.revision = revision;
     this.onSynced?.(this.last);

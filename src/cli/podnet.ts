@@ -44,6 +44,11 @@ export async function main(argv: string[]): Promise<number> {
       const { runLabExplainCommand } = await import("../trace/graph-cli.ts");
       return runLabExplainCommand(rest.filter((a) => a !== "--explain"));
     }
+    case "internal-nft-netlink-apply": {
+      // Not for people: the agent's services reconciler hands a large nf_tables transaction to this (src/kernel/nft/netlink-child.ts).
+      const { runNftApplyChild } = await import("../kernel/nft/netlink-child.ts");
+      return runNftApplyChild();
+    }
     case "trace": {
       const { runTraceCommand } = await import("../trace/cli.ts");
       return runTraceCommand(rest);

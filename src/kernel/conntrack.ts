@@ -163,3 +163,36 @@ export function listFlows(filter: ConntrackFilter, netnsPath?: string): Conntrac
   if (run.status !== 0) throw new Error(`conntrack ${args.join(" ")} exited ${run.status}: ${run.stderr.trim()}`);
   return run.stdout.split("\n").map(parseConntrackLine).filter((e): e is ConntrackEntry => e !== undefined);
 }
+
+/** A UDP conntrack entry: where its first packet was sent, and who answers (the DNAT target, or the same address when not NATed). */
+export interface UdpFlow {
+  originalDst: string;
+  originalPort: number;
+  replySrc: string;
+}
+
+/**
+ * The UDP entries of `conntrack -L -f ipv4 -p udp` output (conntrack-tools 1.4.7), read with the same
+ * line parser as listFlows.
+ */
+export function parseUdpFlows(text: string): UdpFlow[] {
+  const flows: UdpFlow[] = [];
+  for (const line of text.split("\n")) {
+    const entry = parseConntrackLine(line);
+    if (entry?.proto !== "udp" || entry.original.dport === undefined) continue;
+    flows.push({ originalDst: entry.original.dst, originalPort: entry.original.dport, replySrc: entry.reply.src });
+  }
+  return flows;
+}
+
+/** Every IPv4 UDP conntrack entry of the caller's network namespace (or of `netnsPath`). */
+export function listUdpFlows(netnsPath?: string): Promise<UdpFlow[]> {
+  const args = ["-L", "-f", "ipv4", "-p", "udp"];
+  const [command, argv] = netnsPath === undefined ? ["conntrack", args] : ["nsenter", [`--net=${netnsPath}`, "conntrack", ...args]];
+  return new Promise((resolve, reject) => {
+    execFile(command, argv, { encoding: "utf8", timeout: 30_000, maxBuffer: 256 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`conntrack ${args.join(" ")}: ${error.message} ${stderr.trim()}`.trim()));
+      else resolve(parseUdpFlows(stdout));
+    });
+  });
+}

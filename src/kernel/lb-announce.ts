@@ -4,9 +4,12 @@
 // label `<ifname>:plb` (iproute2 6.1 here cannot set an address protocol), so only those are ever
 // removed. A /32 adds no subnet route, and `noprefixroute` keeps it that way.
 //
-// After taking an IP over, the new holder sends gratuitous ARP (three unsolicited ARP replies from
-// a packet socket would do; here `arping -U` is used when installed — Debian's iputils-arping).
-// Without it, a neighbour's stale ARP entry still points at the old node until it expires.
+// After taking an IP over, the new holder sends gratuitous ARP, as MetalLB's L2 speaker does on
+// failover: `arping -U` (Debian's iputils-arping, installed by scripts/setup.sh) broadcasts
+// unsolicited ARP with the LB IP as sender, and Linux neighbours update an existing entry for it
+// at once (net/ipv4/arp.c, arp_process: a gratuitous ARP overrides the entry's lock time). Tested
+// in test/agent-services-recovery.test.ts. Without arping, a neighbour's cached entry keeps
+// pointing at the old node until it is probed again.
 
 import { execFile, execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";

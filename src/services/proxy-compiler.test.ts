@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import type { NftChain, NftMap, NftRule, NftTable, NftVerdict } from "../kernel/nft/model.ts";
 import { diffTables } from "../kernel/nft/diff.ts";
 import { renderTable, renderTransaction } from "../kernel/nft/render.ts";
@@ -346,6 +348,33 @@ describe("incremental compiler (event by event)", () => {
     const fourth = incremental.compile(node).table;
     assert.equal(element(fourth, "service-ips", ["10.96.3.6", "tcp", 80]), undefined);
     assert.equal(gotoTarget(element(fourth, "no-endpoint-services", ["10.96.3.6", "tcp", 80])), "reject-chain", "no endpoints left: rejected");
+  });
+});
+
+describe("incremental compiler: fragments kept as their inputs", () => {
+  it("compiles a collected fragment again to the same output, and keeps contested ones whole", async () => {
+    // A real collection: only then is a fragment's output recompiled rather than dereferenced.
+    setFlagsFromString("--expose-gc");
+    const collect = runInNewContext("gc") as () => void;
+    const services = [service("a", { clusterIP: "10.96.4.1" }), service("b", { clusterIP: "10.96.4.2", sessionAffinity: "ClientIP" }), service("c", { clusterIP: "10.96.4.3", externalIPs: ["192.168.1.61"] })];
+    const slices = services.map((s, i) => slice(s.metadata.name, [ep(`10.244.1.${i + 20}`, "n1"), ep(`10.244.2.${i + 20}`, "n2")]));
+    const incremental = new IncrementalProxyCompiler();
+    incremental.replaceAll(services, slices);
+    const compiled = incremental.compile(node);
+    const fresh = compileProxyTable(services, slices, node);
+    const snapshot = (f: NonNullable<ReturnType<typeof compiled.fragments.get>>) => JSON.stringify([f.chains, f.sets, f.serviceIps, f.nodePorts, f.noEndpointServices, f.noEndpointNodePorts, f.firewallIps, f.clusterIps, f.udpFrontends, [...f.contested]]);
+    const before = [...compiled.fragments.values()].map(snapshot);
+    const firstChains = compiled.fragments.get("default/a")!.chains;
+    // A new job, then a full collection: nothing holds a's fragment object but the WeakRef (the test
+    // keeps only its chains array, to tell a recompiled output from the first).
+    await new Promise((r) => setTimeout(r, 0));
+    collect();
+    const after = [...compiled.fragments.values()].map(snapshot);
+    assert.deepEqual(after, before, "the same output after recompiling");
+    assert.deepEqual(after, [...fresh.fragments.values()].map(snapshot));
+    assert.notEqual(compiled.fragments.get("default/a")!.chains, firstChains, "the output was collected and compiled again");
+    assert.ok(compiled.fragments.get("default/c")!.contested.size > 0, "a contested fragment is kept whole");
+    assert.deepEqual(diffTables(compiled.table, fresh.table).changes, []);
   });
 });
 

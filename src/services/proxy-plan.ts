@@ -21,12 +21,23 @@ import { assembleTable, type CompiledProxy, type ServiceFragment, type UdpFronte
  */
 export function planProxyTransaction(previous: CompiledProxy | undefined, next: CompiledProxy): NftTransaction {
   if (previous === undefined) return planFullSync(next.table);
-  const changed = changedServices(previous, next);
+  const changed = changedServicesOf(previous, next);
   const skeletonChanged = previous.skeleton !== next.skeleton;
   const pick = (compiled: CompiledProxy) => [...changed].map((key) => compiled.fragments.get(key)).filter((f): f is ServiceFragment => f !== undefined);
   const before = assembleTable(pick(previous), skeletonChanged ? previous.skeleton : [], previous.contestedOwners).table;
   const after = assembleTable(pick(next), skeletonChanged ? next.skeleton : [], next.contestedOwners).table;
   return diffTables(after, before);
+}
+
+/**
+ * The last pair compared and its answer: the agent plans and then looks for stale UDP flows with
+ * the same pair, and each comparison is a pass over every service (10,000 map lookups).
+ */
+let lastComparison: { previous: CompiledProxy; next: CompiledProxy; changed: ReadonlySet<string> } | undefined;
+
+function changedServicesOf(previous: CompiledProxy, next: CompiledProxy): ReadonlySet<string> {
+  if (lastComparison?.previous !== previous || lastComparison.next !== next) lastComparison = { previous, next, changed: changedServices(previous, next) };
+  return lastComparison.changed;
 }
 
 /**
@@ -132,9 +143,9 @@ export function staleUdpFlows(previous: CompiledProxy | undefined, next: Compile
     for (const k of keys) for (const f of compiled.fragments.get(k)?.udpFrontends ?? []) out.set(key(f), f);
     return out;
   };
-  const changed = new Set<string>();
-  for (const [k, fragment] of next.fragments) if (previous.fragments.get(k) !== fragment) changed.add(k);
-  for (const k of previous.fragments.keys()) if (!next.fragments.has(k)) changed.add(k);
+  // The same comparison the plan made (a superset of the changed fragments when map keys are
+  // contested; an unchanged fragment yields the same frontends on both sides, so nothing stale).
+  const changed = changedServicesOf(previous, next);
   const before = frontends(previous, changed);
   const after = frontends(next, changed);
   const stale: StaleUdpFlow[] = [];

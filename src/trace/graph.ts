@@ -5,7 +5,6 @@
 // boxes of their own with an edge to each endpoint pod (dashed while not ready); VXLAN tunnels are boxes in
 // their nodes with an edge between VTEPs that know each other.
 
-import ELK from "elkjs/lib/elk.bundled.js";
 import type { ElkExtendedEdge, ElkNode } from "elkjs/lib/elk-api.js";
 import { listAddresses } from "../kernel/address.ts";
 import { listLinks, type LinkInfo } from "../kernel/link.ts";
@@ -187,6 +186,9 @@ export async function layoutLabGraph(model: LabGraphModel): Promise<PlacedGraph>
     (parent!.children ??= []).push(elkNodes.get(box.id)!);
   }
   root.edges = model.edges.map((e): ElkExtendedEdge => ({ id: e.id, sources: [e.from], targets: [e.to] }));
+  // Loaded here, not at the top: the CLI bundle is one module for every subcommand, and elk's
+  // import alone is ~23 MB of heap, which a long-lived `podnet agent` would carry for nothing.
+  const { default: ELK } = await import("elkjs/lib/elk.bundled.js");
   const laidOut = await new ELK().layout(root);
 
   const absolute = new Map<string, { x: number; y: number }>([["root", { x: 0, y: 0 }]]);

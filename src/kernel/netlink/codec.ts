@@ -74,6 +74,20 @@ export function u32(value: number): Uint8Array {
   return b;
 }
 
+/** Big-endian u32: nf_tables sends every 32-bit attribute in network byte order. */
+export function u32be(value: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, value >>> 0, false);
+  return b;
+}
+
+/** Big-endian u64 (nf_tables timeouts in milliseconds). */
+export function u64be(value: number): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(value), false);
+  return b;
+}
+
 export function s32(value: number): Uint8Array {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setInt32(0, value, true);

@@ -34,6 +34,9 @@ import {
 } from "./codec.ts";
 
 const NETLINK_ROUTE = 0;
+/** nfnetlink: nf_tables and the other netfilter subsystems. */
+export const NETLINK_NETFILTER = 12;
+const SO_SNDBUFFORCE = 32;
 const SOL_NETLINK = 270;
 const NETLINK_CAP_ACK = 10;
 const NETLINK_EXT_ACK = 11;
@@ -82,10 +85,56 @@ export class NetlinkSocket {
     this.seq = (Date.now() & 0xffff) << 12;
   }
 
-  /** Opens a NETLINK_ROUTE socket in the current namespace, or inside `nsPath` if given. */
-  static open(nsPath?: string): NetlinkSocket {
-    const fd = nsPath === undefined ? createSocket() : withNetns(nsPath, createSocket);
+  private sndbuf = 0;
+
+  /** Opens a NETLINK_ROUTE (or `protocol`) socket in the current namespace, or inside `nsPath` if given. */
+  static open(nsPath?: string, protocol = NETLINK_ROUTE): NetlinkSocket {
+    const create = () => createSocket(protocol);
+    const fd = nsPath === undefined ? create() : withNetns(nsPath, create);
     return new NetlinkSocket(fd);
+  }
+
+  /**
+   * Sends one nfnetlink batch (BATCH_BEGIN, messages, BATCH_END, already encoded, with sequence
+   * numbers 0…n+1 that this adds its own base to) in one datagram: the kernel commits or aborts
+   * it as a whole. Only the last message asks for an ACK: nfnetlink reports a failed message
+   * unasked and delivers every report of a batch (the commit's own error first) before that ACK,
+   * so it means the whole batch is settled — and 100,000 messages do not flood the receive
+   * buffer with ACKs. Throws the first KernelError, named by `opOf(index of the message)`.
+   */
+  nfBatch(batch: Uint8Array, opOf: (index: number) => string): void {
+    const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
+    if (batch.byteLength > this.sndbuf) {
+      // The whole batch is one skb, so the send buffer must hold it (the FORCE variant needs
+      // CAP_NET_ADMIN, which writing nf_tables needs anyway).
+      const size = Math.max(batch.byteLength * 2, SOCKET_RCVBUF_BYTES);
+      setsockoptInt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, size);
+      this.sndbuf = size;
+    }
+    const base = this.seq + 1;
+    let count = 0;
+    for (let offset = 0; offset < batch.byteLength; count++) {
+      view.setUint32(offset + 8, (base + view.getUint32(offset + 8, true)) >>> 0, true);
+      offset += view.getUint32(offset, true);
+    }
+    this.seq = (base + count - 1) >>> 0;
+    const lastSeq = this.seq - 1; // the last message before BATCH_END
+    this.sendAll(batch);
+    let failure: KernelError | undefined;
+    for (;;) {
+      for (const msg of this.receive()) {
+        if (msg.type !== NLMSG_ERROR || msg.seq < base || msg.seq > lastSeq + 1) continue;
+        const error = decodeError(msg);
+        if (error.errno !== 0 && failure === undefined) {
+          const op = msg.seq === base ? "commit" : opOf(msg.seq - base - 1);
+          failure = new KernelError(op, error.errno, error.extMessage);
+        }
+        if (msg.seq === lastSeq) {
+          if (failure) throw failure;
+          return;
+        }
+      }
+    }
   }
 
   /** Sends one request and waits for its ACK; returns any replies that came before the ACK. */
@@ -221,8 +270,8 @@ export class NetlinkSocket {
   }
 }
 
-function createSocket(): number {
-  const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+function createSocket(protocol: number): number {
+  const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
   try {
     // sockaddr_nl with pid 0: the kernel assigns the port id.
     const address = new Uint8Array(12);
