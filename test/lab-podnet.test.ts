@@ -9,6 +9,7 @@ import type { LabStateData } from "../src/lab/lab-state.ts";
 import { lab, labUpKilledAt, leftovers, newTestLab, readLabState, removeTestLab, type TestLab } from "./helpers/lab.ts";
 import { processStartTime } from "../src/supervise/process.ts";
 import { REPO_ROOT } from "../src/lab/repo-root.ts";
+import { cniServiceRequestLog } from "../src/lab/node-network.ts";
 
 const labs: TestLab[] = [];
 function track(t: TestLab): TestLab {
@@ -45,6 +46,17 @@ async function upCheckDown(nodes: number, podsPerNode: number): Promise<void> {
 
   const state = readLabState(t);
   assert.ok(state && state.processes.some((p) => p.role === "agent node1"));
+  // Every node runs its resident CNI service, the agent's conflist names it, and the service (not the
+  // full plugin the forwarder falls back to) answered each of that node's pod ADDs.
+  for (const node of state.nodeRecords) {
+    assert.ok(node.cniServiceSocket, `${node.name} has a CNI service socket`);
+    const conflist = JSON.parse(readFileSync(join(node.cniConfDir, "10-podnet.conflist"), "utf8")) as { plugins: { serviceSocket?: string }[] };
+    assert.equal(conflist.plugins[0]!.serviceSocket, node.cniServiceSocket);
+    const service = state.processes.find((p) => p.role === `cni-service ${node.name}`);
+    assert.ok(service?.pid !== undefined && processStartTime(service.pid) === service.startTime, `${node.name}'s podnet serve runs as recorded`);
+    const served = readFileSync(cniServiceRequestLog(join(t.stateRoot, t.id), node.name), "utf8").split("\n").filter((l) => / ADD .* exit 0$/.test(l));
+    assert.equal(served.length, podsPerNode, `${node.name}: the service answered every ADD: ${served.join(" | ")}`);
+  }
   if (nodes >= 3) await deadAgentsReadNotReady(t, state);
   const down = await lab(["down", ...t.flags]);
   assert.equal(down.code, 0, down.stdout + down.stderr);

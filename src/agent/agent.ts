@@ -40,6 +40,8 @@ export interface AgentOptions {
   readyFile: string;
   /** cniVersion of the conflist written. */
   cniVersion: string;
+  /** The node's resident CNI service (`podnet serve`), named in the conflist so the plugin hands it its calls. */
+  cniServiceSocket?: string;
   bridge: string;
   /** Written to the datastore only if the cluster has no config yet (first agent wins). */
   clusterDefaults: ClusterConfig;
@@ -195,6 +197,7 @@ export class NodeAgent {
         ipamDataDir: this.opts.ipamDataDir,
         readyFile: this.opts.readyFile,
         cniVersion: this.opts.cniVersion,
+        ...(this.opts.cniServiceSocket ? { serviceSocket: this.opts.cniServiceSocket } : {}),
       });
       try {
         if (ensureConflist(this.opts.cniConfDir, conflist)) this.opts.log(`conflist written to ${this.opts.cniConfDir} (pod subnet ${this.node!.podSubnet}, MTU ${mtu})`);

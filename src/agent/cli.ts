@@ -1,7 +1,7 @@
 // `podnet agent …` and `podnet node …`: flag parsing and wiring only; the work is in agent.ts and the datastore.
 
 import { hostname } from "node:os";
-import { resolve as resolvePath } from "node:path";
+import { isAbsolute, resolve as resolvePath } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
 import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
@@ -37,6 +37,9 @@ ${ETCD_CLIENT_USAGE}  --etcd-prefix PREFIX     key prefix in etcd (default /podn
                            (50) without it. On a tmpfs, so a reboot clears it (default /run/podnet/agent.ready)
   --cni-version V          cniVersion of the conflist: 1.1.0 (default), or 1.0.0 for runtimes whose
                            libcni predates CNI 1.1 (podman 4, containerd 1.6)
+  --cni-service-socket P   the socket of this node's \`podnet serve\` (an absolute path), named in the
+                           conflist: the plugin then hands its calls to that resident service, and does
+                           the work itself whenever the service is not there
   --bridge NAME            pod bridge (default cni0)
   --mtu N                  pod MTU (default: the backend's; host-gw: the MTU of the interface holding --node-ip)
   --listen ADDR            health and metrics: HOST:PORT, /path/to/socket, or "none" (default 127.0.0.1:9650)
@@ -107,6 +110,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
         "ipam-data-dir": { type: "string" },
         "ready-file": { type: "string" },
         "cni-version": { type: "string" },
+        "cni-service-socket": { type: "string" },
         bridge: { type: "string" },
         mtu: { type: "string" },
         listen: { type: "string" },
@@ -159,6 +163,8 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     const ipamDataDir = resolvePath(values["ipam-data-dir"] ?? "/var/lib/cni/podnet");
     const cniVersion = values["cni-version"] ?? "1.1.0";
     if (cniVersion !== "1.1.0" && cniVersion !== "1.0.0") throw new UsageError(`--cni-version must be 1.1.0 or 1.0.0, got ${JSON.stringify(cniVersion)}`);
+    const cniServiceSocket = values["cni-service-socket"];
+    if (cniServiceSocket !== undefined && !isAbsolute(cniServiceSocket)) throw new UsageError(`--cni-service-socket must be an absolute path, got ${JSON.stringify(cniServiceSocket)}`);
     const name = values.name ?? hostname();
     const mtuOverride = values.mtu === undefined ? undefined : positiveInt("mtu", values.mtu, 0);
     const resyncIntervalMs = positiveInt("resync-interval-ms", values["resync-interval-ms"], 500);
@@ -180,6 +186,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
         ipamDataDir,
         readyFile: resolvePath(values["ready-file"] ?? DEFAULT_READY_FILE),
         cniVersion,
+        ...(cniServiceSocket ? { cniServiceSocket } : {}),
         bridge: values.bridge ?? "cni0",
         clusterDefaults,
         datastoreRefreshMs: positiveInt("datastore-refresh-ms", values["datastore-refresh-ms"], 10_000),

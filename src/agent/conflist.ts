@@ -16,6 +16,11 @@ export interface ConflistOptions {
   readyFile: string;
   /** The conflist's cniVersion: 1.1.0, or 1.0.0 for runtimes whose libcni predates 1.1 (podman 4, containerd 1.6). */
   cniVersion: string;
+  /**
+   * The socket of the node's `podnet serve`: the installed `podnet` forwards every call there, and runs
+   * the full plugin itself when nothing listens (src/plugin/forwarder.c).
+   */
+  serviceSocket?: string;
 }
 
 /**
@@ -57,6 +62,7 @@ export function buildConflist(opts: ConflistOptions): string {
         antiSpoofing: true,
         // hostPort: the runtime passes the pod's ports, and the plugin DNATs them itself (no portmap in the chain).
         capabilities: { portMappings: true },
+        ...(opts.serviceSocket ? { serviceSocket: opts.serviceSocket } : {}),
         ipam: { type: "podnet-ipam", ranges: [[{ subnet: opts.podSubnet }]], dataDir: opts.ipamDataDir },
       },
     ],

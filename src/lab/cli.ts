@@ -34,6 +34,9 @@ options:
                            joined by a router that knows no pod subnet (odd nodes on .1, even on .2)
   --backend host-gw|vxlan  the cluster config's backend, set before the agents start (default host-gw)
   --direct-routing         vxlan: plain routes to peers on the same subnet, VXLAN to the others
+  --no-cni-service         podnet network: run the plugin on its own, without a resident CNI service
+                           (\`podnet serve\`) on each node (by default each node runs one and its
+                           conflist names it)
   --id ID                  lab id, a-z0-9, up to 6 characters (default "${DEFAULT_TARGET.id}"); names start pnl-ID-
   --state-root DIR         where lab state lives (default ${DEFAULT_STATE_ROOT})
   --ready-timeout SECONDS  how long a node may stay NotReady during up (default 30)
@@ -56,6 +59,7 @@ export interface LabArgs {
   topology: LabTopology;
   backend: "host-gw" | "vxlan";
   directRouting: boolean;
+  cniService: boolean;
   /** run/exec: the pod or host name. */
   name?: string;
   /** run/exec: the command after "--". */
@@ -86,6 +90,7 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
     topology: "flat",
     backend: "host-gw",
     directRouting: false,
+    cniService: true,
     commandLine: tail,
     app: DEFAULT_APP,
     allNamespaces: false,
@@ -134,6 +139,9 @@ export function parseLabArgs(argv: readonly string[]): LabArgs {
       }
       case "--direct-routing":
         args.directRouting = true;
+        break;
+      case "--no-cni-service":
+        args.cniService = false;
         break;
       case "--state-root":
         args.target.stateRoot = value();
@@ -257,7 +265,7 @@ function idFlag(target: LabTarget): string {
 }
 
 async function dispatch(args: LabArgs): Promise<number> {
-  const upOptions = { ...args.target, nodes: args.nodes, podsPerNode: args.podsPerNode, network: args.network, readyTimeoutMs: args.readyTimeoutMs, topology: args.topology, backend: args.backend, directRouting: args.directRouting, log: print, ...(args.app ? { app: args.app } : {}) };
+  const upOptions = { ...args.target, nodes: args.nodes, podsPerNode: args.podsPerNode, network: args.network, readyTimeoutMs: args.readyTimeoutMs, topology: args.topology, backend: args.backend, directRouting: args.directRouting, cniService: args.cniService, log: print, ...(args.app ? { app: args.app } : {}) };
   switch (args.command) {
     case "help":
       process.stdout.write(LAB_USAGE);

@@ -27,6 +27,8 @@ export interface NodeRecord {
   ipamDataDir: string;
   /** The agent's health and /status socket (`--listen`), when it has one. */
   statusSocket?: string;
+  /** The socket of the node's resident CNI service (`podnet serve`), when the lab runs one. */
+  cniServiceSocket?: string;
 }
 
 export interface PodRecord {

@@ -21,7 +21,7 @@ import { ETCD_GUARDED_PORTS, etcdGuardTable, labEtcdServerTls, labPkiDir, makeLa
 import { formatReport, probeEnv, runCheck, type CheckPod, type CheckReport } from "./check.ts";
 import { DEFAULT_STATE_ROOT, LabState, labDir, type NetworkMode, type NodeRecord, type PodRecord, type ProcessRecord } from "./lab-state.ts";
 import { conditionLines, describeAgentNetwork, fetchAgentStatus, type AgentStatusView } from "./agent-status.ts";
-import { configureReferenceNode, startAgent, type LabClusterSettings } from "./node-network.ts";
+import { configureReferenceNode, startAgent, startCniService, type LabClusterSettings } from "./node-network.ts";
 import { judgeNode } from "./node-status.ts";
 import { addPod, conflistSubnet, nodeNetworkState, removePod, waitForNodeReady } from "./pods.ts";
 import { REPO_ROOT } from "./repo-root.ts";
@@ -47,6 +47,8 @@ export interface UpOptions extends LabTarget {
   backend?: string;
   /** vxlan's directRouting option. */
   directRouting?: boolean;
+  /** podnet network: run `podnet serve` on every node and name it in the conflist (default true). */
+  cniService?: boolean;
   log: (line: string) => void;
   /** A manifest applied once every node has its pods (the example app); none when undefined. */
   app?: string;
@@ -117,6 +119,7 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
       cniConfDir: join(nodeDir, "net.d"),
       ipamDataDir: join(nodeDir, "ipam"),
       statusSocket: join(nodeDir, "agent.sock"),
+      ...(opts.network === "podnet" && opts.cniService !== false ? { cniServiceSocket: join(nodeDir, "cni.sock") } : {}),
     };
     mkdirSync(node.cniConfDir, { recursive: true });
     mkdirSync(node.ipamDataDir, { recursive: true });
@@ -160,6 +163,16 @@ export async function labUp(opts: UpOptions): Promise<LabState> {
   const agents = new Map<string, ProcessRecord>();
   if (opts.network === "podnet") {
     for (const node of nodes) {
+      // Before the agent: its conflist names the service's socket. Until the service listens, the
+      // forwarder runs the full plugin itself, so there is nothing to wait for.
+      if (node.cniServiceSocket) {
+        const service = startCniService(state, node);
+        // Its socket appears within a fraction of a second; until then (or if it never does) pods are
+        // wired by the full plugin, so this wait only makes the lab's pods go through the service.
+        const deadline = Date.now() + 10_000;
+        while (!existsSync(node.cniServiceSocket) && Date.now() < deadline && isRecordedProcessAlive(service)) await sleep(50);
+        step(`cni       ${node.name} podnet serve pid ${service.pid} on ${node.cniServiceSocket}${existsSync(node.cniServiceSocket) ? "" : " (NOT listening yet)"} (log ${service.log})`);
+      }
       const agent = startAgent(state, node, cluster);
       agents.set(node.name, agent);
       step(`agent     ${node.name} pid ${agent.pid} (log ${agent.log})`);

@@ -13,7 +13,7 @@ import type { NftTable } from "../kernel/nft/model.ts";
 import { addRoute } from "../kernel/route.ts";
 import { spawnDetached } from "../supervise/process.ts";
 import type { LabState, NodeRecord, ProcessRecord } from "./lab-state.ts";
-import { REPO_ROOT } from "./repo-root.ts";
+import { CNI_PATH, REPO_ROOT } from "./repo-root.ts";
 import { labEtcdFlags } from "./etcd-security.ts";
 import { CLUSTER_CIDR, type LabPlan } from "./topology.ts";
 import { inNamespace } from "./underlay.ts";
@@ -27,6 +27,7 @@ export interface LabClusterSettings {
 export function agentArgv(node: NodeRecord, labDir: string, cluster?: LabClusterSettings): string[] {
   const extra: string[] = [];
   if (node.statusSocket) extra.push("--listen", node.statusSocket);
+  if (node.cniServiceSocket) extra.push("--cni-service-socket", node.cniServiceSocket);
   if (cluster) {
     extra.push("--backend", cluster.backend);
     if (cluster.backendOptions && Object.keys(cluster.backendOptions).length > 0) extra.push("--backend-options", JSON.stringify(cluster.backendOptions));
@@ -50,6 +51,25 @@ export function agentArgv(node: NodeRecord, labDir: string, cluster?: LabCluster
 /** Start the node's agent inside its namespace, recorded before it is spawned. */
 export function startAgent(state: LabState, node: NodeRecord, cluster?: LabClusterSettings): ProcessRecord {
   const record = state.recordProcess({ role: `agent ${node.name}`, netns: node.netns, argv: agentArgv(node, state.dir, cluster), log: join(state.dir, "logs", `agent-${node.name}.log`) });
+  spawnDetached(record);
+  state.save();
+  return record;
+}
+
+/**
+ * The node's resident CNI service, `podnet serve` (src/plugin/service.ts), inside the node's namespace
+ * where the runtime runs the plugin: the installed `podnet` (the native forwarder) hands `serve` to the
+ * full plugin. Two worker threads: a lab node takes a few pods at a time, and the machine's CPUs are shared.
+ */
+/** Where a node's CNI service writes one line per call it answered. */
+export function cniServiceRequestLog(labDir: string, nodeName: string): string {
+  return join(labDir, "logs", `cni-service-${nodeName}.requests`);
+}
+
+export function startCniService(state: LabState, node: NodeRecord): ProcessRecord {
+  if (!node.cniServiceSocket) throw new Error(`node ${node.name} has no CNI service socket`);
+  const argv = argvInNamedNetns(node.netns, [join(CNI_PATH[0]!, "podnet"), "serve", "--socket", node.cniServiceSocket, "--workers", "2", "--request-log", cniServiceRequestLog(state.dir, node.name)]);
+  const record = state.recordProcess({ role: `cni-service ${node.name}`, netns: node.netns, argv, log: join(state.dir, "logs", `cni-service-${node.name}.log`) });
   spawnDetached(record);
   state.save();
   return record;

@@ -41,11 +41,13 @@ async function main(): Promise<number> {
     // runtimes commonly run calls at once (8 in bench:cni), since a DEL is mostly the kernel's
     // wait, and fewer threads would queue what the kernel could overlap.
     const workers = Number(options.get("--workers") ?? "8");
-    if (!socket || !socket.startsWith("/") || !Number.isInteger(workers) || workers < 0 || args.length % 2 === 0) {
-      writeAll(2, "usage: podnet serve --socket /absolute/path.sock [--workers N (default 8; 0: everything on the main thread)]\n");
+    const requestLog = options.get("--request-log");
+    const known = new Set(["--socket", "--workers", "--request-log"]);
+    if (!socket || !socket.startsWith("/") || !Number.isInteger(workers) || workers < 0 || args.length % 2 === 0 || [...options.keys()].some((k) => !known.has(k)) || (requestLog !== undefined && !requestLog.startsWith("/"))) {
+      writeAll(2, "usage: podnet serve --socket /absolute/path.sock [--workers N (default 8; 0: everything on the main thread)] [--request-log /absolute/file]\n");
       return 2;
     }
-    await (await import("./service.ts")).serve(socket, await bridgeHandlers(), workers);
+    await (await import("./service.ts")).serve(socket, await bridgeHandlers(), workers, requestLog);
     writeAll(2, `podnet: serving CNI requests on ${socket} with ${workers} worker threads\n`);
     return -1; // keep running
   }

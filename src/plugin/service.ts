@@ -16,7 +16,7 @@
 // the same point leaves, and the forwarder, seeing no complete reply, execs the full plugin, which
 // redoes the request: ADD and DEL are idempotent (the attachment's reserved address is handed
 // back, a stale host veth is replaced; DEL of what is gone succeeds).
-import { chmodSync, lstatSync, statSync, unlinkSync } from "node:fs";
+import { appendFileSync, chmodSync, lstatSync, statSync, unlinkSync } from "node:fs";
 import { runPlugin, type PluginHandlers, type PluginIo } from "../cni/skel.ts";
 import { flushTrace, mark } from "../cni/trace.ts";
 import { encodeReply, parseRequest, SERVICE_SOCKET_KEY, type ServiceReply, type ServiceRequest } from "./service-protocol.ts";
@@ -259,7 +259,21 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
  * warm. With workers > 0, served requests run on that many worker threads; with 0, on this
  * thread, one at a time.
  */
-export async function serve(socketPath: string, handlers: PluginHandlers, workers = 0): Promise<void> {
+/**
+ * One line per request the service answered itself (not those it handed back to the forwarder):
+ * time, command, container ID, interface, exit code. For operators, and for tests that must know the
+ * service, not the full plugin, did the work. Appended synchronously: a line per call costs microseconds.
+ */
+function logRequest(file: string, request: ServiceRequest, exitCode: number): void {
+  const env = request.env;
+  try {
+    appendFileSync(file, `${new Date().toISOString()} ${env.CNI_COMMAND ?? "?"} ${env.CNI_CONTAINERID ?? "-"} ${env.CNI_IFNAME ?? "-"} exit ${exitCode}\n`);
+  } catch {
+    // A log that cannot be written loses a line; the answer is not affected.
+  }
+}
+
+export async function serve(socketPath: string, handlers: PluginHandlers, workers = 0, requestLog?: string): Promise<void> {
   const own: ServiceIdentity = { netns: netnsIdentity(), socket: socketPath };
   removeStaleSocket(socketPath);
   const pool = workers > 0 ? new WorkerPool(workers, own) : undefined;
@@ -341,6 +355,7 @@ export async function serve(socketPath: string, handlers: PluginHandlers, worker
         handle(request, () => !conn.gone)
           .then((answer) => {
             if (answer !== undefined && !conn.gone) reply(socket, answer);
+            if (requestLog && answer !== undefined && !answer.local) logRequest(requestLog, request!, answer.exitCode);
           })
           // A caller that hung up cannot be answered; the others still are.
           .catch(() => undefined);
