@@ -310,7 +310,7 @@ test("session affinity: a repeated trace to web-sticky keeps its endpoint, and n
 });
 
 /**
- * Routes, nft ruleset (affinity elements' countdown left out) and long-lived conntrack entries of every lab
+ * Routes, nft ruleset (affinity elements' countdown left out) and long-lived, open conntrack entries of every lab
  * namespace, but for the flows of this file's traces and clients (source ports 47000-47999, see `ignore`).
  */
 function snapshot(ignore: (port: number) => boolean): Map<string, string> {
@@ -319,7 +319,9 @@ function snapshot(ignore: (port: number) => boolean): Map<string, string> {
     out.set(`${ns} routes`, sh(["ip", "-n", ns, "route", "show", "table", "all"]));
     out.set(`${ns} nft`, sh(["ip", "netns", "exec", ns, "nft", "list", "ruleset"]).replace(/ expires \S+?(?=[,\s}])/g, ""));
     const flows = sh(["ip", "netns", "exec", ns, "conntrack", "-L"]).split("\n")
-      .filter((l) => Number(l.split(/\s+/)[2]) > 60 && ![...l.matchAll(/\b[sd]port=(\d+)/g)].some((m) => ignore(Number(m[1]))))
+      // Closing TCP flows (TIME_WAIT lasts 120 s) are the lab's own short connections winding down, such
+      // as the kubelet's readiness probes: they vanish on their own, so only live flows are compared.
+      .filter((l) => Number(l.split(/\s+/)[2]) > 60 && !/\b(TIME_WAIT|CLOSE|CLOSE_WAIT|LAST_ACK|FIN_WAIT)\b/.test(l) && ![...l.matchAll(/\b[sd]port=(\d+)/g)].some((m) => ignore(Number(m[1]))))
       .map((l) => l.replace(/^(\S+\s+\d+)\s+\d+/, "$1").replace(/\s+use=\d+/, "")).sort();
     out.set(`${ns} conntrack`, flows.join("\n"));
   }
