@@ -16,8 +16,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
-import type { ObjectWrite } from "../src/datastore/objects.ts";
-import { clusterIPService, endpointSlice, namespace } from "../src/dns/fixtures.ts";
+import { loadDnsBenchServices } from "./dns-cluster.ts";
 import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
@@ -73,11 +72,6 @@ async function freePort(): Promise<number> {
   const { port } = s.address() as { port: number };
   await new Promise((r) => s.close(r));
   return port;
-}
-
-function ipOf(base: number, i: number): string {
-  const n = i + 1;
-  return `10.${base + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
 }
 
 /** kB fields of a /proc file of `key: N kB` lines, in MiB. */
@@ -143,16 +137,7 @@ async function main(): Promise<void> {
   try {
     etcd = await startEtcd({ dataDir: join(dir, "etcd") });
     writer = new EtcdDatastore({ endpoints: etcd.endpoints, prefix: "/podnet/" });
-    let batch: ObjectWrite[] = [{ op: "create", object: namespace("default") }];
-    for (let i = 0; i < SERVICES; i++) {
-      batch.push({ op: "create", object: clusterIPService("default", `svc${i}`, [ipOf(96, i)]) });
-      batch.push({ op: "create", object: endpointSlice("default", `svc${i}`, [{ ip: ipOf(200, i) }]) });
-      if (batch.length >= 100) {
-        await writer.objects.commit(batch);
-        batch = [];
-      }
-    }
-    if (batch.length > 0) await writer.objects.commit(batch);
+    await loadDnsBenchServices(writer.objects, SERVICES);
     await writer.close();
     writer = undefined;
     const queryFile = join(dir, "queries.txt");

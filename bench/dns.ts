@@ -26,8 +26,8 @@ import { parseArgs } from "node:util";
 import * as dnsPacket from "dns-packet";
 import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
-import type { ObjectWrite } from "../src/datastore/objects.ts";
-import { clusterIPService, endpointSlice, namespace } from "../src/dns/fixtures.ts";
+import { clusterIPService } from "../src/dns/fixtures.ts";
+import { ipOf, loadDnsBenchServices } from "./dns-cluster.ts";
 import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
@@ -94,11 +94,6 @@ function rssMiB(pid: number, field = "VmRSS"): number {
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const kb = Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? "0");
   return kb / 1024;
-}
-
-function ipOf(base: number, i: number): string {
-  const n = i + 1;
-  return `10.${base + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
 }
 
 async function query(port: number, host: string, name: string): Promise<{ rcode: string; answers: number }> {
@@ -222,16 +217,7 @@ async function main(): Promise<void> {
   etcd = await startEtcd({ dataDir: join(dir, "etcd") });
   writer = new EtcdDatastore({ endpoints: etcd.endpoints, prefix: "/podnet/" });
   const loadStarted = performance.now();
-  let batch: ObjectWrite[] = [{ op: "create", object: namespace("default") }];
-  for (let i = 0; i < SERVICES; i++) {
-    batch.push({ op: "create", object: clusterIPService("default", `svc${i}`, [ipOf(96, i)]) });
-    batch.push({ op: "create", object: endpointSlice("default", `svc${i}`, [{ ip: ipOf(200, i) }]) });
-    if (batch.length >= 100) {
-      await writer.objects.commit(batch);
-      batch = [];
-    }
-  }
-  if (batch.length > 0) await writer.objects.commit(batch);
+  await loadDnsBenchServices(writer.objects, SERVICES);
   const loadSeconds = (performance.now() - loadStarted) / 1000;
 
   // The upstream for external names: any name under example.test is 192.0.2.10; it logs queries.
