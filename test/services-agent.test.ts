@@ -18,6 +18,7 @@ import type { ObjectWrite } from "../src/datastore/objects.ts";
 import { withDefaults } from "../src/k8s/defaults.ts";
 import type { EndpointSlice, Service } from "../src/k8s/types.ts";
 import { AgentCluster, ip, waitFor, type TestNode } from "./agent-harness.ts";
+import { wirePod } from "./helpers/agent-services.ts";
 
 const root = process.getuid?.() === 0;
 const REPO = resolve(import.meta.dirname, "..");
@@ -87,24 +88,11 @@ describe("the agent's service proxy, end to end", { skip: root ? false : "needs 
 
   async function addPod(name: string, node: TestNode, index: number): Promise<Pod> {
     const health = await cluster.health(node);
-    const subnet = health.podSubnet!;
-    const base = subnet.split("/")[0]!.split(".").map(Number);
-    const gateway = `${base[0]}.${base[1]}.${base[2]}.1`;
-    const podIp = `${base[0]}.${base[1]}.${base[2]}.${index}`;
     const netns = `${cluster.prefix}-p${name}`;
     ip("netns", "add", netns);
     cluster.namespaces.push(netns);
     ip("-n", netns, "link", "set", "lo", "up");
-    const host = `v${name}`;
-    ip("-n", node.netns, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", netns);
-    ip("-n", node.netns, "addr", "add", `${gateway}/32`, "dev", host);
-    ip("-n", node.netns, "link", "set", host, "up");
-    ip("-n", node.netns, "route", "add", `${podIp}/32`, "dev", host);
-    ip("-n", netns, "addr", "add", `${podIp}/32`, "dev", "eth0");
-    ip("-n", netns, "link", "set", "eth0", "up");
-    ip("-n", netns, "route", "add", `${gateway}/32`, "dev", "eth0");
-    ip("-n", netns, "route", "add", "default", "via", gateway, "dev", "eth0");
-    const pod = { name, netns, ip: podIp, node, gateway };
+    const pod = { name, netns, node, ...wirePod(node, netns, `v${name}`, health.podSubnet!, index) };
     pods.set(name, pod);
     return pod;
   }

@@ -41,6 +41,25 @@ export function slice(name: string, pods: readonly Pod[], protocol: "TCP" | "UDP
   };
 }
 
+/**
+ * Wires the pod namespace `netns` to `node` as podnet routes pods: a veth `hostVeth` ↔ eth0, the pod's
+ * address .`index` of `podSubnet` as a /32 routed to the veth, and a default route via the subnet's .1.
+ */
+export function wirePod(node: TestNode, netns: string, hostVeth: string, podSubnet: string, index: number): { ip: string; gateway: string } {
+  const base = podSubnet.split("/")[0]!.split(".").map(Number);
+  const gateway = `${base[0]}.${base[1]}.${base[2]}.1`;
+  const podIp = `${base[0]}.${base[1]}.${base[2]}.${index}`;
+  ip("-n", node.netns, "link", "add", hostVeth, "type", "veth", "peer", "name", "eth0", "netns", netns);
+  ip("-n", node.netns, "addr", "add", `${gateway}/32`, "dev", hostVeth);
+  ip("-n", node.netns, "link", "set", hostVeth, "up");
+  ip("-n", node.netns, "route", "add", `${podIp}/32`, "dev", hostVeth);
+  ip("-n", netns, "addr", "add", `${podIp}/32`, "dev", "eth0");
+  ip("-n", netns, "link", "set", "eth0", "up");
+  ip("-n", netns, "route", "add", `${gateway}/32`, "dev", "eth0");
+  ip("-n", netns, "route", "add", "default", "via", gateway, "dev", "eth0");
+  return { ip: podIp, gateway };
+}
+
 export class ServiceCluster {
   readonly cluster = new AgentCluster();
   readonly pods = new Map<string, Pod>();
@@ -97,20 +116,8 @@ export class ServiceCluster {
   /** A pod namespace on `node` with address .`index` of its pod subnet, routed as podnet routes pods. */
   async addPod(name: string, node: TestNode, index: number): Promise<Pod> {
     const health = await this.cluster.health(node);
-    const base = health.podSubnet!.split("/")[0]!.split(".").map(Number);
-    const gateway = `${base[0]}.${base[1]}.${base[2]}.1`;
-    const podIp = `${base[0]}.${base[1]}.${base[2]}.${index}`;
     const netns = this.cluster.podNamespace(`p${name}`);
-    const host = `v${name}`;
-    ip("-n", node.netns, "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", netns);
-    ip("-n", node.netns, "addr", "add", `${gateway}/32`, "dev", host);
-    ip("-n", node.netns, "link", "set", host, "up");
-    ip("-n", node.netns, "route", "add", `${podIp}/32`, "dev", host);
-    ip("-n", netns, "addr", "add", `${podIp}/32`, "dev", "eth0");
-    ip("-n", netns, "link", "set", "eth0", "up");
-    ip("-n", netns, "route", "add", `${gateway}/32`, "dev", "eth0");
-    ip("-n", netns, "route", "add", "default", "via", gateway, "dev", "eth0");
-    const pod = { name, netns, ip: podIp, node, gateway };
+    const pod = { name, netns, node, ...wirePod(node, netns, `v${name}`, health.podSubnet!, index) };
     this.pods.set(name, pod);
     return pod;
   }
