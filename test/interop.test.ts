@@ -54,6 +54,38 @@ function pingUntilDadDone(from: Netns, ip: string): void {
   assert.fail(`ping -6 ${ip} from ${from.name} never succeeded: ${last}`);
 }
 
+/**
+ * Two pods on `net`: distinct addresses from SUBNET, reserved in `name`'s store, on eth0 with the
+ * bridge's gateway as default route; they ping each other; DEL releases both. `more` adds the
+ * direction's own checks while both pods are up.
+ */
+async function twoPodsReachEachOther(node: TestNode, net: ReturnType<TestNode["network"]>, name: string, cniVersion: string,
+  more: (a: ReturnType<TestNode["pod"]>, ra: Record<string, unknown>) => Promise<void>): Promise<void> {
+  const a = node.pod();
+  const b = node.pod();
+  const ra = await net.add(a.attachment);
+  const rb = await net.add(b.attachment);
+  try {
+    assert.equal(ra.cniVersion, cniVersion, "the plugin answers in the config's version");
+    const ipA = ipOf(ra);
+    const ipB = ipOf(rb);
+    assert.notEqual(ipA, ipB);
+    assert.match(ipA, /^10\.244\.1\.\d+$/);
+    assert.deepEqual(node.reservations(name).sort(), [ipA, ipB].sort(), "both addresses are reserved in the IPAM plugin's store");
+    assert.deepEqual(ipv4Addresses(a.ns), [`${ipA}/24`]);
+    assert.equal(a.ns.routes().find((r) => r.dst === "default")?.gateway, "10.244.1.1", "the gateway IPAM chose is the pod's default route");
+    assert.ok(node.ns.addresses("cni0").includes("10.244.1.1/24"), "the gateway is on the bridge");
+    a.ns.exec("ping", "-c", "1", "-W", "2", ipB);
+    b.ns.exec("ping", "-c", "1", "-W", "2", ipA);
+    await more(a, ra);
+  } finally {
+    await net.del(a.attachment, ra);
+    await net.del(b.attachment, rb);
+  }
+  assert.deepEqual(node.reservations(name), [], "DEL released the IPAM plugin's reservations");
+  assert.deepEqual(podLinks(node), []);
+}
+
 function isPluginError(code: number | undefined, msg: RegExp): (err: unknown) => boolean {
   return (err: unknown) => {
     assert.ok(err instanceof PluginError, `expected a PluginError, got ${String(err)}`);
@@ -73,30 +105,9 @@ describe("reference bridge with podnet-ipam", () => {
     test(`at ${cniVersion}: two pods get distinct IPs from podnet's store, reach each other, and DEL releases them`, async () => {
       const name = `refbr-${cniVersion.replace(/\./g, "")}`;
       const net = node.network(referenceBridgeWithPodnetIpam(name, cniVersion, node.dataDir), CNI_PATH);
-      const a = node.pod();
-      const b = node.pod();
-      const ra = await net.add(a.attachment);
-      const rb = await net.add(b.attachment);
-      try {
-        assert.equal(ra.cniVersion, cniVersion, "the bridge answers in the config's version");
-        const ipA = ipOf(ra);
-        const ipB = ipOf(rb);
-        assert.notEqual(ipA, ipB);
-        assert.match(ipA, /^10\.244\.1\.\d+$/);
-        assert.deepEqual(node.reservations(name).sort(), [ipA, ipB].sort(), "the addresses are reserved in podnet's store");
-        assert.deepEqual(ipv4Addresses(a.ns), [`${ipA}/24`]);
-        assert.equal(a.ns.routes().find((r) => r.dst === "default")?.gateway, "10.244.1.1", "the gateway podnet-ipam chose is the pod's default route");
-        assert.ok(node.ns.addresses("cni0").includes("10.244.1.1/24"));
-
-        a.ns.exec("ping", "-c", "1", "-W", "2", ipB);
-        b.ns.exec("ping", "-c", "1", "-W", "2", ipA);
+      await twoPodsReachEachOther(node, net, name, cniVersion, async (a, ra) => {
         if (cniVersion !== "0.3.1") await net.check(a.attachment, ra);
-      } finally {
-        await net.del(a.attachment, ra);
-        await net.del(b.attachment, rb);
-      }
-      assert.deepEqual(node.reservations(name), [], "DEL through the bridge released podnet's reservations");
-      assert.deepEqual(podLinks(node), []);
+      });
     });
   }
 
@@ -197,31 +208,11 @@ describe("podnet with the reference host-local", () => {
     test(`at ${cniVersion}: two pods get distinct IPs from host-local, reach each other, and DEL releases host-local's files`, async () => {
       const name = `pnhl-${cniVersion.replace(/\./g, "")}`;
       const net = node.network(podnetWithHostLocal(name, cniVersion, node.dataDir), CNI_PATH);
-      const a = node.pod();
-      const b = node.pod();
-      const ra = await net.add(a.attachment);
-      const rb = await net.add(b.attachment);
-      try {
-        assert.equal(ra.cniVersion, cniVersion, "podnet answers in the config's version, whatever host-local spoke");
-        const ipA = ipOf(ra);
-        const ipB = ipOf(rb);
-        assert.notEqual(ipA, ipB);
-        assert.match(ipA, /^10\.244\.1\.\d+$/);
-        assert.deepEqual(node.reservations(name).sort(), [ipA, ipB].sort(), "host-local wrote one file per address");
-        assert.deepEqual(ipv4Addresses(a.ns), [`${ipA}/24`]);
-        assert.equal(a.ns.routes().find((r) => r.dst === "default")?.gateway, "10.244.1.1");
-        assert.ok(node.ns.addresses("cni0").includes("10.244.1.1/24"), "podnet put host-local's gateway on the bridge");
+      // podnet answers in the config's version whatever host-local spoke, and names its veths.
+      await twoPodsReachEachOther(node, net, name, cniVersion, async (a, ra) => {
         for (const link of podLinks(node)) assert.match(link, /^pn[0-9a-f]{12}$/);
-
-        a.ns.exec("ping", "-c", "1", "-W", "2", ipB);
-        b.ns.exec("ping", "-c", "1", "-W", "2", ipA);
         await net.check(a.attachment, ra);
-      } finally {
-        await net.del(a.attachment, ra);
-        await net.del(b.attachment, rb);
-      }
-      assert.deepEqual(node.reservations(name), [], "DEL through podnet released host-local's files");
-      assert.deepEqual(podLinks(node), []);
+      });
     });
   }
 
