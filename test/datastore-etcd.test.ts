@@ -18,6 +18,17 @@ function uniquePrefix(): string {
 
 const config: ClusterConfig = { ...DEFAULT_CLUSTER_CONFIG, nodeLeaseTtlSeconds: 3 };
 
+/** A datastore under a fresh prefix with the test's cluster config written, closed afterwards whatever happens. */
+async function withConfiguredDatastore(endpoints: string[], use: (ds: EtcdDatastore) => Promise<void>): Promise<void> {
+  const ds = new EtcdDatastore({ endpoints, prefix: uniquePrefix() });
+  try {
+    await ds.ensureClusterConfig(config);
+    await use(ds);
+  } finally {
+    await ds.close();
+  }
+}
+
 describe("etcd datastore, single member", () => {
   let dir: string;
   let etcd: EtcdServer;
@@ -104,10 +115,7 @@ describe("etcd datastore, single member", () => {
   });
 
   it("a re-registering node keeps its subnet and updates its IP", async () => {
-    const prefix = uniquePrefix();
-    const ds = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
-    try {
-      await ds.ensureClusterConfig(config);
+    await withConfiguredDatastore(etcd.endpoints, async (ds) => {
       const a = await ds.registerNode({ name: "a", nodeIp: "192.168.1.11" });
       const b = await ds.registerNode({ name: "b", nodeIp: "192.168.1.12" });
       a.release();
@@ -120,16 +128,11 @@ describe("etcd datastore, single member", () => {
       assert.deepEqual(snapshot.nodes.find((n) => n.name === "b")?.backendData, {});
       again.release();
       b.release();
-    } finally {
-      await ds.close();
-    }
+    });
   });
 
   it("removal is two-phase: the subnet is freed only after every live node acknowledged", async () => {
-    const prefix = uniquePrefix();
-    const ds = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
-    try {
-      await ds.ensureClusterConfig(config);
+    await withConfiguredDatastore(etcd.endpoints, async (ds) => {
       const a = await ds.registerNode({ name: "a", nodeIp: "192.168.1.11" });
       const b = await ds.registerNode({ name: "b", nodeIp: "192.168.1.12" });
       const c = await ds.registerNode({ name: "c", nodeIp: "192.168.1.13" });
@@ -160,16 +163,11 @@ describe("etcd datastore, single member", () => {
       const d = await ds.registerNode({ name: "d", nodeIp: "192.168.1.14" });
       assert.equal(d.node.podSubnet, freed, "the lowest free subnet is the one b left");
       for (const l of [a, b, c, d]) l.release();
-    } finally {
-      await ds.close();
-    }
+    });
   });
 
   it("a node whose lease expires is seen as not alive, and reviving it keeps its subnet", async () => {
-    const prefix = uniquePrefix();
-    const ds = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
-    try {
-      await ds.ensureClusterConfig(config);
+    await withConfiguredDatastore(etcd.endpoints, async (ds) => {
       const a = await ds.registerNode({ name: "a", nodeIp: "192.168.1.11" });
       const b = await ds.registerNode({ name: "b", nodeIp: "192.168.1.12" });
       b.release();
@@ -191,25 +189,18 @@ describe("etcd datastore, single member", () => {
       assert.deepEqual(bView.acks, [], "old acks are cleared on revival");
       a.release();
       revived.release();
-    } finally {
-      await ds.close();
-    }
+    });
   });
 
   it("a node registering with a preferred free subnet gets it", async () => {
-    const prefix = uniquePrefix();
-    const ds = new EtcdDatastore({ endpoints: etcd.endpoints, prefix });
-    try {
-      await ds.ensureClusterConfig(config);
+    await withConfiguredDatastore(etcd.endpoints, async (ds) => {
       const a = await ds.registerNode({ name: "a", nodeIp: "192.168.1.11", preferredSubnet: "10.244.7.0/24" });
       assert.equal(a.node.podSubnet, "10.244.7.0/24");
       const b = await ds.registerNode({ name: "b", nodeIp: "192.168.1.12", preferredSubnet: "10.244.7.0/24" });
       assert.notEqual(b.node.podSubnet, "10.244.7.0/24");
       a.release();
       b.release();
-    } finally {
-      await ds.close();
-    }
+    });
   });
 });
 
@@ -226,10 +217,7 @@ describe("etcd datastore, 3-member cluster", () => {
   });
 
   it("keeps allocating distinct subnets and serving snapshots with one member dead", async () => {
-    const prefix = uniquePrefix();
-    const ds = new EtcdDatastore({ endpoints: cluster.endpoints, prefix });
-    try {
-      await ds.ensureClusterConfig(config);
+    await withConfiguredDatastore(cluster.endpoints, async (ds) => {
       const before = await Promise.all([0, 1, 2, 3, 4].map((i) => ds.registerNode({ name: `n${i}`, nodeIp: `192.168.1.${11 + i}` })));
       await cluster.killMember(0);
       const afterKill = await Promise.all([5, 6, 7, 8, 9].map((i) => ds.registerNode({ name: `n${i}`, nodeIp: `192.168.1.${11 + i}` })));
@@ -241,8 +229,6 @@ describe("etcd datastore, 3-member cluster", () => {
       assert.equal(again.node.podSubnet, before[0]!.node.podSubnet);
       await cluster.restartMember(0);
       for (const l of [...before, ...afterKill, again]) l.release();
-    } finally {
-      await ds.close();
-    }
+    });
   });
 });
