@@ -19,6 +19,11 @@
 //      Pinning gives the server a CPU of its own only when nothing else runs there: other processes on
 //      the machine still share CPU 1. So every latency run reports the server's threads' time on a CPU
 //      and waiting for one (/proc/PID/task/*/schedstat): waiting is the neighbours' doing, not service time.
+//      - isolated (the -v runs only; --no-isolated skips them): pinned, and the server's threads and
+//        dnsperf under SCHED_FIFO (chrt -f 10), so that ordinary processes (other work on a shared
+//        machine) cannot take their CPUs: the nearest a shared machine gets to a CPU of the server's
+//        own. The kernel's RT throttling (sched_rt_runtime_us, 95%) still gives other tasks 50 ms
+//        of each second on that CPU, which shows in the max, not the p99. 5 s per run.
 //   3. Resident memory of podnet dns with the 10,000 + 10,000 loaded, before and after the load runs.
 //   4. A Service committed to etcd → the time until a query answers it (20 times).
 //   5. The ndots:5 search walk: glibc `getent ahosts` through a pod's resolv.conf, for external names
@@ -48,11 +53,14 @@ const { values } = parseArgs({
   options: {
     services: { type: "string", default: "10000" },
     seconds: { type: "string", default: "10" },
+    /** Skip the "isolated" (SCHED_FIFO) latency runs. */
+    "no-isolated": { type: "boolean", default: false },
     inner: { type: "string" },
   },
 });
 const SERVICES = Number(values.services);
 const SECONDS = Number(values.seconds);
+const ISOLATED = !values["no-isolated"];
 const env = { ...process.env };
 delete env.NODE_EXTRA_CA_CERTS;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -68,7 +76,7 @@ if (values.inner === undefined) {
     execFileSync("ip", ["-n", ns, "link", "set", "lo", "up"]);
     if (createdEtcNetns) mkdirSync(etcNetns);
     mkdirSync(join(etcNetns, ns));
-    const run = spawnSync("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO, "bench/dns.ts"), "--inner", ns, "--services", String(SERVICES), "--seconds", String(SECONDS)], { stdio: "inherit", env });
+    const run = spawnSync("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO, "bench/dns.ts"), "--inner", ns, "--services", String(SERVICES), "--seconds", String(SECONDS), ...(ISOLATED ? [] : ["--no-isolated"])], { stdio: "inherit", env });
     status = run.status ?? 1;
   } finally {
     rmSync(join(etcNetns, ns), { recursive: true, force: true });
@@ -153,22 +161,27 @@ function cpuTicks(pid: number): number {
 }
 const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
 
-type Placement = "pinned" | "shared";
+type Placement = "pinned" | "isolated" | "shared";
 const SERVER_CPU = "1";
 const CLIENT_CPU = "0";
 
-/** Set the CPUs of every thread of `pid` (taskset -a: the server's threads exist already). */
+/**
+ * Set the CPUs of every thread of `pid` (taskset -a: the server's threads exist already); "isolated"
+ * adds SCHED_FIFO (chrt), undone by placing it "shared" again.
+ */
 function place(pid: number, placement: Placement): void {
-  execFileSync("taskset", ["-a", "-p", "-c", placement === "pinned" ? SERVER_CPU : "0,1", String(pid)], { stdio: "ignore" });
+  execFileSync("taskset", ["-a", "-p", "-c", placement === "shared" ? "0,1" : SERVER_CPU, String(pid)], { stdio: "ignore" });
+  execFileSync("chrt", ["-a", ...(placement === "isolated" ? ["-f", "-p", "10"] : ["-o", "-p", "0"]), String(pid)], { stdio: "ignore" });
 }
 
 /**
- * dnsperf, on CLIENT_CPU when pinned, through a shell that prints its own /proc/PID/stat to stderr
+ * dnsperf, on CLIENT_CPU unless shared, through a shell that prints its own /proc/PID/stat to stderr
  * once dnsperf has been waited for: fields cutime and cstime are then dnsperf's CPU time (proc(5)).
  */
 function dnsperfCommand(args: string[], placement: Placement): [string, string[]] {
-  const cpus = placement === "pinned" ? CLIENT_CPU : "0,1";
-  return ["sh", ["-c", 'taskset -c "$0" dnsperf "$@"; s=$?; cat /proc/$$/stat >&2; exit $s', cpus, "-T", "1", ...args]];
+  const cpus = placement === "shared" ? "0,1" : CLIENT_CPU;
+  const rt = placement === "isolated" ? "chrt -f 10 " : "";
+  return ["sh", ["-c", `taskset -c "$0" ${rt}dnsperf "$@"; s=$?; cat /proc/$$/stat >&2; exit $s`, cpus, "-T", "1", ...args]];
 }
 
 /** dnsperf's CPU seconds (user + system), from the shell's stat line in `stderr`. */
@@ -358,13 +371,16 @@ async function main(): Promise<void> {
     for (const [server, addr, child, placement] of variants) runs.push({ server, placement, run: dnsperf(addr, queryFile, child.pid as number, placement) });
   }
   const latency = new Map<string, LatencyRun>();
-  for (const [server, addr, child, placement] of variants) latency.set(`${server}|${placement}`, await latencyRun(addr, queryFile, child.pid as number, placement));
+  // "isolated" (-v runs only, ISOLATED): pinned, and the server and dnsperf under SCHED_FIFO, so
+  // that other processes on this shared machine do not take their CPUs (see the header).
+  const latencyVariants = [...(ISOLATED ? ([["dnsmasq", "127.0.0.2", dnsmasq, "isolated"], ["podnet dns", "127.0.0.1", podnet, "isolated"]] as const) : []), ...variants];
+  for (const [server, addr, child, placement] of latencyVariants) latency.set(`${server}|${placement}`, await latencyRun(addr, queryFile, child.pid as number, placement));
   // The same at a fixed offered rate both servers keep up with: latency without a saturated queue
   // (at saturation dnsperf keeps up to 100 queries outstanding, so its latency is mostly
   // outstanding queries / throughput, Little's law, whatever the server's own service time).
   const FIXED_RATE = 20_000;
   const fixed = new Map<string, LatencyRun>();
-  for (const [server, addr, child, placement] of variants.slice(0, 4)) fixed.set(`${server}|${placement}`, await latencyRun(addr, queryFile, child.pid as number, placement, FIXED_RATE));
+  for (const [server, addr, child, placement] of latencyVariants.slice(0, latencyVariants.length - 2)) fixed.set(`${server}|${placement}`, await latencyRun(addr, queryFile, child.pid as number, placement, FIXED_RATE));
   const rssAfter = rssMiB(podnet.pid as number);
   const anonAfter = rssMiB(podnet.pid as number, "RssAnon");
   const pssAfter = pssMiB(podnet.pid as number);
@@ -425,20 +441,26 @@ async function main(): Promise<void> {
   const lines = [
     `Run ${new Date().toISOString()} (node ${process.version}, NODE_EXTRA_CA_CERTS unset), ${SERVICES.toLocaleString("en-US")} services + ${SERVICES.toLocaleString("en-US")} endpoints, dnsperf -c 4 -T 1 -Q 200000 -l ${SECONDS}, each server a single process, alternating twice; load average ${loadAtStart} at the start, ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} at the end. Loaded into etcd in ${fmt(loadSeconds, 1)} s; podnet dns started and synced in ${fmt(syncSeconds, 1)} s.`,
     "",
-    "CPUs: **pinned** = the server's threads on CPU 1, dnsperf on CPU 0 (a DNS server with a CPU of its own, its client elsewhere); **shared** = both on either CPU, as the scheduler likes. In the -v runs, the server's threads' time on a CPU / runnable but waiting for one, summed, over the run's wall time (/proc/PID/task/*/schedstat; waiting is time no server code can remove: other processes held the CPU), and dnsperf's CPU time over the run (pinned, near 100% means the client was the limit).",
+    "CPUs: **pinned** = the server's threads on CPU 1, dnsperf on CPU 0 (a DNS server with a CPU of its own, its client elsewhere); **isolated** = pinned, and both under SCHED_FIFO so that other processes on this shared machine cannot take those CPUs (-v runs only); **shared** = both on either CPU, as the scheduler likes. In the -v runs, the server's threads' time on a CPU / runnable but waiting for one, summed, over the run's wall time (/proc/PID/task/*/schedstat; waiting is time no server code can remove: other processes held the CPU), and dnsperf's CPU time over the run (pinned, near 100% means the client was the limit).",
     "",
     "| server | CPUs | QPS (each run) | QPS median | CPU µs per query (median) | avg latency ms (median) | lost | p50 / p99 ms (-v run, QPS) | server threads on CPU / waiting (-v) | dnsperf CPU (-v) |",
     "|---|---|---|---|---|---|---|---|---|---|",
+    ...(ISOLATED
+      ? (["dnsmasq", "podnet dns"] as const).map((server) => {
+          const l = lat(server, "isolated");
+          return `| ${labels[server]} | isolated | — | — | — | — | — | ${fmt(l.p50, 3)} / ${fmt(l.p99, 3)} (${fmt(l.qps)}) | ${pct(l.runShare)} / ${pct(l.waitShare)} | ${pct(l.clientCpuShare)} |`;
+        })
+      : []),
     ...variants.map(([server, , , placement]) => {
       const l = lat(server, placement);
       return `| ${labels[server]} | ${placement} | ${qps(server, placement).map((q) => fmt(q)).join(", ")} | ${fmt(qpsMedian(server, placement))} | ${fmt(cpu(server, placement), 2)} | ${fmt(median(of(server, placement).map((r) => r.avgMs)), 3)} | ${fmt(Math.max(...of(server, placement).map((r) => r.lostPct)), 2)}% | ${fmt(l.p50, 3)} / ${fmt(l.p99, 3)} (${fmt(l.qps)}) | ${pct(l.runShare)} / ${pct(l.waitShare)} | ${pct(l.clientCpuShare)} |`;
     }),
     `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | | — | 33,669 | — | — | — | — | | |`,
     "",
-    `- p99 at saturation, podnet dns / dnsmasq: **${fmt(lat("podnet dns", "pinned").p99, 3)} / ${fmt(lat("dnsmasq", "pinned").p99, 3)} ms pinned**, ${fmt(lat("podnet dns", "shared").p99, 3)} / ${fmt(lat("dnsmasq", "shared").p99, 3)} ms shared (p50 ${fmt(lat("podnet dns", "pinned").p50, 3)} / ${fmt(lat("dnsmasq", "pinned").p50, 3)} pinned, ${fmt(lat("podnet dns", "shared").p50, 3)} / ${fmt(lat("dnsmasq", "shared").p50, 3)} shared).`,
-    `- At a fixed ${fmt(FIXED_RATE)} queries/s (-Q ${FIXED_RATE}, not saturated), p50 / p99 ms, server threads on CPU / waiting: ${(["pinned", "shared"] as const).map((placement) => `${placement}: dnsmasq ${fmt(fix("dnsmasq", placement).p50, 3)} / ${fmt(fix("dnsmasq", placement).p99, 3)} (${pct(fix("dnsmasq", placement).runShare)} / ${pct(fix("dnsmasq", placement).waitShare)}), podnet dns ${fmt(fix("podnet dns", placement).p50, 3)} / ${fmt(fix("podnet dns", placement).p99, 3)} (${pct(fix("podnet dns", placement).runShare)} / ${pct(fix("podnet dns", placement).waitShare)})`).join("; ")}.`,
+    `- p99 at saturation, podnet dns / dnsmasq: ${ISOLATED ? `**${fmt(lat("podnet dns", "isolated").p99, 3)} / ${fmt(lat("dnsmasq", "isolated").p99, 3)} ms isolated**, ` : ""}**${fmt(lat("podnet dns", "pinned").p99, 3)} / ${fmt(lat("dnsmasq", "pinned").p99, 3)} ms pinned**, ${fmt(lat("podnet dns", "shared").p99, 3)} / ${fmt(lat("dnsmasq", "shared").p99, 3)} ms shared (p50 ${ISOLATED ? `${fmt(lat("podnet dns", "isolated").p50, 3)} / ${fmt(lat("dnsmasq", "isolated").p50, 3)} isolated, ` : ""}${fmt(lat("podnet dns", "pinned").p50, 3)} / ${fmt(lat("dnsmasq", "pinned").p50, 3)} pinned, ${fmt(lat("podnet dns", "shared").p50, 3)} / ${fmt(lat("dnsmasq", "shared").p50, 3)} shared).`,
+    `- At a fixed ${fmt(FIXED_RATE)} queries/s (-Q ${FIXED_RATE}, not saturated), p50 / p99 ms, server threads on CPU / waiting: ${[...(ISOLATED ? (["isolated"] as const) : []), ...(["pinned", "shared"] as const)].map((placement) => `${placement}: dnsmasq ${fmt(fix("dnsmasq", placement).p50, 3)} / ${fmt(fix("dnsmasq", placement).p99, 3)} (${pct(fix("dnsmasq", placement).runShare)} / ${pct(fix("dnsmasq", placement).waitShare)}), podnet dns ${fmt(fix("podnet dns", placement).p50, 3)} / ${fmt(fix("podnet dns", placement).p99, 3)} (${pct(fix("podnet dns", placement).runShare)} / ${pct(fix("podnet dns", placement).waitShare)})`).join("; ")}.`,
     `- CPU per query podnet dns / dnsmasq (medians; independent of how the CPUs were split): **${fmt(cpu("podnet dns", "pinned") / cpu("dnsmasq", "pinned"), 2)}x** pinned, ${fmt(cpu("podnet dns", "shared") / cpu("dnsmasq", "shared"), 2)}x shared (--no-batch: ${fmt(cpu("podnet dns --no-batch", "shared") / cpu("dnsmasq", "shared"), 2)}x).`,
-    `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio("pinned"), 2)}x pinned**, **${fmt(ratio("shared"), 2)}x shared** with one thread, ${fmt(qpsMedian("podnet dns --workers 2", "shared") / qpsMedian("dnsmasq", "shared"), 2)}x with two, ${fmt(qpsMedian("podnet dns --no-batch", "shared") / qpsMedian("dnsmasq", "shared"), 2)}x with --no-batch; podnet dns / CoreDNS's published figure: ${fmt(qpsMedian("podnet dns", "pinned") / 33669, 2)}x pinned (one CPU), ${fmt(qpsMedian("podnet dns", "shared") / 33669, 2)}x shared (different machine; CoreDNS's 2 vCPU were its own).`,
+    `- QPS ratio podnet dns / dnsmasq (medians, this run): ${ISOLATED ? `**${fmt(lat("podnet dns", "isolated").qps / lat("dnsmasq", "isolated").qps, 2)}x isolated** (the -v runs; dnsperf's CPU ${pct(lat("podnet dns", "isolated").clientCpuShare)} / ${pct(lat("dnsmasq", "isolated").clientCpuShare)}), ` : ""}**${fmt(ratio("pinned"), 2)}x pinned**, **${fmt(ratio("shared"), 2)}x shared** with one thread, ${fmt(qpsMedian("podnet dns --workers 2", "shared") / qpsMedian("dnsmasq", "shared"), 2)}x with two, ${fmt(qpsMedian("podnet dns --no-batch", "shared") / qpsMedian("dnsmasq", "shared"), 2)}x with --no-batch; podnet dns / CoreDNS's published figure: ${fmt(qpsMedian("podnet dns", "pinned") / 33669, 2)}x pinned (one CPU), ${fmt(qpsMedian("podnet dns", "shared") / 33669, 2)}x shared (different machine; CoreDNS's 2 vCPU were its own).`,
     `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: PSS **${fmt(pssLoaded.pss, 1)} MiB** idle (Pss_Anon ${fmt(pssLoaded.pssAnon, 1)}), RSS ${fmt(rssLoaded, 1)} MiB (RssAnon ${fmt(anonLoaded, 1)} MiB, RssFile ${fmt(fileLoaded, 1)} MiB, the node binary's pages, shared by every Node process); after the load runs PSS ${fmt(pssAfter.pss, 1)} MiB, RSS ${fmt(rssAfter, 1)} MiB, RssAnon ${fmt(anonAfter, 1)} MiB (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB, RssFile ${fmt(fileBare, 1)} MiB).`,
     `- V8 heap of podnet dns when idle: ${fmt(heap.used, 1)} MiB used of ${fmt(heap.total, 1)} MiB, external (buffers) ${fmt(heap.external, 1)} MiB.`,
     `- Service committed to etcd → first answer, 20 services: median **${fmt(median(delays), 1)} ms**, max ${fmt(Math.max(...delays), 1)} ms.`,
