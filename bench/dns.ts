@@ -14,7 +14,8 @@
 //        time in the 05:23 quiet run) while dnsperf's threads run, and that wait, the scheduler's,
 //        is most of the tail. dnsperf -T 1 (one sending and one receiving thread) on one CPU must
 //        still saturate the server: the report gives dnsperf's own CPU share (from its rusage, through
-//        a shell's cutime/cstime) beside the server's, so a client-bound run shows as such.
+//        a shell's cutime/cstime) beside the server's, so a client-bound run shows as such. (-T 2 on
+//        the same CPU gave no more QPS and a worse p99: bench/RESULTS.md, "p99 with the CPUs placed".)
 //      - shared: both free to run on either CPU (the scheduler decides), as before.
 //      Pinning gives the server a CPU of its own only when nothing else runs there: other processes on
 //      the machine still share CPU 1. So every latency run reports the server's threads' time on a CPU
