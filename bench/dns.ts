@@ -4,8 +4,27 @@
 //      `podnet dns` loads them through the watch; dnsmasq serves the same 10,000 names from a hosts
 //      file (--addn-hosts, --no-resolv, --cache-size=10000). Both single processes, in one private
 //      namespace, on 127.0.0.1 and 127.0.0.2.
-//   2. dnsperf -c 4 -Q 200000 -l 10 against each, alternating, twice (the NOTES baseline method): QPS
-//      and average latency; then a -v run of each for the latency distribution (p50, p99).
+//   2. dnsperf -c 4 -T 1 -Q 200000 -l 10 against each, alternating, twice (the NOTES baseline method):
+//      QPS and average latency; then a -v run of each for the latency distribution (p50, p99), at
+//      saturation and at a fixed 20,000 q/s.
+//      Two CPU placements, side by side, for podnet dns and dnsmasq alike:
+//      - pinned (the headline): the server's threads on CPU 1, dnsperf on CPU 0 (taskset). A cluster DNS
+//        server has CPUs of its own and its clients are elsewhere; on a 2-CPU machine where dnsperf
+//        shares the server's CPUs, a saturated server's thread waits runnable for a CPU (24% of the
+//        time in the 05:23 quiet run) while dnsperf's threads run, and that wait, the scheduler's,
+//        is most of the tail. dnsperf -T 1 (one sending and one receiving thread) on one CPU must
+//        still saturate the server: the report gives dnsperf's own CPU share (from its rusage, through
+//        a shell's cutime/cstime) beside the server's, so a client-bound run shows as such. (-T 2 on
+//        the same CPU gave no more QPS and a worse p99: bench/RESULTS.md, "p99 with the CPUs placed".)
+//      - shared: both free to run on either CPU (the scheduler decides), as before.
+//      Pinning gives the server a CPU of its own only when nothing else runs there: other processes on
+//      the machine still share CPU 1. So every latency run reports the server's threads' time on a CPU
+//      and waiting for one (/proc/PID/task/*/schedstat): waiting is the neighbours' doing, not service time.
+//      - isolated (the -v runs only; --no-isolated skips them): pinned, and the server's threads and
+//        dnsperf under SCHED_FIFO (chrt -f 10), so that ordinary processes (other work on a shared
+//        machine) cannot take their CPUs: the nearest a shared machine gets to a CPU of the server's
+//        own. The kernel's RT throttling (sched_rt_runtime_us, 95%) still gives other tasks 50 ms
+//        of each second on that CPU, which shows in the max, not the p99. 5 s per run.
 //   3. Resident memory of podnet dns with the 10,000 + 10,000 loaded, before and after the load runs.
 //   4. A Service committed to etcd → the time until a query answers it (20 times).
 //   5. The ndots:5 search walk: glibc `getent ahosts` through a pod's resolv.conf, for external names
@@ -35,11 +54,14 @@ const { values } = parseArgs({
   options: {
     services: { type: "string", default: "10000" },
     seconds: { type: "string", default: "10" },
+    /** Skip the "isolated" (SCHED_FIFO) latency runs. */
+    "no-isolated": { type: "boolean", default: false },
     inner: { type: "string" },
   },
 });
 const SERVICES = Number(values.services);
 const SECONDS = Number(values.seconds);
+const ISOLATED = !values["no-isolated"];
 const env = { ...process.env };
 delete env.NODE_EXTRA_CA_CERTS;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -55,7 +77,7 @@ if (values.inner === undefined) {
     execFileSync("ip", ["-n", ns, "link", "set", "lo", "up"]);
     if (createdEtcNetns) mkdirSync(etcNetns);
     mkdirSync(join(etcNetns, ns));
-    const run = spawnSync("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO, "bench/dns.ts"), "--inner", ns, "--services", String(SERVICES), "--seconds", String(SECONDS)], { stdio: "inherit", env });
+    const run = spawnSync("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", join(REPO, "bench/dns.ts"), "--inner", ns, "--services", String(SERVICES), "--seconds", String(SECONDS), ...(ISOLATED ? [] : ["--no-isolated"])], { stdio: "inherit", env });
     status = run.status ?? 1;
   } finally {
     rmSync(join(etcNetns, ns), { recursive: true, force: true });
@@ -128,6 +150,8 @@ interface PerfRun {
   lostPct: number;
   /** CPU time (user + system, every thread) the server spent per answered query, in microseconds. */
   cpuUsPerQuery: number;
+  /** dnsperf's CPU time over the run's length: near 1.0 pinned (one CPU), the client is the limit. */
+  clientCpuShare: number;
 }
 
 /** utime + stime of a process, all threads, in clock ticks (proc(5) /proc/pid/stat fields 14 and 15). */
@@ -138,25 +162,71 @@ function cpuTicks(pid: number): number {
 }
 const TICKS_PER_SECOND = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim());
 
-function dnsperf(server: string, queryFile: string, pid: number): PerfRun {
+type Placement = "pinned" | "isolated" | "shared";
+const SERVER_CPU = "1";
+const CLIENT_CPU = "0";
+
+/**
+ * Set the CPUs of every thread of `pid` (taskset -a: the server's threads exist already); "isolated"
+ * adds SCHED_FIFO (chrt), undone by placing it "shared" again.
+ */
+function place(pid: number, placement: Placement): void {
+  execFileSync("taskset", ["-a", "-p", "-c", placement === "shared" ? "0,1" : SERVER_CPU, String(pid)], { stdio: "ignore" });
+  execFileSync("chrt", ["-a", ...(placement === "isolated" ? ["-f", "-p", "10"] : ["-o", "-p", "0"]), String(pid)], { stdio: "ignore" });
+}
+
+/**
+ * dnsperf, on CLIENT_CPU unless shared, through a shell that prints its own /proc/PID/stat to stderr
+ * once dnsperf has been waited for: fields cutime and cstime are then dnsperf's CPU time (proc(5)).
+ */
+function dnsperfCommand(args: string[], placement: Placement): [string, string[]] {
+  const cpus = placement === "shared" ? "0,1" : CLIENT_CPU;
+  const rt = placement === "isolated" ? "chrt -f 10 " : "";
+  return ["sh", ["-c", `taskset -c "$0" ${rt}dnsperf "$@"; s=$?; cat /proc/$$/stat >&2; exit $s`, cpus, "-T", "1", ...args]];
+}
+
+/** dnsperf's CPU seconds (user + system), from the shell's stat line in `stderr`. */
+function clientCpuSeconds(stderr: string): number {
+  const line = stderr.split("\n").find((l) => /^\d+ \(sh\) /.test(l));
+  if (!line) return NaN;
+  const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[13]) + Number(fields[14])) / TICKS_PER_SECOND;
+}
+
+function dnsperf(server: string, queryFile: string, pid: number, placement: Placement): PerfRun {
+  place(pid, placement);
   const before = cpuTicks(pid);
-  const out = execFileSync("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", "200000", "-l", String(SECONDS)], { encoding: "utf8" });
+  const [cmd, args] = dnsperfCommand(["-s", server, "-d", queryFile, "-c", "4", "-Q", "200000", "-l", String(SECONDS)], placement);
+  const run = spawnSync(cmd, args, { encoding: "utf8", env });
   const cpuSeconds = (cpuTicks(pid) - before) / TICKS_PER_SECOND;
+  place(pid, "shared");
+  if (run.status !== 0) throw new Error(`dnsperf failed: ${run.stderr}`);
+  const out = run.stdout;
   const qps = Number(/Queries per second:\s+([\d.]+)/.exec(out)?.[1]);
   const completed = Number(/Queries completed:\s+(\d+)/.exec(out)?.[1]);
   const avg = Number(/Average Latency \(s\):\s+([\d.]+)/.exec(out)?.[1]);
   const lost = Number(/Queries lost:\s+\d+ \(([\d.]+)%\)/.exec(out)?.[1] ?? "0");
-  return { qps, avgMs: avg * 1000, lostPct: lost, cpuUsPerQuery: (cpuSeconds * 1e6) / completed };
+  return { qps, avgMs: avg * 1000, lostPct: lost, cpuUsPerQuery: (cpuSeconds * 1e6) / completed, clientCpuShare: clientCpuSeconds(run.stderr) / SECONDS };
 }
 
 /**
  * dnsperf -v prints one line per answer with its latency. They go to a file and are read afterwards,
  * so that parsing them does not take CPU from the server being measured.
  */
-/** The main thread's time on a CPU and waiting on a run queue, ns (/proc/pid/schedstat, sched-stats.rst). */
+/**
+ * The server's threads' time on a CPU and waiting on a run queue, summed, ns (/proc/PID/task/TID/schedstat,
+ * Documentation/scheduler/sched-stats.rst). Summed because --workers 2 answers on worker threads;
+ * a single-threaded server's other threads (V8's platform worker, libuv's pool) are near idle.
+ */
 function schedstat(pid: number): { running: number; waiting: number } {
-  const [running, waiting] = readFileSync(`/proc/${pid}/schedstat`, "utf8").trim().split(" ").map(Number);
-  return { running: running ?? NaN, waiting: waiting ?? NaN };
+  let running = 0;
+  let waiting = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    const [r, w] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").trim().split(" ").map(Number);
+    running += r ?? NaN;
+    waiting += w ?? NaN;
+  }
+  return { running, waiting };
 }
 
 interface LatencyRun {
@@ -164,21 +234,28 @@ interface LatencyRun {
   p50: number;
   p99: number;
   n: number;
-  /** Of the run's wall time, the share the server's main thread spent runnable but not running. */
+  /** Of the run's wall time, the share the server's threads spent runnable but not running (summed). */
   waitShare: number;
   /** ... and the share it spent on a CPU. */
   runShare: number;
+  /** dnsperf's CPU time over the run's wall time. */
+  clientCpuShare: number;
 }
 
-async function latencyRun(server: string, queryFile: string, pid: number, rate = 200_000): Promise<LatencyRun> {
+async function latencyRun(server: string, queryFile: string, pid: number, placement: Placement, rate = 200_000): Promise<LatencyRun> {
   const outFile = join(dir, "dnsperf-v.out");
+  place(pid, placement);
   const before = schedstat(pid);
   const startedAt = performance.now();
   const fd = openSync(outFile, "w");
-  const child = spawn("dnsperf", ["-s", server, "-d", queryFile, "-c", "4", "-Q", String(rate), "-l", String(Math.max(3, Math.floor(SECONDS / 2))), "-v"], { env, stdio: ["ignore", fd, "ignore"] });
-  await new Promise((r) => child.on("exit", r));
+  const [cmd, args] = dnsperfCommand(["-s", server, "-d", queryFile, "-c", "4", "-Q", String(rate), "-l", String(Math.max(3, Math.floor(SECONDS / 2))), "-v"], placement);
+  const child = spawn(cmd, args, { env, stdio: ["ignore", fd, "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  await new Promise((r) => child.on("close", r));
   const wallNs = (performance.now() - startedAt) * 1e6;
   const after = schedstat(pid);
+  place(pid, "shared");
   closeSync(fd);
   const latencies: number[] = [];
   let summary = "";
@@ -191,7 +268,15 @@ async function latencyRun(server: string, queryFile: string, pid: number, rate =
   rmSync(outFile);
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), p50: at(0.5), p99: at(0.99), n: latencies.length, waitShare: (after.waiting - before.waiting) / wallNs, runShare: (after.running - before.running) / wallNs };
+  return {
+    qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]),
+    p50: at(0.5),
+    p99: at(0.99),
+    n: latencies.length,
+    waitShare: (after.waiting - before.waiting) / wallNs,
+    runShare: (after.running - before.running) / wallNs,
+    clientCpuShare: (clientCpuSeconds(stderr) * 1e9) / wallNs,
+  };
 }
 
 function metricSum(text: string, name: string): number {
@@ -272,22 +357,31 @@ async function main(): Promise<void> {
 
   const loadAtStart = readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
   // 2. throughput, alternating
-  const runs: { server: string; run: PerfRun }[] = [];
+  // Server label, address, process, placement. --workers 2 is two threads: pinning it to one CPU
+  // would measure something else, so it and --no-batch run shared only.
+  const variants = [
+    ["dnsmasq", "127.0.0.2", dnsmasq, "pinned"],
+    ["podnet dns", "127.0.0.1", podnet, "pinned"],
+    ["dnsmasq", "127.0.0.2", dnsmasq, "shared"],
+    ["podnet dns", "127.0.0.1", podnet, "shared"],
+    ["podnet dns --no-batch", "127.0.0.6", podnetSingle, "shared"],
+    ["podnet dns --workers 2", "127.0.0.5", podnet2, "shared"],
+  ] as const;
+  const runs: { server: string; placement: Placement; run: PerfRun }[] = [];
   for (let round = 0; round < 2; round++) {
-    for (const [server, addr, child] of [["dnsmasq", "127.0.0.2", dnsmasq], ["podnet dns", "127.0.0.1", podnet], ["podnet dns --no-batch", "127.0.0.6", podnetSingle], ["podnet dns --workers 2", "127.0.0.5", podnet2]] as const) {
-      runs.push({ server, run: dnsperf(addr, queryFile, child.pid as number) });
-    }
+    for (const [server, addr, child, placement] of variants) runs.push({ server, placement, run: dnsperf(addr, queryFile, child.pid as number, placement) });
   }
-  const latDnsmasq = await latencyRun("127.0.0.2", queryFile, dnsmasq.pid as number);
-  const latPodnet = await latencyRun("127.0.0.1", queryFile, podnet.pid as number);
-  const latTwo = await latencyRun("127.0.0.5", queryFile, podnet2.pid as number);
-  const latSingle = await latencyRun("127.0.0.6", queryFile, podnetSingle.pid as number);
+  const latency = new Map<string, LatencyRun>();
+  // "isolated" (-v runs only, ISOLATED): pinned, and the server and dnsperf under SCHED_FIFO, so
+  // that other processes on this shared machine do not take their CPUs (see the header).
+  const latencyVariants = [...(ISOLATED ? ([["dnsmasq", "127.0.0.2", dnsmasq, "isolated"], ["podnet dns", "127.0.0.1", podnet, "isolated"]] as const) : []), ...variants];
+  for (const [server, addr, child, placement] of latencyVariants) latency.set(`${server}|${placement}`, await latencyRun(addr, queryFile, child.pid as number, placement));
   // The same at a fixed offered rate both servers keep up with: latency without a saturated queue
-  // (at saturation dnsperf keeps 100 queries outstanding per client, so its latency is mostly
+  // (at saturation dnsperf keeps up to 100 queries outstanding, so its latency is mostly
   // outstanding queries / throughput, Little's law, whatever the server's own service time).
   const FIXED_RATE = 20_000;
-  const fixedDnsmasq = await latencyRun("127.0.0.2", queryFile, dnsmasq.pid as number, FIXED_RATE);
-  const fixedPodnet = await latencyRun("127.0.0.1", queryFile, podnet.pid as number, FIXED_RATE);
+  const fixed = new Map<string, LatencyRun>();
+  for (const [server, addr, child, placement] of latencyVariants.slice(0, latencyVariants.length - 2)) fixed.set(`${server}|${placement}`, await latencyRun(addr, queryFile, child.pid as number, placement, FIXED_RATE));
   const rssAfter = rssMiB(podnet.pid as number);
   const anonAfter = rssMiB(podnet.pid as number, "RssAnon");
   const pssAfter = pssMiB(podnet.pid as number);
@@ -331,28 +425,43 @@ async function main(): Promise<void> {
   }
 
   // ---- report (markdown, for bench/RESULTS.md)
-  const qps = (server: string) => runs.filter((r) => r.server === server).map((r) => r.run.qps);
-  const avg = (server: string) => runs.filter((r) => r.server === server).map((r) => r.run.avgMs);
-  const lost = (server: string) => Math.max(...runs.filter((r) => r.server === server).map((r) => r.run.lostPct));
-  const cpu = (server: string) => median(runs.filter((r) => r.server === server).map((r) => r.run.cpuUsPerQuery));
-  const ratio = median(qps("podnet dns")) / median(qps("dnsmasq"));
-  const ratioTwo = median(qps("podnet dns --workers 2")) / median(qps("dnsmasq"));
+  const of = (server: string, placement: Placement) => runs.filter((r) => r.server === server && r.placement === placement).map((r) => r.run);
+  const qps = (server: string, placement: Placement) => of(server, placement).map((r) => r.qps);
+  const qpsMedian = (server: string, placement: Placement) => median(qps(server, placement));
+  const cpu = (server: string, placement: Placement) => median(of(server, placement).map((r) => r.cpuUsPerQuery));
+  const lat = (server: string, placement: Placement) => latency.get(`${server}|${placement}`) as LatencyRun;
+  const fix = (server: string, placement: Placement) => fixed.get(`${server}|${placement}`) as LatencyRun;
+  const pct = (x: number) => `${fmt(x * 100)}%`;
+  const ratio = (placement: Placement) => qpsMedian("podnet dns", placement) / qpsMedian("dnsmasq", placement);
+  const labels: Record<string, string> = {
+    dnsmasq: "dnsmasq (hosts file, cache 10,000)",
+    "podnet dns": "podnet dns",
+    "podnet dns --no-batch": "podnet dns --no-batch (one datagram per callback)",
+    "podnet dns --workers 2": "podnet dns --workers 2 (two threads, one process)",
+  };
   const lines = [
-    `Run ${new Date().toISOString()} (node ${process.version}, NODE_EXTRA_CA_CERTS unset), ${SERVICES.toLocaleString("en-US")} services + ${SERVICES.toLocaleString("en-US")} endpoints, dnsperf -c 4 -Q 200000 -l ${SECONDS}, each server a single process, alternating twice; load average ${loadAtStart} at the start, ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} at the end. Loaded into etcd in ${fmt(loadSeconds, 1)} s; podnet dns started and synced in ${fmt(syncSeconds, 1)} s.`,
+    `Run ${new Date().toISOString()} (node ${process.version}, NODE_EXTRA_CA_CERTS unset), ${SERVICES.toLocaleString("en-US")} services + ${SERVICES.toLocaleString("en-US")} endpoints, dnsperf -c 4 -T 1 -Q 200000 -l ${SECONDS}, each server a single process, alternating twice; load average ${loadAtStart} at the start, ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} at the end. Loaded into etcd in ${fmt(loadSeconds, 1)} s; podnet dns started and synced in ${fmt(syncSeconds, 1)} s.`,
     "",
-    "| server | QPS (each run) | QPS median | CPU µs per query (median) | avg latency ms (median) | lost | p50 / p99 ms (-v run, QPS) |",
-    "|---|---|---|---|---|---|---|",
-    ...([["dnsmasq (hosts file, cache 10,000)", "dnsmasq", latDnsmasq], ["podnet dns", "podnet dns", latPodnet], ["podnet dns --no-batch (one datagram per callback)", "podnet dns --no-batch", latSingle], ["podnet dns --workers 2 (two threads, one process)", "podnet dns --workers 2", latTwo]] as const).map(
-      ([label, server, lat]) =>
-        `| ${label} | ${qps(server).map((q) => fmt(q)).join(", ")} | ${fmt(median(qps(server)))} | ${fmt(cpu(server), 2)} | ${fmt(median(avg(server)), 3)} | ${fmt(lost(server), 2)}% | ${fmt(lat.p50, 3)} / ${fmt(lat.p99, 3)} (${fmt(lat.qps)}) |`,
-    ),
-    `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | — | 33,669 | — | — | — | — |`,
+    "CPUs: **pinned** = the server's threads on CPU 1, dnsperf on CPU 0 (a DNS server with a CPU of its own, its client elsewhere); **isolated** = pinned, and both under SCHED_FIFO so that other processes on this shared machine cannot take those CPUs (-v runs only); **shared** = both on either CPU, as the scheduler likes. In the -v runs, the server's threads' time on a CPU / runnable but waiting for one, summed, over the run's wall time (/proc/PID/task/*/schedstat; waiting is time no server code can remove: other processes held the CPU), and dnsperf's CPU time over the run (pinned, near 100% means the client was the limit).",
     "",
-    `- At a fixed ${fmt(FIXED_RATE)} queries/s (-Q ${FIXED_RATE}, not saturated), p50 / p99 ms: dnsmasq ${fmt(fixedDnsmasq.p50, 3)} / ${fmt(fixedDnsmasq.p99, 3)}, podnet dns ${fmt(fixedPodnet.p50, 3)} / ${fmt(fixedPodnet.p99, 3)} (p99 ratio ${fmt(fixedPodnet.p99 / fixedDnsmasq.p99, 2)}x).`,
-    `- p99 at saturation podnet dns / dnsmasq: ${fmt(latPodnet.p99 / latDnsmasq.p99, 2)}x (p50 ${fmt(latPodnet.p50 / latDnsmasq.p50, 2)}x).`,
-    `- The server's main thread during the -v runs (/proc/pid/schedstat), share of wall time on a CPU / runnable but waiting for one: dnsmasq ${fmt(latDnsmasq.runShare * 100)}% / ${fmt(latDnsmasq.waitShare * 100)}%, podnet dns ${fmt(latPodnet.runShare * 100)}% / ${fmt(latPodnet.waitShare * 100)}%; at the fixed rate dnsmasq ${fmt(fixedDnsmasq.runShare * 100)}% / ${fmt(fixedDnsmasq.waitShare * 100)}%, podnet dns ${fmt(fixedPodnet.runShare * 100)}% / ${fmt(fixedPodnet.waitShare * 100)}%. Time spent waiting for a CPU is latency no server code can remove.`,
-    `- CPU per query podnet dns / dnsmasq (medians; independent of how the shared CPUs were split): **${fmt(cpu("podnet dns") / cpu("dnsmasq"), 2)}x** (--no-batch: ${fmt(cpu("podnet dns --no-batch") / cpu("dnsmasq"), 2)}x).`,
-    `- QPS ratio podnet dns / dnsmasq (medians, this run): **${fmt(ratio, 2)}x** with one thread, **${fmt(ratioTwo, 2)}x** with two, ${fmt(median(qps("podnet dns --no-batch")) / median(qps("dnsmasq")), 2)}x with --no-batch; podnet dns / CoreDNS's published figure: ${fmt(median(qps("podnet dns")) / 33669, 2)}x (different machine; dnsperf shares our 2 CPUs).`,
+    "| server | CPUs | QPS (each run) | QPS median | CPU µs per query (median) | avg latency ms (median) | lost | p50 / p99 ms (-v run, QPS) | server threads on CPU / waiting (-v) | dnsperf CPU (-v) |",
+    "|---|---|---|---|---|---|---|---|---|---|",
+    ...(ISOLATED
+      ? (["dnsmasq", "podnet dns"] as const).map((server) => {
+          const l = lat(server, "isolated");
+          return `| ${labels[server]} | isolated | — | — | — | — | — | ${fmt(l.p50, 3)} / ${fmt(l.p99, 3)} (${fmt(l.qps)}) | ${pct(l.runShare)} / ${pct(l.waitShare)} | ${pct(l.clientCpuShare)} |`;
+        })
+      : []),
+    ...variants.map(([server, , , placement]) => {
+      const l = lat(server, placement);
+      return `| ${labels[server]} | ${placement} | ${qps(server, placement).map((q) => fmt(q)).join(", ")} | ${fmt(qpsMedian(server, placement))} | ${fmt(cpu(server, placement), 2)} | ${fmt(median(of(server, placement).map((r) => r.avgMs)), 3)} | ${fmt(Math.max(...of(server, placement).map((r) => r.lostPct)), 2)}% | ${fmt(l.p50, 3)} / ${fmt(l.p99, 3)} (${fmt(l.qps)}) | ${pct(l.runShare)} / ${pct(l.waitShare)} | ${pct(l.clientCpuShare)} |`;
+    }),
+    `| CoreDNS, published (coredns/deployment Scaling_CoreDNS.md, 2 vCPU, internal names) | | — | 33,669 | — | — | — | — | | |`,
+    "",
+    `- p99 at saturation, podnet dns / dnsmasq: ${ISOLATED ? `**${fmt(lat("podnet dns", "isolated").p99, 3)} / ${fmt(lat("dnsmasq", "isolated").p99, 3)} ms isolated**, ` : ""}**${fmt(lat("podnet dns", "pinned").p99, 3)} / ${fmt(lat("dnsmasq", "pinned").p99, 3)} ms pinned**, ${fmt(lat("podnet dns", "shared").p99, 3)} / ${fmt(lat("dnsmasq", "shared").p99, 3)} ms shared (p50 ${ISOLATED ? `${fmt(lat("podnet dns", "isolated").p50, 3)} / ${fmt(lat("dnsmasq", "isolated").p50, 3)} isolated, ` : ""}${fmt(lat("podnet dns", "pinned").p50, 3)} / ${fmt(lat("dnsmasq", "pinned").p50, 3)} pinned, ${fmt(lat("podnet dns", "shared").p50, 3)} / ${fmt(lat("dnsmasq", "shared").p50, 3)} shared).`,
+    `- At a fixed ${fmt(FIXED_RATE)} queries/s (-Q ${FIXED_RATE}, not saturated), p50 / p99 ms, server threads on CPU / waiting: ${[...(ISOLATED ? (["isolated"] as const) : []), ...(["pinned", "shared"] as const)].map((placement) => `${placement}: dnsmasq ${fmt(fix("dnsmasq", placement).p50, 3)} / ${fmt(fix("dnsmasq", placement).p99, 3)} (${pct(fix("dnsmasq", placement).runShare)} / ${pct(fix("dnsmasq", placement).waitShare)}), podnet dns ${fmt(fix("podnet dns", placement).p50, 3)} / ${fmt(fix("podnet dns", placement).p99, 3)} (${pct(fix("podnet dns", placement).runShare)} / ${pct(fix("podnet dns", placement).waitShare)})`).join("; ")}.`,
+    `- CPU per query podnet dns / dnsmasq (medians; independent of how the CPUs were split): **${fmt(cpu("podnet dns", "pinned") / cpu("dnsmasq", "pinned"), 2)}x** pinned, ${fmt(cpu("podnet dns", "shared") / cpu("dnsmasq", "shared"), 2)}x shared (--no-batch: ${fmt(cpu("podnet dns --no-batch", "shared") / cpu("dnsmasq", "shared"), 2)}x).`,
+    `- QPS ratio podnet dns / dnsmasq (medians, this run): ${ISOLATED ? `**${fmt(lat("podnet dns", "isolated").qps / lat("dnsmasq", "isolated").qps, 2)}x isolated** (the -v runs; dnsperf's CPU ${pct(lat("podnet dns", "isolated").clientCpuShare)} / ${pct(lat("dnsmasq", "isolated").clientCpuShare)}), ` : ""}**${fmt(ratio("pinned"), 2)}x pinned**, **${fmt(ratio("shared"), 2)}x shared** with one thread, ${fmt(qpsMedian("podnet dns --workers 2", "shared") / qpsMedian("dnsmasq", "shared"), 2)}x with two, ${fmt(qpsMedian("podnet dns --no-batch", "shared") / qpsMedian("dnsmasq", "shared"), 2)}x with --no-batch; podnet dns / CoreDNS's published figure: ${fmt(qpsMedian("podnet dns", "pinned") / 33669, 2)}x pinned (one CPU), ${fmt(qpsMedian("podnet dns", "shared") / 33669, 2)}x shared (different machine; CoreDNS's 2 vCPU were its own).`,
     `- Resident memory of podnet dns with ${SERVICES.toLocaleString("en-US")} + ${SERVICES.toLocaleString("en-US")} loaded: PSS **${fmt(pssLoaded.pss, 1)} MiB** idle (Pss_Anon ${fmt(pssLoaded.pssAnon, 1)}), RSS ${fmt(rssLoaded, 1)} MiB (RssAnon ${fmt(anonLoaded, 1)} MiB, RssFile ${fmt(fileLoaded, 1)} MiB, the node binary's pages, shared by every Node process); after the load runs PSS ${fmt(pssAfter.pss, 1)} MiB, RSS ${fmt(rssAfter, 1)} MiB, RssAnon ${fmt(anonAfter, 1)} MiB (dnsmasq: ${fmt(rssDnsmasq, 1)} MiB; podnet dns --workers 2: ${fmt(rssTwo, 1)} MiB; bare Node 20 with etcd3, prom-client and dns-packet loaded and nothing else: ${fmt(rssBare, 1)} MiB, RssAnon ${fmt(anonBare, 1)} MiB, RssFile ${fmt(fileBare, 1)} MiB).`,
     `- V8 heap of podnet dns when idle: ${fmt(heap.used, 1)} MiB used of ${fmt(heap.total, 1)} MiB, external (buffers) ${fmt(heap.external, 1)} MiB.`,
     `- Service committed to etcd → first answer, 20 services: median **${fmt(median(delays), 1)} ms**, max ${fmt(Math.max(...delays), 1)} ms.`,

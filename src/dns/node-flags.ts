@@ -1,7 +1,13 @@
 // V8 flags for a `podnet dns` process, chosen with bench/dns-memory.ts (10,000 Services + 10,000
 // EndpointSlices, bench/RESULTS.md "Cluster DNS"):
-//   --max-semi-space-size=1  the young generation stays at 1 MiB semi-spaces (the hot path allocates
-//                            almost nothing; V8's default grows them to 16 MiB);
+//   --max-semi-space-size=1  the young generation stays at 1 MiB semi-spaces (V8's default grows them
+//                            to 16 MiB). A cached UDP answer allocates nothing, so under dnsperf at
+//                            ~90,000 q/s a scavenge comes every few seconds whatever the size. On the
+//                            uncached path (bench/dns-tail.ts --uncached, ~22,000 q/s, every query a
+//                            new spelling) 1 / 2 / 4 / 16 MiB gave 547 / 275 / 153 / 71 scavenges in 5 s,
+//                            median pause 0.48 / 0.83 / 0.94 / 1.23 ms, 408 / 297 / 197 / 298 ms in all,
+//                            and no p99 difference that the machine's noise (load 9-11) let through;
+//                            larger spaces cost PSS (+3.5 MiB at 4 MiB in the cached runs), so 1 stays;
 //   --v8-pool-size=1         one V8 platform worker instead of one per CPU; with DNS_ENV's
 //                            UV_THREADPOOL_SIZE=1, 5 threads instead of 11 and about 4 MiB less PSS
 //                            (each idle thread's stack and malloc arena), with no measured cost in CPU

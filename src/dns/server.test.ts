@@ -262,6 +262,44 @@ describe("dns server", () => {
     });
   }
 
+  it("a queue longer than one batch, all cached answers: every query answered, batching kept", async () => {
+    // The datagram that wakes the server takes send slot 0 of the first batch; with a full batch
+    // waiting behind it the slots must still suffice (once they did not: sendmmsg read past them).
+    const server = await startServer(await clusterStore(), undefined);
+    await server.whenSynced();
+    const names = ["web.default.svc.cluster.local", "WEB.default.svc.cluster.local", "missing.default.svc.cluster.local"];
+    for (const name of names) await ask(server.address.port, name);
+    const socket = dgram.createSocket("udp4");
+    await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", () => resolve()));
+    closers.push(() => socket.close());
+    const total = 150;
+    const replies = new Map<number, Reply>();
+    const done = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`only ${replies.size} of ${total} answered`)), 5000);
+      socket.on("message", (msg) => {
+        const reply = dnsPacket.decode(msg) as Reply;
+        replies.set(reply.id as number, reply);
+        if (replies.size === total) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    const before = server.batchedDatagrams;
+    // All sent before the server's callback runs (one process, one thread): they queue on its socket.
+    for (let id = 0; id < total; id++) {
+      socket.send(dnsPacket.encode({ type: "query", id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ name: names[id % names.length] as string, type: "A" }] }), server.address.port, "127.0.0.1");
+    }
+    await done;
+    for (let id = 0; id < total; id++) {
+      const reply = replies.get(id) as Reply;
+      assert.equal(reply.questions?.[0]?.name, names[id % names.length]);
+      assert.equal(reply.rcode, id % names.length === 2 ? "NXDOMAIN" : "NOERROR");
+    }
+    assert.ok(server.batchedDatagrams - before >= 64, `a full batch was taken (${server.batchedDatagrams - before} datagrams)`);
+    assert.equal(server.batching, true, "the batch path is still in use");
+  });
+
   it("malformed packets: FORMERR with the id, or nothing; never an exception", async () => {
     const server = await startServer(await clusterStore(), undefined);
     await server.whenSynced();

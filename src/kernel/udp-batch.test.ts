@@ -69,4 +69,20 @@ describe("udp batch", () => {
     await sleep(100);
     for (let c = 0; c < 3; c++) assert.deepEqual(replies.get(c)?.sort(), [`re:q${c}a`, `re:q${c}b`]);
   });
+
+  it("answers a sender given as text (a datagram that came through dgram), IPv4 only", async () => {
+    assert.ok(batch);
+    const client = clients[1] as dgram.Socket;
+    const got: string[] = [];
+    client.on("message", (m) => got.push(m.toString()));
+    const reply = Buffer.from("by-address");
+    batch.bytes.set(reply, batch.sendOffset(0));
+    for (const bad of ["::1", "1.2.3", "1.2.3.4.5", "256.0.0.1", "1..2.3", "1.2.3.4 ", "1234.0.0.1"]) {
+      assert.equal(batch.setReplyToIPv4(0, bad, 9, reply.length), false, bad);
+    }
+    assert.equal(batch.setReplyToIPv4(0, "127.0.0.1", client.address().port, reply.length), true);
+    assert.equal(batch.send(1), 1);
+    await sleep(100);
+    assert.ok(got.includes("by-address"), `got ${JSON.stringify(got)}`);
+  });
 });

@@ -112,12 +112,12 @@ export class UdpBatch {
   }
 
   /**
-   * Take the datagrams waiting on the socket, up to `slots`, without blocking. Returns how many
-   * arrived (0 when none are waiting).
+   * Take the datagrams waiting on the socket, up to `limit` (default and at most `slots`), without
+   * blocking. Returns how many arrived (0 when none are waiting).
    */
-  receive(): number {
+  receive(limit = this.slots): number {
     if (this.closed) return 0;
-    const n = this.slots;
+    const n = Math.min(limit, this.slots);
     for (let i = 0; i < n; i++) {
       const h = this.recvVec + i * MMSGHDR;
       this.view.setUint32(h + 8, NAME, true);
@@ -168,6 +168,38 @@ export class UdpBatch {
     this.bytes.copyWithin(this.sendNames + j * NAME, from, from + namelen);
     this.view.setUint32(h + 8, namelen, true);
     this.view.setUint32(this.sendIov + j * IOVEC + 8, length, true);
+  }
+
+  /**
+   * Reply slot j goes to an IPv4 sender given as text (a datagram that arrived another way, through
+   * dgram), `length` bytes from sendOffset(j). False, and nothing set, when `address` is not a
+   * dotted quad. Parses without allocating: it runs once per wakeup of a busy server.
+   */
+  setReplyToIPv4(j: number, address: string, port: number, length: number): boolean {
+    const at = this.sendNames + j * NAME;
+    let octet = 0;
+    let digits = 0;
+    let index = 0;
+    for (let k = 0; k <= address.length; k++) {
+      const c = k < address.length ? address.charCodeAt(k) : 46;
+      if (c === 46) {
+        if (digits === 0 || octet > 255 || index > 3) return false;
+        this.bytes[at + 4 + index++] = octet;
+        octet = 0;
+        digits = 0;
+      } else if (c >= 48 && c <= 57 && digits < 3) {
+        octet = octet * 10 + (c - 48);
+        digits++;
+      } else return false;
+    }
+    if (index !== 4) return false;
+    // struct sockaddr_in: family (host order), port (network order), address, 8 bytes of zero.
+    this.view.setUint16(at, 2, true);
+    this.view.setUint16(at + 2, port, false);
+    for (let k = 8; k < 16; k++) this.bytes[at + k] = 0;
+    this.view.setUint32(this.sendVec + j * MMSGHDR + 8, 16, true);
+    this.view.setUint32(this.sendIov + j * IOVEC + 8, length, true);
+    return true;
   }
 
   /**
