@@ -10,7 +10,8 @@
 // netdev_run_todo; measured here with `ip -ts monitor link`: the announcement 0.7-3.6 ms after the
 // request, the ACK after 13-23 ms). Once announced, the deletion cannot fail.
 //
-// The socket belongs to the namespace it was opened in, for its whole life.
+// The socket belongs to the namespace it was opened in, for its whole life. Open it before starting
+// the deletion (the announcement is not kept for late subscribers) and close it after.
 
 import {
   AF_NETLINK,
@@ -33,7 +34,6 @@ const NETLINK_ROUTE = 0;
 const RTMGRP_LINK = 1;
 const SO_RCVTIMEO = 20;
 const SO_RCVBUFFORCE = 33;
-const MSG_DONTWAIT = 0x40;
 const IFINFOMSG_LEN = 16;
 const IFLA_IFNAME = 3;
 /** Room for a burst of link events from pods added and deleted at once. */
@@ -70,19 +70,6 @@ export class LinkDeletionWatch {
       throw error;
     }
     return new LinkDeletionWatch(fd);
-  }
-
-  /** Discards the events received so far: a wait must only see what follows its own request. */
-  drain(): void {
-    for (;;) {
-      try {
-        recvWithFlags(this.fd, this.buffer, MSG_DONTWAIT);
-      } catch (error) {
-        if (error instanceof SysError && errnoName(error.errno) === "EAGAIN") return;
-        if (error instanceof SysError && errnoName(error.errno) === "ENOBUFS") continue; // the overflow is reported once; go on draining
-        throw error;
-      }
-    }
   }
 
   /**

@@ -297,7 +297,6 @@ export interface LinkDeletion {
 }
 export type LinkDeleter = (name: string) => LinkDeletion;
 let linkDeleter: LinkDeleter | undefined;
-let deletionWatch: LinkDeletionWatch | undefined;
 
 export function deleteLinksElsewhere(deleter: LinkDeleter | undefined): void {
   linkDeleter = deleter;
@@ -306,10 +305,15 @@ export function deleteLinksElsewhere(deleter: LinkDeleter | undefined): void {
 function deleteHostVeth(hostName: string): void {
   // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
   if (linkDeleter) {
-    deletionWatch ??= LinkDeletionWatch.open();
-    deletionWatch.drain();
-    const deletion = linkDeleter(hostName);
-    if (!deletionWatch.waitDeleted(hostName, () => deletion.settled())) deletion.result();
+    // Subscribed before the deletion starts, so the announcement cannot come first; a socket per DEL,
+    // so no events pile up in it between DELs.
+    const watch = LinkDeletionWatch.open();
+    try {
+      const deletion = linkDeleter(hostName);
+      if (!watch.waitDeleted(hostName, () => deletion.settled())) deletion.result();
+    } finally {
+      watch.close();
+    }
     mark("veth deleted");
     return;
   }
