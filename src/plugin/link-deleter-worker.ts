@@ -3,7 +3,9 @@
 // waits synchronously (bridge.ts, deleteHostVeth), can read it without an event loop of its own.
 //
 // Status layout (Int32Array over the SharedArrayBuffer): [0] state, [1] errno; bytes from
-// STATUS_TEXT_OFFSET: a failure's message (UTF-8, NUL-padded).
+// STATUS_TEXT_OFFSET: a failure's message (UTF-8, NUL-padded). The deleter moves a pending status to
+// running before it deletes, and skips one its worker has cancelled (compare-and-swap, so exactly
+// one of them acts): a late deleter never deletes a link of the same name made since.
 import { deleteLink, listLinks } from "../kernel/link.ts";
 import { KernelError, NetlinkSocket } from "../kernel/netlink/socket.ts";
 
@@ -12,6 +14,8 @@ export const DELETION_DONE = 1;
 export const DELETION_NONE = 2;
 export const DELETION_KERNEL_ERROR = 3;
 export const DELETION_OTHER_ERROR = 4;
+export const DELETION_RUNNING = 5;
+export const DELETION_CANCELLED = 6;
 export const STATUS_TEXT_OFFSET = 8;
 export const STATUS_BYTES = 1024;
 
@@ -43,6 +47,7 @@ postMessage({ kind: "ready" });
 
 self.onmessage = (event: MessageEvent<DeleteLinkMessage>) => {
   const { name, status } = event.data;
+  if (Atomics.compareExchange(new Int32Array(status), 0, DELETION_PENDING, DELETION_RUNNING) !== DELETION_PENDING) return;
   try {
     nl ??= NetlinkSocket.open();
     settle(status, deleteLink(nl, name) ? DELETION_DONE : DELETION_NONE);

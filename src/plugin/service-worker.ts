@@ -12,7 +12,8 @@ import { readTable } from "../kernel/nft.ts";
 import { removeInterfaceElements } from "../kernel/nft/interface-elements.ts";
 import { ANTISPOOF_FAMILY, ANTISPOOF_TABLE } from "./podfilter.ts";
 import {
-  DELETION_DONE, DELETION_KERNEL_ERROR, DELETION_NONE, DELETION_PENDING, STATUS_BYTES, STATUS_TEXT_OFFSET, type DeleteLinkMessage,
+  DELETION_CANCELLED, DELETION_DONE, DELETION_KERNEL_ERROR, DELETION_NONE, DELETION_PENDING, DELETION_RUNNING, STATUS_BYTES, STATUS_TEXT_OFFSET,
+  type DeleteLinkMessage,
 } from "./link-deleter-worker.ts";
 import { answer } from "./service.ts";
 import type { ToWorker } from "./service.ts";
@@ -35,9 +36,10 @@ function statusText(status: SharedArrayBuffer): string {
 }
 
 /**
- * How long a DEL waits for the deleter thread before deleting the veth itself. The deleter catches
- * every error of its own, so only a thread that stopped answering (it cannot be told from this thread,
- * which waits synchronously) gets here; the deletions after that are done here too.
+ * How long a DEL waits for the deleter thread to start its deletion before cancelling it and deleting
+ * the veth itself. The deleter catches every error of its own, so only a thread that stopped taking
+ * messages (which this thread, waiting synchronously, cannot otherwise learn) gets here; the
+ * deletions after that are done here too.
  */
 const DELETER_TIMEOUT_MS = 10_000;
 let deleterStuck = false;
@@ -58,18 +60,33 @@ deleteLinksElsewhere((name): LinkDeletion => {
   const words = new Int32Array(status);
   const deadline = performance.now() + DELETER_TIMEOUT_MS;
   deleter.postMessage({ name, status } satisfies DeleteLinkMessage);
+  const state = (): number => Atomics.load(words, 0);
   return {
-    settled: () => Atomics.load(words, 0) !== DELETION_PENDING || performance.now() > deadline,
+    settled: () => (state() !== DELETION_PENDING && state() !== DELETION_RUNNING) || (state() === DELETION_PENDING && performance.now() > deadline),
     result: () => {
-      if (Atomics.wait(words, 0, DELETION_PENDING, Math.max(0, deadline - performance.now())) === "timed-out") {
-        deleterStuck = true;
-        return deleteHere(name).result();
+      for (;;) {
+        const now = state();
+        if (now === DELETION_RUNNING) {
+          // The deleter is in the kernel call, which returns: wait for it, however long.
+          Atomics.wait(words, 0, DELETION_RUNNING);
+          continue;
+        }
+        if (now !== DELETION_PENDING) break;
+        const left = deadline - performance.now();
+        if (left > 0) {
+          Atomics.wait(words, 0, DELETION_PENDING, left);
+          continue;
+        }
+        if (Atomics.compareExchange(words, 0, DELETION_PENDING, DELETION_CANCELLED) === DELETION_PENDING) {
+          deleterStuck = true;
+          return deleteHere(name).result();
+        }
       }
-      const state = Atomics.load(words, 0);
-      if (state === DELETION_DONE) return true;
-      if (state === DELETION_NONE) return false;
+      const end = state();
+      if (end === DELETION_DONE) return true;
+      if (end === DELETION_NONE) return false;
       // The failure the plugin on its own would have met, as the same error.
-      if (state === DELETION_KERNEL_ERROR) throw new KernelError(statusText(status), Atomics.load(words, 1));
+      if (end === DELETION_KERNEL_ERROR) throw new KernelError(statusText(status), Atomics.load(words, 1));
       throw new Error(`deleting link ${name}: ${statusText(status)}`);
     },
   };
