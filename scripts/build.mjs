@@ -19,7 +19,7 @@ const bun = join(root, "node_modules/@oven/bun-linux-x64/bin/bun");
 const out = join(root, "dist/cni");
 
 // The service's worker thread is a second entry point, compiled into the same file.
-const plugins = [{ entry: "src/plugin/main.ts", workers: ["src/plugin/service-worker.ts"], name: "podnet-plugin", links: ["podnet-ipam"] }];
+const plugins = [{ entry: "src/plugin/main.ts", workers: ["src/plugin/service-worker.ts", "src/plugin/link-deleter-worker.ts"], name: "podnet-plugin", links: ["podnet-ipam"] }];
 
 if (!existsSync(bun)) {
   console.error(`build: ${bun} is missing; run npm ci first`);

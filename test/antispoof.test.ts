@@ -170,6 +170,34 @@ describe("anti-spoofing", () => {
     for (const [pod, r] of [[a, ra], [b, rb], [c, rc]] as const) await net.del(pod.attachment, r);
   });
 
+  test("DEL removes exactly its pod's elements, in every set, and a second DEL succeeds and removes nothing more", async () => {
+    const conf = podnetConfList({
+      dataDir: node.dataDir,
+      subnet: "10.244.8.0/24",
+      bridge: "cni8",
+      ipam: { type: "podnet-ipam", ranges: [[{ subnet: "10.244.8.0/24" }], [{ subnet: "fd00:8::/64" }]], dataDir: node.dataDir },
+    });
+    const net = node.network(conf);
+    const [a, b] = [node.pod(), node.pod()];
+    const before = elements(node);
+    const ra = await net.add(a.attachment);
+    const withA = elements(node);
+    const rb = await net.add(b.attachment);
+    const withBoth = elements(node);
+    const ofA = withA.filter((e) => !before.includes(e));
+    const ofB = withBoth.filter((e) => !withA.includes(e));
+    // ports, allowed4 and allowed6: one element each per pod.
+    assert.deepEqual(ofA.map((e) => e.split(":")[0]).sort(), ["allowed4", "allowed6", "ports"]);
+    assert.deepEqual(ofB.map((e) => e.split(":")[0]).sort(), ["allowed4", "allowed6", "ports"]);
+
+    await net.del(a.attachment, ra);
+    assert.deepEqual(elements(node).sort(), [...before, ...ofB].sort(), "a's elements are gone, b's are all there");
+    await net.del(a.attachment);
+    assert.deepEqual(elements(node).sort(), [...before, ...ofB].sort(), "the repeated DEL changed nothing");
+    await net.del(b.attachment, rb);
+    assert.deepEqual(elements(node).sort(), [...before].sort());
+  });
+
   test("a repeated DEL without prevResult succeeds; GC removes the elements of attachments the runtime forgot", async () => {
     const net = node.network(podnetConfList({ dataDir: node.dataDir }));
     const [a, b] = [node.pod(), node.pod()];

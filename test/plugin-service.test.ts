@@ -132,6 +132,25 @@ describe("podnet serve", () => {
     assert.deepEqual(antispoofElements(node), []);
   });
 
+  test("a served DEL answers with the pair gone from both namespaces and the address free; the attachment can be added again at once", async () => {
+    const list = podnetConfList({ dataDir: node.dataDir, subnet: "10.244.21.0/24", bridge: "cni21" });
+    const traced = tracedNetwork(node, list, serviceTrace);
+    const pod = node.pod();
+    for (let round = 0; round < 3; round++) {
+      const result = await traced.net.add(pod.attachment);
+      assert.equal(node.hostVeths().length, 1);
+      assert.deepEqual(node.reservations(), [ipOf(result)]);
+      // The service answers once the kernel announces the veth gone (bridge.ts); by then nothing of the pair is in view.
+      await traced.net.del(pod.attachment, result);
+      assert.equal(traced.served().at(-1)?.command, "service DEL");
+      assert.deepEqual(node.hostVeths(), [], `round ${round}: the host veth is gone`);
+      assert.deepEqual(pod.ns.links().filter((l) => l !== "lo"), [], `round ${round}: eth0 is gone from the pod`);
+      assert.deepEqual(node.reservations(), []);
+    }
+    await traced.net.del(pod.attachment);
+    assert.deepEqual(traced.local(), [], "the full plugin ran although the service was up");
+  });
+
   test("errors are the same through the service as from the plugin alone", async () => {
     const bad = podnetConfList({
       dataDir: node.dataDir,

@@ -18,6 +18,7 @@ import {
 import { ipamAdd, ipamCheck, ipamDel, ipamGc, ipamHeld, ipamStale, ipamStatus, openStoreFor, requestedIps } from "../ipam/ipam.ts";
 import { addAddress, listAddresses } from "../kernel/address.ts";
 import { createVethPair, deleteLink, ensureBridge, getLink, listLinks, setBridgePortHairpin, setLinkUp, type LinkInfo } from "../kernel/link.ts";
+import { LinkDeletionWatch } from "../kernel/link-watch.ts";
 import { NetlinkSocket } from "../kernel/netlink/socket.ts";
 import { openNetns, netnsExists } from "../kernel/netns.ts";
 import { addRoute, listRoutes } from "../kernel/route.ts";
@@ -282,22 +283,40 @@ export function add(ctx: PluginContext): CniResult {
 }
 
 /**
- * Removes a pod's filter elements (podfilter.ts) somewhere else while this thread deletes its veth.
- * Both are mostly the kernel waiting: 15-22 ms for the veth, 12-16 ms to commit any transaction
- * that deletes set elements (bench/RESULTS.md), so done at once a DEL costs the longer of the two,
- * not their sum. The resident service installs one (service-worker.ts) that runs the removals on
- * a thread of their own and puts the removals of concurrent DELs into one transaction. The plugin
- * on its own does them in turn, in this thread.
+ * A link deletion started on another thread: the resident service installs a deleter
+ * (service-worker.ts) so that DEL can answer once the kernel announces the host veth gone, 1-2 ms
+ * in, instead of when the deleting RTM_DELLINK returns, 13-23 ms in (kernel/link-watch.ts says what
+ * the kernel still does in between: freeing what nobody can reach). The plugin on its own, with
+ * no other thread, waits for the RTM_DELLINK.
  */
-export type FilterRemover = (hostVeth: string) => Promise<void>;
-let filterRemover: FilterRemover | undefined;
+export interface LinkDeletion {
+  /** True once the deleting thread's RTM_DELLINK has returned. */
+  settled(): boolean;
+  /** Waits for the RTM_DELLINK to return: true if it deleted the link, false if there was none; throws its failure. */
+  result(): boolean;
+}
+export type LinkDeleter = (name: string) => LinkDeletion;
+let linkDeleter: LinkDeleter | undefined;
 
-export function removeFiltersElsewhere(remover: FilterRemover | undefined): void {
-  filterRemover = remover;
+export function deleteLinksElsewhere(deleter: LinkDeleter | undefined): void {
+  linkDeleter = deleter;
 }
 
 function deleteHostVeth(hostName: string): void {
   // Deleting the host end removes its peer too; when the pod's namespace is already gone, so is the pair.
+  if (linkDeleter) {
+    // Subscribed before the deletion starts, so the announcement cannot come first; a socket per DEL,
+    // so no events pile up in it between DELs.
+    const watch = LinkDeletionWatch.open();
+    try {
+      const deletion = linkDeleter(hostName);
+      if (!watch.waitDeleted(hostName, () => deletion.settled())) deletion.result();
+    } finally {
+      watch.close();
+    }
+    mark("veth deleted");
+    return;
+  }
   const nl = NetlinkSocket.open();
   mark("netlink open");
   try {
@@ -308,7 +327,7 @@ function deleteHostVeth(hostName: string): void {
   }
 }
 
-export async function del(ctx: PluginContext): Promise<void> {
+export function del(ctx: PluginContext): void {
   mark("handler start");
   const conf = parseBridgeConf(ctx.conf, ctx.env);
   const { containerId, ifname } = ctx.env;
@@ -323,29 +342,13 @@ export async function del(ctx: PluginContext): Promise<void> {
     const ips = conf.ipamInProcess ? addressing.held() : (ctx.conf.prevResult?.ips ?? []).map((ip) => ip.address.split("/")[0]!);
     if (ips.length > 0) removeMasquerade(ctx.conf.name, ips.map((address) => ({ address })));
   }
-  // Before the release, as the masquerade: a failure is retried by the runtime's next DEL. Read from
-  // the tables themselves, so it needs neither prevResult nor runtimeConfig (a repeated DEL has none).
+  // Before the release, as the masquerade: a failure is retried by the runtime's next DEL. Found from
+  // the veth's name alone, so it needs neither prevResult nor runtimeConfig (a repeated DEL has none).
   const hostName = hostVethName(containerId, ifname);
-  if (!filterRemover) {
-    removePodFilters((veth) => veth === hostName);
-    mark("filters removed");
-    addressing.del();
-    mark("ipam done");
-    deleteHostVeth(hostName);
-    return;
-  }
-  // Removed while the veth goes; the pod sends nothing by now: runtimes stop its containers before
-  // they tear down its network (containerd's StopPodSandbox, pkg/cri/server/sandbox_stop.go; podman
-  // stops the container before its network teardown), so no packet is in flight either way.
-  const filtersGone = filterRemover(hostName);
-  try {
-    deleteHostVeth(hostName);
-  } catch (error) {
-    await filtersGone.catch(() => undefined);
-    throw error;
-  }
-  await filtersGone;
+  removePodFilters((veth) => veth === hostName);
   mark("filters removed");
+  // The address is free for another pod only once the interface that had it is gone.
+  deleteHostVeth(hostName);
   addressing.del();
   mark("ipam done");
 }

@@ -5,9 +5,11 @@
 // whatever it cannot answer exactly as the full plugin would, and the forwarder then execs the
 // full plugin, which does the work itself.
 //
-// DELs run on worker threads (`--workers N`), so their kernel waits overlap as concurrent plugin
-// processes' would; everything else runs on the main thread, which runs the plugin code faster
-// than a worker thread does, when nothing else is in flight, and on a worker when something is.
+// DELs run on worker threads (`--workers N`), each with a thread of its own that deletes the veth
+// (service-worker.ts), so their kernel waits overlap as concurrent plugin processes' would, and a
+// DEL is answered once the kernel announces the veth gone (bridge.ts, deleteLinksElsewhere).
+// Everything else runs on the main thread, which runs the plugin code faster than a worker thread
+// does, when nothing else is in flight, and on a worker when something is.
 // With `--workers 0` everything runs one at a time on the main thread.
 // Requests for the same attachment (container ID and interface) run one after another in arrival
 // order, so a DEL never overtakes the ADD it undoes; a request whose forwarder is gone before the
@@ -107,65 +109,11 @@ interface Job {
   resolve: (reply: ServiceReply | undefined) => void;
 }
 
-type CarriedError = { code: number; msg: string; details: string };
-
 /** Messages from the main thread to a worker (service-worker.ts). */
-export type ToWorker =
-  | { kind: "request"; request: ServiceRequest; own: ServiceIdentity }
-  | { kind: "filtersRemoved"; id: number; error?: CarriedError }
-  | { kind: "removeBatch"; veths: string[] };
+export type ToWorker = { kind: "request"; request: ServiceRequest; own: ServiceIdentity };
 
 /** Messages from a worker to the main thread. */
-export type FromWorker =
-  | { kind: "ready" }
-  | { kind: "reply"; reply: ServiceReply }
-  | { kind: "removeFilters"; id: number; veth: string }
-  | { kind: "batchRemoved"; error?: CarriedError };
-
-/**
- * The filter removals of DELs, run on a thread of their own while the DELs' workers delete their
- * veths (bridge.ts, removeFiltersElsewhere). Removals asked for while a batch runs go together
- * into the next one: the kernel's 12-16 ms commit is paid once per batch, not once per DEL.
- */
-class FilterRemovals {
-  private worker: Worker;
-  private readonly queue: { veth: string; done: (error?: CarriedError) => void }[] = [];
-  private running: { veth: string; done: (error?: CarriedError) => void }[] | undefined;
-
-  constructor(private readonly spawn: () => Worker) {
-    this.worker = this.start();
-  }
-
-  private start(): Worker {
-    const worker = this.spawn();
-    worker.onmessage = (event: MessageEvent<FromWorker>) => {
-      if (event.data.kind === "batchRemoved") this.finish(event.data.error);
-    };
-    worker.onerror = () => {
-      worker.terminate();
-      this.worker = this.start();
-      this.finish({ code: 999, msg: "the service's filter thread failed", details: "" });
-    };
-    return worker;
-  }
-
-  remove(veth: string, done: (error?: CarriedError) => void): void {
-    this.queue.push({ veth, done });
-    this.pump();
-  }
-
-  private finish(error: CarriedError | undefined): void {
-    for (const job of this.running ?? []) job.done(error);
-    this.running = undefined;
-    this.pump();
-  }
-
-  private pump(): void {
-    if (this.running || this.queue.length === 0) return;
-    this.running = this.queue.splice(0);
-    this.worker.postMessage({ kind: "removeBatch", veths: this.running.map((j) => j.veth) } satisfies ToWorker);
-  }
-}
+export type FromWorker = { kind: "ready" } | { kind: "reply"; reply: ServiceReply };
 
 /**
  * Worker threads that each answer one request at a time (service-worker.ts). Several requests then
@@ -176,7 +124,6 @@ class FilterRemovals {
 class WorkerPool {
   private readonly idle: Worker[] = [];
   private readonly waiting: Job[] = [];
-  private readonly filters: FilterRemovals;
   /** Resolves once every first worker has warmed up (service-worker.ts). */
   readonly ready: Promise<void>;
 
@@ -198,7 +145,6 @@ class WorkerPool {
       );
       return worker;
     };
-    this.filters = new FilterRemovals(spawnWarm);
     for (let i = 0; i < count; i++) this.idle.push(spawnWarm());
     this.ready = Promise.all(warming).then(() => undefined);
   }
@@ -224,10 +170,6 @@ class WorkerPool {
       const worker = this.idle.pop()!;
       worker.onmessage = (event: MessageEvent<FromWorker>) => {
         const message = event.data;
-        if (message.kind === "removeFilters") {
-          this.filters.remove(message.veth, (error) => worker.postMessage({ kind: "filtersRemoved", id: message.id, ...(error ? { error } : {}) } satisfies ToWorker));
-          return;
-        }
         if (message.kind !== "reply") return;
         this.idle.push(worker);
         job.resolve(message.reply);
@@ -287,8 +229,9 @@ export async function serve(socketPath: string, handlers: PluginHandlers, worker
   };
   const choose = (request: ServiceRequest, wanted: () => boolean): Promise<ServiceReply | undefined> => {
     if (!pool) return runHere(request, wanted);
-    // DELs go to the workers: most of a DEL is the kernel deleting the veth (15-22 ms of waiting),
-    // which overlaps across threads as it does across processes. Anything else runs here when
+    // DELs go to the workers: a DEL's veth deletion holds the thread that sends it for 13-23 ms, most
+    // of it after the veth is gone from view (kernel/link-watch.ts); a worker's deleter thread takes
+    // that wait, and those of concurrent DELs overlap as across processes. Anything else runs here when
     // nothing else is in flight, since this thread ran an ADD in 10-16 ms where a worker thread
     // took 16-28 ms (bench/RESULTS.md). In a burst everything goes to the workers: this thread
     // then only moves requests and replies, so none waits for another's work here, and the burst
