@@ -24,8 +24,8 @@ export function planProxyTransaction(previous: CompiledProxy | undefined, next: 
   const changed = changedServicesOf(previous, next);
   const skeletonChanged = previous.skeleton !== next.skeleton;
   const pick = (compiled: CompiledProxy) => [...changed].map((key) => compiled.fragments.get(key)).filter((f): f is ServiceFragment => f !== undefined);
-  const before = assembleTable(pick(previous), skeletonChanged ? previous.skeleton : [], previous.contestedOwners).table;
-  const after = assembleTable(pick(next), skeletonChanged ? next.skeleton : [], next.contestedOwners).table;
+  const before = assembleTable(pick(previous), skeletonChanged ? previous.skeleton : [], previous.contestedOwners, skeletonChanged ? previous.skeletonSets : []).table;
+  const after = assembleTable(pick(next), skeletonChanged ? next.skeleton : [], next.contestedOwners, skeletonChanged ? next.skeletonSets : []).table;
   return diffTables(after, before);
 }
 
