@@ -187,8 +187,8 @@ export interface ServiceFragment {
   contested: Set<string>;
   /** Elements of the shared endpoint maps (the map layout). */
   endpointElements: { map: string; elements: NftMapElement[] }[];
-  /** The endpoint blocks this compile used, by group: a recompile of the same inputs must use the same. */
-  blocks: ReadonlyMap<string, EndpointBlock>;
+  /** The endpoint blocks this compile used, by group: a recompile of the same inputs must use the same (an array: cheaper than a Map per service). */
+  blocks: readonly (readonly [group: string, block: EndpointBlock])[];
 }
 
 /** A group's keys: ENDPOINT_MAP_STRIDE of them from `index * ENDPOINT_MAP_STRIDE`, in `map`. */
@@ -260,7 +260,7 @@ function hairpinPairs(podCidr: string): string[][] | undefined {
 export const contestedKey = (map: string, key: readonly NftValue[]) => `${map}|${key.join(" ")}`;
 
 function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blockOf: BlockOf): ServiceFragment {
-  const blocks = new Map<string, EndpointBlock>();
+  const blocks: [string, EndpointBlock][] = [];
   const fragment: ServiceFragment = {
     key: `${service.metadata.namespace ?? "default"}/${service.metadata.name}`,
     chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: new Set(),
@@ -316,7 +316,7 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
       if (mapLayout && isMapProtocol(protocol) && affinityTimeout === undefined && endpoints.length <= ENDPOINT_MAP_STRIDE) {
         const groupId = `${id}#${group}`;
         const block = blockOf(groupId, protocol);
-        blocks.set(groupId, block);
+        blocks.push([groupId, block]);
         const { rules, elements } = mapBalance(endpoints, protocol, block);
         fragment.endpointElements.push(elements);
         return rules;
@@ -693,7 +693,7 @@ const NOTHING_CONTESTED: ReadonlySet<string> = new Set<string>();
  */
 class RecomputedFragment implements ServiceFragment {
   readonly key: string;
-  readonly blocks: ReadonlyMap<string, EndpointBlock>;
+  readonly blocks: ServiceFragment["blocks"];
   private output: WeakRef<ServiceFragment>;
 
   constructor(
@@ -712,7 +712,7 @@ class RecomputedFragment implements ServiceFragment {
     if (fragment === undefined) {
       // The blocks of the first compile, even if the service is gone and they were handed on since.
       fragment = compileService(this.service, this.slices, this.node, (group) => {
-        const block = this.blocks.get(group);
+        const block = this.blocks.find(([g]) => g === group)?.[1];
         if (!block) throw new Error(`endpoint group ${group} was not in the first compile`);
         return block;
       });
