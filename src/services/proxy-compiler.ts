@@ -770,6 +770,8 @@ export function assembleTable(
   skeleton: readonly NftChain[],
   contestedOwners: ReadonlyMap<string, string>,
   skeletonSets: readonly NftSet[] = [],
+  /** Only these endpoint maps (a narrowed table: the ones the changed fragments use on either side); all when absent. */
+  endpointMapNames?: ReadonlySet<string>,
 ): { table: NftTable; udpFrontends: UdpFrontend[] } {
   const chains: NftChain[] = [...skeleton];
   const sets: NftSet[] = [];
@@ -781,7 +783,8 @@ export function assembleTable(
   const clusterIps: string[][] = [];
   const udpFrontends: UdpFrontend[] = [];
   const endpointMaps = new Map<string, NftMapElement[]>();
-  for (const protocol of MAP_PROTOCOLS) for (let shard = 0; shard < ENDPOINT_MAP_SHARDS[protocol]; shard++) endpointMaps.set(endpointMapName(protocol, shard), []);
+  if (endpointMapNames) for (const name of endpointMapNames) endpointMaps.set(name, []);
+  else for (const protocol of MAP_PROTOCOLS) for (let shard = 0; shard < ENDPOINT_MAP_SHARDS[protocol]; shard++) endpointMaps.set(endpointMapName(protocol, shard), []);
   for (const f of fragments) {
     // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
     const won = (map: string, e: NftMapElement) => {
@@ -823,7 +826,7 @@ export function assembleTable(
         verdictMap(NO_ENDPOINT_SERVICES, ADDR_PROTO_PORT, dedupeElements(noEndpointServices), "service addresses with no usable endpoints"),
         verdictMap(NO_ENDPOINT_NODEPORTS, PROTO_PORT, noEndpointNodePorts, "NodePorts with no usable endpoints"),
         verdictMap(FIREWALL_IPS, ADDR_PROTO_PORT, firewallIps, "LoadBalancer IPs with source ranges"),
-        // Always all of them, so a narrowed table (proxy-plan.ts) compares their elements and never their existence.
+        // All of them, or in a narrowed table (proxy-plan.ts) the same ones on both sides, so only their elements are compared.
         ...[...endpointMaps].map(([name, elements]) => ({
           name,
           keyType: ["numgen"] as const,
