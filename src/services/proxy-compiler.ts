@@ -467,27 +467,9 @@ function skeletonChains(node: ProxyNodeFacts): NftChain[] {
   ];
 }
 
-/**
- * Compiles the proxy table. Keep one instance per node: it remembers each service's output, so
- * an unchanged service yields the very same fragment, which lets proxy-plan.ts skip it without
- * looking inside.
- */
-/**
- * The common case (no session affinity, up to CASCADE_MAX_ENDPOINTS endpoints) without endpoint
- * chains: each cascade rule DNATs itself. Chains, not rules, are what nft 1.0.6 pays for on every
- * command: before any rule or element change it reads every chain of the table into its cache,
- * and with 60,000 chains (10,000 services × 5 endpoints, kube-proxy's one chain per endpoint)
- * that took 0.3-2.4 s per change; with the 10,000 service chains alone, 30-40 ms (bench/RESULTS.md).
- *
- * Hairpin: kube-proxy marks in the endpoint chain when the source is that endpoint. Here the
- * service chain marks a connection whose source is any endpoint of the service, before the
- * choice: hairpin traffic is always masqueraded; the one difference is that an endpoint pod
- * reaching its own service and landing on another endpoint is masqueraded too (its peer sees the
- * node's address, not the pod's).
- */
-/** One DNAT rule and the group's elements in its block of a shared endpoint map (see the header). */
 const isMapProtocol = (protocol: string): protocol is keyof typeof ENDPOINT_MAP_SHARDS => (MAP_PROTOCOLS as readonly string[]).includes(protocol);
 
+/** One DNAT rule and the group's elements in its block of a shared endpoint map (see the header). */
 function mapBalance(endpoints: readonly ProxyEndpoint[], protocol: string, block: EndpointBlock): { rules: NftRule[]; elements: { map: string; elements: NftMapElement[] } } {
   const map = block.map;
   const offset = block.index * ENDPOINT_MAP_STRIDE;
@@ -503,6 +485,24 @@ function skeletonSetsOf(node: ProxyNodeFacts): NftSet[] {
   return pairs ? [{ name: HAIRPIN_PAIRS, keyType: ["ipv4_addr", "ipv4_addr"], elements: pairs, comment: "(pod, pod) of this node: hairpin" }] : [];
 }
 
+/**
+ * Compiles the proxy table. Keep one instance per node: it remembers each service's output, so
+ * an unchanged service yields the very same fragment, which lets proxy-plan.ts skip it without
+ * looking inside.
+ */
+/**
+ * The previous default, kept for a pod CIDR too wide for the hairpin set (no session affinity, up to
+ * CASCADE_MAX_ENDPOINTS endpoints, no endpoint chains): each cascade rule DNATs itself. Chains, not rules, are what nft 1.0.6 pays for on every
+ * command: before any rule or element change it reads every chain of the table into its cache,
+ * and with 60,000 chains (10,000 services × 5 endpoints, kube-proxy's one chain per endpoint)
+ * that took 0.3-2.4 s per change; with the 10,000 service chains alone, 30-40 ms (bench/RESULTS.md).
+ *
+ * Hairpin: kube-proxy marks in the endpoint chain when the source is that endpoint. Here the
+ * service chain marks a connection whose source is any endpoint of the service, before the
+ * choice: hairpin traffic is always masqueraded; the one difference is that an endpoint pod
+ * reaching its own service and landing on another endpoint is masqueraded too (its peer sees the
+ * node's address, not the pod's).
+ */
 function inlineBalance(endpoints: readonly ProxyEndpoint[], protocol: string): NftRule[] {
   const rules: NftRule[] = [];
   for (const ip of new Set(endpoints.map((e) => e.ip))) rules.push(rule([{ match: "ip saddr", value: ip }, jump(MARK_FOR_MASQUERADE)]));
