@@ -112,6 +112,38 @@ describe("service proxy table in a real kernel", { skip: root ? false : "needs r
     assert.equal(get("a", "http://10.96.0.20/hostname"), "pod-a");
     assert.match(get("a", "http://10.96.0.20/clientip"), new RegExp(`^${GATEWAY.replace(/\./g, "\\.")}:\\d+$`));
   });
+  it("masquerades only a true hairpin: a pod whose connection lands on the other endpoint keeps its IP", () => {
+    sync([web, sticky, empty], [slice("web", both), slice("sticky", both)]);
+    // Served by pod b, pod a's own address comes back; served by pod a itself, the node's (masqueraded:
+    // without it the reply would go from a to a inside the pod and the connection would never finish).
+    const seen = new Set<string>();
+    for (let i = 0; i < 60 && seen.size < 2; i++) seen.add(get("a", "http://10.96.0.20/clientip").split(":")[0]!);
+    assert.deepEqual([...seen].sort(), [GATEWAY, PODS.a].sort());
+  });
+  it("chooses every endpoint, about evenly, over many connections", () => {
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 40; i++) {
+      const name = get("client", "http://10.96.0.20/hostname");
+      counts.set(name, (counts.get(name) ?? 0) + 1);
+    }
+    assert.deepEqual([...counts.keys()].sort(), ["pod-a", "pod-b"]);
+    // Binomial(40, 1/2): fewer than 6 on one side happens about once in 10^5 runs.
+    for (const [name, n] of counts) assert.ok(n >= 6, `${name} chosen ${n} times of 40`);
+  });
+  it("an endpoint replaced by another is one element-only batch (no rule, chain or jump), and traffic follows it", () => {
+    sync([web, sticky, empty], [slice("web", [PODS.a]), slice("sticky", both)]);
+    assert.equal(get("client", "http://10.96.0.20/hostname"), "pod-a");
+    const next = compiler.compile([web, sticky, empty], [slice("web", [PODS.b]), slice("sticky", both)], facts);
+    const tx = planProxyTransaction(applied, next);
+    assert.ok(tx.changes.length > 0);
+    for (const change of tx.changes) {
+      assert.ok(change.op === "addElements" || change.op === "deleteElements", `an element op, got ${change.op}`);
+      assert.match(change.setOrMap, /^endpoints-tcp-/);
+    }
+    writer!.apply(tx);
+    applied = next;
+    for (let i = 0; i < 5; i++) assert.equal(get("client", "http://10.96.0.20/hostname"), "pod-b");
+  });
   it("refuses at once a service with no endpoints and a port a ClusterIP does not serve", () => {
     for (const url of ["http://10.96.0.22/hostname", "http://10.96.0.20:81/hostname"]) {
       const started = Date.now();

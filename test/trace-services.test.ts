@@ -180,6 +180,10 @@ test("pod → ClusterIP on the agent's own table: the service-ips element, the D
   const endpoint = podByIp(service.endpoint?.address);
   assert.ok(endpoint?.metadata.labels?.app === "echo", `the DNAT chose an echo pod: ${JSON.stringify(service.endpoint)}`);
   assert.equal(service.endpoint!.port, 9000);
+  // The endpoint map layout: the rule's draw and the element that holds the endpoint conntrack names.
+  const drawn = service.endpointElement;
+  assert.ok(drawn && /^endpoints-udp-/.test(drawn.map) && drawn.key >= drawn.offset && drawn.key < drawn.offset + drawn.mod, JSON.stringify(service));
+  assert.match(service.summary, /element \d+ of @endpoints-udp-/);
   const arrival = result.hops.at(-1)!;
   assert.ok(arrival.kind === "arrival" && arrival.daddr === service.endpoint!.address && arrival.where === `default/${endpoint.metadata.name}` && arrival.saddr === src.ip, JSON.stringify(arrival));
 
@@ -197,6 +201,7 @@ test("pod → ClusterIP on the agent's own table: the service-ips element, the D
   assert.equal(webService.element, `${clusterIp("web-svc")} . tcp . 80`);
   assert.equal(webService.table, "podnet-svc");
   assert.equal(podByIp(webService.endpoint?.address)?.metadata.labels?.app, "web");
+  assert.match(webService.endpointElement?.map ?? "", /^endpoints-tcp-/);
   assert.equal(webService.affinity, undefined, "web-svc has no session affinity");
 });
 

@@ -95,7 +95,10 @@ export const realServicesKernel: ServicesKernel = {
       // agent runs with --lite-mode) while the agent's loop stays free; small changes in-process.
       const child = preparedChild;
       preparedChild = undefined;
-      if (estimateBytes(tx) > CHILD_ABOVE_BYTES && childApplyAvailable()) {
+      // Only a transaction that creates the table anew: the child knows no set types, so a large
+      // incremental one (thousands of services in one sync) touching existing sets' elements would be
+      // NftNotEncodable there, and every later change would go through libnftables until a full sync.
+      if (estimateBytes(tx) > CHILD_ABOVE_BYTES && tx.changes.some((c) => c.op === "deleteTable") && childApplyAvailable()) {
         const stats = await (child ?? new ChildApplier()).apply(tx);
         netlinkWriter.recordApplied(tx);
         return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.decodeMs };

@@ -18,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { diffTables } from "./nft/diff.ts";
 import { libnftablesAvailable, runLibnftables } from "./nft/libnftables.ts";
-import type { NftFamily, NftTable, NftTransaction } from "./nft/model.ts";
+import type { NftFamily, NftMapElement, NftTable, NftTransaction } from "./nft/model.ts";
 import { decodeTableJson, type NftCounterState, type NftTableState } from "./nft/readback.ts";
 import { checkFamily, checkIdentifier, ifnameKeysOf, renderTransaction } from "./nft/render.ts";
 
@@ -194,6 +194,21 @@ export function readTable(family: NftFamily, name: string, netnsPath?: string): 
 export async function readTableAsync(family: NftFamily, name: string, netnsPath?: string): Promise<NftTableState | undefined> {
   const json = await listAsync(family, name, netnsPath, true);
   return json === undefined ? undefined : decodeTableJson(json, family, name);
+}
+
+/**
+ * One set's or map's elements, from `nft -j list map` (the trace reads the one endpoint map a DNAT
+ * looked up, not the whole table); undefined when the table or map does not exist.
+ */
+export function readMapElements(family: NftFamily, table: string, map: string, netnsPath?: string): readonly NftMapElement[] | undefined {
+  checkFamily(family);
+  checkIdentifier("table", table);
+  checkIdentifier("map", map);
+  const run = nftBackend() === "libnftables"
+    ? runInProcess(`list map ${family} ${table} ${map}`, netnsPath, true)
+    : runCommand(["-j", "list", "map", family, table, map], netnsPath);
+  const json = tableListing(run, family, table);
+  return json === undefined ? undefined : decodeTableJson(json, family, table).maps.find((m) => m.name === map)?.elements;
 }
 
 /** The named counters of a table with their values, without listing its rules, sets or maps; undefined when the table does not exist. */

@@ -7,7 +7,7 @@ import { diffTables } from "../kernel/nft/diff.ts";
 import { renderTable, renderTransaction } from "../kernel/nft/render.ts";
 import { withDefaults } from "../k8s/defaults.ts";
 import type { Endpoint, EndpointSlice, Service } from "../k8s/types.ts";
-import { chainName, compileProxyTable, IncrementalProxyCompiler, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
+import { chainName, compileProxyTable, ENDPOINT_MAP_SHARDS, ENDPOINT_MAP_STRIDE, HAIRPIN_PAIRS, IncrementalProxyCompiler, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
 import { planProxyTransaction, staleUdpFlows } from "./proxy-plan.ts";
 
 // Most cases check kube-proxy's layout (a chain per endpoint); "inline balancing" below checks the default.
@@ -408,48 +408,103 @@ describe("full sync ordering", () => {
   });
 });
 
-describe("proxy compiler: inline balancing (the default layout)", () => {
+describe("proxy compiler: endpoints as map elements (the default layout)", () => {
   const inline: ProxyNodeFacts = { ...node, endpointChains: false };
   const web = service("web", { clusterIP: "10.96.0.20" });
   const ips = ["10.244.1.5", "10.244.2.5", "10.244.2.6", "10.244.3.7", "10.244.3.8"];
   const { table } = compileProxyTable([web], [slice("web", ips.map((ip) => ep(ip, "n2")))], inline);
   const svcChain = chain(table, gotoTarget(element(table, "service-ips", ["10.96.0.20", "tcp", 80])));
+  const dnatMapOf = (c: NftChain) => {
+    const found = c.rules.flatMap((r) => r.statements).find((s) => "dnatMap" in s) as { dnatMap: { mod: number; offset: number; map: string } } | undefined;
+    assert.ok(found, `${c.name} DNATs through a map`);
+    return found.dnatMap;
+  };
+  /** What `numgen random mod N offset O map @M` can reach: the element for each number it draws. */
+  const reachable = (t: NftTable, d: { mod: number; offset: number; map: string }) =>
+    Array.from({ length: d.mod }, (_, i) => map(t, d.map).elements.find((e) => e.key[0] === d.offset + i)?.value?.join(":"));
 
-  it("has no endpoint chains: the service chain DNATs, each endpoint getting 1/N", () => {
+  it("has no endpoint chains: one rule DNATs through a shared map, each endpoint one of N keys (1/N each)", () => {
     assert.equal(table.chains.filter((c) => c.name.startsWith("endpoint-")).length, 0);
-    let reach = 1;
-    const got = new Map<string, number>();
-    for (const r of svcChain.rules) {
-      const dnat = r.statements.find((s) => "dnat" in s) as { dnat: { address: string; port: number } } | undefined;
-      if (!dnat) continue;
-      const first = r.statements[0]!;
-      const share = "numgenMatch" in first ? reach / first.numgenMatch.mod : reach;
-      reach -= share;
-      got.set(`${dnat.dnat.address}:${dnat.dnat.port}`, share);
-      assert.ok(r.statements.some((s) => "match" in s && s.match === "meta l4proto" && s.value === "tcp"), "dnat with a port needs the l4 protocol");
-    }
-    assert.deepEqual([...got.keys()].sort(), ips.map((ip) => `${ip}:8080`).sort());
-    for (const share of got.values()) assert.ok(Math.abs(share - 1 / ips.length) < 1e-9);
-    assert.ok(reach < 1e-9, "every new connection is DNATed");
+    const d = dnatMapOf(svcChain);
+    assert.equal(d.mod, ips.length);
+    assert.equal(d.offset % ENDPOINT_MAP_STRIDE, 0);
+    assert.match(d.map, /^endpoints-tcp-[0-9a-f]{2}$/);
+    assert.deepEqual(reachable(table, d).sort(), ips.map((ip) => `${ip}:8080`).sort(), "every draw finds an endpoint, each endpoint exactly once");
+    const rule = svcChain.rules.find((r) => r.statements.some((s) => "dnatMap" in s))!;
+    assert.deepEqual(rule.statements[0], { match: "meta l4proto", value: "tcp" }, "dnat with a port needs the l4 protocol");
+    assert.equal(table.maps.filter((m) => m.name.startsWith("endpoints-")).length, ENDPOINT_MAP_SHARDS.tcp + ENDPOINT_MAP_SHARDS.udp + ENDPOINT_MAP_SHARDS.sctp, "every shard exists, full or empty");
   });
-  it("marks a source that is one of the endpoints (hairpin) before choosing, and nothing else", () => {
-    const marks = svcChain.rules.filter((r) => hasMasqJump([r]));
-    const sources = marks.map((r) => (r.statements[0] as { value: string }).value);
-    assert.deepEqual(sources.slice(1).sort(), [...ips].sort(), "one hairpin rule per endpoint IP, after the off-cluster rule");
-    assert.deepEqual(marks[0]!.statements[0], { match: "ip saddr", op: "!=", value: node.clusterCidr });
+  it("masquerades hairpin after DNAT: no per-endpoint rule, a fixed (pod, pod) set of this node's pod CIDR", () => {
+    assert.equal(svcChain.rules.filter((r) => hasMasqJump([r])).length, 1, "only the off-cluster rule marks");
+    assert.deepEqual(svcChain.rules[0]!.statements[0], { match: "ip saddr", op: "!=", value: node.clusterCidr });
+    const pairs = table.sets.find((x) => x.name === HAIRPIN_PAIRS);
+    assert.ok(pairs);
+    assert.equal(pairs.elements.length, 256);
+    assert.ok(pairs.elements.every((e) => e.length === 2 && e[0] === e[1] && String(e[0]).startsWith("10.244.1.")));
+    const masq = chain(table, "masquerading").rules.find((r) => r.statements.some((s) => "lookup" in s && s.set === HAIRPIN_PAIRS));
+    assert.ok(masq);
+    assert.deepEqual(masq.statements[0], { match: "ct status", value: "dnat" });
   });
-  it("keeps endpoint chains for session affinity and for more than 16 endpoints", () => {
+  it("keeps endpoint chains for session affinity and for more than ENDPOINT_MAP_STRIDE endpoints", () => {
     const sticky = service("sticky", { clusterIP: "10.96.0.21", sessionAffinity: "ClientIP" });
     const big = service("big", { clusterIP: "10.96.0.22" });
-    const many = Array.from({ length: 17 }, (_, i) => ep(`10.244.4.${i + 1}`, "n2"));
+    const many = Array.from({ length: ENDPOINT_MAP_STRIDE + 1 }, (_, i) => ep(`10.245.${i >> 8}.${i & 255}`, "n2"));
     const t = compileProxyTable([sticky, big], [slice("sticky", [ep("10.244.1.5", "n2")]), slice("big", many)], inline).table;
-    assert.equal(t.chains.filter((c) => c.name.startsWith("endpoint-")).length, 18);
+    assert.equal(t.chains.filter((c) => c.name.startsWith("endpoint-")).length, ENDPOINT_MAP_STRIDE + 2);
   });
-  it("an endpoint removed changes only that service's chain, with no chain created or deleted", () => {
+  it("falls back to rules in the service chain when the pod CIDR is too wide to list its hairpin pairs", () => {
+    const t = compileProxyTable([web], [slice("web", ips.map((ip) => ep(ip, "n2")))], { ...inline, podCidr: "10.244.0.0/16" }).table;
+    assert.equal(t.sets.some((x) => x.name === HAIRPIN_PAIRS), false);
+    const c = chain(t, gotoTarget(element(t, "service-ips", ["10.96.0.20", "tcp", 80])));
+    assert.equal(c.rules.some((r) => r.statements.some((s) => "dnatMap" in s)), false);
+    assert.equal(c.rules.filter((r) => r.statements.some((s) => "dnat" in s)).length, ips.length);
+  });
+  it("endpoints replaced by as many others are element changes only; a new count rewrites that one chain", () => {
     const compiler = new ProxyCompiler();
     const before = compiler.compile([web], [slice("web", ips.map((ip) => ep(ip, "n2")))], inline);
-    const after = compiler.compile([web], [slice("web", ips.slice(1).map((ip) => ep(ip, "n2")))], inline);
-    const tx = planProxyTransaction(before, after);
-    assert.deepEqual(tx.changes.map((c) => c.op), ["replaceChain"]);
+    const moved = ["10.244.1.5", "10.244.2.5", "10.244.9.1", "10.244.9.2", "10.244.3.8"];
+    const same = compiler.compile([web], [slice("web", moved.map((ip) => ep(ip, "n2")))], inline);
+    const tx = planProxyTransaction(before, same);
+    assert.ok(tx.changes.length > 0);
+    for (const c of tx.changes) {
+      assert.ok(c.op === "addElements" || c.op === "deleteElements", `element op only, got ${c.op}`);
+      assert.match(c.setOrMap, /^endpoints-/);
+    }
+    const fewer = compiler.compile([web], [slice("web", moved.slice(1).map((ip) => ep(ip, "n2")))], inline);
+    const tx2 = planProxyTransaction(same, fewer);
+    assert.deepEqual(tx2.changes.filter((c) => c.op !== "addElements" && c.op !== "deleteElements").map((c) => c.op), ["replaceChain"]);
+    const d = dnatMapOf(chain(fewer.table, svcChain.name));
+    assert.deepEqual(reachable(fewer.table, d).sort(), moved.slice(1).map((ip) => `${ip}:8080`).sort());
+    assert.equal(d.offset, dnatMapOf(svcChain).offset, "the service keeps its block");
+  });
+  it("gives every endpoint group its own block; deleting one service and adding another leaves every map as compiled", () => {
+    const compiler = new IncrementalProxyCompiler();
+    const names = Array.from({ length: 300 }, (_, i) => `s${i}`);
+    compiler.replaceAll(names.map((n, i) => service(n, { clusterIP: `10.96.1.${i % 250}`, ...(i >= 250 ? { clusterIP: `10.96.2.${i - 250}` } : {}) })), names.map((n, i) => slice(n, [ep(`10.244.${1 + (i >> 8)}.${i & 255}`, "n2")])));
+    const first = compiler.compile(inline);
+    const blocks = [...first.fragments.values()].map((f) => { const d = dnatMapOf(first.table.chains.find((c) => c.name === chainName("service", `default/${f.key.split("/")[1]}/tcp/80`))!); return `${d.map}@${d.offset}`; });
+    assert.equal(new Set(blocks).size, names.length, "no two groups share a block");
+    // Delete one and add another in the same compile: the newcomer may take the block; the plan must delete and add consistently.
+    compiler.deleteService("default", "s7");
+    compiler.upsertService(service("fresh", { clusterIP: "10.96.3.1" }));
+    compiler.upsertSlice(slice("fresh", [ep("10.244.9.9", "n2")]));
+    const second = compiler.compile(inline);
+    const tx = planProxyTransaction(first, second);
+    const live = new Map<string, Map<string, string>>();
+    const entries = (t: NftTable, name: string) => {
+      const m = t.maps.find((x) => x.name === name);
+      return new Map(m ? m.elements.map((e) => [e.key.join(" "), JSON.stringify(e.value ?? e.verdict)]) : t.sets.find((x) => x.name === name)!.elements.map((e) => [e.join(" "), ""]));
+    };
+    for (const name of [...first.table.maps, ...first.table.sets].map((x) => x.name)) live.set(name, entries(first.table, name));
+    for (const c of tx.changes) {
+      assert.ok(c.op === "addElements" || c.op === "deleteElements" || c.op === "replaceChain" || c.op === "addChain" || c.op === "deleteChain", c.op);
+      if (c.op === "deleteElements") for (const k of c.keys) assert.ok(live.get(c.setOrMap)!.delete(k.join(" ")), `deletes ${c.setOrMap} ${k.join(" ")}, which exists`);
+      if (c.op === "addElements") for (const e of c.elements) {
+        const [key, value] = Array.isArray(e) ? [e.join(" "), ""] : [(e as { key: (string | number)[] }).key.join(" "), JSON.stringify((e as { value?: unknown }).value ?? (e as { verdict?: unknown }).verdict)];
+        assert.ok(!live.get(c.setOrMap)!.has(key), `adds ${c.setOrMap} ${key}, which is free`);
+        live.get(c.setOrMap)!.set(key, value);
+      }
+    }
+    for (const name of live.keys()) assert.deepEqual(live.get(name), entries(second.table, name), `${name} ends as compiled`);
   });
 });

@@ -4,8 +4,30 @@
 //   nat-prerouting / nat-output ─► services: daddr . l4proto . dport vmap @service-ips
 //                                            fib daddr type local → l4proto . dport vmap @service-nodeports
 //   @service-ips      → goto service-… (ClusterIP) or external-… (externalIPs, LoadBalancer IPs)
-//   service-… / local-… → [affinity lookups] numgen random mod N vmap → endpoint-… (DNAT)
-//   nat-postrouting ─► masquerading: packets marked 0x4000 are masqueraded
+//   service-… / local-… → dnat ip to numgen random mod N offset O map @endpoints-XX   (the default)
+//                        [affinity lookups] numgen random mod N vmap → endpoint-… (DNAT)
+//                        (kube-proxy's layout: session affinity, more than ENDPOINT_MAP_STRIDE
+//                        endpoints, a pod CIDR wider than /HAIRPIN_MIN_PREFIX, or `endpointChains`)
+//   nat-postrouting ─► masquerading: packets marked 0x4000 are masqueraded, and DNATed
+//                      connections whose source is their chosen endpoint (hairpin)
+//
+// Endpoints as map elements (the default). Each endpoint group (a service port's cluster-wide
+// endpoints, or its node-local ones) owns a block of ENDPOINT_MAP_STRIDE keys in one of
+// ENDPOINT_MAP_SHARDS[protocol] shared data maps, numgen key → address . port; its chain has one
+// rule, `dnat ip to numgen random mod N offset BLOCK map @endpoints-tcp-XX`, exactly 1/N per endpoint as
+// kube-proxy's `numgen random mod N vmap`. Replacing endpoints with as many others is
+// then element changes only, which the kernel commits without validating the table (any added rule
+// or jump/goto element makes nf_tables walk every chain from every base chain: ~60 ms at 10,000
+// services); a change in the number of endpoints rewrites the one rule. Measured (kernel 6.18,
+// 10,000 services × 5, bench/RESULTS.md): same-count change 0.6-2 ms in the kernel instead of ~60,
+// full sync 0.33-0.5 s instead of ~1.0. Why shared and sharded: one named map per service made
+// the full sync 4.4 s (the kernel finds a set by name by walking the table's list of sets); one
+// map for all made it 7 s (every element added walks every rule bound to the map). Elements are
+// added after the rules (proxy-plan.ts), so binding a rule never walks a filled map.
+// Hairpin: kube-proxy masquerades when the source is the chosen endpoint; with no per-endpoint
+// rule, nat-postrouting masquerades a DNATed connection whose saddr . daddr is in @hairpin-pairs,
+// (x, x) for every x of this node's pod CIDR (a hairpin source is always a local pod): fixed
+// elements, so endpoint churn never touches them.
 //   filter hooks ─► no-endpoint-services / no-endpoint-nodeports (reject or drop, ct state new),
 //                   cluster-ips-check (a ClusterIP on a port it does not serve is rejected),
 //                   firewall (loadBalancerSourceRanges)
@@ -30,6 +52,20 @@ export const MASQUERADE_MARK = 0x4000;
  * The cascade costs up to N rule evaluations on a connection's first packet only.
  */
 export const CASCADE_MAX_ENDPOINTS = 16;
+/**
+ * Shared endpoint maps per protocol: few enough that finding one by name is cheap, many enough that
+ * few rules bind each. Per protocol because nft 1.0.6 declares the value `ip daddr . tcp dport`
+ * (`th dport` is refused next to `meta l4proto tcp` once the map comes from the kernel), and refuses
+ * a UDP rule on a map whose port is a TCP port.
+ */
+export const ENDPOINT_MAP_SHARDS: Readonly<Record<"tcp" | "udp" | "sctp", number>> = { tcp: 128, udp: 32, sctp: 8 };
+const MAP_PROTOCOLS = ["tcp", "udp", "sctp"] as const;
+/** Keys per endpoint group: the most endpoints a group can have in the map layout. */
+export const ENDPOINT_MAP_STRIDE = 1024;
+/** The widest pod CIDR whose (x, x) pairs the hairpin set lists (4,096 elements). */
+export const HAIRPIN_MIN_PREFIX = 20;
+export const HAIRPIN_PAIRS = "hairpin-pairs";
+export const endpointMapName = (protocol: string, shard: number): string => `endpoints-${protocol}-${shard.toString(16).padStart(2, "0")}`;
 
 export interface ProxyNodeFacts {
   nodeName: string;
@@ -43,8 +79,8 @@ export interface ProxyNodeFacts {
   serviceCidr?: string;
   /**
    * kube-proxy's layout, one chain per endpoint, for every service. By default (false) services
-   * without session affinity and with up to CASCADE_MAX_ENDPOINTS endpoints DNAT in their service
-   * chain (see inlineBalance): 6x fewer chains at 5 endpoints, which is what makes nft fast.
+   * without session affinity pick their endpoint from a shared map (see the header): no endpoint
+   * chains, and endpoint changes are map elements.
    */
   endpointChains?: boolean;
 }
@@ -66,6 +102,8 @@ export interface CompiledProxy {
   readonly fragments: ReadonlyMap<string, ServiceFragment>;
   /** The fixed chains; the identical array while the node facts stay the same. */
   readonly skeleton: readonly NftChain[];
+  /** The fixed sets (the hairpin pairs), from the same node facts: planned with the skeleton. */
+  readonly skeletonSets: readonly NftSet[];
   /**
    * Map keys two services may both ask for (an external IP is not allocated, so two services can
    * name the same one): "map|key" → the service that gets it, the first by namespace/name.
@@ -147,15 +185,88 @@ export interface ServiceFragment {
   udpFrontends: UdpFrontend[];
   /** "map|key" of the elements keyed by an external or LoadBalancer IP, which another service may also claim. */
   contested: Set<string>;
+  /** Elements of the shared endpoint maps (the map layout). */
+  endpointElements: { map: string; elements: NftMapElement[] }[];
+  /** The endpoint blocks this compile used, by group: a recompile of the same inputs must use the same (an array: cheaper than a Map per service). */
+  blocks: readonly (readonly [group: string, block: EndpointBlock])[];
+}
+
+/** A group's keys: ENDPOINT_MAP_STRIDE of them from `index * ENDPOINT_MAP_STRIDE`, in `map`. */
+export interface EndpointBlock {
+  map: string;
+  index: number;
+}
+
+/** Gives each endpoint group a block, keeps it while the group's service exists, and reuses freed ones. */
+export class EndpointBlocks {
+  private readonly byGroup = new Map<string, EndpointBlock>();
+  private readonly groupsOf = new Map<string, Set<string>>();
+  private readonly used = new Map<string, Set<number>>();
+
+  blockOf(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): EndpointBlock {
+    let block = this.byGroup.get(group);
+    if (block) return block;
+    const map = endpointMapName(protocol, Number.parseInt(hash8(group), 16) % ENDPOINT_MAP_SHARDS[protocol]);
+    let used = this.used.get(map);
+    if (!used) this.used.set(map, (used = new Set()));
+    let index = 0;
+    while (used.has(index)) index++;
+    if (index >= Math.floor(2 ** 32 / ENDPOINT_MAP_STRIDE)) throw new Error(`endpoint map ${map} is full`);
+    used.add(index);
+    block = { map, index };
+    this.byGroup.set(group, block);
+    let groups = this.groupsOf.get(serviceKey);
+    if (!groups) this.groupsOf.set(serviceKey, (groups = new Set()));
+    groups.add(group);
+    return block;
+  }
+
+  /** The service is gone: its blocks may go to others (a plan diffs both, as both fragments changed). */
+  release(serviceKey: string): void {
+    for (const group of this.groupsOf.get(serviceKey) ?? []) {
+      const block = this.byGroup.get(group)!;
+      this.used.get(block.map)!.delete(block.index);
+      this.byGroup.delete(group);
+    }
+    this.groupsOf.delete(serviceKey);
+  }
+}
+
+type BlockOf = (group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS) => EndpointBlock;
+
+/** Whether the hairpin set can list this node's pod CIDR, which the map layout needs. */
+function hairpinCapable(podCidr: string): boolean {
+  const [base, prefixText] = podCidr.split("/");
+  const prefix = Number(prefixText);
+  return isIpv4(base) && Number.isInteger(prefix) && prefix >= HAIRPIN_MIN_PREFIX && prefix <= 32;
+}
+
+/** (x, x) for every address x of the pod CIDR, or undefined when it is too wide (see HAIRPIN_MIN_PREFIX). */
+function hairpinPairs(podCidr: string): string[][] | undefined {
+  if (!hairpinCapable(podCidr)) return undefined;
+  const [base, prefixText] = podCidr.split("/") as [string, string];
+  const prefix = Number(prefixText);
+  const start = base.split(".").reduce((n, octet) => n * 256 + Number(octet), 0);
+  const size = 2 ** (32 - prefix);
+  const first = start - (start % size);
+  const pairs: string[][] = [];
+  for (let n = first; n < first + size; n++) {
+    const ip = `${Math.floor(n / 16777216) % 256}.${Math.floor(n / 65536) % 256}.${Math.floor(n / 256) % 256}.${n % 256}`;
+    pairs.push([ip, ip]);
+  }
+  return pairs;
 }
 
 export const contestedKey = (map: string, key: readonly NftValue[]) => `${map}|${key.join(" ")}`;
 
-function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts): ServiceFragment {
+function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blockOf: BlockOf): ServiceFragment {
+  const blocks: [string, EndpointBlock][] = [];
   const fragment: ServiceFragment = {
     key: `${service.metadata.namespace ?? "default"}/${service.metadata.name}`,
     chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: new Set(),
+    endpointElements: [], blocks,
   };
+  const mapLayout = !node.endpointChains && hairpinCapable(node.podCidr);
   const spec = service.spec;
   const type = spec.type ?? "ClusterIP";
   if (type === "ExternalName") return fragment;
@@ -201,7 +312,15 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
       endpointChains.set(key, entry);
       return entry;
     };
-    const balance = (endpoints: readonly ProxyEndpoint[]): NftRule[] => {
+    const balance = (endpoints: readonly ProxyEndpoint[], group: "cluster" | "local"): NftRule[] => {
+      if (mapLayout && isMapProtocol(protocol) && affinityTimeout === undefined && endpoints.length <= ENDPOINT_MAP_STRIDE) {
+        const groupId = `${id}#${group}`;
+        const block = blockOf(groupId, protocol);
+        blocks.push([groupId, block]);
+        const { rules, elements } = mapBalance(endpoints, protocol, block);
+        fragment.endpointElements.push(elements);
+        return rules;
+      }
       if (!node.endpointChains && affinityTimeout === undefined && endpoints.length <= CASCADE_MAX_ENDPOINTS) return inlineBalance(endpoints, protocol);
       const entries = endpoints.map(endpointChainFor);
       const rules: NftRule[] = [];
@@ -230,12 +349,12 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
           // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
           // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
           rule([{ match: "ip saddr", op: "!=", value: node.clusterCidr }, jump(MARK_FOR_MASQUERADE)], `${portLabel} from outside the pod network`),
-          ...balance(endpoints.cluster),
+          ...balance(endpoints.cluster, "cluster"),
         ],
       });
     }
     const needLocal = (spec.internalTrafficPolicy === "Local" || (hasExternal && spec.externalTrafficPolicy === "Local")) && endpoints.local.length > 0;
-    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(endpoints.local) });
+    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(endpoints.local, "local") });
 
     // ClusterIP: dispatch to the internal chain, or reject (no endpoints) / drop (none on this node under internalTrafficPolicy Local).
     const clusterKey = [clusterIp, protocol, port.port];
@@ -328,7 +447,15 @@ function skeletonChains(node: ProxyNodeFacts): NftChain[] {
     },
     { name: MARK_FOR_MASQUERADE, rules: [rule([{ setMarkOr: MASQUERADE_MARK }])] },
     // The model matches a mark exactly (no bit mask); podnet sets no other mark bits on these packets.
-    { name: MASQUERADING, rules: [rule([{ match: "meta mark", value: MASQUERADE_MARK }, { masquerade: { fullyRandom: true } }])] },
+    {
+      name: MASQUERADING,
+      rules: [
+        rule([{ match: "meta mark", value: MASQUERADE_MARK }, { masquerade: { fullyRandom: true } }]),
+        ...(hairpinCapable(node.podCidr) && !node.endpointChains
+          ? [rule([{ match: "ct status", value: "dnat" }, { lookup: ["ip saddr", "ip daddr"], set: HAIRPIN_PAIRS }, { masquerade: { fullyRandom: true } }], "hairpin: a pod reached itself through a service")]
+          : []),
+      ],
+    },
     { name: SERVICE_ENDPOINTS_CHECK, rules: [rule([{ vmapLookup: DADDR_PROTO_PORT, map: NO_ENDPOINT_SERVICES }])] },
     { name: NODEPORT_ENDPOINTS_CHECK, rules: [rule([{ match: "fib daddr type", value: "local" }, { vmapLookup: ["meta l4proto", "th dport"], map: NO_ENDPOINT_NODEPORTS }])] },
     { name: CLUSTER_IPS_CHECK, rules: clusterIpsCheck },
@@ -340,14 +467,32 @@ function skeletonChains(node: ProxyNodeFacts): NftChain[] {
   ];
 }
 
+const isMapProtocol = (protocol: string): protocol is keyof typeof ENDPOINT_MAP_SHARDS => (MAP_PROTOCOLS as readonly string[]).includes(protocol);
+
+/** One DNAT rule and the group's elements in its block of a shared endpoint map (see the header). */
+function mapBalance(endpoints: readonly ProxyEndpoint[], protocol: string, block: EndpointBlock): { rules: NftRule[]; elements: { map: string; elements: NftMapElement[] } } {
+  const map = block.map;
+  const offset = block.index * ENDPOINT_MAP_STRIDE;
+  return {
+    rules: [rule([{ match: "meta l4proto", value: protocol }, { dnatMap: { family: "ip", mod: endpoints.length, offset, map } }])],
+    elements: { map, elements: endpoints.map((e, i) => ({ key: [offset + i], value: [e.ip, e.port] })) },
+  };
+}
+
+/** The fixed sets: the hairpin pairs of this node's pod CIDR, when the map layout is in use. */
+function skeletonSetsOf(node: ProxyNodeFacts): NftSet[] {
+  const pairs = node.endpointChains ? undefined : hairpinPairs(node.podCidr);
+  return pairs ? [{ name: HAIRPIN_PAIRS, keyType: ["ipv4_addr", "ipv4_addr"], elements: pairs, comment: "(pod, pod) of this node: hairpin" }] : [];
+}
+
 /**
  * Compiles the proxy table. Keep one instance per node: it remembers each service's output, so
  * an unchanged service yields the very same fragment, which lets proxy-plan.ts skip it without
  * looking inside.
  */
 /**
- * The common case (no session affinity, up to CASCADE_MAX_ENDPOINTS endpoints) without endpoint
- * chains: each cascade rule DNATs itself. Chains, not rules, are what nft 1.0.6 pays for on every
+ * The previous default, kept for a pod CIDR too wide for the hairpin set (no session affinity, up to
+ * CASCADE_MAX_ENDPOINTS endpoints, no endpoint chains): each cascade rule DNATs itself. Chains, not rules, are what nft 1.0.6 pays for on every
  * command: before any rule or element change it reads every chain of the table into its cache,
  * and with 60,000 chains (10,000 services × 5 endpoints, kube-proxy's one chain per endpoint)
  * that took 0.3-2.4 s per change; with the 10,000 service chains alone, 30-40 ms (bench/RESULTS.md).
@@ -373,6 +518,8 @@ export class ProxyCompiler {
   private cache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
   private nodeFingerprint = "";
   private skeleton: readonly NftChain[] = [];
+  private skeletonSets: readonly NftSet[] = [];
+  private blocks = new EndpointBlocks();
 
   compile(services: readonly Service[], slices: readonly EndpointSlice[], node: ProxyNodeFacts): CompiledProxy {
     const nodeFingerprint = JSON.stringify(node);
@@ -380,6 +527,7 @@ export class ProxyCompiler {
       this.cache.clear();
       this.nodeFingerprint = nodeFingerprint;
       this.skeleton = skeletonChains(node);
+      this.skeletonSets = skeletonSetsOf(node);
     }
     const byService = slicesByService(slices);
     const nextCache = new Map<string, { fingerprint: string; fragment: ServiceFragment }>();
@@ -390,12 +538,13 @@ export class ProxyCompiler {
       const serviceSlices = byService.get(key) ?? [];
       const fingerprint = fingerprintOf(service, serviceSlices);
       const cached = this.cache.get(key);
-      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node);
+      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node, (group, protocol) => this.blocks.blockOf(key, group, protocol));
       nextCache.set(key, { fingerprint, fragment });
       fragments.set(key, fragment);
     }
+    for (const key of this.cache.keys()) if (!nextCache.has(key)) this.blocks.release(key);
     this.cache = nextCache;
-    return new Compiled(fragments, this.skeleton, contestedOwnersOf(fragments));
+    return new Compiled(fragments, this.skeleton, this.skeletonSets, contestedOwnersOf(fragments));
   }
 }
 
@@ -430,13 +579,18 @@ export class IncrementalProxyCompiler {
   private readonly dirty = new Set<string>();
   private nodeFingerprint = "";
   private skeleton: readonly NftChain[] = [];
+  private skeletonSets: readonly NftSet[] = [];
+  private readonly blocks = new EndpointBlocks();
 
   replaceAll(services: readonly Service[], slices: readonly EndpointSlice[]): void {
     this.services.clear();
     this.slices.clear();
     this.sliceOwner.clear();
-    this.fragments.clear();
     this.dirty.clear();
+    // Blocks stay as they were for services that remain (their rules need not change); the rest go.
+    const remaining = new Set(services.map(serviceKey));
+    for (const key of this.fragments.keys()) if (!remaining.has(key)) this.blocks.release(key);
+    this.fragments.clear();
     for (const service of services) this.upsertService(service);
     for (const slice of slices) this.upsertSlice(slice);
   }
@@ -483,16 +637,18 @@ export class IncrementalProxyCompiler {
     if (nodeFingerprint !== this.nodeFingerprint) {
       this.nodeFingerprint = nodeFingerprint;
       this.skeleton = skeletonChains(node);
+      this.skeletonSets = skeletonSetsOf(node);
       for (const key of this.services.keys()) this.dirty.add(key);
     }
     for (const key of this.dirty) {
       const service = this.services.get(key);
       if (!service) {
         this.fragments.delete(key);
+        this.blocks.release(key);
         continue;
       }
       const slices = this.slices.get(key) ?? [];
-      const fragment = compileService(service, slices, node);
+      const fragment = compileService(service, slices, node, (group, protocol) => this.blocks.blockOf(key, group, protocol));
       // Contested fragments are few (services with external or LoadBalancer IPs) and are read on
       // every compile: kept whole. The rest keep only their inputs (see RecomputedFragment).
       this.fragments.set(key, fragment.contested.size > 0 ? fragment : new RecomputedFragment(fragment, service, slices, node));
@@ -500,7 +656,7 @@ export class IncrementalProxyCompiler {
     this.dirty.clear();
     // A snapshot: later events must not change what an earlier CompiledProxy says.
     const fragments = new Map(this.fragments);
-    return new Compiled(fragments, this.skeleton, contestedOwnersOf(fragments));
+    return new Compiled(fragments, this.skeleton, this.skeletonSets, contestedOwnersOf(fragments));
   }
 }
 
@@ -537,6 +693,7 @@ const NOTHING_CONTESTED: ReadonlySet<string> = new Set<string>();
  */
 class RecomputedFragment implements ServiceFragment {
   readonly key: string;
+  readonly blocks: ServiceFragment["blocks"];
   private output: WeakRef<ServiceFragment>;
 
   constructor(
@@ -546,13 +703,19 @@ class RecomputedFragment implements ServiceFragment {
     private readonly node: ProxyNodeFacts,
   ) {
     this.key = first.key;
+    this.blocks = first.blocks;
     this.output = new WeakRef(first);
   }
 
   private get built(): ServiceFragment {
     let fragment = this.output.deref();
     if (fragment === undefined) {
-      fragment = compileService(this.service, this.slices, this.node);
+      // The blocks of the first compile, even if the service is gone and they were handed on since.
+      fragment = compileService(this.service, this.slices, this.node, (group) => {
+        const block = this.blocks.find(([g]) => g === group)?.[1];
+        if (!block) throw new Error(`endpoint group ${group} was not in the first compile`);
+        return block;
+      });
       this.output = new WeakRef(fragment);
     }
     return fragment;
@@ -566,6 +729,7 @@ class RecomputedFragment implements ServiceFragment {
   get firewallIps() { return this.built.firewallIps; }
   get clusterIps() { return this.built.clusterIps; }
   get udpFrontends() { return this.built.udpFrontends; }
+  get endpointElements() { return this.built.endpointElements; }
   /** Only fragments without contested keys are kept this way. */
   get contested() { return NOTHING_CONTESTED as Set<string>; }
 }
@@ -577,13 +741,14 @@ class Compiled implements CompiledProxy {
   constructor(
     readonly fragments: ReadonlyMap<string, ServiceFragment>,
     readonly skeleton: readonly NftChain[],
+    readonly skeletonSets: readonly NftSet[],
     readonly contestedOwners: ReadonlyMap<string, string>,
   ) {}
 
   private whole() {
     let whole = this.assembled?.deref();
     if (whole === undefined) {
-      whole = assembleTable([...this.fragments.values()], this.skeleton, this.contestedOwners);
+      whole = assembleTable([...this.fragments.values()], this.skeleton, this.contestedOwners, this.skeletonSets);
       this.assembled = new WeakRef(whole);
     }
     return whole;
@@ -604,6 +769,9 @@ export function assembleTable(
   fragments: readonly ServiceFragment[],
   skeleton: readonly NftChain[],
   contestedOwners: ReadonlyMap<string, string>,
+  skeletonSets: readonly NftSet[] = [],
+  /** Only these endpoint maps (a narrowed table: the ones the changed fragments use on either side); all when absent. */
+  endpointMapNames?: ReadonlySet<string>,
 ): { table: NftTable; udpFrontends: UdpFrontend[] } {
   const chains: NftChain[] = [...skeleton];
   const sets: NftSet[] = [];
@@ -614,6 +782,9 @@ export function assembleTable(
   const firewallIps: NftMapElement[] = [];
   const clusterIps: string[][] = [];
   const udpFrontends: UdpFrontend[] = [];
+  const endpointMaps = new Map<string, NftMapElement[]>();
+  if (endpointMapNames) for (const name of endpointMapNames) endpointMaps.set(name, []);
+  else for (const protocol of MAP_PROTOCOLS) for (let shard = 0; shard < ENDPOINT_MAP_SHARDS[protocol]; shard++) endpointMaps.set(endpointMapName(protocol, shard), []);
   for (const f of fragments) {
     // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
     const won = (map: string, e: NftMapElement) => {
@@ -630,6 +801,10 @@ export function assembleTable(
     for (const e of f.firewallIps) if (won(FIREWALL_IPS, e)) firewallIps.push(e);
     for (const ip of f.clusterIps) clusterIps.push(ip);
     for (const u of f.udpFrontends) udpFrontends.push(u);
+    for (const { map, elements } of f.endpointElements) {
+      const shard = endpointMaps.get(map)!;
+      for (const e of elements) shard.push(e);
+    }
   }
   const verdictMap = (name: string, keyType: readonly ("ipv4_addr" | "inet_proto" | "inet_service")[], elements: NftMapElement[], comment: string) => ({
     name,
@@ -644,13 +819,21 @@ export function assembleTable(
       name: PROXY_TABLE,
       comment: "podnet service proxy",
       chains,
-      sets: [{ name: CLUSTER_IPS, keyType: ["ipv4_addr"], elements: clusterIps, comment: "every ClusterIP" }, ...sets],
+      sets: [{ name: CLUSTER_IPS, keyType: ["ipv4_addr"], elements: clusterIps, comment: "every ClusterIP" }, ...skeletonSets, ...sets],
       maps: [
         verdictMap(SERVICE_IPS, ADDR_PROTO_PORT, dedupeElements(serviceIps), "ClusterIP, external IP and LoadBalancer IP dispatch"),
         verdictMap(SERVICE_NODEPORTS, PROTO_PORT, nodePorts, "NodePort dispatch"),
         verdictMap(NO_ENDPOINT_SERVICES, ADDR_PROTO_PORT, dedupeElements(noEndpointServices), "service addresses with no usable endpoints"),
         verdictMap(NO_ENDPOINT_NODEPORTS, PROTO_PORT, noEndpointNodePorts, "NodePorts with no usable endpoints"),
         verdictMap(FIREWALL_IPS, ADDR_PROTO_PORT, firewallIps, "LoadBalancer IPs with source ranges"),
+        // All of them, or in a narrowed table (proxy-plan.ts) the same ones on both sides, so only their elements are compared.
+        ...[...endpointMaps].map(([name, elements]) => ({
+          name,
+          keyType: ["numgen"] as const,
+          valueType: ["ipv4_addr", "inet_service"] as const,
+          numgenDport: name.split("-")[1] as "tcp" | "udp" | "sctp",
+          elements,
+        })),
       ],
     },
     udpFrontends,

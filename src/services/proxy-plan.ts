@@ -24,8 +24,14 @@ export function planProxyTransaction(previous: CompiledProxy | undefined, next: 
   const changed = changedServicesOf(previous, next);
   const skeletonChanged = previous.skeleton !== next.skeleton;
   const pick = (compiled: CompiledProxy) => [...changed].map((key) => compiled.fragments.get(key)).filter((f): f is ServiceFragment => f !== undefined);
-  const before = assembleTable(pick(previous), skeletonChanged ? previous.skeleton : [], previous.contestedOwners).table;
-  const after = assembleTable(pick(next), skeletonChanged ? next.skeleton : [], next.contestedOwners).table;
+  const beforeFragments = pick(previous);
+  const afterFragments = pick(next);
+  // The shared endpoint maps always exist: both sides list the ones either side's fragments use, so the
+  // diff compares their elements (and skips the 160-odd maps no changed service uses).
+  const endpointMaps = new Set<string>();
+  for (const f of [...beforeFragments, ...afterFragments]) for (const { map } of f.endpointElements) endpointMaps.add(map);
+  const before = assembleTable(beforeFragments, skeletonChanged ? previous.skeleton : [], previous.contestedOwners, skeletonChanged ? previous.skeletonSets : [], endpointMaps).table;
+  const after = assembleTable(afterFragments, skeletonChanged ? next.skeleton : [], next.contestedOwners, skeletonChanged ? next.skeletonSets : [], endpointMaps).table;
   return diffTables(after, before);
 }
 

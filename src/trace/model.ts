@@ -86,6 +86,11 @@ export interface NftHop extends HopBase {
   nat?: "masquerade" | "snat" | "dnat" | "redirect";
   /** A `dnat … to ADDRESS[:PORT]` that matched: the walk goes on towards this address (a Service's chosen endpoint). */
   dnatTo?: { address: string; port?: number };
+  /**
+   * A `dnat ip to numgen random mod N offset O map @MAP` that matched: the address came from an element
+   * of MAP, which the rule does not show; dnatTo is then the probe's conntrack entry's, read after the probe.
+   */
+  dnatMap?: { map: string; mod: number; offset: number };
 }
 
 export interface ArrivalHop extends HopBase {
@@ -123,6 +128,11 @@ export interface ServiceHop extends HopBase {
    * the kernel: that rule is not in the trace). `expires`: the element's time left, read after the probe.
    */
   affinity?: { set: string; element: string; decided: boolean; expires?: string };
+  /**
+   * The endpoint map layout: the rule drew a number in offset..offset+mod-1 and DNATed to that key's
+   * element of `map`; `key` is the element holding the endpoint conntrack says was chosen.
+   */
+  endpointElement?: { map: string; key: number; mod: number; offset: number };
 }
 
 /**

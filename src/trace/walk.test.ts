@@ -88,3 +88,21 @@ test("service hop for a LoadBalancer IP: external chain → (mark) → service c
   assert.equal(np.element, "tcp . 31234");
   assert.deepEqual(np.endpoint, { address: "10.244.1.6", port: 8080 });
 });
+
+test("service hop through an endpoint map: the rule names the map and the draw, the endpoint comes from conntrack", () => {
+  const WEB = "service-4A1B2C3D-default/web/tcp/80";
+  const hops = nftHopsFor("pnl-x-node1", events([
+    `trace id aa ip podnet-svc services packet: ${PKT}`,
+    `trace id aa ip podnet-svc services rule ip daddr . meta l4proto . th dport vmap @service-ips # handle 8 (verdict goto ${WEB})`,
+    `trace id aa ip podnet-svc ${WEB} rule meta l4proto tcp dnat ip to numgen random mod 3 offset 2048 map @endpoints-tcp-1f # handle 90 (verdict accept)`,
+  ]), undefined, base);
+  const dnatHop = hops.find((h) => h.chain === WEB)!;
+  assert.deepEqual(dnatHop.dnatMap, { map: "endpoints-tcp-1f", mod: 3, offset: 2048 });
+  assert.equal(dnatHop.dnatTo, undefined, "the rule shows no address");
+  assert.match(serviceHopFrom(hops, base, "pnl-x-node1")!.summary, /no endpoint chosen/);
+  // What the walk reads from the probe's conntrack entry after the probe (resolveMapDnat).
+  dnatHop.dnatTo = { address: "10.244.2.7", port: 8080 };
+  const service = serviceHopFrom(hops, base, "pnl-x-node1")!;
+  assert.deepEqual(service.endpoint, { address: "10.244.2.7", port: 8080 });
+  assert.equal(service.serviceChain, WEB);
+});

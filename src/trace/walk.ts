@@ -16,6 +16,8 @@ import { namedNetnsPath } from "../kernel/named-netns-path.ts";
 import { lookupRoute, RTPROT_BOOT, RTPROT_KERNEL, RTPROT_STATIC, type RouteLookup } from "../kernel/route.ts";
 import { getSetElement, listChainRules, type NftTraceEvent, type TraceProto } from "../kernel/nft-trace.ts";
 import { conntrackListArgs, listFlows, type ConntrackEntry, type ConntrackFilter, type ConntrackTuple } from "../kernel/conntrack.ts";
+import { readMapElements } from "../kernel/nft.ts";
+import type { NftFamily, NftMapElement } from "../kernel/nft/model.ts";
 import type { BridgeHop, ConntrackHop, DropHop, DropReason, Hop, NftHop, NftRuleMatch, RouteHop, ServiceHop } from "./model.ts";
 
 /** podnet's agent marks its routes with this rtm_protocol (src/agent/route-table.ts). */
@@ -144,6 +146,8 @@ export function walkPath(start: string, packet: WalkPacket, opts: WalkOptions): 
     const seenHere = encapsulated ? undefined : opts.events?.get(ns)?.find((e) => e.kind === "packet" && e.table === opts.traceTable && e.family === "inet" && (!position.iif || e.packet.iif === position.iif.name));
     if (seenHere?.kind === "packet" && seenHere.packet.saddr && position.iif) pkt.src = seenHere.packet.saddr;
 
+    // A DNAT through an endpoint map names no address: the probe's conntrack entry says which it chose.
+    if (opts.events) resolveMapDnat(ns, nftHops, pkt);
     // A DNAT before routing (a Service's endpoint chain) changes where the packet goes: the look-up is for the new destination.
     const dnat = nftHops.find((h) => h.dnatTo && !/post|input|forward|fwd/i.test(h.chain))?.dnatTo;
     if (dnat) {
@@ -467,6 +471,8 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
       path.push(chain);
     }
     const endpointChain = path.length > 1 ? path.at(-1) : undefined;
+    const byMap = endpoint ? visits(path.at(-1)!).find((v) => v.dnatTo && v.dnatMap) : undefined;
+    const endpointElement = byMap?.dnatMap && endpoint ? endpointElementOf(ns, h.family, h.table, byMap.dnatMap, endpoint) : undefined;
     const packet = h.packet ?? "";
     const daddr = /(?:^|\s)ip daddr (\S+)/.exec(packet)?.[1];
     const proto = /(?:^|\s)(tcp|udp|sctp) dport (\d+)/.exec(packet);
@@ -489,12 +495,15 @@ export function serviceHopFrom(nftHops: readonly NftHop[], base: { netns: string
       ...(endpointChain ? { endpointChain } : {}),
       ...(endpoint ? { endpoint } : {}),
       ...(affinity ? { affinity } : {}),
+      ...(endpointElement ? { endpointElement } : {}),
       summary: `service: @${map} element ${element} → ${path.join(" → ")}${endpoint ? ` → DNAT ${endpoint.address}${endpoint.port !== undefined ? `:${endpoint.port}` : ""}` : " (no endpoint chosen)"}${
+        endpointElement ? ` (numgen random mod ${endpointElement.mod} offset ${endpointElement.offset} drew ${endpointElement.key}: element ${endpointElement.key} of @${endpointElement.map}; the endpoint is the probe's conntrack entry's)` : ""}${
         affinity ? `; chosen by session affinity: element ${affinity.element} of @${affinity.set}` : ""}`,
       explain: [
         `ip netns exec ${ns} nft get element ${h.family} ${h.table} ${map} '{ ${element} }'`,
         `ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${serviceChain}`,
         ...path.slice(1).map((chain) => `ip netns exec ${ns} nft list chain ${h.family} ${h.table} ${chain}`),
+        ...(endpointElement ? [`ip netns exec ${ns} nft get element ${h.family} ${h.table} ${endpointElement.map} '{ ${endpointElement.key} }'`] : []),
         `ip netns exec ${ns} conntrack -L${keyHasAddress && daddr ? ` -d ${daddr}` : ""}${proto ? ` -p ${proto[1]} --orig-port-dst ${proto[2]}` : ""}`,
       ],
       note: `the element's key is the packet's ${keyHasAddress ? "daddr . " : ""}l4proto . dport as the lookup rule saw it`,
@@ -559,6 +568,9 @@ export function nftHopsFor(ns: string, events: readonly NftTraceEvent[], traceTa
       // nft prints a literal DNAT as `dnat ip to 10.244.1.3:8080` (or without the port).
       const dnat = /\bdnat (?:ip )?to (\d+\.\d+\.\d+\.\d+)(?::(\d+))?/.exec(e.rule);
       if (dnat && e.verdict !== "continue") current.dnatTo = { address: dnat[1]!, ...(dnat[2] ? { port: Number(dnat[2]) } : {}) };
+      // The endpoint map layout: `dnat ip to numgen random mod N [offset O] map @MAP` (the address is the element's).
+      const fromMap = /\bdnat (?:ip )?to numgen random mod (\d+)(?: offset (\d+))? map @([\w.-]+)/.exec(e.rule);
+      if (fromMap && e.verdict !== "continue") current.dnatMap = { map: fromMap[3]!, mod: Number(fromMap[1]), offset: Number(fromMap[2] ?? 0) };
     } else current.verdict = e.kind === "policy" ? `policy ${e.verdict}` : e.verdict;
   }
   for (const h of hops) {
@@ -650,4 +662,33 @@ function existingFlow(ns: string, pkt: WalkPacket, nftHops: readonly NftHop[], o
     note: `the entry was there before the probe was sent; nat chains run for a flow's first packet only${opts.events ? (natRuleMet ? "" : ", and the probe met no nat rule here (nft trace)") : ""}`,
   };
   return hop;
+}
+
+/**
+ * For a DNAT through an endpoint map (the rule shows no address), the endpoint the draw chose, from the
+ * probe's own conntrack entry in `ns` (read after the probe): its reply comes from the endpoint.
+ */
+function resolveMapDnat(ns: string, nftHops: NftHop[], pkt: WalkPacket): void {
+  const hop = nftHops.find((h) => h.dnatMap && !h.dnatTo && !/post|input|forward|fwd/i.test(h.chain));
+  if (!hop || (pkt.proto !== "tcp" && pkt.proto !== "udp") || pkt.sport === undefined || pkt.dport === undefined) return;
+  const entries = listFlows({ proto: pkt.proto, originalSrc: pkt.src, originalSport: pkt.sport, originalDst: pkt.dst, originalDport: pkt.dport }, namedNetnsPath(ns));
+  const entry = entries.find((e) => e.reply.src !== e.original.dst || e.reply.sport !== e.original.dport);
+  if (!entry) return;
+  hop.dnatTo = { address: entry.reply.src, ...(entry.reply.sport !== undefined ? { port: entry.reply.sport } : {}) };
+  hop.explain.push(`ip netns exec ${ns} conntrack -L -p ${pkt.proto} -s ${pkt.src} --sport ${pkt.sport} -d ${pkt.dst} --dport ${pkt.dport}`);
+}
+
+/** The key, among the ones the rule could draw, whose element of the map is the endpoint. */
+function endpointElementOf(ns: string, family: string, table: string, d: { map: string; mod: number; offset: number }, endpoint: { address: string; port?: number }): ServiceHop["endpointElement"] {
+  let elements: readonly NftMapElement[] | undefined;
+  try {
+    elements = readMapElements(family as NftFamily, table, d.map, namedNetnsPath(ns));
+  } catch {
+    return undefined; // the map is gone (a sync replaced it): the endpoint still stands, from conntrack
+  }
+  const found = elements?.find((e) => {
+    const key = Number(e.key[0]);
+    return key >= d.offset && key < d.offset + d.mod && e.value?.[0] === endpoint.address && (endpoint.port === undefined || Number(e.value?.[1]) === endpoint.port);
+  });
+  return found ? { map: d.map, key: Number(found.key[0]), mod: d.mod, offset: d.offset } : undefined;
 }

@@ -66,6 +66,7 @@ function canonicalStatement(s: NftStatement): string {
     return `${s.inlineVmap.map(canonicalSelector).join(" . ")} vmap {${entries.join(",")}}`;
   }
   if ("dnat" in s) return `dnat ${s.dnat.family} ${s.dnat.address} ${s.dnat.port ?? ""}`;
+  if ("dnatMap" in s) return `dnat ${s.dnatMap.family} numgen mod ${s.dnatMap.mod} offset ${s.dnatMap.offset} map @${s.dnatMap.map}`;
   if ("snat" in s) return `snat ${s.snat.family} ${s.snat.address}`;
   if ("masquerade" in s) return s.masquerade.fullyRandom ? "masquerade fully-random" : "masquerade";
   if ("setMarkOr" in s) return `mark |= ${s.setMarkOr}`;

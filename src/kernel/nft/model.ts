@@ -23,7 +23,13 @@ export type NftSelector =
 
 /** Element and key types for sets and maps. */
 export type NftDataType =
-  | "ipv4_addr" | "ipv6_addr" | "ether_addr" | "inet_proto" | "inet_service" | "ifname" | "mark" | "verdict";
+  | "ipv4_addr" | "ipv6_addr" | "ether_addr" | "inet_proto" | "inet_service" | "ifname" | "mark" | "verdict"
+  /**
+   * The 32-bit number `numgen` yields. nft has no named type for it, so a map keyed by it is
+   * declared `typeof numgen random mod 4096 : ip daddr . tcp dport` (the only such map podnet makes:
+   * valueType ["ipv4_addr", "inet_service"]; the mod written there is only a type, not a bound).
+   */
+  | "numgen";
 
 /** A literal: an address, a CIDR, a number, a port, a protocol name, an interface name, a keyword value. */
 export type NftValue = string | number;
@@ -56,6 +62,13 @@ export type NftStatement =
   /** `SEL . SEL vmap { k : verdict, ... }` with an anonymous map. */
   | { inlineVmap: readonly NftSelector[]; entries: readonly { key: readonly NftValue[]; verdict: NftVerdict }[] }
   | { dnat: { family: "ip" | "ip6"; address: string; port?: number } }
+  /**
+   * `dnat ip to numgen random mod MOD offset OFFSET map @MAP`: a fresh number in
+   * OFFSET..OFFSET+MOD-1 is looked up in a data map (keyType ["numgen"], valueType
+   * ["ipv4_addr", "inet_service"]) whose element gives the address and port. Endpoints are then
+   * elements, not rules: changing them never makes the kernel revalidate the table.
+   */
+  | { dnatMap: { family: "ip"; mod: number; offset: number; map: string } }
   | { snat: { family: "ip" | "ip6"; address: string } }
   | { masquerade: { fullyRandom?: boolean } }
   /** `meta mark set meta mark or VALUE`. */
@@ -123,6 +136,12 @@ export interface NftMap {
   /** "verdict" for a verdict map; else the data type(s). */
   valueType: readonly NftDataType[];
   flags?: readonly ("interval" | "constant")[];
+  /**
+   * A numgen map only: the protocol its value's port is declared for (`ip daddr . tcp dport`);
+   * nft 1.0.6 refuses a rule whose `meta l4proto` is another. Not shown by `nft -j`: a read-back
+   * map has none, and the diff does not compare it (the map's name should say it).
+   */
+  numgenDport?: "tcp" | "udp" | "sctp";
   elements: readonly NftMapElement[];
   comment?: string;
 }

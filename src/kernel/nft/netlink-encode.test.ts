@@ -52,4 +52,27 @@ describe("nf_tables netlink encoder", () => {
     assert.deepEqual([...ok.schemaChanges.keys()], ["s"]);
     assert.throws(() => encodeTransaction(tx([{ op: "deleteTable" }, { op: "addElements", setOrMap: "s", elements: [["10.0.0.1"]] }]), () => ({ keyType: ["ipv4_addr"], verdictMap: false })), NftNotEncodable);
   });
+
+  it("writes a numgen map as nft does (integer key, address . port data) and its elements' data", () => {
+    const { batch, ops, schemaChanges } = encodeTransaction(tx([
+      { op: "addMap", map: { name: "endpoints-udp-00", keyType: ["numgen"], valueType: ["ipv4_addr", "inet_service"], numgenDport: "udp", elements: [{ key: [2048], value: ["10.244.1.5", 53] }] } },
+    ]), () => undefined);
+    assert.deepEqual(ops, ["add map endpoints-udp-00", "add element endpoints-udp-00"]);
+    assert.deepEqual(schemaChanges.get("endpoints-udp-00"), { keyType: ["numgen"], verdictMap: false, valueType: ["ipv4_addr", "inet_service"] });
+    const [set, elements] = parseMessages(batch).slice(1, 3).map((m) => parseAttrs(m.payload.subarray(4)));
+    const u32 = (attrs: ReturnType<typeof parseAttrs>, type: number) => Buffer.from(attrs.find((a) => a.type === type)!.data).readUInt32BE(0);
+    assert.equal(u32(set!, 3), 0x8, "a map");
+    assert.equal(u32(set!, 4), 4, "integer key");
+    assert.equal(u32(set!, 6), (7 << 6) | 13, "ipv4_addr . inet_service data");
+    assert.equal(u32(set!, 7), 8);
+    // Key 2048 in host order, data 10.244.1.5 and port 53 big-endian in its own 4-byte word.
+    const raw = Buffer.from(elements!.find((a) => a.type === 3)!.data);
+    assert.ok(raw.includes(Buffer.from([0, 8, 0, 0])), "key bytes");
+    assert.ok(raw.includes(Buffer.from([10, 244, 1, 5, 0, 53, 0, 0])), "data bytes");
+  });
+  it("refuses a numgen map element without a value", () => {
+    assert.throws(() => encodeTransaction(tx([
+      { op: "addMap", map: { name: "m", keyType: ["numgen"], valueType: ["ipv4_addr", "inet_service"], elements: [{ key: [1], verdict: { verdict: "accept" } }] } },
+    ]), () => undefined), NftNotEncodable);
+  });
 });

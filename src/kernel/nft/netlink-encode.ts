@@ -78,6 +78,7 @@ const DATATYPES: Record<Exclude<NftDataType, "verdict">, { id: number; len: numb
   inet_service: { id: 13, len: 2, byteorder: 2 },
   mark: { id: 19, len: 4, byteorder: 1 },
   ifname: { id: 41, len: 16, byteorder: 1 },
+  numgen: { id: TYPE_INTEGER, len: 4, byteorder: 1 },
 };
 // libnftnl's userdata TLV types (libnftnl/udata.h).
 const UDATA_SET_KEYBYTEORDER = 0, UDATA_SET_DATABYTEORDER = 1, UDATA_SET_MERGE_ELEMENTS = 2, UDATA_SET_KEY_TYPEOF = 3,
@@ -87,8 +88,9 @@ const UDATA_COMMENT = 0;
 /** What element encoding needs to know about a named set or map. */
 export interface SetSchema {
   keyType: readonly NftDataType[];
-  /** Verdict maps only (data maps are not encoded). */
   verdictMap: boolean;
+  /** Data maps only: the type of each element's value (the one data map encoded: numgen → ipv4_addr . inet_service). */
+  valueType?: readonly NftDataType[];
 }
 
 /** Looks up a set's schema as the kernel has it now (from earlier transactions). */
@@ -348,8 +350,8 @@ function typedValue(field: string, type: NftDataType, value: NftValue): Uint8Arr
       new DataView(b.buffer).setUint16(0, portNumber(field, value), false);
       return b;
     }
-    case "mark": {
-      if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new NftNotEncodable(`${field}: mark ${JSON.stringify(value)}`);
+    case "mark": case "numgen": {
+      if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new NftNotEncodable(`${field}: ${type} ${JSON.stringify(value)}`);
       return u32le(value);
     }
     default:
@@ -477,6 +479,7 @@ function makeSelector(field: string, sel: NftSelector): SelectorLoad {
     }
     case "ct state":
       return { load: (r) => expr("ct", [be32(1, r), be32(2, NFT_CT_STATE)]), len: 4, value: (f, v) => u32le(lookupName(f, CT_STATES, v)), type: "integer" };
+    case "ct status": return ctStatusSelector();
     case "fib daddr type":
       return { load: (r) => expr("fib", [be32(1, r), be32(2, NFT_FIB_RESULT_ADDRTYPE), be32(3, NFTA_FIB_F_DADDR)]), len: 4, value: (f, v) => u32le(lookupName(f, ADDRESS_TYPES, v)), type: "integer" };
     default:
@@ -646,16 +649,16 @@ function encodeMatch(ctx: Context, field: string, s: Extract<NftStatement, { mat
       }
       return [load.load(NFT_REG_1), bitwise(4, mask, new Uint8Array(4)), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, network)];
     }
-    if (s.match === "ct state") {
+    if (s.match === "ct state" || s.match === "ct status") {
       const bits = load.value(`${field}.value`, v);
-      // `ct state new` is a bit test; `ct state != new` compares the whole state (nft 1.0.6).
+      // `ct state new` is a bit test; `ct state != new` compares the whole state (nft 1.0.6). The same for ct status.
       if (negate) return [load.load(NFT_REG_1), cmp(NFT_CMP_NEQ, bits)];
       return [load.load(NFT_REG_1), bitwise(4, bits, new Uint8Array(4)), cmp(NFT_CMP_NEQ, new Uint8Array(4))];
     }
     return [load.load(NFT_REG_1), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, load.value(`${field}.value`, v))];
   }
   // Several values: an anonymous set, an interval set when any of them is a prefix.
-  if (s.match === "ct state") throw new NftNotEncodable(`${field}: ct state with several values`);
+  if (s.match === "ct state" || s.match === "ct status") throw new NftNotEncodable(`${field}: ${s.match} with several values`);
   let set: { name: string; id: number };
   if (isIp && values.some((v) => typeof v === "string" && v.includes("/") && !v.endsWith("/32"))) {
     const ranges = ipv4Ranges(`${field}.value`, values);
@@ -734,6 +737,7 @@ function statementExprs(ctx: Context, field: string, s: NftStatement): A[] {
     }
     return [...exprs, expr("nat", nat)];
   }
+  if ("dnatMap" in s) return dnatMapExprs(field, s.dnatMap);
   if ("masquerade" in s) return [expr("masq", s.masquerade.fullyRandom ? [be32(1, NF_NAT_RANGE_PROTO_RANDOM_FULLY)] : [])];
   if ("setMarkOr" in s) {
     const mark = s.setMarkOr;
@@ -815,6 +819,10 @@ function addSetOrMap(ctx: Context, field: string, s: NftSet | NftMap, isMap: boo
     else throw new NftNotEncodable(`${field}.flags ${f}`);
   }
   const attrs: A[] = [str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name)];
+  if (isMap && isNumgenMap(s as NftMap)) {
+    addNumgenMap(ctx, field, name, s as NftMap, flags, schemas);
+    return;
+  }
   if (isMap) {
     const map = s as NftMap;
     if (map.valueType.length !== 1 || map.valueType[0] !== "verdict") throw new NftNotEncodable(`${field}: a data map (${map.valueType.join(" . ")})`);
@@ -860,6 +868,11 @@ function elementMessages(ctx: Context, field: string, set: string, schema: SetSc
       if (!isMapElement(e) || e.verdict === undefined || e.value !== undefined) throw new NftNotEncodable(`${field}[${i}]: a verdict map element needs a verdict`);
       children.push(nested(NFTA_SET_ELEM_DATA, [verdictData(`${field}[${i}].verdict`, e.verdict)]));
       size += 32 + (e.verdict.verdict === "jump" || e.verdict.verdict === "goto" ? e.verdict.chain.length : 0);
+    } else if (!remove && schema.valueType !== undefined) {
+      if (!isMapElement(e) || e.value === undefined || e.verdict !== undefined) throw new NftNotEncodable(`${field}[${i}]: a data map element needs a value`);
+      const value = keyBytes(`${field}[${i}].value`, schema.valueType, e.value);
+      children.push(nested(NFTA_SET_ELEM_DATA, [attr(NFTA_DATA_VALUE, value)]));
+      size += 32 + value.byteLength;
     } else if (!remove && isMapElement(e)) {
       throw new NftNotEncodable(`${field}[${i}]: a map element for set ${set}`);
     }
@@ -882,7 +895,7 @@ export function schemaChangesOf(tx: NftTransaction): Pick<EncodedTransaction, "s
       schemaChanges.clear();
       tableDeleted = true;
     } else if (c.op === "addSet") schemaChanges.set(c.set.name, { keyType: c.set.keyType, verdictMap: false });
-    else if (c.op === "addMap") schemaChanges.set(c.map.name, { keyType: c.map.keyType, verdictMap: true });
+    else if (c.op === "addMap") schemaChanges.set(c.map.name, isNumgenMap(c.map) ? numgenMapSchema(c.map) : { keyType: c.map.keyType, verdictMap: true });
     else if (c.op === "deleteSet" || c.op === "deleteMap") schemaChanges.set(c.name, undefined);
   }
   return { schemaChanges, tableDeleted };
@@ -956,4 +969,83 @@ export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): E
     }
   });
   return { ops: ctx.out.ops, batch: ctx.out.finish(), schemaChanges: schemas, tableDeleted };
+}
+
+// ---- numgen DNAT maps: `typeof numgen random mod 4096 : ip daddr . tcp dport` (or udp, sctp) and
+// `dnat ip to numgen random mod N offset O map @M` (what nft 1.0.6 sends, from `nft --debug=mnl`) ----
+
+const NFT_CT_STATUS = 2;
+const CT_STATUS_BITS: Record<string, number> = { expected: 0x1, "seen-reply": 0x2, assured: 0x4, confirmed: 0x8, snat: 0x10, dnat: 0x20, dying: 0x200 };
+const NFTA_NG_OFFSET = 4;
+const NFTA_NAT_REG_ADDR_MIN = 3, NFTA_NAT_REG_PROTO_MIN = 5;
+const UDATA_SET_DATA_TYPEOF = 4;
+// nft's expression ids and fields in typeof userdata (nftables src/expression.c, payload.c, proto.c).
+const TYPEOF_EXPR_PAYLOAD = 7, TYPEOF_EXPR_CONCAT = 13, TYPEOF_EXPR_NUMGEN = 23;
+const TYPEOF_PROTO_IP = 12, TYPEOF_IP_DADDR = 12, TYPEOF_DPORT = 2;
+const TYPEOF_PROTOS: Record<string, number> = { udp: 6, tcp: 8, sctp: 10 };
+const NUMGEN_TYPEOF_MOD = 4096;
+const NUMGEN_MAP_DATA_TYPES: readonly NftDataType[] = ["ipv4_addr", "inet_service"];
+
+function ctStatusSelector(): SelectorLoad {
+  return { load: (r) => expr("ct", [be32(1, r), be32(2, NFT_CT_STATUS)]), len: 4, value: (f, v) => u32le(lookupName(f, CT_STATUS_BITS, v)), type: "integer" };
+}
+
+function isNumgenMap(map: NftMap): boolean {
+  return map.keyType.length === 1 && map.keyType[0] === "numgen";
+}
+
+function numgenMapSchema(map: NftMap): SetSchema {
+  if (map.valueType.join(" . ") !== NUMGEN_MAP_DATA_TYPES.join(" . ")) throw new NftNotEncodable(`map ${map.name}: numgen : ${map.valueType.join(" . ")}`);
+  return { keyType: map.keyType, verdictMap: false, valueType: NUMGEN_MAP_DATA_TYPES };
+}
+
+function payloadTypeof(proto: number, field: number): Uint8Array {
+  return concatBytes([udata(0, u32le(TYPEOF_EXPR_PAYLOAD)), udata(1, concatBytes([udata(0, u32le(proto)), udata(1, u32le(field))]))]);
+}
+
+function numgenMapUserdata(field: string, dport: string, comment: string | undefined): Uint8Array {
+  const proto = TYPEOF_PROTOS[dport];
+  if (proto === undefined) throw new NftNotEncodable(`${field}.numgenDport ${JSON.stringify(dport)}`);
+  const keyTypeof = concatBytes([
+    udata(0, u32le(TYPEOF_EXPR_NUMGEN)),
+    udata(1, concatBytes([udata(0, u32le(NFT_NG_RANDOM)), udata(1, u32le(NUMGEN_TYPEOF_MOD)), udata(2, u32le(0))])),
+  ]);
+  const dataTypeof = concatBytes([
+    udata(0, u32le(TYPEOF_EXPR_CONCAT)),
+    udata(1, concatBytes([udata(0, payloadTypeof(TYPEOF_PROTO_IP, TYPEOF_IP_DADDR)), udata(1, payloadTypeof(proto, TYPEOF_DPORT))])),
+  ]);
+  const parts = [
+    udata(UDATA_SET_KEYBYTEORDER, u32le(1)),
+    udata(UDATA_SET_DATABYTEORDER, u32le(0)),
+    udata(UDATA_SET_KEY_TYPEOF, keyTypeof),
+    udata(UDATA_SET_DATA_TYPEOF, dataTypeof),
+    udata(UDATA_SET_DATA_INTERVAL, u32le(0)),
+  ];
+  if (comment !== undefined) parts.push(commentUdata(UDATA_SET_COMMENT, `${field}.comment`, comment));
+  return concatBytes(parts);
+}
+
+function addNumgenMap(ctx: Context, field: string, name: string, map: NftMap, flags: number, schemas: Map<string, SetSchema | undefined>): void {
+  const schema = numgenMapSchema(map);
+  if (flags !== 0 || (map.flags ?? []).length > 0) throw new NftNotEncodable(`${field}.flags on a numgen map`);
+  ctx.push(NFT_MSG_NEWSET, NLM_F_CREATE, [
+    str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name), be32(NFTA_SET_FLAGS, NFT_SET_MAP),
+    be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER), be32(NFTA_SET_KEY_LEN, 4),
+    be32(NFTA_SET_DATA_TYPE, keyTypeId(NUMGEN_MAP_DATA_TYPES)), be32(NFTA_SET_DATA_LEN, keyLength(NUMGEN_MAP_DATA_TYPES)),
+    be32(NFTA_SET_ID, ctx.setId()),
+    attr(NFTA_SET_USERDATA, numgenMapUserdata(field, map.numgenDport ?? "tcp", map.comment)),
+  ], `add map ${name}`);
+  schemas.set(name, schema);
+  if (map.elements.length > 0) elementMessages(ctx, `${field}.elements`, name, schema, map.elements, false);
+}
+
+/** numgen into NFT_REG_1, the map's address . port into NFT_REG_1 (port in its second word), nat from both. */
+function dnatMapExprs(field: string, d: Extract<NftStatement, { dnatMap: unknown }>["dnatMap"]): A[] {
+  if (d.family !== "ip") throw new NftNotEncodable(`${field}: nat family ${d.family}`);
+  if (!Number.isSafeInteger(d.mod) || d.mod < 1 || !Number.isSafeInteger(d.offset) || d.offset < 0 || d.offset + d.mod > 2 ** 32) throw new NftNotEncodable(`${field}: numgen mod ${d.mod} offset ${d.offset}`);
+  return [
+    expr("numgen", [be32(1, NFT_REG_1), be32(2, d.mod), be32(3, NFT_NG_RANDOM), be32(NFTA_NG_OFFSET, d.offset)]),
+    lookupExpr(checkIdentifier(`${field}.map`, d.map), undefined, NFT_REG_1, NFT_REG_1, false),
+    expr("nat", [be32(1, NFT_NAT_DNAT), be32(2, NFPROTO_IPV4), be32(NFTA_NAT_REG_ADDR_MIN, NFT_REG_1), be32(NFTA_NAT_REG_PROTO_MIN, NFT_REG32_00 + 1)]),
+  ];
 }

@@ -72,3 +72,26 @@ describe("nat statements in a one-family table", () => {
     assert.match(rule.opaque ?? "", /dnat/);
   });
 });
+
+describe("reading back the endpoint-map layout", () => {
+  // nft 1.0.6 `nft -j list table ip t` for a `typeof numgen … : ip daddr . tcp dport` map and its rule.
+  const json = JSON.stringify({ nftables: [
+    { table: { family: "ip", name: "t", handle: 1 } },
+    { map: { family: "ip", name: "endpoints-tcp-00", table: "t", type: "integer", handle: 2, map: "ipv4_addr . inet_service", elem: [[1024, { concat: ["10.244.1.5", 8080] }]] } },
+    { chain: { family: "ip", table: "t", name: "svc", handle: 3 } },
+    { rule: { family: "ip", table: "t", chain: "svc", handle: 4, expr: [
+      { match: { op: "==", left: { meta: { key: "l4proto" } }, right: "tcp" } },
+      { dnat: { family: "ip", addr: { map: { key: { numgen: { mode: "random", mod: 3, offset: 1024 } }, data: "@endpoints-tcp-00" } } } },
+    ] } },
+    { rule: { family: "ip", table: "t", chain: "svc", handle: 5, expr: [
+      { match: { op: "in", left: { ct: { key: "status" } }, right: "dnat" } },
+      { masquerade: null },
+    ] } },
+  ] });
+  const table = decodeTableJson(json, "ip", "t");
+  it("decodes the numgen-keyed data map, its elements, the DNAT from it and ct status", () => {
+    assert.deepEqual(table.maps[0], { name: "endpoints-tcp-00", keyType: ["numgen"], valueType: ["ipv4_addr", "inet_service"], elements: [{ key: [1024], value: ["10.244.1.5", 8080] }] });
+    assert.deepEqual(table.chains[0]!.rules[0]!.statements[1], { dnatMap: { family: "ip", mod: 3, offset: 1024, map: "endpoints-tcp-00" } });
+    assert.deepEqual(table.chains[0]!.rules[1]!.statements[0], { match: "ct status", value: "dnat" });
+  });
+});

@@ -179,6 +179,7 @@ function decodeVmap(v: JsonObject): NftStatement {
 function decodeNat(kind: "dnat" | "snat", n: Json | undefined, tableFamily: NftFamily): NftStatement {
   const implied = tableFamily === "ip" || tableFamily === "ip6" ? tableFamily : undefined;
   const family = isObject(n) ? (n["family"] ?? implied) : undefined;
+  if (kind === "dnat" && isObject(n) && isObject(n["addr"])) return decodeDnatMap(n, family);
   if (!isObject(n) || (family !== "ip" && family !== "ip6") || typeof n["addr"] !== "string" || n["flags"] !== undefined) fail(kind, n ?? null);
   const address = n["addr"];
   if (kind === "snat") {
@@ -273,7 +274,8 @@ function decodeRule(r: JsonObject, tableFamily: NftFamily): NftRuleState {
 }
 
 function decodeTypes(t: Json | undefined, what: string): NftDataType[] {
-  const list = Array.isArray(t) ? t : [t];
+  // nft writes a concatenated map value type as one string, "ipv4_addr . inet_service".
+  const list = Array.isArray(t) ? t : typeof t === "string" ? t.split(" . ") : [t];
   return list.map((x) => {
     if (typeof x !== "string") throw new NftDecodeError(`${what}: type ${JSON.stringify(t)}`);
     return x as NftDataType;
@@ -328,9 +330,11 @@ function decodeMap(m: JsonObject): NftMap {
         }
       })
     : [];
+  const keyType = decodeTypes(m["type"], `map ${name}`);
   return {
     name,
-    keyType: decodeTypes(m["type"], `map ${name}`),
+    // A `typeof numgen …` key shows as "integer"; podnet makes such maps only for DNAT targets.
+    keyType: keyType.length === 1 && (keyType[0] as string) === "integer" && valueType.join(" . ") === "ipv4_addr . inet_service" ? ["numgen"] : keyType,
     valueType,
     ...(flags.length > 0 ? { flags } : {}),
     ...(typeof m["comment"] === "string" ? { comment: m["comment"] } : {}),
@@ -394,4 +398,16 @@ export function decodeTableJson(text: string, family: NftFamily, name: string): 
     return { name: String(chain["name"]), handle: Number(chain["handle"]), rules, ...(base ? { base } : {}) };
   });
   return { family, name, chains: chainStates, sets, maps, counters, ...(comment === undefined ? {} : { comment }) };
+}
+
+/** `dnat ip to numgen random mod N [offset O] map @MAP`. */
+function decodeDnatMap(n: JsonObject, family: Json | undefined): NftStatement {
+  const addr = n["addr"];
+  const map = isObject(addr) && isObject(addr["map"]) ? addr["map"] : undefined;
+  const key = map && isObject(map["key"]) ? map["key"]["numgen"] : undefined;
+  const name = map ? setReference(map["data"]) : undefined;
+  if (family !== "ip" || !isObject(key) || key["mode"] !== "random" || typeof key["mod"] !== "number" || name === undefined || n["port"] !== undefined || n["flags"] !== undefined) fail("dnat map", n);
+  const offset = key["offset"] ?? 0;
+  if (typeof offset !== "number") fail("dnat map offset", n);
+  return { dnatMap: { family: "ip", mod: key["mod"], offset, map: name } };
 }

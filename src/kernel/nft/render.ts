@@ -129,6 +129,7 @@ export function renderStatement(field: string, s: NftStatement): string {
     const target = port === undefined ? addr : family === "ip6" ? `[${addr}]:${renderValue(`${field}.dnat.port`, port)}` : `${addr}:${renderValue(`${field}.dnat.port`, port)}`;
     return `dnat ${family} to ${target}`;
   }
+  if ("dnatMap" in s) return renderDnatMap(field, s.dnatMap);
   if ("snat" in s) {
     if (s.snat.family !== "ip" && s.snat.family !== "ip6") throw new NftModelError(`${field}.snat.family`, `must be ip or ip6`);
     return `snat ${s.snat.family} to ${renderValue(`${field}.snat.address`, s.snat.address)}`;
@@ -206,7 +207,7 @@ function renderSetBody(field: string, set: NftSet): string {
 }
 
 function renderMapBody(field: string, map: NftMap): string {
-  const parts = [`type ${renderTypes(`${field}.keyType`, map.keyType)} : ${renderTypes(`${field}.valueType`, map.valueType)};`];
+  const parts = [map.keyType.includes("numgen") ? numgenMapType(field, map) : `type ${renderTypes(`${field}.keyType`, map.keyType)} : ${renderTypes(`${field}.valueType`, map.valueType)};`];
   if (map.flags && map.flags.length > 0) {
     for (const f of map.flags) if (!["interval", "constant"].includes(f)) throw new NftModelError(`${field}.flags`, `unknown flag ${JSON.stringify(f)}`);
     parts.push(`flags ${map.flags.join(",")};`);
@@ -345,4 +346,25 @@ export function renderTable(table: NftTable): string {
   if (table.comment === undefined) return script;
   // The table's comment is set where the table is created (nft has no separate command for it).
   return script.replace(/^add table (\S+ \S+)\n/, `add table $1 { comment ${quoteText("comment", table.comment)}; }\n`);
+}
+
+/** The `typeof` mod nft records for a map keyed by numgen (a type only: any number is a valid key). */
+export const NUMGEN_TYPEOF_MOD = 4096;
+
+/** A map from a numgen value to an address and port: nft has no type name for the key, so `typeof`. */
+function numgenMapType(field: string, map: NftMap): string {
+  if (map.keyType.length !== 1 || map.valueType.length !== 2 || map.valueType[0] !== "ipv4_addr" || map.valueType[1] !== "inet_service") {
+    throw new NftModelError(`${field}.keyType`, "a numgen key is supported only as numgen : ipv4_addr . inet_service");
+  }
+  if (map.flags && map.flags.length > 0) throw new NftModelError(`${field}.flags`, "a numgen map takes no flags");
+  const dport = map.numgenDport ?? "tcp";
+  if (!["tcp", "udp", "sctp"].includes(dport)) throw new NftModelError(`${field}.numgenDport`, `${JSON.stringify(dport)} is not tcp, udp or sctp`);
+  return `typeof numgen random mod ${NUMGEN_TYPEOF_MOD} : ip daddr . ${dport} dport;`;
+}
+
+function renderDnatMap(field: string, d: Extract<NftStatement, { dnatMap: unknown }>["dnatMap"]): string {
+  if (d.family !== "ip") throw new NftModelError(`${field}.dnatMap.family`, "must be ip");
+  if (!Number.isSafeInteger(d.mod) || d.mod < 1 || d.mod > 0xffffffff) throw new NftModelError(`${field}.dnatMap.mod`, `${d.mod} is not a positive 32-bit integer`);
+  if (!Number.isSafeInteger(d.offset) || d.offset < 0 || d.offset + d.mod > 2 ** 32) throw new NftModelError(`${field}.dnatMap.offset`, `${d.offset} does not keep offset + mod within 32 bits`);
+  return `dnat ip to numgen random mod ${d.mod}${d.offset > 0 ? ` offset ${d.offset}` : ""} map @${checkIdentifier(`${field}.dnatMap.map`, d.map)}`;
 }
