@@ -20,7 +20,7 @@ import type { EndpointSlice, Service } from "../src/k8s/types.ts";
 import { startEtcd } from "../src/supervise/etcd-server.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
-const { values } = parseArgs({ options: { services: { type: "string", default: "10000" }, restarts: { type: "string", default: "3" }, inner: { type: "boolean", default: false }, settle: { type: "string", default: "10" }, "agent-flags": { type: "string" } } });
+const { values } = parseArgs({ options: { services: { type: "string", default: "10000" }, restarts: { type: "string", default: "3" }, inner: { type: "boolean", default: false }, settle: { type: "string", default: "10" }, "agent-flags": { type: "string" }, alternate: { type: "string" } } });
 const env = { ...process.env };
 delete env.NODE_EXTRA_CA_CERTS;
 const NODE_IP = "192.168.77.11";
@@ -36,7 +36,7 @@ if (!values.inner) {
     spawnSync("ip", ["-n", name, "addr", "add", `${NODE_IP}/24`, "dev", "uplink"]);
     spawnSync("ip", ["-n", name, "link", "set", "uplink", "up"]);
     spawnSync("ip", ["-n", name, "link", "set", "uplinkp", "up"]);
-    const run = spawnSync("ip", ["netns", "exec", name, process.execPath, "--import", "tsx", join(REPO, "bench/services-restart.ts"), "--inner", "--services", values.services, "--restarts", values.restarts, "--settle", values.settle, ...(values["agent-flags"] !== undefined ? [`--agent-flags=${values["agent-flags"]}`] : [])], { stdio: "inherit", env });
+    const run = spawnSync("ip", ["netns", "exec", name, process.execPath, "--import", "tsx", join(REPO, "bench/services-restart.ts"), "--inner", "--services", values.services, "--restarts", values.restarts, "--settle", values.settle, ...(values["agent-flags"] !== undefined ? [`--agent-flags=${values["agent-flags"]}`] : []), ...(values.alternate !== undefined ? [`--alternate=${values.alternate}`] : [])], { stdio: "inherit", env });
     process.exitCode = run.status ?? 1;
   } finally {
     spawnSync("ip", ["netns", "del", name]);
@@ -68,8 +68,9 @@ async function inner(): Promise<void> {
   const socket = join(dir, "agent.sock");
   let agent: ChildProcess | undefined;
   const logFile = join(dir, "agent.log");
-  const startAgent = () => {
-    agent = spawn(process.execPath, [...AGENT_FLAGS, join(REPO, "bin/podnet.js"), "agent", "--name", "bench-node", "--node-ip", NODE_IP, "--etcd", etcd.endpoints[0]!, "--etcd-insecure",
+  // --alternate PATH: every other restart runs that podnet (bin/podnet.js of another checkout), side by side.
+  const startAgent = (script: string) => {
+    agent = spawn(process.execPath, [...AGENT_FLAGS, script, "agent", "--name", "bench-node", "--node-ip", NODE_IP, "--etcd", etcd.endpoints[0]!, "--etcd-insecure",
       "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "ready"), "--listen", socket, "--resync-interval-ms", "1000"],
       { stdio: ["ignore", "ignore", openSync(logFile, "a")], env });
   };
@@ -108,7 +109,8 @@ async function inner(): Promise<void> {
       const logStart = (() => { try { return readFileSync(logFile, "utf8").length; } catch { return 0; } })();
       const wall0 = Date.now();
       const started = performance.now();
-      startAgent();
+      const script = values.alternate !== undefined && round % 2 === 1 ? values.alternate : join(REPO, "bin/podnet.js");
+      startAgent(script);
       let s: Svc | undefined;
       for (;;) {
         if (performance.now() - started > 120_000) throw new Error("no full sync in 120 s");
@@ -125,7 +127,7 @@ async function inner(): Promise<void> {
         const at = Date.parse(line.slice(0, 24));
         return Number.isNaN(at) ? line : `+${at - wall0} ms ${line.slice(25, 200)}`;
       });
-      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`}: ${total.toFixed(0)} ms to full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms: ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater})`);
+      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`} [${script}]: ${total.toFixed(0)} ms to full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms: ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater})`);
       for (const line of log) console.log(`    ${line}`);
       agent!.kill("SIGKILL");
       await new Promise((r) => agent!.once("exit", r));
