@@ -249,7 +249,7 @@ describe("services reconciler: a large full sync compiled in the child", () => {
     assert.equal(kernel.childPlans.length, 1);
     assert.equal(kernel.transactions.length, 1);
     assert.ok(!kernel.transactions[0]!.changes.some((c) => c.op === "deleteTable"));
-    assert.equal(kernel.settled, 1, "memory is settled after full syncs only");
+    assert.equal(kernel.settled, 1, "memory is settled after full syncs (and batches of thousands of services) only");
   });
   it("below 1,000 services the full sync stays in the agent", async () => {
     const kernel = new ChildKernel();
