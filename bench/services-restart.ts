@@ -74,7 +74,7 @@ async function inner(): Promise<void> {
       "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "ready"), "--listen", socket, "--resync-interval-ms", "1000"],
       { stdio: ["ignore", "ignore", openSync(logFile, "a")], env });
   };
-  type Svc = { revision: number; services: number; lastFullSync: { ms: number; phases?: Record<string, number> } | null };
+  type Svc = { revision: number; services: number; lastFullSync: { ms: number; phases?: Record<string, number>; startedAtMs?: number } | null };
   const svcStatus = () => new Promise<Svc | undefined>((res) => {
     const req = request({ socketPath: socket, path: "/status", timeout: 5000 }, (r) => {
       let body = "";
@@ -127,7 +127,7 @@ async function inner(): Promise<void> {
         const at = Date.parse(line.slice(0, 24));
         return Number.isNaN(at) ? line : `+${at - wall0} ms ${line.slice(25, 200)}`;
       });
-      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`} [${script}]: ${total.toFixed(0)} ms to full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms: ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater})`);
+      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`} [${script}]: ${total.toFixed(0)} ms to full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms (started ${s!.lastFullSync!.startedAtMs ?? "?"} ms after the agent's process): ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater})`);
       for (const line of log) console.log(`    ${line}`);
       agent!.kill("SIGKILL");
       await new Promise((r) => agent!.once("exit", r));
