@@ -44,6 +44,8 @@ const SPAWN_ABOVE_BYTES = 256 * 1024;
 const VERIFY_COST_FACTOR = 20;
 /** Netlink batches estimated above this go to a child process (see netlink-child.ts). */
 const CHILD_ABOVE_BYTES = 2 * 1024 * 1024;
+/** How long a child started ahead (prepareLargeTransaction) waits for its sync before it is ended. */
+const PREPARED_CHILD_IDLE_MS = 60_000;
 /** ~2 MiB of batch: 600 services of 5 endpoints make about that much. */
 const PREPARE_CHILD_AT_SERVICES = 1000;
 
@@ -137,7 +139,16 @@ export const realServicesKernel: ServicesKernel = {
     }
   },
   prepareLargeTransaction() {
-    if (preparedChild === undefined && childApplyAvailable()) preparedChild = new ChildApplier(SERVICES_APPLY_COMMAND);
+    if (preparedChild !== undefined || !childApplyAvailable()) return;
+    const child = new ChildApplier(SERVICES_APPLY_COMMAND);
+    preparedChild = child;
+    // Started with the agent: if no sync comes for it (etcd unreachable at start), it does not sit
+    // there holding a Node process's memory; the sync that comes later starts its own.
+    setTimeout(() => {
+      if (preparedChild !== child) return;
+      preparedChild = undefined;
+      child.cancel();
+    }, PREPARED_CHILD_IDLE_MS).unref();
   },
   startFullSync(objects) {
     if (!childApplyAvailable()) return undefined;
