@@ -111,7 +111,9 @@ export class ChildApplier {
     const file = join(this.payloadDir, "payload.json");
     writeFileSync(file, json, { mode: 0o600 });
     const serializeMs = performance.now() - serializeStarted;
-    this.child.stdin.end(JSON.stringify({ payloadFile: file }));
+    // One line: the child starts at its newline. It must not wait for the end of stdin, which
+    // Node closes only when this process's loop next runs (after the caller's compile).
+    this.child.stdin.end(`${JSON.stringify({ payloadFile: file })}\n`);
     return { ...(await this.result), serializeMs };
   }
 
@@ -148,8 +150,12 @@ export async function runApplyChild(prepare: (payload: unknown) => { tx: NftTran
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) {
     chunks.push(chunk as Buffer);
+    // A request is one line (JSON has no raw newline); a bare transaction ends with stdin.
+    if ((chunk as Buffer).includes(10)) break;
   }
-  const request = JSON.parse(Buffer.concat(chunks).toString("utf8")) as { payloadFile?: unknown };
+  const text = Buffer.concat(chunks).toString("utf8");
+  const newline = text.indexOf("\n");
+  const request = JSON.parse(newline >= 0 ? text.slice(0, newline) : text) as { payloadFile?: unknown };
   chunks.length = 0;
   const readStarted = performance.now();
   const payload: unknown = typeof request.payloadFile === "string" ? JSON.parse(readFileSync(request.payloadFile, "utf8")) : request;
