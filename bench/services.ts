@@ -9,9 +9,17 @@
 //     iptables-legacy-restore (the legacy backend, as kube-proxy's iptables mode is mostly run);
 //   - "plain": no service rules at all; the client connects to the server pod's IP (the floor).
 // Measured, side by side in one run:
-//   1. per-connection cost: new TCP connections per second to one ClusterIP (the podnet and iptables
-//      nodes) or the pod IP (plain) at 100, 1,000, 10,000 and 30,000 services, 5 endpoints each
-//      (the measured service has the server as its single endpoint);
+//   1. per-connection cost: new TCP connections per second to a ClusterIP (the podnet and iptables
+//      nodes) or the pod IP (plain) at 100, 1,000, 10,000 and 30,000 services, 5 endpoints each.
+//      Two measured services, each with the server as its single endpoint: s0 (10.96.0.10) and s2
+//      (10.96.0.12). In the iptables layout a new connection walks KUBE-SERVICES rule by rule until
+//      its ClusterIP matches, so where the measured service's rule sits is what is measured: s0's
+//      rule is put in the MIDDLE of KUBE-SERVICES (where an average service sits: kube-proxy writes
+//      the rules in its map's iteration order, so a given service is anywhere) and s2's at the END
+//      (the worst case, as a service whose rule comes last); the iperf3 service s1 comes first.
+//      podnet's dispatch is a verdict-map lookup, which has no order: both are measured there too,
+//      to show that (s0 was created first, s2 third, with every other service between in neither
+//      layout's order mattering);
 //   2. one change with 10,000 services present: an EndpointSlice update committed to etcd → the
 //      agent reports the kernel holds that revision, p50/p99 over 100 changes;
 //   3. full sync: the agent SIGKILLed and restarted with 10,000 services in etcd → the table loaded;
@@ -62,6 +70,9 @@ const CLIENT_IP = "10.244.1.2";
 const SERVER_IP = "10.244.1.3";
 const TARGET_IP = "10.96.0.10";
 const IPERF_IP = "10.96.0.11";
+const END_IP = "10.96.0.12";
+/** The services whose only endpoint is the bench's server (s1 is iperf3's, on 5201). */
+const MEASURED = 2;
 const ns = (prefix: string, role: Role, part: "n" | "c" | "s") => `${prefix}-${role.slice(0, 2)}${part}`;
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: "utf8", env, maxBuffer: 1 << 28 });
 
@@ -104,11 +115,11 @@ if (!values.inner) {
 // ---- objects
 
 function serviceObject(i: number): Service {
-  const clusterIP = i === 0 ? TARGET_IP : i === 1 ? IPERF_IP : `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+  const clusterIP = i === 0 ? TARGET_IP : i === 1 ? IPERF_IP : i === MEASURED ? END_IP : `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
   return withDefaults({ apiVersion: "v1", kind: "Service", metadata: { name: `s${i}`, namespace: "default" }, spec: { clusterIP, selector: { app: `s${i}` }, ports: [{ port: 80, targetPort: i === 1 ? 5201 : 8080 }] } });
 }
 function endpointIps(i: number, generation = 0): string[] {
-  if (i <= 1) return [SERVER_IP];
+  if (i <= MEASURED) return [SERVER_IP];
   return [0, 1, 2, 3, 4].map((k) => {
     const n = i * 5 + k + generation;
     return `10.${200 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
@@ -128,13 +139,20 @@ function sliceObject(i: number, generation = 0): EndpointSlice {
 function iptablesRestore(count: number): string {
   const lines = ["*nat", ":KUBE-SERVICES - [0:0]", ":KUBE-MARK-MASQ - [0:0]", ":KUBE-POSTROUTING - [0:0]"];
   const rules: string[] = [];
+  // KUBE-SERVICES in its own list, ordered as the header says: s1 first, s0 in the middle, s2 last.
+  const dispatch: string[] = [];
+  let middle = "";
+  let last = "";
   // kube-proxy names them by a hash of the service port (and endpoint): 16 characters of base32 of SHA-256.
   const chainId = (kind: string, text: string) => `${kind}-${createHash("sha256").update(text).digest("hex").slice(0, 16).toUpperCase()}`;
   for (let i = 0; i < count; i++) {
     const svc = serviceObject(i);
     const svcChain = chainId("KUBE-SVC", `s${i}tcp80`);
     lines.push(`:${svcChain} - [0:0]`);
-    rules.push(`-A KUBE-SERVICES -d ${svc.spec.clusterIP}/32 -p tcp -m comment --comment "default/s${i} cluster IP" -m tcp --dport 80 -j ${svcChain}`);
+    const dispatchRule = `-A KUBE-SERVICES -d ${svc.spec.clusterIP}/32 -p tcp -m comment --comment "default/s${i} cluster IP" -m tcp --dport 80 -j ${svcChain}`;
+    if (i === 0) middle = dispatchRule;
+    else if (i === MEASURED) last = dispatchRule;
+    else dispatch.push(dispatchRule);
     const ips = endpointIps(i);
     rules.push(`-A ${svcChain} ! -s 10.244.0.0/16 -d ${svc.spec.clusterIP}/32 -p tcp -m tcp --dport 80 -j KUBE-MARK-MASQ`);
     ips.forEach((ip, k) => {
@@ -146,6 +164,9 @@ function iptablesRestore(count: number): string {
       rules.push(`-A ${sep} -p tcp -m tcp -j DNAT --to-destination ${ip}:${i === 1 ? 5201 : 8080}`);
     });
   }
+  dispatch.splice(Math.floor(count / 2) - 1, 0, middle);
+  dispatch.push(last);
+  rules.push(...dispatch);
   rules.push("-A PREROUTING -j KUBE-SERVICES", "-A OUTPUT -j KUBE-SERVICES", "-A POSTROUTING -j KUBE-POSTROUTING");
   rules.push("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000", "-A KUBE-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE");
   return [...lines, ...rules, "COMMIT", ""].join("\n");
@@ -218,8 +239,7 @@ async function inner(prefix: string): Promise<void> {
     function one(){if(Date.now()>end)return;const s=net.connect({host:'${target}',port:${target === SERVER_IP ? 8080 : 80}});
       s.on('connect',()=>{n++;s.resetAndDestroy();one();});s.on('error',()=>{err++;one();});}
     for(let i=0;i<8;i++)one();setTimeout(()=>{console.log(JSON.stringify({rate:n/${seconds},err}));process.exit(0)},${seconds}*1000+200);`;
-  const rate = (role: Role) => {
-    const target = role === "plain" ? SERVER_IP : TARGET_IP;
+  const rate = (role: Role, target = role === "plain" ? SERVER_IP : TARGET_IP) => {
     const [cmd, args] = inNs(role, "c", [process.execPath, "-e", rateJs(target, SECONDS)]);
     return JSON.parse(sh(cmd, [...args]).trim()) as { rate: number; err: number };
   };
@@ -242,9 +262,14 @@ async function inner(prefix: string): Promise<void> {
     startAgent();
     await waitRevision(revision, 60_000, 20);
 
-    note("\n| services | podnet conn/s | iptables conn/s | plain routing conn/s | podnet sync after write (ms) | iptables-restore (ms) |");
-    note("|---|---|---|---|---|---|");
-    const rates: Record<string, { podnet: number; iptables: number; plain: number }> = {};
+    note("\n| services | podnet conn/s, s0 | podnet conn/s, s2 | iptables conn/s, s0: middle of KUBE-SERVICES | iptables conn/s, s2: end of KUBE-SERVICES | plain routing conn/s | podnet sync after write (ms) | iptables-restore (ms) |");
+    note("|---|---|---|---|---|---|---|---|");
+    type Measured = "podnet" | "podnetEnd" | "iptables" | "iptablesEnd";
+    const MEASURES: readonly { key: Measured; role: "podnet" | "iptables"; target: string }[] = [
+      { key: "podnet", role: "podnet", target: TARGET_IP }, { key: "podnetEnd", role: "podnet", target: END_IP },
+      { key: "iptables", role: "iptables", target: TARGET_IP }, { key: "iptablesEnd", role: "iptables", target: END_IP },
+    ];
+    const rates: Record<string, Record<Measured | "plain", number>> = {};
     for (const size of SIZES) {
       const writeStarted = performance.now();
       await writeUpTo(size);
@@ -255,22 +280,23 @@ async function inner(prefix: string): Promise<void> {
       const iptMs = withIptables ? loadIptables(size) : NaN;
       // Interleaved short rounds, each rate also as a ratio to the plain-routing round next to it,
       // and medians: the machine's load moves under a run far more than the rules change the rate.
-      const rounds: Record<Role, number[]> = { podnet: [], iptables: [], plain: [] };
-      const ratios: Record<"podnet" | "iptables", number[]> = { podnet: [], iptables: [] };
+      const rounds: Record<Measured | "plain", number[]> = { podnet: [], podnetEnd: [], iptables: [], iptablesEnd: [], plain: [] };
+      const ratios: Record<Measured, number[]> = { podnet: [], podnetEnd: [], iptables: [], iptablesEnd: [] };
       for (let k = 0; k < ROUNDS; k++) {
         const plain = rate("plain").rate;
         rounds.plain.push(plain);
-        for (const role of ["podnet", "iptables"] as const) {
-          if (role === "iptables" && !withIptables) continue;
-          const got = rate(role).rate;
-          rounds[role].push(got);
-          ratios[role].push(got / plain);
+        for (const m of MEASURES) {
+          if (m.role === "iptables" && !withIptables) continue;
+          const got = rate(m.role, m.target).rate;
+          rounds[m.key].push(got);
+          ratios[m.key].push(got / plain);
         }
       }
       const median = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
-      const r = { podnet: median(rounds.podnet), iptables: median(rounds.iptables), plain: median(rounds.plain) };
+      const r = { podnet: median(rounds.podnet), podnetEnd: median(rounds.podnetEnd), iptables: median(rounds.iptables), iptablesEnd: median(rounds.iptablesEnd), plain: median(rounds.plain) };
       rates[size] = r;
-      note(`| ${size} | ${r.podnet.toFixed(0)} (${median(ratios.podnet).toFixed(2)}x plain) | ${r.iptables.toFixed(0)} (${median(ratios.iptables).toFixed(2)}x plain) | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
+      const cell = (m: Measured) => `${r[m].toFixed(0)} (${median(ratios[m]).toFixed(2)}x plain)`;
+      note(`| ${size} | ${cell("podnet")} | ${cell("podnetEnd")} | ${cell("iptables")} | ${cell("iptablesEnd")} | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
 
       if (size === 10_000) {
         note(`\nagent RSS with 10,000 services × 5 endpoints: ${rss().toFixed(1)} MiB`);
@@ -279,7 +305,7 @@ async function inner(prefix: string): Promise<void> {
         const agentMs: number[] = [];
         const phases = new Map<string, number[]>();
         for (let k = 0; k < CHANGES; k++) {
-          const i = 2 + Math.floor(Math.random() * (size - 2));
+          const i = MEASURED + 1 + Math.floor(Math.random() * (size - MEASURED - 1));
           const started = performance.now();
           const rev = await datastore.objects.commit([{ op: "update", object: sliceObject(i, k + 1) }]);
           await waitRevision(rev, 30_000);
@@ -331,7 +357,12 @@ async function inner(prefix: string): Promise<void> {
     }
     const first = rates[SIZES[0]!]!;
     const last = rates[SIZES.at(-1)!]!;
-    note(`connection rate at ${SIZES.at(-1)} vs ${SIZES[0]} services: podnet ${(last.podnet / first.podnet).toFixed(2)}x, iptables ${(last.iptables / first.iptables).toFixed(2)}x, plain ${(last.plain / first.plain).toFixed(2)}x`);
+    note(`connection rate at ${SIZES.at(-1)} vs ${SIZES[0]} services: podnet s0 ${(last.podnet / first.podnet).toFixed(2)}x, s2 ${(last.podnetEnd / first.podnetEnd).toFixed(2)}x; iptables s0 (middle) ${(last.iptables / first.iptables).toFixed(2)}x, s2 (end) ${(last.iptablesEnd / first.iptablesEnd).toFixed(2)}x; plain ${(last.plain / first.plain).toFixed(2)}x`);
+    const ipt = SIZES.filter((size) => size <= Number(values["iptables-max"])).at(-1);
+    if (ipt !== undefined && ipt !== SIZES.at(-1)) {
+      const at = rates[ipt]!;
+      note(`iptables layout at ${ipt} vs ${SIZES[0]} services: s0 (middle) ${(at.iptables / first.iptables).toFixed(2)}x, s2 (end) ${(at.iptablesEnd / first.iptablesEnd).toFixed(2)}x; podnet s0 ${(at.podnet / first.podnet).toFixed(2)}x, s2 ${(at.podnetEnd / first.podnetEnd).toFixed(2)}x`);
+    }
   } catch (error) {
     // The run's directory goes with it: show why the agent stopped answering first.
     const log = readFileSync(join(dir, "agent.log"), "utf8");

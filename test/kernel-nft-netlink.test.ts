@@ -6,6 +6,8 @@
 // from the model; then the same incremental transactions are applied both ways after each change.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { withDefaults } from "../src/k8s/defaults.ts";
@@ -151,6 +153,38 @@ describe("nf_tables netlink writer against the real kernel", { skip: root ? fals
       assert.equal(refused.status, 3, refused.stderr.toString());
       assert.equal(nftListTable("ip", "pnt-other", viaChild.path), undefined);
     } finally {
+      viaChild.delete();
+    }
+  });
+
+  it("the agent's full-sync child compiles the table from the objects handed over in a file, and a refused batch there leaves the table as it was", () => {
+    const { services, slices } = cluster();
+    const compiled = new ProxyCompiler().compile(services, slices, facts);
+    const viaChild = Netns.create("nls");
+    const dir = mkdtempSync(join(tmpdir(), "pnt-svcchild-"));
+    const child = (payload: unknown) => {
+      const file = join(dir, "payload.json");
+      writeFileSync(file, JSON.stringify(payload));
+      return spawnSync("ip", ["netns", "exec", viaChild.name, process.execPath, join(import.meta.dirname, "../bin/podnet.js"), "internal-services-apply"], { input: JSON.stringify({ payloadFile: file }) });
+    };
+    try {
+      const run = child({ full: { node: facts, services, slices } });
+      assert.equal(run.status, 0, run.stderr.toString());
+      const stats = JSON.parse(run.stdout.toString()) as { messages: number; extra: { changes: number; compileMs: number } };
+      assert.equal(stats.extra.changes, planProxyTransaction(undefined, compiled).changes.length);
+      const readBack = readTable("ip", PROXY_TABLE, viaChild.path);
+      assert.ok(readBack);
+      assert.deepEqual(diffTables(compiled.table, readBack).changes, [], "the child's table is the compiler's");
+      const before = nftListTable("ip", PROXY_TABLE, viaChild.path);
+      const refused = child({ tx: { family: "ip", table: PROXY_TABLE, changes: [
+        { op: "addChain", chain: { name: "pnt-new-chain", rules: [{ statements: [{ verdict: "accept" }] }] } },
+        { op: "addChain", chain: { name: "pnt-bad", rules: [{ statements: [{ verdict: "jump", chain: "pnt-no-such-chain" }] }] } },
+      ] } });
+      assert.notEqual(refused.status, 0);
+      assert.match(refused.stderr.toString(), /pnt-bad/);
+      assert.equal(nftListTable("ip", PROXY_TABLE, viaChild.path), before, "nothing of the refused batch applied");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
       viaChild.delete();
     }
   });

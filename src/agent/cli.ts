@@ -20,7 +20,7 @@ import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
 import { NetlinkOverlayKernel } from "./overlay-kernel.ts";
 import { NetlinkRouteTable } from "./route-table.ts";
 import { RoutesReconciler } from "./routes-reconciler.ts";
-import { ServicesReconciler } from "./services-reconciler.ts";
+import { realServicesKernel, ServicesReconciler } from "./services-reconciler.ts";
 
 const AGENT_USAGE = `usage: podnet agent --node-ip IP --etcd URL[,URL…] [options]
 
@@ -178,6 +178,10 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     datastore = datastoreFor(connection, values["etcd-prefix"]);
     const agentMetrics = (metrics = new AgentMetrics());
     listen = values.listen ?? "127.0.0.1:9650";
+    // The child process that takes a large first full sync (src/agent/services-child.ts) starts
+    // now, so its start-up (~0.3 s of CPU, seconds under load) overlaps the agent's own (etcd list,
+    // registration) instead of delaying the sync; with few services the sync ends it unused.
+    realServicesKernel.prepareLargeTransaction?.();
     agent = new NodeAgent(
       {
         name,

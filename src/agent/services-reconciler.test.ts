@@ -9,7 +9,10 @@ import type { NftTransaction } from "../kernel/nft/model.ts";
 import type { UdpFlow } from "../kernel/conntrack.ts";
 import type { NftTableState } from "../kernel/nft/readback.ts";
 import type { KindInput } from "./object-feed.ts";
-import { ServicesReconciler, type ServicesKernel } from "./services-reconciler.ts";
+import { NftNotEncodable } from "../kernel/nft/netlink-encode.ts";
+import { compactObject } from "./object-projection.ts";
+import { planFullSyncOf, type FullSyncObjects } from "./services-child.ts";
+import { ServicesReconciler, type ChildFullSync, type ServicesKernel } from "./services-reconciler.ts";
 
 const config: ClusterConfig = { clusterCidr: "10.244.0.0/16", subnetLength: 24, backend: "host-gw", nodeLeaseTtlSeconds: 20 };
 const self: NodeRecord = { name: "n1", nodeIp: "192.168.1.11", podSubnet: "10.244.1.0/24", backendData: {}, phase: "active" };
@@ -180,5 +183,117 @@ describe("services reconciler", () => {
     f.services.delete("default/lb");
     await r.sync(f.inputs());
     assert.deepEqual(kernel.announced, []);
+  });
+});
+
+/** A kernel side whose "child" plans the full sync from the objects after a JSON round trip, as the real child gets them. */
+class ChildKernel extends RecordingKernel {
+  childPlans: NftTransaction[] = [];
+  recorded: NftTransaction[] = [];
+  transactions: NftTransaction[] = [];
+  settled = 0;
+  childFails: Error | undefined;
+  /** Statements the child reports beyond its plan's (a disagreement between the two compiles). */
+  childMiscount = 0;
+  startFullSync(objects: FullSyncObjects): Promise<ChildFullSync> {
+    const received = JSON.parse(JSON.stringify(objects)) as FullSyncObjects;
+    if (this.childFails) return Promise.reject(this.childFails);
+    const tx = planFullSyncOf(received);
+    this.childPlans.push(tx);
+    return Promise.resolve({ way: "netlink", bytes: 1, encodeMs: 1, kernelMs: 1, handOverMs: 1, compileMs: 1, changes: tx.changes.length + this.childMiscount });
+  }
+  recordApplied(tx: NftTransaction) {
+    this.recorded.push(tx);
+  }
+  applyTransaction = async (tx: NftTransaction) => {
+    this.transactions.push(tx);
+    return { way: "netlink" as const, bytes: 1 };
+  };
+  settleMemory() {
+    this.settled++;
+  }
+}
+
+function manyServices(f: ReturnType<typeof feed>, count: number): void {
+  // Kinds the JSON hand-over must carry unchanged: ClusterIP, NodePort, LoadBalancer (with source
+  // ranges), session affinity, named target ports; as the agent holds them (its projections).
+  const put = (service: Service) => f.services.set(`default/${service.metadata.name}`, compactObject("Service", service));
+  const putSlice = (s: EndpointSlice) => f.slices.set(`default/${s.metadata.name}`, compactObject("EndpointSlice", s));
+  put(svc("np", "10.96.9.1", { type: "NodePort", ports: [{ port: 80, targetPort: "http", nodePort: 30080, protocol: "TCP" }], externalTrafficPolicy: "Local" }));
+  put(svc("lb", "10.96.9.2", { type: "LoadBalancer", ports: [{ port: 443, nodePort: 30443, protocol: "TCP" }], loadBalancerSourceRanges: ["203.0.113.0/24"] }, { loadBalancer: { ingress: [{ ip: "192.168.1.240" }] } }));
+  put(svc("aff", "10.96.9.3", { sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 60 } } }));
+  putSlice(slice("aff", ["10.244.1.7", "10.244.2.8"]));
+  for (let i = 0; i < count; i++) {
+    put(svc(`s${i}`, `10.96.${i >> 8}.${i & 255}`));
+    putSlice(slice(`s${i}`, [`10.244.${1 + (i % 3)}.${i & 255}`, `10.244.9.${i & 255}`]));
+  }
+}
+
+describe("services reconciler: a large full sync compiled in the child", () => {
+  it("the child's plan from the handed-over objects is the agent's own; then changes go the usual way", async () => {
+    const kernel = new ChildKernel();
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    manyServices(f, 1000);
+    await r.sync(f.inputs());
+    assert.equal(kernel.childPlans.length, 1);
+    assert.equal(kernel.transactions.length + kernel.scripts.length, 0, "nothing else applied the full sync");
+    assert.deepEqual(kernel.childPlans[0], kernel.recorded[0], "the same table from the JSON copy as from the agent's objects");
+    assert.ok(kernel.childPlans[0]!.changes.some((c) => c.op === "deleteTable"));
+    assert.equal(kernel.settled, 1);
+    const last = (r.describe() as { lastFullSync: { phases: Record<string, number>; startedAtMs: number } }).lastFullSync;
+    assert.equal(last.phases["childCompile"], 1);
+    assert.ok(last.phases["settle"]! >= 0 && last.startedAtMs > 0);
+    f.slices.set("default/s1-x", slice("s1", ["10.244.1.99"]));
+    await r.sync(f.inputs());
+    assert.equal(kernel.childPlans.length, 1);
+    assert.equal(kernel.transactions.length, 1);
+    assert.ok(!kernel.transactions[0]!.changes.some((c) => c.op === "deleteTable"));
+    assert.equal(kernel.settled, 1, "memory is settled after full syncs (and batches of thousands of services) only");
+  });
+  it("below 1,000 services the full sync stays in the agent", async () => {
+    const kernel = new ChildKernel();
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    manyServices(f, 10);
+    await r.sync(f.inputs());
+    assert.equal(kernel.childPlans.length, 0);
+    assert.equal(kernel.transactions.length, 1);
+  });
+  it("what the child cannot encode goes in through the agent's own plan", async () => {
+    const kernel = new ChildKernel();
+    kernel.childFails = new NftNotEncodable("statement log");
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    manyServices(f, 1000);
+    await r.sync(f.inputs());
+    assert.equal(kernel.transactions.length, 1);
+    assert.ok(kernel.transactions[0]!.changes.some((c) => c.op === "deleteTable"));
+    assert.equal(kernel.recorded.length, 0);
+  });
+  it("a kernel refusal in the child fails the sync, and the next one is a full sync again", async () => {
+    const kernel = new ChildKernel();
+    kernel.childFails = new Error("add rule: File exists");
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    manyServices(f, 1000);
+    await assert.rejects(r.sync(f.inputs()), /File exists/);
+    assert.equal(kernel.transactions.length, 0);
+    kernel.childFails = undefined;
+    await r.sync(f.inputs());
+    assert.equal(kernel.childPlans.length, 1);
+    assert.equal((r.describe() as { lastFullSync: { kind: string } | null }).lastFullSync?.kind, "full");
+  });
+  it("a child whose statement count differs from the agent's plan is overruled by that plan", async () => {
+    const kernel = new ChildKernel();
+    kernel.childMiscount = 1;
+    const logs: string[] = [];
+    const r = new ServicesReconciler("n1", 60_000, (m) => logs.push(m), kernel);
+    const f = feed();
+    manyServices(f, 1000);
+    await r.sync(f.inputs());
+    assert.equal(kernel.transactions.length, 1);
+    assert.deepEqual(kernel.transactions[0], kernel.childPlans[0]);
+    assert.ok(logs.some((m) => /the child's full sync had \d+ statements/.test(m)), logs.join("\n"));
   });
 });

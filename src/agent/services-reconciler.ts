@@ -26,6 +26,7 @@ import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScri
 import type { NftTransaction } from "../kernel/nft/model.ts";
 import { NftNetlinkWriter, NftNotEncodable } from "../kernel/nft/netlink-writer.ts";
 import { ChildApplier, childApplyAvailable } from "../kernel/nft/netlink-child.ts";
+import { collectGarbage, releaseFreedNativeMemory } from "../kernel/malloc-trim.ts";
 import { estimateBytes } from "../kernel/nft/netlink-encode.ts";
 import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
 import { tryParseCidr } from "../net/cidr.ts";
@@ -33,6 +34,7 @@ import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNo
 import { planProxyTransaction, staleUdpFlows, type StaleUdpFlow } from "../services/proxy-plan.ts";
 import { staleUdpFlowsAtStart } from "../services/stale-flows.ts";
 import type { AgentInputs } from "./inputs.ts";
+import { SERVICES_APPLY_COMMAND, type FullSyncObjects, type ServicesChildPayload } from "./services-child.ts";
 import type { Reconciler } from "./reconciler.ts";
 
 type Inputs = "config" | "self" | "snapshot" | "Service" | "EndpointSlice";
@@ -42,6 +44,8 @@ const SPAWN_ABOVE_BYTES = 256 * 1024;
 const VERIFY_COST_FACTOR = 20;
 /** Netlink batches estimated above this go to a child process (see netlink-child.ts). */
 const CHILD_ABOVE_BYTES = 2 * 1024 * 1024;
+/** How long a child started ahead (prepareLargeTransaction) waits for its sync before it is ended. */
+const PREPARED_CHILD_IDLE_MS = 60_000;
 /** ~2 MiB of batch: 600 services of 5 endpoints make about that much. */
 const PREPARE_CHILD_AT_SERVICES = 1000;
 
@@ -58,6 +62,14 @@ export interface AppliedTransaction {
   handOverMs?: number;
 }
 
+/** A full sync compiled, planned and applied by a child process from the objects themselves. */
+export interface ChildFullSync extends AppliedTransaction {
+  /** The child's compile and plan. */
+  compileMs: number;
+  /** Statements in the child's transaction (the agent's own plan must have as many). */
+  changes: number;
+}
+
 export interface ServicesKernel {
   /** Apply one nft script atomically. */
   apply(script: string): Promise<void>;
@@ -68,6 +80,16 @@ export interface ServicesKernel {
   applyTransaction?(tx: NftTransaction): Promise<AppliedTransaction>;
   /** A large transaction is coming (a full sync of many services): get ready for it while it is compiled. */
   prepareLargeTransaction?(): void;
+  /**
+   * Compile, plan and apply the full table of `objects` elsewhere (a child process), starting now:
+   * the caller compiles the same objects meanwhile for its own state. Undefined when not possible.
+   * Rejects with NftNotEncodable (nothing was sent) or the kernel's refusal (nothing was changed).
+   */
+  startFullSync?(objects: FullSyncObjects): Promise<ChildFullSync> | undefined;
+  /** Takes note of a transaction that startFullSync applied (the planned copy of it). */
+  recordApplied?(tx: NftTransaction): void;
+  /** Give memory a burst of work left behind back to the system (after a full sync). */
+  settleMemory?(): void;
   readTable: typeof readTableSpawnedAsync;
   deleteUdpFlows: typeof deleteUdpFlows;
   /** Every UDP conntrack entry (read once per full sync, for flows left stale while the agent was down). */
@@ -99,7 +121,7 @@ export const realServicesKernel: ServicesKernel = {
       // incremental one (thousands of services in one sync) touching existing sets' elements would be
       // NftNotEncodable there, and every later change would go through libnftables until a full sync.
       if (estimateBytes(tx) > CHILD_ABOVE_BYTES && tx.changes.some((c) => c.op === "deleteTable") && childApplyAvailable()) {
-        const stats = await (child ?? new ChildApplier()).apply(tx);
+        const stats = await (child ?? new ChildApplier(SERVICES_APPLY_COMMAND)).apply({ tx } satisfies ServicesChildPayload);
         netlinkWriter.recordApplied(tx);
         return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.decodeMs };
       }
@@ -120,7 +142,34 @@ export const realServicesKernel: ServicesKernel = {
     }
   },
   prepareLargeTransaction() {
-    if (preparedChild === undefined && childApplyAvailable()) preparedChild = new ChildApplier();
+    if (preparedChild !== undefined || !childApplyAvailable()) return;
+    const child = new ChildApplier(SERVICES_APPLY_COMMAND);
+    preparedChild = child;
+    // Started with the agent: if no sync comes for it (etcd unreachable at start), it does not sit
+    // there holding a Node process's memory; the sync that comes later starts its own.
+    setTimeout(() => {
+      if (preparedChild !== child) return;
+      preparedChild = undefined;
+      child.cancel();
+    }, PREPARED_CHILD_IDLE_MS).unref();
+  },
+  startFullSync(objects) {
+    if (!childApplyAvailable()) return undefined;
+    const child = preparedChild ?? new ChildApplier(SERVICES_APPLY_COMMAND);
+    preparedChild = undefined;
+    // apply() writes the payload before it first awaits: the child has it before the caller compiles.
+    return child.apply({ full: objects } satisfies ServicesChildPayload).then((stats) => ({
+      way: "netlink" as const, bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs,
+      handOverMs: stats.serializeMs + stats.decodeMs, compileMs: stats.extra["compileMs"] ?? NaN, changes: stats.extra["changes"] ?? NaN,
+    }));
+  },
+  recordApplied(tx) {
+    netlinkWriter ??= new NftNetlinkWriter();
+    netlinkWriter.recordApplied(tx);
+  },
+  settleMemory() {
+    collectGarbage();
+    releaseFreedNativeMemory();
   },
   readTable: readTableSpawnedAsync,
   deleteUdpFlows,
@@ -143,8 +192,15 @@ export interface ServicesSyncStats {
   scriptBytes: number;
   way?: AppliedTransaction["way"];
   ms: number;
-  /** Where the sync's time went, ms: compile, plan, apply (encode + kernel, or render + nft), UDP conntrack clean-up. */
-  phases?: { compile: number; plan: number; apply: number; encode?: number; kernel?: number; handOver?: number; conntrack: number };
+  /**
+   * Where the sync's time went, ms: compile, plan, apply (encode + kernel, or render + nft), UDP
+   * conntrack clean-up; for a full sync in a child (compiled there from the objects): the child's
+   * compile, and `apply` is how long the agent waited for the child after its own compile and plan;
+   * `settle`: the garbage collection and malloc_trim after a full sync.
+   */
+  phases?: { compile: number; plan: number; apply: number; encode?: number; kernel?: number; handOver?: number; childCompile?: number; conntrack: number; settle?: number };
+  /** Full syncs: when the sync started, ms since the agent's process started (its start-up before it). */
+  startedAtMs?: number;
 }
 
 export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
@@ -180,6 +236,24 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
   ) {}
 
   async sync(inputs: { readonly [P in Inputs]: AgentInputs[P] }): Promise<void> {
+    const large = await this.syncOnce(inputs);
+    // A full sync (or thousands of services added at once) leaves tens of MiB behind (the feed's
+    // list, the compile's garbage, the planned transaction): collect it and give glibc's freed
+    // pages back now, not at V8's leisure, so the agent's resident memory after a restart is what
+    // it is at rest (measured at 10,000 services: ~90 MiB right after instead of ~155). Here,
+    // once syncOnce has returned, its full transaction is garbage; no /status request is served
+    // before this runs (no macrotask between), so a reader never sees the sync done and the memory not yet settled.
+    if (large && this.kernel.settleMemory && this.last?.phases) {
+      const settleStarted = performance.now();
+      this.kernel.settleMemory();
+      const settleMs = performance.now() - settleStarted;
+      this.last.phases.settle = Math.round(settleMs * 100) / 100;
+      this.last.ms = Math.round(this.last.ms + settleMs);
+    }
+  }
+
+  /** One sync; true when it was a full one, or a batch large enough for the child. */
+  private async syncOnce(inputs: { readonly [P in Inputs]: AgentInputs[P] }): Promise<boolean> {
     const started = performance.now();
     const revision = Math.max(inputs.Service.revision, inputs.EndpointSlice.revision);
     const node: ProxyNodeFacts = {
@@ -190,14 +264,22 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     };
     // Read the feed's maps synchronously: they change in place under later events.
     const full = this.applied === undefined;
+    let inChild: Promise<ChildFullSync> | undefined;
     if (full) {
-      // Thousands of services make a batch the kernel layer sends from a child process: let it start now.
-      if (inputs.Service.objects.size >= PREPARE_CHILD_AT_SERVICES) this.kernel.prepareLargeTransaction?.();
       this.seenServices = new Map(inputs.Service.objects);
       this.loadBalancers.clear();
       for (const [key, service] of this.seenServices) this.noteService(key, service);
       this.seenSlices = new Map(inputs.EndpointSlice.objects);
-      this.compiler.replaceAll([...this.seenServices.values()], [...this.seenSlices.values()]);
+      const services = [...this.seenServices.values()];
+      const slices = [...this.seenSlices.values()];
+      // Thousands of services: the child process (full V8) compiles, encodes and applies the table
+      // from the objects, while this (lite-mode) process compiles them for its own state.
+      if (inputs.Service.objects.size >= PREPARE_CHILD_AT_SERVICES) {
+        inChild = this.kernel.startFullSync?.({ node, services, slices });
+        inChild?.catch(() => undefined); // awaited below; a rejection before then is not unhandled
+        if (inChild === undefined) this.kernel.prepareLargeTransaction?.();
+      }
+      this.compiler.replaceAll(services, slices);
     } else {
       this.feedChanges(inputs.Service.objects, inputs.EndpointSlice.objects);
     }
@@ -221,7 +303,29 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     let way: AppliedTransaction["way"] | undefined;
     let netlinkSplit: Pick<AppliedTransaction, "encodeMs" | "kernelMs" | "handOverMs"> = {};
     const applyStarted = performance.now();
-    if (tx.changes.length > 0) {
+    let childCompile: number | undefined;
+    if (inChild !== undefined) {
+      try {
+        const applied = await inChild;
+        ({ bytes, way } = applied);
+        netlinkSplit = applied;
+        childCompile = applied.compileMs;
+        this.kernel.recordApplied?.(tx);
+        // Same code, same objects: a different count means the two compiles disagree (a bug), and
+        // the agent's incremental state would not match the kernel: its own plan (a full replacement) goes in below.
+        if (applied.changes !== tx.changes.length) {
+          this.log(`services: the child's full sync had ${applied.changes} statements, the agent's plan ${tx.changes.length}; doing it again here`);
+          inChild = undefined;
+        }
+      } catch (err) {
+        if (!(err instanceof NftNotEncodable)) {
+          this.applied = undefined;
+          throw err;
+        }
+        inChild = undefined; // the agent's own plan goes the other way (libnftables) below
+      }
+    }
+    if (tx.changes.length > 0 && inChild === undefined) {
       try {
         if (this.kernel.applyTransaction) {
           const applied = await this.kernel.applyTransaction(tx);
@@ -240,8 +344,8 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
         throw err;
       }
       if (kind === "repair") this.log(`services: repaired ${tx.changes.length} change(s) made to table ${PROXY_TABLE} by someone else`);
-      if (kind === "full") this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(bytes / 1024).toFixed(0)} KiB through ${way}`);
     }
+    if (kind === "full" && tx.changes.length > 0) this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(bytes / 1024).toFixed(0)} KiB through ${way}${inChild !== undefined ? " (compiled in the child)" : ""}`);
     const applied = performance.now();
     const previous = this.applied;
     this.applied = next;
@@ -288,17 +392,20 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     }
     this.announced = wantedAnnounced;
     const round = (ms: number) => Math.round(ms * 100) / 100;
+    const conntrackMs = performance.now() - conntrackStarted;
     const phases: NonNullable<ServicesSyncStats["phases"]> = {
       compile: round(planStarted - compileStarted), plan: round(planned - planStarted), apply: round(applied - applyStarted),
       ...(netlinkSplit.encodeMs !== undefined ? { encode: round(netlinkSplit.encodeMs) } : {}),
       ...(netlinkSplit.kernelMs !== undefined ? { kernel: round(netlinkSplit.kernelMs) } : {}),
       ...(netlinkSplit.handOverMs !== undefined ? { handOver: round(netlinkSplit.handOverMs) } : {}),
-      conntrack: round(performance.now() - conntrackStarted),
+      ...(childCompile !== undefined ? { childCompile: round(childCompile) } : {}),
+      conntrack: round(conntrackMs),
     };
-    this.last = { kind, changes: tx.changes.length, scriptBytes: bytes, ...(way ? { way } : {}), ms: Math.round(performance.now() - started), phases };
+    this.last = { kind, changes: tx.changes.length, scriptBytes: bytes, ...(way ? { way } : {}), ms: Math.round(performance.now() - started), phases, ...(kind === "full" ? { startedAtMs: Math.round(started) } : {}) };
     if (kind === "full") this.lastFull = this.last;
     this.revision = revision;
     this.onSynced?.(this.last);
+    return full || bytes > CHILD_ABOVE_BYTES;
   }
 
   /** The slices that belong to a LoadBalancer service (only those matter for announcing). */

@@ -49,6 +49,11 @@ export async function main(argv: string[]): Promise<number> {
       const { runNftApplyChild } = await import("../kernel/nft/netlink-child.ts");
       return runNftApplyChild();
     }
+    case "internal-services-apply": {
+      // Not for people: the agent's services reconciler hands a full sync (its objects, or a planned transaction) to this (src/agent/services-child.ts).
+      const { runServicesApplyChild } = await import("../agent/services-child.ts");
+      return runServicesApplyChild();
+    }
     case "trace": {
       const { runTraceCommand } = await import("../trace/cli.ts");
       return runTraceCommand(rest);

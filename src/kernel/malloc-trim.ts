@@ -7,6 +7,8 @@
 //
 // Only under Node on glibc: Bun, or a libc without malloc_trim, gets `false` and nothing happens.
 
+import v8 from "node:v8";
+import vm from "node:vm";
 import { loadKoffi } from "./libc.ts";
 
 let trim: ((pad: number) => number) | null | undefined;
@@ -29,4 +31,29 @@ function load(): ((pad: number) => number) | null {
 export function releaseFreedNativeMemory(): boolean {
   if (trim === undefined) trim = load();
   return trim !== null && trim(0) === 1;
+}
+
+/**
+ * One full, compacting garbage collection, now. Node exposes gc() only with --expose-gc; setting
+ * the flag at run time and fetching gc from a fresh context gets it without a start flag (V8 reads
+ * the flag when a context is made). A plain gc() does not compact: after a burst (the agent's full
+ * sync of 10,000 services) the old generation stays at ~94 MiB of pages for ~42 MiB of live objects,
+ * and measured, it even kept V8's own memory reducer from shrinking it later (143 MiB resident
+ * 5 s after, against 98 without the gc()). Compacting (V8's flag, on for this one collection)
+ * leaves only the live objects' pages; V8 unmaps the freed ones shortly after, on its own thread.
+ * Malloc'd memory needs releaseFreedNativeMemory() after it.
+ */
+export function collectGarbage(): void {
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    v8.setFlagsFromString("--compact-on-every-full-gc");
+    try {
+      gc();
+    } finally {
+      v8.setFlagsFromString("--no-compact-on-every-full-gc");
+    }
+  } catch {
+    // Memory is only released later, by V8's own schedule.
+  }
 }

@@ -7,13 +7,20 @@
 //     take (its node lease is 20 s), as the spawned `nft -f` for large scripts did before.
 // The child is the podnet command itself (`podnet internal-nft-netlink-apply`, from src/cli), started
 // with the agent's script but without its memory-saving V8 flags, in the agent's namespace. The
-// transaction goes to it as JSON on stdin (measured at 10,000 services, 17 MB: stringify 0.33 s in
-// lite mode + parse 0.46 s, against 0.63 s + 0.8-1.4 s for V8's structured clone); it answers with
-// one line of JSON.
+// transaction goes to it as JSON (measured at 10,000 services, 17 MB: stringify 0.33 s in lite mode
+// + parse 0.46 s, against 0.63 s + 0.8-1.4 s for V8's structured clone), written to a private
+// temporary file whose name goes on stdin (see apply); it answers with one line of JSON.
 //
 // Exit codes: 0 applied; 3 not encodable (stderr: what); anything else a failure (stderr: why).
+//
+// The same protocol serves other child commands that build their transaction from another
+// payload (the agent's full sync from the Services and EndpointSlices themselves:
+// src/agent/services-child.ts): ChildApplier takes the command, runApplyChild the payload's reader.
 
 import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { NftTransaction } from "./model.ts";
 import { NftNotEncodable } from "./netlink-encode.ts";
 import { NftNetlinkWriter, type NetlinkApplyStats } from "./netlink-writer.ts";
@@ -35,11 +42,14 @@ export function childApplyAvailable(): boolean {
 }
 
 export interface ChildApplyStats extends NetlinkApplyStats {
-  /** The parent's JSON of the transaction. */
+  /** The parent's JSON of the payload. */
   serializeMs: number;
   /** The child's reading and decoding of it. */
   decodeMs: number;
+  /** What the child's command adds (its statement count, its compile time). */
+  extra: Record<string, number>;
 }
+type ChildAnswer = Omit<ChildApplyStats, "serializeMs">;
 
 /**
  * A child process started ahead of its transaction, so its start (process, module loading: ~0.3 s
@@ -48,16 +58,18 @@ export interface ChildApplyStats extends NetlinkApplyStats {
  */
 export class ChildApplier {
   private readonly child;
-  private readonly result: Promise<NetlinkApplyStats & { decodeMs: number }>;
+  private readonly result: Promise<ChildAnswer>;
+  private payloadDir: string | undefined;
   private used = false;
 
-  constructor() {
+  /** `command`: the podnet subcommand the child runs (NFT_APPLY_COMMAND takes a transaction). */
+  constructor(readonly command: string = NFT_APPLY_COMMAND) {
     const script = podnetScript();
     if (script === undefined) throw new Error("netlink child: this process was not started as the podnet command");
     const flags = process.execArgv.filter((flag) => !DROPPED_FLAGS.test(flag));
     const env = { ...process.env };
     delete env.NODE_OPTIONS;
-    const child = spawn(process.execPath, [...flags, script, NFT_APPLY_COMMAND], { stdio: ["pipe", "pipe", "pipe"], env });
+    const child = spawn(process.execPath, [...flags, script, command], { stdio: ["pipe", "pipe", "pipe"], env });
     this.child = child;
     this.result = new Promise((resolve, reject) => {
       const out: Buffer[] = [];
@@ -67,10 +79,11 @@ export class ChildApplier {
       child.on("error", reject);
       child.stdin.on("error", () => undefined); // an early exit is reported by its code
       child.on("close", (code) => {
+        if (this.payloadDir !== undefined) rmSync(this.payloadDir, { recursive: true, force: true });
         const stderr = Buffer.concat(err).toString("utf8").trim();
         if (code === 0) {
           try {
-            resolve(JSON.parse(Buffer.concat(out).toString("utf8")) as NetlinkApplyStats & { decodeMs: number });
+            resolve(JSON.parse(Buffer.concat(out).toString("utf8")) as ChildAnswer);
           } catch (error) {
             reject(new Error(`netlink child: unreadable answer: ${(error as Error).message}`));
           }
@@ -85,14 +98,22 @@ export class ChildApplier {
     this.result.catch(() => undefined);
   }
 
-  /** Applies `tx` (see applyInChild). Once only. */
-  async apply(tx: NftTransaction): Promise<ChildApplyStats> {
+  /** Hands the child its payload (a transaction for NFT_APPLY_COMMAND, see applyInChild). Once only. */
+  async apply(payload: unknown): Promise<ChildApplyStats> {
     if (this.used) throw new Error("netlink child: already used");
     this.used = true;
     const serializeStarted = performance.now();
-    const json = JSON.stringify(tx);
+    const json = JSON.stringify(payload);
+    // Through a file, not the pipe: a pipe moves 64 KiB at a time and only while this process's
+    // loop runs, so a caller that goes on computing (the agent compiling the same full sync) would
+    // hold the child back until it is done. Written synchronously, the file is whole at once.
+    this.payloadDir = mkdtempSync(join(tmpdir(), "podnet-nft-child-"));
+    const file = join(this.payloadDir, "payload.json");
+    writeFileSync(file, json, { mode: 0o600 });
     const serializeMs = performance.now() - serializeStarted;
-    this.child.stdin.end(json);
+    // One line: the child starts at its newline. It must not wait for the end of stdin, which
+    // Node closes only when this process's loop next runs (after the caller's compile).
+    this.child.stdin.end(`${JSON.stringify({ payloadFile: file })}\n`);
     return { ...(await this.result), serializeMs };
   }
 
@@ -117,20 +138,33 @@ export function applyInChild(tx: NftTransaction): Promise<ChildApplyStats> {
 }
 
 /** The child's side: read the transaction from stdin, apply it, print the stats. */
-export async function runNftApplyChild(): Promise<number> {
+export function runNftApplyChild(): Promise<number> {
+  return runApplyChild((payload) => ({ tx: payload as NftTransaction }));
+}
+
+/**
+ * The child's side of any apply command: read the JSON payload from stdin, turn it into a
+ * transaction with `prepare` (which may add stats of its own), apply it, print the stats.
+ */
+export async function runApplyChild(prepare: (payload: unknown) => { tx: NftTransaction; stats?: Record<string, number> }): Promise<number> {
   const chunks: Buffer[] = [];
-  let firstChunkAt: number | undefined;
   for await (const chunk of process.stdin) {
-    firstChunkAt ??= performance.now();
     chunks.push(chunk as Buffer);
+    // A request is one line (JSON has no raw newline); a bare transaction ends with stdin.
+    if ((chunk as Buffer).includes(10)) break;
   }
-  const tx = JSON.parse(Buffer.concat(chunks).toString("utf8")) as NftTransaction;
+  const text = Buffer.concat(chunks).toString("utf8");
+  const newline = text.indexOf("\n");
+  const request = JSON.parse(newline >= 0 ? text.slice(0, newline) : text) as { payloadFile?: unknown };
   chunks.length = 0;
-  const decodeMs = performance.now() - (firstChunkAt ?? performance.now());
+  const readStarted = performance.now();
+  const payload: unknown = typeof request.payloadFile === "string" ? JSON.parse(readFileSync(request.payloadFile, "utf8")) : request;
+  const decodeMs = performance.now() - readStarted;
   const writer = new NftNetlinkWriter();
   try {
+    const { tx, stats } = prepare(payload);
     writer.apply(tx);
-    process.stdout.write(`${JSON.stringify({ ...writer.last, decodeMs })}\n`);
+    process.stdout.write(`${JSON.stringify({ ...writer.last, decodeMs, extra: { changes: tx.changes.length, ...stats } })}\n`);
     return 0;
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n`);
