@@ -90,7 +90,9 @@ describe("services reconciler", () => {
     await r.sync(f.inputs());
     assert.equal(kernel.scripts.length, 2);
     assert.doesNotMatch(kernel.scripts[1]!, /delete table|10\.96\.0\.20/);
-    assert.match(kernel.scripts[1]!, /10\.244\.1\.5/);
+    // The endpoint that stays keeps its map element; the gone one's element goes, and the draw shrinks to one.
+    assert.match(kernel.scripts[1]!, /^delete element ip podnet-svc endpoints-udp-\d+ \{ \d+ \}$/m);
+    assert.match(kernel.scripts[1]!, /dnat ip to numgen random mod 1 (offset \d+ )?map @endpoints-udp-\d+/);
     assert.deepEqual(kernel.udp, [{ originalDst: "10.96.0.10", originalPort: 53, replySrc: "10.244.1.6" }]);
   });
   it("after a full sync, clears the UDP entries whose endpoint is gone, left from before the start", async () => {
