@@ -270,6 +270,8 @@ async function inner(prefix: string): Promise<void> {
       { key: "iptables", role: "iptables", target: TARGET_IP }, { key: "iptablesEnd", role: "iptables", target: END_IP },
     ];
     const rates: Record<string, Record<Measured | "plain", number>> = {};
+    /** Per size, each measured rate's median ratio to the plain-routing round beside it. */
+    const toPlain: Record<string, Record<Measured, number>> = {};
     for (const size of SIZES) {
       const writeStarted = performance.now();
       await writeUpTo(size);
@@ -295,6 +297,7 @@ async function inner(prefix: string): Promise<void> {
       const median = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
       const r = { podnet: median(rounds.podnet), podnetEnd: median(rounds.podnetEnd), iptables: median(rounds.iptables), iptablesEnd: median(rounds.iptablesEnd), plain: median(rounds.plain) };
       rates[size] = r;
+      toPlain[size] = { podnet: median(ratios.podnet), podnetEnd: median(ratios.podnetEnd), iptables: median(ratios.iptables), iptablesEnd: median(ratios.iptablesEnd) };
       const cell = (m: Measured) => `${r[m].toFixed(0)} (${median(ratios[m]).toFixed(2)}x plain)`;
       note(`| ${size} | ${cell("podnet")} | ${cell("podnetEnd")} | ${cell("iptables")} | ${cell("iptablesEnd")} | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
 
@@ -358,6 +361,11 @@ async function inner(prefix: string): Promise<void> {
     const first = rates[SIZES[0]!]!;
     const last = rates[SIZES.at(-1)!]!;
     note(`connection rate at ${SIZES.at(-1)} vs ${SIZES[0]} services: podnet s0 ${(last.podnet / first.podnet).toFixed(2)}x, s2 ${(last.podnetEnd / first.podnetEnd).toFixed(2)}x; iptables s0 (middle) ${(last.iptables / first.iptables).toFixed(2)}x, s2 (end) ${(last.iptablesEnd / first.iptablesEnd).toFixed(2)}x; plain ${(last.plain / first.plain).toFixed(2)}x`);
+    // The same comparison through each size's ratios to plain routing: plain routing moves with the
+    // machine's load between sizes (minutes apart), and the ratio takes that out.
+    const firstRatio = toPlain[SIZES[0]!]!;
+    const lastRatio = toPlain[SIZES.at(-1)!]!;
+    note(`the same as ratios to plain routing (${SIZES.at(-1)} vs ${SIZES[0]}): podnet s0 ${(lastRatio.podnet / firstRatio.podnet).toFixed(2)}x, s2 ${(lastRatio.podnetEnd / firstRatio.podnetEnd).toFixed(2)}x; iptables s0 (middle) ${(lastRatio.iptables / firstRatio.iptables).toFixed(2)}x, s2 (end) ${(lastRatio.iptablesEnd / firstRatio.iptablesEnd).toFixed(2)}x`);
     const ipt = SIZES.filter((size) => size <= Number(values["iptables-max"])).at(-1);
     if (ipt !== undefined && ipt !== SIZES.at(-1)) {
       const at = rates[ipt]!;
