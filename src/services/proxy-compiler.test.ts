@@ -507,4 +507,27 @@ describe("proxy compiler: endpoints as map elements (the default layout)", () =>
     }
     for (const name of live.keys()) assert.deepEqual(live.get(name), entries(second.table, name), `${name} ends as compiled`);
   });
+  it("a full sync (replaceAll) lays the table out as a fresh compiler does: the agent's and its child's full syncs are one table", () => {
+    // The agent compiles a full sync with its long-lived compiler while the child (services-child.ts)
+    // compiles the same objects with a fresh one; the kernel gets the child's table, the agent keeps
+    // its own as what the kernel holds. Blocks assigned since the last full sync must not survive it.
+    // 400 groups over 128 maps: many maps hold several blocks, so the order blocks were given in shows.
+    const svc = (i: number) => service(`s${i}`, { clusterIP: `10.96.${i >> 8}.${i & 255}` });
+    const sl = (i: number) => slice(`s${i}`, [ep(`10.244.2.${i & 255}`, "n2")]);
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+    const running = new IncrementalProxyCompiler();
+    running.replaceAll(range(0, 300).map(svc), range(0, 300).map(sl));
+    running.compile(inline);
+    // Services come and go; then an apply fails and the agent starts over with a full sync.
+    for (const i of range(0, 150)) running.deleteService("default", `s${i}`);
+    running.compile(inline);
+    const services = range(150, 400).map(svc);
+    const slices = range(150, 400).map(sl);
+    running.replaceAll(services, slices);
+    const agent = running.compile(inline);
+    const fresh = new IncrementalProxyCompiler();
+    fresh.replaceAll(services, slices);
+    const child = fresh.compile(inline);
+    assert.deepEqual(planProxyTransaction(undefined, agent), planProxyTransaction(undefined, child));
+  });
 });

@@ -580,16 +580,18 @@ export class IncrementalProxyCompiler {
   private nodeFingerprint = "";
   private skeleton: readonly NftChain[] = [];
   private skeletonSets: readonly NftSet[] = [];
-  private readonly blocks = new EndpointBlocks();
+  private blocks = new EndpointBlocks();
 
   replaceAll(services: readonly Service[], slices: readonly EndpointSlice[]): void {
     this.services.clear();
     this.slices.clear();
     this.sliceOwner.clear();
     this.dirty.clear();
-    // Blocks stay as they were for services that remain (their rules need not change); the rest go.
-    const remaining = new Set(services.map(serviceKey));
-    for (const key of this.fragments.keys()) if (!remaining.has(key)) this.blocks.release(key);
+    // Blocks start afresh, given in the order of `services`: a full sync replaces the whole table, and
+    // the child that may compile it (agent/services-child.ts) starts from a fresh compiler. Kept
+    // blocks would give the agent another layout than the kernel's: its later element changes would
+    // land in blocks other services' rules read, and miss the ones the kernel's rules read.
+    this.blocks = new EndpointBlocks();
     this.fragments.clear();
     for (const service of services) this.upsertService(service);
     for (const slice of slices) this.upsertSlice(slice);

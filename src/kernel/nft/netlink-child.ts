@@ -107,21 +107,32 @@ export class ChildApplier {
     // Through a file, not the pipe: a pipe moves 64 KiB at a time and only while this process's
     // loop runs, so a caller that goes on computing (the agent compiling the same full sync) would
     // hold the child back until it is done. Written synchronously, the file is whole at once.
-    this.payloadDir = mkdtempSync(join(tmpdir(), "podnet-nft-child-"));
-    const file = join(this.payloadDir, "payload.json");
-    writeFileSync(file, json, { mode: 0o600 });
-    const serializeMs = performance.now() - serializeStarted;
-    // One line: the child starts at its newline. It must not wait for the end of stdin, which
-    // Node closes only when this process's loop next runs (after the caller's compile).
-    this.child.stdin.end(`${JSON.stringify({ payloadFile: file })}\n`);
-    return { ...(await this.result), serializeMs };
+    const dir = (this.payloadDir = mkdtempSync(join(tmpdir(), "podnet-nft-child-")));
+    // Removed here once the child has ended, however it ended: the close handler alone misses a
+    // child that had already exited (a prepared one, killed or crashed before its sync came).
+    try {
+      const file = join(dir, "payload.json");
+      writeFileSync(file, json, { mode: 0o600 });
+      const serializeMs = performance.now() - serializeStarted;
+      // One line: the child starts at its newline. It must not wait for the end of stdin, which
+      // Node closes only when this process's loop next runs (after the caller's compile).
+      this.child.stdin.end(`${JSON.stringify({ payloadFile: file })}\n`);
+      return { ...(await this.result), serializeMs };
+    } finally {
+      this.cancelChild();
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 
   cancel(): void {
     if (this.used) return;
     this.used = true;
+    this.cancelChild();
+  }
+
+  private cancelChild(): void {
     this.child.stdin.destroy();
-    if (this.child.exitCode === null) this.child.kill("SIGKILL");
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
   }
 }
 
@@ -158,7 +169,15 @@ export async function runApplyChild(prepare: (payload: unknown) => { tx: NftTran
   const request = JSON.parse(newline >= 0 ? text.slice(0, newline) : text) as { payloadFile?: unknown };
   chunks.length = 0;
   const readStarted = performance.now();
-  const payload: unknown = typeof request.payloadFile === "string" ? JSON.parse(readFileSync(request.payloadFile, "utf8")) : request;
+  let payload: unknown = request;
+  if (typeof request.payloadFile === "string") {
+    try {
+      payload = JSON.parse(readFileSync(request.payloadFile, "utf8"));
+    } finally {
+      // Read once: gone now, so a parent killed from here on leaves no 17 MB file in /tmp.
+      rmSync(request.payloadFile, { force: true });
+    }
+  }
   const decodeMs = performance.now() - readStarted;
   const writer = new NftNetlinkWriter();
   try {
