@@ -10,6 +10,7 @@ import type { UdpFlow } from "../kernel/conntrack.ts";
 import type { NftTableState } from "../kernel/nft/readback.ts";
 import type { KindInput } from "./object-feed.ts";
 import { NftNotEncodable } from "../kernel/nft/netlink-encode.ts";
+import { NftChildFailed } from "../kernel/nft/netlink-child.ts";
 import { compactObject } from "./object-projection.ts";
 import { planFullSyncOf, type FullSyncObjects } from "./services-child.ts";
 import { ServicesReconciler, type ChildFullSync, type ServicesKernel } from "./services-reconciler.ts";
@@ -284,6 +285,19 @@ describe("services reconciler: a large full sync compiled in the child", () => {
     kernel.childFails = undefined;
     await r.sync(f.inputs());
     assert.equal(kernel.childPlans.length, 1);
+    assert.equal((r.describe() as { lastFullSync: { kind: string } | null }).lastFullSync?.kind, "full");
+  });
+  it("a child that fails without asking the kernel (not started, crashed, no room for its payload) leaves the sync to the agent's own plan", async () => {
+    const kernel = new ChildKernel();
+    kernel.childFails = new NftChildFailed("exited with a signal");
+    const logs: string[] = [];
+    const r = new ServicesReconciler("n1", 60_000, (m) => logs.push(m), kernel);
+    const f = feed();
+    manyServices(f, 1000);
+    await r.sync(f.inputs());
+    assert.equal(kernel.transactions.length, 1, "the agent applied its own full sync");
+    assert.ok(kernel.transactions[0]!.changes.some((c) => c.op === "deleteTable"));
+    assert.ok(logs.some((m) => /the full sync's child failed/.test(m)), logs.join("\n"));
     assert.equal((r.describe() as { lastFullSync: { kind: string } | null }).lastFullSync?.kind, "full");
   });
   it("a child whose statement count differs from the agent's plan is overruled by that plan", async () => {

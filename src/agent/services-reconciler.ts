@@ -25,7 +25,7 @@ import { diffTables } from "../kernel/nft/diff.ts";
 import { readTableSpawnedAsync, runNftAsync, runNftSpawnedAsync, transactionScript } from "../kernel/nft.ts";
 import type { NftTransaction } from "../kernel/nft/model.ts";
 import { NftNetlinkWriter, NftNotEncodable } from "../kernel/nft/netlink-writer.ts";
-import { ChildApplier, childApplyAvailable } from "../kernel/nft/netlink-child.ts";
+import { ChildApplier, childApplyAvailable, NftChildFailed } from "../kernel/nft/netlink-child.ts";
 import { collectGarbage, releaseFreedNativeMemory } from "../kernel/malloc-trim.ts";
 import { estimateBytes } from "../kernel/nft/netlink-encode.ts";
 import { ipsToAnnounce, loadBalancerIpsOf, type AnnounceSegment } from "../services/lb-announcer.ts";
@@ -121,9 +121,18 @@ export const realServicesKernel: ServicesKernel = {
       // incremental one (thousands of services in one sync) touching existing sets' elements would be
       // NftNotEncodable there, and every later change would go through libnftables until a full sync.
       if (estimateBytes(tx) > CHILD_ABOVE_BYTES && tx.changes.some((c) => c.op === "deleteTable") && childApplyAvailable()) {
-        const stats = await (child ?? new ChildApplier(SERVICES_APPLY_COMMAND)).apply({ tx } satisfies ServicesChildPayload);
-        netlinkWriter.recordApplied(tx);
-        return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.decodeMs };
+        try {
+          const stats = await (child ?? new ChildApplier(SERVICES_APPLY_COMMAND)).apply({ tx } satisfies ServicesChildPayload);
+          netlinkWriter.recordApplied(tx);
+          return { way: "netlink", bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs, handOverMs: stats.serializeMs + stats.decodeMs };
+        } catch (err) {
+          // The kernel was not asked: the same batch goes in from here (the loop waits for it, ~1 s
+          // at 10,000 services), rather than a full sync that retries through a child forever.
+          if (!(err instanceof NftChildFailed)) throw err;
+          netlinkWriter.apply(tx);
+          const last = netlinkWriter.last;
+          return { way: "netlink", bytes: last?.bytes ?? 0, ...(last ? { encodeMs: last.encodeMs, kernelMs: last.kernelMs } : {}) };
+        }
       }
       child?.cancel();
       netlinkWriter.apply(tx);
@@ -318,11 +327,14 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
           inChild = undefined;
         }
       } catch (err) {
-        if (!(err instanceof NftNotEncodable)) {
+        if (err instanceof NftChildFailed) {
+          // The kernel was not asked: the agent's own plan goes in below.
+          this.log(`services: the full sync's child failed (${err.message}); applying the agent's own plan`);
+        } else if (!(err instanceof NftNotEncodable)) {
           this.applied = undefined;
           throw err;
         }
-        inChild = undefined; // the agent's own plan goes the other way (libnftables) below
+        inChild = undefined; // the agent's own plan goes in below (libnftables, when not encodable)
       }
     }
     if (tx.changes.length > 0 && inChild === undefined) {

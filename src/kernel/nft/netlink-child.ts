@@ -27,6 +27,20 @@ import { NftNetlinkWriter, type NetlinkApplyStats } from "./netlink-writer.ts";
 
 export const NFT_APPLY_COMMAND = "internal-nft-netlink-apply";
 const NOT_ENCODABLE_EXIT = 3;
+/** The kernel refused the batch: nothing was changed, and doing it elsewhere would be refused too. */
+const KERNEL_REFUSED_EXIT = 4;
+
+/**
+ * The child could not do the work at all (not started, crashed, the payload file not written, the
+ * child's own compile failed): the kernel was not asked, so the caller may apply in-process. Not
+ * for a kernel refusal, which rejects with a plain Error (see KERNEL_REFUSED_EXIT).
+ */
+export class NftChildFailed extends Error {
+  constructor(message: string) {
+    super(`netlink child: ${message}`);
+    this.name = "NftChildFailed";
+  }
+}
 /** V8 flags that make the agent lean and the encoder slow; the child runs without them. */
 const DROPPED_FLAGS = /^--(lite-mode|max-semi-space-size(=.*)?|jitless)$/;
 
@@ -76,7 +90,7 @@ export class ChildApplier {
       const err: Buffer[] = [];
       child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
       child.stderr.on("data", (chunk: Buffer) => err.push(chunk));
-      child.on("error", reject);
+      child.on("error", (error) => reject(new NftChildFailed(error.message)));
       child.stdin.on("error", () => undefined); // an early exit is reported by its code
       child.on("close", (code) => {
         if (this.payloadDir !== undefined) rmSync(this.payloadDir, { recursive: true, force: true });
@@ -85,12 +99,14 @@ export class ChildApplier {
           try {
             resolve(JSON.parse(Buffer.concat(out).toString("utf8")) as ChildAnswer);
           } catch (error) {
-            reject(new Error(`netlink child: unreadable answer: ${(error as Error).message}`));
+            reject(new NftChildFailed(`unreadable answer: ${(error as Error).message}`));
           }
         } else if (code === NOT_ENCODABLE_EXIT) {
           reject(new NftNotEncodable(stderr.replace(/^not encodable as nf_tables netlink: /, "")));
+        } else if (code === KERNEL_REFUSED_EXIT) {
+          reject(new Error(stderr));
         } else {
-          reject(new Error(stderr || `netlink child exited with ${code}`));
+          reject(new NftChildFailed(stderr || `exited with ${code ?? "a signal"}`));
         }
       });
     });
@@ -107,12 +123,22 @@ export class ChildApplier {
     // Through a file, not the pipe: a pipe moves 64 KiB at a time and only while this process's
     // loop runs, so a caller that goes on computing (the agent compiling the same full sync) would
     // hold the child back until it is done. Written synchronously, the file is whole at once.
-    const dir = (this.payloadDir = mkdtempSync(join(tmpdir(), "podnet-nft-child-")));
+    let dir: string;
+    try {
+      dir = this.payloadDir = mkdtempSync(join(tmpdir(), "podnet-nft-child-"));
+    } catch (error) {
+      this.cancelChild();
+      throw new NftChildFailed(`no directory for the payload: ${(error as Error).message}`);
+    }
     // Removed here once the child has ended, however it ended: the close handler alone misses a
     // child that had already exited (a prepared one, killed or crashed before its sync came).
     try {
       const file = join(dir, "payload.json");
-      writeFileSync(file, json, { mode: 0o600 });
+      try {
+        writeFileSync(file, json, { mode: 0o600 });
+      } catch (error) {
+        throw new NftChildFailed(`the payload could not be written: ${(error as Error).message}`);
+      }
       const serializeMs = performance.now() - serializeStarted;
       // One line: the child starts at its newline. It must not wait for the end of stdin, which
       // Node closes only when this process's loop next runs (after the caller's compile).
@@ -187,7 +213,7 @@ export async function runApplyChild(prepare: (payload: unknown) => { tx: NftTran
     return 0;
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n`);
-    return error instanceof NftNotEncodable ? NOT_ENCODABLE_EXIT : 1;
+    return error instanceof NftNotEncodable ? NOT_ENCODABLE_EXIT : error instanceof Error && error.name === "KernelError" ? KERNEL_REFUSED_EXIT : 1;
   } finally {
     writer.close();
   }
