@@ -7,7 +7,7 @@
 // /etc/netns/<pod netns>/resolv.conf, which `ip netns exec` bind-mounts over /etc/resolv.conf for
 // everything started in the pod (kernel/netns-exec.ts): the host's own /etc/resolv.conf is untouched.
 
-import { existsSync, mkdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Pod } from "../k8s/types.ts";
 
@@ -17,6 +17,12 @@ export const CLUSTER_DOMAIN = "cluster.local";
 /** A pod whose (first) container names this image runs `podnet dns` instead of the test server. */
 export const DNS_IMAGE = "podnet/dns";
 export const ETC_NETNS = "/etc/netns";
+/**
+ * Left in /etc/netns by the lab that made it, so that whichever lab is the last to leave removes it:
+ * with two labs at once, the one that made it may finish first while the other still has pods there.
+ * (`ip netns exec` bind-mounts only /etc/netns/NAME/, so a file beside those is never seen by a pod.)
+ */
+export const ETC_NETNS_MARKER = ".made-by-podnet-lab";
 /** Where a `podnet dns` pod serves /metrics, /health and /ready (CoreDNS's metrics port). */
 export const DNS_METRICS_PORT = 9153;
 
@@ -29,8 +35,8 @@ export function resolvConfText(namespace: string): string {
   ].join("\n");
 }
 
-export function etcNetnsDir(netns: string): string {
-  return join(ETC_NETNS, netns);
+export function etcNetnsDir(netns: string, root = ETC_NETNS): string {
+  return join(root, netns);
 }
 
 export function isDnsPod(pod: Pod): boolean {
@@ -46,25 +52,34 @@ export interface EtcNetnsRecord {
 }
 
 /** Write the pod's resolv.conf; `record` is updated (and must be saved by `save`) before anything is written. */
-export function writePodResolvConf(record: EtcNetnsRecord, save: () => void, netns: string, namespace: string): void {
-  const dir = etcNetnsDir(netns);
-  if (!existsSync(ETC_NETNS)) record.createdRoot = true;
+export function writePodResolvConf(record: EtcNetnsRecord, save: () => void, netns: string, namespace: string, root = ETC_NETNS): void {
+  const dir = etcNetnsDir(netns, root);
+  if (!existsSync(root)) record.createdRoot = true;
   if (!record.dirs.includes(dir)) record.dirs.push(dir);
   save();
+  try {
+    mkdirSync(root);
+    writeFileSync(join(root, ETC_NETNS_MARKER), "made by a podnet lab; removed by the last lab to leave\n");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "resolv.conf"), resolvConfText(namespace));
 }
 
 /** Remove one pod's directory (only the file the lab wrote, then the directory if empty). */
-export function removePodResolvConf(record: EtcNetnsRecord, save: () => void, netns: string): void {
-  const dir = etcNetnsDir(netns);
+export function removePodResolvConf(record: EtcNetnsRecord, save: () => void, netns: string, root = ETC_NETNS): void {
+  const dir = etcNetnsDir(netns, root);
   removeDir(dir);
   record.dirs = record.dirs.filter((d) => d !== dir);
   save();
 }
 
-/** Everything recorded, and /etc/netns itself if the lab made it and it is empty; returns problems. */
-export function removeAllResolvConfs(record: EtcNetnsRecord): string[] {
+/**
+ * Everything recorded, and /etc/netns itself when a podnet lab made it (its marker, or this lab's
+ * record) and nothing but the marker is left; returns problems.
+ */
+export function removeAllResolvConfs(record: EtcNetnsRecord, root = ETC_NETNS): string[] {
   const problems: string[] = [];
   for (const dir of record.dirs) {
     try {
@@ -74,16 +89,41 @@ export function removeAllResolvConfs(record: EtcNetnsRecord): string[] {
     }
   }
   record.dirs = [];
-  if (record.createdRoot) {
-    try {
-      rmdirSync(ETC_NETNS);
-    } catch (error) {
-      // Another lab (or something else) still has a directory there: it is theirs to leave.
-      if ((error as NodeJS.ErrnoException).code !== "ENOENT" && (error as NodeJS.ErrnoException).code !== "ENOTEMPTY") problems.push(`${ETC_NETNS}: ${(error as Error).message}`);
-    }
-    record.createdRoot = false;
+  try {
+    removeRootIfLabMade(root, record.createdRoot);
+  } catch (error) {
+    problems.push(`${root}: ${(error as Error).message}`);
   }
+  record.createdRoot = false;
   return problems;
+}
+
+function removeRootIfLabMade(root: string, madeByThisLab: boolean): void {
+  let entries: string[];
+  try {
+    entries = readdirSync(root);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw error;
+  }
+  const marker = join(root, ETC_NETNS_MARKER);
+  const marked = entries.includes(ETC_NETNS_MARKER);
+  if (!marked && !madeByThisLab) return; // not ours: someone else's /etc/netns
+  if (entries.some((name) => name !== ETC_NETNS_MARKER)) {
+    // Another lab still has pods there (or something else put files there): the last to leave removes it.
+    if (!marked) writeFileSync(marker, "made by a podnet lab; removed by the last lab to leave\n");
+    return;
+  }
+  rmSync(marker, { force: true });
+  try {
+    rmdirSync(root);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return;
+    // A lab wrote a pod's directory in between: it is the last to leave now.
+    if (code === "ENOTEMPTY" || code === "EEXIST") writeFileSync(marker, "made by a podnet lab; removed by the last lab to leave\n");
+    else throw error;
+  }
 }
 
 function removeDir(dir: string): void {
