@@ -303,7 +303,10 @@ async function inner(prefix: string): Promise<void> {
       note(`| ${size} | ${cell("podnet")} | ${cell("podnetEnd")} | ${cell("iptables")} | ${cell("iptablesEnd")} | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
 
       if (size === 10_000) {
-        note(`\nagent RSS with 10,000 services × 5 endpoints: ${rss().toFixed(1)} MiB`);
+        const rssRightAfter = rss();
+        // At rest: the agent settles its memory a second after a burst of syncs ends.
+        await new Promise((r) => setTimeout(r, 3000));
+        note(`\nagent RSS with 10,000 services × 5 endpoints: ${rss().toFixed(1)} MiB at rest (3 s after the catch-up sync; ${rssRightAfter.toFixed(1)} MiB right after it)`);
         // One change: an EndpointSlice moved to other endpoint IPs, datastore write → kernel.
         const latencies: number[] = [];
         const agentMs: number[] = [];

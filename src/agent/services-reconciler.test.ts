@@ -300,6 +300,26 @@ describe("services reconciler: a large full sync compiled in the child", () => {
     assert.ok(logs.some((m) => /the full sync's child failed/.test(m)), logs.join("\n"));
     assert.equal((r.describe() as { lastFullSync: { kind: string } | null }).lastFullSync?.kind, "full");
   });
+  it("a burst of small syncs that adds up to a large one settles memory once, when the burst is over", async () => {
+    const kernel = new ChildKernel();
+    kernel.applyTransaction = async (tx: NftTransaction) => {
+      kernel.transactions.push(tx);
+      return { way: "netlink" as const, bytes: 600_000 };
+    };
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const f = feed();
+    manyServices(f, 10);
+    await r.sync(f.inputs());
+    assert.equal(kernel.settled, 1, "a full sync settles at once");
+    for (let i = 0; i < 4; i++) {
+      f.services.set(`default/burst${i}`, svc(`burst${i}`, `10.96.200.${i}`));
+      await r.sync(f.inputs());
+    }
+    assert.equal(kernel.transactions.length, 5);
+    assert.equal(kernel.settled, 1, "not after each sync of the burst");
+    await new Promise((resolve) => setTimeout(resolve, 1300));
+    assert.equal(kernel.settled, 2, "once, a second after the burst's last sync");
+  });
   it("a child whose statement count differs from the agent's plan is overruled by that plan", async () => {
     const kernel = new ChildKernel();
     kernel.childMiscount = 1;
