@@ -345,7 +345,9 @@ async function inner(prefix: string): Promise<void> {
           }
           await new Promise((r) => setTimeout(r, 20));
         }
-        note(`agent RSS after the restart's full sync: ${rss().toFixed(1)} MiB\n`);
+        const rssAfterRestart = rss();
+        await new Promise((r) => setTimeout(r, 3000));
+        note(`agent RSS after the restart's full sync: ${rss().toFixed(1)} MiB at rest (3 s later; ${rssAfterRestart.toFixed(1)} MiB right after it)\n`);
 
         // Throughput: iperf3 through the ClusterIP and to the pod IP, alternating.
         const iperf = (target: string) => {
