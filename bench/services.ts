@@ -271,6 +271,8 @@ async function inner(prefix: string): Promise<void> {
       { key: "iptables", role: "iptables", target: TARGET_IP }, { key: "iptablesEnd", role: "iptables", target: END_IP },
     ];
     const rates: Record<string, Record<Measured | "plain", number>> = {};
+    /** Per size, the conntrack entries each node held before its tables were emptied for it. */
+    const trackedBefore: string[] = [];
     /** Per size, each measured rate's median ratio to the plain-routing round beside it. */
     const toPlain: Record<string, Record<Measured, number>> = {};
     for (const size of SIZES) {
@@ -281,6 +283,21 @@ async function inner(prefix: string): Promise<void> {
       const synced = performance.now();
       const withIptables = size <= Number(values["iptables-max"]);
       const iptMs = withIptables ? loadIptables(size) : NaN;
+      // Every size starts from empty conntrack tables in the nodes: each earlier round left tens of
+      // thousands of TIME_WAIT entries (120 s each), which a later size would pay for, not its rules.
+      // And the agent gets a moment after its sync (it settles its memory a second after a burst).
+      const tracked = ROLES.map((role) => {
+        try {
+          const [countCmd, countArgs] = inNs(role, "n", ["conntrack", "-C"]);
+          const count = sh(countCmd, [...countArgs]).trim();
+          const [flushCmd, flushArgs] = inNs(role, "n", ["conntrack", "-F"]);
+          sh(flushCmd, [...flushArgs]);
+          return `${role} ${count}`;
+        } catch {
+          return `${role} -`;
+        }
+      });
+      await new Promise((r) => setTimeout(r, 2000));
       // Interleaved short rounds, each rate also as a ratio to the plain-routing round next to it,
       // and medians: the machine's load moves under a run far more than the rules change the rate.
       const rounds: Record<Measured | "plain", number[]> = { podnet: [], podnetEnd: [], iptables: [], iptablesEnd: [], plain: [] };
@@ -300,6 +317,7 @@ async function inner(prefix: string): Promise<void> {
       rates[size] = r;
       toPlain[size] = { podnet: median(ratios.podnet), podnetEnd: median(ratios.podnetEnd), iptables: median(ratios.iptables), iptablesEnd: median(ratios.iptablesEnd) };
       const cell = (m: Measured) => `${r[m].toFixed(0)} (${median(ratios[m]).toFixed(2)}x plain)`;
+      trackedBefore.push(`${size}: ${tracked.join(", ")}`);
       note(`| ${size} | ${cell("podnet")} | ${cell("podnetEnd")} | ${cell("iptables")} | ${cell("iptablesEnd")} | ${r.plain.toFixed(0)} | ${(synced - written).toFixed(0)} (write ${(written - writeStarted).toFixed(0)}) | ${iptMs.toFixed(0)} |`);
 
       if (size === 10_000) {
@@ -369,6 +387,7 @@ async function inner(prefix: string): Promise<void> {
         note(`iperf3 (one TCP stream, 4 s, 6 runs each, alternating): ClusterIP ${mean(via).toFixed(2)} Gbit/s, pod IP ${mean(direct).toFixed(2)} Gbit/s (means), ratio of the means ${(mean(via) / mean(direct)).toFixed(3)}, median of the pairs' ratios ${middle(pairRatios).toFixed(3)} (${pairRatios.map((r) => r.toFixed(2)).join(", ")})\n`);
       }
     }
+    note(`conntrack entries in the nodes before each size's tables were emptied: ${trackedBefore.join("; ")}`);
     const first = rates[SIZES[0]!]!;
     const last = rates[SIZES.at(-1)!]!;
     note(`connection rate at ${SIZES.at(-1)} vs ${SIZES[0]} services: podnet s0 ${(last.podnet / first.podnet).toFixed(2)}x, s2 ${(last.podnetEnd / first.podnetEnd).toFixed(2)}x; iptables s0 (middle) ${(last.iptables / first.iptables).toFixed(2)}x, s2 (end) ${(last.iptablesEnd / first.iptablesEnd).toFixed(2)}x; plain ${(last.plain / first.plain).toFixed(2)}x`);
