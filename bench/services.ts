@@ -291,7 +291,7 @@ async function inner(prefix: string): Promise<void> {
           const [countCmd, countArgs] = inNs(role, "n", ["conntrack", "-C"]);
           const count = sh(countCmd, [...countArgs]).trim();
           const [flushCmd, flushArgs] = inNs(role, "n", ["conntrack", "-F"]);
-          sh(flushCmd, [...flushArgs]);
+          execFileSync(flushCmd, [...flushArgs], { stdio: "ignore", env });
           return `${role} ${count}`;
         } catch {
           return `${role} -`;
