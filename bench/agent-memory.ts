@@ -21,9 +21,8 @@ import { parseArgs } from "node:util";
 import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import type { ObjectWrite } from "../src/datastore/objects.ts";
-import { withDefaults } from "../src/k8s/defaults.ts";
-import type { EndpointSlice, Service } from "../src/k8s/types.ts";
 import { startEtcd } from "../src/supervise/etcd-server.ts";
+import { benchService, benchSlice } from "./service-objects.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({
@@ -62,22 +61,6 @@ if (!values.inner) {
   }
 } else {
   await inner();
-}
-
-function serviceObject(i: number): Service {
-  const clusterIP = `10.${100 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
-  return withDefaults({ apiVersion: "v1", kind: "Service", metadata: { name: `s${i}`, namespace: "default" }, spec: { clusterIP, selector: { app: `s${i}` }, ports: [{ port: 80, targetPort: 8080 }] } });
-}
-function sliceObject(i: number): EndpointSlice {
-  return {
-    apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice",
-    metadata: { name: `s${i}-x`, namespace: "default", labels: { "kubernetes.io/service-name": `s${i}` } },
-    addressType: "IPv4", ports: [{ name: "", protocol: "TCP", port: 8080 }],
-    endpoints: [0, 1, 2, 3, 4].map((k) => {
-      const n = i * 5 + k;
-      return { addresses: [`10.${200 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`], nodeName: "bench-node", conditions: { ready: true, serving: true, terminating: false } };
-    }),
-  };
 }
 
 async function inner(): Promise<void> {
@@ -174,7 +157,7 @@ async function inner(): Promise<void> {
       let revision = 0;
       for (let i = 0; i < COUNT; i += 25) {
         const writes: ObjectWrite[] = [];
-        for (let k = i; k < Math.min(COUNT, i + 25); k++) writes.push({ op: "create", object: serviceObject(k) }, { op: "create", object: sliceObject(k) });
+        for (let k = i; k < Math.min(COUNT, i + 25); k++) writes.push({ op: "create", object: benchService(k) }, { op: "create", object: benchSlice(k) });
         revision = await datastore.objects.commit(writes);
       }
       const caughtUp = await waitFor(agent, (s) => s.revision >= revision, 900_000);

@@ -1,4 +1,4 @@
-// The cluster both DNS benchmarks load into etcd: `count` ClusterIP Services in `default`, each with one
+// What the DNS benchmarks share. The cluster they load into etcd: `count` ClusterIP Services in `default`, each with one
 // ready endpoint, committed in batches of 100 objects. Shared so that bench:dns and dns-memory measure
 // the same index.
 import type { ObjectStore, ObjectWrite } from "../src/datastore/objects.ts";
@@ -22,4 +22,21 @@ export async function loadDnsBenchServices(objects: ObjectStore, count: number):
     }
   }
   if (batch.length > 0) await objects.commit(batch);
+}
+
+/**
+ * dnsperf -v output: one "> ..." line per answered query ending with its latency in seconds, then
+ * the summary. Returns the latencies in ms, sorted, and the summary's queries per second.
+ */
+export function parseDnsperfVerbose(text: string): { latenciesMs: number[]; qps: number } {
+  const latenciesMs: number[] = [];
+  let summary = "";
+  for (const line of text.split("\n")) {
+    if (line.startsWith("> ")) {
+      const seconds = Number(line.slice(line.lastIndexOf(" ") + 1));
+      if (Number.isFinite(seconds)) latenciesMs.push(seconds * 1000);
+    } else summary += `${line}\n`;
+  }
+  latenciesMs.sort((a, b) => a - b);
+  return { latenciesMs, qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]) };
 }

@@ -16,7 +16,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
-import { loadDnsBenchServices } from "./dns-cluster.ts";
+import { loadDnsBenchServices, parseDnsperfVerbose } from "./dns-cluster.ts";
 import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
@@ -228,16 +228,10 @@ function runDnsperf(port: number, queryFile: string, outFile: string): { qps: nu
   const fd = openSync(outFile, "w");
   spawnSync("dnsperf", ["-s", "127.0.0.1", "-p", String(port), "-d", queryFile, "-c", "4", "-Q", "200000", "-l", values.load as string, "-v"], { stdio: ["ignore", fd, "ignore"] });
   closeSync(fd);
-  const latencies: number[] = [];
-  let summary = "";
-  for (const line of readFileSync(outFile, "utf8").split("\n")) {
-    if (line.startsWith("> ")) latencies.push(Number(line.slice(line.lastIndexOf(" ") + 1)) * 1000);
-    else summary += `${line}\n`;
-  }
+  const { latenciesMs: latencies, qps } = parseDnsperfVerbose(readFileSync(outFile, "utf8"));
   rmSync(outFile);
-  latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
-  return { qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]), n: latencies.length, p50: at(0.5), p99: at(0.99) };
+  return { qps, n: latencies.length, p50: at(0.5), p99: at(0.99) };
 }
 
 function row(name: string, m: Memory): string {

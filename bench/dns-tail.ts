@@ -18,7 +18,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
-import { loadDnsBenchServices } from "./dns-cluster.ts";
+import { loadDnsBenchServices, parseDnsperfVerbose } from "./dns-cluster.ts";
 import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
@@ -152,17 +152,11 @@ async function dnsperfRun(port: number, queryFile: string, outFile: string, pid:
   if (rt) execFileSync("chrt", ["-a", "-o", "-p", "0", String(pid)], { stdio: "ignore" });
   pin(pid, "0,1");
   renice(pid, 0);
-  const latencies: number[] = [];
-  let summary = "";
-  for (const line of readFileSync(outFile, "utf8").split("\n")) {
-    if (line.startsWith("> ")) latencies.push(Number(line.slice(line.lastIndexOf(" ") + 1)) * 1000);
-    else summary += `${line}\n`;
-  }
+  const { latenciesMs: latencies, qps } = parseDnsperfVerbose(readFileSync(outFile, "utf8"));
   rmSync(outFile);
-  latencies.sort((a, b) => a - b);
   const pauses = gcPauses(gcText).sort((a, b) => a - b);
   return {
-    qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]),
+    qps,
     p50: quantile(latencies, 0.5),
     p99: quantile(latencies, 0.99),
     p999: quantile(latencies, 0.999),

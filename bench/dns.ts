@@ -46,7 +46,7 @@ import * as dnsPacket from "dns-packet";
 import { startEtcd, type EtcdServer } from "../src/supervise/etcd-server.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import { clusterIPService } from "../src/dns/fixtures.ts";
-import { ipOf, loadDnsBenchServices } from "./dns-cluster.ts";
+import { ipOf, loadDnsBenchServices, parseDnsperfVerbose } from "./dns-cluster.ts";
 import { DNS_ENV, DNS_NODE_FLAGS } from "../src/dns/node-flags.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
@@ -257,19 +257,11 @@ async function latencyRun(server: string, queryFile: string, pid: number, placem
   const after = schedstat(pid);
   place(pid, "shared");
   closeSync(fd);
-  const latencies: number[] = [];
-  let summary = "";
-  for (const line of readFileSync(outFile, "utf8").split("\n")) {
-    if (line.startsWith("> ")) {
-      const s = Number(line.slice(line.lastIndexOf(" ") + 1));
-      if (Number.isFinite(s)) latencies.push(s * 1000);
-    } else summary += `${line}\n`;
-  }
+  const { latenciesMs: latencies, qps } = parseDnsperfVerbose(readFileSync(outFile, "utf8"));
   rmSync(outFile);
-  latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? NaN;
   return {
-    qps: Number(/Queries per second:\s+([\d.]+)/.exec(summary)?.[1]),
+    qps,
     p50: at(0.5),
     p99: at(0.99),
     n: latencies.length,
