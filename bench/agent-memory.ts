@@ -22,7 +22,7 @@ import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import type { ObjectWrite } from "../src/datastore/objects.ts";
 import { startEtcd } from "../src/supervise/etcd-server.ts";
-import { benchService, benchSlice } from "./service-objects.ts";
+import { benchService, benchSlice, runInBenchNode } from "./service-objects.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({
@@ -46,19 +46,8 @@ const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 
 
 if (!values.inner) {
   const name = `pnb-mem-${Math.random().toString(36).slice(2, 6)}`;
-  sh("ip", ["netns", "add", name]);
-  try {
-    sh("ip", ["-n", name, "link", "set", "lo", "up"]);
-    sh("ip", ["-n", name, "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp"]);
-    sh("ip", ["-n", name, "addr", "add", `${NODE_IP}/24`, "dev", "uplink"]);
-    sh("ip", ["-n", name, "link", "set", "uplink", "up"]);
-    sh("ip", ["-n", name, "link", "set", "uplinkp", "up"]);
-    const argv = [process.execPath, "--import", "tsx", join(REPO, "bench/agent-memory.ts"), "--inner", "--ns", name, "--services", String(COUNT), "--settle", String(SETTLE_SECONDS), `--flags=${FLAG_SETS.map((s) => s.join(" ")).join(";")}`];
-    const run = spawnSync("ip", ["netns", "exec", name, ...argv], { stdio: "inherit", env });
-    process.exitCode = run.status ?? 1;
-  } finally {
-    spawnSync("ip", ["netns", "del", name]);
-  }
+  const argv = [process.execPath, "--import", "tsx", join(REPO, "bench/agent-memory.ts"), "--inner", "--ns", name, "--services", String(COUNT), "--settle", String(SETTLE_SECONDS), `--flags=${FLAG_SETS.map((s) => s.join(" ")).join(";")}`];
+  process.exitCode = runInBenchNode(name, NODE_IP, argv, env);
 } else {
   await inner();
 }

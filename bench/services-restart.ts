@@ -6,7 +6,7 @@
 // A smaller, quicker driver than bench/services.ts (no connection rates, no iptables layout).
 // NODE_EXTRA_CA_CERTS is removed from every child's environment.
 
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
@@ -16,7 +16,7 @@ import { AGENT_NODE_FLAGS } from "../src/agent/node-flags.ts";
 import { EtcdDatastore } from "../src/datastore/etcd-datastore.ts";
 import type { ObjectWrite } from "../src/datastore/objects.ts";
 import { startEtcd } from "../src/supervise/etcd-server.ts";
-import { benchService, benchSlice } from "./service-objects.ts";
+import { benchService, benchSlice, runInBenchNode } from "./service-objects.ts";
 
 const REPO = resolve(import.meta.dirname, "..");
 const { values } = parseArgs({ options: { services: { type: "string", default: "10000" }, restarts: { type: "string", default: "3" }, inner: { type: "boolean", default: false }, settle: { type: "string", default: "10" }, "agent-flags": { type: "string" }, alternate: { type: "string" } } });
@@ -28,18 +28,8 @@ const AGENT_FLAGS = values["agent-flags"] !== undefined ? values["agent-flags"].
 
 if (!values.inner) {
   const name = `pnb-svcsync-${Math.random().toString(36).slice(2, 6)}`;
-  spawnSync("ip", ["netns", "add", name]);
-  try {
-    spawnSync("ip", ["-n", name, "link", "set", "lo", "up"]);
-    spawnSync("ip", ["-n", name, "link", "add", "uplink", "type", "veth", "peer", "name", "uplinkp"]);
-    spawnSync("ip", ["-n", name, "addr", "add", `${NODE_IP}/24`, "dev", "uplink"]);
-    spawnSync("ip", ["-n", name, "link", "set", "uplink", "up"]);
-    spawnSync("ip", ["-n", name, "link", "set", "uplinkp", "up"]);
-    const run = spawnSync("ip", ["netns", "exec", name, process.execPath, "--import", "tsx", join(REPO, "bench/services-restart.ts"), "--inner", "--services", values.services, "--restarts", values.restarts, "--settle", values.settle, ...(values["agent-flags"] !== undefined ? [`--agent-flags=${values["agent-flags"]}`] : []), ...(values.alternate !== undefined ? [`--alternate=${values.alternate}`] : [])], { stdio: "inherit", env });
-    process.exitCode = run.status ?? 1;
-  } finally {
-    spawnSync("ip", ["netns", "del", name]);
-  }
+  const argv = [process.execPath, "--import", "tsx", join(REPO, "bench/services-restart.ts"), "--inner", "--services", values.services, "--restarts", values.restarts, "--settle", values.settle, ...(values["agent-flags"] !== undefined ? [`--agent-flags=${values["agent-flags"]}`] : []), ...(values.alternate !== undefined ? [`--alternate=${values.alternate}`] : [])];
+  process.exitCode = runInBenchNode(name, NODE_IP, argv, env);
 } else {
   await inner();
 }
