@@ -48,7 +48,7 @@ async function inner(): Promise<void> {
       "--cni-conf-dir", join(dir, "cni"), "--ipam-data-dir", join(dir, "ipam"), "--ready-file", join(dir, "ready"), "--listen", socket, "--resync-interval-ms", "1000"],
       { stdio: ["ignore", "ignore", openSync(logFile, "a")], env });
   };
-  type Svc = { revision: number; services: number; lastFullSync: { ms: number; phases?: Record<string, number>; startedAtMs?: number } | null };
+  type Svc = { revision: number; services: number; lastFullSync: { ms: number; phases?: Record<string, number>; startedAtMs?: number; appliedBy?: string; kernelAnsweredAt?: number; startupChild?: Record<string, number> } | null };
   const svcStatus = () => new Promise<Svc | undefined>((res) => {
     const req = request({ socketPath: socket, path: "/status", timeout: 5000 }, (r) => {
       let body = "";
@@ -101,7 +101,8 @@ async function inner(): Promise<void> {
         const at = Date.parse(line.slice(0, 24));
         return Number.isNaN(at) ? line : `+${at - wall0} ms ${line.slice(25, 200)}`;
       });
-      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`} [${script}]: ${total.toFixed(0)} ms to full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms (started ${s!.lastFullSync!.startedAtMs ?? "?"} ms after the agent's process): ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater})`);
+      const kernelAt = s!.lastFullSync!.kernelAnsweredAt;
+      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`} [${script}]: table in the kernel ${kernelAt !== undefined ? `${kernelAt - wall0} ms` : "?"} after the agent's start (written by the ${s!.lastFullSync!.appliedBy ?? "?"}${s!.lastFullSync!.startupChild ? ` ${JSON.stringify(s!.lastFullSync!.startupChild)}` : ""}), ${total.toFixed(0)} ms to the agent's own full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms (started ${s!.lastFullSync!.startedAtMs ?? "?"} ms after the agent's process): ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater})`);
       for (const line of log) console.log(`    ${line}`);
       agent!.kill("SIGKILL");
       await new Promise((r) => agent!.once("exit", r));

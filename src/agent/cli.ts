@@ -4,7 +4,7 @@ import { hostname } from "node:os";
 import { isAbsolute, resolve as resolvePath } from "node:path";
 import { parseArgs } from "node:util";
 import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datastore.ts";
-import { EtcdDatastore } from "../datastore/etcd-datastore.ts";
+import { EtcdDatastore, etcdDatastoreFor } from "../datastore/etcd-datastore.ts";
 import { ETCD_CLIENT_FLAGS, ETCD_CLIENT_USAGE, EtcdFlagError, explainEtcdError, insecureWarning, parseEtcdConnection, type EtcdConnection } from "../datastore/etcd-client-options.ts";
 import { missingAcks } from "../datastore/node-lifecycle.ts";
 import { isIpv4 } from "../net/address.ts";
@@ -20,7 +20,9 @@ import { AgentMetrics, serveHealthAndMetrics } from "./metrics.ts";
 import { NetlinkOverlayKernel } from "./overlay-kernel.ts";
 import { NetlinkRouteTable } from "./route-table.ts";
 import { RoutesReconciler } from "./routes-reconciler.ts";
-import { realServicesKernel, ServicesReconciler } from "./services-reconciler.ts";
+import { ServicesReconciler } from "./services-reconciler.ts";
+import { StartupFullSync } from "./services-child.ts";
+import type { InputHub } from "./reconciler.ts";
 
 const AGENT_USAGE = `usage: podnet agent --node-ip IP --etcd URL[,URL…] [options]
 
@@ -84,15 +86,9 @@ function etcdConnection(values: Parameters<typeof parseEtcdConnection>[0]): Etcd
   }
 }
 
-function datastoreFor(connection: EtcdConnection, prefix: string | undefined): EtcdDatastore {
-  return new EtcdDatastore({
-    endpoints: connection.endpoints,
-    prefix: prefix ?? "/podnet/",
-    ...(connection.tls ? { tls: connection.tls } : {}),
-    ...(connection.caFile ? { caFile: connection.caFile } : {}),
-    ...(connection.auth ? { auth: connection.auth } : {}),
-    log,
-  });
+function withStartupSync(services: ServicesReconciler, startup: StartupFullSync | undefined, hub: InputHub<AgentInputs>): ServicesReconciler {
+  if (startup) services.useStartupSync(startup, hub);
+  return services;
 }
 
 export async function runAgentCommand(argv: string[]): Promise<number> {
@@ -175,13 +171,14 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
       throw new UsageError((err as Error).message);
     }
     connection = etcdConnection(values);
-    datastore = datastoreFor(connection, values["etcd-prefix"]);
+    datastore = etcdDatastoreFor(connection, values["etcd-prefix"], log);
     const agentMetrics = (metrics = new AgentMetrics());
     listen = values.listen ?? "127.0.0.1:9650";
-    // The child process that takes a large first full sync (src/agent/services-child.ts) starts
-    // now, so its start-up (~0.3 s of CPU, seconds under load) overlaps the agent's own (etcd list,
-    // registration) instead of delaying the sync; with few services the sync ends it unused.
-    realServicesKernel.prepareLargeTransaction?.();
+    // The child process that makes a large first full sync (src/agent/services-child.ts) starts
+    // now and lists etcd itself, so its start-up and list overlap the agent's own (registration, its
+    // --lite-mode list of every object) instead of coming after them; with few services the first
+    // sync ends it unused.
+    const startupSync = StartupFullSync.start(connection, values["etcd-prefix"] ?? "/podnet/");
     agent = new NodeAgent(
       {
         name,
@@ -209,7 +206,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
                 resyncIntervalMs,
               ),
               new MasqueradeReconciler(new NftMasquerade(), resyncIntervalMs, log),
-              new ServicesReconciler(name, resyncIntervalMs, log),
+              withStartupSync(new ServicesReconciler(name, resyncIntervalMs, log), startupSync, hub),
               ...(values["allow-pods-to-etcd"] ? [] : [new EtcdGuardReconciler(connection.endpoints, resyncIntervalMs * 20, log)]),
             ],
             faults,
@@ -296,7 +293,7 @@ export async function runNodeCommand(argv: string[]): Promise<number> {
 
   const warning = insecureWarning(connection);
   if (warning) process.stderr.write(`podnet node: ${warning}\n`);
-  const datastore = datastoreFor(connection, values["etcd-prefix"]);
+  const datastore = etcdDatastoreFor(connection, values["etcd-prefix"], log);
   try {
     if (verb === "list") {
       const snapshot = await datastore.snapshot();

@@ -12,7 +12,10 @@ import type { KindInput } from "./object-feed.ts";
 import { NftNotEncodable } from "../kernel/nft/netlink-encode.ts";
 import { NftChildFailed } from "../kernel/nft/netlink-child.ts";
 import { compactObject } from "./object-projection.ts";
-import { planFullSyncOf, type FullSyncObjects } from "./services-child.ts";
+import { fullSyncDigest, inKeyOrder, planFullSyncOf, type FullSyncObjects, type StartupSync, type StartupSyncOutcome } from "./services-child.ts";
+import { InputHub } from "./reconciler.ts";
+import type { AgentInputs } from "./inputs.ts";
+import type { ProxyNodeFacts } from "../services/proxy-compiler.ts";
 import { ServicesReconciler, type ChildFullSync, type ServicesKernel } from "./services-reconciler.ts";
 
 const config: ClusterConfig = { clusterCidr: "10.244.0.0/16", subnetLength: 24, backend: "host-gw", nodeLeaseTtlSeconds: 20 };
@@ -203,7 +206,7 @@ class ChildKernel extends RecordingKernel {
     if (this.childFails) return Promise.reject(this.childFails);
     const tx = planFullSyncOf(received);
     this.childPlans.push(tx);
-    return Promise.resolve({ way: "netlink", bytes: 1, encodeMs: 1, kernelMs: 1, handOverMs: 1, compileMs: 1, changes: tx.changes.length + this.childMiscount });
+    return Promise.resolve({ way: "netlink", bytes: 1, encodeMs: 1, kernelMs: 1, handOverMs: 1, compileMs: 1, changes: tx.changes.length + this.childMiscount, kernelAnsweredAt: Date.now() });
   }
   recordApplied(tx: NftTransaction) {
     this.recorded.push(tx);
@@ -331,5 +334,138 @@ describe("services reconciler: a large full sync compiled in the child", () => {
     assert.equal(kernel.transactions.length, 1);
     assert.deepEqual(kernel.transactions[0], kernel.childPlans[0]);
     assert.ok(logs.some((m) => /the child's full sync had \d+ statements/.test(m)), logs.join("\n"));
+  });
+});
+
+/**
+ * A startup child that "lists" the objects it is given (a copy, as if from etcd) and plans them as
+ * the real one does: in key order, after a JSON round trip, with the node facts it was told.
+ */
+class FakeStartup implements StartupSync {
+  told: ProxyNodeFacts[] = [];
+  plans: NftTransaction[] = [];
+  ended = 0;
+  /** Resolved once `end` has been called (the reconciler must wait for it before it applies anything). */
+  endedBeforeApply: boolean | undefined;
+  fails: Error | undefined;
+  constructor(private readonly listed: { services: Map<string, Service>; slices: Map<string, EndpointSlice> }, private readonly kernel: ChildKernel) {}
+  nodeKnown(node: ProxyNodeFacts): void {
+    this.told.push(node);
+  }
+  async outcome(): Promise<StartupSyncOutcome> {
+    if (this.fails) throw this.fails;
+    const node = this.told[0];
+    if (!node) throw new NftChildFailed("no node facts");
+    const services = new Map(JSON.parse(JSON.stringify([...this.listed.services])) as [string, Service][]);
+    const slices = new Map(JSON.parse(JSON.stringify([...this.listed.slices])) as [string, EndpointSlice][]);
+    const tx = planFullSyncOf({ node, services: inKeyOrder(services), slices: inKeyOrder(slices) });
+    this.plans.push(tx);
+    return { bytes: 7, encodeMs: 1, kernelMs: 1, compileMs: 1, changes: tx.changes.length, digest: fullSyncDigest(services, slices, node), revision: 5, kernelAnsweredAt: 1234, startedAt: 1000, listedAt: 1100, toldAt: 1050 };
+  }
+  async end(): Promise<void> {
+    this.ended++;
+    this.endedBeforeApply ??= this.kernel.transactions.length === 0 && this.kernel.childPlans.length === 0;
+  }
+}
+
+function hubWithNode(): InputHub<AgentInputs> {
+  const hub = new InputHub<AgentInputs>();
+  hub.set("config", config);
+  hub.set("self", self);
+  return hub;
+}
+
+/** manyServices, but the feed's maps in another order than their keys' (as events leave them). */
+function shuffledFeed(count: number) {
+  const f = feed();
+  manyServices(f, count);
+  for (const map of [f.services, f.slices] as Map<string, unknown>[]) {
+    const entries = [...map].reverse();
+    map.clear();
+    for (const [k, v] of entries) map.set(k, v);
+  }
+  return f;
+}
+
+describe("services reconciler: the first full sync made by the startup child", () => {
+  it("takes the child's table when the child compiled the same objects, and is told the node's facts once registered", async () => {
+    const kernel = new ChildKernel();
+    const f = shuffledFeed(1000);
+    const startup = new FakeStartup({ services: new Map(f.services), slices: new Map(f.slices) }, kernel);
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    const hub = new InputHub<AgentInputs>();
+    r.useStartupSync(startup, hub);
+    assert.equal(startup.told.length, 0, "nothing to tell before registration");
+    hub.set("config", config);
+    hub.set("self", self);
+    assert.deepEqual(startup.told, [{ nodeName: "n1", nodeIps: ["192.168.1.11"], podCidr: "10.244.1.0/24", clusterCidr: "10.244.0.0/16" }]);
+    hub.set("self", { ...self, backendData: { x: "y" } });
+    assert.equal(startup.told.length, 1, "told once");
+    await r.sync(f.inputs());
+    assert.equal(kernel.transactions.length + kernel.scripts.length + kernel.childPlans.length, 0, "nothing else wrote the table");
+    assert.deepEqual(kernel.recorded[0], startup.plans[0], "the agent's own plan (its feed's order) is the child's (key order)");
+    const last = (r.describe() as { lastFullSync: { appliedBy: string; kernelAnsweredAt: number; scriptBytes: number } }).lastFullSync;
+    assert.equal(last.appliedBy, "startup child");
+    assert.equal(last.kernelAnsweredAt, 1234);
+    assert.equal(last.scriptBytes, 7);
+    f.slices.set("default/s1-x", slice("s1", ["10.244.1.99"]));
+    await r.sync(f.inputs());
+    assert.equal(kernel.transactions.length, 1);
+    assert.ok(!kernel.transactions[0]!.changes.some((c) => c.op === "deleteTable"), "then changes are incremental");
+  });
+  it("applies its own plan when the child listed other objects (a change between the two lists)", async () => {
+    const kernel = new ChildKernel();
+    const f = shuffledFeed(1000);
+    const listed = { services: new Map(f.services), slices: new Map(f.slices) };
+    listed.slices.set("default/s7-x", slice("s7", ["10.244.1.77"]));
+    const startup = new FakeStartup(listed, kernel);
+    const logs: string[] = [];
+    const r = new ServicesReconciler("n1", 60_000, (m) => logs.push(m), kernel);
+    r.useStartupSync(startup, hubWithNode());
+    await r.sync(f.inputs());
+    assert.equal(startup.plans.length, 1);
+    assert.equal(kernel.transactions.length, 1, "the agent's own full replacement");
+    assert.ok(kernel.transactions[0]!.changes.some((c) => c.op === "deleteTable"));
+    assert.ok(logs.some((m) => /startup child's full sync .* was of other objects/.test(m)), logs.join("\n"));
+    assert.equal((r.describe() as { lastFullSync: { appliedBy: string } }).lastFullSync.appliedBy, "agent");
+  });
+  it("a startup child that declined or failed without asking the kernel leaves the full sync to the agent", async () => {
+    for (const [error, logged] of [[new NftChildFailed("declined: only 999 services"), false], [new NftChildFailed("listing etcd: deadline exceeded"), true]] as const) {
+      const kernel = new ChildKernel();
+      const f = shuffledFeed(1000);
+      const startup = new FakeStartup({ services: f.services, slices: f.slices }, kernel);
+      startup.fails = error;
+      const logs: string[] = [];
+      const r = new ServicesReconciler("n1", 60_000, (m) => logs.push(m), kernel);
+      r.useStartupSync(startup, hubWithNode());
+      await r.sync(f.inputs());
+      assert.equal(kernel.transactions.length, 1);
+      assert.ok(kernel.transactions[0]!.changes.some((c) => c.op === "deleteTable"));
+      assert.equal(logs.some((m) => /startup child did not sync/.test(m)), logged, logs.join("\n"));
+    }
+  });
+  it("a kernel refusal in the startup child fails the sync; the next is the agent's own full sync", async () => {
+    const kernel = new ChildKernel();
+    const f = shuffledFeed(1000);
+    const startup = new FakeStartup({ services: f.services, slices: f.slices }, kernel);
+    startup.fails = new Error("add rule: File exists");
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    r.useStartupSync(startup, hubWithNode());
+    await assert.rejects(r.sync(f.inputs()), /File exists/);
+    assert.equal(kernel.transactions.length + kernel.childPlans.length, 0);
+    await r.sync(f.inputs());
+    assert.equal(kernel.childPlans.length, 1, "the usual large full sync, through the objects' child");
+  });
+  it("below 1,000 services the startup child is ended, and gone, before the agent writes the table", async () => {
+    const kernel = new ChildKernel();
+    const f = shuffledFeed(10);
+    const startup = new FakeStartup({ services: f.services, slices: f.slices }, kernel);
+    const r = new ServicesReconciler("n1", 60_000, () => undefined, kernel);
+    r.useStartupSync(startup, hubWithNode());
+    await r.sync(f.inputs());
+    assert.equal(startup.ended, 1);
+    assert.equal(startup.endedBeforeApply, true);
+    assert.equal(startup.plans.length, 0);
+    assert.equal(kernel.transactions.length, 1);
   });
 });

@@ -34,8 +34,12 @@ import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNo
 import { planProxyTransaction, staleUdpFlows, type StaleUdpFlow } from "../services/proxy-plan.ts";
 import { staleUdpFlowsAtStart } from "../services/stale-flows.ts";
 import type { AgentInputs } from "./inputs.ts";
-import { SERVICES_APPLY_COMMAND, type FullSyncObjects, type ServicesChildPayload } from "./services-child.ts";
-import type { Reconciler } from "./reconciler.ts";
+import {
+  CHILD_FULL_SYNC_AT_SERVICES, fullSyncDigest, inKeyOrder, SERVICES_APPLY_COMMAND, type FullSyncObjects, type ServicesChildPayload, type StartupSync,
+  type StartupSyncOutcome,
+} from "./services-child.ts";
+import type { InputHub, Reconciler } from "./reconciler.ts";
+import type { ClusterConfig, NodeRecord } from "../datastore/datastore.ts";
 
 type Inputs = "config" | "self" | "snapshot" | "Service" | "EndpointSlice";
 
@@ -49,7 +53,7 @@ const SETTLE_AFTER_IDLE_MS = 1000;
 /** How long a child started ahead (prepareLargeTransaction) waits for its sync before it is ended. */
 const PREPARED_CHILD_IDLE_MS = 60_000;
 /** ~2 MiB of batch: 600 services of 5 endpoints make about that much. */
-const PREPARE_CHILD_AT_SERVICES = 1000;
+const PREPARE_CHILD_AT_SERVICES = CHILD_FULL_SYNC_AT_SERVICES;
 
 /** How a transaction reached the kernel. */
 export interface AppliedTransaction {
@@ -70,6 +74,8 @@ export interface ChildFullSync extends AppliedTransaction {
   compileMs: number;
   /** Statements in the child's transaction (the agent's own plan must have as many). */
   changes: number;
+  /** Wall-clock time (ms since the epoch) when the kernel acknowledged the batch. */
+  kernelAnsweredAt: number;
 }
 
 export interface ServicesKernel {
@@ -171,7 +177,7 @@ export const realServicesKernel: ServicesKernel = {
     // apply() writes the payload before it first awaits: the child has it before the caller compiles.
     return child.apply({ full: objects } satisfies ServicesChildPayload).then((stats) => ({
       way: "netlink" as const, bytes: stats.bytes, encodeMs: stats.encodeMs, kernelMs: stats.kernelMs,
-      handOverMs: stats.serializeMs + stats.decodeMs, compileMs: stats.extra["compileMs"] ?? NaN, changes: stats.extra["changes"] ?? NaN,
+      handOverMs: stats.serializeMs + stats.decodeMs, compileMs: stats.extra["compileMs"] ?? NaN, changes: stats.extra["changes"] ?? NaN, kernelAnsweredAt: stats.extra["kernelAnsweredAt"] ?? NaN,
     }));
   },
   recordApplied(tx) {
@@ -212,6 +218,16 @@ export interface ServicesSyncStats {
   phases?: { compile: number; plan: number; apply: number; encode?: number; kernel?: number; handOver?: number; childCompile?: number; conntrack: number; settle?: number };
   /** Full syncs: when the sync started, ms since the agent's process started (its start-up before it). */
   startedAtMs?: number;
+  /** Full syncs: who wrote the table (the startup child listed etcd itself; the child was handed the agent's objects). */
+  appliedBy?: "startup child" | "child" | "agent";
+  /** Full syncs: wall-clock time (ms since the epoch) when the kernel acknowledged the table. */
+  kernelAnsweredAt?: number;
+  /** A full sync by the startup child: when (ms since the agent's process started) it had started, listed etcd, been told this node's facts. */
+  startupChild?: { startedAtMs: number; listedAtMs: number; toldAtMs: number };
+}
+
+function nodeFactsOf(nodeName: string, self: NodeRecord, config: ClusterConfig): ProxyNodeFacts {
+  return { nodeName, nodeIps: [self.nodeIp], podCidr: self.podSubnet, clusterCidr: config.clusterCidr };
 }
 
 export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
@@ -245,6 +261,27 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     private readonly kernel: ServicesKernel = realServicesKernel,
     private readonly onSynced?: (stats: ServicesSyncStats) => void,
   ) {}
+
+  /** The first full sync's child, started with the agent (services-child.ts), until the first full sync takes it. */
+  private startup: StartupSync | undefined;
+
+  /**
+   * Lets the first full sync be the startup child's (StartupFullSync in services-child.ts): it is told this node's
+   * facts as soon as the agent has registered, long before this reconciler's first sync (which
+   * waits for the agent's own list of every object).
+   */
+  useStartupSync(startup: StartupSync, hub: InputHub<AgentInputs>): void {
+    this.startup = startup;
+    const tell = () => {
+      if (!hub.has("self") || !hub.has("config")) return;
+      startup.nodeKnown(nodeFactsOf(this.nodeName, hub.get("self") as NodeRecord, hub.get("config") as ClusterConfig));
+    };
+    const stop = hub.subscribe(["self", "config"], () => {
+      tell();
+      if (hub.has("self") && hub.has("config")) stop();
+    });
+    tell();
+  }
 
   /** Bytes sent to the kernel by syncs since memory was last settled (a burst of smaller ones adds up). */
   private bytesSinceSettle = 0;
@@ -287,28 +324,35 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
   private async syncOnce(inputs: { readonly [P in Inputs]: AgentInputs[P] }): Promise<boolean> {
     const started = performance.now();
     const revision = Math.max(inputs.Service.revision, inputs.EndpointSlice.revision);
-    const node: ProxyNodeFacts = {
-      nodeName: this.nodeName,
-      nodeIps: [inputs.self.nodeIp],
-      podCidr: inputs.self.podSubnet,
-      clusterCidr: inputs.config.clusterCidr,
-    };
+    const node = nodeFactsOf(this.nodeName, inputs.self, inputs.config);
     // Read the feed's maps synchronously: they change in place under later events.
     const full = this.applied === undefined;
     let inChild: Promise<ChildFullSync> | undefined;
+    let fromStartup: Promise<StartupSyncOutcome> | undefined;
     if (full) {
       this.seenServices = new Map(inputs.Service.objects);
       this.loadBalancers.clear();
       for (const [key, service] of this.seenServices) this.noteService(key, service);
       this.seenSlices = new Map(inputs.EndpointSlice.objects);
-      const services = [...this.seenServices.values()];
-      const slices = [...this.seenSlices.values()];
-      // Thousands of services: the child process (full V8) compiles, encodes and applies the table
-      // from the objects, while this (lite-mode) process compiles them for its own state.
-      if (inputs.Service.objects.size >= PREPARE_CHILD_AT_SERVICES) {
-        inChild = this.kernel.startFullSync?.({ node, services, slices });
-        inChild?.catch(() => undefined); // awaited below; a rejection before then is not unhandled
-        if (inChild === undefined) this.kernel.prepareLargeTransaction?.();
+      // In key order, as the startup child compiles them: the same input in the same order lays out
+      // the same endpoint blocks, so the two plans are the same table.
+      const services = inKeyOrder(this.seenServices);
+      const slices = inKeyOrder(this.seenSlices);
+      const startup = this.startup;
+      this.startup = undefined;
+      if (startup !== undefined && services.length >= CHILD_FULL_SYNC_AT_SERVICES) {
+        fromStartup = startup.outcome();
+        fromStartup.catch(() => undefined); // awaited below; a rejection before then is not unhandled
+      } else {
+        // Few services: quicker here. Ended (and gone) before anything is written from here.
+        await startup?.end();
+        // Thousands of services: the child process (full V8) compiles, encodes and applies the table
+        // from the objects, while this (lite-mode) process compiles them for its own state.
+        if (services.length >= PREPARE_CHILD_AT_SERVICES) {
+          inChild = this.kernel.startFullSync?.({ node, services, slices });
+          inChild?.catch(() => undefined); // awaited below; a rejection before then is not unhandled
+          if (inChild === undefined) this.kernel.prepareLargeTransaction?.();
+        }
       }
       this.compiler.replaceAll(services, slices);
     } else {
@@ -335,12 +379,41 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     let netlinkSplit: Pick<AppliedTransaction, "encodeMs" | "kernelMs" | "handOverMs"> = {};
     const applyStarted = performance.now();
     let childCompile: number | undefined;
+    let appliedBy: ServicesSyncStats["appliedBy"];
+    let kernelAnsweredAt: number | undefined;
+    let startupChild: ServicesSyncStats["startupChild"];
+    if (fromStartup !== undefined) {
+      try {
+        const outcome = await fromStartup;
+        if (outcome.digest === fullSyncDigest(this.seenServices, this.seenSlices, node) && outcome.changes === tx.changes.length) {
+          ({ bytes, kernelAnsweredAt } = outcome);
+          way = "netlink";
+          netlinkSplit = { encodeMs: outcome.encodeMs, kernelMs: outcome.kernelMs };
+          childCompile = outcome.compileMs;
+          appliedBy = "startup child";
+          const sinceStart = (epochMs: number) => Math.round(epochMs - performance.timeOrigin);
+          startupChild = { startedAtMs: sinceStart(outcome.startedAt), listedAtMs: sinceStart(outcome.listedAt), toldAtMs: sinceStart(outcome.toldAt) };
+          this.kernel.recordApplied?.(tx);
+        } else {
+          this.log(`services: the startup child's full sync (etcd revision ${outcome.revision}, ${outcome.changes} statements) was of other objects than the agent's (revision ${revision}, ${tx.changes.length}); applying the agent's own plan`);
+        }
+      } catch (err) {
+        if (!(err instanceof NftChildFailed) && !(err instanceof NftNotEncodable)) {
+          this.applied = undefined;
+          throw err;
+        }
+        // The kernel was not asked: the agent's own plan goes in below.
+        if (!/declined/.test(err.message)) this.log(`services: the startup child did not sync (${err.message}); applying the agent's own plan`);
+      }
+    }
     if (inChild !== undefined) {
       try {
         const applied = await inChild;
         ({ bytes, way } = applied);
         netlinkSplit = applied;
         childCompile = applied.compileMs;
+        appliedBy = "child";
+        kernelAnsweredAt = applied.kernelAnsweredAt;
         this.kernel.recordApplied?.(tx);
         // Same code, same objects: a different count means the two compiles disagree (a bug), and
         // the agent's incremental state would not match the kernel: its own plan (a full replacement) goes in below.
@@ -359,7 +432,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
         inChild = undefined; // the agent's own plan goes in below (libnftables, when not encodable)
       }
     }
-    if (tx.changes.length > 0 && inChild === undefined) {
+    if (tx.changes.length > 0 && inChild === undefined && appliedBy !== "startup child") {
       try {
         if (this.kernel.applyTransaction) {
           const applied = await this.kernel.applyTransaction(tx);
@@ -377,9 +450,11 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
         this.applied = undefined;
         throw err;
       }
+      appliedBy = "agent";
+      kernelAnsweredAt = Date.now();
       if (kind === "repair") this.log(`services: repaired ${tx.changes.length} change(s) made to table ${PROXY_TABLE} by someone else`);
     }
-    if (kind === "full" && tx.changes.length > 0) this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(bytes / 1024).toFixed(0)} KiB through ${way}${inChild !== undefined ? " (compiled in the child)" : ""}`);
+    if (kind === "full" && tx.changes.length > 0) this.log(`services: full sync of table ${PROXY_TABLE}, ${next.fragments.size} services, ${(bytes / 1024).toFixed(0)} KiB through ${way}${appliedBy !== "agent" ? ` (compiled in the ${appliedBy})` : ""}`);
     const applied = performance.now();
     const previous = this.applied;
     this.applied = next;
@@ -435,7 +510,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       ...(childCompile !== undefined ? { childCompile: round(childCompile) } : {}),
       conntrack: round(conntrackMs),
     };
-    this.last = { kind, changes: tx.changes.length, scriptBytes: bytes, ...(way ? { way } : {}), ms: Math.round(performance.now() - started), phases, ...(kind === "full" ? { startedAtMs: Math.round(started) } : {}) };
+    this.last = { kind, changes: tx.changes.length, scriptBytes: bytes, ...(way ? { way } : {}), ms: Math.round(performance.now() - started), phases, ...(kind === "full" ? { startedAtMs: Math.round(started), ...(appliedBy ? { appliedBy } : {}), ...(kernelAnsweredAt !== undefined ? { kernelAnsweredAt } : {}), ...(startupChild ? { startupChild } : {}) } : {}) };
     if (kind === "full") this.lastFull = this.last;
     this.revision = revision;
     this.onSynced?.(this.last);

@@ -54,6 +54,11 @@ export async function main(argv: string[]): Promise<number> {
       const { runServicesApplyChild } = await import("../agent/services-child.ts");
       return runServicesApplyChild();
     }
+    case "internal-services-startup-sync": {
+      // Not for people: the agent's first full sync of its services, listed from etcd by this child (src/agent/services-child.ts).
+      const { runServicesStartupChild } = await import("../agent/services-child.ts");
+      return runServicesStartupChild();
+    }
     case "trace": {
       const { runTraceCommand } = await import("../trace/cli.ts");
       return runTraceCommand(rest);

@@ -10,7 +10,7 @@
 
 import type { Etcd3, Lease, Watcher } from "etcd3";
 import { ReloadingEtcdClient } from "./etcd-client.ts";
-import type { EtcdTlsFiles } from "./etcd-client-options.ts";
+import type { EtcdConnection, EtcdTlsFiles } from "./etcd-client-options.ts";
 import {
   type ClusterConfig,
   type ClusterSnapshot,
@@ -46,6 +46,18 @@ export interface EtcdDatastoreOptions {
   /** How often the certificate files are checked for a rotation; default 2000 ms. */
   credentialCheckMs?: number;
   log?: (line: string) => void;
+}
+
+/** The datastore a command's etcd flags (parseEtcdConnection) describe, under `prefix` (default "/podnet/"). */
+export function etcdDatastoreFor(connection: EtcdConnection, prefix: string | undefined, log?: (line: string) => void): EtcdDatastore {
+  return new EtcdDatastore({
+    endpoints: connection.endpoints,
+    prefix: prefix ?? "/podnet/",
+    ...(connection.tls ? { tls: connection.tls } : {}),
+    ...(connection.caFile ? { caFile: connection.caFile } : {}),
+    ...(connection.auth ? { auth: connection.auth } : {}),
+    ...(log ? { log } : {}),
+  });
 }
 
 export class EtcdDatastore implements Datastore {

@@ -165,7 +165,7 @@ export class EtcdObjectStore implements ObjectStore {
     // List at one revision, tell the consumer, then watch from the next revision: nothing is missed
     // and nothing is seen twice. Run again whenever etcd cancels the watch (its revision was compacted).
     const start = async (): Promise<void> => {
-      const { lists, revision } = await this.listKinds([...wanted]);
+      const { lists, revision } = await this.listAtOneRevision([...wanted]);
       if (closed) return;
       handler.onSync(lists, revision);
       const watcher = await this.client.watch().prefix(watchedPrefix).withPreviousKV().startRevision(String(revision + 1)).create();
@@ -221,19 +221,20 @@ export class EtcdObjectStore implements ObjectStore {
   }
 
   /**
-   * Every object of some kinds, at one revision. Read in pages (see rangePaged): the first page fixes
-   * the revision and every later page, of every kind, is read at it, so the lists are one consistent
-   * snapshot, as one transaction would give, without one response holding every object at once.
+   * Every object of some kinds, at one revision. Read in pages (see rangePaged), every page of every
+   * kind at the revision of one first small read, so the lists are one consistent snapshot, as one
+   * transaction would give, without one response holding every object at once. The kinds are read
+   * side by side: etcd serves one kind's next page while this process decodes the other's (10,000
+   * Services and their EndpointSlices: 0.28 s instead of 0.34-0.40 s one kind after the other).
    */
-  private async listKinds(kinds: readonly ObjectKind[]): Promise<{ lists: Lists; revision: number }> {
+  async listAtOneRevision(kinds: readonly ObjectKind[]): Promise<{ lists: Lists; revision: number }> {
     const ordered = OBJECT_KINDS.filter((k) => kinds.includes(k));
+    const revision = Number((await this.client.get(this.prefix + OBJECTS_DIR).exec()).header.revision);
     const lists: Record<string, KubeObject[]> = {};
-    let revision: number | undefined;
-    for (const kind of ordered) {
+    await Promise.all(ordered.map((kind) => {
       const list: KubeObject[] = (lists[kind] = []);
-      revision = await this.rangePaged(this.prefix + kindPath(kind), revision, (kv) => list.push(decodeObject(kv)));
-    }
-    if (revision === undefined) revision = Number((await this.client.get(this.prefix + OBJECTS_DIR).exec()).header.revision);
+      return this.rangePaged(this.prefix + kindPath(kind), revision, (kv) => list.push(decodeObject(kv)));
+    }));
     return { lists: lists as Lists, revision };
   }
 

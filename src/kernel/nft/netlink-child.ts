@@ -60,8 +60,10 @@ export interface ChildApplyStats extends NetlinkApplyStats {
   serializeMs: number;
   /** The child's reading and decoding of it. */
   decodeMs: number;
-  /** What the child's command adds (its statement count, its compile time). */
+  /** What the child's command adds (its statement count, its compile time, when the kernel answered). */
   extra: Record<string, number>;
+  /** What the child's command adds that is not a number (a digest of its input). */
+  texts?: Record<string, string>;
 }
 type ChildAnswer = Omit<ChildApplyStats, "serializeMs">;
 
@@ -73,6 +75,7 @@ type ChildAnswer = Omit<ChildApplyStats, "serializeMs">;
 export class ChildApplier {
   private readonly child;
   private readonly result: Promise<ChildAnswer>;
+  private readonly exited: Promise<void>;
   private payloadDir: string | undefined;
   private used = false;
 
@@ -85,6 +88,10 @@ export class ChildApplier {
     delete env.NODE_OPTIONS;
     const child = spawn(process.execPath, [...flags, script, command], { stdio: ["pipe", "pipe", "pipe"], env });
     this.child = child;
+    this.exited = new Promise((resolve) => {
+      child.on("close", () => resolve());
+      child.on("error", () => resolve());
+    });
     this.result = new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
@@ -156,6 +163,31 @@ export class ChildApplier {
     this.cancelChild();
   }
 
+  /**
+   * Sends the child one request line now, and leaves its stdin open for more: for a child that
+   * works in steps (services-child.ts's startup sync: where to list, then this node's facts).
+   */
+  tell(request: unknown): void {
+    if (this.used) throw new Error("netlink child: already used");
+    this.child.stdin.write(`${JSON.stringify(request)}\n`);
+  }
+
+  /** The answer of a child driven with `tell` (it ends on its own once it has what it needs). */
+  answer(): Promise<ChildAnswer> {
+    this.used = true;
+    return this.result;
+  }
+
+  /**
+   * Ends the child and resolves once it has exited: after that nothing it might have been about to
+   * send can reach the kernel, so the caller may write the same table itself.
+   */
+  async end(): Promise<void> {
+    this.used = true;
+    this.cancelChild();
+    await this.exited;
+  }
+
   private cancelChild(): void {
     this.child.stdin.destroy();
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
@@ -205,11 +237,21 @@ export async function runApplyChild(prepare: (payload: unknown) => { tx: NftTran
     }
   }
   const decodeMs = performance.now() - readStarted;
+  return applyAndAnswer(() => prepare(payload), { decodeMs });
+}
+
+/**
+ * The end of a child's work: `prepare` gives the transaction, which is applied through netlink; the
+ * stats (with `known` and `prepare`'s own, and the wall-clock time of the kernel's answer) go to
+ * stdout as one line. Returns the exit code (see the top of this file).
+ */
+export function applyAndAnswer(prepare: () => { tx: NftTransaction; stats?: Record<string, number>; texts?: Record<string, string> }, known: { decodeMs: number }): number {
   const writer = new NftNetlinkWriter();
   try {
-    const { tx, stats } = prepare(payload);
+    const { tx, stats, texts } = prepare();
     writer.apply(tx);
-    process.stdout.write(`${JSON.stringify({ ...writer.last, decodeMs, extra: { changes: tx.changes.length, ...stats } })}\n`);
+    const kernelAnsweredAt = Date.now();
+    process.stdout.write(`${JSON.stringify({ ...writer.last, decodeMs: known.decodeMs, extra: { changes: tx.changes.length, kernelAnsweredAt, ...stats }, ...(texts ? { texts } : {}) })}\n`);
     return 0;
   } catch (error) {
     process.stderr.write(`${(error as Error).message}\n`);
