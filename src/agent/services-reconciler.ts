@@ -162,8 +162,8 @@ export const realServicesKernel: ServicesKernel = {
     if (preparedChild !== undefined || !childApplyAvailable()) return;
     const child = new ChildApplier(SERVICES_APPLY_COMMAND);
     preparedChild = child;
-    // Started with the agent: if no sync comes for it (etcd unreachable at start), it does not sit
-    // there holding a Node process's memory; the sync that comes later starts its own.
+    // If no sync comes for it, it does not sit there holding a Node process's memory; the sync that
+    // comes later starts its own.
     setTimeout(() => {
       if (preparedChild !== child) return;
       preparedChild = undefined;
