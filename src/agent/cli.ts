@@ -21,7 +21,7 @@ import { NetlinkOverlayKernel } from "./overlay-kernel.ts";
 import { NetlinkRouteTable } from "./route-table.ts";
 import { RoutesReconciler } from "./routes-reconciler.ts";
 import { ServicesReconciler } from "./services-reconciler.ts";
-import { StartupFullSync } from "./services-child.ts";
+import { StartupFullSync } from "./services-startup.ts";
 import type { InputHub } from "./reconciler.ts";
 
 const AGENT_USAGE = `usage: podnet agent --node-ip IP --etcd URL[,URL…] [options]
@@ -91,7 +91,8 @@ function withStartupSync(services: ServicesReconciler, startup: StartupFullSync 
   return services;
 }
 
-export async function runAgentCommand(argv: string[]): Promise<number> {
+/** `early`: the startup child `podnet agent` started from argv before loading this module (StartupFullSync.startForAgentArgs). */
+export async function runAgentCommand(argv: string[], early?: StartupFullSync): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
@@ -178,7 +179,13 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
     // now and lists etcd itself, so its start-up and list overlap the agent's own (registration, its
     // --lite-mode list of every object) instead of coming after them; with few services the first
     // sync ends it unused.
-    const startupSync = StartupFullSync.start(connection, values["etcd-prefix"] ?? "/podnet/");
+    const prefix = values["etcd-prefix"] ?? "/podnet/";
+    let startupSync = early;
+    if (startupSync !== undefined && !startupSync.sameConnection(connection, prefix)) {
+      void startupSync.end();
+      startupSync = undefined;
+    }
+    startupSync ??= StartupFullSync.start(connection, prefix);
     agent = new NodeAgent(
       {
         name,
@@ -215,6 +222,7 @@ export async function runAgentCommand(argv: string[]): Promise<number> {
       },
     );
   } catch (err) {
+    void early?.end();
     if (err instanceof UsageError) {
       process.stderr.write(`podnet agent: ${err.message}\n${AGENT_USAGE}`);
       return 2;

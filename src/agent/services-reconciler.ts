@@ -34,10 +34,8 @@ import { IncrementalProxyCompiler, PROXY_TABLE, type CompiledProxy, type ProxyNo
 import { planProxyTransaction, staleUdpFlows, type StaleUdpFlow } from "../services/proxy-plan.ts";
 import { staleUdpFlowsAtStart } from "../services/stale-flows.ts";
 import type { AgentInputs } from "./inputs.ts";
-import {
-  CHILD_FULL_SYNC_AT_SERVICES, fullSyncDigest, inKeyOrder, SERVICES_APPLY_COMMAND, type FullSyncObjects, type ServicesChildPayload, type StartupSync,
-  type StartupSyncOutcome,
-} from "./services-child.ts";
+import { fullSyncDigest, inKeyOrder, SERVICES_APPLY_COMMAND, type FullSyncObjects, type ServicesChildPayload } from "./services-child.ts";
+import { CHILD_FULL_SYNC_AT_SERVICES, type StartupSync, type StartupSyncOutcome } from "./services-startup.ts";
 import type { InputHub, Reconciler } from "./reconciler.ts";
 import type { ClusterConfig, NodeRecord } from "../datastore/datastore.ts";
 

@@ -20,8 +20,12 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case "agent": {
+      // The child that makes a large first full sync of the services lists etcd itself: started
+      // before the agent's modules load (services-startup.ts), its own start-up overlaps theirs.
+      const { StartupFullSync } = await import("../agent/services-startup.ts");
+      const early = StartupFullSync.startForAgentArgs(rest);
       const { runAgentCommand } = await import("../agent/cli.ts");
-      return runAgentCommand(rest);
+      return runAgentCommand(rest, early);
     }
     case "node": {
       const { runNodeCommand } = await import("../agent/cli.ts");
