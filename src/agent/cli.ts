@@ -7,6 +7,7 @@ import { DEFAULT_CLUSTER_CONFIG, type ClusterConfig } from "../datastore/datasto
 import { EtcdDatastore, etcdDatastoreFor } from "../datastore/etcd-datastore.ts";
 import { ETCD_CLIENT_FLAGS, ETCD_CLIENT_USAGE, EtcdFlagError, explainEtcdError, insecureWarning, parseEtcdConnection, type EtcdConnection } from "../datastore/etcd-client-options.ts";
 import { missingAcks } from "../datastore/node-lifecycle.ts";
+import type { ObjectStore } from "../datastore/objects.ts";
 import { isIpv4 } from "../net/address.ts";
 import { NodeAgent } from "./agent.ts";
 import { BACKEND_FACTORIES } from "./backends.ts";
@@ -84,6 +85,23 @@ function etcdConnection(values: Parameters<typeof parseEtcdConnection>[0]): Etcd
     if (err instanceof EtcdFlagError) throw new UsageError(err.message);
     throw err;
   }
+}
+
+/**
+ * `store`, whose watches start once `first` has settled: the agent's own list of every Service and
+ * EndpointSlice waits for the services startup child's list of them (StartupFullSync.listed).
+ */
+function listingAfter(first: Promise<void>, store: ObjectStore): ObjectStore {
+  return {
+    get: (kind, namespace, name) => store.get(kind, namespace, name),
+    list: (kind, namespace) => store.list(kind, namespace),
+    claims: (pool) => store.claims(pool),
+    commit: (writes) => store.commit(writes),
+    watchObjects: async (kinds, handler) => {
+      await first;
+      return store.watchObjects(kinds, handler);
+    },
+  };
 }
 
 function withStartupSync(services: ServicesReconciler, startup: StartupFullSync | undefined, hub: InputHub<AgentInputs>): ServicesReconciler {
@@ -202,7 +220,7 @@ export async function runAgentCommand(argv: string[], early?: StartupFullSync): 
       },
       {
         datastore,
-        objects: datastore.objects,
+        objects: startupSync ? listingAfter(startupSync.listed(), datastore.objects) : datastore.objects,
         metrics: agentMetrics,
         // One reconciler per job; the service proxy and policy join this list (src/agent/README.md).
         reconcilers: (hub) =>

@@ -19,7 +19,7 @@ import { IncrementalProxyCompiler, type ProxyNodeFacts } from "../services/proxy
 import { planProxyTransaction } from "../services/proxy-plan.ts";
 import { objectKey } from "./object-feed.ts";
 import { compactObject } from "./object-projection.ts";
-import { CHILD_FULL_SYNC_AT_SERVICES, STARTUP_DEADLINE_MS, STARTUP_DECLINED_EXIT, type StartupListRequest, type StartupNodeRequest } from "./services-startup.ts";
+import { CHILD_FULL_SYNC_AT_SERVICES, LISTED_PROGRESS, STARTUP_DEADLINE_MS, STARTUP_DECLINED_EXIT, type StartupListRequest, type StartupNodeRequest } from "./services-startup.ts";
 
 export const SERVICES_APPLY_COMMAND = "internal-services-apply";
 
@@ -108,6 +108,8 @@ async function startupSync(): Promise<number> {
     void datastore.close().catch(() => undefined);
   }
   const listedAt = Date.now();
+  // The agent holds its own list of the same objects back until this one is done (see StartupFullSync.listed).
+  process.stdout.write(`${JSON.stringify({ progress: LISTED_PROGRESS })}\n`);
   const services = new Map<string, Service>();
   for (const service of listed.lists.Service ?? []) services.set(objectKey(service), compactObject("Service", service));
   const slices = new Map<string, EndpointSlice>();

@@ -54,6 +54,11 @@ export interface StartupSyncOutcome {
   kernelAnsweredAt: number;
 }
 
+/** The child's progress report once it has its list. */
+export const LISTED_PROGRESS = "listed";
+/** The longest the agent's own list waits for the child's (see listed). */
+const LISTED_WAIT_MS = 3000;
+
 /** How long the startup child may wait for this node's facts before the agent ends it. */
 const STARTUP_IDLE_MS = 60_000;
 
@@ -109,6 +114,21 @@ export class StartupFullSync implements StartupSync {
     setTimeout(() => {
       if (!this.nodeTold) void this.end();
     }, STARTUP_IDLE_MS).unref();
+  }
+
+  /**
+   * Resolves once the child has its list of Services and EndpointSlices, has ended, or after 3 s.
+   * The agent's own list of the same objects waits for it: both at once share etcd and the CPUs,
+   * and the child's list is on the way to the kernel while the agent's is not.
+   */
+  listed(): Promise<void> {
+    return new Promise((resolve) => {
+      this.child.onProgress((step) => {
+        if (step === LISTED_PROGRESS) resolve();
+      });
+      void this.child.whenExited().then(resolve);
+      setTimeout(resolve, LISTED_WAIT_MS).unref();
+    });
   }
 
   /** This node's facts, once registered: the child compiles and applies as soon as it has listed. */

@@ -76,6 +76,7 @@ export class ChildApplier {
   private readonly child;
   private readonly result: Promise<ChildAnswer>;
   private readonly exited: Promise<void>;
+  private readonly progressListeners: ((step: string) => void)[] = [];
   private payloadDir: string | undefined;
   private used = false;
 
@@ -95,7 +96,19 @@ export class ChildApplier {
     this.result = new Promise((resolve, reject) => {
       const out: Buffer[] = [];
       const err: Buffer[] = [];
-      child.stdout.on("data", (chunk: Buffer) => out.push(chunk));
+      let pending = "";
+      child.stdout.on("data", (chunk: Buffer) => {
+        out.push(chunk);
+        if (this.progressListeners.length === 0) return;
+        // Lines before the answer are progress reports ({"progress": ...}), told as they come.
+        pending += chunk.toString("utf8");
+        for (let newline = pending.indexOf("\n"); newline >= 0; newline = pending.indexOf("\n")) {
+          const line = pending.slice(0, newline);
+          pending = pending.slice(newline + 1);
+          const progress = /^\{"progress":"([a-z-]+)"\}$/.exec(line)?.[1];
+          if (progress !== undefined) for (const listener of this.progressListeners) listener(progress);
+        }
+      });
       child.stderr.on("data", (chunk: Buffer) => err.push(chunk));
       child.on("error", (error) => reject(new NftChildFailed(error.message)));
       child.stdin.on("error", () => undefined); // an early exit is reported by its code
@@ -104,7 +117,8 @@ export class ChildApplier {
         const stderr = Buffer.concat(err).toString("utf8").trim();
         if (code === 0) {
           try {
-            resolve(JSON.parse(Buffer.concat(out).toString("utf8")) as ChildAnswer);
+            const lines = Buffer.concat(out).toString("utf8").trimEnd().split("\n");
+            resolve(JSON.parse(lines[lines.length - 1] ?? "") as ChildAnswer);
           } catch (error) {
             reject(new NftChildFailed(`unreadable answer: ${(error as Error).message}`));
           }
@@ -170,6 +184,16 @@ export class ChildApplier {
   tell(request: unknown): void {
     if (this.used) throw new Error("netlink child: already used");
     this.child.stdin.write(`${JSON.stringify(request)}\n`);
+  }
+
+  /** Calls `listener` with each progress report the child prints before its answer (a line `{"progress":"STEP"}`). */
+  onProgress(listener: (step: string) => void): void {
+    this.progressListeners.push(listener);
+  }
+
+  /** Resolves when the child has exited, however it ended. */
+  whenExited(): Promise<void> {
+    return this.exited;
   }
 
   /** The answer of a child driven with `tell` (it ends on its own once it has what it needs). */
