@@ -8,6 +8,8 @@
 // optimising compilers, the agent (in --lite-mode) compiles the same objects at the same time for
 // its own incremental state, and the objects (~20,000 small ones) are a far cheaper hand-over than
 // the planned transaction's ~120,000 statements (bench/RESULTS.md, "Full sync after a restart").
+// The first full sync after the agent's start has a child of its own, which lists etcd itself
+// (runServicesStartupChild, below; services-startup.ts).
 
 import { createHash } from "node:crypto";
 import { createInterface } from "node:readline";
@@ -70,7 +72,11 @@ export function fullSyncDigest(services: ReadonlyMap<string, Service>, slices: R
   return hash.digest("hex");
 }
 
-
+/**
+ * The child's side of the first full sync (`podnet internal-services-startup-sync`; the protocol and
+ * the agent's side are in services-startup.ts): list as soon as told where, report the list done,
+ * then compile, plan and apply once told this node's facts, and answer with the input's digest.
+ */
 export async function runServicesStartupChild(): Promise<number> {
   const code = await startupSync();
   // The agent keeps this child's stdin open (and etcd's channel may linger): nothing else ends it.
@@ -90,7 +96,13 @@ async function startupSync(): Promise<number> {
   const where = await next<StartupListRequest>();
   if (where === undefined) return 0;
   const datastore = etcdDatastoreFor(where.list.connection, where.list.prefix);
-  const listing = datastore.objects.listAtOneRevision(["Service", "EndpointSlice"]);
+  let listedAt = NaN;
+  const listing = datastore.objects.listAtOneRevision(["Service", "EndpointSlice"]).then((listed) => {
+    listedAt = Date.now();
+    // The agent holds its own list of the same objects back until this one is done (StartupFullSync.listed).
+    process.stdout.write(`${JSON.stringify({ progress: LISTED_PROGRESS })}\n`);
+    return listed;
+  });
   listing.catch(() => undefined); // awaited below
   const facts = await next<StartupNodeRequest>();
   const toldAt = Date.now();
@@ -107,9 +119,6 @@ async function startupSync(): Promise<number> {
     clearTimeout(deadline);
     void datastore.close().catch(() => undefined);
   }
-  const listedAt = Date.now();
-  // The agent holds its own list of the same objects back until this one is done (see StartupFullSync.listed).
-  process.stdout.write(`${JSON.stringify({ progress: LISTED_PROGRESS })}\n`);
   const services = new Map<string, Service>();
   for (const service of listed.lists.Service ?? []) services.set(objectKey(service), compactObject("Service", service));
   const slices = new Map<string, EndpointSlice>();
