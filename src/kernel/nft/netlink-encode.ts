@@ -183,12 +183,24 @@ class BatchWriter {
 
   /** A nested attribute; its children follow until end(). */
   begin(type: number): void {
-    this.openAttr(type | NLA_F_NESTED);
+    if (this.pos + 4 > this.buf.length) this.grow(4);
+    const buf = this.buf;
+    const at = this.pos;
+    this.open.push(at);
+    buf[at + 2] = type;
+    buf[at + 3] = (type | NLA_F_NESTED) >>> 8;
+    this.pos = at + 4;
   }
 
   /** A leaf attribute whose value is written in pieces (u8, be16, …) until end(). */
   beginValue(type: number): void {
-    this.openAttr(type);
+    if (this.pos + 4 > this.buf.length) this.grow(4);
+    const buf = this.buf;
+    const at = this.pos;
+    this.open.push(at);
+    buf[at + 2] = type;
+    buf[at + 3] = type >>> 8;
+    this.pos = at + 4;
   }
 
   end(): void {
@@ -376,11 +388,6 @@ class BatchWriter {
     return this.buf.subarray(0, this.pos + HEADER_LEN);
   }
 
-  private openAttr(type: number): void {
-    this.attrHeader(0, type);
-    this.open.push(this.pos - 4);
-  }
-
   /** An attribute's header at the end, `len` bytes long (0: patched by end()). */
   private attrHeader(len: number, type: number): void {
     if (this.pos + 4 > this.buf.length) this.grow(4);
@@ -552,12 +559,6 @@ function writeTyped(w: BatchWriter, type: NftDataType, value: NftValue): boolean
       w.be32(n);
       return true;
     }
-    case "inet_proto": {
-      const n = protocolOf(value);
-      if (n < 0) return false;
-      w.u8(n);
-      return true;
-    }
     case "inet_service": {
       const n = portOf(value);
       if (n < 0) return false;
@@ -568,6 +569,12 @@ function writeTyped(w: BatchWriter, type: NftDataType, value: NftValue): boolean
       if (!isU32(value)) return false;
       w.le32(value);
       return true;
+    case "inet_proto": {
+      const n = protocolOf(value);
+      if (n < 0) return false;
+      w.u8(n);
+      return true;
+    }
     default:
       return false;
   }
@@ -821,8 +828,6 @@ interface SetRef {
 /** Per-transaction state: ids of sets created in it (anonymous ones are referred to by id), names checked. */
 class Context {
   private nextSetId = 1;
-  /** Names that passed checkIdentifier: a service's chain name recurs in its rules, verdicts and map elements. */
-  private readonly names = new Set<string>();
   readonly w: BatchWriter;
 
   constructor(readonly table: string, sizeHint: number) {
@@ -833,12 +838,9 @@ class Context {
     return this.nextSetId++;
   }
 
-  /** checkIdentifier(`${field}${suffix}`, name), the field's text built only for a name not seen before. */
+  /** checkIdentifier(`${field}${suffix}`, name). */
   name(field: string, suffix: string, name: string): string {
-    if (this.names.has(name)) return name;
-    checkIdentifier(`${field}${suffix}`, name);
-    this.names.add(name);
-    return name;
+    return checkIdentifier(`${field}${suffix}`, name);
   }
 }
 
