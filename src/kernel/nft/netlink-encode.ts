@@ -311,7 +311,7 @@ class BatchWriter {
     this.end();
   }
 
-  /** A copy of what was written from `offset` on. */
+  /** A copy of what was written from `offset` on (Uint8Array's slice: Buffer's is a view into the batch). */
   since(offset: number): Uint8Array {
     return Uint8Array.prototype.slice.call(this.buf, offset, this.pos);
   }
@@ -664,7 +664,7 @@ function verdictData(ctx: Context, field: string, v: NftVerdict): void {
       return;
     }
     case "jump": case "goto": {
-      const chain = ctx.name(field, ".chain", v.chain);
+      const chain = checkIdentifier(`${field}.chain`, v.chain);
       w.begin(NFTA_DATA_VERDICT);
       w.u32(NFTA_VERDICT_CODE, v.verdict === "jump" ? NFT_JUMP : NFT_GOTO);
       w.str(NFTA_VERDICT_CHAIN, chain);
@@ -825,7 +825,7 @@ interface SetRef {
   id: number;
 }
 
-/** Per-transaction state: ids of sets created in it (anonymous ones are referred to by id), names checked. */
+/** Per-transaction state: the batch, ids of sets created in it (anonymous ones are referred to by id). */
 class Context {
   private nextSetId = 1;
   readonly w: BatchWriter;
@@ -836,11 +836,6 @@ class Context {
 
   setId(): number {
     return this.nextSetId++;
-  }
-
-  /** checkIdentifier(`${field}${suffix}`, name). */
-  name(field: string, suffix: string, name: string): string {
-    return checkIdentifier(`${field}${suffix}`, name);
   }
 }
 
@@ -1117,12 +1112,12 @@ function statementExprs(ctx: Context, field: string, s: NftStatement, set: SetRe
   }
   if ("lookup" in s) {
     loadKey(w, `${field}.lookup`, s.lookup);
-    lookupExpr(w, ctx.name(field, ".set", s.set), undefined, NFT_REG_1, undefined, s.negate === true);
+    lookupExpr(w, checkIdentifier(`${field}.set`, s.set), undefined, NFT_REG_1, undefined, s.negate === true);
     return true;
   }
   if ("vmapLookup" in s) {
     loadKey(w, `${field}.vmapLookup`, s.vmapLookup);
-    lookupExpr(w, ctx.name(field, ".map", s.map), undefined, NFT_REG_1, NFT_REG_VERDICT, false);
+    lookupExpr(w, checkIdentifier(`${field}.map`, s.map), undefined, NFT_REG_1, NFT_REG_VERDICT, false);
     return true;
   }
   if ("numgenMatch" in s) {
@@ -1183,7 +1178,7 @@ function statementExprs(ctx: Context, field: string, s: NftStatement, set: SetRe
   if ("updateSet" in s) {
     loadKey(w, `${field}.key`, s.key);
     w.beginExpr("dynset");
-    w.str(1, ctx.name(field, ".updateSet", s.updateSet));
+    w.str(1, checkIdentifier(`${field}.updateSet`, s.updateSet));
     w.u32(3, NFT_DYNSET_OP_UPDATE);
     w.u32(4, NFT_REG_1);
     w.endExpr();
@@ -1199,7 +1194,7 @@ function statementExprs(ctx: Context, field: string, s: NftStatement, set: SetRe
   if ("namedCounter" in s) {
     w.beginExpr("objref");
     w.u32(1, 1);
-    w.str(2, ctx.name(field, ".namedCounter", s.namedCounter));
+    w.str(2, checkIdentifier(`${field}.namedCounter`, s.namedCounter));
     w.endExpr();
     return true;
   }
@@ -1269,7 +1264,7 @@ function baseChainAttrs(w: BatchWriter, field: string, base: NftBaseChain): void
 
 function addChain(ctx: Context, field: string, chain: NftChain, flush: boolean): void {
   const w = ctx.w;
-  const name = ctx.name(field, ".name", chain.name);
+  const name = checkIdentifier(`${field}.name`, chain.name);
   w.beginMessage(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
   w.str(NFTA_CHAIN_TABLE, ctx.table);
   w.str(NFTA_CHAIN_NAME, name);
@@ -1467,7 +1462,7 @@ export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): E
       case "addChain": addChain(ctx, `${field}.chain`, change.chain, false); break;
       case "replaceChain": addChain(ctx, `${field}.chain`, change.chain, true); break;
       case "deleteChain": {
-        const name = ctx.name(field, ".name", change.name);
+        const name = checkIdentifier(`${field}.name`, change.name);
         flushChain(ctx, name);
         w.beginMessage(NFT_MSG_DELCHAIN, 0);
         w.str(NFTA_CHAIN_TABLE, table);
@@ -1478,7 +1473,7 @@ export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): E
       case "addSet": addSetOrMap(ctx, `${field}.set`, change.set, false, schemas); break;
       case "addMap": addSetOrMap(ctx, `${field}.map`, change.map, true, schemas); break;
       case "deleteSet": case "deleteMap": {
-        const name = ctx.name(field, ".name", change.name);
+        const name = checkIdentifier(`${field}.name`, change.name);
         w.beginMessage(NFT_MSG_DELSET, 0);
         w.str(NFTA_SET_TABLE, table);
         w.str(NFTA_SET_NAME, name);
@@ -1487,7 +1482,7 @@ export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): E
         break;
       }
       case "addElements": case "deleteElements": {
-        const name = ctx.name(field, ".setOrMap", change.setOrMap);
+        const name = checkIdentifier(`${field}.setOrMap`, change.setOrMap);
         const s = schema(name);
         if (s === undefined) throw new NftNotEncodable(`${field}: elements of ${name}, whose type this writer has not seen`);
         if (change.op === "addElements") elementMessages(ctx, `${field}.elements`, name, s, change.elements, false);
@@ -1591,7 +1586,7 @@ function dnatMapExprs(ctx: Context, field: string, d: Extract<NftStatement, { dn
   if (!Number.isSafeInteger(d.mod) || d.mod < 1 || !Number.isSafeInteger(d.offset) || d.offset < 0 || d.offset + d.mod > 2 ** 32) throw new NftNotEncodable(`${field}: numgen mod ${d.mod} offset ${d.offset}`);
   const w = ctx.w;
   numgen(w, d.mod, d.offset);
-  lookupExpr(w, ctx.name(field, ".map", d.map), undefined, NFT_REG_1, NFT_REG_1, false);
+  lookupExpr(w, checkIdentifier(`${field}.map`, d.map), undefined, NFT_REG_1, NFT_REG_1, false);
   w.beginExpr("nat");
   w.u32(1, NFT_NAT_DNAT);
   w.u32(2, NFPROTO_IPV4);
