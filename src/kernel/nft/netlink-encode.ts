@@ -10,12 +10,17 @@
 // Only the subset of the model the service proxy uses is encoded, in the `ip` family. Anything
 // else throws NftNotEncodable before a byte is sent; the caller applies that transaction through
 // libnftables instead.
+//
+// The bytes are written in place into one buffer as the transaction is walked (BatchWriter), with
+// no object or buffer per attribute: a full sync of 10,000 services is ~30,000 messages and
+// ~70,000 set elements, where a tree of small objects cost more in garbage collection than the
+// writing itself. The expressions of single-value matches, which recur in thousands of rules, are
+// encoded once and copied.
 
-import { u32be } from "../netlink/codec.ts";
 import { parseCidr } from "../../net/cidr.ts";
 import { priorityNumber } from "./diff.ts";
 import type {
-  NftBaseChain, NftChain, NftChange, NftDataType, NftMap, NftMapElement, NftRule, NftSelector, NftSet, NftStatement,
+  NftBaseChain, NftChain, NftDataType, NftMap, NftMapElement, NftRule, NftSelector, NftSet, NftStatement,
   NftTransaction, NftValue, NftVerdict,
 } from "./model.ts";
 import { checkIdentifier, quoteText } from "./render.ts";
@@ -96,19 +101,8 @@ export interface SetSchema {
 /** Looks up a set's schema as the kernel has it now (from earlier transactions). */
 export type SchemaLookup = (set: string) => SetSchema | undefined;
 
-/**
- * An attribute to encode. Leaves keep their value unconverted (a number, a string) so a rule costs
- * a few small objects and one write, not a buffer per attribute: a full sync is ~120,000 messages.
- */
-type A =
-  | { t: number; k: 0; v: number } // u32, big-endian
-  | { t: number; k: 1; s: string } // NUL-terminated string
-  | { t: number; k: 2; b: Uint8Array }
-  | { t: number; k: 3; c: A[]; len?: number } // nested
-  | { t: number; k: 4; v: number }; // u64, big-endian
-
 export interface EncodedTransaction {
-  /** The whole NFNL batch, ready to send (see BatchBuffer). */
+  /** The whole NFNL batch, ready to send (see BatchWriter). */
   batch: Buffer;
   /** What each message does, for errors ("add rule services (rule 1)"), by message index from 0. */
   ops: readonly string[];
@@ -132,120 +126,281 @@ function msgType(msg: number): number {
   return (NFNL_SUBSYS_NFTABLES << 8) | msg;
 }
 
-function attr(t: number, b: Uint8Array): A {
-  return { t, k: 2, b };
-}
-function nested(t: number, c: A[]): A {
-  return { t, k: 3, c };
-}
-function str(t: number, s: string): A {
-  return { t, k: 1, s };
-}
-function be32(t: number, v: number): A {
-  return { t, k: 0, v };
-}
-function be64(t: number, v: number): A {
-  return { t, k: 4, v };
-}
-function cstring(value: string): Uint8Array {
-  return Buffer.from(`${value}\0`, "utf8");
-}
-
 const NLA_F_NESTED = 0x8000;
 const NLMSG_HDRLEN = 16;
 const NFGENMSG_LEN = 4;
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
-
-/** Payload length of an attribute (header included, trailing padding not). */
-function attrSize(a: A): number {
-  switch (a.k) {
-    case 0: return 8;
-    case 1: return 4 + Buffer.byteLength(a.s) + 1;
-    case 2: return 4 + a.b.byteLength;
-    case 4: return 12;
-    case 3: {
-      if (a.len !== undefined) return a.len;
-      let len = 4;
-      for (const c of a.c) len += (attrSize(c) + 3) & ~3;
-      if (len > 0xffff) throw new NftNotEncodable(`an attribute of ${len} bytes (netlink attributes stop at 64 KiB)`);
-      a.len = len;
-      return len;
-    }
-  }
-}
-
-function writeAttrs(buf: Buffer, pos: number, attrs: readonly A[]): number {
-  for (const a of attrs) {
-    const len = attrSize(a);
-    buf.writeUInt16LE(len, pos);
-    buf.writeUInt16LE(a.k === 3 ? a.t | NLA_F_NESTED : a.t, pos + 2);
-    switch (a.k) {
-      case 0: buf.writeUInt32BE(a.v >>> 0, pos + 4); break;
-      case 1: {
-        const n = buf.write(a.s, pos + 4, "utf8");
-        buf[pos + 4 + n] = 0;
-        break;
-      }
-      case 2: buf.set(a.b, pos + 4); break;
-      case 4: buf.writeBigUInt64BE(BigInt(a.v), pos + 4); break;
-      case 3: writeAttrs(buf, pos + 4, a.c); break;
-    }
-    const end = pos + ((len + 3) & ~3);
-    buf.fill(0, pos + len, end);
-    pos = end;
-  }
-  return pos;
-}
-
 const HEADER_LEN = NLMSG_HDRLEN + NFGENMSG_LEN;
+const ATTR_MAX = 0xffff;
+
+function tooLong(len: number): NftNotEncodable {
+  return new NftNotEncodable(`an attribute of ${len} bytes (netlink attributes stop at 64 KiB)`);
+}
 
 /**
- * The batch's bytes, written message by message as the encoder produces them, so no message's
- * attribute tree outlives its own encoding (a full sync is ~120,000 messages; holding their trees
- * costs more in garbage collection than the encoding itself). Sequence numbers are the message's
- * index (0 for BATCH_BEGIN); the socket adds its own base. Only the last message asks for an ACK
- * (see NetlinkSocket.nfBatch).
+ * The batch's bytes, written in place: a message or attribute is begun (its header reserved),
+ * its contents written after it, and its length patched in when it ends. Sequence numbers are the
+ * message's index (0 for BATCH_BEGIN); the socket adds its own base. Only the last message asks
+ * for an ACK (see NetlinkSocket.nfBatch).
  */
-class BatchBuffer {
+class BatchWriter {
   private buf: Buffer;
   private pos = HEADER_LEN; // BATCH_BEGIN is written last, at offset 0
-  private lastOffset = -1;
+  private message = -1;
+  private lastMessage = -1;
+  /** Offsets of the attributes begun and not yet ended, innermost last. */
+  private readonly open: number[] = [];
   readonly ops: string[] = [];
 
-  /** `sizeHint`: the expected size, so a full sync's ~36 MB are allocated once, not by doubling. */
+  /** `sizeHint`: the expected size, so a full sync's bytes are allocated once, not by doubling. */
   constructor(sizeHint: number) {
     // Every byte up to the end is written (padding explicitly), so the buffer needs no zeroing.
     this.buf = Buffer.allocUnsafe(Math.max(64 * 1024, sizeHint));
   }
 
-  get count(): number {
-    return this.ops.length;
+  beginMessage(msg: number, flags: number): void {
+    if (this.pos + HEADER_LEN > this.buf.length) this.grow(HEADER_LEN);
+    this.message = this.pos;
+    this.header(this.pos, 0, msgType(msg), flags | NLM_F_REQUEST, this.ops.length + 1, NFPROTO_IPV4, 0);
+    this.pos += HEADER_LEN;
   }
 
-  push(type: number, flags: number, attrs: readonly A[], op: string): void {
-    let len = HEADER_LEN;
-    for (const a of attrs) len += (attrSize(a) + 3) & ~3;
-    this.ensure(len + HEADER_LEN);
+  /** `op` says what the message does, for the kernel's errors. */
+  endMessage(op: string): void {
+    if (this.message < 0 || this.open.length > 0) throw new Error("nf_tables encoder: message ended with an attribute open");
+    const at = this.message;
+    const len = this.pos - at;
+    const buf = this.buf;
+    buf[at] = len;
+    buf[at + 1] = len >>> 8;
+    buf[at + 2] = len >>> 16;
+    buf[at + 3] = len >>> 24;
+    this.lastMessage = at;
+    this.message = -1;
     this.ops.push(op);
-    this.header(this.pos, len, type, flags | NLM_F_REQUEST, this.ops.length, NFPROTO_IPV4, 0);
-    const end = writeAttrs(this.buf, this.pos + HEADER_LEN, attrs);
-    if (end !== this.pos + len) throw new Error("nf_tables encoder: message length mismatch");
-    this.lastOffset = this.pos;
-    this.pos = end;
+  }
+
+  /** A nested attribute; its children follow until end(). */
+  begin(type: number): void {
+    if (this.pos + 4 > this.buf.length) this.grow(4);
+    const buf = this.buf;
+    const at = this.pos;
+    this.open.push(at);
+    buf[at + 2] = type;
+    buf[at + 3] = (type | NLA_F_NESTED) >>> 8;
+    this.pos = at + 4;
+  }
+
+  /** A leaf attribute whose value is written in pieces (u8, be16, …) until end(). */
+  beginValue(type: number): void {
+    if (this.pos + 4 > this.buf.length) this.grow(4);
+    const buf = this.buf;
+    const at = this.pos;
+    this.open.push(at);
+    buf[at + 2] = type;
+    buf[at + 3] = type >>> 8;
+    this.pos = at + 4;
+  }
+
+  end(): void {
+    const start = this.open.pop();
+    if (start === undefined) throw new Error("nf_tables encoder: end() without begin()");
+    const len = this.pos - start;
+    if (len > ATTR_MAX) throw tooLong(len);
+    const buf = this.buf;
+    buf[start] = len;
+    buf[start + 1] = len >>> 8;
+    while ((this.pos & 3) !== 0) buf[this.pos++] = 0;
+  }
+
+  /**
+   * An expression: NFTA_LIST_ELEM { NFTA_EXPR_NAME, NFTA_EXPR_DATA { … } }, both left open for
+   * its attributes until endExpr. The headers and name are copied from bytes made once per name.
+   */
+  beginExpr(name: string): void {
+    let prefix = EXPR_PREFIXES.get(name);
+    if (prefix === undefined) EXPR_PREFIXES.set(name, (prefix = exprPrefix(name)));
+    if (this.pos + prefix.length > this.buf.length) this.grow(prefix.length);
+    const p = this.pos;
+    this.buf.set(prefix, p);
+    this.open.push(p, p + prefix.length - 4);
+    this.pos = p + prefix.length;
+  }
+
+  endExpr(): void {
+    this.end();
+    this.end();
+  }
+
+  u32(type: number, value: number): void {
+    if (this.pos + 8 > this.buf.length) this.grow(8);
+    const buf = this.buf;
+    const p = this.pos;
+    buf[p] = 8;
+    buf[p + 1] = 0;
+    buf[p + 2] = type;
+    buf[p + 3] = type >>> 8;
+    buf[p + 4] = value >>> 24;
+    buf[p + 5] = value >>> 16;
+    buf[p + 6] = value >>> 8;
+    buf[p + 7] = value;
+    this.pos = p + 8;
+  }
+
+  u64(type: number, value: number): void {
+    this.attrHeader(12, type);
+    this.be32(Math.floor(value / 0x100000000));
+    this.be32(value);
+  }
+
+  /** NUL-terminated UTF-8. */
+  str(type: number, s: string): void {
+    const start = this.pos;
+    this.attrHeader(0, type);
+    this.stringBytes(s);
+    const len = this.pos - start;
+    if (len > ATTR_MAX) throw tooLong(len);
+    const buf = this.buf;
+    buf[start] = len;
+    buf[start + 1] = len >>> 8;
+    while ((this.pos & 3) !== 0) buf[this.pos++] = 0;
+  }
+
+  bytes(type: number, value: Uint8Array): void {
+    const len = 4 + value.byteLength;
+    if (len > ATTR_MAX) throw tooLong(len);
+    this.attrHeader(len, type);
+    this.buf.set(value, this.pos);
+    this.pos += value.byteLength;
+    this.pad();
+  }
+
+  /** Whole attributes copied from an earlier encoding (see since). */
+  raw(attrs: Uint8Array): void {
+    if (this.pos + attrs.byteLength > this.buf.length) this.grow(attrs.byteLength);
+    this.buf.set(attrs, this.pos);
+    this.pos += attrs.byteLength;
+  }
+
+  get offset(): number {
+    return this.pos;
+  }
+
+  /** Forgets what was written from `offset` (between messages) on. */
+  rewind(offset: number): void {
+    this.pos = offset;
+    this.open.length = 0;
+    this.message = -1;
+  }
+
+  /**
+   * An attribute holding one libnftnl userdata TLV (u8 type, u8 length, no padding) of a
+   * NUL-terminated comment, checked as nft text (quoteText).
+   */
+  udataString(type: number, udataType: number, field: string, text: string): void {
+    quoteText(field, text);
+    this.beginValue(type);
+    const tlv = this.pos;
+    this.u8(udataType);
+    this.u8(0);
+    this.stringBytes(text);
+    const len = this.pos - tlv - 2;
+    if (len > 255) throw new NftNotEncodable(`userdata of ${len} bytes`);
+    this.buf[tlv + 1] = len;
+    this.end();
+  }
+
+  /** A copy of what was written from `offset` on (Uint8Array's slice: Buffer's is a view into the batch). */
+  since(offset: number): Uint8Array {
+    return Uint8Array.prototype.slice.call(this.buf, offset, this.pos);
+  }
+
+  // ---- pieces of a value, between beginValue and end ----
+
+  u8(value: number): void {
+    if (this.pos + 1 > this.buf.length) this.grow(1);
+    this.buf[this.pos++] = value;
+  }
+
+  be16(value: number): void {
+    if (this.pos + 2 > this.buf.length) this.grow(2);
+    const buf = this.buf;
+    buf[this.pos] = value >>> 8;
+    buf[this.pos + 1] = value;
+    this.pos += 2;
+  }
+
+  be32(value: number): void {
+    if (this.pos + 4 > this.buf.length) this.grow(4);
+    const buf = this.buf;
+    const p = this.pos;
+    buf[p] = value >>> 24;
+    buf[p + 1] = value >>> 16;
+    buf[p + 2] = value >>> 8;
+    buf[p + 3] = value;
+    this.pos = p + 4;
+  }
+
+  le32(value: number): void {
+    if (this.pos + 4 > this.buf.length) this.grow(4);
+    const buf = this.buf;
+    const p = this.pos;
+    buf[p] = value;
+    buf[p + 1] = value >>> 8;
+    buf[p + 2] = value >>> 16;
+    buf[p + 3] = value >>> 24;
+    this.pos = p + 4;
+  }
+
+  /** NUL-terminated UTF-8 (no header, no padding). */
+  stringBytes(s: string): void {
+    const n = s.length;
+    if (this.pos + 3 * n + 4 > this.buf.length) this.grow(3 * n + 4);
+    const buf = this.buf;
+    const start = this.pos;
+    let p = start;
+    // Names and comments are ASCII but for rare comments: one byte per character, else Buffer.write.
+    for (let i = 0; i < n; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        p = start + buf.write(s, start, "utf8");
+        break;
+      }
+      buf[p++] = c;
+    }
+    buf[p++] = 0;
+    this.pos = p;
+  }
+
+  /** Zero bytes up to the next 4-byte boundary. */
+  pad(): void {
+    if (this.pos + 3 > this.buf.length) this.grow(3);
+    while ((this.pos & 3) !== 0) this.buf[this.pos++] = 0;
   }
 
   /** The finished batch: BATCH_BEGIN, the messages (the last one asking for an ACK), BATCH_END. */
   finish(): Buffer {
     this.header(0, HEADER_LEN, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, 0, NFNL_SUBSYS_NFTABLES);
-    if (this.lastOffset >= 0) this.buf.writeUInt16LE(this.buf.readUInt16LE(this.lastOffset + 6) | NLM_F_ACK, this.lastOffset + 6);
-    this.ensure(HEADER_LEN);
+    if (this.lastMessage >= 0) this.buf[this.lastMessage + 6]! |= NLM_F_ACK;
+    if (this.pos + HEADER_LEN > this.buf.length) this.grow(HEADER_LEN);
     this.header(this.pos, HEADER_LEN, NFNL_MSG_BATCH_END, NLM_F_REQUEST, this.ops.length + 1, 0, NFNL_SUBSYS_NFTABLES);
     return this.buf.subarray(0, this.pos + HEADER_LEN);
   }
 
-  private ensure(extra: number): void {
-    if (this.pos + extra <= this.buf.length) return;
+  /** An attribute's header at the end, `len` bytes long (0: patched by end()). */
+  private attrHeader(len: number, type: number): void {
+    if (this.pos + 4 > this.buf.length) this.grow(4);
+    const buf = this.buf;
+    const at = this.pos;
+    buf[at] = len;
+    buf[at + 1] = len >>> 8;
+    buf[at + 2] = type;
+    buf[at + 3] = type >>> 8;
+    this.pos = at + 4;
+  }
+
+  private grow(extra: number): void {
     const grown = Buffer.allocUnsafe(Math.max(Math.ceil(this.buf.length * 1.5), this.pos + extra));
     this.buf.copy(grown, 0, 0, this.pos);
     this.buf = grown;
@@ -265,9 +420,15 @@ class BatchBuffer {
 }
 
 function u32le(value: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, value >>> 0, true);
-  return b;
+  return Uint8Array.of(value, value >>> 8, value >>> 16, value >>> 24);
+}
+
+function u32be(value: number): Uint8Array {
+  return Uint8Array.of(value >>> 24, value >>> 16, value >>> 8, value);
+}
+
+function cstring(value: string): Uint8Array {
+  return Buffer.from(`${value}\0`, "utf8");
 }
 
 /** One libnftnl userdata TLV: u8 type, u8 length, value (no padding). */
@@ -297,47 +458,137 @@ function commentUdata(type: number, field: string, comment: string): Uint8Array 
   return udata(type, cstring(comment));
 }
 
-function expr(name: string, data: A[]): A {
-  return nested(NFTA_LIST_ELEM, [str(NFTA_EXPR_NAME, name), nested(NFTA_EXPR_DATA, data)]);
+/** NFTA_LIST_ELEM and NFTA_EXPR_DATA headers (lengths patched by end()) around NFTA_EXPR_NAME. */
+function exprPrefix(name: string): Uint8Array {
+  const nameBytes = Buffer.from(`${name}\0`, "latin1");
+  const nameLen = 4 + nameBytes.byteLength;
+  const out = new Uint8Array(4 + ((nameLen + 3) & ~3) + 4);
+  out[2] = NFTA_LIST_ELEM;
+  out[3] = NLA_F_NESTED >>> 8;
+  out[4] = nameLen;
+  out[6] = NFTA_EXPR_NAME;
+  out.set(nameBytes, 8);
+  out[out.length - 2] = NFTA_EXPR_DATA;
+  out[out.length - 1] = NLA_F_NESTED >>> 8;
+  return out;
 }
+
+const EXPR_PREFIXES = new Map<string, Uint8Array>();
 
 // ---- values ----
 
-function protocolNumber(field: string, value: NftValue): number {
+/** -1 for a value that is no protocol. */
+function protocolOf(value: NftValue): number {
   const n = typeof value === "number" ? value : PROTOCOLS[value];
-  if (n === undefined || !Number.isInteger(n) || n < 0 || n > 255) throw new NftNotEncodable(`${field}: protocol ${JSON.stringify(value)}`);
+  return n === undefined || !Number.isInteger(n) || n < 0 || n > 255 ? -1 : n;
+}
+
+function protocolNumber(field: string, value: NftValue): number {
+  const n = protocolOf(value);
+  if (n < 0) throw new NftNotEncodable(`${field}: protocol ${JSON.stringify(value)}`);
   return n;
 }
 
-function portNumber(field: string, value: NftValue): number {
+/** -1 for a value that is no port. */
+function portOf(value: NftValue): number {
   const n = typeof value === "number" ? value : /^\d+$/.test(value) ? Number(value) : undefined;
-  if (n === undefined || n < 0 || n > 65535) throw new NftNotEncodable(`${field}: port ${JSON.stringify(value)}`);
+  // Unchecked as ever: a fractional number is truncated, NaN is 0.
+  return n === undefined || n < 0 || n > 65535 ? -1 : n & 0xffff;
+}
+
+function portNumber(field: string, value: NftValue): number {
+  const n = portOf(value);
+  if (n < 0) throw new NftNotEncodable(`${field}: port ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** The address as an unsigned 32-bit number, or -1. */
+function ipv4Of(value: NftValue): number {
+  if (typeof value !== "string") return -1;
+  let address = 0;
+  let part = 0;
+  let digits = 0;
+  let n = 0;
+  for (let i = 0; i <= value.length; i++) {
+    const c = i < value.length ? value.charCodeAt(i) : 46;
+    if (c >= 48 && c <= 57 && digits < 3) {
+      n = n * 10 + (c - 48);
+      digits++;
+    } else if (c === 46 && digits > 0 && n <= 255 && part < 4) {
+      address = address * 256 + n;
+      part++;
+      n = 0;
+      digits = 0;
+    } else {
+      return -1;
+    }
+  }
+  return part === 4 ? address : -1;
+}
+
+function ipv4Number(field: string, value: NftValue): number {
+  const n = ipv4Of(value);
+  if (n < 0) throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
   return n;
 }
 
 function ipv4Bytes(field: string, value: NftValue): Uint8Array {
-  const out = new Uint8Array(4);
-  if (typeof value === "string") {
-    let part = 0;
-    let digits = 0;
-    let n = 0;
-    for (let i = 0; i <= value.length; i++) {
-      const c = i < value.length ? value.charCodeAt(i) : 46;
-      if (c >= 48 && c <= 57 && digits < 3) {
-        n = n * 10 + (c - 48);
-        digits++;
-      } else if (c === 46 && digits > 0 && n <= 255 && part < 4) {
-        out[part++] = n;
-        n = 0;
-        digits = 0;
-      } else {
-        part = -1;
-        break;
-      }
-    }
-    if (part === 4) return out;
+  return u32be(ipv4Number(field, value));
+}
+
+function isU32(value: NftValue): value is number {
+  return typeof value === "number" && Number.isInteger(value) && value >= 0 && value <= 0xffffffff;
+}
+
+/** Bytes of a key component of `type` in its wire form (unpadded), or 0 for a type elements cannot have. */
+function typedLength(type: NftDataType): number {
+  switch (type) {
+    case "ipv4_addr": case "mark": case "numgen": return 4;
+    case "inet_proto": return 1;
+    case "inet_service": return 2;
+    default: return 0;
   }
-  throw new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
+}
+
+/** Writes a key component in its type's wire form (unpadded); false, having written nothing, for a value not of that type. */
+function writeTyped(w: BatchWriter, type: NftDataType, value: NftValue): boolean {
+  switch (type) {
+    case "ipv4_addr": {
+      const n = ipv4Of(value);
+      if (n < 0) return false;
+      w.be32(n);
+      return true;
+    }
+    case "inet_service": {
+      const n = portOf(value);
+      if (n < 0) return false;
+      w.be16(n);
+      return true;
+    }
+    case "mark": case "numgen":
+      if (!isU32(value)) return false;
+      w.le32(value);
+      return true;
+    case "inet_proto": {
+      const n = protocolOf(value);
+      if (n < 0) return false;
+      w.u8(n);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+/** Why writeTyped refused `value`. */
+function typedValueError(field: string, type: NftDataType, value: NftValue): NftNotEncodable {
+  switch (type) {
+    case "ipv4_addr": return new NftNotEncodable(`${field}: IPv4 address ${JSON.stringify(value)}`);
+    case "inet_proto": return new NftNotEncodable(`${field}: protocol ${JSON.stringify(value)}`);
+    case "inet_service": return new NftNotEncodable(`${field}: port ${JSON.stringify(value)}`);
+    case "mark": case "numgen": return new NftNotEncodable(`${field}: ${type} ${JSON.stringify(value)}`);
+    default: return new NftNotEncodable(`${field}: elements of type ${type}`);
+  }
 }
 
 /** A key component of a set element in its type's wire form (unpadded). */
@@ -346,33 +597,38 @@ function typedValue(field: string, type: NftDataType, value: NftValue): Uint8Arr
     case "ipv4_addr": return ipv4Bytes(field, value);
     case "inet_proto": return Uint8Array.of(protocolNumber(field, value));
     case "inet_service": {
-      const b = new Uint8Array(2);
-      new DataView(b.buffer).setUint16(0, portNumber(field, value), false);
-      return b;
+      const port = portNumber(field, value);
+      return Uint8Array.of(port >>> 8, port);
     }
-    case "mark": case "numgen": {
-      if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new NftNotEncodable(`${field}: ${type} ${JSON.stringify(value)}`);
+    case "mark": case "numgen":
+      if (!isU32(value)) throw typedValueError(field, type, value);
       return u32le(value);
-    }
     default:
-      throw new NftNotEncodable(`${field}: elements of type ${type}`);
+      throw typedValueError(field, type, value);
   }
 }
 
-/** A concatenated key: each component padded to 4 bytes, as the kernel's registers hold them. */
-function keyBytes(field: string, types: readonly NftDataType[], key: readonly NftValue[]): Uint8Array {
-  if (key.length !== types.length) throw new NftNotEncodable(`${field}: key of ${key.length} components for a ${types.length}-component type`);
-  if (types.length === 1) return typedValue(`${field}[0]`, types[0]!, key[0]!);
-  const parts = key.map((v, i) => typedValue(`${field}[${i}]`, types[i]!, v));
+/** Length of keyValue's bytes for a key of `types` (0 when a type cannot be written: keyValue throws). */
+function keyValueLength(types: readonly NftDataType[]): number {
+  if (types.length === 1) return typedLength(types[0]!);
   let length = 0;
-  for (const p of parts) length += (p.byteLength + 3) & ~3;
-  const out = new Uint8Array(length);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += (p.byteLength + 3) & ~3;
+  for (const t of types) length += (typedLength(t) + 3) & ~3;
+  return length;
+}
+
+/**
+ * NFTA_DATA_VALUE holding a (concatenated) key: each component padded to 4 bytes, as the kernel's
+ * registers hold them. Errors name `${field}[${index}]${suffix}[component]`, built only then.
+ */
+function keyValue(w: BatchWriter, types: readonly NftDataType[], key: readonly NftValue[], field: string, index: number, suffix: string): void {
+  if (key.length !== types.length) throw new NftNotEncodable(`${field}[${index}]${suffix}: key of ${key.length} components for a ${types.length}-component type`);
+  w.beginValue(NFTA_DATA_VALUE);
+  for (let i = 0; i < types.length; i++) {
+    const type = types[i]!;
+    if (!writeTyped(w, type, key[i]!)) throw typedValueError(`${field}[${index}]${suffix}[${i}]`, type, key[i]!);
+    if (types.length > 1) w.pad();
   }
-  return out;
+  w.end();
 }
 
 function keyLength(types: readonly NftDataType[]): number {
@@ -396,51 +652,99 @@ function keyTypeId(types: readonly NftDataType[]): number {
   return id;
 }
 
-function verdictData(field: string, v: NftVerdict): A {
-  const children: A[] = [];
+/** NFTA_DATA_VERDICT { code, chain }. */
+function verdictData(ctx: Context, field: string, v: NftVerdict): void {
+  const w = ctx.w;
   switch (v.verdict) {
-    case "accept": children.push(be32(NFTA_VERDICT_CODE, NF_ACCEPT)); break;
-    case "drop": children.push(be32(NFTA_VERDICT_CODE, NF_DROP)); break;
-    case "continue": children.push(be32(NFTA_VERDICT_CODE, NFT_CONTINUE)); break;
-    case "return": children.push(be32(NFTA_VERDICT_CODE, NFT_RETURN)); break;
-    case "jump": case "goto":
-      children.push(be32(NFTA_VERDICT_CODE, v.verdict === "jump" ? NFT_JUMP : NFT_GOTO), str(NFTA_VERDICT_CHAIN, checkIdentifier(`${field}.chain`, v.chain)));
-      break;
+    case "accept": case "drop": case "continue": case "return": {
+      const code = v.verdict === "accept" ? NF_ACCEPT : v.verdict === "drop" ? NF_DROP : v.verdict === "continue" ? NFT_CONTINUE : NFT_RETURN;
+      w.begin(NFTA_DATA_VERDICT);
+      w.u32(NFTA_VERDICT_CODE, code);
+      w.end();
+      return;
+    }
+    case "jump": case "goto": {
+      const chain = checkIdentifier(`${field}.chain`, v.chain);
+      w.begin(NFTA_DATA_VERDICT);
+      w.u32(NFTA_VERDICT_CODE, v.verdict === "jump" ? NFT_JUMP : NFT_GOTO);
+      w.str(NFTA_VERDICT_CHAIN, chain);
+      w.end();
+      return;
+    }
     default:
       throw new NftNotEncodable(`${field}: verdict ${JSON.stringify(v)}`);
   }
-  return nested(NFTA_DATA_VERDICT, children);
 }
 
 // ---- expressions ----
 
-function payload(dreg: number, base: number, offset: number, len: number): A {
-  return expr("payload", [be32(1, dreg), be32(2, base), be32(3, offset), be32(4, len)]);
+function payload(w: BatchWriter, dreg: number, base: number, offset: number, len: number): void {
+  w.beginExpr("payload");
+  w.u32(1, dreg);
+  w.u32(2, base);
+  w.u32(3, offset);
+  w.u32(4, len);
+  w.endExpr();
 }
 
-function meta(dreg: number, key: number): A {
-  return expr("meta", [be32(2, key), be32(1, dreg)]);
+function meta(w: BatchWriter, dreg: number, key: number): void {
+  w.beginExpr("meta");
+  w.u32(2, key);
+  w.u32(1, dreg);
+  w.endExpr();
 }
 
-function cmp(op: number, bytes: Uint8Array, sreg = NFT_REG_1): A {
-  return expr("cmp", [be32(1, sreg), be32(2, op), nested(3, [attr(NFTA_DATA_VALUE, bytes)])]);
+function dataValue(w: BatchWriter, type: number, bytes: Uint8Array): void {
+  w.begin(type);
+  w.bytes(NFTA_DATA_VALUE, bytes);
+  w.end();
 }
 
-function bitwise(len: number, mask: Uint8Array, xor: Uint8Array): A {
-  return expr("bitwise", [be32(1, NFT_REG_1), be32(2, NFT_REG_1), be32(3, len), nested(4, [attr(NFTA_DATA_VALUE, mask)]), nested(5, [attr(NFTA_DATA_VALUE, xor)])]);
+function cmp(w: BatchWriter, op: number, bytes: Uint8Array): void {
+  w.beginExpr("cmp");
+  w.u32(1, NFT_REG_1);
+  w.u32(2, op);
+  dataValue(w, 3, bytes);
+  w.endExpr();
 }
 
-function immediateData(dreg: number, bytes: Uint8Array): A {
-  return expr("immediate", [be32(1, dreg), nested(2, [attr(NFTA_DATA_VALUE, bytes)])]);
+function bitwise(w: BatchWriter, len: number, mask: Uint8Array, xor: Uint8Array): void {
+  w.beginExpr("bitwise");
+  w.u32(1, NFT_REG_1);
+  w.u32(2, NFT_REG_1);
+  w.u32(3, len);
+  dataValue(w, 4, mask);
+  dataValue(w, 5, xor);
+  w.endExpr();
 }
 
-function immediateVerdict(field: string, v: NftVerdict): A {
-  return expr("immediate", [be32(1, NFT_REG_VERDICT), nested(2, [verdictData(field, v)])]);
+function immediateData(w: BatchWriter, dreg: number, bytes: Uint8Array): void {
+  w.beginExpr("immediate");
+  w.u32(1, dreg);
+  dataValue(w, 2, bytes);
+  w.endExpr();
+}
+
+function immediateVerdict(ctx: Context, field: string, v: NftVerdict): void {
+  const w = ctx.w;
+  w.beginExpr("immediate");
+  w.u32(1, NFT_REG_VERDICT);
+  w.begin(2);
+  verdictData(ctx, field, v);
+  w.end();
+  w.endExpr();
+}
+
+function ctExpr(w: BatchWriter, dreg: number, key: number): void {
+  w.beginExpr("ct");
+  w.u32(1, dreg);
+  w.u32(2, key);
+  w.endExpr();
 }
 
 interface SelectorLoad {
-  /** The loading expression for destination register `dreg`. */
-  load(dreg: number): A;
+  /** Writes the loading expression for destination register `dreg`. */
+  load(w: BatchWriter, dreg: number): void;
   len: number;
   /** The selector's value as bytes. */
   value(field: string, v: NftValue): Uint8Array;
@@ -463,25 +767,35 @@ function makeSelector(field: string, sel: NftSelector): SelectorLoad {
   switch (sel) {
     case "ip saddr": case "ip daddr": {
       const offset = sel === "ip saddr" ? 12 : 16;
-      return { load: (r) => payload(r, NFT_PAYLOAD_NETWORK_HEADER, offset, 4), len: 4, value: ipv4Bytes, type: "ipv4_addr" };
+      return { load: (w, r) => payload(w, r, NFT_PAYLOAD_NETWORK_HEADER, offset, 4), len: 4, value: ipv4Bytes, type: "ipv4_addr" };
     }
     case "meta l4proto":
-      return { load: (r) => meta(r, NFT_META_L4PROTO), len: 1, value: (f, v) => Uint8Array.of(protocolNumber(f, v)), type: "inet_proto" };
+      return { load: (w, r) => meta(w, r, NFT_META_L4PROTO), len: 1, value: (f, v) => Uint8Array.of(protocolNumber(f, v)), type: "inet_proto" };
     case "meta mark":
-      return { load: (r) => meta(r, NFT_META_MARK), len: 4, value: (f, v) => typedValue(f, "mark", v), type: "mark" };
+      return { load: (w, r) => meta(w, r, NFT_META_MARK), len: 4, value: (f, v) => typedValue(f, "mark", v), type: "mark" };
     case "meta nfproto":
-      return { load: (r) => meta(r, NFT_META_NFPROTO), len: 1, value: (f, v) => Uint8Array.of(lookupName(f, NFPROTOS, v)), type: "integer" };
+      return { load: (w, r) => meta(w, r, NFT_META_NFPROTO), len: 1, value: (f, v) => Uint8Array.of(lookupName(f, NFPROTOS, v)), type: "integer" };
     case "meta pkttype":
-      return { load: (r) => meta(r, NFT_META_PKTTYPE), len: 1, value: (f, v) => Uint8Array.of(lookupName(f, PKTTYPES, v)), type: "integer" };
+      return { load: (w, r) => meta(w, r, NFT_META_PKTTYPE), len: 1, value: (f, v) => Uint8Array.of(lookupName(f, PKTTYPES, v)), type: "integer" };
     case "th dport": case "th sport": {
       const offset = sel === "th sport" ? 0 : 2;
-      return { load: (r) => payload(r, NFT_PAYLOAD_TRANSPORT_HEADER, offset, 2), len: 2, value: (f, v) => typedValue(f, "inet_service", v), type: "inet_service" };
+      return { load: (w, r) => payload(w, r, NFT_PAYLOAD_TRANSPORT_HEADER, offset, 2), len: 2, value: (f, v) => typedValue(f, "inet_service", v), type: "inet_service" };
     }
     case "ct state":
-      return { load: (r) => expr("ct", [be32(1, r), be32(2, NFT_CT_STATE)]), len: 4, value: (f, v) => u32le(lookupName(f, CT_STATES, v)), type: "integer" };
-    case "ct status": return ctStatusSelector();
+      return { load: (w, r) => ctExpr(w, r, NFT_CT_STATE), len: 4, value: (f, v) => u32le(lookupName(f, CT_STATES, v)), type: "integer" };
+    case "ct status":
+      return { load: (w, r) => ctExpr(w, r, NFT_CT_STATUS), len: 4, value: (f, v) => u32le(lookupName(f, CT_STATUS_BITS, v)), type: "integer" };
     case "fib daddr type":
-      return { load: (r) => expr("fib", [be32(1, r), be32(2, NFT_FIB_RESULT_ADDRTYPE), be32(3, NFTA_FIB_F_DADDR)]), len: 4, value: (f, v) => u32le(lookupName(f, ADDRESS_TYPES, v)), type: "integer" };
+      return {
+        load: (w, r) => {
+          w.beginExpr("fib");
+          w.u32(1, r);
+          w.u32(2, NFT_FIB_RESULT_ADDRTYPE);
+          w.u32(3, NFTA_FIB_F_DADDR);
+          w.endExpr();
+        },
+        len: 4, value: (f, v) => u32le(lookupName(f, ADDRESS_TYPES, v)), type: "integer",
+      };
     default:
       throw new NftNotEncodable(`${field}: selector ${JSON.stringify(sel)}`);
   }
@@ -494,68 +808,93 @@ function lookupName(field: string, table: Record<string, number>, value: NftValu
 }
 
 /** Loads a (concatenated) key into registers the way nft does: NFT_REG_1, then 32-bit registers. */
-function loadKey(field: string, selectors: readonly NftSelector[]): { exprs: A[]; loads: SelectorLoad[] } {
+function loadKey(w: BatchWriter, field: string, selectors: readonly NftSelector[]): void {
   if (selectors.length === 0) throw new NftNotEncodable(`${field}: no selectors`);
-  const exprs: A[] = [];
-  const loads: SelectorLoad[] = [];
   let words = 0;
-  selectors.forEach((sel, i) => {
-    const load = selector(`${field}[${i}]`, sel);
-    exprs.push(load.load(words === 0 ? NFT_REG_1 : NFT_REG32_00 + words));
-    loads.push(load);
+  for (let i = 0; i < selectors.length; i++) {
+    const sel = selectors[i]!;
+    const load = selectorCache.get(sel) ?? selector(`${field}[${i}]`, sel);
+    load.load(w, words === 0 ? NFT_REG_1 : NFT_REG32_00 + words);
     words += (load.len + 3) >> 2;
-  });
-  return { exprs, loads };
+  }
 }
 
-/** Per-transaction state: ids of sets created in it (anonymous ones are referred to by id). */
+/** An anonymous set as a rule refers to it. */
+interface SetRef {
+  name: string;
+  id: number;
+}
+
+/** Per-transaction state: the batch, ids of sets created in it (anonymous ones are referred to by id). */
 class Context {
   private nextSetId = 1;
-  readonly out: BatchBuffer;
-  /** NFTA_RULE_TABLE (= NFTA_SET_TABLE, NFTA_CHAIN_TABLE: all 1), encoded once. */
-  readonly tableAttr: A;
+  readonly w: BatchWriter;
+
   constructor(readonly table: string, sizeHint: number) {
-    this.out = new BatchBuffer(sizeHint);
-    this.tableAttr = attr(1, cstring(table));
+    this.w = new BatchWriter(sizeHint);
   }
 
   setId(): number {
     return this.nextSetId++;
   }
+}
 
-  push(msg: number, flags: number, attrs: A[], op: string): void {
-    this.out.push(msgType(msg), flags, attrs, op);
-  }
+interface AnonymousElement {
+  key: Uint8Array;
+  /** The end of an interval (NFT_SET_ELEM_INTERVAL_END, written before the key as nft does). */
+  intervalEnd?: boolean;
+  verdict?: { field: string; verdict: NftVerdict };
 }
 
 /** An anonymous constant set (or verdict map) for `{ a, b }` / `vmap { … }`, sent before its rule. */
 function anonymousSet(ctx: Context, field: string, spec: {
-  keyTypeId: number; keyLen: number; keyByteorder: number; interval: boolean; map: boolean; elements: A[]; udataExtra?: Uint8Array[];
-}): { name: string; id: number } {
+  keyTypeId: number; keyLen: number; keyByteorder: number; interval: boolean; map: boolean; elements: AnonymousElement[]; udataExtra?: Uint8Array[];
+}): SetRef {
+  const w = ctx.w;
   const id = ctx.setId();
   const name = spec.map ? "__map%d" : "__set%d";
   const flags = NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | (spec.interval ? NFT_SET_INTERVAL : 0) | (spec.map ? NFT_SET_MAP : 0);
-  const attrs: A[] = [
-    str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name), be32(NFTA_SET_FLAGS, flags),
-    be32(NFTA_SET_KEY_TYPE, spec.keyTypeId), be32(NFTA_SET_KEY_LEN, spec.keyLen),
-  ];
-  if (spec.map) attrs.push(be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT), be32(NFTA_SET_DATA_LEN, 0));
-  attrs.push(be32(NFTA_SET_ID, id), nested(NFTA_SET_DESC, [be32(NFTA_SET_DESC_SIZE, spec.elements.length)]));
   const ud: Uint8Array[] = [udata(UDATA_SET_KEYBYTEORDER, u32le(spec.keyByteorder))];
   if (spec.map) ud.push(udata(UDATA_SET_DATABYTEORDER, u32le(0)));
   if (spec.interval) ud.push(udata(UDATA_SET_MERGE_ELEMENTS, u32le(1)));
   for (const extra of spec.udataExtra ?? []) ud.push(extra);
   if (spec.map) ud.push(udata(UDATA_SET_DATA_INTERVAL, u32le(0)));
-  attrs.push(attr(NFTA_SET_USERDATA, concatBytes(ud)));
-  ctx.push(NFT_MSG_NEWSET, NLM_F_CREATE, attrs, `${field}: anonymous set`);
-  ctx.push(NFT_MSG_NEWSETELEM, NLM_F_CREATE, [
-    str(NFTA_SET_ELEM_LIST_TABLE, ctx.table), str(NFTA_SET_ELEM_LIST_SET, name), nested(NFTA_SET_ELEM_LIST_ELEMENTS, spec.elements), be32(NFTA_SET_ELEM_LIST_SET_ID, id),
-  ], `${field}: anonymous set elements`);
-  return { name, id };
-}
+  w.beginMessage(NFT_MSG_NEWSET, NLM_F_CREATE);
+  w.str(NFTA_SET_TABLE, ctx.table);
+  w.str(NFTA_SET_NAME, name);
+  w.u32(NFTA_SET_FLAGS, flags);
+  w.u32(NFTA_SET_KEY_TYPE, spec.keyTypeId);
+  w.u32(NFTA_SET_KEY_LEN, spec.keyLen);
+  if (spec.map) {
+    w.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+    w.u32(NFTA_SET_DATA_LEN, 0);
+  }
+  w.u32(NFTA_SET_ID, id);
+  w.begin(NFTA_SET_DESC);
+  w.u32(NFTA_SET_DESC_SIZE, spec.elements.length);
+  w.end();
+  w.bytes(NFTA_SET_USERDATA, concatBytes(ud));
+  w.endMessage(`${field}: anonymous set`);
 
-function element(key: Uint8Array, extra: A[] = []): A {
-  return nested(NFTA_LIST_ELEM, [nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, key)]), ...extra]);
+  w.beginMessage(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
+  w.str(NFTA_SET_ELEM_LIST_TABLE, ctx.table);
+  w.str(NFTA_SET_ELEM_LIST_SET, name);
+  w.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+  for (const e of spec.elements) {
+    w.begin(NFTA_LIST_ELEM);
+    if (e.intervalEnd) w.u32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+    dataValue(w, NFTA_SET_ELEM_KEY, e.key);
+    if (e.verdict) {
+      w.begin(NFTA_SET_ELEM_DATA);
+      verdictData(ctx, e.verdict.field, e.verdict.verdict);
+      w.end();
+    }
+    w.end();
+  }
+  w.end();
+  w.u32(NFTA_SET_ELEM_LIST_SET_ID, id);
+  w.endMessage(`${field}: anonymous set elements`);
+  return { name, id };
 }
 
 /** The typeof userdata nft records for an anonymous set keyed by `ip saddr` / `ip daddr`. */
@@ -571,8 +910,7 @@ function ipv4Ranges(field: string, values: readonly NftValue[]): [number, number
   const ranges: [number, number][] = values.map((v, i) => {
     if (typeof v !== "string") throw new NftNotEncodable(`${field}[${i}]: ${JSON.stringify(v)}`);
     const cidr = cidrOf(`${field}[${i}]`, v.includes("/") ? v : `${v}/32`);
-    const b = ipv4Bytes(`${field}[${i}]`, v.split("/")[0]!);
-    const n = new DataView(b.buffer, b.byteOffset, 4).getUint32(0, false);
+    const n = ipv4Number(`${field}[${i}]`, v.split("/")[0]!);
     const size = 2 ** (32 - cidr.prefix);
     const start = n - (n % size);
     return [start, start + size];
@@ -598,204 +936,350 @@ function cidrOf(field: string, text: string): ReturnType<typeof parseCidr> {
   throw new NftNotEncodable(`${field}: ${JSON.stringify(text)} is not an IPv4 CIDR the encoder writes`);
 }
 
-function be32Bytes(n: number): Uint8Array {
-  return u32be(n);
+type MatchStatement = Extract<NftStatement, { match: NftSelector }>;
+
+function checkMatchOp(field: string, s: MatchStatement): boolean {
+  if (s.op !== undefined && s.op !== "==" && s.op !== "!=") throw new NftNotEncodable(`${field}.op ${JSON.stringify(s.op)}`);
+  return s.op === "!=";
+}
+
+/** The anonymous set of a match with several values: an interval set when any of them is a prefix. */
+function matchSet(ctx: Context, field: string, s: MatchStatement): SetRef {
+  checkMatchOp(field, s);
+  const values = s.value as readonly NftValue[];
+  const load = selector(`${field}.match`, s.match);
+  const isIp = s.match === "ip saddr" || s.match === "ip daddr";
+  if (s.match === "ct state" || s.match === "ct status") throw new NftNotEncodable(`${field}: ${s.match} with several values`);
+  const typeof_ = ipTypeofUdata(s.match);
+  if (isIp && values.some((v) => typeof v === "string" && v.includes("/") && !v.endsWith("/32"))) {
+    const ranges = ipv4Ranges(`${field}.value`, values);
+    const elements: AnonymousElement[] = [];
+    // nft starts an interval set whose first range is above zero with an end marker at zero.
+    if (ranges[0]![0] > 0) elements.push({ key: u32be(0), intervalEnd: true });
+    for (const [start, end] of ranges) {
+      elements.push({ key: u32be(start) });
+      if (end < 2 ** 32) elements.push({ key: u32be(end), intervalEnd: true });
+    }
+    return anonymousSet(ctx, field, { keyTypeId: 7, keyLen: 4, keyByteorder: 2, interval: true, map: false, elements, ...(typeof_ ? { udataExtra: [typeof_] } : {}) });
+  }
+  if (load.type === "integer") throw new NftNotEncodable(`${field}: a set of ${s.match} values`);
+  const dt = datatype(load.type);
+  const seen = new Set<string>();
+  const elements: AnonymousElement[] = [];
+  for (const [i, v] of values.entries()) {
+    const bytes = load.value(`${field}.value[${i}]`, typeof v === "string" && v.endsWith("/32") ? v.slice(0, -3) : v);
+    const k = Buffer.from(bytes).toString("hex");
+    if (!seen.has(k)) elements.push({ key: bytes });
+    seen.add(k);
+  }
+  return anonymousSet(ctx, field, { keyTypeId: dt.id, keyLen: dt.len, keyByteorder: dt.byteorder, interval: false, map: false, elements, ...(typeof_ ? { udataExtra: [typeof_] } : {}) });
+}
+
+function numgenVmapSet(ctx: Context, field: string, verdicts: readonly NftVerdict[]): SetRef {
+  const elements = verdicts.map((v, i): AnonymousElement => ({ key: u32le(i), verdict: { field: `${field}.numgenVmap[${i}]`, verdict: v } }));
+  return anonymousSet(ctx, field, { keyTypeId: TYPE_INTEGER, keyLen: 4, keyByteorder: 1, interval: false, map: true, elements });
 }
 
 /**
- * Expressions of single-value matches, by selector, operator and value: the same few (the cluster
- * CIDR, a protocol, `ct state new`) recur in thousands of rules. Encoded attributes are never
- * changed after they are sized, so sharing them is safe.
+ * Expressions of single-value matches, by operator, selector and value: the same few (the cluster
+ * CIDR, a protocol, `ct state new`) recur in thousands of rules, so their bytes are written once
+ * and copied.
  */
-const matchCache = new Map<string, A[]>();
+const matchCache: [Map<NftSelector, Map<NftValue, Uint8Array>>, Map<NftSelector, Map<NftValue, Uint8Array>>] = [new Map(), new Map()];
+let matchCacheSize = 0;
 const MATCH_CACHE_MAX = 256;
 
-function matchStatement(ctx: Context, field: string, s: Extract<NftStatement, { match: NftSelector }>): A[] {
-  if (typeof s.value === "string" || typeof s.value === "number") {
-    const key = `${s.match}|${s.op ?? "=="}|${s.value}`;
-    let exprs = matchCache.get(key);
-    if (exprs === undefined) {
-      exprs = encodeMatch(ctx, field, s);
-      if (matchCache.size >= MATCH_CACHE_MAX) matchCache.clear();
-      matchCache.set(key, exprs);
-    }
-    return exprs;
+function matchStatement(ctx: Context, field: string, s: MatchStatement, set: SetRef | undefined): void {
+  const w = ctx.w;
+  const negate = checkMatchOp(field, s);
+  if (set !== undefined) {
+    selector(`${field}.match`, s.match).load(w, NFT_REG_1);
+    lookupExpr(w, set.name, set.id, NFT_REG_1, undefined, negate);
+    return;
   }
-  return encodeMatch(ctx, field, s);
+  const value = s.value;
+  if (typeof value !== "string" && typeof value !== "number") {
+    encodeMatch(ctx, field, s, negate);
+    return;
+  }
+  const bySelector = matchCache[negate ? 1 : 0];
+  const cached = bySelector.get(s.match)?.get(value);
+  if (cached !== undefined) {
+    w.raw(cached);
+    return;
+  }
+  const start = w.offset;
+  encodeMatch(ctx, field, s, negate);
+  if (matchCacheSize >= MATCH_CACHE_MAX) {
+    matchCache[0].clear();
+    matchCache[1].clear();
+    matchCacheSize = 0;
+  }
+  let byValue = bySelector.get(s.match);
+  if (byValue === undefined) bySelector.set(s.match, (byValue = new Map()));
+  byValue.set(value, w.since(start));
+  matchCacheSize++;
 }
 
-function encodeMatch(ctx: Context, field: string, s: Extract<NftStatement, { match: NftSelector }>): A[] {
-  const negate = s.op === "!=";
-  if (s.op !== undefined && s.op !== "==" && s.op !== "!=") throw new NftNotEncodable(`${field}.op ${JSON.stringify(s.op)}`);
+/** A match against one value (several are matchSet's). */
+function encodeMatch(ctx: Context, field: string, s: MatchStatement, negate: boolean): void {
+  const w = ctx.w;
   const values = Array.isArray(s.value) ? (s.value as readonly NftValue[]) : [s.value as NftValue];
   if (values.length === 0) throw new NftNotEncodable(`${field}: empty value list`);
   const load = selector(`${field}.match`, s.match);
   const isIp = s.match === "ip saddr" || s.match === "ip daddr";
-  if (values.length === 1) {
-    const v = values[0]!;
-    if (isIp && typeof v === "string" && v.includes("/")) {
-      const cidr = cidrOf(`${field}.value`, v);
-      const prefix = cidr.prefix;
-      const offset = s.match === "ip saddr" ? 12 : 16;
-      const bytes = ipv4Bytes(`${field}.value`, v.split("/")[0]!);
-      if (prefix === 32) return [load.load(NFT_REG_1), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, bytes)];
-      if (prefix === 0) throw new NftNotEncodable(`${field}: prefix /0`);
-      const mask = new Uint8Array(4);
-      for (let i = 0; i < prefix; i++) mask[i >> 3]! |= 0x80 >> (i & 7);
-      const network = bytes.map((b, i) => b & mask[i]!);
-      if (prefix % 8 === 0) {
-        // nft loads only the prefix's bytes and compares them, with no mask.
-        return [payload(NFT_REG_1, NFT_PAYLOAD_NETWORK_HEADER, offset, prefix / 8), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, network.subarray(0, prefix / 8))];
-      }
-      return [load.load(NFT_REG_1), bitwise(4, mask, new Uint8Array(4)), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, network)];
+  const op = negate ? NFT_CMP_NEQ : NFT_CMP_EQ;
+  const v = values[0]!;
+  if (isIp && typeof v === "string" && v.includes("/")) {
+    const cidr = cidrOf(`${field}.value`, v);
+    const prefix = cidr.prefix;
+    const offset = s.match === "ip saddr" ? 12 : 16;
+    const bytes = ipv4Bytes(`${field}.value`, v.split("/")[0]!);
+    if (prefix === 32) {
+      load.load(w, NFT_REG_1);
+      cmp(w, op, bytes);
+      return;
     }
-    if (s.match === "ct state" || s.match === "ct status") {
-      const bits = load.value(`${field}.value`, v);
-      // `ct state new` is a bit test; `ct state != new` compares the whole state (nft 1.0.6). The same for ct status.
-      if (negate) return [load.load(NFT_REG_1), cmp(NFT_CMP_NEQ, bits)];
-      return [load.load(NFT_REG_1), bitwise(4, bits, new Uint8Array(4)), cmp(NFT_CMP_NEQ, new Uint8Array(4))];
+    if (prefix === 0) throw new NftNotEncodable(`${field}: prefix /0`);
+    const mask = new Uint8Array(4);
+    for (let i = 0; i < prefix; i++) mask[i >> 3]! |= 0x80 >> (i & 7);
+    const network = bytes.map((b, i) => b & mask[i]!);
+    if (prefix % 8 === 0) {
+      // nft loads only the prefix's bytes and compares them, with no mask.
+      payload(w, NFT_REG_1, NFT_PAYLOAD_NETWORK_HEADER, offset, prefix / 8);
+      cmp(w, op, network.subarray(0, prefix / 8));
+      return;
     }
-    return [load.load(NFT_REG_1), cmp(negate ? NFT_CMP_NEQ : NFT_CMP_EQ, load.value(`${field}.value`, v))];
+    load.load(w, NFT_REG_1);
+    bitwise(w, 4, mask, new Uint8Array(4));
+    cmp(w, op, network);
+    return;
   }
-  // Several values: an anonymous set, an interval set when any of them is a prefix.
-  if (s.match === "ct state" || s.match === "ct status") throw new NftNotEncodable(`${field}: ${s.match} with several values`);
-  let set: { name: string; id: number };
-  if (isIp && values.some((v) => typeof v === "string" && v.includes("/") && !v.endsWith("/32"))) {
-    const ranges = ipv4Ranges(`${field}.value`, values);
-    const elements: A[] = [];
-    const endFlag = be32(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-    // nft starts an interval set whose first range is above zero with an end marker at zero.
-    if (ranges[0]![0] > 0) elements.push(nested(NFTA_LIST_ELEM, [endFlag, nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, be32Bytes(0))])]));
-    for (const [start, end] of ranges) {
-      elements.push(element(be32Bytes(start)));
-      if (end < 2 ** 32) elements.push(nested(NFTA_LIST_ELEM, [endFlag, nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, be32Bytes(end))])]));
-    }
-    const typeof_ = ipTypeofUdata(s.match);
-    set = anonymousSet(ctx, field, { keyTypeId: 7, keyLen: 4, keyByteorder: 2, interval: true, map: false, elements, ...(typeof_ ? { udataExtra: [typeof_] } : {}) });
-  } else {
-    if (load.type === "integer") throw new NftNotEncodable(`${field}: a set of ${s.match} values`);
-    const dt = datatype(load.type);
-    const seen = new Set<string>();
-    const elements: A[] = [];
-    for (const [i, v] of values.entries()) {
-      const bytes = load.value(`${field}.value[${i}]`, typeof v === "string" && v.endsWith("/32") ? v.slice(0, -3) : v);
-      const k = Buffer.from(bytes).toString("hex");
-      if (!seen.has(k)) elements.push(element(bytes));
-      seen.add(k);
-    }
-    const typeof_ = ipTypeofUdata(s.match);
-    set = anonymousSet(ctx, field, { keyTypeId: dt.id, keyLen: dt.len, keyByteorder: dt.byteorder, interval: false, map: false, elements, ...(typeof_ ? { udataExtra: [typeof_] } : {}) });
+  if (s.match === "ct state" || s.match === "ct status") {
+    const bits = load.value(`${field}.value`, v);
+    load.load(w, NFT_REG_1);
+    // `ct state new` is a bit test; `ct state != new` compares the whole state (nft 1.0.6). The same for ct status.
+    if (!negate) bitwise(w, 4, bits, new Uint8Array(4));
+    cmp(w, NFT_CMP_NEQ, negate ? bits : new Uint8Array(4));
+    return;
   }
-  return [load.load(NFT_REG_1), lookupExpr(set.name, set.id, NFT_REG_1, undefined, negate)];
+  const bytes = load.value(`${field}.value`, v);
+  load.load(w, NFT_REG_1);
+  cmp(w, op, bytes);
 }
 
-function lookupExpr(set: string, setId: number | undefined, sreg: number, dreg: number | undefined, invert: boolean): A {
-  const attrs: A[] = [str(1, set), be32(2, sreg)];
-  if (dreg !== undefined) attrs.push(be32(3, dreg));
-  if (setId !== undefined) attrs.push(be32(4, setId));
-  if (invert) attrs.push(be32(5, NFT_LOOKUP_F_INV));
-  return expr("lookup", attrs);
+function lookupExpr(w: BatchWriter, set: string, setId: number | undefined, sreg: number, dreg: number | undefined, invert: boolean): void {
+  w.beginExpr("lookup");
+  w.str(1, set);
+  w.u32(2, sreg);
+  if (dreg !== undefined) w.u32(3, dreg);
+  if (setId !== undefined) w.u32(4, setId);
+  if (invert) w.u32(5, NFT_LOOKUP_F_INV);
+  w.endExpr();
 }
 
-function numgen(mod: number): A {
-  return expr("numgen", [be32(1, NFT_REG_1), be32(2, mod), be32(3, NFT_NG_RANDOM)]);
+function numgen(w: BatchWriter, mod: number, offset?: number): void {
+  w.beginExpr("numgen");
+  w.u32(1, NFT_REG_1);
+  w.u32(2, mod);
+  w.u32(3, NFT_NG_RANDOM);
+  if (offset !== undefined) w.u32(NFTA_NG_OFFSET, offset);
+  w.endExpr();
 }
 
-function statementExprs(ctx: Context, field: string, s: NftStatement): A[] {
-  if ("verdict" in s) return [immediateVerdict(field, s)];
-  if ("match" in s) return matchStatement(ctx, field, s);
+const REJECTS: Record<string, { type: number; code?: number }> = {
+  "tcp reset": { type: NFT_REJECT_TCP_RST },
+  "icmp port-unreachable": { type: NFT_REJECT_ICMP_UNREACH, code: 3 },
+  "icmp host-unreachable": { type: NFT_REJECT_ICMP_UNREACH, code: 1 },
+  "icmpx port-unreachable": { type: NFT_REJECT_ICMPX_UNREACH, code: 1 },
+  "icmpx admin-prohibited": { type: NFT_REJECT_ICMPX_UNREACH, code: 3 },
+};
+
+/**
+ * Writes a statement's expressions. False, having written nothing, for a statement that refers
+ * to an anonymous set when `set` is not given: the set's messages must come before the rule's.
+ */
+function statementExprs(ctx: Context, field: string, s: NftStatement, set: SetRef | undefined): boolean {
+  const w = ctx.w;
+  if ("verdict" in s) {
+    immediateVerdict(ctx, field, s);
+    return true;
+  }
+  if ("match" in s) {
+    if (set === undefined && Array.isArray(s.value) && s.value.length > 1) return false;
+    matchStatement(ctx, field, s, set);
+    return true;
+  }
   if ("lookup" in s) {
-    const { exprs } = loadKey(`${field}.lookup`, s.lookup);
-    return [...exprs, lookupExpr(checkIdentifier(`${field}.set`, s.set), undefined, NFT_REG_1, undefined, s.negate === true)];
+    loadKey(w, `${field}.lookup`, s.lookup);
+    lookupExpr(w, checkIdentifier(`${field}.set`, s.set), undefined, NFT_REG_1, undefined, s.negate === true);
+    return true;
   }
   if ("vmapLookup" in s) {
-    const { exprs } = loadKey(`${field}.vmapLookup`, s.vmapLookup);
-    return [...exprs, lookupExpr(checkIdentifier(`${field}.map`, s.map), undefined, NFT_REG_1, NFT_REG_VERDICT, false)];
+    loadKey(w, `${field}.vmapLookup`, s.vmapLookup);
+    lookupExpr(w, checkIdentifier(`${field}.map`, s.map), undefined, NFT_REG_1, NFT_REG_VERDICT, false);
+    return true;
   }
   if ("numgenMatch" in s) {
     const { mod, value } = s.numgenMatch;
     if (!Number.isSafeInteger(mod) || mod < 1 || !Number.isSafeInteger(value) || value < 0 || value >= mod) throw new NftNotEncodable(`${field}: numgen mod ${mod} ${value}`);
-    return [numgen(mod), cmp(NFT_CMP_EQ, u32le(value))];
+    numgen(w, mod);
+    cmp(w, NFT_CMP_EQ, u32le(value));
+    return true;
   }
   if ("numgenVmap" in s) {
     if (s.numgenVmap.length === 0) throw new NftNotEncodable(`${field}: empty numgen vmap`);
-    const elements = s.numgenVmap.map((v, i) => element(u32le(i), [nested(NFTA_SET_ELEM_DATA, [verdictData(`${field}.numgenVmap[${i}]`, v)])]));
-    const map = anonymousSet(ctx, field, { keyTypeId: TYPE_INTEGER, keyLen: 4, keyByteorder: 1, interval: false, map: true, elements });
-    return [numgen(s.numgenVmap.length), lookupExpr(map.name, map.id, NFT_REG_1, NFT_REG_VERDICT, false)];
+    if (set === undefined) return false;
+    numgen(w, s.numgenVmap.length);
+    lookupExpr(w, set.name, set.id, NFT_REG_1, NFT_REG_VERDICT, false);
+    return true;
   }
   if ("dnat" in s || "snat" in s) {
     const target = "dnat" in s ? s.dnat : s.snat;
     if (target.family !== "ip") throw new NftNotEncodable(`${field}: nat family ${target.family}`);
-    const exprs = [immediateData(NFT_REG_1, ipv4Bytes(`${field}.address`, target.address))];
-    const nat: A[] = [be32(1, "dnat" in s ? NFT_NAT_DNAT : NFT_NAT_SNAT), be32(2, NFPROTO_IPV4), be32(3, NFT_REG_1)];
+    const address = ipv4Bytes(`${field}.address`, target.address);
     const port = "dnat" in s ? s.dnat.port : undefined;
-    if (port !== undefined) {
-      const b = new Uint8Array(2);
-      new DataView(b.buffer).setUint16(0, portNumber(`${field}.port`, port), false);
-      exprs.push(immediateData(NFT_REG_2, b));
-      nat.push(be32(5, NFT_REG_2), be32(7, NF_NAT_RANGE_PROTO_SPECIFIED));
+    const portNumberValue = port === undefined ? undefined : portNumber(`${field}.port`, port);
+    const portBytes = portNumberValue === undefined ? undefined : Uint8Array.of(portNumberValue >>> 8, portNumberValue);
+    immediateData(w, NFT_REG_1, address);
+    if (portBytes !== undefined) immediateData(w, NFT_REG_2, portBytes);
+    w.beginExpr("nat");
+    w.u32(1, "dnat" in s ? NFT_NAT_DNAT : NFT_NAT_SNAT);
+    w.u32(2, NFPROTO_IPV4);
+    w.u32(3, NFT_REG_1);
+    if (portBytes !== undefined) {
+      w.u32(5, NFT_REG_2);
+      w.u32(7, NF_NAT_RANGE_PROTO_SPECIFIED);
     }
-    return [...exprs, expr("nat", nat)];
+    w.endExpr();
+    return true;
   }
-  if ("dnatMap" in s) return dnatMapExprs(field, s.dnatMap);
-  if ("masquerade" in s) return [expr("masq", s.masquerade.fullyRandom ? [be32(1, NF_NAT_RANGE_PROTO_RANDOM_FULLY)] : [])];
+  if ("dnatMap" in s) {
+    dnatMapExprs(ctx, field, s.dnatMap);
+    return true;
+  }
+  if ("masquerade" in s) {
+    w.beginExpr("masq");
+    if (s.masquerade.fullyRandom) w.u32(1, NF_NAT_RANGE_PROTO_RANDOM_FULLY);
+    w.endExpr();
+    return true;
+  }
   if ("setMarkOr" in s) {
     const mark = s.setMarkOr;
     if (!Number.isInteger(mark) || mark < 0 || mark > 0xffffffff) throw new NftNotEncodable(`${field}: mark ${mark}`);
-    return [meta(NFT_REG_1, NFT_META_MARK), bitwise(4, u32le(~mark >>> 0), u32le(mark)), expr("meta", [be32(2, NFT_META_MARK), be32(3, NFT_REG_1)])];
+    meta(w, NFT_REG_1, NFT_META_MARK);
+    bitwise(w, 4, u32le(~mark >>> 0), u32le(mark));
+    w.beginExpr("meta");
+    w.u32(2, NFT_META_MARK);
+    w.u32(3, NFT_REG_1);
+    w.endExpr();
+    return true;
   }
   if ("updateSet" in s) {
-    const { exprs } = loadKey(`${field}.key`, s.key);
-    return [...exprs, expr("dynset", [str(1, checkIdentifier(`${field}.updateSet`, s.updateSet)), be32(3, NFT_DYNSET_OP_UPDATE), be32(4, NFT_REG_1)])];
+    loadKey(w, `${field}.key`, s.key);
+    w.beginExpr("dynset");
+    w.str(1, checkIdentifier(`${field}.updateSet`, s.updateSet));
+    w.u32(3, NFT_DYNSET_OP_UPDATE);
+    w.u32(4, NFT_REG_1);
+    w.endExpr();
+    return true;
   }
-  if ("counter" in s) return [expr("counter", [be64(1, 0), be64(2, 0)])];
-  if ("namedCounter" in s) return [expr("objref", [be32(1, 1), str(2, checkIdentifier(`${field}.namedCounter`, s.namedCounter))])];
+  if ("counter" in s) {
+    w.beginExpr("counter");
+    w.u64(1, 0);
+    w.u64(2, 0);
+    w.endExpr();
+    return true;
+  }
+  if ("namedCounter" in s) {
+    w.beginExpr("objref");
+    w.u32(1, 1);
+    w.str(2, checkIdentifier(`${field}.namedCounter`, s.namedCounter));
+    w.endExpr();
+    return true;
+  }
   if ("reject" in s) {
-    switch (s.reject) {
-      case "tcp reset": return [expr("reject", [be32(1, NFT_REJECT_TCP_RST)])];
-      case "icmp port-unreachable": return [expr("reject", [be32(1, NFT_REJECT_ICMP_UNREACH), attr(2, Uint8Array.of(3))])];
-      case "icmp host-unreachable": return [expr("reject", [be32(1, NFT_REJECT_ICMP_UNREACH), attr(2, Uint8Array.of(1))])];
-      case "icmpx port-unreachable": return [expr("reject", [be32(1, NFT_REJECT_ICMPX_UNREACH), attr(2, Uint8Array.of(1))])];
-      case "icmpx admin-prohibited": return [expr("reject", [be32(1, NFT_REJECT_ICMPX_UNREACH), attr(2, Uint8Array.of(3))])];
-      default: throw new NftNotEncodable(`${field}: reject ${JSON.stringify(s.reject)}`);
-    }
+    const reject = Object.hasOwn(REJECTS, s.reject) ? REJECTS[s.reject] : undefined;
+    if (reject === undefined) throw new NftNotEncodable(`${field}: reject ${JSON.stringify(s.reject)}`);
+    w.beginExpr("reject");
+    w.u32(1, reject.type);
+    if (reject.code !== undefined) w.bytes(2, Uint8Array.of(reject.code));
+    w.endExpr();
+    return true;
   }
   throw new NftNotEncodable(`${field}: statement ${JSON.stringify(s)}`);
 }
 
-function ruleAttrs(ctx: Context, field: string, chain: A, rule: NftRule): A[] {
-  if (rule.statements.length === 0) throw new NftNotEncodable(`${field}: a rule without statements`);
-  const exprs: A[] = [];
-  rule.statements.forEach((s, i) => {
-    for (const e of statementExprs(ctx, `${field}.statements[${i}]`, s)) exprs.push(e);
-  });
-  const attrs: A[] = [ctx.tableAttr, chain, nested(NFTA_RULE_EXPRESSIONS, exprs)];
-  if (rule.comment !== undefined) attrs.push(attr(NFTA_RULE_USERDATA, commentUdata(UDATA_COMMENT, `${field}.comment`, rule.comment)));
-  return attrs;
+function addRule(ctx: Context, field: string, chain: string, index: number, rule: NftRule): void {
+  const statements = rule.statements;
+  if (statements.length === 0) throw new NftNotEncodable(`${field}: a rule without statements`);
+  const w = ctx.w;
+  const start = w.offset;
+  if (writeRule(ctx, field, chain, index, rule, undefined)) return;
+  // The rule refers to anonymous sets, whose messages go first, in its statements' order (as nft
+  // sends them): the rule is written again after them.
+  w.rewind(start);
+  const sets: (SetRef | undefined)[] = [];
+  for (let i = 0; i < statements.length; i++) {
+    const s = statements[i]!;
+    const statementField = `${field}.statements[${i}]`;
+    if ("numgenVmap" in s && s.numgenVmap.length > 0) sets[i] = numgenVmapSet(ctx, statementField, s.numgenVmap);
+    else if ("match" in s && Array.isArray(s.value) && s.value.length > 1) sets[i] = matchSet(ctx, statementField, s);
+  }
+  if (!writeRule(ctx, field, chain, index, rule, sets)) throw new Error("nf_tables encoder: a rule's anonymous set went missing");
 }
 
-function baseChainAttrs(field: string, base: NftBaseChain): A[] {
+/** False (the rule rewound by the caller) when a statement needs an anonymous set not in `sets`. */
+function writeRule(ctx: Context, field: string, chain: string, index: number, rule: NftRule, sets: readonly (SetRef | undefined)[] | undefined): boolean {
+  const w = ctx.w;
+  w.beginMessage(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
+  w.str(NFTA_RULE_TABLE, ctx.table);
+  w.str(NFTA_RULE_CHAIN, chain);
+  w.begin(NFTA_RULE_EXPRESSIONS);
+  const statements = rule.statements;
+  for (let i = 0; i < statements.length; i++) {
+    if (!statementExprs(ctx, `${field}.statements[${i}]`, statements[i]!, sets?.[i])) return false;
+  }
+  w.end();
+  if (rule.comment !== undefined) w.udataString(NFTA_RULE_USERDATA, UDATA_COMMENT, `${field}.comment`, rule.comment);
+  w.endMessage(`add rule ${chain} (rule ${index})`);
+  return true;
+}
+
+function baseChainAttrs(w: BatchWriter, field: string, base: NftBaseChain): void {
   const hook = NF_INET_HOOKS[base.hook];
   if (hook === undefined) throw new NftNotEncodable(`${field}.hook ${base.hook}`);
   if (base.device !== undefined) throw new NftNotEncodable(`${field}.device`);
   if (!["filter", "nat", "route"].includes(base.type)) throw new NftNotEncodable(`${field}.type ${base.type}`);
   const priority = priorityNumber("ip", base.priority);
   if (!Number.isSafeInteger(priority)) throw new NftNotEncodable(`${field}.priority ${JSON.stringify(base.priority)}`);
-  const attrs: A[] = [nested(NFTA_CHAIN_HOOK, [be32(NFTA_HOOK_HOOKNUM, hook), be32(NFTA_HOOK_PRIORITY, priority)])];
-  if (base.policy !== undefined) {
-    if (base.policy !== "accept" && base.policy !== "drop") throw new NftNotEncodable(`${field}.policy`);
-    attrs.push(be32(NFTA_CHAIN_POLICY, base.policy === "accept" ? NF_ACCEPT : NF_DROP));
-  }
-  attrs.push(str(NFTA_CHAIN_TYPE, base.type));
-  return attrs;
+  if (base.policy !== undefined && base.policy !== "accept" && base.policy !== "drop") throw new NftNotEncodable(`${field}.policy`);
+  w.begin(NFTA_CHAIN_HOOK);
+  w.u32(NFTA_HOOK_HOOKNUM, hook);
+  w.u32(NFTA_HOOK_PRIORITY, priority);
+  w.end();
+  if (base.policy !== undefined) w.u32(NFTA_CHAIN_POLICY, base.policy === "accept" ? NF_ACCEPT : NF_DROP);
+  w.str(NFTA_CHAIN_TYPE, base.type);
 }
 
 function addChain(ctx: Context, field: string, chain: NftChain, flush: boolean): void {
+  const w = ctx.w;
   const name = checkIdentifier(`${field}.name`, chain.name);
-  ctx.push(NFT_MSG_NEWCHAIN, NLM_F_CREATE, [str(NFTA_CHAIN_TABLE, ctx.table), str(NFTA_CHAIN_NAME, name), ...(chain.base ? baseChainAttrs(`${field}.base`, chain.base) : [])], `add chain ${name}`);
-  if (flush) ctx.push(NFT_MSG_DELRULE, 0, [str(NFTA_RULE_TABLE, ctx.table), str(NFTA_RULE_CHAIN, name)], `flush chain ${name}`);
-  const chainAttr = attr(NFTA_RULE_CHAIN, cstring(name));
-  chain.rules.forEach((rule, i) => ctx.push(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, ruleAttrs(ctx, `${field}.rules[${i}]`, chainAttr, rule), `add rule ${name} (rule ${i})`));
+  w.beginMessage(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
+  w.str(NFTA_CHAIN_TABLE, ctx.table);
+  w.str(NFTA_CHAIN_NAME, name);
+  if (chain.base) baseChainAttrs(w, `${field}.base`, chain.base);
+  w.endMessage(`add chain ${name}`);
+  if (flush) flushChain(ctx, name);
+  const rules = chain.rules;
+  for (let i = 0; i < rules.length; i++) addRule(ctx, `${field}.rules[${i}]`, name, i, rules[i]!);
+}
+
+function flushChain(ctx: Context, name: string): void {
+  ctx.w.beginMessage(NFT_MSG_DELRULE, 0);
+  ctx.w.str(NFTA_RULE_TABLE, ctx.table);
+  ctx.w.str(NFTA_RULE_CHAIN, name);
+  ctx.w.endMessage(`flush chain ${name}`);
 }
 
 function setUserdata(keyType: readonly NftDataType[], map: boolean, comment: string | undefined, field: string): Uint8Array {
@@ -818,7 +1302,6 @@ function addSetOrMap(ctx: Context, field: string, s: NftSet | NftMap, isMap: boo
     else if (f === "constant") flags |= NFT_SET_CONSTANT;
     else throw new NftNotEncodable(`${field}.flags ${f}`);
   }
-  const attrs: A[] = [str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name)];
   if (isMap && isNumgenMap(s as NftMap)) {
     addNumgenMap(ctx, field, name, s as NftMap, flags, schemas);
     return;
@@ -828,17 +1311,27 @@ function addSetOrMap(ctx: Context, field: string, s: NftSet | NftMap, isMap: boo
     if (map.valueType.length !== 1 || map.valueType[0] !== "verdict") throw new NftNotEncodable(`${field}: a data map (${map.valueType.join(" . ")})`);
     flags |= NFT_SET_MAP;
   }
-  attrs.push(be32(NFTA_SET_FLAGS, flags), be32(NFTA_SET_KEY_TYPE, keyTypeId(s.keyType)), be32(NFTA_SET_KEY_LEN, keyLength(s.keyType)));
-  if (isMap) attrs.push(be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT), be32(NFTA_SET_DATA_LEN, 0));
-  attrs.push(be32(NFTA_SET_ID, ctx.setId()));
+  const keyType = keyTypeId(s.keyType);
+  const keyLen = keyLength(s.keyType);
   const timeout = isMap ? undefined : (s as NftSet).timeoutSeconds;
-  if (timeout !== undefined) {
-    if (!Number.isSafeInteger(timeout) || timeout <= 0) throw new NftNotEncodable(`${field}.timeoutSeconds ${timeout}`);
-    attrs.push(be64(NFTA_SET_TIMEOUT, timeout * 1000));
-  }
+  if (timeout !== undefined && (!Number.isSafeInteger(timeout) || timeout <= 0)) throw new NftNotEncodable(`${field}.timeoutSeconds ${timeout}`);
   if (!isMap && (s as NftSet).autoMerge) throw new NftNotEncodable(`${field}.autoMerge`);
-  attrs.push(attr(NFTA_SET_USERDATA, setUserdata(s.keyType, isMap, s.comment, field)));
-  ctx.push(NFT_MSG_NEWSET, NLM_F_CREATE, attrs, `add ${isMap ? "map" : "set"} ${name}`);
+  const userdata = setUserdata(s.keyType, isMap, s.comment, field);
+  const w = ctx.w;
+  w.beginMessage(NFT_MSG_NEWSET, NLM_F_CREATE);
+  w.str(NFTA_SET_TABLE, ctx.table);
+  w.str(NFTA_SET_NAME, name);
+  w.u32(NFTA_SET_FLAGS, flags);
+  w.u32(NFTA_SET_KEY_TYPE, keyType);
+  w.u32(NFTA_SET_KEY_LEN, keyLen);
+  if (isMap) {
+    w.u32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+    w.u32(NFTA_SET_DATA_LEN, 0);
+  }
+  w.u32(NFTA_SET_ID, ctx.setId());
+  if (timeout !== undefined) w.u64(NFTA_SET_TIMEOUT, timeout * 1000);
+  w.bytes(NFTA_SET_USERDATA, userdata);
+  w.endMessage(`add ${isMap ? "map" : "set"} ${name}`);
   const schema: SetSchema = { keyType: s.keyType, verdictMap: isMap };
   schemas.set(name, schema);
   if (s.elements.length > 0) elementMessages(ctx, `${field}.elements`, name, schema, s.elements, false);
@@ -848,39 +1341,60 @@ function isMapElement(e: readonly NftValue[] | NftMapElement): e is NftMapElemen
   return !Array.isArray(e);
 }
 
+/**
+ * NEWSETELEM (or DELSETELEM) messages of up to ELEMENT_BYTES_PER_MESSAGE each, by an estimate of
+ * every element's size (which decides where a message ends, so it must stay as it is for the same bytes).
+ */
 function elementMessages(ctx: Context, field: string, set: string, schema: SetSchema, elements: readonly (readonly NftValue[] | NftMapElement)[], remove: boolean): void {
-  let batch: A[] = [];
+  const w = ctx.w;
+  const keyBytes = keyValueLength(schema.keyType);
+  const valueBytes = schema.valueType === undefined ? 0 : keyValueLength(schema.valueType);
+  const op = `${remove ? "delete" : "add"} element ${set}`;
+  let open = false;
   let bytes = 0;
-  const flush = () => {
-    if (batch.length === 0) return;
-    ctx.push(remove ? NFT_MSG_DELSETELEM : NFT_MSG_NEWSETELEM, remove ? 0 : NLM_F_CREATE, [
-      str(NFTA_SET_ELEM_LIST_TABLE, ctx.table), str(NFTA_SET_ELEM_LIST_SET, set), nested(NFTA_SET_ELEM_LIST_ELEMENTS, batch),
-    ], `${remove ? "delete" : "add"} element ${set}`);
-    batch = [];
-    bytes = 0;
-  };
-  elements.forEach((e, i) => {
-    const key = isMapElement(e) ? e.key : e;
-    const keyValue = keyBytes(`${field}[${i}]`, schema.keyType, key);
-    const children = [nested(NFTA_SET_ELEM_KEY, [attr(NFTA_DATA_VALUE, keyValue)])];
-    let size = 32 + keyValue.byteLength;
+  for (let i = 0; i < elements.length; i++) {
+    const e = elements[i]!;
+    const isMap = isMapElement(e);
+    let size = 32 + keyBytes;
     if (!remove && schema.verdictMap) {
-      if (!isMapElement(e) || e.verdict === undefined || e.value !== undefined) throw new NftNotEncodable(`${field}[${i}]: a verdict map element needs a verdict`);
-      children.push(nested(NFTA_SET_ELEM_DATA, [verdictData(`${field}[${i}].verdict`, e.verdict)]));
+      if (!isMap || e.verdict === undefined || e.value !== undefined) throw new NftNotEncodable(`${field}[${i}]: a verdict map element needs a verdict`);
       size += 32 + (e.verdict.verdict === "jump" || e.verdict.verdict === "goto" ? e.verdict.chain.length : 0);
     } else if (!remove && schema.valueType !== undefined) {
-      if (!isMapElement(e) || e.value === undefined || e.verdict !== undefined) throw new NftNotEncodable(`${field}[${i}]: a data map element needs a value`);
-      const value = keyBytes(`${field}[${i}].value`, schema.valueType, e.value);
-      children.push(nested(NFTA_SET_ELEM_DATA, [attr(NFTA_DATA_VALUE, value)]));
-      size += 32 + value.byteLength;
-    } else if (!remove && isMapElement(e)) {
+      if (!isMap || e.value === undefined || e.verdict !== undefined) throw new NftNotEncodable(`${field}[${i}]: a data map element needs a value`);
+      size += 32 + valueBytes;
+    } else if (!remove && isMap) {
       throw new NftNotEncodable(`${field}[${i}]: a map element for set ${set}`);
     }
-    if (bytes + size > ELEMENT_BYTES_PER_MESSAGE) flush();
-    batch.push(nested(NFTA_LIST_ELEM, children));
+    if (open && bytes + size > ELEMENT_BYTES_PER_MESSAGE) {
+      w.end();
+      w.endMessage(op);
+      open = false;
+      bytes = 0;
+    }
+    if (!open) {
+      w.beginMessage(remove ? NFT_MSG_DELSETELEM : NFT_MSG_NEWSETELEM, remove ? 0 : NLM_F_CREATE);
+      w.str(NFTA_SET_ELEM_LIST_TABLE, ctx.table);
+      w.str(NFTA_SET_ELEM_LIST_SET, set);
+      w.begin(NFTA_SET_ELEM_LIST_ELEMENTS);
+      open = true;
+    }
+    w.begin(NFTA_LIST_ELEM);
+    w.begin(NFTA_SET_ELEM_KEY);
+    keyValue(w, schema.keyType, isMap ? e.key : e, field, i, "");
+    w.end();
+    if (!remove && isMap) {
+      w.begin(NFTA_SET_ELEM_DATA);
+      if (schema.verdictMap) verdictData(ctx, `${field}[${i}].verdict`, e.verdict!);
+      else keyValue(w, schema.valueType!, e.value!, field, i, ".value");
+      w.end();
+    }
+    w.end();
     bytes += size;
-  });
-  flush();
+  }
+  if (open) {
+    w.end();
+    w.endMessage(op);
+  }
 }
 
 /**
@@ -923,35 +1437,49 @@ export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): E
   if (tx.family !== "ip") throw new NftNotEncodable(`family ${tx.family}`);
   const table = checkIdentifier("table", tx.table);
   const ctx = new Context(table, estimateBytes(tx));
+  const w = ctx.w;
   const schemas = new Map<string, SetSchema | undefined>();
   let tableDeleted = false;
   const schema = (name: string): SetSchema | undefined => (schemas.has(name) ? schemas.get(name) : tableDeleted ? undefined : schemaOf(name));
-  tx.changes.forEach((change: NftChange, i) => {
+  const changes = tx.changes;
+  for (let i = 0; i < changes.length; i++) {
+    const change = changes[i]!;
     const field = `changes[${i}]`;
     switch (change.op) {
       case "ensureTable":
-        ctx.push(NFT_MSG_NEWTABLE, NLM_F_CREATE, [str(NFTA_TABLE_NAME, table), be32(NFTA_TABLE_FLAGS, 0)], "add table");
-        return;
+        w.beginMessage(NFT_MSG_NEWTABLE, NLM_F_CREATE);
+        w.str(NFTA_TABLE_NAME, table);
+        w.u32(NFTA_TABLE_FLAGS, 0);
+        w.endMessage("add table");
+        break;
       case "deleteTable":
-        ctx.push(NFT_MSG_DELTABLE, 0, [str(NFTA_TABLE_NAME, table)], "delete table");
+        w.beginMessage(NFT_MSG_DELTABLE, 0);
+        w.str(NFTA_TABLE_NAME, table);
+        w.endMessage("delete table");
         schemas.clear();
         tableDeleted = true;
-        return;
-      case "addChain": addChain(ctx, `${field}.chain`, change.chain, false); return;
-      case "replaceChain": addChain(ctx, `${field}.chain`, change.chain, true); return;
+        break;
+      case "addChain": addChain(ctx, `${field}.chain`, change.chain, false); break;
+      case "replaceChain": addChain(ctx, `${field}.chain`, change.chain, true); break;
       case "deleteChain": {
         const name = checkIdentifier(`${field}.name`, change.name);
-        ctx.push(NFT_MSG_DELRULE, 0, [str(NFTA_RULE_TABLE, table), str(NFTA_RULE_CHAIN, name)], `flush chain ${name}`);
-        ctx.push(NFT_MSG_DELCHAIN, 0, [str(NFTA_CHAIN_TABLE, table), str(NFTA_CHAIN_NAME, name)], `delete chain ${name}`);
-        return;
+        flushChain(ctx, name);
+        w.beginMessage(NFT_MSG_DELCHAIN, 0);
+        w.str(NFTA_CHAIN_TABLE, table);
+        w.str(NFTA_CHAIN_NAME, name);
+        w.endMessage(`delete chain ${name}`);
+        break;
       }
-      case "addSet": addSetOrMap(ctx, `${field}.set`, change.set, false, schemas); return;
-      case "addMap": addSetOrMap(ctx, `${field}.map`, change.map, true, schemas); return;
+      case "addSet": addSetOrMap(ctx, `${field}.set`, change.set, false, schemas); break;
+      case "addMap": addSetOrMap(ctx, `${field}.map`, change.map, true, schemas); break;
       case "deleteSet": case "deleteMap": {
         const name = checkIdentifier(`${field}.name`, change.name);
-        ctx.push(NFT_MSG_DELSET, 0, [str(NFTA_SET_TABLE, table), str(NFTA_SET_NAME, name)], `delete ${change.op === "deleteSet" ? "set" : "map"} ${name}`);
+        w.beginMessage(NFT_MSG_DELSET, 0);
+        w.str(NFTA_SET_TABLE, table);
+        w.str(NFTA_SET_NAME, name);
+        w.endMessage(`delete ${change.op === "deleteSet" ? "set" : "map"} ${name}`);
         schemas.set(name, undefined);
-        return;
+        break;
       }
       case "addElements": case "deleteElements": {
         const name = checkIdentifier(`${field}.setOrMap`, change.setOrMap);
@@ -962,13 +1490,13 @@ export function encodeTransaction(tx: NftTransaction, schemaOf: SchemaLookup): E
           if (change.ifPresent) elementMessages(ctx, `${field}.keys`, name, { ...s, verdictMap: false }, change.keys, false);
           elementMessages(ctx, `${field}.keys`, name, s, change.keys, true);
         }
-        return;
+        break;
       }
       default:
         throw new NftNotEncodable(`${field}: ${change.op}`);
     }
-  });
-  return { ops: ctx.out.ops, batch: ctx.out.finish(), schemaChanges: schemas, tableDeleted };
+  }
+  return { ops: w.ops, batch: w.finish(), schemaChanges: schemas, tableDeleted };
 }
 
 // ---- numgen DNAT maps: `typeof numgen random mod 4096 : ip daddr . tcp dport` (or udp, sctp) and
@@ -986,10 +1514,6 @@ const TYPEOF_PROTOS: Record<string, number> = { udp: 6, tcp: 8, sctp: 10 };
 const NUMGEN_TYPEOF_MOD = 4096;
 const NUMGEN_MAP_DATA_TYPES: readonly NftDataType[] = ["ipv4_addr", "inet_service"];
 
-function ctStatusSelector(): SelectorLoad {
-  return { load: (r) => expr("ct", [be32(1, r), be32(2, NFT_CT_STATUS)]), len: 4, value: (f, v) => u32le(lookupName(f, CT_STATUS_BITS, v)), type: "integer" };
-}
-
 function isNumgenMap(map: NftMap): boolean {
   return map.keyType.length === 1 && map.keyType[0] === "numgen";
 }
@@ -1003,7 +1527,18 @@ function payloadTypeof(proto: number, field: number): Uint8Array {
   return concatBytes([udata(0, u32le(TYPEOF_EXPR_PAYLOAD)), udata(1, concatBytes([udata(0, u32le(proto)), udata(1, u32le(field))]))]);
 }
 
+/** Userdata of uncommented numgen maps by dport: the same for each of a full sync's ~170 maps. */
+const numgenMapUserdataCache = new Map<string, Uint8Array>();
+
 function numgenMapUserdata(field: string, dport: string, comment: string | undefined): Uint8Array {
+  const cached = comment === undefined ? numgenMapUserdataCache.get(dport) : undefined;
+  if (cached !== undefined) return cached;
+  const userdata = makeNumgenMapUserdata(field, dport, comment);
+  if (comment === undefined) numgenMapUserdataCache.set(dport, userdata);
+  return userdata;
+}
+
+function makeNumgenMapUserdata(field: string, dport: string, comment: string | undefined): Uint8Array {
   const proto = TYPEOF_PROTOS[dport];
   if (proto === undefined) throw new NftNotEncodable(`${field}.numgenDport ${JSON.stringify(dport)}`);
   const keyTypeof = concatBytes([
@@ -1028,24 +1563,34 @@ function numgenMapUserdata(field: string, dport: string, comment: string | undef
 function addNumgenMap(ctx: Context, field: string, name: string, map: NftMap, flags: number, schemas: Map<string, SetSchema | undefined>): void {
   const schema = numgenMapSchema(map);
   if (flags !== 0 || (map.flags ?? []).length > 0) throw new NftNotEncodable(`${field}.flags on a numgen map`);
-  ctx.push(NFT_MSG_NEWSET, NLM_F_CREATE, [
-    str(NFTA_SET_TABLE, ctx.table), str(NFTA_SET_NAME, name), be32(NFTA_SET_FLAGS, NFT_SET_MAP),
-    be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER), be32(NFTA_SET_KEY_LEN, 4),
-    be32(NFTA_SET_DATA_TYPE, keyTypeId(NUMGEN_MAP_DATA_TYPES)), be32(NFTA_SET_DATA_LEN, keyLength(NUMGEN_MAP_DATA_TYPES)),
-    be32(NFTA_SET_ID, ctx.setId()),
-    attr(NFTA_SET_USERDATA, numgenMapUserdata(field, map.numgenDport ?? "tcp", map.comment)),
-  ], `add map ${name}`);
+  const userdata = numgenMapUserdata(field, map.numgenDport ?? "tcp", map.comment);
+  const w = ctx.w;
+  w.beginMessage(NFT_MSG_NEWSET, NLM_F_CREATE);
+  w.str(NFTA_SET_TABLE, ctx.table);
+  w.str(NFTA_SET_NAME, name);
+  w.u32(NFTA_SET_FLAGS, NFT_SET_MAP);
+  w.u32(NFTA_SET_KEY_TYPE, TYPE_INTEGER);
+  w.u32(NFTA_SET_KEY_LEN, 4);
+  w.u32(NFTA_SET_DATA_TYPE, keyTypeId(NUMGEN_MAP_DATA_TYPES));
+  w.u32(NFTA_SET_DATA_LEN, keyLength(NUMGEN_MAP_DATA_TYPES));
+  w.u32(NFTA_SET_ID, ctx.setId());
+  w.bytes(NFTA_SET_USERDATA, userdata);
+  w.endMessage(`add map ${name}`);
   schemas.set(name, schema);
   if (map.elements.length > 0) elementMessages(ctx, `${field}.elements`, name, schema, map.elements, false);
 }
 
 /** numgen into NFT_REG_1, the map's address . port into NFT_REG_1 (port in its second word), nat from both. */
-function dnatMapExprs(field: string, d: Extract<NftStatement, { dnatMap: unknown }>["dnatMap"]): A[] {
+function dnatMapExprs(ctx: Context, field: string, d: Extract<NftStatement, { dnatMap: unknown }>["dnatMap"]): void {
   if (d.family !== "ip") throw new NftNotEncodable(`${field}: nat family ${d.family}`);
   if (!Number.isSafeInteger(d.mod) || d.mod < 1 || !Number.isSafeInteger(d.offset) || d.offset < 0 || d.offset + d.mod > 2 ** 32) throw new NftNotEncodable(`${field}: numgen mod ${d.mod} offset ${d.offset}`);
-  return [
-    expr("numgen", [be32(1, NFT_REG_1), be32(2, d.mod), be32(3, NFT_NG_RANDOM), be32(NFTA_NG_OFFSET, d.offset)]),
-    lookupExpr(checkIdentifier(`${field}.map`, d.map), undefined, NFT_REG_1, NFT_REG_1, false),
-    expr("nat", [be32(1, NFT_NAT_DNAT), be32(2, NFPROTO_IPV4), be32(NFTA_NAT_REG_ADDR_MIN, NFT_REG_1), be32(NFTA_NAT_REG_PROTO_MIN, NFT_REG32_00 + 1)]),
-  ];
+  const w = ctx.w;
+  numgen(w, d.mod, d.offset);
+  lookupExpr(w, checkIdentifier(`${field}.map`, d.map), undefined, NFT_REG_1, NFT_REG_1, false);
+  w.beginExpr("nat");
+  w.u32(1, NFT_NAT_DNAT);
+  w.u32(2, NFPROTO_IPV4);
+  w.u32(NFTA_NAT_REG_ADDR_MIN, NFT_REG_1);
+  w.u32(NFTA_NAT_REG_PROTO_MIN, NFT_REG32_00 + 1);
+  w.endExpr();
 }
