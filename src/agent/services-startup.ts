@@ -62,6 +62,22 @@ const LISTED_WAIT_MS = 3000;
 /** How long the startup child may wait for this node's facts before the agent ends it. */
 const STARTUP_IDLE_MS = 60_000;
 
+/**
+ * The etcd connection and key prefix named by `podnet agent ARGS`, read leniently (other flags are
+ * not known here); undefined when there is none that parses, or when help is asked for.
+ */
+export function etcdOfAgentArgs(args: readonly string[]): { connection: EtcdConnection; prefix: string } | undefined {
+  if (args.some((arg) => arg === "--help" || arg === "-h")) return undefined;
+  try {
+    const { values } = parseArgs({ args: [...args], options: { ...ETCD_CLIENT_FLAGS, "etcd-prefix": { type: "string" } }, strict: false, allowPositionals: true });
+    const etcdValues = Object.fromEntries(Object.keys(ETCD_CLIENT_FLAGS).filter((k) => values[k] !== undefined).map((k) => [k, values[k]]));
+    const prefix = values["etcd-prefix"];
+    return { connection: parseEtcdConnection(etcdValues), prefix: typeof prefix === "string" ? prefix : "/podnet/" };
+  } catch {
+    return undefined;
+  }
+}
+
 /** The agent's side of a first full sync made elsewhere (the services reconciler's view of StartupFullSync). */
 export interface StartupSync {
   nodeKnown(node: ProxyNodeFacts): void;
@@ -87,15 +103,8 @@ export class StartupFullSync implements StartupSync {
    * against its own parse (sameConnection) and ends a child that was told another.
    */
   static startForAgentArgs(args: readonly string[]): StartupFullSync | undefined {
-    if (args.some((arg) => arg === "--help" || arg === "-h")) return undefined;
-    try {
-      const { values } = parseArgs({ args: [...args], options: { ...ETCD_CLIENT_FLAGS, "etcd-prefix": { type: "string" } }, strict: false, allowPositionals: true });
-      const etcdValues = Object.fromEntries(Object.keys(ETCD_CLIENT_FLAGS).filter((k) => values[k] !== undefined).map((k) => [k, values[k]]));
-      const prefix = values["etcd-prefix"];
-      return StartupFullSync.start(parseEtcdConnection(etcdValues), typeof prefix === "string" ? prefix : "/podnet/");
-    } catch {
-      return undefined;
-    }
+    const etcd = etcdOfAgentArgs(args);
+    return etcd && StartupFullSync.start(etcd.connection, etcd.prefix);
   }
 
   /** True when the child was told to list this etcd under this prefix. */
