@@ -137,8 +137,9 @@ const rule = (statements: NftStatement[], comment?: string): NftRule => (comment
 const CT_NEW: NftStatement = { match: "ct state", value: "new" };
 
 function shortComment(text: string): string {
-  const clean = text.replace(/["\\]/g, "");
-  return Buffer.byteLength(clean) <= 120 ? clean : `${clean.slice(0, 117)}...`;
+  const clean = text.includes('"') || text.includes("\\") ? text.replace(/["\\]/g, "") : text;
+  // A UTF-16 unit is at most 3 bytes of UTF-8: short text needs no count.
+  return clean.length <= 40 || Buffer.byteLength(clean) <= 120 ? clean : `${clean.slice(0, 117)}...`;
 }
 
 /**
@@ -146,12 +147,19 @@ function shortComment(text: string): string {
  * only has to keep names apart once they are truncated; untruncated names carry their whole id.
  */
 function hash8(text: string): string {
+  const h = hash32(text);
+  // One string, not the four of toString(16).toUpperCase().padStart(8, "0").
+  return String.fromCharCode(HEX[(h >>> 28) & 15]!, HEX[(h >>> 24) & 15]!, HEX[(h >>> 20) & 15]!, HEX[(h >>> 16) & 15]!, HEX[(h >>> 12) & 15]!, HEX[(h >>> 8) & 15]!, HEX[(h >>> 4) & 15]!, HEX[h & 15]!);
+}
+const HEX = Array.from("0123456789ABCDEF", (c) => c.charCodeAt(0));
+
+function hash32(text: string): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     hash ^= text.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193);
   }
-  return (hash >>> 0).toString(16).toUpperCase().padStart(8, "0");
+  return hash;
 }
 
 /** `prefix-HASH-id`, at most 200 characters (nft allows 255): the hash keeps truncated names unique. */
@@ -197,27 +205,42 @@ export interface EndpointBlock {
   index: number;
 }
 
+/** The shared maps' names, made once: a full sync asks for one per endpoint group. */
+const shardNames = (protocol: keyof typeof ENDPOINT_MAP_SHARDS) => Array.from({ length: ENDPOINT_MAP_SHARDS[protocol] }, (_, shard) => endpointMapName(protocol, shard));
+const ENDPOINT_MAP_NAMES: Readonly<Record<keyof typeof ENDPOINT_MAP_SHARDS, readonly string[]>> = { tcp: shardNames("tcp"), udp: shardNames("udp"), sctp: shardNames("sctp") };
+
+/** Where compileService gets an endpoint group's block. */
+interface BlockSource {
+  blockOf(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): EndpointBlock;
+}
+
 /** Gives each endpoint group a block, keeps it while the group's service exists, and reuses freed ones. */
-export class EndpointBlocks {
+export class EndpointBlocks implements BlockSource {
   private readonly byGroup = new Map<string, EndpointBlock>();
-  private readonly groupsOf = new Map<string, Set<string>>();
-  private readonly used = new Map<string, Set<number>>();
+  /** Arrays, not Sets: a group is added once (when its block is given), and a full sync makes 10,000 of them. */
+  private readonly groupsOf = new Map<string, string[]>();
+  /**
+   * Per map, the indices in use, and one at or below the lowest free index: the search for a free
+   * block starts there, not at 0 (a full sync gives out 10,000 blocks, ~80 per map).
+   */
+  private readonly usage = new Map<string, { used: Set<number>; freeFrom: number }>();
 
   blockOf(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): EndpointBlock {
     let block = this.byGroup.get(group);
     if (block) return block;
-    const map = endpointMapName(protocol, Number.parseInt(hash8(group), 16) % ENDPOINT_MAP_SHARDS[protocol]);
-    let used = this.used.get(map);
-    if (!used) this.used.set(map, (used = new Set()));
-    let index = 0;
-    while (used.has(index)) index++;
+    const map = ENDPOINT_MAP_NAMES[protocol][(hash32(group) >>> 0) % ENDPOINT_MAP_SHARDS[protocol]]!;
+    let usage = this.usage.get(map);
+    if (!usage) this.usage.set(map, (usage = { used: new Set(), freeFrom: 0 }));
+    let index = usage.freeFrom;
+    while (usage.used.has(index)) index++;
     if (index >= Math.floor(2 ** 32 / ENDPOINT_MAP_STRIDE)) throw new Error(`endpoint map ${map} is full`);
-    used.add(index);
+    usage.used.add(index);
+    usage.freeFrom = index + 1;
     block = { map, index };
     this.byGroup.set(group, block);
-    let groups = this.groupsOf.get(serviceKey);
-    if (!groups) this.groupsOf.set(serviceKey, (groups = new Set()));
-    groups.add(group);
+    const groups = this.groupsOf.get(serviceKey);
+    if (groups) groups.push(group);
+    else this.groupsOf.set(serviceKey, [group]);
     return block;
   }
 
@@ -225,14 +248,14 @@ export class EndpointBlocks {
   release(serviceKey: string): void {
     for (const group of this.groupsOf.get(serviceKey) ?? []) {
       const block = this.byGroup.get(group)!;
-      this.used.get(block.map)!.delete(block.index);
+      const usage = this.usage.get(block.map)!;
+      usage.used.delete(block.index);
+      if (block.index < usage.freeFrom) usage.freeFrom = block.index;
       this.byGroup.delete(group);
     }
     this.groupsOf.delete(serviceKey);
   }
 }
-
-type BlockOf = (group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS) => EndpointBlock;
 
 /** Whether the hairpin set can list this node's pod CIDR, which the map layout needs. */
 function hairpinCapable(podCidr: string): boolean {
@@ -259,14 +282,97 @@ function hairpinPairs(podCidr: string): string[][] | undefined {
 
 export const contestedKey = (map: string, key: readonly NftValue[]) => `${map}|${key.join(" ")}`;
 
-function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blockOf: BlockOf): ServiceFragment {
+/** Whether a service without affinity takes the map layout: one answer per pod CIDR, not one parse per service. */
+let layoutMemo: { podCidr: string; capable: boolean } | undefined;
+function mapLayoutFor(node: ProxyNodeFacts): boolean {
+  if (node.endpointChains) return false;
+  if (layoutMemo?.podCidr !== node.podCidr) layoutMemo = { podCidr: node.podCidr, capable: hairpinCapable(node.podCidr) };
+  return layoutMemo.capable;
+}
+
+/** Records a contested map key; the set is made on the first one (most services contest nothing). */
+function contest(fragment: ServiceFragment, key: string): void {
+  if (fragment.contested === NOTHING_CONTESTED) fragment.contested = new Set();
+  fragment.contested.add(key);
+}
+
+/** What the balancing of one service port needs: module functions with this, not closures per port (a full compile has 10,000 ports). */
+interface PortBuild {
+  fragment: ServiceFragment;
+  blocks: [string, EndpointBlock][];
+  blocksFrom: BlockSource;
+  node: ProxyNodeFacts;
+  mapLayout: boolean;
+  affinityTimeout: number | undefined;
+  protocol: string;
+  id: string;
+  /** Endpoint chains made so far, shared by the cluster-wide and the local chain ("ip/port" → chain). */
+  endpointChains: Map<string, { chain: string; affinitySet?: string }> | undefined;
+}
+
+function endpointChainFor(build: PortBuild, endpoint: ProxyEndpoint): { chain: string; affinitySet?: string } {
+  const key = `${endpoint.ip}/${endpoint.port}`;
+  build.endpointChains ??= new Map();
+  let entry = build.endpointChains.get(key);
+  if (entry) return entry;
+  const epId = `${build.id}__${key}`;
+  const chain = chainName("endpoint", epId);
+  // No comments in endpoint chains: their name says what they are, and at 50,000 of them the
+  // text nft has to parse on a full sync is a cost.
+  const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, jump(MARK_FOR_MASQUERADE)])];
+  entry = { chain };
+  const affinityTimeout = build.affinityTimeout;
+  if (affinityTimeout !== undefined) {
+    // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
+    const setName = chainName("affinity", epId, `${epId}#${affinityTimeout}`);
+    entry.affinitySet = setName;
+    build.fragment.sets.push({ name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
+    statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
+  }
+  statements.push(rule([{ match: "meta l4proto", value: build.protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }]));
+  build.fragment.chains.push({ name: chain, rules: statements });
+  build.endpointChains.set(key, entry);
+  return entry;
+}
+
+/** The rules that pick one of `endpoints` (see the header for the three layouts). */
+function balance(build: PortBuild, endpoints: readonly ProxyEndpoint[], group: "cluster" | "local"): NftRule[] {
+  const { protocol, affinityTimeout } = build;
+  if (build.mapLayout && isMapProtocol(protocol) && affinityTimeout === undefined && endpoints.length <= ENDPOINT_MAP_STRIDE) {
+    const groupId = `${build.id}#${group}`;
+    const block = build.blocksFrom.blockOf(build.fragment.key, groupId, protocol);
+    build.blocks.push([groupId, block]);
+    const { rules, elements } = mapBalance(endpoints, protocol, block);
+    build.fragment.endpointElements.push(elements);
+    return rules;
+  }
+  if (!build.node.endpointChains && affinityTimeout === undefined && endpoints.length <= CASCADE_MAX_ENDPOINTS) return inlineBalance(endpoints, protocol);
+  const entries = endpoints.map((endpoint) => endpointChainFor(build, endpoint));
+  const rules: NftRule[] = [];
+  for (const entry of entries) {
+    if (entry.affinitySet) rules.push(rule([{ lookup: ["ip saddr"], set: entry.affinitySet }, goto(entry.chain)]));
+  }
+  if (entries.length > CASCADE_MAX_ENDPOINTS) {
+    rules.push(rule([{ numgenVmap: entries.map((e) => goto(e.chain)) }]));
+    return rules;
+  }
+  // A cascade: the i-th of N rules takes 1/(N-i) of what reaches it, so each endpoint gets 1/N,
+  // as kube-proxy's iptables mode does with `statistic --probability`.
+  entries.forEach((entry, i) => {
+    const left = entries.length - i;
+    rules.push(rule(left > 1 ? [{ numgenMatch: { mod: left, value: 0 } }, goto(entry.chain)] : [goto(entry.chain)]));
+  });
+  return rules;
+}
+
+function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blocksFrom: BlockSource): ServiceFragment {
   const blocks: [string, EndpointBlock][] = [];
+  const label = `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
   const fragment: ServiceFragment = {
-    key: `${service.metadata.namespace ?? "default"}/${service.metadata.name}`,
-    chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: new Set(),
+    key: label,
+    chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: NOTHING_CONTESTED as Set<string>,
     endpointElements: [], blocks,
   };
-  const mapLayout = !node.endpointChains && hairpinCapable(node.podCidr);
   const spec = service.spec;
   const type = spec.type ?? "ClusterIP";
   if (type === "ExternalName") return fragment;
@@ -274,87 +380,35 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
   if (!clusterIp) return fragment; // headless or not yet allocated: DNS only, no proxying
   fragment.clusterIps.push([clusterIp]);
 
-  const externalIps = [...(spec.externalIPs ?? []).filter(isIpv4)];
-  const loadBalancerIps = type === "LoadBalancer" ? (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter(isIpv4) : [];
-  const sourceRanges = type === "LoadBalancer" ? (spec.loadBalancerSourceRanges ?? []).map((r) => r.trim()).filter((r) => r !== "") : [];
+  const externalIps = spec.externalIPs === undefined ? NO_ADDRESSES : spec.externalIPs.filter(isIpv4);
+  const loadBalancerIps = type === "LoadBalancer" ? (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter(isIpv4) : NO_ADDRESSES;
+  const sourceRanges = type === "LoadBalancer" ? (spec.loadBalancerSourceRanges ?? []).map((r) => r.trim()).filter((r) => r !== "") : NO_ADDRESSES;
   const affinityTimeout = spec.sessionAffinity === "ClientIP" ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : undefined;
-  const label = `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
+  const mapLayout = mapLayoutFor(node);
 
   for (const port of spec.ports ?? []) {
     const protocol = (port.protocol ?? "TCP").toLowerCase();
-    const id = servicePortId(service, port);
+    const portName = port.name || String(port.port);
+    const id = `${label}/${protocol}/${portName}`; // servicePortId
     const endpoints = categorizeEndpoints(service, endpointsOfPort(slices, port), node.nodeName);
-    const portLabel = `${label}:${port.name || port.port}`;
+    const portLabel = `${label}:${portName}`;
     const nodePort = (type === "NodePort" || type === "LoadBalancer") && port.nodePort ? port.nodePort : undefined;
     const hasExternal = nodePort !== undefined || externalIps.length > 0 || loadBalancerIps.length > 0;
+    const build: PortBuild = { fragment, blocks, blocksFrom, node, mapLayout, affinityTimeout, protocol, id, endpointChains: undefined };
 
-    // Endpoint chains, shared by the cluster-wide and the local chain.
-    const endpointChains = new Map<string, { chain: string; affinitySet?: string }>();
-    const endpointChainFor = (endpoint: ProxyEndpoint) => {
-      const key = `${endpoint.ip}/${endpoint.port}`;
-      let entry = endpointChains.get(key);
-      if (entry) return entry;
-      const epId = `${id}__${key}`;
-      const chain = chainName("endpoint", epId);
-      // No comments in endpoint chains: their name says what they are, and at 50,000 of them the
-      // text nft has to parse on a full sync is a cost.
-      const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, jump(MARK_FOR_MASQUERADE)])];
-      entry = { chain };
-      if (affinityTimeout !== undefined) {
-        // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
-        const setName = chainName("affinity", epId, `${epId}#${affinityTimeout}`);
-        entry.affinitySet = setName;
-        fragment.sets.push({ name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
-        statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
-      }
-      statements.push(rule([{ match: "meta l4proto", value: protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }]));
-      fragment.chains.push({ name: chain, rules: statements });
-      endpointChains.set(key, entry);
-      return entry;
-    };
-    const balance = (endpoints: readonly ProxyEndpoint[], group: "cluster" | "local"): NftRule[] => {
-      if (mapLayout && isMapProtocol(protocol) && affinityTimeout === undefined && endpoints.length <= ENDPOINT_MAP_STRIDE) {
-        const groupId = `${id}#${group}`;
-        const block = blockOf(groupId, protocol);
-        blocks.push([groupId, block]);
-        const { rules, elements } = mapBalance(endpoints, protocol, block);
-        fragment.endpointElements.push(elements);
-        return rules;
-      }
-      if (!node.endpointChains && affinityTimeout === undefined && endpoints.length <= CASCADE_MAX_ENDPOINTS) return inlineBalance(endpoints, protocol);
-      const entries = endpoints.map(endpointChainFor);
-      const rules: NftRule[] = [];
-      for (const entry of entries) {
-        if (entry.affinitySet) rules.push(rule([{ lookup: ["ip saddr"], set: entry.affinitySet }, goto(entry.chain)]));
-      }
-      if (entries.length > CASCADE_MAX_ENDPOINTS) {
-        rules.push(rule([{ numgenVmap: entries.map((e) => goto(e.chain)) }]));
-        return rules;
-      }
-      // A cascade: the i-th of N rules takes 1/(N-i) of what reaches it, so each endpoint gets 1/N,
-      // as kube-proxy's iptables mode does with `statistic --probability`.
-      entries.forEach((entry, i) => {
-        const left = entries.length - i;
-        rules.push(rule(left > 1 ? [{ numgenMatch: { mod: left, value: 0 } }, goto(entry.chain)] : [goto(entry.chain)]));
-      });
-      return rules;
-    };
-
-    const clusterChain = chainName("service", id);
-    const localChain = chainName("local", id);
+    // Each chain is named only when it is made (or referred to, which is only when it is made).
+    const clusterChain = endpoints.cluster.length > 0 ? chainName("service", id) : "";
     if (endpoints.cluster.length > 0) {
-      fragment.chains.push({
-        name: clusterChain,
-        rules: [
-          // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
-          // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
-          rule([{ match: "ip saddr", op: "!=", value: node.clusterCidr }, jump(MARK_FOR_MASQUERADE)], `${portLabel} from outside the pod network`),
-          ...balance(endpoints.cluster, "cluster"),
-        ],
-      });
+      // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
+      // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
+      const fromOutside = rule([{ match: "ip saddr", op: "!=", value: node.clusterCidr }, jump(MARK_FOR_MASQUERADE)], `${portLabel} from outside the pod network`);
+      const rules = balance(build, endpoints.cluster, "cluster");
+      rules.unshift(fromOutside);
+      fragment.chains.push({ name: clusterChain, rules });
     }
     const needLocal = (spec.internalTrafficPolicy === "Local" || (hasExternal && spec.externalTrafficPolicy === "Local")) && endpoints.local.length > 0;
-    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(endpoints.local, "local") });
+    const localChain = needLocal ? chainName("local", id) : "";
+    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(build, endpoints.local, "local") });
 
     // ClusterIP: dispatch to the internal chain, or reject (no endpoints) / drop (none on this node under internalTrafficPolicy Local).
     const clusterKey = [clusterIp, protocol, port.port];
@@ -386,7 +440,7 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
       const key = [ip, protocol, port.port];
       if (externalVerdict) fragment.noEndpointServices.push({ key, verdict: externalVerdict });
       else fragment.serviceIps.push({ key, verdict: goto(externalChain) });
-      fragment.contested.add(contestedKey(externalVerdict ? NO_ENDPOINT_SERVICES : SERVICE_IPS, key));
+      contest(fragment, contestedKey(externalVerdict ? NO_ENDPOINT_SERVICES : SERVICE_IPS, key));
       if (protocol === "udp") fragment.udpFrontends.push({ ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
     }
     if (nodePort !== undefined) {
@@ -400,7 +454,7 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
       fragment.chains.push({ name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
       for (const ip of loadBalancerIps) {
         fragment.firewallIps.push({ key: [ip, protocol, port.port], verdict: goto(firewallChain) });
-        fragment.contested.add(contestedKey(FIREWALL_IPS, [ip, protocol, port.port]));
+        contest(fragment, contestedKey(FIREWALL_IPS, [ip, protocol, port.port]));
       }
     }
   }
@@ -538,7 +592,7 @@ export class ProxyCompiler {
       const serviceSlices = byService.get(key) ?? [];
       const fingerprint = fingerprintOf(service, serviceSlices);
       const cached = this.cache.get(key);
-      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node, (group, protocol) => this.blocks.blockOf(key, group, protocol));
+      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node, this.blocks);
       nextCache.set(key, { fingerprint, fragment });
       fragments.set(key, fragment);
     }
@@ -615,7 +669,8 @@ export class IncrementalProxyCompiler {
     const service = slice.metadata.labels?.[LABEL_SERVICE_NAME];
     if (!service || slice.addressType !== "IPv4") return;
     const key = `${slice.metadata.namespace ?? "default"}/${service}`;
-    this.slices.set(key, [...(this.slices.get(key) ?? []), slice]);
+    const filed = this.slices.get(key);
+    this.slices.set(key, filed ? [...filed, slice] : [slice]);
     this.sliceOwner.set(sliceKey, key);
     this.dirty.add(key);
   }
@@ -650,7 +705,7 @@ export class IncrementalProxyCompiler {
         continue;
       }
       const slices = this.slices.get(key) ?? [];
-      const fragment = compileService(service, slices, node, (group, protocol) => this.blocks.blockOf(key, group, protocol));
+      const fragment = compileService(service, slices, node, this.blocks);
       // Contested fragments are few (services with external or LoadBalancer IPs) and are read on
       // every compile: kept whole. The rest keep only their inputs (see RecomputedFragment).
       this.fragments.set(key, fragment.contested.size > 0 ? fragment : new RecomputedFragment(fragment, service, slices, node));
@@ -683,6 +738,7 @@ function fingerprintOf(service: Service, slices: readonly EndpointSlice[]): stri
 }
 
 const NOTHING_CONTESTED: ReadonlySet<string> = new Set<string>();
+const NO_ADDRESSES: readonly string[] = [];
 
 /**
  * A service's fragment that keeps only what it was compiled from, and compiles again when read
@@ -693,7 +749,7 @@ const NOTHING_CONTESTED: ReadonlySet<string> = new Set<string>();
  * the compiler, and compiling one again costs about 25 µs. compileService is a pure function of its
  * inputs, so the output read later is equal to the one planned first.
  */
-class RecomputedFragment implements ServiceFragment {
+class RecomputedFragment implements ServiceFragment, BlockSource {
   readonly key: string;
   readonly blocks: ServiceFragment["blocks"];
   private output: WeakRef<ServiceFragment>;
@@ -709,29 +765,33 @@ class RecomputedFragment implements ServiceFragment {
     this.output = new WeakRef(first);
   }
 
-  private get built(): ServiceFragment {
+  /** The whole fragment, compiled again if it was collected (assembleTable reads it once, not once per field). */
+  built(): ServiceFragment {
     let fragment = this.output.deref();
     if (fragment === undefined) {
-      // The blocks of the first compile, even if the service is gone and they were handed on since.
-      fragment = compileService(this.service, this.slices, this.node, (group) => {
-        const block = this.blocks.find(([g]) => g === group)?.[1];
-        if (!block) throw new Error(`endpoint group ${group} was not in the first compile`);
-        return block;
-      });
+      fragment = compileService(this.service, this.slices, this.node, this);
       this.output = new WeakRef(fragment);
     }
     return fragment;
   }
-  get chains() { return this.built.chains; }
-  get sets() { return this.built.sets; }
-  get serviceIps() { return this.built.serviceIps; }
-  get nodePorts() { return this.built.nodePorts; }
-  get noEndpointServices() { return this.built.noEndpointServices; }
-  get noEndpointNodePorts() { return this.built.noEndpointNodePorts; }
-  get firewallIps() { return this.built.firewallIps; }
-  get clusterIps() { return this.built.clusterIps; }
-  get udpFrontends() { return this.built.udpFrontends; }
-  get endpointElements() { return this.built.endpointElements; }
+
+  /** The blocks of the first compile, even if the service is gone and they were handed on since. */
+  blockOf(_serviceKey: string, group: string): EndpointBlock {
+    const block = this.blocks.find(([g]) => g === group)?.[1];
+    if (!block) throw new Error(`endpoint group ${group} was not in the first compile`);
+    return block;
+  }
+
+  get chains() { return this.built().chains; }
+  get sets() { return this.built().sets; }
+  get serviceIps() { return this.built().serviceIps; }
+  get nodePorts() { return this.built().nodePorts; }
+  get noEndpointServices() { return this.built().noEndpointServices; }
+  get noEndpointNodePorts() { return this.built().noEndpointNodePorts; }
+  get firewallIps() { return this.built().firewallIps; }
+  get clusterIps() { return this.built().clusterIps; }
+  get udpFrontends() { return this.built().udpFrontends; }
+  get endpointElements() { return this.built().endpointElements; }
   /** Only fragments without contested keys are kept this way. */
   get contested() { return NOTHING_CONTESTED as Set<string>; }
 }
@@ -787,20 +847,22 @@ export function assembleTable(
   const endpointMaps = new Map<string, NftMapElement[]>();
   if (endpointMapNames) for (const name of endpointMapNames) endpointMaps.set(name, []);
   else for (const protocol of MAP_PROTOCOLS) for (let shard = 0; shard < ENDPOINT_MAP_SHARDS[protocol]; shard++) endpointMaps.set(endpointMapName(protocol, shard), []);
-  for (const f of fragments) {
-    // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
-    const won = (map: string, e: NftMapElement) => {
-      if (f.contested.size === 0) return true;
-      const key = contestedKey(map, e.key);
-      return !f.contested.has(key) || contestedOwners.get(key) === f.key;
-    };
+  for (const fragment of fragments) {
+    const f = fragment instanceof RecomputedFragment ? fragment.built() : fragment;
     for (const c of f.chains) chains.push(c);
     for (const x of f.sets) sets.push(x);
-    for (const e of f.serviceIps) if (won(SERVICE_IPS, e)) serviceIps.push(e);
+    if (f.contested.size === 0) {
+      for (const e of f.serviceIps) serviceIps.push(e);
+      for (const e of f.noEndpointServices) noEndpointServices.push(e);
+      for (const e of f.firewallIps) firewallIps.push(e);
+    } else {
+      // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
+      for (const e of f.serviceIps) if (won(f, SERVICE_IPS, e, contestedOwners)) serviceIps.push(e);
+      for (const e of f.noEndpointServices) if (won(f, NO_ENDPOINT_SERVICES, e, contestedOwners)) noEndpointServices.push(e);
+      for (const e of f.firewallIps) if (won(f, FIREWALL_IPS, e, contestedOwners)) firewallIps.push(e);
+    }
     for (const e of f.nodePorts) nodePorts.push(e);
-    for (const e of f.noEndpointServices) if (won(NO_ENDPOINT_SERVICES, e)) noEndpointServices.push(e);
     for (const e of f.noEndpointNodePorts) noEndpointNodePorts.push(e);
-    for (const e of f.firewallIps) if (won(FIREWALL_IPS, e)) firewallIps.push(e);
     for (const ip of f.clusterIps) clusterIps.push(ip);
     for (const u of f.udpFrontends) udpFrontends.push(u);
     for (const { map, elements } of f.endpointElements) {
@@ -840,6 +902,12 @@ export function assembleTable(
     },
     udpFrontends,
   };
+}
+
+/** Whether the fragment's element is in the table: not when its key is contested and another service won it. */
+function won(f: ServiceFragment, map: string, e: NftMapElement, contestedOwners: ReadonlyMap<string, string>): boolean {
+  const key = contestedKey(map, e.key);
+  return !f.contested.has(key) || contestedOwners.get(key) === f.key;
 }
 
 /**
