@@ -484,7 +484,7 @@ function fitted(fragment: ServiceFragment): ServiceFragment {
   fragment.noEndpointServices = fit(fragment.noEndpointServices);
   fragment.noEndpointNodePorts = fit(fragment.noEndpointNodePorts);
   fragment.firewallIps = fit(fragment.firewallIps);
-  fragment.clusterIps = fit(fragment.clusterIps);
+  if (fragment.clusterIps.length === 0) fragment.clusterIps = NONE; // else the one-element list it was made as
   fragment.udpFrontends = fit(fragment.udpFrontends);
   fragment.endpointElements = fit(fragment.endpointElements);
   fragment.blocks = fit(fragment.blocks as [string, EndpointBlock][]);
@@ -638,6 +638,7 @@ export class ProxyCompiler {
 function contestedOwnersOf(fragments: ReadonlyMap<string, ServiceFragment>): Map<string, string> {
   const owners = new Map<string, string>();
   for (const [key, fragment] of fragments) {
+    if (fragment.contested.size === 0) continue;
     for (const contested of fragment.contested) {
       const owner = owners.get(contested);
       if (owner === undefined || key < owner) owners.set(contested, key);

@@ -104,6 +104,26 @@ function verdictTargets(chain: NftChain): string[] {
   return targets;
 }
 
+/** Whether the chain jumps or goes to a chain of the table not yet written. */
+function jumpsToPending(chain: NftChain, byName: ReadonlyMap<string, NftChain>, done: ReadonlySet<string>): boolean {
+  for (const rule of chain.rules) {
+    for (const statement of rule.statements) {
+      if ("verdict" in statement) {
+        if (isPending(statement, byName, done)) return true;
+      } else if ("numgenVmap" in statement) {
+        for (const v of statement.numgenVmap) if (isPending(v, byName, done)) return true;
+      } else if ("inlineVmap" in statement) {
+        for (const e of statement.entries) if (isPending(e.verdict, byName, done)) return true;
+      }
+    }
+  }
+  return false;
+}
+
+function isPending(v: NftVerdict, byName: ReadonlyMap<string, NftChain>, done: ReadonlySet<string>): boolean {
+  return (v.verdict === "jump" || v.verdict === "goto") && byName.has(v.chain) && !done.has(v.chain);
+}
+
 function addTarget(targets: string[], v: NftVerdict): void {
   if (v.verdict === "jump" || v.verdict === "goto") targets.push(v.chain);
 }
@@ -116,6 +136,13 @@ function targetsFirst(chains: readonly NftChain[]): NftChain[] {
   const ordered: NftChain[] = [];
   for (const root of chains) {
     if (done.has(root.name)) continue;
+    // Most chains jump only to chains already written (a service chain to mark-for-masquerade):
+    // written at once, without the search's allocations.
+    if (!jumpsToPending(root, byName, done)) {
+      done.add(root.name);
+      ordered.push(root);
+      continue;
+    }
     // Iterative, so a long chain of jumps cannot overflow the stack.
     const stack: { chain: NftChain; targets: string[] }[] = [{ chain: root, targets: verdictTargets(root) }];
     done.add(root.name);
