@@ -561,9 +561,25 @@ function mapBalance(endpoints: readonly ProxyEndpoint[], protocol: string, block
   const offset = block.index * ENDPOINT_MAP_STRIDE;
   return {
     dnat: rule([l4protoMatch(protocol), { dnatMap: { family: "ip", mod: endpoints.length, offset, map } }]),
-    elements: { map, elements: endpoints.map((e, i) => ({ key: [offset + i], value: [e.ip, e.port] })) },
+    elements: { map, elements: endpoints.map((e, i) => ({ key: numgenKey(offset + i), value: [e.ip, e.port] })) },
   };
 }
+
+/**
+ * `[n]`, one frozen array per n for the keys groups use most: a full sync of 10,000 services × 5
+ * endpoints has 50,000 elements but only a few hundred distinct keys (block offsets + 0..4).
+ * Bounded, as the agent keeps the module for its lifetime.
+ */
+function numgenKey(n: number): readonly number[] {
+  let key = NUMGEN_KEYS.get(n);
+  if (key === undefined) {
+    key = Object.freeze([n]);
+    if (NUMGEN_KEYS.size < NUMGEN_KEYS_KEPT) NUMGEN_KEYS.set(n, key);
+  }
+  return key;
+}
+const NUMGEN_KEYS_KEPT = 4096;
+const NUMGEN_KEYS = new Map<number, readonly number[]>();
 
 /** The fixed sets: the hairpin pairs of this node's pod CIDR, when the map layout is in use. */
 function skeletonSetsOf(node: ProxyNodeFacts): NftSet[] {
