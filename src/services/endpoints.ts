@@ -38,38 +38,42 @@ export function endpointsOfPort(slices: readonly EndpointSlice[], port: ServiceP
   // Up to SMALL_GROUP endpoints a scan finds a duplicate, beyond it a Map: a full compile does this
   // for every service port, and most have a handful of endpoints.
   const found: ProxyEndpoint[] = [];
+  // Each address as a number (-1: not a dotted quad), compared instead of the text and ordered by.
+  const numbers: number[] = [];
   let index: Map<string, number> | undefined;
   for (const slice of slices) {
     const slicePort = portNamed(slice, name, protocol);
     if (!slicePort || slicePort.port === undefined) continue;
+    const port = slicePort.port;
     for (const endpoint of slice.endpoints ?? []) {
       const ip = endpoint.addresses?.[0];
       if (!ip) continue;
       const ready = endpoint.conditions?.ready ?? true;
       const serving = endpoint.conditions?.serving ?? ready;
       const terminating = endpoint.conditions?.terminating ?? false;
-      const entry: ProxyEndpoint = endpoint.nodeName
-        ? { ip, port: slicePort.port, nodeName: endpoint.nodeName, ready, serving, terminating }
-        : { ip, port: slicePort.port, ready, serving, terminating };
+      const entry: ProxyEndpoint = endpoint.nodeName ? { ip, port, nodeName: endpoint.nodeName, ready, serving, terminating } : { ip, port, ready, serving, terminating };
+      const number = ipv4Number(ip);
       if (index === undefined && found.length >= SMALL_GROUP) {
         index = new Map();
         for (let i = 0; i < found.length; i++) index.set(`${found[i]!.ip}:${found[i]!.port}`, i);
       }
       let at = -1;
       if (index !== undefined) {
-        at = index.get(`${ip}:${entry.port}`) ?? -1;
+        at = index.get(`${ip}:${port}`) ?? -1;
       } else {
-        for (let i = 0; i < found.length; i++) if (found[i]!.ip === ip && found[i]!.port === entry.port) at = i;
+        // A dotted quad has one spelling: equal numbers are equal addresses.
+        for (let i = 0; i < found.length; i++) if (numbers[i] === number && found[i]!.port === port && (number >= 0 || found[i]!.ip === ip)) at = i;
       }
       if (at < 0) {
-        index?.set(`${ip}:${entry.port}`, found.length);
+        index?.set(`${ip}:${port}`, found.length);
         found.push(entry);
+        numbers.push(number);
       } else if (entry.ready && !found[at]!.ready) {
         found[at] = entry;
       }
     }
   }
-  return sortEndpoints(found);
+  return sortEndpoints(found, numbers);
 }
 
 const SMALL_GROUP = 16;
@@ -84,14 +88,9 @@ function portNamed(slice: EndpointSlice, name: string, protocol: Protocol): Endp
  * numbers decide it and an ordered list (the usual case) is only checked; otherwise each address
  * is parsed once, not once per comparison.
  */
-function sortEndpoints(endpoints: ProxyEndpoint[]): ProxyEndpoint[] {
+function sortEndpoints(endpoints: ProxyEndpoint[], numbers: readonly number[]): ProxyEndpoint[] {
   if (endpoints.length < 2) return endpoints;
-  const numbers: number[] = [];
-  for (const e of endpoints) {
-    const n = ipv4Number(e.ip);
-    if (n < 0) return sortByParsedIp(endpoints);
-    numbers.push(n);
-  }
+  if (numbers.some((n) => n < 0)) return sortByParsedIp(endpoints);
   let ordered = true;
   for (let i = 1; i < endpoints.length && ordered; i++) ordered = numbers[i - 1]! < numbers[i]! || (numbers[i - 1] === numbers[i] && endpoints[i - 1]!.port < endpoints[i]!.port);
   if (ordered) return endpoints;

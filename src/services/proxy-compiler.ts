@@ -227,9 +227,12 @@ interface BlockSource {
 
 /** Gives each endpoint group a block, keeps it while the group's service exists, and reuses freed ones. */
 export class EndpointBlocks implements BlockSource {
-  private readonly byGroup = new Map<string, EndpointBlock>();
-  /** Arrays, not Sets: a group is added once (when its block is given), and a full sync makes 10,000 of them. */
-  private readonly groupsOf = new Map<string, string[]>();
+  /**
+   * Per service, its groups' blocks: looked up by the service's key, which the compiler's maps have
+   * hashed already, not by the group's name, a fresh string (hashing 10,000 of them showed in a
+   * full compile). A service has a group or two per port, found by a scan.
+   */
+  private readonly byService = new Map<string, [group: string, block: EndpointBlock][]>();
   /**
    * Per map, the indices in use, and one at or below the lowest free index: the search for a free
    * block starts there, not at 0 (a full sync gives out 10,000 blocks, ~80 per map).
@@ -237,8 +240,8 @@ export class EndpointBlocks implements BlockSource {
   private readonly usage = new Map<string, { used: Set<number>; freeFrom: number }>();
 
   blockOf(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): EndpointBlock {
-    let block = this.byGroup.get(group);
-    if (block) return block;
+    const groups = this.byService.get(serviceKey);
+    if (groups) for (const [g, given] of groups) if (g === group) return given;
     const map = ENDPOINT_MAP_NAMES[protocol][(hash32(group) >>> 0) % ENDPOINT_MAP_SHARDS[protocol]]!;
     let usage = this.usage.get(map);
     if (!usage) this.usage.set(map, (usage = { used: new Set(), freeFrom: 0 }));
@@ -247,24 +250,20 @@ export class EndpointBlocks implements BlockSource {
     if (index >= Math.floor(2 ** 32 / ENDPOINT_MAP_STRIDE)) throw new Error(`endpoint map ${map} is full`);
     usage.used.add(index);
     usage.freeFrom = index + 1;
-    block = { map, index };
-    this.byGroup.set(group, block);
-    const groups = this.groupsOf.get(serviceKey);
-    if (groups) groups.push(group);
-    else this.groupsOf.set(serviceKey, [group]);
+    const block = { map, index };
+    if (groups) groups.push([group, block]);
+    else this.byService.set(serviceKey, [[group, block]]);
     return block;
   }
 
   /** The service is gone: its blocks may go to others (a plan diffs both, as both fragments changed). */
   release(serviceKey: string): void {
-    for (const group of this.groupsOf.get(serviceKey) ?? []) {
-      const block = this.byGroup.get(group)!;
+    for (const [, block] of this.byService.get(serviceKey) ?? []) {
       const usage = this.usage.get(block.map)!;
       usage.used.delete(block.index);
       if (block.index < usage.freeFrom) usage.freeFrom = block.index;
-      this.byGroup.delete(group);
     }
-    this.groupsOf.delete(serviceKey);
+    this.byService.delete(serviceKey);
   }
 }
 
@@ -376,9 +375,10 @@ function balance(build: PortBuild, endpoints: readonly ProxyEndpoint[], group: "
   return rules;
 }
 
-function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blocksFrom: BlockSource): ServiceFragment {
+/** `key` is serviceKey(service), passed in: the caller's copy is the one its maps have already hashed. */
+function compileService(key: string, service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blocksFrom: BlockSource): ServiceFragment {
   const blocks: [string, EndpointBlock][] = [];
-  const label = `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
+  const label = key;
   const fragment: ServiceFragment = {
     key: label,
     chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: NOTHING_CONTESTED as Set<string>,
@@ -640,7 +640,7 @@ export class ProxyCompiler {
       const serviceSlices = byService.get(key) ?? [];
       const fingerprint = fingerprintOf(service, serviceSlices);
       const cached = this.cache.get(key);
-      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node, this.blocks);
+      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(key, service, serviceSlices, node, this.blocks);
       nextCache.set(key, { fingerprint, fragment });
       fragments.set(key, fragment);
     }
@@ -757,7 +757,7 @@ export class IncrementalProxyCompiler {
         continue;
       }
       const slices = this.slices.get(key) ?? [];
-      const fragment = compileService(service, slices, node, this.blocks);
+      const fragment = compileService(key, service, slices, node, this.blocks);
       // Contested fragments are few (services with external or LoadBalancer IPs) and are read on
       // every compile: kept whole. The rest keep only their inputs (see RecomputedFragment).
       if (fragment.contested.size > 0) {
@@ -827,7 +827,7 @@ class RecomputedFragment implements ServiceFragment, BlockSource {
   built(): ServiceFragment {
     let fragment = this.outputs.deref()?.[this.index];
     if (fragment === undefined) {
-      fragment = compileService(this.service, this.slices, this.node, this);
+      fragment = compileService(this.key, this.service, this.slices, this.node, this);
       this.outputs = new WeakRef([fragment]);
       this.index = 0;
     }
