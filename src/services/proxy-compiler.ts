@@ -222,7 +222,8 @@ const ENDPOINT_MAP_NAMES: Readonly<Record<keyof typeof ENDPOINT_MAP_SHARDS, read
 
 /** Where compileService gets an endpoint group's block. */
 interface BlockSource {
-  blockOf(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): EndpointBlock;
+  /** The group and its block, as the fragment lists them. */
+  givenBlock(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): readonly [group: string, block: EndpointBlock];
 }
 
 /** Gives each endpoint group a block, keeps it while the group's service exists, and reuses freed ones. */
@@ -232,7 +233,7 @@ export class EndpointBlocks implements BlockSource {
    * hashed already, not by the group's name, a fresh string (hashing 10,000 of them showed in a
    * full compile). A service has a group or two per port, found by a scan.
    */
-  private readonly byService = new Map<string, [group: string, block: EndpointBlock][]>();
+  private readonly byService = new Map<string, (readonly [group: string, block: EndpointBlock])[]>();
   /**
    * Per map, the indices in use, and one at or below the lowest free index: the search for a free
    * block starts there, not at 0 (a full sync gives out 10,000 blocks, ~80 per map).
@@ -240,8 +241,13 @@ export class EndpointBlocks implements BlockSource {
   private readonly usage = new Map<string, { used: Set<number>; freeFrom: number }>();
 
   blockOf(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): EndpointBlock {
+    return this.givenBlock(serviceKey, group, protocol)[1];
+  }
+
+  /** The tuple is the one the fragments list too (one array fewer per group). */
+  givenBlock(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): readonly [group: string, block: EndpointBlock] {
     const groups = this.byService.get(serviceKey);
-    if (groups) for (const [g, given] of groups) if (g === group) return given;
+    if (groups) for (const given of groups) if (given[0] === group) return given;
     const map = ENDPOINT_MAP_NAMES[protocol][(hash32(group) >>> 0) % ENDPOINT_MAP_SHARDS[protocol]]!;
     let usage = this.usage.get(map);
     if (!usage) this.usage.set(map, (usage = { used: new Set(), freeFrom: 0 }));
@@ -250,10 +256,10 @@ export class EndpointBlocks implements BlockSource {
     if (index >= Math.floor(2 ** 32 / ENDPOINT_MAP_STRIDE)) throw new Error(`endpoint map ${map} is full`);
     usage.used.add(index);
     usage.freeFrom = index + 1;
-    const block = { map, index };
-    if (groups) groups.push([group, block]);
-    else this.byService.set(serviceKey, [[group, block]]);
-    return block;
+    const given = [group, { map, index }] as const;
+    if (groups) groups.push(given);
+    else this.byService.set(serviceKey, [given]);
+    return given;
   }
 
   /** The service is gone: its blocks may go to others (a plan diffs both, as both fragments changed). */
@@ -309,7 +315,6 @@ function contest(fragment: ServiceFragment, key: string): void {
 /** What the balancing of one service port needs: module functions with this, not closures per port (a full compile has 10,000 ports). */
 interface PortBuild {
   fragment: ServiceFragment;
-  blocks: [string, EndpointBlock][];
   blocksFrom: BlockSource;
   node: ProxyNodeFacts;
   mapLayout: boolean;
@@ -336,11 +341,11 @@ function endpointChainFor(build: PortBuild, endpoint: ProxyEndpoint): { chain: s
     // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
     const setName = chainName("affinity", epId, `${epId}#${affinityTimeout}`);
     entry.affinitySet = setName;
-    build.fragment.sets.push({ name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
+    build.fragment.sets = added(build.fragment.sets, { name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
     statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
   }
   statements.push(rule([l4protoMatch(build.protocol), { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }]));
-  build.fragment.chains.push({ name: chain, rules: statements });
+  build.fragment.chains = added(build.fragment.chains, { name: chain, rules: statements });
   build.endpointChains.set(key, entry);
   return entry;
 }
@@ -350,10 +355,11 @@ function balance(build: PortBuild, endpoints: readonly ProxyEndpoint[], group: "
   const { protocol, affinityTimeout } = build;
   if (build.mapLayout && isMapProtocol(protocol) && affinityTimeout === undefined && endpoints.length <= ENDPOINT_MAP_STRIDE) {
     const groupId = `${build.id}#${group}`;
-    const block = build.blocksFrom.blockOf(build.fragment.key, groupId, protocol);
-    build.blocks.push([groupId, block]);
+    const given = build.blocksFrom.givenBlock(build.fragment.key, groupId, protocol);
+    const block = given[1];
+    build.fragment.blocks = added(build.fragment.blocks as (readonly [string, EndpointBlock])[], given);
     const { dnat, elements } = mapBalance(endpoints, protocol, block);
-    build.fragment.endpointElements.push(elements);
+    build.fragment.endpointElements = added(build.fragment.endpointElements, elements);
     return first ? [first, dnat] : [dnat];
   }
   if (!build.node.endpointChains && affinityTimeout === undefined && endpoints.length <= CASCADE_MAX_ENDPOINTS) return inlineBalance(endpoints, protocol, first);
@@ -377,12 +383,12 @@ function balance(build: PortBuild, endpoints: readonly ProxyEndpoint[], group: "
 
 /** `key` is serviceKey(service), passed in: the caller's copy is the one its maps have already hashed. */
 function compileService(key: string, service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blocksFrom: BlockSource): ServiceFragment {
-  const blocks: [string, EndpointBlock][] = [];
   const label = key;
+  // Every list starts as the shared empty one and is made on its first element (see added).
   const fragment: ServiceFragment = {
     key: label,
-    chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: NOTHING_CONTESTED as Set<string>,
-    endpointElements: [], blocks,
+    chains: NONE, sets: NONE, serviceIps: NONE, nodePorts: NONE, noEndpointServices: NONE, noEndpointNodePorts: NONE, firewallIps: NONE, clusterIps: NONE, udpFrontends: NONE, contested: NOTHING_CONTESTED as Set<string>,
+    endpointElements: NONE, blocks: NONE,
   };
   const spec = service.spec;
   const type = spec.type ?? "ClusterIP";
@@ -405,7 +411,7 @@ function compileService(key: string, service: Service, slices: readonly Endpoint
     const portLabel = `${label}:${portName}`;
     const nodePort = (type === "NodePort" || type === "LoadBalancer") && port.nodePort ? port.nodePort : undefined;
     const hasExternal = nodePort !== undefined || externalIps.length > 0 || loadBalancerIps.length > 0;
-    const build: PortBuild = { fragment, blocks, blocksFrom, node, mapLayout, affinityTimeout, protocol, id, endpointChains: undefined };
+    const build: PortBuild = { fragment, blocksFrom, node, mapLayout, affinityTimeout, protocol, id, endpointChains: undefined };
 
     // Each chain is named only when it is made (or referred to, which is only when it is made).
     const clusterChain = endpoints.cluster.length > 0 ? chainName("service", id) : "";
@@ -413,20 +419,25 @@ function compileService(key: string, service: Service, slices: readonly Endpoint
       // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
       // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
       const fromOutside = rule(fromOutsideStatements(node.clusterCidr), `${portLabel} from outside the pod network`);
-      fragment.chains.push({ name: clusterChain, rules: balance(build, endpoints.cluster, "cluster", fromOutside) });
+      // The rules first: balancing may add endpoint chains before this one.
+      const rules = balance(build, endpoints.cluster, "cluster", fromOutside);
+      fragment.chains = added(fragment.chains, { name: clusterChain, rules });
     }
     const needLocal = (spec.internalTrafficPolicy === "Local" || (hasExternal && spec.externalTrafficPolicy === "Local")) && endpoints.local.length > 0;
     const localChain = needLocal ? chainName("local", id) : "";
-    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(build, endpoints.local, "local") });
+    if (needLocal) {
+      const rules = balance(build, endpoints.local, "local");
+      fragment.chains = added(fragment.chains, { name: localChain, rules });
+    }
 
     // ClusterIP: dispatch to the internal chain, or reject (no endpoints) / drop (none on this node under internalTrafficPolicy Local).
     const clusterKey = [clusterIp, protocol, port.port];
     if (endpoints.internal.length > 0) {
-      fragment.serviceIps.push({ key: clusterKey, verdict: goto(spec.internalTrafficPolicy === "Local" ? localChain : clusterChain) });
+      fragment.serviceIps = added(fragment.serviceIps, { key: clusterKey, verdict: goto(spec.internalTrafficPolicy === "Local" ? localChain : clusterChain) });
     } else {
-      fragment.noEndpointServices.push({ key: clusterKey, verdict: endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : { verdict: "drop" } });
+      fragment.noEndpointServices = added(fragment.noEndpointServices, { key: clusterKey, verdict: endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : { verdict: "drop" } });
     }
-    if (protocol === "udp") fragment.udpFrontends.push({ ip: clusterIp, port: port.port, endpointIps: endpoints.internal.map((e) => e.ip) });
+    if (protocol === "udp") fragment.udpFrontends = added(fragment.udpFrontends, { ip: clusterIp, port: port.port, endpointIps: endpoints.internal.map((e) => e.ip) });
 
     if (!hasExternal) continue;
     const externalChain = chainName("external", id);
@@ -442,27 +453,27 @@ function compileService(key: string, service: Service, slices: readonly Endpoint
         rules.push(rule([JUMP_MARK], `${portLabel} external traffic is masqueraded`));
         rules.push(rule([goto(clusterChain)]));
       }
-      fragment.chains.push({ name: externalChain, rules });
+      fragment.chains = added(fragment.chains, { name: externalChain, rules });
     }
     const externalVerdict: NftVerdict | undefined = endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : undefined;
     for (const ip of [...externalIps, ...loadBalancerIps]) {
       const key = [ip, protocol, port.port];
-      if (externalVerdict) fragment.noEndpointServices.push({ key, verdict: externalVerdict });
-      else fragment.serviceIps.push({ key, verdict: goto(externalChain) });
+      if (externalVerdict) fragment.noEndpointServices = added(fragment.noEndpointServices, { key, verdict: externalVerdict });
+      else fragment.serviceIps = added(fragment.serviceIps, { key, verdict: goto(externalChain) });
       contest(fragment, contestedKey(externalVerdict ? NO_ENDPOINT_SERVICES : SERVICE_IPS, key));
-      if (protocol === "udp") fragment.udpFrontends.push({ ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
+      if (protocol === "udp") fragment.udpFrontends = added(fragment.udpFrontends, { ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
     }
     if (nodePort !== undefined) {
       const key = [protocol, nodePort];
-      if (externalVerdict) fragment.noEndpointNodePorts.push({ key, verdict: externalVerdict });
-      else fragment.nodePorts.push({ key, verdict: goto(externalChain) });
-      if (protocol === "udp") fragment.udpFrontends.push({ port: nodePort, endpointIps: endpoints.external.map((e) => e.ip) });
+      if (externalVerdict) fragment.noEndpointNodePorts = added(fragment.noEndpointNodePorts, { key, verdict: externalVerdict });
+      else fragment.nodePorts = added(fragment.nodePorts, { key, verdict: goto(externalChain) });
+      if (protocol === "udp") fragment.udpFrontends = added(fragment.udpFrontends, { port: nodePort, endpointIps: endpoints.external.map((e) => e.ip) });
     }
     if (sourceRanges.length > 0 && loadBalancerIps.length > 0) {
       const firewallChain = chainName("firewall", id);
-      fragment.chains.push({ name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
+      fragment.chains = added(fragment.chains, { name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
       for (const ip of loadBalancerIps) {
-        fragment.firewallIps.push({ key: [ip, protocol, port.port], verdict: goto(firewallChain) });
+        fragment.firewallIps = added(fragment.firewallIps, { key: [ip, protocol, port.port], verdict: goto(firewallChain) });
         contest(fragment, contestedKey(FIREWALL_IPS, [ip, protocol, port.port]));
       }
     }
@@ -471,11 +482,20 @@ function compileService(key: string, service: Service, slices: readonly Endpoint
 }
 
 /**
- * The fragment with its lists at their exact length: an array grown by push keeps room for 17
- * elements, and an empty one is still an object; at 10,000 services those are megabytes the
- * garbage collector copies during a full compile (and the agent keeps for contested fragments).
- * Empty lists become one shared frozen array (nothing changes a fragment once compiled).
+ * `list` with `item` added. A fragment's lists start as one shared frozen empty array, the first
+ * element makes a one-element array, and only a second grows it by push: most lists of a fragment
+ * hold one element or none, and an array grown by push keeps room for 17 (at 10,000 services,
+ * megabytes for the garbage collector to copy during a full compile, and for the agent to keep in
+ * contested fragments). Nothing changes a fragment once compiled.
  */
+function added<T>(list: T[], item: T): T[] {
+  if (list === NONE) return [item];
+  list.push(item);
+  return list;
+}
+const NONE: never[] = Object.freeze([]) as never[];
+
+/** The fragment with the lists that grew by push copied to their exact length (see added). */
 function fitted(fragment: ServiceFragment): ServiceFragment {
   fragment.chains = fit(fragment.chains);
   fragment.sets = fit(fragment.sets);
@@ -484,14 +504,12 @@ function fitted(fragment: ServiceFragment): ServiceFragment {
   fragment.noEndpointServices = fit(fragment.noEndpointServices);
   fragment.noEndpointNodePorts = fit(fragment.noEndpointNodePorts);
   fragment.firewallIps = fit(fragment.firewallIps);
-  if (fragment.clusterIps.length === 0) fragment.clusterIps = NONE; // else the one-element list it was made as
   fragment.udpFrontends = fit(fragment.udpFrontends);
   fragment.endpointElements = fit(fragment.endpointElements);
-  fragment.blocks = fit(fragment.blocks as [string, EndpointBlock][]);
+  fragment.blocks = fit(fragment.blocks as (readonly [string, EndpointBlock])[]);
   return fragment;
 }
-const NONE: never[] = Object.freeze([]) as never[];
-const fit = <T>(list: T[]): T[] => (list.length === 0 ? NONE : list.slice());
+const fit = <T>(list: T[]): T[] => (list.length > 1 ? list.slice() : list);
 
 /** The fixed part of the table: base chains on the hooks and the dispatch chains. */
 function skeletonChains(node: ProxyNodeFacts): NftChain[] {
@@ -835,10 +853,10 @@ class RecomputedFragment implements ServiceFragment, BlockSource {
   }
 
   /** The blocks of the first compile, even if the service is gone and they were handed on since. */
-  blockOf(_serviceKey: string, group: string): EndpointBlock {
-    const block = this.blocks.find(([g]) => g === group)?.[1];
-    if (!block) throw new Error(`endpoint group ${group} was not in the first compile`);
-    return block;
+  givenBlock(_serviceKey: string, group: string): readonly [group: string, block: EndpointBlock] {
+    const given = this.blocks.find(([g]) => g === group);
+    if (!given) throw new Error(`endpoint group ${group} was not in the first compile`);
+    return given;
   }
 
   get chains() { return this.built().chains; }
