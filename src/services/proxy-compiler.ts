@@ -887,7 +887,7 @@ class Compiled implements CompiledProxy {
   private whole() {
     let whole = this.assembled?.deref();
     if (whole === undefined) {
-      whole = assembleTable([...this.fragments.values()], this.skeleton, this.contestedOwners, this.skeletonSets);
+      whole = assembleTable(this.fragments.values(), this.skeleton, this.contestedOwners, this.skeletonSets);
       this.assembled = new WeakRef(whole);
     }
     return whole;
@@ -905,7 +905,7 @@ class Compiled implements CompiledProxy {
  * without the skeleton) for the narrowed tables proxy-plan.ts diffs.
  */
 export function assembleTable(
-  fragments: readonly ServiceFragment[],
+  fragments: Iterable<ServiceFragment>,
   skeleton: readonly NftChain[],
   contestedOwners: ReadonlyMap<string, string>,
   skeletonSets: readonly NftSet[] = [],
