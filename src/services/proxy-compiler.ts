@@ -381,9 +381,8 @@ function balance(build: PortBuild, endpoints: readonly ProxyEndpoint[], group: "
   return rules;
 }
 
-/** `key` is serviceKey(service), passed in: the caller's copy is the one its maps have already hashed. */
-function compileService(key: string, service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blocksFrom: BlockSource): ServiceFragment {
-  const label = key;
+/** `label` is serviceKey(service), passed in: the caller's copy is the one its maps have already hashed. */
+function compileService(label: string, service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blocksFrom: BlockSource): ServiceFragment {
   // Every list starts as the shared empty one and is made on its first element (see added).
   const fragment: ServiceFragment = {
     key: label,
