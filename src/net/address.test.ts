@@ -8,6 +8,8 @@ import {
   compareIp,
   formatIp,
   ipFamily,
+  ipv4Number,
+  isIpv4,
   ipFromBytes,
   ipToBytes,
   nextIp,
@@ -220,6 +222,29 @@ describe("agreement with node:net (Go's net.ParseIP rules)", () => {
       }),
       { numRuns: 5000 },
     );
+  });
+});
+
+describe("the IPv4 fast path", () => {
+  it("isIpv4 and ipv4Number agree with node:net on strings of IPv4 characters", () => {
+    // Mostly near-misses: empty parts, leading zeros, four-digit parts, values over 255, signs and spaces.
+    const alphabet = fc.constantFrom(..."0123456789....0125 +-x:");
+    fc.assert(
+      fc.property(fc.string({ unit: alphabet, maxLength: 17 }), (text) => {
+        const v4 = isIP(text) === 4;
+        assert.equal(isIpv4(text), v4, text);
+        assert.equal(ipv4Number(text) >= 0, v4, text);
+        if (v4) assert.equal(BigInt(ipv4Number(text)), parseIp(text).value, text);
+      }),
+      { numRuns: 20000 },
+    );
+  });
+
+  it("gives the address's value, and -1 for near-misses", () => {
+    assert.equal(ipv4Number("0.0.0.0"), 0);
+    assert.equal(ipv4Number("255.255.255.255"), 0xffffffff);
+    assert.equal(ipv4Number("10.244.1.2"), 0x0af40102);
+    for (const bad of ["", "1.2.3", "1.2.3.4.", ".1.2.3", "1..2.3", "01.2.3.4", "1.2.3.256", "1.2.3.1000", "1.2.3.4 ", "::1", "1.2.3.-4"]) assert.equal(ipv4Number(bad), -1, bad);
   });
 });
 

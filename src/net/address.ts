@@ -40,7 +40,41 @@ export function maxValueOf(family: IpFamily): bigint {
 const DECIMAL_OCTET = /^(0|[1-9][0-9]{0,2})$/;
 const HEX_GROUP = /^[0-9a-fA-F]{1,4}$/;
 
+/**
+ * The value of a dotted quad by the rules above, or -1 when the text is not one: no regular
+ * expression, split or BigInt, because the service proxy checks and orders tens of thousands of
+ * addresses per compile. parseIpv4Value's slower path remains the one that says what is wrong.
+ */
+export function ipv4Number(text: string): number {
+  const length = text.length;
+  if (length < 7 || length > 15) return -1;
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits === 1 && octet === 0) return -1; // a leading zero
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return -1;
+    } else {
+      return -1;
+    }
+  }
+  if (digits === 0 || dots !== 3) return -1;
+  return value * 256 + octet;
+}
+
 function parseIpv4Value(text: string, original: string): bigint {
+  const fast = ipv4Number(text);
+  if (fast >= 0) return BigInt(fast);
   const parts = text.split(".");
   if (parts.length !== 4) throw new IpParseError(original, "IP address", "an IPv4 address has four dot-separated parts");
   let value = 0n;
@@ -127,7 +161,7 @@ export function isIp(text: string): boolean {
 }
 
 export function isIpv4(text: string): boolean {
-  return ipFamily(text) === 4;
+  return typeof text === "string" && ipv4Number(text) >= 0;
 }
 
 export function isIpv6(text: string): boolean {

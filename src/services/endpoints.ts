@@ -4,8 +4,8 @@
 // means true) and pkg/proxy/topology.go CategorizeEndpoints (ready endpoints first; only when none
 // is ready, the ones that are serving while terminating).
 
-import { compareIp, tryParseIp } from "../net/address.ts";
-import { LABEL_SERVICE_NAME, type EndpointSlice, type Protocol, type Service, type ServicePort } from "../k8s/types.ts";
+import { compareIp, ipv4Number, tryParseIp, type IpAddress } from "../net/address.ts";
+import { LABEL_SERVICE_NAME, type EndpointPort, type EndpointSlice, type Protocol, type Service, type ServicePort } from "../k8s/types.ts";
 
 export interface ProxyEndpoint {
   ip: string;
@@ -34,39 +34,86 @@ export function slicesByService(slices: readonly EndpointSlice[]): Map<string, E
 export function endpointsOfPort(slices: readonly EndpointSlice[], port: ServicePort): ProxyEndpoint[] {
   const protocol: Protocol = port.protocol ?? "TCP";
   const name = port.name ?? "";
-  const seen = new Map<string, ProxyEndpoint>();
+  // Deduplicated by ip and port, a ready copy winning over a stale not-ready one from another slice.
+  // Up to SMALL_GROUP endpoints a scan finds a duplicate, beyond it a Map: a full compile does this
+  // for every service port, and most have a handful of endpoints.
+  const found: ProxyEndpoint[] = [];
+  // Each address as a number (-1: not a dotted quad), compared instead of the text and ordered by.
+  const numbers: number[] = [];
+  let index: Map<string, number> | undefined;
   for (const slice of slices) {
-    const slicePort = (slice.ports ?? []).find((p) => (p.name ?? "") === name && (p.protocol ?? "TCP") === protocol);
+    const slicePort = portNamed(slice, name, protocol);
     if (!slicePort || slicePort.port === undefined) continue;
+    const port = slicePort.port;
     for (const endpoint of slice.endpoints ?? []) {
       const ip = endpoint.addresses?.[0];
       if (!ip) continue;
       const ready = endpoint.conditions?.ready ?? true;
-      const entry: ProxyEndpoint = {
-        ip,
-        port: slicePort.port,
-        ...(endpoint.nodeName ? { nodeName: endpoint.nodeName } : {}),
-        ready,
-        serving: endpoint.conditions?.serving ?? ready,
-        terminating: endpoint.conditions?.terminating ?? false,
-      };
-      const key = `${ip}:${slicePort.port}`;
-      // A ready copy wins over a stale not-ready one from another slice.
-      if (!seen.has(key) || (entry.ready && !seen.get(key)!.ready)) seen.set(key, entry);
+      const serving = endpoint.conditions?.serving ?? ready;
+      const terminating = endpoint.conditions?.terminating ?? false;
+      const entry: ProxyEndpoint = endpoint.nodeName ? { ip, port, nodeName: endpoint.nodeName, ready, serving, terminating } : { ip, port, ready, serving, terminating };
+      const number = ipv4Number(ip);
+      if (index === undefined && found.length >= SMALL_GROUP) {
+        index = new Map();
+        for (let i = 0; i < found.length; i++) index.set(`${found[i]!.ip}:${found[i]!.port}`, i);
+      }
+      let at = -1;
+      if (index !== undefined) {
+        at = index.get(`${ip}:${port}`) ?? -1;
+      } else {
+        // A dotted quad has one spelling: equal numbers are equal addresses.
+        for (let i = 0; i < found.length; i++) if (numbers[i] === number && found[i]!.port === port && (number >= 0 || found[i]!.ip === ip)) at = i;
+      }
+      if (at < 0) {
+        index?.set(`${ip}:${port}`, found.length);
+        found.push(entry);
+        numbers.push(number);
+      } else if (entry.ready && !found[at]!.ready) {
+        found[at] = entry;
+      }
     }
   }
-  return [...seen.values()].sort((a, b) => (a.ip === b.ip ? a.port - b.port : compareIpText(a.ip, b.ip)));
+  return sortEndpoints(found, numbers);
 }
 
-function compareIpText(a: string, b: string): number {
-  const pa = tryParseIp(a);
-  const pb = tryParseIp(b);
+const SMALL_GROUP = 16;
+
+function portNamed(slice: EndpointSlice, name: string, protocol: Protocol): EndpointPort | undefined {
+  for (const p of slice.ports ?? []) if ((p.name ?? "") === name && (p.protocol ?? "TCP") === protocol) return p;
+  return undefined;
+}
+
+/**
+ * By address, then port. When every address is IPv4 the order is total (one text per address), so
+ * numbers decide it and an ordered list (the usual case) is only checked; otherwise each address
+ * is parsed once, not once per comparison.
+ */
+function sortEndpoints(endpoints: ProxyEndpoint[], numbers: readonly number[]): ProxyEndpoint[] {
+  if (endpoints.length < 2) return endpoints;
+  if (numbers.some((n) => n < 0)) return sortByParsedIp(endpoints);
+  let ordered = true;
+  for (let i = 1; i < endpoints.length && ordered; i++) ordered = numbers[i - 1]! < numbers[i]! || (numbers[i - 1] === numbers[i] && endpoints[i - 1]!.port < endpoints[i]!.port);
+  if (ordered) return endpoints;
+  const order = endpoints.map((_, i) => i);
+  order.sort((a, b) => (numbers[a] === numbers[b] ? endpoints[a]!.port - endpoints[b]!.port : numbers[a]! - numbers[b]!));
+  return order.map((i) => endpoints[i]!);
+}
+
+function sortByParsedIp(endpoints: readonly ProxyEndpoint[]): ProxyEndpoint[] {
+  const keyed = endpoints.map((endpoint) => ({ endpoint, parsed: tryParseIp(endpoint.ip) }));
+  keyed.sort((a, b) => (a.endpoint.ip === b.endpoint.ip ? a.endpoint.port - b.endpoint.port : compareIpText(a.endpoint.ip, a.parsed, b.endpoint.ip, b.parsed)));
+  return keyed.map((k) => k.endpoint);
+}
+
+function compareIpText(a: string, pa: IpAddress | undefined, b: string, pb: IpAddress | undefined): number {
   if (!pa || !pb) return a < b ? -1 : a > b ? 1 : 0;
   return compareIp(pa, pb);
 }
 
 /** CategorizeEndpoints' fallback: ready ones, else serving-and-terminating ones. */
-export function usableEndpoints(endpoints: readonly ProxyEndpoint[]): ProxyEndpoint[] {
+export function usableEndpoints(endpoints: readonly ProxyEndpoint[]): readonly ProxyEndpoint[] {
+  // The usual case, every endpoint ready, copies nothing.
+  if (endpoints.every((e) => e.ready)) return endpoints;
   const ready = endpoints.filter((e) => e.ready);
   if (ready.length > 0) return ready;
   return endpoints.filter((e) => e.serving && e.terminating);
@@ -74,13 +121,13 @@ export function usableEndpoints(endpoints: readonly ProxyEndpoint[]): ProxyEndpo
 
 export interface CategorizedEndpoints {
   /** Endpoints cluster-wide. */
-  cluster: ProxyEndpoint[];
+  cluster: readonly ProxyEndpoint[];
   /** Endpoints on this node. */
-  local: ProxyEndpoint[];
+  local: readonly ProxyEndpoint[];
   /** What ClusterIP traffic uses: `local` with internalTrafficPolicy Local, else `cluster`. */
-  internal: ProxyEndpoint[];
+  internal: readonly ProxyEndpoint[];
   /** What NodePort, external IP and LoadBalancer traffic from outside uses (externalTrafficPolicy). */
-  external: ProxyEndpoint[];
+  external: readonly ProxyEndpoint[];
 }
 
 export function categorizeEndpoints(service: Service, endpoints: readonly ProxyEndpoint[], nodeName: string): CategorizedEndpoints {

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { describe, it } from "node:test";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import type { NftChain, NftMap, NftRule, NftTable, NftVerdict } from "../kernel/nft/model.ts";
 import { diffTables } from "../kernel/nft/diff.ts";
-import { renderTable, renderTransaction } from "../kernel/nft/render.ts";
+import { renderRuleBody, renderTable, renderTransaction } from "../kernel/nft/render.ts";
 import { withDefaults } from "../k8s/defaults.ts";
 import type { Endpoint, EndpointSlice, Service } from "../k8s/types.ts";
-import { chainName, compileProxyTable, ENDPOINT_MAP_SHARDS, ENDPOINT_MAP_STRIDE, HAIRPIN_PAIRS, IncrementalProxyCompiler, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
+import { chainName, compileProxyTable, EndpointBlocks, ENDPOINT_MAP_SHARDS, ENDPOINT_MAP_STRIDE, HAIRPIN_PAIRS, IncrementalProxyCompiler, MASQUERADE_MARK, ProxyCompiler, PROXY_TABLE, type ProxyNodeFacts } from "./proxy-compiler.ts";
 import { planProxyTransaction, staleUdpFlows } from "./proxy-plan.ts";
 
 // Most cases check kube-proxy's layout (a chain per endpoint); "inline balancing" below checks the default.
@@ -529,5 +530,188 @@ describe("proxy compiler: endpoints as map elements (the default layout)", () =>
     fresh.replaceAll(services, slices);
     const child = fresh.compile(inline);
     assert.deepEqual(planProxyTransaction(undefined, agent), planProxyTransaction(undefined, child));
+  });
+});
+
+describe("compiled output pinned for a varied set of services", () => {
+  // What the compiler made for these objects before its full compile was made faster (commit
+  // ab1e903): the agent's and its child's compiles must keep agreeing with the kernel's table and
+  // with each other, so any change to the output has to be deliberate. The map layout is listed; the
+  // other layouts and every transaction (order included) are pinned by a hash of their JSON.
+  const ready = { ready: true, serving: true, terminating: false };
+  const tcp = (port: number, name = "") => ({ name, protocol: "TCP" as const, port });
+  const services = [
+    // Two ports (one UDP), a named targetPort; endpoints merged from two slices, out of order both as numbers and as text.
+    service("web", { clusterIP: "10.96.0.10", ports: [{ name: "http", port: 80, targetPort: "http" }, { name: "dns", port: 53, protocol: "UDP", targetPort: 5353 }] }),
+    service("nodeport-local", { type: "NodePort", clusterIP: "10.96.0.11", externalTrafficPolicy: "Local", ports: [{ port: 8080, targetPort: 8080, nodePort: 30080 }] }),
+    service("lb", { type: "LoadBalancer", clusterIP: "10.96.0.12", loadBalancerSourceRanges: ["10.0.0.0/8", " 192.168.0.0/16 "], ports: [{ port: 443, targetPort: 8443, nodePort: 30443 }] }, { loadBalancer: { ingress: [{ ip: "192.0.2.10" }] } }),
+    // Both claim 203.0.113.5: ext-a wins it.
+    service("ext-a", { clusterIP: "10.96.0.13", externalIPs: ["203.0.113.5"], ports: [{ port: 80, targetPort: 80 }] }),
+    service("ext-b", { clusterIP: "10.96.0.14", externalIPs: ["203.0.113.5", "203.0.113.6"], ports: [{ port: 80, targetPort: 80 }] }),
+    service("sticky", { clusterIP: "10.96.0.15", sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 600 } }, ports: [{ port: 80, targetPort: 80 }] }),
+    service("empty", { clusterIP: "10.96.0.16", ports: [{ port: 80, targetPort: 80 }] }),
+    service("internal-local", { clusterIP: "10.96.0.17", internalTrafficPolicy: "Local", ports: [{ port: 80, targetPort: 80 }] }),
+    service("terminating", { clusterIP: "10.96.0.18", ports: [{ port: 80, targetPort: 80 }] }),
+    service("headless", { clusterIP: "None", ports: [{ port: 80, targetPort: 80 }] }),
+    service("alias", { type: "ExternalName", externalName: "example.com" }),
+  ];
+  const webPorts = [tcp(8080, "http"), { name: "dns", protocol: "UDP" as const, port: 5353 }];
+  const slices = [
+    slice("web", [ep("10.244.2.9", "n2"), ep("10.244.10.3", "n3"), ep("10.244.1.7", "n1", { ready: false, serving: false, terminating: false })], webPorts, "web-a"),
+    slice("web", [ep("10.244.1.7", "n1"), ep("10.244.1.20", "n1", ready)], webPorts, "web-b"),
+    slice("nodeport-local", [ep("10.244.1.30", "n1"), ep("10.244.2.30", "n2")], [tcp(8080)]),
+    slice("lb", [ep("10.244.2.40", "n2")], [tcp(8443)]),
+    slice("ext-a", [ep("10.244.1.50", "n1")], [tcp(80)]),
+    slice("ext-b", [ep("10.244.2.51", "n2")], [tcp(80)]),
+    slice("sticky", [ep("10.244.2.60", "n2"), ep("10.244.1.60", "n1")], [tcp(80)]),
+    slice("empty", [], [tcp(80)]),
+    slice("internal-local", [ep("10.244.2.70", "n2")], [tcp(80)]),
+    slice("terminating", [ep("10.244.2.80", "n2", { ready: false, serving: true, terminating: true }), ep("10.244.2.81", "n2", { ready: false, serving: false, terminating: true })], [tcp(80)]),
+  ];
+  const facts = { nodeName: "n1", nodeIps: ["192.168.1.11"], clusterCidr: "10.244.0.0/16" };
+  const layouts: Record<string, ProxyNodeFacts> = {
+    map: { ...facts, podCidr: "10.244.1.0/24" },
+    inline: { ...facts, podCidr: "10.244.0.0/16", serviceCidr: "10.96.0.0/12" },
+    chains: { ...facts, podCidr: "10.244.1.0/24", endpointChains: true },
+  };
+  const pinnedHashes: Record<string, string> = { map: "e7c83d49f947d70f", inline: "7a45108a8f3f73d8", chains: "2f315a88c1cb2d4f" };
+  const pinnedMapLayout = `
+service-73E42F94-default/web/tcp/http
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/web:http from outside the pod network"
+  meta l4proto tcp dnat ip to numgen random mod 4 map @endpoints-tcp-7d
+service-26170EB7-default/web/udp/dns
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/web:dns from outside the pod network"
+  meta l4proto udp dnat ip to numgen random mod 4 map @endpoints-udp-16
+service-234CE9EF-default/nodeport-local/tcp/8080
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/nodeport-local:8080 from outside the pod network"
+  meta l4proto tcp dnat ip to numgen random mod 2 map @endpoints-tcp-5e
+local-234CE9EF-default/nodeport-local/tcp/8080
+  meta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-tcp-2f
+external-234CE9EF-default/nodeport-local/tcp/8080
+  ip saddr 10.244.0.0/16 goto service-234CE9EF-default/nodeport-local/tcp/8080 comment "default/nodeport-local:8080 pods take the cluster path"
+  goto local-234CE9EF-default/nodeport-local/tcp/8080
+service-CA41C74F-default/lb/tcp/443
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/lb:443 from outside the pod network"
+  meta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-tcp-3e
+external-CA41C74F-default/lb/tcp/443
+  jump mark-for-masquerade comment "default/lb:443 external traffic is masqueraded"
+  goto service-CA41C74F-default/lb/tcp/443
+firewall-CA41C74F-default/lb/tcp/443
+  ip saddr != { 10.0.0.0/8, 192.168.0.0/16 } drop comment "default/lb:443 loadBalancerSourceRanges"
+service-DB1FCBBD-default/ext-a/tcp/80
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/ext-a:80 from outside the pod network"
+  meta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-tcp-7c
+external-DB1FCBBD-default/ext-a/tcp/80
+  jump mark-for-masquerade comment "default/ext-a:80 external traffic is masqueraded"
+  goto service-DB1FCBBD-default/ext-a/tcp/80
+service-F0776C52-default/ext-b/tcp/80
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/ext-b:80 from outside the pod network"
+  meta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-tcp-3b
+external-F0776C52-default/ext-b/tcp/80
+  jump mark-for-masquerade comment "default/ext-b:80 external traffic is masqueraded"
+  goto service-F0776C52-default/ext-b/tcp/80
+endpoint-B0A0AA52-default/sticky/tcp/80__10.244.1.60/80
+  ip saddr 10.244.1.60 jump mark-for-masquerade
+  update @affinity-7FE22CE7-default/sticky/tcp/80__10.244.1.60/80 { ip saddr }
+  meta l4proto tcp dnat ip to 10.244.1.60:80
+endpoint-2D13433B-default/sticky/tcp/80__10.244.2.60/80
+  ip saddr 10.244.2.60 jump mark-for-masquerade
+  update @affinity-78BBEE2A-default/sticky/tcp/80__10.244.2.60/80 { ip saddr }
+  meta l4proto tcp dnat ip to 10.244.2.60:80
+service-6D07F491-default/sticky/tcp/80
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/sticky:80 from outside the pod network"
+  ip saddr @affinity-7FE22CE7-default/sticky/tcp/80__10.244.1.60/80 goto endpoint-B0A0AA52-default/sticky/tcp/80__10.244.1.60/80
+  ip saddr @affinity-78BBEE2A-default/sticky/tcp/80__10.244.2.60/80 goto endpoint-2D13433B-default/sticky/tcp/80__10.244.2.60/80
+  numgen random mod 2 0 goto endpoint-B0A0AA52-default/sticky/tcp/80__10.244.1.60/80
+  goto endpoint-2D13433B-default/sticky/tcp/80__10.244.2.60/80
+service-102FB235-default/internal-local/tcp/80
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/internal-local:80 from outside the pod network"
+  meta l4proto tcp dnat ip to numgen random mod 1 map @endpoints-tcp-04
+service-AB048C52-default/terminating/tcp/80
+  ip saddr != 10.244.0.0/16 jump mark-for-masquerade comment "default/terminating:80 from outside the pod network"
+  meta l4proto tcp dnat ip to numgen random mod 1 offset 1024 map @endpoints-tcp-3b
+set cluster-ips: 10.96.0.10, 10.96.0.11, 10.96.0.12, 10.96.0.13, 10.96.0.14, 10.96.0.15, 10.96.0.16, 10.96.0.17, 10.96.0.18
+set affinity-7FE22CE7-default/sticky/tcp/80__10.244.1.60/80 timeout 600: 
+set affinity-78BBEE2A-default/sticky/tcp/80__10.244.2.60/80 timeout 600: 
+service-ips: 10.96.0.10 . tcp . 80 : goto service-73E42F94-default/web/tcp/http
+service-ips: 10.96.0.10 . udp . 53 : goto service-26170EB7-default/web/udp/dns
+service-ips: 10.96.0.11 . tcp . 8080 : goto service-234CE9EF-default/nodeport-local/tcp/8080
+service-ips: 10.96.0.12 . tcp . 443 : goto service-CA41C74F-default/lb/tcp/443
+service-ips: 192.0.2.10 . tcp . 443 : goto external-CA41C74F-default/lb/tcp/443
+service-ips: 10.96.0.13 . tcp . 80 : goto service-DB1FCBBD-default/ext-a/tcp/80
+service-ips: 203.0.113.5 . tcp . 80 : goto external-DB1FCBBD-default/ext-a/tcp/80
+service-ips: 10.96.0.14 . tcp . 80 : goto service-F0776C52-default/ext-b/tcp/80
+service-ips: 203.0.113.6 . tcp . 80 : goto external-F0776C52-default/ext-b/tcp/80
+service-ips: 10.96.0.15 . tcp . 80 : goto service-6D07F491-default/sticky/tcp/80
+service-ips: 10.96.0.18 . tcp . 80 : goto service-AB048C52-default/terminating/tcp/80
+service-nodeports: tcp . 30080 : goto external-234CE9EF-default/nodeport-local/tcp/8080
+service-nodeports: tcp . 30443 : goto external-CA41C74F-default/lb/tcp/443
+no-endpoint-services: 10.96.0.16 . tcp . 80 : goto reject-chain
+no-endpoint-services: 10.96.0.17 . tcp . 80 : drop
+firewall-ips: 192.0.2.10 . tcp . 443 : goto firewall-CA41C74F-default/lb/tcp/443
+endpoints-tcp-04: 0 : 10.244.2.70 . 80
+endpoints-tcp-2f: 0 : 10.244.1.30 . 8080
+endpoints-tcp-3b: 0 : 10.244.2.51 . 80
+endpoints-tcp-3b: 1024 : 10.244.2.80 . 80
+endpoints-tcp-3e: 0 : 10.244.2.40 . 8443
+endpoints-tcp-5e: 0 : 10.244.1.30 . 8080
+endpoints-tcp-5e: 1 : 10.244.2.30 . 8080
+endpoints-tcp-7c: 0 : 10.244.1.50 . 80
+endpoints-tcp-7d: 0 : 10.244.1.7 . 8080
+endpoints-tcp-7d: 1 : 10.244.1.20 . 8080
+endpoints-tcp-7d: 2 : 10.244.2.9 . 8080
+endpoints-tcp-7d: 3 : 10.244.10.3 . 8080
+endpoints-udp-16: 0 : 10.244.1.7 . 5353
+endpoints-udp-16: 1 : 10.244.1.20 . 5353
+endpoints-udp-16: 2 : 10.244.2.9 . 5353
+endpoints-udp-16: 3 : 10.244.10.3 . 5353`;
+  const fixedChains = new Set(["nat-prerouting", "nat-output", "nat-postrouting", "filter-prerouting", "filter-input", "filter-forward", "filter-output", "filter-output-post-dnat", "services", "mark-for-masquerade", "masquerading", "service-endpoints-check", "nodeport-endpoints-check", "cluster-ips-check", "firewall-check", "reject-chain"]);
+  const valueText = (v: NftVerdict | readonly (string | number)[]) => ("verdict" in v ? ("chain" in v ? `${v.verdict} ${v.chain}` : v.verdict) : v.join(" . "));
+  /** The services' chains (rules as nft writes them), the sets but the hairpin pairs, and every map element, in table order. */
+  const summary = (table: NftTable): string[] => {
+    const lines: string[] = [];
+    for (const c of table.chains) {
+      if (fixedChains.has(c.name)) continue;
+      lines.push(c.name);
+      c.rules.forEach((r, i) => lines.push(`  ${renderRuleBody(`${c.name}[${i}]`, r)}`));
+    }
+    for (const s of table.sets) if (s.name !== HAIRPIN_PAIRS) lines.push(`set ${s.name}${s.timeoutSeconds ? ` timeout ${s.timeoutSeconds}` : ""}: ${s.elements.map((e) => e.join(" . ")).join(", ")}`);
+    for (const m of table.maps) for (const e of m.elements) lines.push(`${m.name}: ${e.key.join(" . ")} : ${valueText(e.verdict ?? e.value!)}`);
+    return lines;
+  };
+  const fullSync = (node: ProxyNodeFacts) => {
+    const compiler = new IncrementalProxyCompiler();
+    compiler.replaceAll(services, slices);
+    const compiled = compiler.compile(node);
+    return { compiled, tx: planProxyTransaction(undefined, compiled) };
+  };
+
+  it("lays out the services' chains, sets and map elements as before (map layout)", () => {
+    assert.deepEqual(summary(fullSync(layouts.map!).compiled.table), pinnedMapLayout.trim().split("\n"));
+  });
+  for (const [name, node] of Object.entries(layouts)) {
+    it(`plans the same full-sync transaction and UDP frontends as before (${name} layout)`, () => {
+      const { compiled, tx } = fullSync(node);
+      assert.equal(createHash("sha256").update(JSON.stringify([tx, compiled.udpFrontends])).digest("hex").slice(0, 16), pinnedHashes[name]);
+    });
+  }
+});
+
+describe("endpoint blocks", () => {
+  it("gives a group the lowest free block of its map, so freed blocks are reused first", () => {
+    // Groups that hash to one map: found by trying names (the map is the group's hash modulo the shard count).
+    const blocks = new EndpointBlocks();
+    const mapOf = (group: string) => new EndpointBlocks().blockOf("probe", group, "tcp").map;
+    const target = mapOf("g0");
+    const groups = Array.from({ length: 2000 }, (_, i) => `g${i}`).filter((g) => mapOf(g) === target).slice(0, 5);
+    assert.equal(groups.length, 5, "five groups share a map");
+    const [a, b, c, d, e] = groups as [string, string, string, string, string];
+    assert.deepEqual([a, b, c].map((g, i) => blocks.blockOf(`svc-${i}`, g, "tcp").index), [0, 1, 2]);
+    blocks.release("svc-1");
+    blocks.release("svc-0");
+    assert.equal(blocks.blockOf("svc-3", d, "tcp").index, 0, "the lowest freed block first");
+    assert.equal(blocks.blockOf("svc-4", e, "tcp").index, 1);
+    assert.equal(blocks.blockOf("svc-5", b, "tcp").index, 3, "then past the blocks in use");
+    assert.equal(blocks.blockOf("svc-2", c, "tcp").index, 2, "a group keeps its block");
   });
 });

@@ -133,12 +133,24 @@ const DADDR_PROTO_PORT = ["ip daddr", "meta l4proto", "th dport"] as const;
 
 const goto = (chain: string): NftVerdict => ({ verdict: "goto", chain });
 const jump = (chain: string): NftVerdict => ({ verdict: "jump", chain });
-const rule = (statements: NftStatement[], comment?: string): NftRule => (comment ? { statements, comment: shortComment(comment) } : { statements });
+const rule = (statements: readonly NftStatement[], comment?: string): NftRule => (comment ? { statements, comment: shortComment(comment) } : { statements });
 const CT_NEW: NftStatement = { match: "ct state", value: "new" };
+// Statements every service's rules have alike are one object each, shared: the model is never
+// changed once built, and at 10,000 services each saved object is ~0.3 MB less for the collector to copy.
+const JUMP_MARK = jump(MARK_FOR_MASQUERADE);
+const L4PROTO_MATCHES = new Map(["tcp", "udp", "sctp"].map((p): [string, NftStatement] => [p, { match: "meta l4proto", value: p }]));
+const l4protoMatch = (protocol: string): NftStatement => L4PROTO_MATCHES.get(protocol) ?? { match: "meta l4proto", value: protocol };
+let fromOutsideMemo: { clusterCidr: string; statements: readonly NftStatement[] } | undefined;
+/** `ip saddr != CLUSTER_CIDR jump mark-for-masquerade`, one array per cluster CIDR. */
+function fromOutsideStatements(clusterCidr: string): readonly NftStatement[] {
+  if (fromOutsideMemo?.clusterCidr !== clusterCidr) fromOutsideMemo = { clusterCidr, statements: [{ match: "ip saddr", op: "!=", value: clusterCidr }, JUMP_MARK] };
+  return fromOutsideMemo.statements;
+}
 
 function shortComment(text: string): string {
-  const clean = text.replace(/["\\]/g, "");
-  return Buffer.byteLength(clean) <= 120 ? clean : `${clean.slice(0, 117)}...`;
+  const clean = text.includes('"') || text.includes("\\") ? text.replace(/["\\]/g, "") : text;
+  // A UTF-16 unit is at most 3 bytes of UTF-8: short text needs no count.
+  return clean.length <= 40 || Buffer.byteLength(clean) <= 120 ? clean : `${clean.slice(0, 117)}...`;
 }
 
 /**
@@ -146,12 +158,19 @@ function shortComment(text: string): string {
  * only has to keep names apart once they are truncated; untruncated names carry their whole id.
  */
 function hash8(text: string): string {
+  const h = hash32(text);
+  // One string, not the four of toString(16).toUpperCase().padStart(8, "0").
+  return String.fromCharCode(HEX[(h >>> 28) & 15]!, HEX[(h >>> 24) & 15]!, HEX[(h >>> 20) & 15]!, HEX[(h >>> 16) & 15]!, HEX[(h >>> 12) & 15]!, HEX[(h >>> 8) & 15]!, HEX[(h >>> 4) & 15]!, HEX[h & 15]!);
+}
+const HEX = Array.from("0123456789ABCDEF", (c) => c.charCodeAt(0));
+
+function hash32(text: string): number {
   let hash = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     hash ^= text.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193);
   }
-  return (hash >>> 0).toString(16).toUpperCase().padStart(8, "0");
+  return hash;
 }
 
 /** `prefix-HASH-id`, at most 200 characters (nft allows 255): the hash keeps truncated names unique. */
@@ -197,42 +216,62 @@ export interface EndpointBlock {
   index: number;
 }
 
+/** The shared maps' names, made once: a full sync asks for one per endpoint group. */
+const shardNames = (protocol: keyof typeof ENDPOINT_MAP_SHARDS) => Array.from({ length: ENDPOINT_MAP_SHARDS[protocol] }, (_, shard) => endpointMapName(protocol, shard));
+const ENDPOINT_MAP_NAMES: Readonly<Record<keyof typeof ENDPOINT_MAP_SHARDS, readonly string[]>> = { tcp: shardNames("tcp"), udp: shardNames("udp"), sctp: shardNames("sctp") };
+
+/** Where compileService gets an endpoint group's block. */
+interface BlockSource {
+  /** The group and its block, as the fragment lists them. */
+  givenBlock(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): readonly [group: string, block: EndpointBlock];
+}
+
 /** Gives each endpoint group a block, keeps it while the group's service exists, and reuses freed ones. */
-export class EndpointBlocks {
-  private readonly byGroup = new Map<string, EndpointBlock>();
-  private readonly groupsOf = new Map<string, Set<string>>();
-  private readonly used = new Map<string, Set<number>>();
+export class EndpointBlocks implements BlockSource {
+  /**
+   * Per service, its groups' blocks: looked up by the service's key, which the compiler's maps have
+   * hashed already, not by the group's name, a fresh string (hashing 10,000 of them showed in a
+   * full compile). A service has a group or two per port, found by a scan.
+   */
+  private readonly byService = new Map<string, (readonly [group: string, block: EndpointBlock])[]>();
+  /**
+   * Per map, the indices in use, and one at or below the lowest free index: the search for a free
+   * block starts there, not at 0 (a full sync gives out 10,000 blocks, ~80 per map).
+   */
+  private readonly usage = new Map<string, { used: Set<number>; freeFrom: number }>();
 
   blockOf(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): EndpointBlock {
-    let block = this.byGroup.get(group);
-    if (block) return block;
-    const map = endpointMapName(protocol, Number.parseInt(hash8(group), 16) % ENDPOINT_MAP_SHARDS[protocol]);
-    let used = this.used.get(map);
-    if (!used) this.used.set(map, (used = new Set()));
-    let index = 0;
-    while (used.has(index)) index++;
+    return this.givenBlock(serviceKey, group, protocol)[1];
+  }
+
+  /** The tuple is the one the fragments list too (one array fewer per group). */
+  givenBlock(serviceKey: string, group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS): readonly [group: string, block: EndpointBlock] {
+    const groups = this.byService.get(serviceKey);
+    if (groups) for (const given of groups) if (given[0] === group) return given;
+    const map = ENDPOINT_MAP_NAMES[protocol][(hash32(group) >>> 0) % ENDPOINT_MAP_SHARDS[protocol]]!;
+    let usage = this.usage.get(map);
+    if (!usage) this.usage.set(map, (usage = { used: new Set(), freeFrom: 0 }));
+    let index = usage.freeFrom;
+    while (usage.used.has(index)) index++;
     if (index >= Math.floor(2 ** 32 / ENDPOINT_MAP_STRIDE)) throw new Error(`endpoint map ${map} is full`);
-    used.add(index);
-    block = { map, index };
-    this.byGroup.set(group, block);
-    let groups = this.groupsOf.get(serviceKey);
-    if (!groups) this.groupsOf.set(serviceKey, (groups = new Set()));
-    groups.add(group);
-    return block;
+    usage.used.add(index);
+    usage.freeFrom = index + 1;
+    const given = [group, { map, index }] as const;
+    if (groups) groups.push(given);
+    else this.byService.set(serviceKey, [given]);
+    return given;
   }
 
   /** The service is gone: its blocks may go to others (a plan diffs both, as both fragments changed). */
   release(serviceKey: string): void {
-    for (const group of this.groupsOf.get(serviceKey) ?? []) {
-      const block = this.byGroup.get(group)!;
-      this.used.get(block.map)!.delete(block.index);
-      this.byGroup.delete(group);
+    for (const [, block] of this.byService.get(serviceKey) ?? []) {
+      const usage = this.usage.get(block.map)!;
+      usage.used.delete(block.index);
+      if (block.index < usage.freeFrom) usage.freeFrom = block.index;
     }
-    this.groupsOf.delete(serviceKey);
+    this.byService.delete(serviceKey);
   }
 }
-
-type BlockOf = (group: string, protocol: keyof typeof ENDPOINT_MAP_SHARDS) => EndpointBlock;
 
 /** Whether the hairpin set can list this node's pod CIDR, which the map layout needs. */
 function hairpinCapable(podCidr: string): boolean {
@@ -259,111 +298,145 @@ function hairpinPairs(podCidr: string): string[][] | undefined {
 
 export const contestedKey = (map: string, key: readonly NftValue[]) => `${map}|${key.join(" ")}`;
 
-function compileService(service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blockOf: BlockOf): ServiceFragment {
-  const blocks: [string, EndpointBlock][] = [];
+/** Whether a service without affinity takes the map layout: one answer per pod CIDR, not one parse per service. */
+let layoutMemo: { podCidr: string; capable: boolean } | undefined;
+function mapLayoutFor(node: ProxyNodeFacts): boolean {
+  if (node.endpointChains) return false;
+  if (layoutMemo?.podCidr !== node.podCidr) layoutMemo = { podCidr: node.podCidr, capable: hairpinCapable(node.podCidr) };
+  return layoutMemo.capable;
+}
+
+/** Records a contested map key; the set is made on the first one (most services contest nothing). */
+function contest(fragment: ServiceFragment, key: string): void {
+  if (fragment.contested === NOTHING_CONTESTED) fragment.contested = new Set();
+  fragment.contested.add(key);
+}
+
+/** What the balancing of one service port needs: module functions with this, not closures per port (a full compile has 10,000 ports). */
+interface PortBuild {
+  fragment: ServiceFragment;
+  blocksFrom: BlockSource;
+  node: ProxyNodeFacts;
+  mapLayout: boolean;
+  affinityTimeout: number | undefined;
+  protocol: string;
+  id: string;
+  /** Endpoint chains made so far, shared by the cluster-wide and the local chain ("ip/port" → chain). */
+  endpointChains: Map<string, { chain: string; affinitySet?: string }> | undefined;
+}
+
+function endpointChainFor(build: PortBuild, endpoint: ProxyEndpoint): { chain: string; affinitySet?: string } {
+  const key = `${endpoint.ip}/${endpoint.port}`;
+  build.endpointChains ??= new Map();
+  let entry = build.endpointChains.get(key);
+  if (entry) return entry;
+  const epId = `${build.id}__${key}`;
+  const chain = chainName("endpoint", epId);
+  // No comments in endpoint chains: their name says what they are, and at 50,000 of them the
+  // text nft has to parse on a full sync is a cost.
+  const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, JUMP_MARK])];
+  entry = { chain };
+  const affinityTimeout = build.affinityTimeout;
+  if (affinityTimeout !== undefined) {
+    // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
+    const setName = chainName("affinity", epId, `${epId}#${affinityTimeout}`);
+    entry.affinitySet = setName;
+    build.fragment.sets = added(build.fragment.sets, { name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
+    statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
+  }
+  statements.push(rule([l4protoMatch(build.protocol), { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }]));
+  build.fragment.chains = added(build.fragment.chains, { name: chain, rules: statements });
+  build.endpointChains.set(key, entry);
+  return entry;
+}
+
+/** The rules that pick one of `endpoints` (see the header for the three layouts). */
+function balance(build: PortBuild, endpoints: readonly ProxyEndpoint[], group: "cluster" | "local", first?: NftRule): NftRule[] {
+  const { protocol, affinityTimeout } = build;
+  if (build.mapLayout && isMapProtocol(protocol) && affinityTimeout === undefined && endpoints.length <= ENDPOINT_MAP_STRIDE) {
+    const groupId = `${build.id}#${group}`;
+    const given = build.blocksFrom.givenBlock(build.fragment.key, groupId, protocol);
+    const block = given[1];
+    build.fragment.blocks = added(build.fragment.blocks as (readonly [string, EndpointBlock])[], given);
+    const { dnat, elements } = mapBalance(endpoints, protocol, block);
+    build.fragment.endpointElements = added(build.fragment.endpointElements, elements);
+    return first ? [first, dnat] : [dnat];
+  }
+  if (!build.node.endpointChains && affinityTimeout === undefined && endpoints.length <= CASCADE_MAX_ENDPOINTS) return inlineBalance(endpoints, protocol, first);
+  const entries = endpoints.map((endpoint) => endpointChainFor(build, endpoint));
+  const rules: NftRule[] = first ? [first] : [];
+  for (const entry of entries) {
+    if (entry.affinitySet) rules.push(rule([{ lookup: ["ip saddr"], set: entry.affinitySet }, goto(entry.chain)]));
+  }
+  if (entries.length > CASCADE_MAX_ENDPOINTS) {
+    rules.push(rule([{ numgenVmap: entries.map((e) => goto(e.chain)) }]));
+    return rules;
+  }
+  // A cascade: the i-th of N rules takes 1/(N-i) of what reaches it, so each endpoint gets 1/N,
+  // as kube-proxy's iptables mode does with `statistic --probability`.
+  entries.forEach((entry, i) => {
+    const left = entries.length - i;
+    rules.push(rule(left > 1 ? [{ numgenMatch: { mod: left, value: 0 } }, goto(entry.chain)] : [goto(entry.chain)]));
+  });
+  return rules;
+}
+
+/** `label` is serviceKey(service), passed in: the caller's copy is the one its maps have already hashed. */
+function compileService(label: string, service: Service, slices: readonly EndpointSlice[], node: ProxyNodeFacts, blocksFrom: BlockSource): ServiceFragment {
+  // Every list starts as the shared empty one and is made on its first element (see added).
   const fragment: ServiceFragment = {
-    key: `${service.metadata.namespace ?? "default"}/${service.metadata.name}`,
-    chains: [], sets: [], serviceIps: [], nodePorts: [], noEndpointServices: [], noEndpointNodePorts: [], firewallIps: [], clusterIps: [], udpFrontends: [], contested: new Set(),
-    endpointElements: [], blocks,
+    key: label,
+    chains: NONE, sets: NONE, serviceIps: NONE, nodePorts: NONE, noEndpointServices: NONE, noEndpointNodePorts: NONE, firewallIps: NONE, clusterIps: NONE, udpFrontends: NONE, contested: NOTHING_CONTESTED as Set<string>,
+    endpointElements: NONE, blocks: NONE,
   };
-  const mapLayout = !node.endpointChains && hairpinCapable(node.podCidr);
   const spec = service.spec;
   const type = spec.type ?? "ClusterIP";
-  if (type === "ExternalName") return fragment;
+  if (type === "ExternalName") return fitted(fragment);
   const clusterIp = isIpv4(spec.clusterIP) ? spec.clusterIP : undefined;
-  if (!clusterIp) return fragment; // headless or not yet allocated: DNS only, no proxying
-  fragment.clusterIps.push([clusterIp]);
+  if (!clusterIp) return fitted(fragment); // headless or not yet allocated: DNS only, no proxying
+  fragment.clusterIps = [[clusterIp]];
 
-  const externalIps = [...(spec.externalIPs ?? []).filter(isIpv4)];
-  const loadBalancerIps = type === "LoadBalancer" ? (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter(isIpv4) : [];
-  const sourceRanges = type === "LoadBalancer" ? (spec.loadBalancerSourceRanges ?? []).map((r) => r.trim()).filter((r) => r !== "") : [];
+  const externalIps = spec.externalIPs === undefined ? NO_ADDRESSES : spec.externalIPs.filter(isIpv4);
+  const loadBalancerIps = type === "LoadBalancer" ? (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter(isIpv4) : NO_ADDRESSES;
+  const sourceRanges = type === "LoadBalancer" ? (spec.loadBalancerSourceRanges ?? []).map((r) => r.trim()).filter((r) => r !== "") : NO_ADDRESSES;
   const affinityTimeout = spec.sessionAffinity === "ClientIP" ? (spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800) : undefined;
-  const label = `${service.metadata.namespace ?? "default"}/${service.metadata.name}`;
+  const mapLayout = mapLayoutFor(node);
 
   for (const port of spec.ports ?? []) {
     const protocol = (port.protocol ?? "TCP").toLowerCase();
-    const id = servicePortId(service, port);
+    const portName = port.name || String(port.port);
+    const id = `${label}/${protocol}/${portName}`; // servicePortId
     const endpoints = categorizeEndpoints(service, endpointsOfPort(slices, port), node.nodeName);
-    const portLabel = `${label}:${port.name || port.port}`;
+    const portLabel = `${label}:${portName}`;
     const nodePort = (type === "NodePort" || type === "LoadBalancer") && port.nodePort ? port.nodePort : undefined;
     const hasExternal = nodePort !== undefined || externalIps.length > 0 || loadBalancerIps.length > 0;
+    const build: PortBuild = { fragment, blocksFrom, node, mapLayout, affinityTimeout, protocol, id, endpointChains: undefined };
 
-    // Endpoint chains, shared by the cluster-wide and the local chain.
-    const endpointChains = new Map<string, { chain: string; affinitySet?: string }>();
-    const endpointChainFor = (endpoint: ProxyEndpoint) => {
-      const key = `${endpoint.ip}/${endpoint.port}`;
-      let entry = endpointChains.get(key);
-      if (entry) return entry;
-      const epId = `${id}__${key}`;
-      const chain = chainName("endpoint", epId);
-      // No comments in endpoint chains: their name says what they are, and at 50,000 of them the
-      // text nft has to parse on a full sync is a cost.
-      const statements: NftRule[] = [rule([{ match: "ip saddr", value: endpoint.ip }, jump(MARK_FOR_MASQUERADE)])];
-      entry = { chain };
-      if (affinityTimeout !== undefined) {
-        // The timeout is part of the set's name: a new timeout is a new set, never an in-place change.
-        const setName = chainName("affinity", epId, `${epId}#${affinityTimeout}`);
-        entry.affinitySet = setName;
-        fragment.sets.push({ name: setName, keyType: ["ipv4_addr"], flags: ["dynamic", "timeout"], timeoutSeconds: affinityTimeout, elements: [] });
-        statements.push(rule([{ updateSet: setName, key: ["ip saddr"] }]));
-      }
-      statements.push(rule([{ match: "meta l4proto", value: protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }]));
-      fragment.chains.push({ name: chain, rules: statements });
-      endpointChains.set(key, entry);
-      return entry;
-    };
-    const balance = (endpoints: readonly ProxyEndpoint[], group: "cluster" | "local"): NftRule[] => {
-      if (mapLayout && isMapProtocol(protocol) && affinityTimeout === undefined && endpoints.length <= ENDPOINT_MAP_STRIDE) {
-        const groupId = `${id}#${group}`;
-        const block = blockOf(groupId, protocol);
-        blocks.push([groupId, block]);
-        const { rules, elements } = mapBalance(endpoints, protocol, block);
-        fragment.endpointElements.push(elements);
-        return rules;
-      }
-      if (!node.endpointChains && affinityTimeout === undefined && endpoints.length <= CASCADE_MAX_ENDPOINTS) return inlineBalance(endpoints, protocol);
-      const entries = endpoints.map(endpointChainFor);
-      const rules: NftRule[] = [];
-      for (const entry of entries) {
-        if (entry.affinitySet) rules.push(rule([{ lookup: ["ip saddr"], set: entry.affinitySet }, goto(entry.chain)]));
-      }
-      if (entries.length > CASCADE_MAX_ENDPOINTS) {
-        rules.push(rule([{ numgenVmap: entries.map((e) => goto(e.chain)) }]));
-        return rules;
-      }
-      // A cascade: the i-th of N rules takes 1/(N-i) of what reaches it, so each endpoint gets 1/N,
-      // as kube-proxy's iptables mode does with `statistic --probability`.
-      entries.forEach((entry, i) => {
-        const left = entries.length - i;
-        rules.push(rule(left > 1 ? [{ numgenMatch: { mod: left, value: 0 } }, goto(entry.chain)] : [goto(entry.chain)]));
-      });
-      return rules;
-    };
-
-    const clusterChain = chainName("service", id);
-    const localChain = chainName("local", id);
+    // Each chain is named only when it is made (or referred to, which is only when it is made).
+    const clusterChain = endpoints.cluster.length > 0 ? chainName("service", id) : "";
     if (endpoints.cluster.length > 0) {
-      fragment.chains.push({
-        name: clusterChain,
-        rules: [
-          // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
-          // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
-          rule([{ match: "ip saddr", op: "!=", value: node.clusterCidr }, jump(MARK_FOR_MASQUERADE)], `${portLabel} from outside the pod network`),
-          ...balance(endpoints.cluster, "cluster"),
-        ],
-      });
+      // kube-proxy's local-traffic detector: a source outside the pod network (the node itself,
+      // a host routed to the ClusterIP) is masqueraded so replies come back through this node.
+      const fromOutside = rule(fromOutsideStatements(node.clusterCidr), `${portLabel} from outside the pod network`);
+      // The rules first: balancing may add endpoint chains before this one.
+      const rules = balance(build, endpoints.cluster, "cluster", fromOutside);
+      fragment.chains = added(fragment.chains, { name: clusterChain, rules });
     }
     const needLocal = (spec.internalTrafficPolicy === "Local" || (hasExternal && spec.externalTrafficPolicy === "Local")) && endpoints.local.length > 0;
-    if (needLocal) fragment.chains.push({ name: localChain, rules: balance(endpoints.local, "local") });
+    const localChain = needLocal ? chainName("local", id) : "";
+    if (needLocal) {
+      const rules = balance(build, endpoints.local, "local");
+      fragment.chains = added(fragment.chains, { name: localChain, rules });
+    }
 
     // ClusterIP: dispatch to the internal chain, or reject (no endpoints) / drop (none on this node under internalTrafficPolicy Local).
     const clusterKey = [clusterIp, protocol, port.port];
     if (endpoints.internal.length > 0) {
-      fragment.serviceIps.push({ key: clusterKey, verdict: goto(spec.internalTrafficPolicy === "Local" ? localChain : clusterChain) });
+      fragment.serviceIps = added(fragment.serviceIps, { key: clusterKey, verdict: goto(spec.internalTrafficPolicy === "Local" ? localChain : clusterChain) });
     } else {
-      fragment.noEndpointServices.push({ key: clusterKey, verdict: endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : { verdict: "drop" } });
+      fragment.noEndpointServices = added(fragment.noEndpointServices, { key: clusterKey, verdict: endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : { verdict: "drop" } });
     }
-    if (protocol === "udp") fragment.udpFrontends.push({ ip: clusterIp, port: port.port, endpointIps: endpoints.internal.map((e) => e.ip) });
+    if (protocol === "udp") fragment.udpFrontends = added(fragment.udpFrontends, { ip: clusterIp, port: port.port, endpointIps: endpoints.internal.map((e) => e.ip) });
 
     if (!hasExternal) continue;
     const externalChain = chainName("external", id);
@@ -376,36 +449,66 @@ function compileService(service: Service, slices: readonly EndpointSlice[], node
         if (endpoints.cluster.length > 0) rules.push(rule([{ match: "ip saddr", value: node.clusterCidr }, goto(clusterChain)], `${portLabel} pods take the cluster path`));
         rules.push(rule([externalReachable ? goto(localChain) : { verdict: "drop" }], externalReachable ? undefined : `${portLabel} no local endpoints`));
       } else {
-        rules.push(rule([jump(MARK_FOR_MASQUERADE)], `${portLabel} external traffic is masqueraded`));
+        rules.push(rule([JUMP_MARK], `${portLabel} external traffic is masqueraded`));
         rules.push(rule([goto(clusterChain)]));
       }
-      fragment.chains.push({ name: externalChain, rules });
+      fragment.chains = added(fragment.chains, { name: externalChain, rules });
     }
     const externalVerdict: NftVerdict | undefined = endpoints.cluster.length === 0 ? goto(REJECT_CHAIN) : undefined;
     for (const ip of [...externalIps, ...loadBalancerIps]) {
       const key = [ip, protocol, port.port];
-      if (externalVerdict) fragment.noEndpointServices.push({ key, verdict: externalVerdict });
-      else fragment.serviceIps.push({ key, verdict: goto(externalChain) });
-      fragment.contested.add(contestedKey(externalVerdict ? NO_ENDPOINT_SERVICES : SERVICE_IPS, key));
-      if (protocol === "udp") fragment.udpFrontends.push({ ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
+      if (externalVerdict) fragment.noEndpointServices = added(fragment.noEndpointServices, { key, verdict: externalVerdict });
+      else fragment.serviceIps = added(fragment.serviceIps, { key, verdict: goto(externalChain) });
+      contest(fragment, contestedKey(externalVerdict ? NO_ENDPOINT_SERVICES : SERVICE_IPS, key));
+      if (protocol === "udp") fragment.udpFrontends = added(fragment.udpFrontends, { ip, port: port.port, endpointIps: endpoints.external.map((e) => e.ip) });
     }
     if (nodePort !== undefined) {
       const key = [protocol, nodePort];
-      if (externalVerdict) fragment.noEndpointNodePorts.push({ key, verdict: externalVerdict });
-      else fragment.nodePorts.push({ key, verdict: goto(externalChain) });
-      if (protocol === "udp") fragment.udpFrontends.push({ port: nodePort, endpointIps: endpoints.external.map((e) => e.ip) });
+      if (externalVerdict) fragment.noEndpointNodePorts = added(fragment.noEndpointNodePorts, { key, verdict: externalVerdict });
+      else fragment.nodePorts = added(fragment.nodePorts, { key, verdict: goto(externalChain) });
+      if (protocol === "udp") fragment.udpFrontends = added(fragment.udpFrontends, { port: nodePort, endpointIps: endpoints.external.map((e) => e.ip) });
     }
     if (sourceRanges.length > 0 && loadBalancerIps.length > 0) {
       const firewallChain = chainName("firewall", id);
-      fragment.chains.push({ name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
+      fragment.chains = added(fragment.chains, { name: firewallChain, rules: [rule([{ match: "ip saddr", op: "!=", value: sourceRanges }, { verdict: "drop" }], `${portLabel} loadBalancerSourceRanges`)] });
       for (const ip of loadBalancerIps) {
-        fragment.firewallIps.push({ key: [ip, protocol, port.port], verdict: goto(firewallChain) });
-        fragment.contested.add(contestedKey(FIREWALL_IPS, [ip, protocol, port.port]));
+        fragment.firewallIps = added(fragment.firewallIps, { key: [ip, protocol, port.port], verdict: goto(firewallChain) });
+        contest(fragment, contestedKey(FIREWALL_IPS, [ip, protocol, port.port]));
       }
     }
   }
+  return fitted(fragment);
+}
+
+/**
+ * `list` with `item` added. A fragment's lists start as one shared frozen empty array, the first
+ * element makes a one-element array, and only a second grows it by push: most lists of a fragment
+ * hold one element or none, and an array grown by push keeps room for 17 (at 10,000 services,
+ * megabytes for the garbage collector to copy during a full compile, and for the agent to keep in
+ * contested fragments). Nothing changes a fragment once compiled.
+ */
+function added<T>(list: T[], item: T): T[] {
+  if (list === NONE) return [item];
+  list.push(item);
+  return list;
+}
+const NONE: never[] = Object.freeze([]) as never[];
+
+/** The fragment with the lists that grew by push copied to their exact length (see added). */
+function fitted(fragment: ServiceFragment): ServiceFragment {
+  fragment.chains = fit(fragment.chains);
+  fragment.sets = fit(fragment.sets);
+  fragment.serviceIps = fit(fragment.serviceIps);
+  fragment.nodePorts = fit(fragment.nodePorts);
+  fragment.noEndpointServices = fit(fragment.noEndpointServices);
+  fragment.noEndpointNodePorts = fit(fragment.noEndpointNodePorts);
+  fragment.firewallIps = fit(fragment.firewallIps);
+  fragment.udpFrontends = fit(fragment.udpFrontends);
+  fragment.endpointElements = fit(fragment.endpointElements);
+  fragment.blocks = fit(fragment.blocks as (readonly [string, EndpointBlock])[]);
   return fragment;
 }
+const fit = <T>(list: T[]): T[] => (list.length > 1 ? list.slice() : list);
 
 /** The fixed part of the table: base chains on the hooks and the dispatch chains. */
 function skeletonChains(node: ProxyNodeFacts): NftChain[] {
@@ -470,14 +573,30 @@ function skeletonChains(node: ProxyNodeFacts): NftChain[] {
 const isMapProtocol = (protocol: string): protocol is keyof typeof ENDPOINT_MAP_SHARDS => (MAP_PROTOCOLS as readonly string[]).includes(protocol);
 
 /** One DNAT rule and the group's elements in its block of a shared endpoint map (see the header). */
-function mapBalance(endpoints: readonly ProxyEndpoint[], protocol: string, block: EndpointBlock): { rules: NftRule[]; elements: { map: string; elements: NftMapElement[] } } {
+function mapBalance(endpoints: readonly ProxyEndpoint[], protocol: string, block: EndpointBlock): { dnat: NftRule; elements: { map: string; elements: NftMapElement[] } } {
   const map = block.map;
   const offset = block.index * ENDPOINT_MAP_STRIDE;
   return {
-    rules: [rule([{ match: "meta l4proto", value: protocol }, { dnatMap: { family: "ip", mod: endpoints.length, offset, map } }])],
-    elements: { map, elements: endpoints.map((e, i) => ({ key: [offset + i], value: [e.ip, e.port] })) },
+    dnat: rule([l4protoMatch(protocol), { dnatMap: { family: "ip", mod: endpoints.length, offset, map } }]),
+    elements: { map, elements: endpoints.map((e, i) => ({ key: numgenKey(offset + i), value: [e.ip, e.port] })) },
   };
 }
+
+/**
+ * `[n]`, one frozen array per n for the keys groups use most: a full sync of 10,000 services × 5
+ * endpoints has 50,000 elements but only a few hundred distinct keys (block offsets + 0..4).
+ * Bounded, as the agent keeps the module for its lifetime.
+ */
+function numgenKey(n: number): readonly number[] {
+  let key = NUMGEN_KEYS.get(n);
+  if (key === undefined) {
+    key = Object.freeze([n]);
+    if (NUMGEN_KEYS.size < NUMGEN_KEYS_KEPT) NUMGEN_KEYS.set(n, key);
+  }
+  return key;
+}
+const NUMGEN_KEYS_KEPT = 4096;
+const NUMGEN_KEYS = new Map<number, readonly number[]>();
 
 /** The fixed sets: the hairpin pairs of this node's pod CIDR, when the map layout is in use. */
 function skeletonSetsOf(node: ProxyNodeFacts): NftSet[] {
@@ -503,12 +622,12 @@ function skeletonSetsOf(node: ProxyNodeFacts): NftSet[] {
  * reaching its own service and landing on another endpoint is masqueraded too (its peer sees the
  * node's address, not the pod's).
  */
-function inlineBalance(endpoints: readonly ProxyEndpoint[], protocol: string): NftRule[] {
-  const rules: NftRule[] = [];
-  for (const ip of new Set(endpoints.map((e) => e.ip))) rules.push(rule([{ match: "ip saddr", value: ip }, jump(MARK_FOR_MASQUERADE)]));
+function inlineBalance(endpoints: readonly ProxyEndpoint[], protocol: string, first?: NftRule): NftRule[] {
+  const rules: NftRule[] = first ? [first] : [];
+  for (const ip of new Set(endpoints.map((e) => e.ip))) rules.push(rule([{ match: "ip saddr", value: ip }, JUMP_MARK]));
   endpoints.forEach((endpoint, i) => {
     const left = endpoints.length - i;
-    const dnat: NftStatement[] = [{ match: "meta l4proto", value: protocol }, { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }];
+    const dnat: NftStatement[] = [l4protoMatch(protocol), { dnat: { family: "ip", address: endpoint.ip, port: endpoint.port } }];
     rules.push(rule(left > 1 ? [{ numgenMatch: { mod: left, value: 0 } }, ...dnat] : dnat));
   });
   return rules;
@@ -538,7 +657,7 @@ export class ProxyCompiler {
       const serviceSlices = byService.get(key) ?? [];
       const fingerprint = fingerprintOf(service, serviceSlices);
       const cached = this.cache.get(key);
-      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(service, serviceSlices, node, (group, protocol) => this.blocks.blockOf(key, group, protocol));
+      const fragment = cached && cached.fingerprint === fingerprint ? cached.fragment : compileService(key, service, serviceSlices, node, this.blocks);
       nextCache.set(key, { fingerprint, fragment });
       fragments.set(key, fragment);
     }
@@ -552,6 +671,7 @@ export class ProxyCompiler {
 function contestedOwnersOf(fragments: ReadonlyMap<string, ServiceFragment>): Map<string, string> {
   const owners = new Map<string, string>();
   for (const [key, fragment] of fragments) {
+    if (fragment.contested.size === 0) continue;
     for (const contested of fragment.contested) {
       const owner = owners.get(contested);
       if (owner === undefined || key < owner) owners.set(contested, key);
@@ -615,7 +735,8 @@ export class IncrementalProxyCompiler {
     const service = slice.metadata.labels?.[LABEL_SERVICE_NAME];
     if (!service || slice.addressType !== "IPv4") return;
     const key = `${slice.metadata.namespace ?? "default"}/${service}`;
-    this.slices.set(key, [...(this.slices.get(key) ?? []), slice]);
+    const filed = this.slices.get(key);
+    this.slices.set(key, filed ? [...filed, slice] : [slice]);
     this.sliceOwner.set(sliceKey, key);
     this.dirty.add(key);
   }
@@ -642,6 +763,9 @@ export class IncrementalProxyCompiler {
       this.skeletonSets = skeletonSetsOf(node);
       for (const key of this.services.keys()) this.dirty.add(key);
     }
+    // This compile's outputs, held weakly as one: one WeakRef per compile, not one per service.
+    const outputs: ServiceFragment[] = [];
+    const outputsRef = new WeakRef(outputs);
     for (const key of this.dirty) {
       const service = this.services.get(key);
       if (!service) {
@@ -650,10 +774,15 @@ export class IncrementalProxyCompiler {
         continue;
       }
       const slices = this.slices.get(key) ?? [];
-      const fragment = compileService(service, slices, node, (group, protocol) => this.blocks.blockOf(key, group, protocol));
+      const fragment = compileService(key, service, slices, node, this.blocks);
       // Contested fragments are few (services with external or LoadBalancer IPs) and are read on
       // every compile: kept whole. The rest keep only their inputs (see RecomputedFragment).
-      this.fragments.set(key, fragment.contested.size > 0 ? fragment : new RecomputedFragment(fragment, service, slices, node));
+      if (fragment.contested.size > 0) {
+        this.fragments.set(key, fragment);
+      } else {
+        this.fragments.set(key, new RecomputedFragment(fragment, service, slices, node, outputsRef, outputs.length));
+        outputs.push(fragment);
+      }
     }
     this.dirty.clear();
     // A snapshot: later events must not change what an earlier CompiledProxy says.
@@ -683,6 +812,7 @@ function fingerprintOf(service: Service, slices: readonly EndpointSlice[]): stri
 }
 
 const NOTHING_CONTESTED: ReadonlySet<string> = new Set<string>();
+const NO_ADDRESSES: readonly string[] = [];
 
 /**
  * A service's fragment that keeps only what it was compiled from, and compiles again when read
@@ -693,45 +823,51 @@ const NOTHING_CONTESTED: ReadonlySet<string> = new Set<string>();
  * the compiler, and compiling one again costs about 25 µs. compileService is a pure function of its
  * inputs, so the output read later is equal to the one planned first.
  */
-class RecomputedFragment implements ServiceFragment {
+class RecomputedFragment implements ServiceFragment, BlockSource {
   readonly key: string;
   readonly blocks: ServiceFragment["blocks"];
-  private output: WeakRef<ServiceFragment>;
 
+  /** `first` is `outputs[index]`: the compile's outputs are collected together (or the recompiled one alone). */
   constructor(
     first: ServiceFragment,
     private readonly service: Service,
     private readonly slices: readonly EndpointSlice[],
     private readonly node: ProxyNodeFacts,
+    private outputs: WeakRef<readonly ServiceFragment[]>,
+    private index: number,
   ) {
     this.key = first.key;
     this.blocks = first.blocks;
-    this.output = new WeakRef(first);
   }
 
-  private get built(): ServiceFragment {
-    let fragment = this.output.deref();
+  /** The whole fragment, compiled again if it was collected (assembleTable reads it once, not once per field). */
+  built(): ServiceFragment {
+    let fragment = this.outputs.deref()?.[this.index];
     if (fragment === undefined) {
-      // The blocks of the first compile, even if the service is gone and they were handed on since.
-      fragment = compileService(this.service, this.slices, this.node, (group) => {
-        const block = this.blocks.find(([g]) => g === group)?.[1];
-        if (!block) throw new Error(`endpoint group ${group} was not in the first compile`);
-        return block;
-      });
-      this.output = new WeakRef(fragment);
+      fragment = compileService(this.key, this.service, this.slices, this.node, this);
+      this.outputs = new WeakRef([fragment]);
+      this.index = 0;
     }
     return fragment;
   }
-  get chains() { return this.built.chains; }
-  get sets() { return this.built.sets; }
-  get serviceIps() { return this.built.serviceIps; }
-  get nodePorts() { return this.built.nodePorts; }
-  get noEndpointServices() { return this.built.noEndpointServices; }
-  get noEndpointNodePorts() { return this.built.noEndpointNodePorts; }
-  get firewallIps() { return this.built.firewallIps; }
-  get clusterIps() { return this.built.clusterIps; }
-  get udpFrontends() { return this.built.udpFrontends; }
-  get endpointElements() { return this.built.endpointElements; }
+
+  /** The blocks of the first compile, even if the service is gone and they were handed on since. */
+  givenBlock(_serviceKey: string, group: string): readonly [group: string, block: EndpointBlock] {
+    const given = this.blocks.find(([g]) => g === group);
+    if (!given) throw new Error(`endpoint group ${group} was not in the first compile`);
+    return given;
+  }
+
+  get chains() { return this.built().chains; }
+  get sets() { return this.built().sets; }
+  get serviceIps() { return this.built().serviceIps; }
+  get nodePorts() { return this.built().nodePorts; }
+  get noEndpointServices() { return this.built().noEndpointServices; }
+  get noEndpointNodePorts() { return this.built().noEndpointNodePorts; }
+  get firewallIps() { return this.built().firewallIps; }
+  get clusterIps() { return this.built().clusterIps; }
+  get udpFrontends() { return this.built().udpFrontends; }
+  get endpointElements() { return this.built().endpointElements; }
   /** Only fragments without contested keys are kept this way. */
   get contested() { return NOTHING_CONTESTED as Set<string>; }
 }
@@ -750,7 +886,7 @@ class Compiled implements CompiledProxy {
   private whole() {
     let whole = this.assembled?.deref();
     if (whole === undefined) {
-      whole = assembleTable([...this.fragments.values()], this.skeleton, this.contestedOwners, this.skeletonSets);
+      whole = assembleTable(this.fragments.values(), this.skeleton, this.contestedOwners, this.skeletonSets);
       this.assembled = new WeakRef(whole);
     }
     return whole;
@@ -768,7 +904,7 @@ class Compiled implements CompiledProxy {
  * without the skeleton) for the narrowed tables proxy-plan.ts diffs.
  */
 export function assembleTable(
-  fragments: readonly ServiceFragment[],
+  fragments: Iterable<ServiceFragment>,
   skeleton: readonly NftChain[],
   contestedOwners: ReadonlyMap<string, string>,
   skeletonSets: readonly NftSet[] = [],
@@ -787,20 +923,22 @@ export function assembleTable(
   const endpointMaps = new Map<string, NftMapElement[]>();
   if (endpointMapNames) for (const name of endpointMapNames) endpointMaps.set(name, []);
   else for (const protocol of MAP_PROTOCOLS) for (let shard = 0; shard < ENDPOINT_MAP_SHARDS[protocol]; shard++) endpointMaps.set(endpointMapName(protocol, shard), []);
-  for (const f of fragments) {
-    // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
-    const won = (map: string, e: NftMapElement) => {
-      if (f.contested.size === 0) return true;
-      const key = contestedKey(map, e.key);
-      return !f.contested.has(key) || contestedOwners.get(key) === f.key;
-    };
+  for (const fragment of fragments) {
+    const f = fragment instanceof RecomputedFragment ? fragment.built() : fragment;
     for (const c of f.chains) chains.push(c);
     for (const x of f.sets) sets.push(x);
-    for (const e of f.serviceIps) if (won(SERVICE_IPS, e)) serviceIps.push(e);
+    if (f.contested.size === 0) {
+      for (const e of f.serviceIps) serviceIps.push(e);
+      for (const e of f.noEndpointServices) noEndpointServices.push(e);
+      for (const e of f.firewallIps) firewallIps.push(e);
+    } else {
+      // An element another service won is left out (proxy-plan.ts re-plans both when the winner changes).
+      for (const e of f.serviceIps) if (won(f, SERVICE_IPS, e, contestedOwners)) serviceIps.push(e);
+      for (const e of f.noEndpointServices) if (won(f, NO_ENDPOINT_SERVICES, e, contestedOwners)) noEndpointServices.push(e);
+      for (const e of f.firewallIps) if (won(f, FIREWALL_IPS, e, contestedOwners)) firewallIps.push(e);
+    }
     for (const e of f.nodePorts) nodePorts.push(e);
-    for (const e of f.noEndpointServices) if (won(NO_ENDPOINT_SERVICES, e)) noEndpointServices.push(e);
     for (const e of f.noEndpointNodePorts) noEndpointNodePorts.push(e);
-    for (const e of f.firewallIps) if (won(FIREWALL_IPS, e)) firewallIps.push(e);
     for (const ip of f.clusterIps) clusterIps.push(ip);
     for (const u of f.udpFrontends) udpFrontends.push(u);
     for (const { map, elements } of f.endpointElements) {
@@ -840,6 +978,12 @@ export function assembleTable(
     },
     udpFrontends,
   };
+}
+
+/** Whether the fragment's element is in the table: not when its key is contested and another service won it. */
+function won(f: ServiceFragment, map: string, e: NftMapElement, contestedOwners: ReadonlyMap<string, string>): boolean {
+  const key = contestedKey(map, e.key);
+  return !f.contested.has(key) || contestedOwners.get(key) === f.key;
 }
 
 /**

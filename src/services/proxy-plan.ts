@@ -10,7 +10,7 @@
 // kernel's table or walks the whole ruleset.
 
 import { diffTables } from "../kernel/nft/diff.ts";
-import type { NftChain, NftChange, NftStatement, NftTable, NftTransaction } from "../kernel/nft/model.ts";
+import type { NftChain, NftChange, NftTable, NftTransaction, NftVerdict } from "../kernel/nft/model.ts";
 import { assembleTable, type CompiledProxy, type ServiceFragment, type UdpFrontend } from "./proxy-compiler.ts";
 
 /**
@@ -91,22 +91,60 @@ export function planFullSync(table: NftTable): NftTransaction {
   return { family: table.family, table: table.name, changes };
 }
 
-function verdictTargets(statement: NftStatement): string[] {
-  if ("verdict" in statement) return statement.verdict === "jump" || statement.verdict === "goto" ? [statement.chain] : [];
-  if ("numgenVmap" in statement) return statement.numgenVmap.flatMap((v) => (v.verdict === "jump" || v.verdict === "goto" ? [v.chain] : []));
-  if ("inlineVmap" in statement) return statement.entries.flatMap((e) => (e.verdict.verdict === "jump" || e.verdict.verdict === "goto" ? [e.verdict.chain] : []));
-  return [];
+/** The chains a chain's rules jump or go to, in rule and statement order (repeats kept). */
+function verdictTargets(chain: NftChain): string[] {
+  const targets: string[] = [];
+  for (const rule of chain.rules) {
+    for (const statement of rule.statements) {
+      if ("verdict" in statement) addTarget(targets, statement);
+      else if ("numgenVmap" in statement) for (const v of statement.numgenVmap) addTarget(targets, v);
+      else if ("inlineVmap" in statement) for (const e of statement.entries) addTarget(targets, e.verdict);
+    }
+  }
+  return targets;
+}
+
+/** Whether the chain jumps or goes to a chain of the table not yet written. */
+function jumpsToPending(chain: NftChain, byName: ReadonlyMap<string, NftChain>, done: ReadonlySet<string>): boolean {
+  for (const rule of chain.rules) {
+    for (const statement of rule.statements) {
+      if ("verdict" in statement) {
+        if (isPending(statement, byName, done)) return true;
+      } else if ("numgenVmap" in statement) {
+        for (const v of statement.numgenVmap) if (isPending(v, byName, done)) return true;
+      } else if ("inlineVmap" in statement) {
+        for (const e of statement.entries) if (isPending(e.verdict, byName, done)) return true;
+      }
+    }
+  }
+  return false;
+}
+
+function isPending(v: NftVerdict, byName: ReadonlyMap<string, NftChain>, done: ReadonlySet<string>): boolean {
+  return (v.verdict === "jump" || v.verdict === "goto") && byName.has(v.chain) && !done.has(v.chain);
+}
+
+function addTarget(targets: string[], v: NftVerdict): void {
+  if (v.verdict === "jump" || v.verdict === "goto") targets.push(v.chain);
 }
 
 /** Chains ordered so that every jump or goto target precedes the chain that names it (a depth-first post-order). */
 function targetsFirst(chains: readonly NftChain[]): NftChain[] {
-  const byName = new Map(chains.map((c) => [c.name, c]));
+  const byName = new Map<string, NftChain>();
+  for (const c of chains) byName.set(c.name, c);
   const done = new Set<string>();
   const ordered: NftChain[] = [];
   for (const root of chains) {
     if (done.has(root.name)) continue;
+    // Most chains jump only to chains already written (a service chain to mark-for-masquerade):
+    // written at once, without the search's allocations.
+    if (!jumpsToPending(root, byName, done)) {
+      done.add(root.name);
+      ordered.push(root);
+      continue;
+    }
     // Iterative, so a long chain of jumps cannot overflow the stack.
-    const stack: { chain: NftChain; targets: string[] }[] = [{ chain: root, targets: root.rules.flatMap((r) => r.statements.flatMap(verdictTargets)) }];
+    const stack: { chain: NftChain; targets: string[] }[] = [{ chain: root, targets: verdictTargets(root) }];
     done.add(root.name);
     while (stack.length > 0) {
       const top = stack[stack.length - 1]!;
@@ -119,7 +157,7 @@ function targetsFirst(chains: readonly NftChain[]): NftChain[] {
       const target = byName.get(next);
       if (!target || done.has(next)) continue;
       done.add(next);
-      stack.push({ chain: target, targets: target.rules.flatMap((r) => r.statements.flatMap(verdictTargets)) });
+      stack.push({ chain: target, targets: verdictTargets(target) });
     }
   }
   return ordered;
