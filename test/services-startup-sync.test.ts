@@ -81,6 +81,10 @@ describe("the agent's first full sync of a large table, by its startup child", {
     sc.cluster.startAgent(node, sc.agentArgs);
     // Killed once its startup child is running (the agent starts it before it registers).
     await waitFor(() => startupChildrenIn(node.netns).length === 1, 10_000, () => "the agent started no startup child");
+    // Ahead of the agent on the CPUs (the agent runs as root here, so it may raise its child's priority).
+    const [child] = startupChildrenIn(node.netns);
+    const stat = readFileSync(`/proc/${child}/stat`, "utf8");
+    assert.equal(Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]), -5, "the startup child's niceness");
     await sc.cluster.stopAgent(node, "SIGKILL");
     await waitFor(() => startupChildrenIn(node.netns).length === 0, 10_000, () => `startup children left in ${node.netns}: ${startupChildrenIn(node.netns).join(", ")}`);
     // And the next start still syncs, through its own child.

@@ -77,6 +77,13 @@ export function fullSyncDigest(services: ReadonlyMap<string, Service>, slices: R
  * the agent's side are in services-startup.ts): list as soon as told where, report the list done,
  * then compile, plan and apply once told this node's facts, and answer with the input's digest.
  */
+/**
+ * Keys per etcd range request: fewer round trips than the agent's 500 (10,000 Services and their
+ * EndpointSlices: 0.24 s instead of 0.28 s, measured side by side); this process lives seconds, and
+ * holds the whole list anyway.
+ */
+const LIST_PAGE_SIZE = 2500;
+
 export async function runServicesStartupChild(): Promise<number> {
   const code = await startupSync();
   // The agent keeps this child's stdin open (and etcd's channel may linger): nothing else ends it.
@@ -97,7 +104,7 @@ async function startupSync(): Promise<number> {
   if (where === undefined) return 0;
   const datastore = etcdDatastoreFor(where.list.connection, where.list.prefix);
   let listedAt = NaN;
-  const listing = datastore.objects.listAtOneRevision(["Service", "EndpointSlice"]).then((listed) => {
+  const listing = datastore.objects.listAtOneRevision(["Service", "EndpointSlice"], LIST_PAGE_SIZE).then((listed) => {
     listedAt = Date.now();
     // The agent holds its own list of the same objects back until this one is done (StartupFullSync.listed).
     process.stdout.write(`${JSON.stringify({ progress: LISTED_PROGRESS })}\n`);

@@ -54,6 +54,8 @@ export interface StartupSyncOutcome {
   kernelAnsweredAt: number;
 }
 
+/** The startup child's niceness (the agent's is 0): see the constructor of StartupFullSync. */
+const STARTUP_CHILD_NICENESS = -5;
 /** The child's progress report once it has its list. */
 export const LISTED_PROGRESS = "listed";
 /** The longest the agent's own list waits for the child's (see listed). */
@@ -116,7 +118,9 @@ export class StartupFullSync implements StartupSync {
     private readonly connection: EtcdConnection,
     private readonly prefix: string,
   ) {
-    this.child = new ChildApplier(SERVICES_STARTUP_COMMAND);
+    // Ahead of the agent (and etcd) on the CPUs for the second or two it runs: it is what puts the
+    // services in the kernel, and the agent's own list and compile of the same objects can wait.
+    this.child = new ChildApplier(SERVICES_STARTUP_COMMAND, { niceness: STARTUP_CHILD_NICENESS });
     this.child.tell({ list: { connection, prefix } } satisfies StartupListRequest);
     // No registration for a minute (etcd unreachable at start): it does not sit there holding a
     // Node process's memory; the first full sync is then the agent's own.

@@ -19,7 +19,7 @@
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { setPriority, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { NftTransaction } from "./model.ts";
 import { NftNotEncodable } from "./netlink-encode.ts";
@@ -81,7 +81,11 @@ export class ChildApplier {
   private used = false;
 
   /** `command`: the podnet subcommand the child runs (NFT_APPLY_COMMAND takes a transaction). */
-  constructor(readonly command: string = NFT_APPLY_COMMAND) {
+  /**
+   * `niceness`: the child's scheduling priority (setpriority(2); lower runs first), when this
+   * process may set it (root may raise it); otherwise the child keeps this process's.
+   */
+  constructor(readonly command: string = NFT_APPLY_COMMAND, options: { niceness?: number } = {}) {
     const script = podnetScript();
     if (script === undefined) throw new Error("netlink child: this process was not started as the podnet command");
     const flags = process.execArgv.filter((flag) => !DROPPED_FLAGS.test(flag));
@@ -89,6 +93,13 @@ export class ChildApplier {
     delete env.NODE_OPTIONS;
     const child = spawn(process.execPath, [...flags, script, command], { stdio: ["pipe", "pipe", "pipe"], env });
     this.child = child;
+    if (options.niceness !== undefined && child.pid !== undefined) {
+      try {
+        setPriority(child.pid, options.niceness);
+      } catch {
+        // Not permitted (not root): the child runs at this process's priority, only slower under load.
+      }
+    }
     this.exited = new Promise((resolve) => {
       child.on("close", () => resolve());
       child.on("error", () => resolve());
