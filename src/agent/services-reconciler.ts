@@ -242,6 +242,8 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
   private seenSlices = new Map<string, EndpointSlice>();
   private lastVerifyAt = 0;
   private lastVerifyMs = 0;
+  /** Read-backs of the whole table done (each costs about what loading the table did). */
+  private readBacks = 0;
   private announced: string[] = [];
   /** Services with LoadBalancer IPs, by "namespace/name". */
   private readonly loadBalancers = new Map<string, Service>();
@@ -584,6 +586,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     } finally {
       this.lastVerifyAt = Date.now();
       this.lastVerifyMs = this.lastVerifyAt - started;
+      this.readBacks++;
     }
   }
 
@@ -595,6 +598,7 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
       lastSync: this.last ?? null,
       lastFullSync: this.lastFull ?? null,
       lastVerifyMs: this.lastVerifyMs,
+      readBacks: this.readBacks,
       announcedLoadBalancerIps: this.announced,
       udpFlowsDeleted: this.udpFlowsDeleted,
     };
