@@ -66,7 +66,7 @@ async function inner(): Promise<void> {
     return agent;
   };
   const services = () => new Promise<{ revision: number; services: number; lastFullSync: { ms: number } | null } | undefined>((res) => {
-    const req = request({ socketPath: socket, path: "/status", timeout: 5000 }, (r) => {
+    const req = request({ socketPath: socket, path: "/status", timeout: 5000, agent: false }, (r) => {
       let body = "";
       r.on("data", (c: Buffer) => (body += c.toString()));
       r.on("end", () => {

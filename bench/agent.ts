@@ -251,7 +251,7 @@ function httpGet(socket: string, path: string): Promise<string> {
 
 function status(socket: string): Promise<{ ready?: boolean }> {
   return new Promise((resolvePromise, reject) => {
-    const req = request({ socketPath: socket, path: "/status", timeout: 2000 }, (res) => {
+    const req = request({ socketPath: socket, path: "/status", timeout: 2000, agent: false }, (res) => {
       let body = "";
       res.on("data", (chunk: Buffer) => (body += chunk.toString()));
       res.on("end", () => {

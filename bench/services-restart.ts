@@ -50,7 +50,7 @@ async function inner(): Promise<void> {
   };
   type Svc = { revision: number; services: number; lastFullSync: { ms: number; phases?: Record<string, number>; startedAtMs?: number; appliedBy?: string; kernelAnsweredAt?: number; startupChild?: Record<string, number> } | null };
   const svcStatus = () => new Promise<Svc | undefined>((res) => {
-    const req = request({ socketPath: socket, path: "/status", timeout: 5000 }, (r) => {
+    const req = request({ socketPath: socket, path: "/status", timeout: 5000, agent: false }, (r) => {
       let body = "";
       r.on("data", (c: Buffer) => (body += c.toString()));
       r.on("end", () => { try { res(JSON.parse(body).reconcilers?.services); } catch { res(undefined); } });
@@ -59,7 +59,7 @@ async function inner(): Promise<void> {
     req.end();
   });
   const heap = () => new Promise<string>((res) => {
-    const req = request({ socketPath: socket, path: "/metrics", timeout: 5000 }, (r) => {
+    const req = request({ socketPath: socket, path: "/metrics", timeout: 5000, agent: false }, (r) => {
       let body = "";
       r.on("data", (c: Buffer) => (body += c.toString()));
       r.on("end", () => {
@@ -97,12 +97,13 @@ async function inner(): Promise<void> {
       await new Promise((r) => setTimeout(r, Number(values.settle) * 1000));
       const rssLater = rss();
       const heapLater = await heap();
+      const later = (await svcStatus()) as { readBacks?: number; lastVerifyMs?: number } | undefined;
       const log = readFileSync(logFile, "utf8").slice(logStart).split("\n").filter(Boolean).map((line) => {
         const at = Date.parse(line.slice(0, 24));
         return Number.isNaN(at) ? line : `+${at - wall0} ms ${line.slice(25, 200)}`;
       });
       const kernelAt = s!.lastFullSync!.kernelAnsweredAt;
-      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`} [${script}]: table in the kernel ${kernelAt !== undefined ? `${kernelAt - wall0} ms` : "?"} after the agent's start (written by the ${s!.lastFullSync!.appliedBy ?? "?"}${s!.lastFullSync!.startupChild ? ` ${JSON.stringify(s!.lastFullSync!.startupChild)}` : ""}), ${total.toFixed(0)} ms to the agent's own full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms (started ${s!.lastFullSync!.startedAtMs ?? "?"} ms after the agent's process): ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater})`);
+      console.log(`${round === 0 ? "first start (empty kernel)" : `restart ${round}`} [${script}]: table in the kernel ${kernelAt !== undefined ? `${kernelAt - wall0} ms` : "?"} after the agent's start (written by the ${s!.lastFullSync!.appliedBy ?? "?"}${s!.lastFullSync!.startupChild ? ` ${JSON.stringify(s!.lastFullSync!.startupChild)}` : ""}), ${total.toFixed(0)} ms to the agent's own full sync (load ${load()}); reconciler ${s!.lastFullSync!.ms} ms (started ${s!.lastFullSync!.startedAtMs ?? "?"} ms after the agent's process): ${JSON.stringify(s!.lastFullSync!.phases)}; RSS ${rssSynced.toFixed(1)} MiB right after, ${rssLater.toFixed(1)} MiB ${values.settle} s later (${heapLater}; read-backs of the table by then ${later?.readBacks ?? "?"}, the last one ${later?.lastVerifyMs ?? "?"} ms)`);
       for (const line of log) console.log(`    ${line}`);
       agent!.kill("SIGKILL");
       await new Promise((r) => agent!.once("exit", r));

@@ -195,7 +195,7 @@ async function inner(prefix: string): Promise<void> {
   };
   type SyncStats = { ms: number; way?: string; scriptBytes?: number; phases?: Record<string, number>; appliedBy?: string; kernelAnsweredAt?: number };
   const status = () => new Promise<{ reconcilers?: { services?: { revision: number; services: number; lastFullSync: SyncStats | null; lastSync: SyncStats | null } } }>((res, rej) => {
-    const req = request({ socketPath: socket, path: "/status", timeout: 5000 }, (r) => {
+    const req = request({ socketPath: socket, path: "/status", timeout: 5000, agent: false }, (r) => {
       let body = "";
       r.on("data", (c: Buffer) => (body += c.toString()));
       r.on("end", () => { try { res(JSON.parse(body)); } catch (e) { rej(e); } });
@@ -392,18 +392,21 @@ async function inner(prefix: string): Promise<void> {
         const direct: number[] = [];
         const pairRatios: number[] = [];
         const disturbed: boolean[] = [];
+        const readBackCounts: string[] = [];
         for (let k = 0; k < 6; k++) {
           const before = await readBacks();
           via.push(iperf(IPERF_IP));
           direct.push(iperf(SERVER_IP));
           pairRatios.push(via.at(-1)! / direct.at(-1)!);
-          disturbed.push((await readBacks()) !== before);
+          const after = await readBacks();
+          disturbed.push(after !== before);
+          readBackCounts.push(`${before}→${after}`);
         }
         const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
         const middle = (xs: number[]) => { const sorted = [...xs].sort((a, b) => a - b); return (sorted[(sorted.length - 1) >> 1]! + sorted[sorted.length >> 1]!) / 2; };
         const clean = pairRatios.map((_, k) => k).filter((k) => !disturbed[k]);
         const cleanRatio = clean.length > 0 ? mean(clean.map((k) => via[k]!)) / mean(clean.map((k) => direct[k]!)) : NaN;
-        note(`iperf3 (one TCP stream, 4 s, 6 runs each, alternating): ClusterIP ${mean(via).toFixed(2)} Gbit/s, pod IP ${mean(direct).toFixed(2)} Gbit/s (means), ratio of the means ${(mean(via) / mean(direct)).toFixed(3)}, median of the pairs' ratios ${middle(pairRatios).toFixed(3)} (${pairRatios.map((r, k) => `${r.toFixed(2)}${disturbed[k] ? "*" : ""}`).join(", ")}; * = the agent read its table back during the pair); pairs without a read-back: ${clean.length}, ratio of their means ${cleanRatio.toFixed(3)}\n`);
+        note(`iperf3 (one TCP stream, 4 s, 6 runs each, alternating): ClusterIP ${mean(via).toFixed(2)} Gbit/s, pod IP ${mean(direct).toFixed(2)} Gbit/s (means), ratio of the means ${(mean(via) / mean(direct)).toFixed(3)}, median of the pairs' ratios ${middle(pairRatios).toFixed(3)} (${pairRatios.map((r, k) => `${r.toFixed(2)}${disturbed[k] ? "*" : ""}`).join(", ")}; * = the agent read its table back during the pair); pairs without a read-back: ${clean.length}, ratio of their means ${cleanRatio.toFixed(3)} (read-backs before→after each pair: ${readBackCounts.join(", ")})\n`);
       }
     }
     note(`conntrack entries in the nodes before each size's tables were emptied: ${trackedBefore.join("; ")}`);
