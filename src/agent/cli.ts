@@ -193,10 +193,11 @@ export async function runAgentCommand(argv: string[], early?: StartupFullSync): 
     datastore = etcdDatastoreFor(connection, values["etcd-prefix"], log);
     const agentMetrics = (metrics = new AgentMetrics());
     listen = values.listen ?? "127.0.0.1:9650";
-    // The child process that makes a large first full sync (src/agent/services-child.ts) starts
-    // now and lists etcd itself, so its start-up and list overlap the agent's own (registration, its
-    // --lite-mode list of every object) instead of coming after them; with few services the first
-    // sync ends it unused.
+    // The child process that makes a large first full sync (src/agent/services-startup.ts) lists
+    // etcd itself, so its start-up and list overlap the agent's own (module loading, registration,
+    // its --lite-mode list of every object) instead of coming after them; with few services the
+    // first sync ends it unused. `podnet agent` normally started it already (`early`), from a
+    // lenient read of the same flags; it is kept only if it was told what the strict parse says.
     const prefix = values["etcd-prefix"] ?? "/podnet/";
     let startupSync = early;
     if (startupSync !== undefined && !startupSync.sameConnection(connection, prefix)) {

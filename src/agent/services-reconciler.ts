@@ -262,11 +262,11 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     private readonly onSynced?: (stats: ServicesSyncStats) => void,
   ) {}
 
-  /** The first full sync's child, started with the agent (services-child.ts), until the first full sync takes it. */
+  /** The first full sync's child, started with the agent (services-startup.ts), until the first full sync takes it. */
   private startup: StartupSync | undefined;
 
   /**
-   * Lets the first full sync be the startup child's (StartupFullSync in services-child.ts): it is told this node's
+   * Lets the first full sync be the startup child's (StartupFullSync, services-startup.ts): it is told this node's
    * facts as soon as the agent has registered, long before this reconciler's first sync (which
    * waits for the agent's own list of every object).
    */
@@ -363,9 +363,18 @@ export class ServicesReconciler implements Reconciler<AgentInputs, Inputs> {
     const wantedAnnounced = this.loadBalancers.size === 0 ? [] : ipsToAnnounce(this.nodeName, this.loadBalancers.values(), this.slicesOfLoadBalancers(), liveNodes, this.segment(inputs.self.nodeIp, live));
 
     const compileStarted = performance.now();
-    const next = this.compiler.compile(node);
-    const planStarted = performance.now();
-    let tx = planProxyTransaction(this.applied, next);
+    let next: CompiledProxy;
+    let tx: NftTransaction;
+    let planStarted: number;
+    try {
+      next = this.compiler.compile(node);
+      planStarted = performance.now();
+      tx = planProxyTransaction(this.applied, next);
+    } catch (err) {
+      // Not before the startup child is done: its table must not land after the next full sync's.
+      await fromStartup?.catch(() => undefined);
+      throw err;
+    }
     const planned = performance.now();
     // Read now, while the full table planned above is still assembled (it is held weakly).
     const udpFrontendsAtFullSync = full ? next.udpFrontends : undefined;

@@ -22,7 +22,8 @@ export const CHILD_FULL_SYNC_AT_SERVICES = 1000;
  * agree; otherwise (a change in between) it applies its own plan.
  *
  * Requests, one JSON line each on stdin: `{ list: { connection, prefix } }`, then `{ node }`. The
- * end of stdin ends the child at once, whatever it is doing (the agent cancelled it, or died).
+ * end of stdin (the agent ended it, or died) ends the child as soon as it next looks: not while it
+ * compiles or writes the table, which it then finishes.
  */
 export interface StartupListRequest {
   list: { connection: EtcdConnection; prefix: string };
